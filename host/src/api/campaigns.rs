@@ -1,0 +1,248 @@
+//! /campaigns: drafts, the lifecycle actions and messages.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use chrono::Utc;
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use super::auth::Auth;
+use super::error::ErrorBody;
+use super::{ApiError, ApiJson, ApiResult, AppState, Paging};
+use crate::domain::{Action, Campaign, CampaignDraft, CampaignPatch, Status};
+use crate::plugins::bindings::types;
+use crate::store::{MessageRecord, MessageStatus, Page, Store};
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CampaignFilter {
+    /// Only campaigns with this status.
+    pub status: Option<String>,
+    pub limit: Option<usize>,
+    pub after: Option<u64>,
+}
+
+/// Refuses templates the personalizer cannot compile, with its message.
+async fn check_templates(s: &AppState, c: &Campaign) -> ApiResult<()> {
+    let wit = types::Campaign {
+        id: c.id,
+        name: c.name.clone(),
+        subject: c.subject.clone(),
+        from_email: c.from_email.clone(),
+        from_name: c.from_name.clone(),
+        html: c.html.clone(),
+        text: c.text.clone(),
+    };
+    match s.engine.plugins().validate(wit).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => {
+            let field = if e.starts_with("subject") {
+                "subject"
+            } else if e.starts_with("text") {
+                "text"
+            } else {
+                "html"
+            };
+            Err(ApiError::invalid(field, e))
+        }
+        Err(e) => Err(ApiError::internal(e)),
+    }
+}
+
+fn check_transport(s: &AppState, name: &str) -> ApiResult<()> {
+    if s.engine.plugins().transport(name).is_none() {
+        let known: Vec<_> = s.engine.plugins().transports.keys().cloned().collect();
+        return Err(ApiError::invalid(
+            "transport",
+            format!("unknown transport {name:?}; configured: {}", known.join(", ")),
+        ));
+    }
+    Ok(())
+}
+
+#[utoipa::path(post, path = "/api/v1/users/me/campaigns", request_body = CampaignDraft, tag = "campaigns",
+    responses((status = 201, body = Campaign), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create(
+    State(s): State<AppState>,
+    Auth(user): Auth,
+    ApiJson(draft): ApiJson<CampaignDraft>,
+) -> ApiResult<(StatusCode, Json<Campaign>)> {
+    let transport = draft
+        .transport
+        .clone()
+        .unwrap_or_else(|| s.engine.plugins().default_transport.clone());
+    check_transport(&s, &transport)?;
+    let preview = Campaign::from_draft(0, user.id, draft.clone(), transport.clone(), Utc::now());
+    preview.validate()?;
+    check_templates(&s, &preview).await?;
+    let c = s
+        .db(move |st| st.create_campaign(user.id, draft, transport, Utc::now()))
+        .await?;
+    Ok((StatusCode::CREATED, Json(c)))
+}
+
+#[utoipa::path(get, path = "/api/v1/users/me/campaigns", params(CampaignFilter), tag = "campaigns",
+    responses((status = 200, body = Page<Campaign>), (status = 422, body = ErrorBody)))]
+pub async fn index(
+    State(s): State<AppState>,
+    Auth(user): Auth,
+    Query(f): Query<CampaignFilter>,
+) -> ApiResult<Json<Page<Campaign>>> {
+    let status = match f.status.as_deref() {
+        None => None,
+        Some(raw) => {
+            Some(Status::parse(raw).ok_or_else(|| ApiError::invalid("status", format!("unknown status {raw:?}")))?)
+        }
+    };
+    let limit = Paging {
+        limit: f.limit,
+        after: f.after,
+    }
+    .limit()?;
+    Ok(Json(
+        s.db(move |st| st.campaigns(user.id, status, f.after, limit)).await?,
+    ))
+}
+
+#[utoipa::path(get, path = "/api/v1/users/me/campaigns/{id}", tag = "campaigns",
+    responses((status = 200, body = Campaign), (status = 404, body = ErrorBody)))]
+pub async fn show(State(s): State<AppState>, Auth(user): Auth, Path(id): Path<u64>) -> ApiResult<Json<Campaign>> {
+    Ok(Json(s.db(move |st| st.campaign(user.id, id)).await?))
+}
+
+#[utoipa::path(patch, path = "/api/v1/users/me/campaigns/{id}", request_body = CampaignPatch, tag = "campaigns",
+    responses((status = 200, body = Campaign), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn update(
+    State(s): State<AppState>,
+    Auth(user): Auth,
+    Path(id): Path<u64>,
+    ApiJson(patch): ApiJson<CampaignPatch>,
+) -> ApiResult<Json<Campaign>> {
+    if let Some(t) = &patch.transport {
+        check_transport(&s, t)?;
+    }
+    let mut preview = s.db(move |st| st.campaign(user.id, id)).await?;
+    crate::domain::lifecycle::transition(preview.status, Action::Edit)?;
+    preview.apply(patch.clone());
+    preview.validate()?;
+    check_templates(&s, &preview).await?;
+    let c = s
+        .db(move |st| {
+            st.act(user.id, id, Action::Edit, Utc::now(), |_, c| {
+                c.apply(patch);
+                Ok(())
+            })
+        })
+        .await?;
+    Ok(Json(c))
+}
+
+#[utoipa::path(delete, path = "/api/v1/users/me/campaigns/{id}", tag = "campaigns",
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn delete(State(s): State<AppState>, Auth(user): Auth, Path(id): Path<u64>) -> ApiResult<StatusCode> {
+    s.db(move |st| st.delete_campaign(user.id, id)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/api/v1/users/me/campaigns/{id}/send", tag = "campaigns",
+    description = "draft → sending, or draft → scheduled when scheduled_at is in the future",
+    responses((status = 200, body = Campaign), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn send(State(s): State<AppState>, Auth(user): Auth, Path(id): Path<u64>) -> ApiResult<Json<Campaign>> {
+    let current = s.db(move |st| st.campaign(user.id, id)).await?;
+    crate::domain::lifecycle::transition(current.status, Action::Send { future: false })?;
+    check_transport(&s, &current.transport)?;
+    check_templates(&s, &current).await?;
+    let c = s
+        .db(move |st| {
+            let now = Utc::now();
+            let future = current.scheduled_at.is_some_and(|t| t > now);
+            st.act(user.id, id, Action::Send { future }, now, |tx, c| {
+                if c.status == Status::Sending {
+                    Store::begin_sending(tx, c, now)?;
+                }
+                Ok(())
+            })
+        })
+        .await?;
+    s.engine.kick(&c);
+    Ok(Json(c))
+}
+
+/// Pause, resume and cancel share their shape: transition, then let the
+/// engine react.
+async fn lifecycle(s: AppState, user_id: u64, id: u64, action: Action) -> ApiResult<Json<Campaign>> {
+    let c = s
+        .db(move |st| st.act(user_id, id, action, Utc::now(), |_, _| Ok(())))
+        .await?;
+    s.engine.kick(&c);
+    Ok(Json(c))
+}
+
+#[utoipa::path(post, path = "/api/v1/users/me/campaigns/{id}/pause", tag = "campaigns",
+    description = "sending → paused: nothing new is queued; stats.queued says how many queued messages still go out",
+    responses((status = 200, body = Campaign), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn pause(State(s): State<AppState>, Auth(user): Auth, Path(id): Path<u64>) -> ApiResult<Json<Campaign>> {
+    lifecycle(s, user.id, id, Action::Pause).await
+}
+
+#[utoipa::path(post, path = "/api/v1/users/me/campaigns/{id}/resume", tag = "campaigns",
+    description = "paused → sending: the remaining subscribers are processed, none twice",
+    responses((status = 200, body = Campaign), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn resume(State(s): State<AppState>, Auth(user): Auth, Path(id): Path<u64>) -> ApiResult<Json<Campaign>> {
+    lifecycle(s, user.id, id, Action::Resume).await
+}
+
+#[utoipa::path(post, path = "/api/v1/users/me/campaigns/{id}/cancel", tag = "campaigns",
+    description = "sending|paused|scheduled → cancelled, permanently",
+    responses((status = 200, body = Campaign), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn cancel(State(s): State<AppState>, Auth(user): Auth, Path(id): Path<u64>) -> ApiResult<Json<Campaign>> {
+    lifecycle(s, user.id, id, Action::Cancel).await
+}
+
+#[utoipa::path(post, path = "/api/v1/users/me/campaigns/{id}/duplicate", tag = "campaigns",
+    description = "a draft copy named \"NAME (copy)\" with every setting preserved",
+    responses((status = 201, body = Campaign), (status = 404, body = ErrorBody)))]
+pub async fn duplicate(
+    State(s): State<AppState>,
+    Auth(user): Auth,
+    Path(id): Path<u64>,
+) -> ApiResult<(StatusCode, Json<Campaign>)> {
+    let c = s.db(move |st| st.duplicate_campaign(user.id, id, Utc::now())).await?;
+    Ok((StatusCode::CREATED, Json(c)))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct MessageFilter {
+    /// queued, sent, failed, skipped or cancelled.
+    pub status: Option<String>,
+    pub limit: Option<usize>,
+    /// Subscriber id after which the page starts.
+    pub after: Option<u64>,
+}
+
+#[utoipa::path(get, path = "/api/v1/users/me/campaigns/{id}/messages", params(MessageFilter), tag = "campaigns",
+    responses((status = 200, body = Page<MessageRecord>), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn messages(
+    State(s): State<AppState>,
+    Auth(user): Auth,
+    Path(id): Path<u64>,
+    Query(f): Query<MessageFilter>,
+) -> ApiResult<Json<Page<MessageRecord>>> {
+    let status = match f.status.as_deref() {
+        None => None,
+        Some(raw) => Some(
+            MessageStatus::parse(raw)
+                .ok_or_else(|| ApiError::invalid("status", format!("unknown message status {raw:?}")))?,
+        ),
+    };
+    let limit = Paging {
+        limit: f.limit,
+        after: f.after,
+    }
+    .limit()?;
+    Ok(Json(
+        s.db(move |st| st.messages(user.id, id, status, f.after, limit)).await?,
+    ))
+}

@@ -1,0 +1,130 @@
+//! /lists and /lists/{id}/subscribers.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use super::auth::Auth;
+use super::error::ErrorBody;
+use super::{ApiError, ApiJson, ApiResult, AppState, Paging};
+use crate::domain::{List, NewSubscriber, Subscriber};
+use crate::store::Page;
+use crate::store::UpsertReport;
+
+/// Subscribers accepted by one request.
+pub const MAX_BULK: usize = 10_000;
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewList {
+    pub name: String,
+}
+
+#[utoipa::path(post, path = "/api/v1/users/me/lists", request_body = NewList, tag = "lists",
+    responses((status = 201, body = List), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create(
+    State(s): State<AppState>,
+    Auth(user): Auth,
+    ApiJson(body): ApiJson<NewList>,
+) -> ApiResult<(StatusCode, Json<List>)> {
+    let list = s.db(move |st| st.create_list(user.id, &body.name)).await?;
+    Ok((StatusCode::CREATED, Json(list)))
+}
+
+#[utoipa::path(get, path = "/api/v1/users/me/lists", params(Paging), tag = "lists",
+    responses((status = 200, body = Page<List>), (status = 401, body = ErrorBody)))]
+pub async fn index(
+    State(s): State<AppState>,
+    Auth(user): Auth,
+    Query(p): Query<Paging>,
+) -> ApiResult<Json<Page<List>>> {
+    let limit = p.limit()?;
+    Ok(Json(s.db(move |st| st.lists(user.id, p.after, limit)).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/users/me/lists/{id}", tag = "lists",
+    responses((status = 200, body = List), (status = 404, body = ErrorBody)))]
+pub async fn show(State(s): State<AppState>, Auth(user): Auth, Path(id): Path<u64>) -> ApiResult<Json<List>> {
+    Ok(Json(s.db(move |st| st.list(user.id, id)).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/users/me/lists/{id}", tag = "lists",
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn delete(State(s): State<AppState>, Auth(user): Auth, Path(id): Path<u64>) -> ApiResult<StatusCode> {
+    s.db(move |st| st.delete_list(user.id, id)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// One subscriber object, an array of them, or `{"subscribers": [...]}`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub enum SubscribersBody {
+    One(NewSubscriber),
+    Many(Vec<NewSubscriber>),
+}
+
+fn parse_subscribers(body: serde_json::Value) -> ApiResult<Vec<NewSubscriber>> {
+    let (items, prefix) = match body {
+        serde_json::Value::Array(items) => (items, "subscribers"),
+        serde_json::Value::Object(mut obj) if obj.contains_key("subscribers") => match obj.remove("subscribers") {
+            Some(serde_json::Value::Array(items)) if obj.is_empty() => (items, "subscribers"),
+            _ => return Err(ApiError::invalid("subscribers", "must be the only key and an array")),
+        },
+        obj @ serde_json::Value::Object(_) => (vec![obj], ""),
+        _ => {
+            return Err(ApiError::invalid(
+                "body",
+                "expected a subscriber object or an array of them",
+            ));
+        }
+    };
+    if items.len() > MAX_BULK {
+        return Err(ApiError::too_large(format!(
+            "{} subscribers in one request; at most {MAX_BULK}",
+            items.len()
+        )));
+    }
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let at = if prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{prefix}[{i}]")
+            };
+            let new: NewSubscriber = serde_json::from_value(v).map_err(|e| {
+                let field = if at.is_empty() { "body".to_string() } else { at.clone() };
+                ApiError::invalid(field, e.to_string())
+            })?;
+            Ok(new.validate(&at)?)
+        })
+        .collect()
+}
+
+#[utoipa::path(post, path = "/api/v1/users/me/lists/{id}/subscribers", tag = "lists",
+    request_body(content = SubscribersBody, description = "one subscriber, an array, or {\"subscribers\": [...]}; upserted by email"),
+    responses((status = 200, body = UpsertReport), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn add_subscribers(
+    State(s): State<AppState>,
+    Auth(user): Auth,
+    Path(id): Path<u64>,
+    ApiJson(body): ApiJson<serde_json::Value>,
+) -> ApiResult<Json<UpsertReport>> {
+    let batch = parse_subscribers(body)?;
+    Ok(Json(s.db(move |st| st.upsert_subscribers(user.id, id, batch)).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/users/me/lists/{id}/subscribers", params(Paging), tag = "lists",
+    responses((status = 200, body = Page<Subscriber>), (status = 404, body = ErrorBody)))]
+pub async fn subscribers(
+    State(s): State<AppState>,
+    Auth(user): Auth,
+    Path(id): Path<u64>,
+    Query(p): Query<Paging>,
+) -> ApiResult<Json<Page<Subscriber>>> {
+    let limit = p.limit()?;
+    Ok(Json(s.db(move |st| st.subscribers(user.id, id, p.after, limit)).await?))
+}

@@ -1,0 +1,116 @@
+//! The HTTP API under /api/v1 (axum). Handlers are thin: they parse,
+//! authorize, call the store or engine, and shape the answer.
+
+mod auth;
+mod campaigns;
+mod error;
+mod lists;
+mod openapi;
+mod transports;
+mod unsubscribe;
+
+pub use error::{ApiError, ApiResult};
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, FromRequest, Request};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use utoipa::IntoParams;
+
+use crate::engine::Engine;
+use crate::store::{Store, StoreError};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub engine: Engine,
+    pub secret: Arc<[u8; 32]>,
+}
+
+impl AppState {
+    /// Runs a storage call off the async workers (redb commits fsync).
+    pub async fn db<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> ApiResult<T> {
+        let store = self.store.clone();
+        Ok(tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(ApiError::internal)??)
+    }
+}
+
+/// `Json<T>` whose rejections use the API's error shape: 400 for malformed
+/// JSON, 422 naming the field for wrong types, 413 for oversized bodies.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let Json(v) = Json::<T>::from_request(req, state).await?;
+        Ok(ApiJson(v))
+    }
+}
+
+pub const MAX_PAGE: usize = 1000;
+
+/// Cursor paging: `?limit=100&after=ID`; the answer's `next_after` is the
+/// `after` of the next page.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct Paging {
+    /// Items per page, 1 to 1000 (default 100).
+    pub limit: Option<usize>,
+    /// Id after which the page starts.
+    pub after: Option<u64>,
+}
+
+impl Paging {
+    pub fn limit(&self) -> ApiResult<usize> {
+        match self.limit {
+            None => Ok(100),
+            Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
+            Some(_) => Err(ApiError::invalid("limit", format!("must be between 1 and {MAX_PAGE}"))),
+        }
+    }
+}
+
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    let me = Router::new()
+        .route("/lists", post(lists::create).get(lists::index))
+        .route("/lists/{id}", get(lists::show).delete(lists::delete))
+        .route(
+            "/lists/{id}/subscribers",
+            post(lists::add_subscribers).get(lists::subscribers),
+        )
+        .route("/campaigns", post(campaigns::create).get(campaigns::index))
+        .route(
+            "/campaigns/{id}",
+            get(campaigns::show).patch(campaigns::update).delete(campaigns::delete),
+        )
+        .route("/campaigns/{id}/send", post(campaigns::send))
+        .route("/campaigns/{id}/pause", post(campaigns::pause))
+        .route("/campaigns/{id}/resume", post(campaigns::resume))
+        .route("/campaigns/{id}/cancel", post(campaigns::cancel))
+        .route("/campaigns/{id}/duplicate", post(campaigns::duplicate))
+        .route("/campaigns/{id}/messages", get(campaigns::messages))
+        .route("/transports", get(transports::index));
+    Router::new()
+        .nest("/api/v1/users/me", me)
+        .route("/api/v1/openapi.json", get(openapi::document))
+        .route(
+            "/api/v1/health",
+            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route(
+            "/unsubscribe/{campaign}/{subscriber}/{token}",
+            get(unsubscribe::page).post(unsubscribe::confirm),
+        )
+        .fallback(|| async { ApiError::new(axum::http::StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}

@@ -1,0 +1,40 @@
+//! The links in `List-Unsubscribe`: GET shows a confirmation form (mail
+//! scanners prefetch links, so a GET must not unsubscribe anyone); POST
+//! unsubscribes, which is also RFC 8058's one-click request.
+
+use axum::extract::{Path, State};
+use axum::response::Html;
+
+use super::{ApiError, ApiResult, AppState};
+use crate::domain::unsubscribe::verify;
+
+fn check(s: &AppState, campaign: u64, subscriber: u64, token: &str) -> ApiResult<()> {
+    if verify(&s.secret, campaign, subscriber, token) {
+        Ok(())
+    } else {
+        Err(ApiError::not_found())
+    }
+}
+
+pub async fn page(
+    State(s): State<AppState>,
+    Path((campaign, subscriber, token)): Path<(u64, u64, String)>,
+) -> ApiResult<Html<String>> {
+    check(&s, campaign, subscriber, &token)?;
+    Ok(Html(format!(
+        "<!doctype html><meta charset=utf-8><title>Unsubscribe</title>\
+         <form method=post action=\"/unsubscribe/{campaign}/{subscriber}/{token}\">\
+         <p>Stop receiving these emails?</p><button type=submit>Unsubscribe</button></form>"
+    )))
+}
+
+pub async fn confirm(
+    State(s): State<AppState>,
+    Path((campaign, subscriber, token)): Path<(u64, u64, String)>,
+) -> ApiResult<Html<&'static str>> {
+    check(&s, campaign, subscriber, &token)?;
+    s.db(move |st| st.unsubscribe(campaign, subscriber)).await?;
+    Ok(Html(
+        "<!doctype html><meta charset=utf-8><title>Unsubscribed</title><p>You are unsubscribed.</p>",
+    ))
+}

@@ -1,0 +1,269 @@
+//! posta.toml: server settings, plugin limits and named transports.
+//!
+//! Everything has a default, so `posta serve` runs with no file at all: the
+//! bundled personalizer and a `log` transport writing to
+//! `DATA_DIR/outbox/outbox.jsonl`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Parse { path: PathBuf, source: toml::de::Error },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: Server,
+    #[serde(default)]
+    pub delivery: Delivery,
+    /// Defaults for every component; a transport may override them.
+    #[serde(default)]
+    pub limits: Limits,
+    /// The personalizer component: a bundled name or a path.
+    #[serde(default = "default_personalizer")]
+    pub personalizer: String,
+    /// Transport used by campaigns that name none.
+    #[serde(default)]
+    pub default_transport: Option<String>,
+    #[serde(default)]
+    pub transports: BTreeMap<String, Transport>,
+}
+
+fn default_personalizer() -> String {
+    "personalize".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Server {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Public base URL, used to build unsubscribe links.
+    pub base_url: Option<String>,
+    /// Directory searched for `NAME.wasm` components named in transports.
+    pub plugins_dir: Option<PathBuf>,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            listen: "127.0.0.1:8080".parse().expect("valid"),
+            data_dir: PathBuf::from("posta-data"),
+            base_url: None,
+            plugins_dir: None,
+            max_body_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Delivery {
+    /// Subscribers turned into messages per storage transaction.
+    pub batch_size: usize,
+    /// Messages queued but without a stored outcome, per campaign. This is
+    /// also the most messages that can be delivered twice after a crash.
+    pub window: usize,
+    /// Transport calls in flight per transport when it sets none.
+    pub max_in_flight: usize,
+    /// Attempts per message before a transient error becomes a failure.
+    pub max_attempts: u32,
+    /// First retry delay; doubles per attempt up to `retry_max_ms`.
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Delivery {
+            batch_size: 256,
+            window: 1024,
+            max_in_flight: 8,
+            max_attempts: 5,
+            retry_base_ms: 1_000,
+            retry_max_ms: 60_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Linear memory cap per instance, in MiB.
+    pub memory_mib: u64,
+    /// Wall-clock deadline per call, in milliseconds.
+    pub deadline_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_mib: 64,
+            deadline_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Transport {
+    /// A bundled component name (`log`) or a path to a `.wasm` file.
+    pub component: String,
+    /// Values the plugin reads through `host.config(key)`. `{data_dir}` is
+    /// replaced by the data directory.
+    #[serde(default)]
+    pub config: BTreeMap<String, toml::Value>,
+    /// Config keys whose values come from environment variables:
+    /// `password = "SMTP_PASSWORD"`. Never stored, logged or listed.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
+    #[serde(default)]
+    pub capabilities: Capabilities,
+    /// Emails per minute over every campaign using this transport.
+    #[serde(default)]
+    pub rate_limit: Option<u32>,
+    #[serde(default)]
+    pub max_in_flight: Option<usize>,
+    #[serde(default)]
+    pub limits: Option<Limits>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Capabilities {
+    /// Directories the component may read and write (`{data_dir}` allowed).
+    #[serde(default)]
+    pub dirs: Vec<String>,
+    /// Outbound `host:port` pairs for sockets.
+    #[serde(default)]
+    pub connect: Vec<String>,
+}
+
+impl Config {
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut config = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                    path: path.to_path_buf(),
+                    source,
+                })?
+            }
+            None => Config::default(),
+        };
+        if config.personalizer.is_empty() {
+            config.personalizer = default_personalizer();
+        }
+        config.add_default_log_transport();
+        config.check()?;
+        Ok(config)
+    }
+
+    /// The `log` transport exists unless the file defines its own.
+    fn add_default_log_transport(&mut self) {
+        self.transports.entry("log".into()).or_insert_with(|| Transport {
+            component: "log".into(),
+            config: BTreeMap::from([(
+                "path".into(),
+                toml::Value::String("{data_dir}/outbox/outbox.jsonl".into()),
+            )]),
+            capabilities: Capabilities {
+                dirs: vec!["{data_dir}/outbox".into()],
+                connect: vec![],
+            },
+            // One writer keeps lines whole whatever their size.
+            max_in_flight: Some(1),
+            ..Transport::default()
+        });
+        if self.default_transport.is_none() {
+            self.default_transport = Some("log".into());
+        }
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let default = self.default_transport.as_deref().unwrap_or("log");
+        if !self.transports.contains_key(default) {
+            return Err(ConfigError::Invalid(format!(
+                "default_transport {default:?} is not defined under [transports]"
+            )));
+        }
+        for (name, t) in &self.transports {
+            if t.component.is_empty() {
+                return Err(ConfigError::Invalid(format!("transports.{name}.component is empty")));
+            }
+            if t.rate_limit == Some(0) {
+                return Err(ConfigError::Invalid(format!(
+                    "transports.{name}.rate_limit must be positive"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn default_transport(&self) -> &str {
+        self.default_transport.as_deref().unwrap_or("log")
+    }
+
+    pub fn base_url(&self) -> String {
+        self.server
+            .base_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.server.listen))
+            .trim_end_matches('/')
+            .to_string()
+    }
+}
+
+/// Replaces `{data_dir}` in a config string.
+pub fn expand(value: &str, data_dir: &Path) -> String {
+    value.replace("{data_dir}", &data_dir.display().to_string())
+}
+
+/// A TOML config value as the string a plugin receives.
+pub fn value_to_string(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_need_no_file() {
+        let c = Config::load(None).unwrap();
+        assert_eq!(c.default_transport(), "log");
+        assert_eq!(c.transports["log"].component, "log");
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn unknown_default_transport_is_refused() {
+        let mut c: Config = toml::from_str("default_transport = \"smtp\"").unwrap();
+        c.add_default_log_transport();
+        assert!(c.check().unwrap_err().to_string().contains("smtp"));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(toml::from_str::<Config>("[server]\nlisten_on = \"x\"").is_err());
+    }
+}

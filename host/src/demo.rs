@@ -1,0 +1,114 @@
+//! `posta demo`: seeds a list across timezones, sends a campaign through
+//! the log transport with a progress bar, and shows where to look next.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::config::Config;
+use crate::domain::{Action, CampaignDraft, NewSubscriber, Status};
+use crate::server::Instance;
+use crate::store::Store;
+
+const ZONES: &[&str] = &[
+    "Europe/Paris",
+    "America/New_York",
+    "Asia/Kolkata",
+    "Asia/Kathmandu",
+    "Pacific/Kiritimati",
+    "Pacific/Pago_Pago",
+    "Australia/Sydney",
+    "America/Sao_Paulo",
+    "Africa/Lagos",
+    "Asia/Tokyo",
+];
+
+pub async fn run(mut config: Config, data_dir: Option<PathBuf>, subscribers: usize) -> anyhow::Result<()> {
+    let dir = match data_dir {
+        Some(d) => d,
+        None => tempfile::Builder::new().prefix("posta-demo-").tempdir()?.keep(),
+    };
+    config.server.data_dir = dir;
+    let instance = Instance::start(config).await?;
+    let store = instance.store.clone();
+    let (user, key) = store.create_user(&format!("demo-{}@posta.localhost", Utc::now().timestamp_millis()))?;
+    let list = store.create_list(user.id, "Demo readers")?;
+    let people: Vec<NewSubscriber> = (0..subscribers)
+        .map(|i| NewSubscriber {
+            email: format!("reader{i}@example.org"),
+            name: format!("Reader {i}"),
+            timezone: Some(ZONES[i % ZONES.len()].to_string()),
+            attributes: serde_json::json!({"plan": if i % 3 == 0 { "pro" } else { "free" }})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+            status: Default::default(),
+        })
+        .collect();
+    for chunk in people.chunks(5_000) {
+        store.upsert_subscribers(user.id, list.id, chunk.to_vec())?;
+    }
+    let draft = CampaignDraft {
+        name: "Posta demo".into(),
+        subject: "Hello {{ subscriber.name }}".into(),
+        from_email: "demo@posta.localhost".into(),
+        from_name: "Posta".into(),
+        list_id: list.id,
+        html: "<p>Hi {{ subscriber.name }}, you are on the {{ subscriber.attributes.plan }} plan.</p>\
+               <p><a href=\"{{ unsubscribe_url }}\">Unsubscribe</a></p>"
+            .into(),
+        text: "Hi {{ subscriber.name }}, you are on the {{ subscriber.attributes.plan }} plan.\n\
+               Unsubscribe: {{ unsubscribe_url }}\n"
+            .into(),
+        transport: Some("log".into()),
+        send_rate: None,
+        send_at_local_time: false,
+        scheduled_at: None,
+    };
+    let campaign = store.create_campaign(user.id, draft, "log".into(), Utc::now())?;
+    let started = Instant::now();
+    let campaign = store.act(
+        user.id,
+        campaign.id,
+        Action::Send { future: false },
+        Utc::now(),
+        |tx, c| Store::begin_sending(tx, c, Utc::now()),
+    )?;
+    instance.engine.kick(&campaign);
+
+    let bar = ProgressBar::new(campaign.stats.total);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} sending [{bar:40}] {pos}/{len} {per_sec} {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    let done = loop {
+        let c = store.campaign_by_id(campaign.id)?;
+        bar.set_position(c.stats.finished());
+        if c.status == Status::Sent {
+            break c;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    let outbox = instance.data_dir.join("outbox").join("outbox.jsonl");
+    println!(
+        "sent campaign {} to {} subscribers in {secs:.2} s ({:.0} messages/s)",
+        done.id,
+        done.stats.total,
+        done.stats.finished() as f64 / secs
+    );
+    println!("stats: {}", serde_json::to_string(&done.stats)?);
+    println!("outbox: {}", outbox.display());
+    println!();
+    println!("explore it:");
+    println!("  posta serve --data-dir {}", instance.data_dir.display());
+    println!(
+        "  curl -H 'Authorization: Bearer {key}' http://{}/api/v1/users/me/campaigns/{}",
+        instance.config.server.listen, done.id
+    );
+    Ok(())
+}

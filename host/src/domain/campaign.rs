@@ -1,0 +1,333 @@
+//! Campaign records, their validation and their counters.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{FieldError, Status, validate_email, validate_len};
+
+/// Message counters. `pending` is derived: subscribers of the campaign that
+/// have no message yet (or are waiting for their local time).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Stats {
+    pub total: u64,
+    pub pending: u64,
+    pub queued: u64,
+    pub sent: u64,
+    pub failed: u64,
+    pub skipped: u64,
+    pub cancelled: u64,
+}
+
+impl Stats {
+    pub fn finished(&self) -> u64 {
+        self.sent + self.failed + self.skipped + self.cancelled
+    }
+
+    /// Recomputes `pending` from the other counters.
+    pub fn with_pending(mut self) -> Stats {
+        self.pending = self.total.saturating_sub(self.queued + self.finished());
+        self
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Campaign {
+    pub id: u64,
+    pub user_id: u64,
+    pub name: String,
+    pub subject: String,
+    pub from_email: String,
+    pub from_name: String,
+    pub list_id: u64,
+    pub html: String,
+    pub text: String,
+    /// Name of the transport in posta.toml.
+    pub transport: String,
+    /// Emails per minute; none means as fast as the transport allows.
+    pub send_rate: Option<u32>,
+    pub send_at_local_time: bool,
+    pub scheduled_at: Option<DateTime<Utc>>,
+    pub status: Status,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub stats: Stats,
+    /// Engine state: subscribers of the list with ids up to this one (the
+    /// list's newest when sending started) belong to the campaign.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    #[schema(ignore)]
+    pub last_subscriber: u64,
+    /// Engine state: the highest subscriber id that already has a message.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    #[schema(ignore)]
+    pub cursor: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// POST /campaigns body.
+#[derive(Debug, Clone, PartialEq, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CampaignDraft {
+    pub name: String,
+    pub subject: String,
+    pub from_email: String,
+    #[serde(default)]
+    pub from_name: String,
+    pub list_id: u64,
+    #[serde(default)]
+    pub html: String,
+    #[serde(default)]
+    pub text: String,
+    /// Defaults to the configured default transport.
+    #[serde(default)]
+    pub transport: Option<String>,
+    #[serde(default)]
+    pub send_rate: Option<u32>,
+    #[serde(default)]
+    pub send_at_local_time: bool,
+    #[serde(default)]
+    pub scheduled_at: Option<DateTime<Utc>>,
+}
+
+/// PATCH body: every field optional; `null` clears the optional ones.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CampaignPatch {
+    pub name: Option<String>,
+    pub subject: Option<String>,
+    pub from_email: Option<String>,
+    pub from_name: Option<String>,
+    pub list_id: Option<u64>,
+    pub html: Option<String>,
+    pub text: Option<String>,
+    pub transport: Option<String>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<u32>)]
+    pub send_rate: Option<Option<u32>>,
+    pub send_at_local_time: Option<bool>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<DateTime<Utc>>)]
+    pub scheduled_at: Option<Option<DateTime<Utc>>>,
+}
+
+/// Distinguishes an absent field (None) from an explicit null (Some(None)).
+fn double_option<'de, T, D>(de: D) -> Result<Option<Option<T>>, D::Error>
+where
+    T: Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    Option::<T>::deserialize(de).map(Some)
+}
+
+pub const MAX_SUBJECT: usize = 998;
+pub const MAX_CAMPAIGN_NAME: usize = 256;
+pub const MAX_BODY_BYTES: usize = 512 * 1024;
+
+impl Campaign {
+    /// Builds a draft from the API body; the caller has resolved the list and
+    /// the transport name.
+    pub fn from_draft(id: u64, user_id: u64, d: CampaignDraft, transport: String, now: DateTime<Utc>) -> Campaign {
+        Campaign {
+            id,
+            user_id,
+            name: d.name.trim().to_string(),
+            subject: d.subject,
+            from_email: d.from_email.trim().to_string(),
+            from_name: d.from_name.trim().to_string(),
+            list_id: d.list_id,
+            html: d.html,
+            text: d.text,
+            transport,
+            send_rate: d.send_rate,
+            send_at_local_time: d.send_at_local_time,
+            scheduled_at: d.scheduled_at,
+            status: Status::Draft,
+            created_at: now,
+            updated_at: now,
+            started_at: None,
+            completed_at: None,
+            stats: Stats::default(),
+            last_subscriber: 0,
+            cursor: 0,
+        }
+    }
+
+    pub fn apply(&mut self, p: CampaignPatch) {
+        macro_rules! set {
+            ($($f:ident),*) => { $(if let Some(v) = p.$f { self.$f = v; })* };
+        }
+        set!(
+            name,
+            subject,
+            from_email,
+            from_name,
+            list_id,
+            html,
+            text,
+            transport,
+            send_rate,
+            send_at_local_time,
+            scheduled_at
+        );
+        self.name = self.name.trim().to_string();
+        self.from_email = self.from_email.trim().to_string();
+    }
+
+    /// Field checks that need no storage; list, transport and template
+    /// checks happen where those live.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if self.name.is_empty() {
+            return Err(FieldError::new("name", "must not be empty"));
+        }
+        validate_len("name", &self.name, MAX_CAMPAIGN_NAME)?;
+        if self.subject.trim().is_empty() {
+            return Err(FieldError::new("subject", "must not be empty"));
+        }
+        validate_len("subject", &self.subject, MAX_SUBJECT)?;
+        validate_email("from_email", &self.from_email)?;
+        validate_len("from_name", &self.from_name, 256)?;
+        if self.html.trim().is_empty() && self.text.trim().is_empty() {
+            return Err(FieldError::new("html", "html or text must be given"));
+        }
+        for (field, body) in [("html", &self.html), ("text", &self.text)] {
+            if body.len() > MAX_BODY_BYTES {
+                return Err(FieldError::new(field, format!("larger than {MAX_BODY_BYTES} bytes")));
+            }
+        }
+        if self.send_rate == Some(0) {
+            return Err(FieldError::new(
+                "send_rate",
+                "must be a positive number of emails per minute",
+            ));
+        }
+        if self.send_at_local_time && self.scheduled_at.is_none() {
+            return Err(FieldError::new("send_at_local_time", "needs scheduled_at"));
+        }
+        Ok(())
+    }
+
+    /// The copy made by POST …/duplicate: same settings, fresh state.
+    pub fn duplicate(&self, id: u64, now: DateTime<Utc>) -> Campaign {
+        let mut copy = Campaign {
+            id,
+            name: format!("{} (copy)", self.name),
+            status: Status::Draft,
+            created_at: now,
+            updated_at: now,
+            started_at: None,
+            completed_at: None,
+            stats: Stats::default(),
+            last_subscriber: 0,
+            cursor: 0,
+            ..self.clone()
+        };
+        if copy.name.chars().count() > MAX_CAMPAIGN_NAME {
+            copy.name = copy.name.chars().take(MAX_CAMPAIGN_NAME).collect();
+        }
+        copy
+    }
+
+    /// The stable Message-ID of this campaign's message to a subscriber. It
+    /// doubles as the idempotency key, so it must never change across
+    /// retries, restarts or resumes.
+    pub fn message_id(&self, subscriber_id: u64) -> String {
+        let domain = self
+            .from_email
+            .rsplit_once('@')
+            .map(|(_, d)| d)
+            .unwrap_or("posta.local");
+        format!("posta.{}.{}@{}", self.id, subscriber_id, domain)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn draft() -> CampaignDraft {
+        CampaignDraft {
+            name: "Launch".into(),
+            subject: "Hi {{ subscriber.name }}".into(),
+            from_email: "news@example.org".into(),
+            from_name: "News".into(),
+            list_id: 1,
+            html: "<p>Hi</p>".into(),
+            text: "Hi".into(),
+            transport: None,
+            send_rate: Some(600),
+            send_at_local_time: true,
+            scheduled_at: Some("2030-01-01T09:00:00Z".parse().unwrap()),
+        }
+    }
+
+    #[test]
+    fn duplicate_keeps_settings_and_resets_state() {
+        let now = Utc::now();
+        let mut c = Campaign::from_draft(7, 1, draft(), "log".into(), now);
+        c.status = Status::Sent;
+        c.stats.sent = 5;
+        c.cursor = 9;
+        c.started_at = Some(now);
+        let d = c.duplicate(8, now);
+        assert_eq!(d.name, "Launch (copy)");
+        assert_eq!(d.status, Status::Draft);
+        assert_eq!(d.stats, Stats::default());
+        assert_eq!((d.cursor, d.started_at), (0, None));
+        assert_eq!(
+            (
+                &d.subject,
+                &d.html,
+                &d.text,
+                d.list_id,
+                &d.transport,
+                d.send_rate,
+                d.send_at_local_time,
+                d.scheduled_at
+            ),
+            (
+                &c.subject,
+                &c.html,
+                &c.text,
+                c.list_id,
+                &c.transport,
+                c.send_rate,
+                c.send_at_local_time,
+                c.scheduled_at
+            )
+        );
+    }
+
+    #[test]
+    fn validation_names_fields() {
+        let now = Utc::now();
+        let mut c = Campaign::from_draft(1, 1, draft(), "log".into(), now);
+        assert!(c.validate().is_ok());
+        c.send_rate = Some(0);
+        assert_eq!(c.validate().unwrap_err().field, "send_rate");
+        c.send_rate = None;
+        c.from_email = "nope".into();
+        assert_eq!(c.validate().unwrap_err().field, "from_email");
+    }
+
+    #[test]
+    fn patch_distinguishes_null_from_absent() {
+        let now = Utc::now();
+        let mut c = Campaign::from_draft(1, 1, draft(), "log".into(), now);
+        c.apply(serde_json::from_str(r#"{"name":"New"}"#).unwrap());
+        assert_eq!((c.name.as_str(), c.send_rate), ("New", Some(600)));
+        c.apply(serde_json::from_str(r#"{"send_rate":null}"#).unwrap());
+        assert_eq!(c.send_rate, None);
+    }
+
+    #[test]
+    fn message_ids_are_stable() {
+        let c = Campaign::from_draft(3, 1, draft(), "log".into(), Utc::now());
+        assert_eq!(c.message_id(42), "posta.3.42@example.org");
+        assert_eq!(c.message_id(42), c.message_id(42));
+    }
+}

@@ -1,0 +1,146 @@
+//! Lists and subscribers.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{FieldError, validate_email, validate_len};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct List {
+    pub id: u64,
+    pub user_id: u64,
+    pub name: String,
+    pub subscriber_count: u64,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SubscriberStatus {
+    #[default]
+    Subscribed,
+    Unsubscribed,
+    Bounced,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Subscriber {
+    pub id: u64,
+    pub list_id: u64,
+    pub email: String,
+    pub name: String,
+    /// IANA timezone name, e.g. `Europe/Paris`.
+    pub timezone: Option<String>,
+    /// Free-form attributes, available to templates as `subscriber.attributes`.
+    #[schema(value_type = Object)]
+    pub attributes: serde_json::Map<String, serde_json::Value>,
+    pub status: SubscriberStatus,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A subscriber as the API receives it; upserted by email within a list.
+#[derive(Debug, Clone, PartialEq, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewSubscriber {
+    pub email: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub timezone: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub attributes: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    pub status: SubscriberStatus,
+}
+
+pub const MAX_NAME: usize = 256;
+pub const MAX_ATTRIBUTES_BYTES: usize = 16 * 1024;
+
+impl NewSubscriber {
+    /// Validates and normalizes (trimmed, lower-cased domain); `field` is the
+    /// JSON path prefix used in errors, e.g. `subscribers[3]`.
+    pub fn validate(mut self, field: &str) -> Result<NewSubscriber, FieldError> {
+        let f = |name: &str| {
+            if field.is_empty() {
+                name.to_string()
+            } else {
+                format!("{field}.{name}")
+            }
+        };
+        self.email = normalize_email(&self.email);
+        validate_email(&f("email"), &self.email)?;
+        self.name = self.name.trim().to_string();
+        validate_len(&f("name"), &self.name, MAX_NAME)?;
+        if let Some(tz) = self.timezone.as_deref().map(str::trim) {
+            if tz.is_empty() {
+                self.timezone = None;
+            } else {
+                let parsed: chrono_tz::Tz = tz.parse().map_err(|_| {
+                    FieldError::new(
+                        f("timezone"),
+                        format!("unknown timezone {tz:?} (use an IANA name such as Europe/Paris)"),
+                    )
+                })?;
+                self.timezone = Some(parsed.name().to_string());
+            }
+        }
+        let size = serde_json::to_vec(&self.attributes)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
+        if size > MAX_ATTRIBUTES_BYTES {
+            return Err(FieldError::new(
+                f("attributes"),
+                format!("larger than {MAX_ATTRIBUTES_BYTES} bytes"),
+            ));
+        }
+        Ok(self)
+    }
+}
+
+/// Emails are matched case-insensitively in the domain only: local parts are
+/// case-sensitive by RFC 5321, though rarely in practice.
+pub fn normalize_email(s: &str) -> String {
+    let s = s.trim();
+    match s.rsplit_once('@') {
+        Some((local, domain)) => format!("{local}@{}", domain.to_ascii_lowercase()),
+        None => s.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sub(email: &str, tz: Option<&str>) -> NewSubscriber {
+        NewSubscriber {
+            email: email.into(),
+            name: " Ann ".into(),
+            timezone: tz.map(Into::into),
+            attributes: Default::default(),
+            status: SubscriberStatus::Subscribed,
+        }
+    }
+
+    #[test]
+    fn normalizes_and_validates() {
+        let s = sub(" Ann@Example.ORG ", Some("Asia/Kathmandu")).validate("").unwrap();
+        assert_eq!(s.email, "Ann@example.org");
+        assert_eq!(s.name, "Ann");
+        assert_eq!(s.timezone.as_deref(), Some("Asia/Kathmandu"));
+        assert_eq!(sub("a@b.co", Some(" ")).validate("").unwrap().timezone, None);
+    }
+
+    #[test]
+    fn unknown_timezone_names_the_field() {
+        let err = sub("a@b.co", Some("Mars/Olympus"))
+            .validate("subscribers[2]")
+            .unwrap_err();
+        assert_eq!(err.field, "subscribers[2].timezone");
+        assert!(err.message.contains("Mars/Olympus"));
+        let err = sub("nope", None).validate("").unwrap_err();
+        assert_eq!(err.field, "email");
+    }
+}

@@ -1,0 +1,53 @@
+//! Stores outcomes in batches: one transaction for up to `MAX_BATCH`
+//! outcomes keeps storage off the critical path at high rates, while a
+//! lone outcome is stored at once.
+
+use std::collections::HashMap;
+use std::sync::Weak;
+use std::sync::atomic::Ordering;
+
+use chrono::Utc;
+use tokio::sync::mpsc;
+
+use super::Inner;
+use crate::store::Outcome;
+
+const MAX_BATCH: usize = 2048;
+
+pub(super) async fn run(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Outcome>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let Some(inner) = inner.upgrade() else { return };
+        let store = inner.store.clone();
+        let outcomes = std::mem::take(&mut batch);
+        let stored = tokio::task::spawn_blocking(move || {
+            let r = store.record_outcomes(&outcomes, Utc::now());
+            (r, outcomes)
+        })
+        .await;
+        let (result, outcomes) = match stored {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::error!("outcome writer failed: {e}");
+                continue;
+            }
+        };
+        if let Err(e) = result {
+            // The messages stay queued in storage and are re-delivered on
+            // the next start; counting them done here would lose them.
+            tracing::error!(count = outcomes.len(), "cannot store outcomes: {e}");
+            continue;
+        }
+        let mut per_campaign: HashMap<u64, usize> = HashMap::new();
+        for o in &outcomes {
+            *per_campaign.entry(o.campaign_id).or_default() += 1;
+        }
+        let runs = inner.runs.lock().expect("runs lock");
+        for (id, n) in per_campaign {
+            if let Some(run) = runs.get(&id) {
+                run.in_flight.fetch_sub(n, Ordering::AcqRel);
+                run.wake.notify_one();
+            }
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! One message's way through the plugins: personalize, deliver, retry.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::sync::Semaphore;
+
+use super::Inner;
+use crate::domain::{Campaign, unsubscribe};
+use crate::plugins::bindings::types;
+use crate::plugins::registry::TransportEntry;
+use crate::store::{Job, Outcome, OutcomeKind};
+
+/// What every message of a campaign shares, built once per run.
+pub(super) struct Context {
+    campaign: Campaign,
+    wit: Arc<types::Campaign>,
+    transport: Option<(Arc<TransportEntry>, Arc<Semaphore>)>,
+    unsubscribe_base: String,
+    secret: [u8; 32],
+}
+
+impl Context {
+    pub(super) fn new(inner: &Inner, c: &Campaign) -> Context {
+        let transport = inner
+            .plugins
+            .transport(&c.transport)
+            .cloned()
+            .zip(inner.slots.get(&c.transport).cloned());
+        Context {
+            campaign: c.clone(),
+            wit: Arc::new(types::Campaign {
+                id: c.id,
+                name: c.name.clone(),
+                subject: c.subject.clone(),
+                from_email: c.from_email.clone(),
+                from_name: c.from_name.clone(),
+                html: c.html.clone(),
+                text: c.text.clone(),
+            }),
+            transport,
+            unsubscribe_base: format!("{}/unsubscribe", inner.base_url),
+            secret: inner.secret,
+        }
+    }
+}
+
+enum Failure {
+    Transient(String),
+    Permanent(String),
+}
+
+pub(super) async fn deliver(inner: &Inner, ctx: &Context, job: Job) -> Outcome {
+    let sub = &job.subscriber;
+    let mut attempts = 0;
+    let mut message: Option<types::Message> = None;
+    let kind = loop {
+        attempts += 1;
+        match attempt(inner, ctx, &job, &mut message).await {
+            Ok(remote_id) => break OutcomeKind::Sent { remote_id },
+            Err(Failure::Permanent(error)) => break OutcomeKind::Failed { error },
+            Err(Failure::Transient(error)) if attempts >= inner.cfg.max_attempts => {
+                break OutcomeKind::Failed {
+                    error: format!("{error} (gave up after {attempts} attempts)"),
+                };
+            }
+            Err(Failure::Transient(error)) => {
+                tracing::debug!(
+                    campaign = ctx.campaign.id,
+                    subscriber = sub.id,
+                    attempts,
+                    "retrying: {error}"
+                );
+                tokio::time::sleep(backoff(&inner.cfg, attempts)).await;
+            }
+        }
+    };
+    Outcome {
+        campaign_id: job.campaign_id,
+        subscriber_id: sub.id,
+        attempts,
+        kind,
+    }
+}
+
+/// Exponential backoff with jitter: base·2^(n-1), capped, scaled by a
+/// random factor in [0.5, 1] so that retries of a burst spread out.
+fn backoff(cfg: &crate::config::Delivery, attempts: u32) -> Duration {
+    let exp = cfg.retry_base_ms.saturating_mul(1u64 << (attempts - 1).min(20));
+    let capped = exp.min(cfg.retry_max_ms);
+    let jitter = rand::rng().random_range(0.5..=1.0);
+    Duration::from_millis((capped as f64 * jitter) as u64)
+}
+
+async fn attempt(
+    inner: &Inner,
+    ctx: &Context,
+    job: &Job,
+    message: &mut Option<types::Message>,
+) -> Result<Option<String>, Failure> {
+    let Some((transport, slots)) = &ctx.transport else {
+        return Err(Failure::Permanent(format!(
+            "transport {:?} is not configured",
+            ctx.campaign.transport
+        )));
+    };
+    if message.is_none() {
+        *message = Some(personalize(inner, ctx, job).await?);
+    }
+    let msg = message.clone().expect("personalized above");
+    let _slot = slots.acquire().await.expect("semaphore never closed");
+    match transport.deliver(msg).await {
+        Ok(Ok(receipt)) => Ok(receipt.remote_id),
+        Ok(Err(types::DeliveryError::Permanent(e))) => Err(Failure::Permanent(e)),
+        Ok(Err(types::DeliveryError::Transient(e))) => Err(Failure::Transient(e)),
+        Err(e) => Err(Failure::Transient(e.to_string())),
+    }
+}
+
+async fn personalize(inner: &Inner, ctx: &Context, job: &Job) -> Result<types::Message, Failure> {
+    let s = &job.subscriber;
+    let subscriber = types::Subscriber {
+        id: s.id,
+        email: s.email.clone(),
+        name: s.name.clone(),
+        timezone: s.timezone.clone(),
+        attributes: serde_json::to_string(&s.attributes).unwrap_or_else(|_| "{}".into()),
+    };
+    let token = unsubscribe::token(&ctx.secret, ctx.campaign.id, s.id);
+    let envelope = types::Envelope {
+        message_id: ctx.campaign.message_id(s.id),
+        unsubscribe_url: format!("{}/{}/{}/{token}", ctx.unsubscribe_base, ctx.campaign.id, s.id),
+    };
+    let campaign = ctx.wit.clone();
+    let result = inner
+        .plugins
+        .personalizer
+        .call(move |p, store| {
+            Box::pin(async move { p.call_personalize(store, &campaign, &subscriber, &envelope).await })
+        })
+        .await;
+    match result {
+        Ok(Ok(m)) => Ok(m),
+        Ok(Err(e)) => Err(Failure::Permanent(format!("personalize: {e}"))),
+        Err(e) => Err(Failure::Transient(e.to_string())),
+    }
+}

@@ -1,0 +1,199 @@
+//! The delivery engine: drives sending campaigns from subscribers to stored
+//! outcomes.
+//!
+//! Per campaign, a driver task turns subscribers into queued messages one
+//! batch per transaction (`Store::enqueue`), keeping at most `window`
+//! messages without an outcome. Each queued message becomes a task that
+//! personalizes it, waits for a transport slot, delivers it with retries and
+//! hands the outcome to the collector, which stores outcomes in batches.
+//! Pausing stops the driver from queueing; queued messages still finish.
+
+mod collector;
+mod job;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use chrono::Utc;
+use tokio::sync::{Notify, Semaphore, mpsc};
+
+use crate::config::Delivery;
+use crate::domain::{Campaign, Status};
+use crate::plugins::Plugins;
+use crate::store::{Job, Outcome, Store, StoreError};
+
+/// Shared state of one campaign's run.
+struct Run {
+    in_flight: AtomicUsize,
+    wake: Notify,
+}
+
+pub(crate) struct Inner {
+    store: Store,
+    plugins: Arc<Plugins>,
+    cfg: Delivery,
+    base_url: String,
+    secret: [u8; 32],
+    outcomes: mpsc::UnboundedSender<Outcome>,
+    runs: Mutex<HashMap<u64, Arc<Run>>>,
+    slots: HashMap<String, Arc<Semaphore>>,
+}
+
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl Engine {
+    /// Starts the outcome collector and resumes every campaign that was
+    /// sending, paused with queued mail, or scheduled when the server stopped.
+    pub fn start(store: Store, plugins: Arc<Plugins>, cfg: Delivery, base_url: String) -> Result<Engine, StoreError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let store_secret = store.secret("unsubscribe")?;
+        let slots = plugins
+            .transports
+            .iter()
+            .map(|(name, t)| (name.clone(), Arc::new(Semaphore::new(t.info.max_in_flight))))
+            .collect();
+        let inner = Arc::new(Inner {
+            store,
+            plugins,
+            cfg,
+            base_url,
+            secret: store_secret,
+            outcomes: tx,
+            runs: Mutex::new(HashMap::new()),
+            slots,
+        });
+        tokio::spawn(collector::run(Arc::downgrade(&inner), rx));
+        let engine = Engine { inner };
+        for c in engine.inner.store.active_campaigns()? {
+            engine.kick(&c);
+        }
+        Ok(engine)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn plugins(&self) -> &Arc<Plugins> {
+        &self.inner.plugins
+    }
+
+    /// Makes sure the campaign is being driven after a status change.
+    pub fn kick(&self, c: &Campaign) {
+        match c.status {
+            Status::Sending | Status::Paused => self.drive(c.id),
+            Status::Scheduled => self.schedule(c),
+            _ => {}
+        }
+    }
+
+    fn schedule(&self, c: &Campaign) {
+        let inner = self.inner.clone();
+        let (id, user) = (c.id, c.user_id);
+        let due = c.scheduled_at.unwrap_or_else(Utc::now);
+        tokio::spawn(async move {
+            let wait = (due - Utc::now()).to_std().unwrap_or_default();
+            tokio::time::sleep(wait).await;
+            let store = inner.store.clone();
+            let fired = tokio::task::spawn_blocking(move || {
+                store.act(user, id, crate::domain::Action::Fire, Utc::now(), |tx, c| {
+                    Store::begin_sending(tx, c, Utc::now())
+                })
+            })
+            .await;
+            match fired {
+                Ok(Ok(c)) => Engine { inner }.drive(c.id),
+                // Cancelled, deleted or already fired meanwhile: nothing to do.
+                Ok(Err(StoreError::Transition(_) | StoreError::NotFound)) => {}
+                Ok(Err(e)) => tracing::error!(campaign = id, "cannot start scheduled campaign: {e}"),
+                Err(e) => tracing::error!(campaign = id, "scheduler task failed: {e}"),
+            }
+        });
+    }
+
+    fn drive(&self, id: u64) {
+        let run = {
+            let mut runs = self.inner.runs.lock().expect("runs lock");
+            if let Some(run) = runs.get(&id) {
+                run.wake.notify_one();
+                return;
+            }
+            let run = Arc::new(Run {
+                in_flight: AtomicUsize::new(0),
+                wake: Notify::new(),
+            });
+            runs.insert(id, run.clone());
+            run
+        };
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            if let Err(e) = drive(&inner, id, &run).await {
+                tracing::error!(campaign = id, "delivery stopped: {e}");
+            }
+            inner.runs.lock().expect("runs lock").remove(&id);
+        });
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Db(format!("storage task failed: {e}")))?
+}
+
+async fn drive(inner: &Arc<Inner>, id: u64, run: &Arc<Run>) -> Result<(), StoreError> {
+    let store = inner.store.clone();
+    let recovered = blocking(move || store.recover_in_flight(id, Utc::now())).await?;
+    if !recovered.is_empty() {
+        tracing::warn!(
+            campaign = id,
+            count = recovered.len(),
+            "re-delivering messages left in flight by a stop"
+        );
+    }
+    let store = inner.store.clone();
+    let campaign = blocking(move || store.campaign_by_id(id)).await?;
+    let ctx = Arc::new(job::Context::new(inner, &campaign));
+    dispatch(inner, run, &ctx, recovered);
+    loop {
+        let notified = run.wake.notified();
+        if run.in_flight.load(Ordering::Acquire) >= inner.cfg.window {
+            notified.await;
+            continue;
+        }
+        let store = inner.store.clone();
+        let batch = inner.cfg.batch_size;
+        let step = blocking(move || store.enqueue(id, batch, Utc::now())).await?;
+        let c = step.campaign;
+        if step.jobs.is_empty() {
+            let idle = run.in_flight.load(Ordering::Acquire) == 0;
+            if c.status.is_final() || (c.status != Status::Sending && idle) {
+                return Ok(());
+            }
+            // Sending with everything queued, or paused with mail still in
+            // flight: wait for outcomes (or a resume) to change that.
+            notified.await;
+            continue;
+        }
+        dispatch(inner, run, &ctx, step.jobs);
+    }
+}
+
+fn dispatch(inner: &Arc<Inner>, run: &Arc<Run>, ctx: &Arc<job::Context>, jobs: Vec<Job>) {
+    for j in jobs {
+        run.in_flight.fetch_add(1, Ordering::AcqRel);
+        let inner = inner.clone();
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let outcome = job::deliver(&inner, &ctx, j).await;
+            // The collector decrements in_flight once the outcome is stored.
+            let _ = inner.outcomes.send(outcome);
+        });
+    }
+}

@@ -1,0 +1,11 @@
+//! Posta: a campaign email sender whose delivery adapters are sandboxed
+//! WebAssembly components. See ARCHITECTURE.md for the map.
+
+pub mod api;
+pub mod config;
+pub mod demo;
+pub mod domain;
+pub mod engine;
+pub mod plugins;
+pub mod server;
+pub mod store;

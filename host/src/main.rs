@@ -1,0 +1,127 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use posta::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "posta",
+    version,
+    about = "Campaign email sender with sandboxed WebAssembly delivery adapters"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the HTTP API and the delivery engine.
+    Serve {
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Address to listen on; port 0 picks a free one.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        #[arg(long, env = "POSTA_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Manages users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Seeds a list, sends a campaign through the log transport, shows the result.
+    Demo {
+        /// Where to keep the demo's data (default: a new temporary directory).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long, default_value_t = 1000)]
+        subscribers: usize,
+        #[arg(long, env = "POSTA_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Creates a user and prints its API key as the last line.
+    Add {
+        email: String,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long, env = "POSTA_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+fn load(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result<Config> {
+    let mut cfg = Config::load(config.as_deref())?;
+    if let Some(d) = data_dir {
+        cfg.server.data_dir = d;
+    }
+    Ok(cfg)
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve {
+            data_dir,
+            listen,
+            config,
+        } => {
+            let mut cfg = load(config, data_dir)?;
+            if let Some(l) = listen {
+                cfg.server.listen = l;
+            }
+            posta::server::serve(cfg).await
+        }
+        Command::User {
+            command:
+                UserCommand::Add {
+                    email,
+                    data_dir,
+                    config,
+                },
+        } => {
+            let cfg = load(config, data_dir)?;
+            let dir = posta::server::prepare_data_dir(&cfg.server.data_dir)?;
+            let store = posta::server::open_store(&dir)?;
+            let (user, key) = store.create_user(email.trim())?;
+            println!("created user {} (id {})", user.email, user.id);
+            println!("{key}");
+            Ok(())
+        }
+        Command::Demo {
+            data_dir,
+            subscribers,
+            config,
+        } => {
+            let cfg = load(config, None)?;
+            posta::demo::run(cfg, data_dir, subscribers).await
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("POSTA_LOG")
+                .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if std::env::var_os("RUST_BACKTRACE").is_some() {
+                eprintln!("{}", e.backtrace());
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! Loading and calling WebAssembly components: the personalizer and the
+//! named transports of posta.toml.
+
+pub mod bindings;
+pub mod pool;
+pub mod registry;
+pub mod runtime;
+
+pub use pool::{PluginError, Pool};
+pub use registry::{LoadError, Personalizer, Plugins, Transport, TransportInfo};
+
+/// Components compiled from plugins/ and embedded at build time.
+pub mod bundled {
+    include!(concat!(env!("OUT_DIR"), "/bundled.rs"));
+
+    pub fn get(name: &str) -> Option<&'static [u8]> {
+        BUNDLED.iter().find(|(n, _)| *n == name).map(|(_, bytes)| *bytes)
+    }
+}

@@ -1,0 +1,164 @@
+//! Reusable instances of one component.
+//!
+//! Instantiating a component costs far more than calling it, so instances
+//! are kept and reused across messages. Reuse is safe because a plugin's
+//! state only ever holds its own caches; an instance is thrown away after
+//! any trap, timeout or memory-cap hit (its state may be half-updated), and
+//! after `MAX_CALLS` calls to bound fragmentation and leaks in the guest.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use wasmtime::Store;
+use wasmtime::component::{Component, Linker};
+
+use super::runtime::{EPOCH_TICK, HostState, PluginMeta, on_epoch};
+
+const MAX_CALLS: u32 = 100_000;
+
+/// A component world the host can instantiate.
+pub trait World: Send + Sync + 'static {
+    type Pre: Clone + Send + Sync + 'static;
+    type Instance: Send + Sync + 'static;
+    const KIND: &'static str;
+
+    fn pre(linker: &Linker<HostState>, component: &Component) -> wasmtime::Result<Self::Pre>;
+
+    fn instantiate<'a>(
+        pre: &'a Self::Pre,
+        store: &'a mut Store<HostState>,
+    ) -> Pin<Box<dyn Future<Output = wasmtime::Result<Self::Instance>> + Send + 'a>>;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PluginError {
+    #[error("plugin {plugin}: cannot instantiate: {reason}")]
+    Instantiate { plugin: String, reason: String },
+    #[error("plugin {plugin}: exceeded its deadline of {ms} ms")]
+    Deadline { plugin: String, ms: u64 },
+    #[error("plugin {plugin}: exceeded its memory limit of {mib} MiB")]
+    Memory { plugin: String, mib: u64 },
+    #[error("plugin {plugin} trapped: {reason}")]
+    Trap { plugin: String, reason: String },
+}
+
+struct Slot<W: World> {
+    store: Store<HostState>,
+    instance: W::Instance,
+    calls: u32,
+}
+
+pub type CallFuture<'a, R> = Pin<Box<dyn Future<Output = wasmtime::Result<R>> + Send + 'a>>;
+
+pub struct Pool<W: World> {
+    engine: wasmtime::Engine,
+    pre: W::Pre,
+    pub meta: Arc<PluginMeta>,
+    idle: Mutex<Vec<Slot<W>>>,
+    max_idle: usize,
+}
+
+impl<W: World> Pool<W> {
+    pub fn new(engine: &wasmtime::Engine, pre: W::Pre, meta: Arc<PluginMeta>, max_idle: usize) -> Pool<W> {
+        Pool {
+            engine: engine.clone(),
+            pre,
+            meta,
+            idle: Mutex::new(Vec::new()),
+            max_idle,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.meta.name
+    }
+
+    async fn fresh(&self) -> Result<Slot<W>, PluginError> {
+        let err = |e: wasmtime::Error| PluginError::Instantiate {
+            plugin: self.meta.name.clone(),
+            reason: format!("{e:#}"),
+        };
+        let state = HostState::new(self.meta.clone()).map_err(err)?;
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.memory);
+        store.epoch_deadline_callback(on_epoch);
+        store.data_mut().deadline = Instant::now() + self.meta.deadline();
+        store.set_epoch_deadline(1);
+        let instance = W::instantiate(&self.pre, &mut store)
+            .await
+            .map_err(|e| self.classify(&store, e))?;
+        Ok(Slot {
+            store,
+            instance,
+            calls: 0,
+        })
+    }
+
+    /// Runs one call on a pooled instance under the component's limits.
+    pub async fn call<R, F>(&self, f: F) -> Result<R, PluginError>
+    where
+        F: for<'a> FnOnce(&'a W::Instance, &'a mut Store<HostState>) -> CallFuture<'a, R>,
+    {
+        let idle = self.idle.lock().expect("pool lock").pop();
+        let mut slot = match idle {
+            Some(slot) => slot,
+            None => self.fresh().await?,
+        };
+        let deadline = self.meta.deadline();
+        slot.store.data_mut().deadline = Instant::now() + deadline;
+        slot.store.set_epoch_deadline(1);
+        // Epoch interruption stops runaway wasm; the timeout also bounds time
+        // spent in host I/O on the guest's behalf (a stalled socket).
+        let grace = deadline + EPOCH_TICK * 4 + Duration::from_millis(250);
+        let Slot { store, instance, .. } = &mut slot;
+        let outcome = tokio::time::timeout(grace, f(instance, store)).await;
+        match outcome {
+            Ok(Ok(r)) => {
+                slot.calls += 1;
+                if slot.calls < MAX_CALLS {
+                    let mut idle = self.idle.lock().expect("pool lock");
+                    if idle.len() < self.max_idle {
+                        idle.push(slot);
+                    }
+                }
+                Ok(r)
+            }
+            Ok(Err(e)) => Err(self.classify(&slot.store, e)),
+            Err(_) => Err(PluginError::Deadline {
+                plugin: self.meta.name.clone(),
+                ms: self.meta.limits.deadline_ms,
+            }),
+        }
+    }
+
+    fn classify(&self, store: &Store<HostState>, e: wasmtime::Error) -> PluginError {
+        let plugin = self.meta.name.clone();
+        if store.data().memory.hit {
+            return PluginError::Memory {
+                plugin,
+                mib: self.meta.limits.memory_mib,
+            };
+        }
+        if let Some(trap) = e.downcast_ref::<wasmtime::Trap>()
+            && *trap == wasmtime::Trap::Interrupt
+        {
+            return PluginError::Deadline {
+                plugin,
+                ms: self.meta.limits.deadline_ms,
+            };
+        }
+        // The trap itself, not the wasm backtrace wrapped around it.
+        let reason = match e.downcast_ref::<wasmtime::Trap>() {
+            Some(trap) => trap.to_string(),
+            None => e.root_cause().to_string(),
+        };
+        PluginError::Trap { plugin, reason }
+    }
+
+    /// Instances currently idle in the pool (for tests and metrics).
+    pub fn idle(&self) -> usize {
+        self.idle.lock().expect("pool lock").len()
+    }
+}

@@ -1,0 +1,280 @@
+//! The loaded components, by role: one personalizer and the named
+//! transports. Components are compiled once (one `InstancePre` each) and
+//! called through instance pools.
+
+use std::collections::BTreeMap;
+use std::net::ToSocketAddrs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+use utoipa::ToSchema;
+use wasmtime::Store;
+use wasmtime::component::{Component, HasSelf, Linker};
+
+use super::bindings::personalizer::{Personalizer as PersonalizerWorld, PersonalizerPre};
+use super::bindings::transport::{Transport as TransportWorld, TransportPre};
+use super::bindings::types;
+use super::pool::{PluginError, Pool, World};
+use super::runtime::{Grants, HostState, PluginMeta, engine};
+use crate::config::{self, Capabilities, Config, Limits};
+
+pub struct Personalizer;
+pub struct Transport;
+
+impl World for Personalizer {
+    type Pre = PersonalizerPre<HostState>;
+    type Instance = PersonalizerWorld;
+    const KIND: &'static str = "personalizer";
+
+    fn pre(linker: &Linker<HostState>, component: &Component) -> wasmtime::Result<Self::Pre> {
+        PersonalizerPre::new(linker.instantiate_pre(component)?)
+    }
+
+    fn instantiate<'a>(
+        pre: &'a Self::Pre,
+        store: &'a mut Store<HostState>,
+    ) -> std::pin::Pin<Box<dyn Future<Output = wasmtime::Result<Self::Instance>> + Send + 'a>> {
+        Box::pin(pre.instantiate_async(store))
+    }
+}
+
+impl World for Transport {
+    type Pre = TransportPre<HostState>;
+    type Instance = TransportWorld;
+    const KIND: &'static str = "transport";
+
+    fn pre(linker: &Linker<HostState>, component: &Component) -> wasmtime::Result<Self::Pre> {
+        TransportPre::new(linker.instantiate_pre(component)?)
+    }
+
+    fn instantiate<'a>(
+        pre: &'a Self::Pre,
+        store: &'a mut Store<HostState>,
+    ) -> std::pin::Pin<Box<dyn Future<Output = wasmtime::Result<Self::Instance>> + Send + 'a>> {
+        Box::pin(pre.instantiate_async(store))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("component {name:?}: not a bundled component and no file at {path}")]
+    NotFound { name: String, path: PathBuf },
+    #[error("component {name:?}: cannot read {path}: {source}")]
+    Read {
+        name: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("component {name:?}: {reason}")]
+    Invalid { name: String, reason: String },
+    #[error("transport {name:?}: {reason}")]
+    Capability { name: String, reason: String },
+}
+
+/// A transport as GET /transports shows it: no config values, no secrets.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TransportInfo {
+    pub name: String,
+    pub component: String,
+    pub default: bool,
+    pub rate_limit: Option<u32>,
+    pub max_in_flight: usize,
+    pub config_keys: Vec<String>,
+    pub capabilities: Capabilities,
+    pub limits: Limits,
+}
+
+pub struct TransportEntry {
+    pub pool: Pool<Transport>,
+    pub info: TransportInfo,
+}
+
+pub struct Plugins {
+    pub engine: wasmtime::Engine,
+    linker: Linker<HostState>,
+    pub personalizer: Pool<Personalizer>,
+    pub transports: BTreeMap<String, Arc<TransportEntry>>,
+    pub default_transport: String,
+}
+
+impl Plugins {
+    pub fn load(cfg: &Config, data_dir: &Path) -> Result<Plugins, LoadError> {
+        let engine = engine().map_err(|e| LoadError::Invalid {
+            name: "engine".into(),
+            reason: format!("{e:#}"),
+        })?;
+        let linker = linker(&engine).map_err(|e| LoadError::Invalid {
+            name: "linker".into(),
+            reason: format!("{e:#}"),
+        })?;
+        let workers = cfg.delivery.max_in_flight.max(1) * 4;
+        let personalizer = {
+            let meta = Arc::new(PluginMeta {
+                name: cfg.personalizer.clone(),
+                config: BTreeMap::new(),
+                limits: cfg.limits,
+                grants: Grants::default(),
+            });
+            let component = compile(&engine, &cfg.personalizer, cfg.server.plugins_dir.as_deref())?;
+            let pre = Personalizer::pre(&linker, &component)
+                .map_err(|e| contract(&cfg.personalizer, Personalizer::KIND, e))?;
+            Pool::new(&engine, pre, meta, workers)
+        };
+        let mut transports = BTreeMap::new();
+        for (name, t) in &cfg.transports {
+            let component = compile(&engine, &t.component, cfg.server.plugins_dir.as_deref())?;
+            let pre = Transport::pre(&linker, &component).map_err(|e| contract(&t.component, Transport::KIND, e))?;
+            let mut values: BTreeMap<String, String> = t
+                .config
+                .iter()
+                .map(|(k, v)| (k.clone(), config::expand(&config::value_to_string(v), data_dir)))
+                .collect();
+            for (key, var) in &t.secrets {
+                let value = std::env::var(var).map_err(|_| LoadError::Capability {
+                    name: name.clone(),
+                    reason: format!("secret {key:?} reads environment variable {var}, which is not set"),
+                })?;
+                values.insert(key.clone(), value);
+            }
+            let grants = grants(name, &t.capabilities, data_dir)?;
+            let limits = t.limits.unwrap_or(cfg.limits);
+            let max_in_flight = t.max_in_flight.unwrap_or(cfg.delivery.max_in_flight).max(1);
+            let info = TransportInfo {
+                name: name.clone(),
+                component: t.component.clone(),
+                default: name == cfg.default_transport(),
+                rate_limit: t.rate_limit,
+                max_in_flight,
+                config_keys: values.keys().cloned().collect(),
+                capabilities: t.capabilities.clone(),
+                limits,
+            };
+            let meta = Arc::new(PluginMeta {
+                name: name.clone(),
+                config: values,
+                limits,
+                grants,
+            });
+            let pool = Pool::new(&engine, pre, meta, max_in_flight);
+            transports.insert(name.clone(), Arc::new(TransportEntry { pool, info }));
+        }
+        Ok(Plugins {
+            engine,
+            linker,
+            personalizer,
+            transports,
+            default_transport: cfg.default_transport().to_string(),
+        })
+    }
+
+    pub fn transport(&self, name: &str) -> Option<&Arc<TransportEntry>> {
+        self.transports.get(name)
+    }
+
+    /// Asks the personalizer whether the campaign's templates compile.
+    pub async fn validate(&self, campaign: types::Campaign) -> Result<Result<(), String>, PluginError> {
+        self.personalizer
+            .call(move |p, store| Box::pin(async move { p.call_validate(store, &campaign).await }))
+            .await
+    }
+
+    pub async fn personalize(
+        &self,
+        campaign: types::Campaign,
+        subscriber: types::Subscriber,
+        envelope: types::Envelope,
+    ) -> Result<Result<types::Message, String>, PluginError> {
+        self.personalizer
+            .call(move |p, store| {
+                Box::pin(async move { p.call_personalize(store, &campaign, &subscriber, &envelope).await })
+            })
+            .await
+    }
+
+    pub fn linker(&self) -> &Linker<HostState> {
+        &self.linker
+    }
+}
+
+impl TransportEntry {
+    pub async fn deliver(
+        &self,
+        message: types::Message,
+    ) -> Result<Result<types::Receipt, types::DeliveryError>, PluginError> {
+        self.pool
+            .call(move |t, store| Box::pin(async move { t.call_deliver(store, &message).await }))
+            .await
+    }
+}
+
+pub fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<HostState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    super::bindings::personalizer::posta::plugin::host::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+    super::bindings::personalizer::posta::plugin::types::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+    Ok(linker)
+}
+
+fn contract(name: &str, kind: &str, e: wasmtime::Error) -> LoadError {
+    LoadError::Invalid {
+        name: name.to_string(),
+        reason: format!("does not satisfy the posta:plugin@0.1.0 {kind} contract: {e:#}"),
+    }
+}
+
+/// Compiles a bundled component by name or a `.wasm` file by path.
+pub fn compile(engine: &wasmtime::Engine, name: &str, plugins_dir: Option<&Path>) -> Result<Component, LoadError> {
+    let bytes: std::borrow::Cow<'static, [u8]> = match super::bundled::get(name) {
+        Some(bytes) => bytes.into(),
+        None => {
+            let mut path = PathBuf::from(name);
+            if path.extension().is_none() {
+                path.set_extension("wasm");
+            }
+            if path.is_relative()
+                && let Some(dir) = plugins_dir
+            {
+                path = dir.join(path);
+            }
+            if !path.exists() {
+                return Err(LoadError::NotFound {
+                    name: name.to_string(),
+                    path,
+                });
+            }
+            std::fs::read(&path)
+                .map_err(|source| LoadError::Read {
+                    name: name.to_string(),
+                    path,
+                    source,
+                })?
+                .into()
+        }
+    };
+    Component::new(engine, &bytes).map_err(|e| LoadError::Invalid {
+        name: name.to_string(),
+        reason: format!("not a valid component: {e:#}"),
+    })
+}
+
+fn grants(name: &str, caps: &Capabilities, data_dir: &Path) -> Result<Grants, LoadError> {
+    let err = |reason: String| LoadError::Capability {
+        name: name.to_string(),
+        reason,
+    };
+    let mut g = Grants::default();
+    for dir in &caps.dirs {
+        let path = PathBuf::from(config::expand(dir, data_dir));
+        std::fs::create_dir_all(&path).map_err(|e| err(format!("cannot create {}: {e}", path.display())))?;
+        let path = std::fs::canonicalize(&path).map_err(|e| err(format!("{}: {e}", path.display())))?;
+        g.dirs.push(path);
+    }
+    for target in &caps.connect {
+        let addrs = target
+            .to_socket_addrs()
+            .map_err(|e| err(format!("connect entry {target:?}: {e} (expected host:port)")))?;
+        g.connect.extend(addrs);
+    }
+    Ok(g)
+}

@@ -1,0 +1,179 @@
+//! The one wasmtime `Engine`, the per-store host state and the sandbox
+//! around every call: memory cap (a `ResourceLimiter`), wall-clock deadline
+//! (epoch interruption plus a timeout on host I/O), and a WASI context that
+//! grants only what the component's capabilities list.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, UpdateDeadline};
+use wasmtime_wasi::sockets::SocketAddrUse;
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::bindings::host::{self, Level};
+use crate::config::Limits;
+
+/// How often the epoch advances; the deadline check runs at this grain.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Builds the shared engine and starts the thread that advances its epoch.
+pub fn engine() -> wasmtime::Result<Engine> {
+    let mut pool = PoolingAllocationConfig::default();
+    // Sized for the instances the engine keeps alive at once: a pool per
+    // component, bounded by the delivery concurrency, with headroom for
+    // reloads. Each Rust component has a handful of core instances.
+    pool.total_component_instances(512)
+        .total_core_instances(4096)
+        .total_memories(512)
+        .total_tables(4096)
+        .total_stacks(512)
+        .max_memory_size(1 << 30);
+    let mut cfg = wasmtime::Config::new();
+    cfg.wasm_component_model(true)
+        .epoch_interruption(true)
+        .max_wasm_stack(2 << 20)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    let engine = Engine::new(&cfg)?;
+    let ticker = engine.weak();
+    std::thread::Builder::new().name("wasm-epoch".into()).spawn(move || {
+        while let Some(engine) = ticker.upgrade() {
+            engine.increment_epoch();
+            drop(engine);
+            std::thread::sleep(EPOCH_TICK);
+        }
+    })?;
+    Ok(engine)
+}
+
+/// What a component may touch, resolved from its configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Grants {
+    pub dirs: Vec<PathBuf>,
+    pub connect: Vec<SocketAddr>,
+}
+
+/// Facts about a loaded component shared by all its instances.
+#[derive(Debug)]
+pub struct PluginMeta {
+    pub name: String,
+    pub config: BTreeMap<String, String>,
+    pub limits: Limits,
+    pub grants: Grants,
+}
+
+impl PluginMeta {
+    pub fn deadline(&self) -> Duration {
+        Duration::from_millis(self.limits.deadline_ms)
+    }
+
+    pub fn wasi(&self) -> wasmtime::Result<WasiCtx> {
+        let mut b = WasiCtxBuilder::new();
+        for dir in &self.grants.dirs {
+            let guest = dir.display().to_string();
+            b.preopened_dir(dir, &guest, FsPerms::ReadWrite)?;
+        }
+        if !self.grants.connect.is_empty() {
+            let allowed = Arc::new(self.grants.connect.clone());
+            b.allow_tcp(true).socket_addr_check(move |addr, use_| {
+                let ok = matches!(use_, SocketAddrUse::TcpConnect) && allowed.contains(&addr);
+                Box::pin(async move { ok })
+            });
+        }
+        Ok(b.build())
+    }
+}
+
+/// Memory cap that remembers it refused, so the error can say why.
+pub struct MemoryCap {
+    max_bytes: usize,
+    pub hit: bool,
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let ok = desired <= self.max_bytes;
+        self.hit |= !ok;
+        Ok(ok)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
+
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub memory: MemoryCap,
+    pub meta: Arc<PluginMeta>,
+    pub deadline: Instant,
+}
+
+impl HostState {
+    pub fn new(meta: Arc<PluginMeta>) -> wasmtime::Result<HostState> {
+        Ok(HostState {
+            wasi: meta.wasi()?,
+            table: ResourceTable::new(),
+            memory: MemoryCap {
+                max_bytes: (meta.limits.memory_mib as usize) << 20,
+                hit: false,
+            },
+            deadline: Instant::now() + meta.deadline(),
+            meta,
+        })
+    }
+}
+
+/// Called at every epoch tick while wasm runs: yields to tokio so a busy
+/// guest cannot starve other tasks, and stops it at its deadline.
+pub fn on_epoch(store: wasmtime::StoreContextMut<'_, HostState>) -> wasmtime::Result<UpdateDeadline> {
+    if Instant::now() >= store.data().deadline {
+        Ok(UpdateDeadline::Interrupt)
+    } else {
+        Ok(UpdateDeadline::Yield(1))
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Longest line a plugin may log; longer ones are cut.
+const MAX_LOG_LINE: usize = 4096;
+
+impl host::Host for HostState {
+    fn log(&mut self, level: Level, text: String) {
+        let mut text = text;
+        if text.len() > MAX_LOG_LINE {
+            let mut cut = MAX_LOG_LINE;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+            text.push('…');
+        }
+        let plugin = self.meta.name.as_str();
+        match level {
+            Level::Trace => tracing::trace!(target: "posta::plugin", plugin, "{text}"),
+            Level::Debug => tracing::debug!(target: "posta::plugin", plugin, "{text}"),
+            Level::Info => tracing::info!(target: "posta::plugin", plugin, "{text}"),
+            Level::Warn => tracing::warn!(target: "posta::plugin", plugin, "{text}"),
+            Level::Error => tracing::error!(target: "posta::plugin", plugin, "{text}"),
+        }
+    }
+
+    fn config(&mut self, key: String) -> Option<String> {
+        self.meta.config.get(&key).cloned()
+    }
+}
+
+impl super::bindings::types::Host for HostState {}

@@ -1,0 +1,106 @@
+//! Wiring for `posta serve`: storage, plugins, engine, HTTP.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::plugins::Plugins;
+use crate::store::Store;
+
+pub const DB_FILE: &str = "posta.redb";
+
+/// Creates the data directory and returns its absolute path: plugins are
+/// granted directories by absolute path.
+pub fn prepare_data_dir(dir: &Path) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating data directory {}", dir.display()))?;
+    std::fs::canonicalize(dir).with_context(|| format!("resolving {}", dir.display()))
+}
+
+pub fn open_store(data_dir: &Path) -> anyhow::Result<Store> {
+    let path = data_dir.join(DB_FILE);
+    Store::open(&path).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot open {}: {e} (is another posta process using this data directory?)",
+            path.display()
+        )
+    })
+}
+
+/// A running instance: everything `serve` and the demo need.
+pub struct Instance {
+    pub store: Store,
+    pub engine: Engine,
+    pub data_dir: PathBuf,
+    pub config: Config,
+}
+
+impl Instance {
+    pub async fn start(config: Config) -> anyhow::Result<Instance> {
+        let data_dir = prepare_data_dir(&config.server.data_dir)?;
+        let store = open_store(&data_dir)?;
+        let plugins = {
+            let (config, data_dir) = (config.clone(), data_dir.clone());
+            tokio::task::spawn_blocking(move || Plugins::load(&config, &data_dir)).await??
+        };
+        let engine = Engine::start(
+            store.clone(),
+            Arc::new(plugins),
+            config.delivery.clone(),
+            config.base_url(),
+        )?;
+        Ok(Instance {
+            store,
+            engine,
+            data_dir,
+            config,
+        })
+    }
+
+    pub fn router(&self) -> anyhow::Result<axum::Router> {
+        let state = AppState {
+            store: self.store.clone(),
+            engine: self.engine.clone(),
+            secret: Arc::new(self.store.secret("unsubscribe")?),
+        };
+        Ok(api::router(state, self.config.server.max_body_bytes))
+    }
+}
+
+pub async fn serve(mut config: Config) -> anyhow::Result<()> {
+    let listen: SocketAddr = config.server.listen;
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let addr = listener.local_addr()?;
+    // Links in mail must name the port actually bound (--listen …:0).
+    config.server.listen = addr;
+    let instance = Instance::start(config).await?;
+    if instance.store.user_count()? == 0 {
+        let (user, key) = instance.store.create_user("admin@posta.localhost")?;
+        println!("created user {} (first start); API key:", user.email);
+        println!("{key}");
+    }
+    // Tests and scripts read this line to learn an ephemeral port.
+    println!("posta listening on http://{addr}");
+    tracing::info!(data_dir = %instance.data_dir.display(), "serving");
+    axum::serve(listener, instance.router()?)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}

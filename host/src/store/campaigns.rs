@@ -1,0 +1,202 @@
+//! Campaign records and their lifecycle transitions.
+
+use chrono::{DateTime, Utc};
+use redb::ReadableTable;
+
+use super::{
+    CAMPAIGNS, IN_FLIGHT, LISTS, MESSAGES, Page, Result, SUBSCRIBERS, Store, StoreError, USER_CAMPAIGNS, decode,
+    encode, next_id,
+};
+use crate::domain::lifecycle::transition;
+use crate::domain::{Action, Campaign, CampaignDraft, List, Status};
+
+pub(crate) fn load(table: &impl ReadableTable<u64, &'static [u8]>, id: u64) -> Result<Campaign> {
+    match table.get(id)? {
+        Some(v) => decode(v.value()),
+        None => Err(StoreError::NotFound),
+    }
+}
+
+fn owned(table: &impl ReadableTable<u64, &'static [u8]>, user_id: u64, id: u64) -> Result<Campaign> {
+    let c = load(table, id)?;
+    if c.user_id != user_id {
+        return Err(StoreError::NotFound);
+    }
+    Ok(c)
+}
+
+pub(crate) fn save(table: &mut redb::Table<u64, &'static [u8]>, c: &Campaign) -> Result<()> {
+    table.insert(c.id, encode(c).as_slice())?;
+    Ok(())
+}
+
+fn check_list(tx: &redb::WriteTransaction, user_id: u64, list_id: u64) -> Result<List> {
+    let lists = tx.open_table(LISTS)?;
+    let list: Option<List> = lists.get(list_id)?.map(|v| decode(v.value())).transpose()?;
+    match list {
+        Some(l) if l.user_id == user_id => Ok(l),
+        _ => Err(crate::domain::FieldError::new("list_id", format!("list {list_id} does not exist")).into()),
+    }
+}
+
+impl Store {
+    /// Stores a new draft; `build` receives the allocated id.
+    pub fn create_campaign(
+        &self,
+        user_id: u64,
+        draft: CampaignDraft,
+        transport: String,
+        now: DateTime<Utc>,
+    ) -> Result<Campaign> {
+        let tx = self.write()?;
+        check_list(&tx, user_id, draft.list_id)?;
+        let id = next_id(&tx, "campaign")?;
+        let c = Campaign::from_draft(id, user_id, draft, transport, now);
+        c.validate()?;
+        save(&mut tx.open_table(CAMPAIGNS)?, &c)?;
+        tx.open_table(USER_CAMPAIGNS)?.insert((user_id, id), ())?;
+        tx.commit()?;
+        Ok(c)
+    }
+
+    /// A campaign whoever owns it: for the engine, never for the API.
+    pub fn campaign_by_id(&self, id: u64) -> Result<Campaign> {
+        let tx = self.read()?;
+        load(&tx.open_table(CAMPAIGNS)?, id)
+    }
+
+    pub fn campaign(&self, user_id: u64, id: u64) -> Result<Campaign> {
+        let tx = self.read()?;
+        owned(&tx.open_table(CAMPAIGNS)?, user_id, id)
+    }
+
+    pub fn campaigns(
+        &self,
+        user_id: u64,
+        status: Option<Status>,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Page<Campaign>> {
+        let tx = self.read()?;
+        let index = tx.open_table(USER_CAMPAIGNS)?;
+        let table = tx.open_table(CAMPAIGNS)?;
+        let start = after.map(|a| a.saturating_add(1)).unwrap_or(0);
+        let mut items = Vec::new();
+        let mut more = false;
+        for entry in index.range((user_id, start)..=(user_id, u64::MAX))? {
+            let id = entry?.0.value().1;
+            let c = load(&table, id)?;
+            if status.is_some_and(|s| s != c.status) {
+                continue;
+            }
+            if items.len() == limit {
+                more = true;
+                break;
+            }
+            items.push(c);
+        }
+        let next_after = if more {
+            items.last().map(|c: &Campaign| c.id)
+        } else {
+            None
+        };
+        Ok(Page { items, next_after })
+    }
+
+    /// Applies a lifecycle action in one transaction: checks the transition,
+    /// lets `f` change the record, validates and saves it.
+    pub fn act(
+        &self,
+        user_id: u64,
+        id: u64,
+        action: Action,
+        now: DateTime<Utc>,
+        f: impl FnOnce(&redb::WriteTransaction, &mut Campaign) -> Result<()>,
+    ) -> Result<Campaign> {
+        let tx = self.write()?;
+        let c = {
+            let mut table = tx.open_table(CAMPAIGNS)?;
+            let mut c = owned(&table, user_id, id)?;
+            c.status = transition(c.status, action)?;
+            f(&tx, &mut c)?;
+            c.updated_at = now;
+            c.validate()?;
+            check_list(&tx, user_id, c.list_id)?;
+            save(&mut table, &c)?;
+            c
+        };
+        tx.commit()?;
+        Ok(c)
+    }
+
+    /// Starts sending in the caller's transaction: fixes the set of
+    /// subscribers (those in the list now) and the total.
+    pub(crate) fn begin_sending(tx: &redb::WriteTransaction, c: &mut Campaign, now: DateTime<Utc>) -> Result<()> {
+        let subs = tx.open_table(SUBSCRIBERS)?;
+        let last = subs
+            .range((c.list_id, 0)..=(c.list_id, u64::MAX))?
+            .next_back()
+            .transpose()?
+            .map(|(k, _)| k.value().1)
+            .unwrap_or(0);
+        let list = check_list(tx, c.user_id, c.list_id)?;
+        c.last_subscriber = last;
+        c.cursor = 0;
+        c.stats = crate::domain::Stats {
+            total: list.subscriber_count,
+            ..Default::default()
+        }
+        .with_pending();
+        c.started_at = Some(now);
+        Ok(())
+    }
+
+    pub fn duplicate_campaign(&self, user_id: u64, id: u64, now: DateTime<Utc>) -> Result<Campaign> {
+        let tx = self.write()?;
+        let copy = {
+            let mut table = tx.open_table(CAMPAIGNS)?;
+            let c = owned(&table, user_id, id)?;
+            transition(c.status, Action::Duplicate)?;
+            let copy = c.duplicate(next_id(&tx, "campaign")?, now);
+            save(&mut table, &copy)?;
+            tx.open_table(USER_CAMPAIGNS)?.insert((user_id, copy.id), ())?;
+            copy
+        };
+        tx.commit()?;
+        Ok(copy)
+    }
+
+    /// Deletes a campaign and all its messages.
+    pub fn delete_campaign(&self, user_id: u64, id: u64) -> Result<()> {
+        let tx = self.write()?;
+        {
+            let mut table = tx.open_table(CAMPAIGNS)?;
+            let c = owned(&table, user_id, id)?;
+            transition(c.status, Action::Delete)?;
+            table.remove(id)?;
+            tx.open_table(USER_CAMPAIGNS)?.remove((user_id, id))?;
+            tx.open_table(MESSAGES)?
+                .retain_in((id, 0)..=(id, u64::MAX), |_, _| false)?;
+            tx.open_table(IN_FLIGHT)?
+                .retain_in((id, 0)..=(id, u64::MAX), |_, _| false)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Campaigns the engine must drive: sending (resume delivery) or
+    /// paused (finish their queued messages), across all users.
+    pub fn active_campaigns(&self) -> Result<Vec<Campaign>> {
+        let tx = self.read()?;
+        let table = tx.open_table(CAMPAIGNS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (_, v) = entry?;
+            let c: Campaign = decode(v.value())?;
+            if matches!(c.status, Status::Sending | Status::Paused | Status::Scheduled) {
+                out.push(c);
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,305 @@
+//! What the delivery engine reads and writes: turning subscribers into
+//! queued messages (cursor and messages in one transaction), storing
+//! outcomes in batches, and finding the messages a crash left in flight.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use redb::ReadableTable;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::campaigns::{load, save};
+use super::{CAMPAIGNS, IN_FLIGHT, MESSAGES, Page, Result, SUBSCRIBERS, Store, StoreError, decode, encode};
+use crate::domain::lifecycle::transition;
+use crate::domain::{Action, Campaign, Status, Subscriber, SubscriberStatus};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageStatus {
+    Queued,
+    Sent,
+    Failed,
+    Skipped,
+    Cancelled,
+}
+
+impl MessageStatus {
+    pub fn parse(s: &str) -> Option<MessageStatus> {
+        match s {
+            "queued" => Some(MessageStatus::Queued),
+            "sent" => Some(MessageStatus::Sent),
+            "failed" => Some(MessageStatus::Failed),
+            "skipped" => Some(MessageStatus::Skipped),
+            "cancelled" => Some(MessageStatus::Cancelled),
+            _ => None,
+        }
+    }
+}
+
+/// One subscriber's message of one campaign.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct MessageRecord {
+    pub subscriber_id: u64,
+    pub email: String,
+    pub message_id: String,
+    pub status: MessageStatus,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    /// The transport's id for the delivery, when it gave one.
+    pub remote_id: Option<String>,
+    /// Set when a crash interrupted this message's delivery, so the
+    /// transport may have been called more than once.
+    #[serde(default)]
+    pub possible_duplicate: bool,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A message handed to the delivery workers.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub campaign_id: u64,
+    pub subscriber: Subscriber,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutcomeKind {
+    Sent { remote_id: Option<String> },
+    Failed { error: String },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub campaign_id: u64,
+    pub subscriber_id: u64,
+    pub attempts: u32,
+    pub kind: OutcomeKind,
+}
+
+/// The result of one enqueue step.
+#[derive(Debug)]
+pub struct Enqueued {
+    pub jobs: Vec<Job>,
+    /// The campaign after the step (status, cursor, stats).
+    pub campaign: Campaign,
+}
+
+impl Campaign {
+    /// Every subscriber has a message and no message waits for an outcome.
+    pub fn exhausted(&self) -> bool {
+        self.cursor >= self.last_subscriber && self.stats.queued == 0
+    }
+
+    fn complete_if_done(&mut self, now: DateTime<Utc>) {
+        if self.status == Status::Sending && self.exhausted() {
+            self.status = transition(self.status, Action::Complete).expect("sending → sent");
+            self.completed_at = Some(now);
+            self.updated_at = now;
+        }
+    }
+}
+
+impl Store {
+    /// Turns the next `batch` subscribers of a sending campaign into
+    /// messages: queued for subscribed ones, skipped for the rest. The
+    /// cursor moves in the same transaction, so a crash can neither skip nor
+    /// repeat a subscriber.
+    pub fn enqueue(&self, campaign_id: u64, batch: usize, now: DateTime<Utc>) -> Result<Enqueued> {
+        let tx = self.write()?;
+        let (jobs, campaign) = {
+            let mut campaigns = tx.open_table(CAMPAIGNS)?;
+            let mut c = load(&campaigns, campaign_id)?;
+            let mut jobs = Vec::new();
+            if c.status == Status::Sending && c.cursor < c.last_subscriber {
+                let subs = tx.open_table(SUBSCRIBERS)?;
+                let mut messages = tx.open_table(MESSAGES)?;
+                let mut in_flight = tx.open_table(IN_FLIGHT)?;
+                let mut seen = 0;
+                for entry in subs.range((c.list_id, c.cursor + 1)..=(c.list_id, c.last_subscriber))? {
+                    let (k, v) = entry?;
+                    let sub_id = k.value().1;
+                    let sub: Subscriber = decode(v.value())?;
+                    let status = if sub.status == SubscriberStatus::Subscribed {
+                        c.stats.queued += 1;
+                        in_flight.insert((campaign_id, sub_id), ())?;
+                        MessageStatus::Queued
+                    } else {
+                        c.stats.skipped += 1;
+                        MessageStatus::Skipped
+                    };
+                    let record = MessageRecord {
+                        subscriber_id: sub_id,
+                        email: sub.email.clone(),
+                        message_id: c.message_id(sub_id),
+                        status,
+                        attempts: 0,
+                        last_error: None,
+                        remote_id: None,
+                        possible_duplicate: false,
+                        updated_at: now,
+                    };
+                    messages.insert((campaign_id, sub_id), encode(&record).as_slice())?;
+                    if status == MessageStatus::Queued {
+                        jobs.push(Job {
+                            campaign_id,
+                            subscriber: sub,
+                        });
+                    }
+                    c.cursor = sub_id;
+                    seen += 1;
+                    if seen == batch {
+                        break;
+                    }
+                }
+                if seen < batch {
+                    c.cursor = c.last_subscriber;
+                }
+                c.stats = c.stats.with_pending();
+            }
+            c.complete_if_done(now);
+            save(&mut campaigns, &c)?;
+            (jobs, c)
+        };
+        tx.commit()?;
+        Ok(Enqueued { jobs, campaign })
+    }
+
+    /// Stores a batch of outcomes with the campaigns' counters in one
+    /// transaction, completing campaigns whose last message this was.
+    /// Outcomes for messages that are no longer queued (the campaign was
+    /// deleted) are ignored.
+    pub fn record_outcomes(&self, outcomes: &[Outcome], now: DateTime<Utc>) -> Result<Vec<Campaign>> {
+        let tx = self.write()?;
+        let touched = {
+            let mut campaigns = tx.open_table(CAMPAIGNS)?;
+            let mut messages = tx.open_table(MESSAGES)?;
+            let mut in_flight = tx.open_table(IN_FLIGHT)?;
+            let mut touched: HashMap<u64, Campaign> = HashMap::new();
+            for o in outcomes {
+                let key = (o.campaign_id, o.subscriber_id);
+                let record = messages
+                    .get(key)?
+                    .map(|v| decode::<MessageRecord>(v.value()))
+                    .transpose()?;
+                let Some(mut record) = record else {
+                    continue;
+                };
+                if record.status != MessageStatus::Queued {
+                    continue;
+                }
+                let c = match touched.entry(o.campaign_id) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(e) => match load(&campaigns, o.campaign_id) {
+                        Ok(c) => e.insert(c),
+                        Err(StoreError::NotFound) => continue,
+                        Err(err) => return Err(err),
+                    },
+                };
+                record.attempts = o.attempts;
+                record.updated_at = now;
+                c.stats.queued -= 1;
+                match &o.kind {
+                    OutcomeKind::Sent { remote_id } => {
+                        record.status = MessageStatus::Sent;
+                        record.remote_id = remote_id.clone();
+                        c.stats.sent += 1;
+                    }
+                    OutcomeKind::Failed { error } => {
+                        record.status = MessageStatus::Failed;
+                        record.last_error = Some(error.clone());
+                        c.stats.failed += 1;
+                    }
+                }
+                messages.insert(key, encode(&record).as_slice())?;
+                in_flight.remove(key)?;
+            }
+            for c in touched.values_mut() {
+                c.stats = c.stats.with_pending();
+                c.complete_if_done(now);
+                save(&mut campaigns, c)?;
+            }
+            touched.into_values().collect()
+        };
+        tx.commit()?;
+        Ok(touched)
+    }
+
+    /// Messages of a campaign that were queued when the server stopped. The
+    /// transport may already have delivered them, so they are marked as
+    /// possible duplicates before they are delivered again.
+    pub fn recover_in_flight(&self, campaign_id: u64, now: DateTime<Utc>) -> Result<Vec<Job>> {
+        let tx = self.write()?;
+        let jobs = {
+            let campaigns = tx.open_table(CAMPAIGNS)?;
+            let c = load(&campaigns, campaign_id)?;
+            let in_flight = tx.open_table(IN_FLIGHT)?;
+            let subs = tx.open_table(SUBSCRIBERS)?;
+            let mut messages = tx.open_table(MESSAGES)?;
+            let mut jobs = Vec::new();
+            for entry in in_flight.range((campaign_id, 0)..=(campaign_id, u64::MAX))? {
+                let sub_id = entry?.0.value().1;
+                let Some(sub) = subs
+                    .get((c.list_id, sub_id))?
+                    .map(|v| decode::<Subscriber>(v.value()))
+                    .transpose()?
+                else {
+                    continue;
+                };
+                let record = messages
+                    .get((campaign_id, sub_id))?
+                    .map(|v| decode::<MessageRecord>(v.value()))
+                    .transpose()?;
+                if let Some(mut record) = record {
+                    record.possible_duplicate = true;
+                    record.updated_at = now;
+                    messages.insert((campaign_id, sub_id), encode(&record).as_slice())?;
+                }
+                jobs.push(Job {
+                    campaign_id,
+                    subscriber: sub,
+                });
+            }
+            jobs
+        };
+        tx.commit()?;
+        Ok(jobs)
+    }
+
+    /// A campaign's messages in subscriber order, optionally by status.
+    pub fn messages(
+        &self,
+        user_id: u64,
+        campaign_id: u64,
+        status: Option<MessageStatus>,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Page<MessageRecord>> {
+        let tx = self.read()?;
+        let c = load(&tx.open_table(CAMPAIGNS)?, campaign_id)?;
+        if c.user_id != user_id {
+            return Err(StoreError::NotFound);
+        }
+        let table = tx.open_table(MESSAGES)?;
+        let start = after.map(|a| a.saturating_add(1)).unwrap_or(0);
+        let mut items = Vec::new();
+        let mut more = false;
+        for entry in table.range((campaign_id, start)..=(campaign_id, u64::MAX))? {
+            let (_, v) = entry?;
+            let m: MessageRecord = decode(v.value())?;
+            if status.is_some_and(|s| s != m.status) {
+                continue;
+            }
+            if items.len() == limit {
+                more = true;
+                break;
+            }
+            items.push(m);
+        }
+        let next_after = if more {
+            items.last().map(|m: &MessageRecord| m.subscriber_id)
+        } else {
+            None
+        };
+        Ok(Page { items, next_after })
+    }
+}

@@ -1,0 +1,212 @@
+//! Lists and their subscribers.
+
+use chrono::Utc;
+use redb::ReadableTable;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::{
+    CAMPAIGNS, LISTS, Page, Result, SUBSCRIBER_EMAILS, SUBSCRIBERS, Store, StoreError, USER_CAMPAIGNS, USER_LISTS,
+    decode, encode, next_id, page_ids,
+};
+use crate::domain::{Campaign, FieldError, List, NewSubscriber, Subscriber, validate_len};
+
+/// What a bulk upsert did.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct UpsertReport {
+    pub created: u64,
+    pub updated: u64,
+    pub subscribers: Vec<Subscriber>,
+}
+
+fn owned_list(tx_lists: &impl ReadableTable<u64, &'static [u8]>, user_id: u64, list_id: u64) -> Result<List> {
+    let list: List = match tx_lists.get(list_id)? {
+        Some(v) => decode(v.value())?,
+        None => return Err(StoreError::NotFound),
+    };
+    // Another user's list is indistinguishable from a missing one.
+    if list.user_id != user_id {
+        return Err(StoreError::NotFound);
+    }
+    Ok(list)
+}
+
+impl Store {
+    pub fn create_list(&self, user_id: u64, name: &str) -> Result<List> {
+        let name = name.trim();
+        if name.is_empty() {
+            return Err(FieldError::new("name", "must not be empty").into());
+        }
+        validate_len("name", name, 256)?;
+        let tx = self.write()?;
+        let id = next_id(&tx, "list")?;
+        let list = List {
+            id,
+            user_id,
+            name: name.to_string(),
+            subscriber_count: 0,
+            created_at: Utc::now(),
+        };
+        tx.open_table(LISTS)?.insert(id, encode(&list).as_slice())?;
+        tx.open_table(USER_LISTS)?.insert((user_id, id), ())?;
+        tx.commit()?;
+        Ok(list)
+    }
+
+    pub fn list(&self, user_id: u64, list_id: u64) -> Result<List> {
+        let tx = self.read()?;
+        owned_list(&tx.open_table(LISTS)?, user_id, list_id)
+    }
+
+    pub fn lists(&self, user_id: u64, after: Option<u64>, limit: usize) -> Result<Page<List>> {
+        let tx = self.read()?;
+        let (ids, next_after) = page_ids(&tx.open_table(USER_LISTS)?, user_id, after, limit)?;
+        let lists = tx.open_table(LISTS)?;
+        let items = ids
+            .into_iter()
+            .map(|id| owned_list(&lists, user_id, id))
+            .collect::<Result<_>>()?;
+        Ok(Page { items, next_after })
+    }
+
+    /// Deletes a list with its subscribers; refused while a campaign that is
+    /// not finished uses it.
+    pub fn delete_list(&self, user_id: u64, list_id: u64) -> Result<()> {
+        let tx = self.write()?;
+        {
+            let mut lists = tx.open_table(LISTS)?;
+            owned_list(&lists, user_id, list_id)?;
+            let campaigns = tx.open_table(CAMPAIGNS)?;
+            for entry in tx
+                .open_table(USER_CAMPAIGNS)?
+                .range((user_id, 0)..=(user_id, u64::MAX))?
+            {
+                let id = entry?.0.value().1;
+                if let Some(v) = campaigns.get(id)? {
+                    let c: Campaign = decode(v.value())?;
+                    if c.list_id == list_id && !c.status.is_final() && c.status != crate::domain::Status::Draft {
+                        return Err(StoreError::Conflict(format!(
+                            "list {list_id} is used by campaign {} which is {}",
+                            c.id, c.status
+                        )));
+                    }
+                }
+            }
+            lists.remove(list_id)?;
+            tx.open_table(USER_LISTS)?.remove((user_id, list_id))?;
+            let mut subs = tx.open_table(SUBSCRIBERS)?;
+            let mut emails = tx.open_table(SUBSCRIBER_EMAILS)?;
+            subs.retain_in((list_id, 0)..=(list_id, u64::MAX), |_, _| false)?;
+            emails.retain_in((list_id, "")..=(list_id, "\u{10ffff}"), |_, _| false)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Inserts or updates subscribers by email, all in one transaction: a
+    /// bad entry refuses the whole batch and nothing is stored.
+    pub fn upsert_subscribers(&self, user_id: u64, list_id: u64, batch: Vec<NewSubscriber>) -> Result<UpsertReport> {
+        let now = Utc::now();
+        let tx = self.write()?;
+        let mut report = UpsertReport {
+            created: 0,
+            updated: 0,
+            subscribers: Vec::with_capacity(batch.len()),
+        };
+        {
+            let mut lists = tx.open_table(LISTS)?;
+            let mut list = owned_list(&lists, user_id, list_id)?;
+            let mut subs = tx.open_table(SUBSCRIBERS)?;
+            let mut emails = tx.open_table(SUBSCRIBER_EMAILS)?;
+            for new in batch {
+                let existing = emails.get((list_id, new.email.as_str()))?.map(|v| v.value());
+                let sub = match existing {
+                    Some(id) => {
+                        let old: Subscriber = match subs.get((list_id, id))? {
+                            Some(v) => decode(v.value())?,
+                            None => return Err(StoreError::Corrupt(format!("subscriber {id} indexed but missing"))),
+                        };
+                        report.updated += 1;
+                        Subscriber {
+                            name: new.name,
+                            timezone: new.timezone,
+                            attributes: new.attributes,
+                            status: new.status,
+                            updated_at: now,
+                            ..old
+                        }
+                    }
+                    None => {
+                        let id = next_id(&tx, "subscriber")?;
+                        emails.insert((list_id, new.email.as_str()), id)?;
+                        report.created += 1;
+                        list.subscriber_count += 1;
+                        Subscriber {
+                            id,
+                            list_id,
+                            email: new.email,
+                            name: new.name,
+                            timezone: new.timezone,
+                            attributes: new.attributes,
+                            status: new.status,
+                            created_at: now,
+                            updated_at: now,
+                        }
+                    }
+                };
+                subs.insert((list_id, sub.id), encode(&sub).as_slice())?;
+                report.subscribers.push(sub);
+            }
+            lists.insert(list_id, encode(&list).as_slice())?;
+        }
+        tx.commit()?;
+        Ok(report)
+    }
+
+    pub fn subscribers(
+        &self,
+        user_id: u64,
+        list_id: u64,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Page<Subscriber>> {
+        let tx = self.read()?;
+        owned_list(&tx.open_table(LISTS)?, user_id, list_id)?;
+        let subs = tx.open_table(SUBSCRIBERS)?;
+        let start = after.map(|a| a.saturating_add(1)).unwrap_or(0);
+        let mut items = Vec::with_capacity(limit.min(1024));
+        let mut more = false;
+        for entry in subs.range((list_id, start)..=(list_id, u64::MAX))? {
+            let (_, v) = entry?;
+            if items.len() == limit {
+                more = true;
+                break;
+            }
+            items.push(decode::<Subscriber>(v.value())?);
+        }
+        let next_after = if more {
+            items.last().map(|s: &Subscriber| s.id)
+        } else {
+            None
+        };
+        Ok(Page { items, next_after })
+    }
+
+    /// Marks the subscriber a campaign was sent to as unsubscribed.
+    pub fn unsubscribe(&self, campaign_id: u64, subscriber_id: u64) -> Result<()> {
+        let tx = self.write()?;
+        {
+            let c = super::campaigns::load(&tx.open_table(CAMPAIGNS)?, campaign_id)?;
+            let mut subs = tx.open_table(SUBSCRIBERS)?;
+            let mut sub: Subscriber = match subs.get((c.list_id, subscriber_id))? {
+                Some(v) => decode(v.value())?,
+                None => return Err(StoreError::NotFound),
+            };
+            sub.status = crate::domain::SubscriberStatus::Unsubscribed;
+            sub.updated_at = Utc::now();
+            subs.insert((c.list_id, subscriber_id), encode(&sub).as_slice())?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,184 @@
+//! redb storage: one file, one writer at a time, every multi-record change
+//! in one transaction so that a crash never leaves counters and records
+//! disagreeing.
+//!
+//! Values are JSON (self-describing, so records can gain fields without a
+//! migration); keys are redb tuples so that ranges serve paging and the
+//! delivery cursor.
+
+mod accounts;
+mod campaigns;
+mod delivery;
+mod lists;
+
+pub use delivery::{Enqueued, Job, MessageRecord, MessageStatus, Outcome, OutcomeKind};
+pub use lists::UpsertReport;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::domain::{FieldError, TransitionError};
+
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub(crate) const USERS: TableDefinition<u64, &[u8]> = TableDefinition::new("users");
+/// sha256(api key) → user id.
+pub(crate) const API_KEYS: TableDefinition<&[u8], u64> = TableDefinition::new("api_keys");
+pub(crate) const LISTS: TableDefinition<u64, &[u8]> = TableDefinition::new("lists");
+/// (user, list) → (): a user's lists in id order.
+pub(crate) const USER_LISTS: TableDefinition<(u64, u64), ()> = TableDefinition::new("user_lists");
+/// (list, subscriber) → subscriber.
+pub(crate) const SUBSCRIBERS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("subscribers");
+/// (list, email) → subscriber id: upsert by email.
+pub(crate) const SUBSCRIBER_EMAILS: TableDefinition<(u64, &str), u64> = TableDefinition::new("subscriber_emails");
+pub(crate) const CAMPAIGNS: TableDefinition<u64, &[u8]> = TableDefinition::new("campaigns");
+pub(crate) const USER_CAMPAIGNS: TableDefinition<(u64, u64), ()> = TableDefinition::new("user_campaigns");
+/// (campaign, subscriber) → message.
+pub(crate) const MESSAGES: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("messages");
+/// (campaign, subscriber) → (): messages queued without a final outcome.
+/// After a crash these are the ones whose delivery may have happened.
+pub(crate) const IN_FLIGHT: TableDefinition<(u64, u64), ()> = TableDefinition::new("in_flight");
+
+/// Server secrets, generated on first use (unsubscribe link signing).
+pub(crate) const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+    #[error(transparent)]
+    Invalid(#[from] FieldError),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("storage: {0}")]
+    Db(String),
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+}
+
+macro_rules! db_errors {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Db(e.to_string())
+            }
+        }
+    )*};
+}
+db_errors!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+pub(crate) fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("records serialize")
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// A page of results: `next_after` is the cursor for the next page.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_after: Option<u64>,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) db: Arc<Database>,
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store> {
+        let db = Database::create(path)?;
+        let tx = db.begin_write()?;
+        {
+            // Create every table up front so readers never miss one.
+            tx.open_table(META)?;
+            tx.open_table(USERS)?;
+            tx.open_table(API_KEYS)?;
+            tx.open_table(LISTS)?;
+            tx.open_table(USER_LISTS)?;
+            tx.open_table(SUBSCRIBERS)?;
+            tx.open_table(SUBSCRIBER_EMAILS)?;
+            tx.open_table(CAMPAIGNS)?;
+            tx.open_table(USER_CAMPAIGNS)?;
+            tx.open_table(MESSAGES)?;
+            tx.open_table(IN_FLIGHT)?;
+            tx.open_table(SECRETS)?;
+        }
+        tx.commit()?;
+        Ok(Store { db: Arc::new(db) })
+    }
+
+    /// A 32-byte secret by name, created randomly the first time.
+    pub fn secret(&self, name: &str) -> Result<[u8; 32]> {
+        let tx = self.write()?;
+        let secret = {
+            let mut table = tx.open_table(SECRETS)?;
+            let existing = table.get(name)?.map(|v| v.value().to_vec());
+            match existing.and_then(|v| <[u8; 32]>::try_from(v).ok()) {
+                Some(s) => s,
+                None => {
+                    let mut s = [0u8; 32];
+                    rand::RngCore::fill_bytes(&mut rand::rng(), &mut s);
+                    table.insert(name, s.as_slice())?;
+                    s
+                }
+            }
+        };
+        tx.commit()?;
+        Ok(secret)
+    }
+
+    pub(crate) fn read(&self) -> Result<redb::ReadTransaction> {
+        Ok(self.db.begin_read()?)
+    }
+
+    pub(crate) fn write(&self) -> Result<redb::WriteTransaction> {
+        Ok(self.db.begin_write()?)
+    }
+}
+
+/// Allocates the next id of a kind inside the caller's transaction.
+pub(crate) fn next_id(tx: &redb::WriteTransaction, kind: &str) -> Result<u64> {
+    let mut meta = tx.open_table(META)?;
+    let id = meta.get(kind)?.map(|v| v.value()).unwrap_or(0) + 1;
+    meta.insert(kind, id)?;
+    Ok(id)
+}
+
+/// Reads up to `limit` ids from an index keyed (owner, id), after `after`.
+pub(crate) fn page_ids(
+    table: &impl ReadableTable<(u64, u64), ()>,
+    owner: u64,
+    after: Option<u64>,
+    limit: usize,
+) -> Result<(Vec<u64>, Option<u64>)> {
+    let start = after.map(|a| a.saturating_add(1)).unwrap_or(0);
+    let mut ids = Vec::with_capacity(limit.min(1024));
+    let mut more = false;
+    for entry in table.range((owner, start)..=(owner, u64::MAX))? {
+        let (k, _) = entry?;
+        if ids.len() == limit {
+            more = true;
+            break;
+        }
+        ids.push(k.value().1);
+    }
+    let next = if more { ids.last().copied() } else { None };
+    Ok((ids, next))
+}

@@ -1,0 +1,32 @@
+# Day-to-day recipes. The README's two commands do not need `just`.
+
+# Build the bundled plugins and the host, then run the demo.
+run *ARGS:
+    cargo run -- demo {{ARGS}}
+
+# Serve the API on the embedded defaults.
+serve *ARGS:
+    cargo run -- serve {{ARGS}}
+
+# Everything CI runs.
+test:
+    bash scripts/test.sh
+
+# Build the guest plugins for wasm32-wasip2 (the host build does this too).
+plugins:
+    rustup target add wasm32-wasip2
+    cd plugins && cargo build --release --target wasm32-wasip2
+
+lint:
+    cargo fmt --all -- --check
+    cd plugins && cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+    cd plugins && cargo clippy --target wasm32-wasip2 -- -D warnings
+
+fmt:
+    cargo fmt --all
+    cd plugins && cargo fmt --all
+
+# Throughput of the demo pipeline (release build).
+bench SUBSCRIBERS="100000":
+    cargo run --release -- demo --subscribers {{SUBSCRIBERS}}

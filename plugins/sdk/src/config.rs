@@ -1,0 +1,46 @@
+//! Typed access to the plugin's configuration (`[transports.NAME.config]`).
+
+use std::fmt;
+use std::str::FromStr;
+
+/// A configuration value that is missing or does not parse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "config `{}`: {}", self.key, self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The raw value of `key`, if configured.
+pub fn get(key: &str) -> Option<String> {
+    crate::host::config(key)
+}
+
+/// The value of `key`, or an error naming the key.
+pub fn require(key: &str) -> Result<String, ConfigError> {
+    get(key).ok_or_else(|| ConfigError {
+        key: key.to_string(),
+        reason: "is required but not set".to_string(),
+    })
+}
+
+/// The value of `key` parsed as `T`, or `default` when unset.
+pub fn parse_or<T: FromStr>(key: &str, default: T) -> Result<T, ConfigError>
+where
+    T::Err: fmt::Display,
+{
+    match get(key) {
+        None => Ok(default),
+        Some(raw) => raw.trim().parse().map_err(|e: T::Err| ConfigError {
+            key: key.to_string(),
+            reason: format!("cannot parse {raw:?}: {e}"),
+        }),
+    }
+}

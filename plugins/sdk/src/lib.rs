@@ -1,0 +1,61 @@
+//! The Posta plugin SDK: everything a Rust author needs to write a
+//! personalizer or a transport for Posta.
+//!
+//! ```ignore
+//! use posta_plugin_sdk::{DeliveryError, Message, Receipt, Transport};
+//!
+//! struct Hello;
+//! impl Transport for Hello {
+//!     fn deliver(message: Message) -> Result<Receipt, DeliveryError> {
+//!         posta_plugin_sdk::info!("would deliver {} to {}", message.message_id, message.to.email);
+//!         Ok(Receipt { remote_id: None, detail: "ok".into() })
+//!     }
+//! }
+//! posta_plugin_sdk::export_transport!(Hello);
+//! ```
+//!
+//! Build with `cargo build --target wasm32-wasip2 --release` and check the
+//! result with `posta plugin check target/wasm32-wasip2/release/NAME.wasm`.
+
+mod bindings {
+    wit_bindgen::generate!({
+        path: "wit",
+        world: "posta:plugin/plugin-sdk",
+    });
+}
+
+pub use bindings::posta::plugin::{host, types};
+pub use types::{Campaign, DeliveryError, Envelope, Header, Mailbox, Message, Receipt, Subscriber};
+#[doc(hidden)]
+pub use wit_bindgen;
+
+include!(concat!(env!("OUT_DIR"), "/export_macros.rs"));
+
+pub mod config;
+pub mod log;
+
+/// A transport delivers personalized messages.
+pub trait Transport {
+    /// Delivers one message. Return [`DeliveryError::Transient`] for errors
+    /// worth retrying (connection refused, 4xx SMTP replies, HTTP 5xx) and
+    /// [`DeliveryError::Permanent`] for the rest.
+    fn deliver(message: Message) -> Result<Receipt, DeliveryError>;
+}
+
+/// A personalizer renders one subscriber's message from a campaign.
+pub trait Personalizer {
+    /// Checks the campaign's templates; the error is shown to API clients.
+    fn validate(campaign: Campaign) -> Result<(), String>;
+    /// Renders the message. The envelope's message id must be kept as is.
+    fn personalize(campaign: Campaign, subscriber: Subscriber, envelope: Envelope) -> Result<Message, String>;
+}
+
+impl Message {
+    /// The value of the first header with this name (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value.as_str())
+    }
+}

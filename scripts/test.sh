@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The test command of the README: installs what the tests need, builds
+# everything once (host, bundled wasm plugins, test binaries), then runs
+# unit and end-to-end tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+rustup target add wasm32-wasip2
+
+# One build of everything; the end-to-end tests start target/debug/posta.
+cargo build --workspace --all-targets --locked
+cargo test --workspace --locked

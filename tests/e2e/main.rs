@@ -1,0 +1,3 @@
+//! End-to-end tests: the real binary, real HTTP, the real plugins.
+
+mod skeleton;

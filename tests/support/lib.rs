@@ -1,0 +1,263 @@
+//! Harness for end-to-end tests: runs the real `posta` binary on an
+//! ephemeral port with a temporary data directory, and talks to it over
+//! HTTP like any client would.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub use serde_json::{Value, json};
+
+/// The `posta` binary built by `cargo build` next to this test binary.
+pub fn posta_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("POSTA_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/<profile>/deps/e2e-HASH → target/<profile>/posta
+    let bin = exe.parent().and_then(Path::parent).expect("target dir").join("posta");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build --workspace` before the end-to-end tests (scripts/test.sh does)",
+        bin.display()
+    );
+    bin
+}
+
+/// Runs `posta user add EMAIL` and returns the key (the last line).
+pub fn add_user(data_dir: &Path, email: &str) -> String {
+    let out = Command::new(posta_bin())
+        .args(["user", "add", email, "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .expect("run posta user add");
+    assert!(
+        out.status.success(),
+        "user add failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).expect("utf-8");
+    stdout.lines().last().expect("key line").trim().to_string()
+}
+
+pub struct Server {
+    child: Option<Child>,
+    pub base: String,
+    pub data_dir: PathBuf,
+    config: Option<PathBuf>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    /// A fresh data directory with two users; returns the server and their keys.
+    pub fn with_two_users() -> (Server, String, String) {
+        Server::with_config("")
+    }
+
+    /// Like `with_two_users`, with extra posta.toml text. Request bodies are
+    /// capped at 1 MiB so that oversized-body tests stay small.
+    pub fn with_config(toml: &str) -> (Server, String, String) {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let a = add_user(tmp.path(), "alice@example.org");
+        let b = add_user(tmp.path(), "bob@example.org");
+        let config = tmp.path().join("posta.toml");
+        let text = if toml.contains("[server]") {
+            toml.to_string()
+        } else {
+            format!("[server]\nmax_body_bytes = 1048576\n{toml}")
+        };
+        std::fs::write(&config, text).expect("write config");
+        let mut s = Server::start_in(tmp.path().to_path_buf(), Some(config));
+        s._tmp = Some(tmp);
+        (s, a, b)
+    }
+
+    pub fn start_in(data_dir: PathBuf, config: Option<PathBuf>) -> Server {
+        let mut s = Server {
+            child: None,
+            base: String::new(),
+            data_dir,
+            config,
+            _tmp: None,
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data_dir.join("server.log"))
+            .expect("server log");
+        let mut cmd = Command::new(posta_bin());
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&self.data_dir)
+            .env("POSTA_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(log);
+        if let Some(c) = &self.config {
+            cmd.arg("--config").arg(c);
+        }
+        let mut child = cmd.spawn().expect("spawn posta serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("posta listening on ") {
+                    let _ = tx.send(url.trim().to_string());
+                }
+            }
+        });
+        let base = rx.recv_timeout(Duration::from_secs(120)).unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!(
+                "server did not start; log:\n{}",
+                std::fs::read_to_string(self.data_dir.join("server.log")).unwrap_or_default()
+            )
+        });
+        self.base = base;
+        self.child = Some(child);
+    }
+
+    pub fn api(&self, key: &str) -> Api {
+        Api {
+            http: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("client"),
+            base: self.base.clone(),
+            key: Some(key.to_string()),
+        }
+    }
+
+    pub fn anonymous(&self) -> Api {
+        Api {
+            key: None,
+            ..self.api("")
+        }
+    }
+
+    /// Stops the server abruptly (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("server.log")).unwrap_or_default()
+    }
+
+    /// Lines of the log transport's outbox, parsed.
+    pub fn outbox(&self) -> Vec<Value> {
+        let path = self.data_dir.join("outbox").join("outbox.jsonl");
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad outbox line {l:?}: {e}")))
+            .collect()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub struct Api {
+    http: reqwest::blocking::Client,
+    pub base: String,
+    key: Option<String>,
+}
+
+/// Status and parsed JSON body (Null when empty).
+pub type Reply = (u16, Value);
+
+impl Api {
+    fn send(&self, req: reqwest::blocking::RequestBuilder) -> Reply {
+        let req = match &self.key {
+            Some(k) => req.bearer_auth(k),
+            None => req,
+        };
+        let resp = req.send().expect("request");
+        let status = resp.status().as_u16();
+        let text = resp.text().expect("body");
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, body)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/api/v1/users/me{path}", self.base)
+    }
+
+    pub fn get(&self, path: &str) -> Reply {
+        self.send(self.http.get(self.url(path)))
+    }
+
+    pub fn post(&self, path: &str, body: Value) -> Reply {
+        self.send(self.http.post(self.url(path)).json(&body))
+    }
+
+    pub fn post_raw(&self, path: &str, body: &str) -> Reply {
+        self.send(
+            self.http
+                .post(self.url(path))
+                .header("content-type", "application/json")
+                .body(body.to_string()),
+        )
+    }
+
+    pub fn patch(&self, path: &str, body: Value) -> Reply {
+        self.send(self.http.patch(self.url(path)).json(&body))
+    }
+
+    pub fn delete(&self, path: &str) -> Reply {
+        self.send(self.http.delete(self.url(path)))
+    }
+
+    /// POST that must succeed; returns the body.
+    pub fn ok_post(&self, path: &str, body: Value) -> Value {
+        let (status, v) = self.post(path, body);
+        assert!((200..300).contains(&status), "POST {path}: {status} {v}");
+        v
+    }
+
+    pub fn ok_get(&self, path: &str) -> Value {
+        let (status, v) = self.get(path);
+        assert_eq!(status, 200, "GET {path}: {v}");
+        v
+    }
+
+    /// Polls a campaign until `pred` holds or the timeout passes.
+    pub fn wait_campaign(&self, id: u64, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        let start = Instant::now();
+        loop {
+            let c = self.ok_get(&format!("/campaigns/{id}"));
+            if pred(&c) {
+                return c;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "campaign {id} never reached the expected state: {c}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn wait_status(&self, id: u64, status: &str) -> Value {
+        self.wait_campaign(id, Duration::from_secs(120), |c| c["status"] == status)
+    }
+}
