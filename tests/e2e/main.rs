@@ -1,3 +1,4 @@
 //! End-to-end tests: the real binary, real HTTP, the real plugins.
 
+mod lifecycle;
 mod skeleton;

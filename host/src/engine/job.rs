@@ -14,21 +14,27 @@ use crate::store::{Job, Outcome, OutcomeKind};
 
 /// What every message of a campaign shares, built once per run.
 pub(super) struct Context {
+    run: Arc<super::Run>,
     campaign: Campaign,
     wit: Arc<types::Campaign>,
     transport: Option<(Arc<TransportEntry>, Arc<Semaphore>)>,
+    campaign_rate: Option<super::rate::Limiter>,
+    transport_rate: Option<Arc<super::rate::Limiter>>,
     unsubscribe_base: String,
     secret: [u8; 32],
 }
 
 impl Context {
-    pub(super) fn new(inner: &Inner, c: &Campaign) -> Context {
+    pub(super) fn new(inner: &Inner, c: &Campaign, run: Arc<super::Run>) -> Context {
         let transport = inner
             .plugins
             .transport(&c.transport)
             .cloned()
             .zip(inner.slots.get(&c.transport).cloned());
         Context {
+            run,
+            campaign_rate: super::rate::per_minute(c.send_rate),
+            transport_rate: inner.transport_rates.get(&c.transport).cloned(),
             campaign: c.clone(),
             wit: Arc::new(types::Campaign {
                 id: c.id,
@@ -49,6 +55,7 @@ impl Context {
 enum Failure {
     Transient(String),
     Permanent(String),
+    Cancelled,
 }
 
 pub(super) async fn deliver(inner: &Inner, ctx: &Context, job: Job) -> Outcome {
@@ -60,6 +67,7 @@ pub(super) async fn deliver(inner: &Inner, ctx: &Context, job: Job) -> Outcome {
         match attempt(inner, ctx, &job, &mut message).await {
             Ok(remote_id) => break OutcomeKind::Sent { remote_id },
             Err(Failure::Permanent(error)) => break OutcomeKind::Failed { error },
+            Err(Failure::Cancelled) => break OutcomeKind::Cancelled,
             Err(Failure::Transient(error)) if attempts >= inner.cfg.max_attempts => {
                 break OutcomeKind::Failed {
                     error: format!("{error} (gave up after {attempts} attempts)"),
@@ -109,7 +117,19 @@ async fn attempt(
         *message = Some(personalize(inner, ctx, job).await?);
     }
     let msg = message.clone().expect("personalized above");
+    // Both limits hold: the campaign's send_rate and the transport's own.
+    if let Some(l) = &ctx.campaign_rate {
+        l.until_ready().await;
+    }
+    if let Some(l) = &ctx.transport_rate {
+        l.until_ready().await;
+    }
     let _slot = slots.acquire().await.expect("semaphore never closed");
+    // Checked at the last moment: a cancel must stop every message that
+    // has not reached its transport yet.
+    if ctx.run.cancelled.load(std::sync::atomic::Ordering::Acquire) {
+        return Err(Failure::Cancelled);
+    }
     match transport.deliver(msg).await {
         Ok(Ok(receipt)) => Ok(receipt.remote_id),
         Ok(Err(types::DeliveryError::Permanent(e))) => Err(Failure::Permanent(e)),

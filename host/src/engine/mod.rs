@@ -10,9 +10,10 @@
 
 mod collector;
 mod job;
+pub mod rate;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
@@ -26,6 +27,8 @@ use crate::store::{Job, Outcome, Store, StoreError};
 /// Shared state of one campaign's run.
 struct Run {
     in_flight: AtomicUsize,
+    /// Set by cancel: messages not yet handed to the transport are dropped.
+    cancelled: AtomicBool,
     wake: Notify,
 }
 
@@ -38,6 +41,8 @@ pub(crate) struct Inner {
     outcomes: mpsc::UnboundedSender<Outcome>,
     runs: Mutex<HashMap<u64, Arc<Run>>>,
     slots: HashMap<String, Arc<Semaphore>>,
+    /// Transport-wide rate limits, shared by every campaign on the transport.
+    transport_rates: HashMap<String, Arc<rate::Limiter>>,
 }
 
 #[derive(Clone)]
@@ -56,7 +61,13 @@ impl Engine {
             .iter()
             .map(|(name, t)| (name.clone(), Arc::new(Semaphore::new(t.info.max_in_flight))))
             .collect();
+        let transport_rates = plugins
+            .transports
+            .iter()
+            .filter_map(|(name, t)| rate::per_minute(t.info.rate_limit).map(|l| (name.clone(), Arc::new(l))))
+            .collect();
         let inner = Arc::new(Inner {
+            transport_rates,
             store,
             plugins,
             cfg,
@@ -85,7 +96,7 @@ impl Engine {
     /// Makes sure the campaign is being driven after a status change.
     pub fn kick(&self, c: &Campaign) {
         match c.status {
-            Status::Sending | Status::Paused => self.drive(c.id),
+            Status::Sending | Status::Paused | Status::Cancelled => self.drive(c.id, c.status == Status::Cancelled),
             Status::Scheduled => self.schedule(c),
             _ => {}
         }
@@ -106,7 +117,7 @@ impl Engine {
             })
             .await;
             match fired {
-                Ok(Ok(c)) => Engine { inner }.drive(c.id),
+                Ok(Ok(c)) => Engine { inner }.drive(c.id, false),
                 // Cancelled, deleted or already fired meanwhile: nothing to do.
                 Ok(Err(StoreError::Transition(_) | StoreError::NotFound)) => {}
                 Ok(Err(e)) => tracing::error!(campaign = id, "cannot start scheduled campaign: {e}"),
@@ -115,15 +126,17 @@ impl Engine {
         });
     }
 
-    fn drive(&self, id: u64) {
+    fn drive(&self, id: u64, cancelled: bool) {
         let run = {
             let mut runs = self.inner.runs.lock().expect("runs lock");
             if let Some(run) = runs.get(&id) {
+                run.cancelled.fetch_or(cancelled, Ordering::AcqRel);
                 run.wake.notify_one();
                 return;
             }
             let run = Arc::new(Run {
                 in_flight: AtomicUsize::new(0),
+                cancelled: AtomicBool::new(cancelled),
                 wake: Notify::new(),
             });
             runs.insert(id, run.clone());
@@ -159,29 +172,35 @@ async fn drive(inner: &Arc<Inner>, id: u64, run: &Arc<Run>) -> Result<(), StoreE
     }
     let store = inner.store.clone();
     let campaign = blocking(move || store.campaign_by_id(id)).await?;
-    let ctx = Arc::new(job::Context::new(inner, &campaign));
+    let ctx = Arc::new(job::Context::new(inner, &campaign, run.clone()));
     dispatch(inner, run, &ctx, recovered);
+    let window = rate::window(campaign.send_rate, inner.cfg.window);
     loop {
         let notified = run.wake.notified();
-        if run.in_flight.load(Ordering::Acquire) >= inner.cfg.window {
+        if run.in_flight.load(Ordering::Acquire) >= window {
             notified.await;
             continue;
         }
         let store = inner.store.clone();
-        let batch = inner.cfg.batch_size;
+        let batch = inner.cfg.batch_size.min(window);
         let step = blocking(move || store.enqueue(id, batch, Utc::now())).await?;
         let c = step.campaign;
-        if step.jobs.is_empty() {
-            let idle = run.in_flight.load(Ordering::Acquire) == 0;
-            if c.status.is_final() || (c.status != Status::Sending && idle) {
-                return Ok(());
-            }
-            // Sending with everything queued, or paused with mail still in
-            // flight: wait for outcomes (or a resume) to change that.
-            notified.await;
+        if !step.jobs.is_empty() {
+            dispatch(inner, run, &ctx, step.jobs);
             continue;
         }
-        dispatch(inner, run, &ctx, step.jobs);
+        if c.status == Status::Cancelled {
+            run.cancelled.store(true, Ordering::Release);
+            if c.cursor < c.last_subscriber {
+                continue; // still turning the rest into cancelled messages
+            }
+        }
+        if run.in_flight.load(Ordering::Acquire) == 0 && c.status != Status::Sending {
+            return Ok(());
+        }
+        // Sending with everything queued, or mail still in flight: wait for
+        // outcomes (or a resume, or a cancel) to change that.
+        notified.await;
     }
 }
 

@@ -193,7 +193,8 @@ impl Store {
         for entry in table.iter()? {
             let (_, v) = entry?;
             let c: Campaign = decode(v.value())?;
-            if matches!(c.status, Status::Sending | Status::Paused | Status::Scheduled) {
+            let unfinished_cancel = c.status == Status::Cancelled && !c.exhausted();
+            if matches!(c.status, Status::Sending | Status::Paused | Status::Scheduled) || unfinished_cancel {
                 out.push(c);
             }
         }

@@ -64,8 +64,14 @@ pub struct Job {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum OutcomeKind {
-    Sent { remote_id: Option<String> },
-    Failed { error: String },
+    Sent {
+        remote_id: Option<String>,
+    },
+    Failed {
+        error: String,
+    },
+    /// The campaign was cancelled before the transport was called.
+    Cancelled,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -110,7 +116,8 @@ impl Store {
             let mut campaigns = tx.open_table(CAMPAIGNS)?;
             let mut c = load(&campaigns, campaign_id)?;
             let mut jobs = Vec::new();
-            if c.status == Status::Sending && c.cursor < c.last_subscriber {
+            let cancelled = c.status == Status::Cancelled;
+            if (c.status == Status::Sending || cancelled) && c.cursor < c.last_subscriber {
                 let subs = tx.open_table(SUBSCRIBERS)?;
                 let mut messages = tx.open_table(MESSAGES)?;
                 let mut in_flight = tx.open_table(IN_FLIGHT)?;
@@ -119,7 +126,12 @@ impl Store {
                     let (k, v) = entry?;
                     let sub_id = k.value().1;
                     let sub: Subscriber = decode(v.value())?;
-                    let status = if sub.status == SubscriberStatus::Subscribed {
+                    let status = if cancelled {
+                        // A cancelled campaign's remaining subscribers end
+                        // as cancelled messages, a batch at a time.
+                        c.stats.cancelled += 1;
+                        MessageStatus::Cancelled
+                    } else if sub.status == SubscriberStatus::Subscribed {
                         c.stats.queued += 1;
                         in_flight.insert((campaign_id, sub_id), ())?;
                         MessageStatus::Queued
@@ -209,6 +221,10 @@ impl Store {
                         record.last_error = Some(error.clone());
                         c.stats.failed += 1;
                     }
+                    OutcomeKind::Cancelled => {
+                        record.status = MessageStatus::Cancelled;
+                        c.stats.cancelled += 1;
+                    }
                 }
                 messages.insert(key, encode(&record).as_slice())?;
                 in_flight.remove(key)?;
@@ -226,12 +242,47 @@ impl Store {
 
     /// Messages of a campaign that were queued when the server stopped. The
     /// transport may already have delivered them, so they are marked as
-    /// possible duplicates before they are delivered again.
+    /// possible duplicates before they are delivered again. A cancelled
+    /// campaign's are cancelled instead.
     pub fn recover_in_flight(&self, campaign_id: u64, now: DateTime<Utc>) -> Result<Vec<Job>> {
         let tx = self.write()?;
         let jobs = {
-            let campaigns = tx.open_table(CAMPAIGNS)?;
-            let c = load(&campaigns, campaign_id)?;
+            let mut campaigns = tx.open_table(CAMPAIGNS)?;
+            let mut c = load(&campaigns, campaign_id)?;
+            if c.status == Status::Cancelled {
+                let mut in_flight = tx.open_table(IN_FLIGHT)?;
+                let mut messages = tx.open_table(MESSAGES)?;
+                let keys: Vec<(u64, u64)> = in_flight
+                    .range((campaign_id, 0)..=(campaign_id, u64::MAX))?
+                    .map(|e| e.map(|(k, _)| k.value()))
+                    .collect::<std::result::Result<_, _>>()?;
+                for key in keys {
+                    let record = messages
+                        .get(key)?
+                        .map(|v| decode::<MessageRecord>(v.value()))
+                        .transpose()?;
+                    if let Some(mut record) = record {
+                        record.status = MessageStatus::Cancelled;
+                        record.updated_at = now;
+                        messages.insert(key, encode(&record).as_slice())?;
+                        c.stats.queued -= 1;
+                        c.stats.cancelled += 1;
+                    }
+                    in_flight.remove(key)?;
+                }
+                save(&mut campaigns, &c)?;
+                Vec::new()
+            } else {
+                Self::in_flight_jobs(&tx, &c, now)?
+            }
+        };
+        tx.commit()?;
+        Ok(jobs)
+    }
+
+    fn in_flight_jobs(tx: &redb::WriteTransaction, c: &Campaign, now: DateTime<Utc>) -> Result<Vec<Job>> {
+        let campaign_id = c.id;
+        let jobs = {
             let in_flight = tx.open_table(IN_FLIGHT)?;
             let subs = tx.open_table(SUBSCRIBERS)?;
             let mut messages = tx.open_table(MESSAGES)?;
@@ -261,7 +312,6 @@ impl Store {
             }
             jobs
         };
-        tx.commit()?;
         Ok(jobs)
     }
 
