@@ -276,5 +276,49 @@ fn bad_input_gets_clear_errors() {
         .unwrap()
         .json()
         .unwrap();
-    assert!(openapi["paths"]["/api/v1/users/me/campaigns/{id}/send"]["post"].is_object());
+    let paths = openapi["paths"].as_object().unwrap();
+    for (path, method) in [
+        ("/api/v1/users/me/lists", "post"),
+        ("/api/v1/users/me/lists", "get"),
+        ("/api/v1/users/me/lists/{id}", "get"),
+        ("/api/v1/users/me/lists/{id}", "delete"),
+        ("/api/v1/users/me/lists/{id}/subscribers", "post"),
+        ("/api/v1/users/me/lists/{id}/subscribers", "get"),
+        ("/api/v1/users/me/campaigns", "post"),
+        ("/api/v1/users/me/campaigns", "get"),
+        ("/api/v1/users/me/campaigns/{id}", "get"),
+        ("/api/v1/users/me/campaigns/{id}", "patch"),
+        ("/api/v1/users/me/campaigns/{id}", "delete"),
+        ("/api/v1/users/me/campaigns/{id}/send", "post"),
+        ("/api/v1/users/me/campaigns/{id}/pause", "post"),
+        ("/api/v1/users/me/campaigns/{id}/resume", "post"),
+        ("/api/v1/users/me/campaigns/{id}/cancel", "post"),
+        ("/api/v1/users/me/campaigns/{id}/duplicate", "post"),
+        ("/api/v1/users/me/campaigns/{id}/messages", "get"),
+        ("/api/v1/users/me/transports", "get"),
+        ("/unsubscribe/{campaign}/{subscriber}/{token}", "get"),
+        ("/unsubscribe/{campaign}/{subscriber}/{token}", "post"),
+        ("/api/v1/health", "get"),
+        ("/api/v1/openapi.json", "get"),
+    ] {
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} missing from OpenAPI"
+        );
+    }
+    for schema in [
+        "Campaign",
+        "CampaignDraft",
+        "CampaignPatch",
+        "Stats",
+        "Subscriber",
+        "List",
+        "MessageRecord",
+        "ErrorBody",
+    ] {
+        assert!(
+            openapi["components"]["schemas"][schema].is_object(),
+            "schema {schema} missing"
+        );
+    }
 }

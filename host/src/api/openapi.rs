@@ -5,7 +5,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::error::{ErrorBody, ErrorDetail};
-use super::{campaigns, lists, transports};
+use super::{campaigns, lists, transports, unsubscribe};
 use crate::domain::{
     Campaign, CampaignDraft, CampaignPatch, List, NewSubscriber, Stats, Status, Subscriber, SubscriberStatus,
 };
@@ -31,7 +31,8 @@ impl Modify for BearerAuth {
         lists::create, lists::index, lists::show, lists::delete, lists::add_subscribers, lists::subscribers,
         campaigns::create, campaigns::index, campaigns::show, campaigns::update, campaigns::delete,
         campaigns::send, campaigns::pause, campaigns::resume, campaigns::cancel, campaigns::duplicate,
-        campaigns::messages, transports::index,
+        campaigns::messages, transports::index, unsubscribe::page, unsubscribe::confirm,
+        super::health, super::openapi_document,
     ),
     components(schemas(
         ErrorBody, ErrorDetail, List, lists::NewList, NewSubscriber, Subscriber, SubscriberStatus, UpsertReport,

@@ -16,6 +16,10 @@ fn check(s: &AppState, campaign: u64, subscriber: u64, token: &str) -> ApiResult
     }
 }
 
+#[utoipa::path(get, path = "/unsubscribe/{campaign}/{subscriber}/{token}", tag = "unsubscribe",
+    description = "Confirmation page for the link in List-Unsubscribe; changes nothing",
+    security(()),
+    responses((status = 200, content_type = "text/html"), (status = 404, body = super::error::ErrorBody)))]
 pub async fn page(
     State(s): State<AppState>,
     Path((campaign, subscriber, token)): Path<(u64, u64, String)>,
@@ -28,6 +32,10 @@ pub async fn page(
     )))
 }
 
+#[utoipa::path(post, path = "/unsubscribe/{campaign}/{subscriber}/{token}", tag = "unsubscribe",
+    description = "Unsubscribes the subscriber (RFC 8058 one-click)",
+    security(()),
+    responses((status = 200, content_type = "text/html"), (status = 404, body = super::error::ErrorBody)))]
 pub async fn confirm(
     State(s): State<AppState>,
     Path((campaign, subscriber, token)): Path<(u64, u64, String)>,
