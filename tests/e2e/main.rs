@@ -1,4 +1,5 @@
 //! End-to-end tests: the real binary, real HTTP, the real plugins.
 
+mod crash;
 mod lifecycle;
 mod skeleton;

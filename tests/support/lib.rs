@@ -157,6 +157,19 @@ impl Server {
         std::fs::read_to_string(self.data_dir.join("server.log")).unwrap_or_default()
     }
 
+    /// Lines of the outbox that parse, and how many did not (a SIGKILL can
+    /// cut the last line short).
+    pub fn outbox_lenient(&self) -> (Vec<Value>, usize) {
+        let path = self.data_dir.join("outbox").join("outbox.jsonl");
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let mut torn = 0;
+        let lines = text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).map_err(|_| torn += 1).ok())
+            .collect();
+        (lines, torn)
+    }
+
     /// Lines of the log transport's outbox, parsed.
     pub fn outbox(&self) -> Vec<Value> {
         let path = self.data_dir.join("outbox").join("outbox.jsonl");

@@ -17,6 +17,10 @@ pub struct Stats {
     pub failed: u64,
     pub skipped: u64,
     pub cancelled: u64,
+    /// Messages whose delivery a crash interrupted and which were delivered
+    /// again: the transport may have been called twice for each.
+    #[serde(default)]
+    pub possible_duplicates: u64,
 }
 
 impl Stats {

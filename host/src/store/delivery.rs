@@ -273,15 +273,21 @@ impl Store {
                 save(&mut campaigns, &c)?;
                 Vec::new()
             } else {
-                Self::in_flight_jobs(&tx, &c, now)?
+                let (jobs, newly_flagged) = Self::in_flight_jobs(&tx, &c, now)?;
+                c.stats.possible_duplicates += newly_flagged;
+                save(&mut campaigns, &c)?;
+                jobs
             }
         };
         tx.commit()?;
         Ok(jobs)
     }
 
-    fn in_flight_jobs(tx: &redb::WriteTransaction, c: &Campaign, now: DateTime<Utc>) -> Result<Vec<Job>> {
+    /// The jobs to deliver again, and how many messages were flagged as
+    /// possible duplicates for the first time.
+    fn in_flight_jobs(tx: &redb::WriteTransaction, c: &Campaign, now: DateTime<Utc>) -> Result<(Vec<Job>, u64)> {
         let campaign_id = c.id;
+        let mut flagged = 0;
         let jobs = {
             let in_flight = tx.open_table(IN_FLIGHT)?;
             let subs = tx.open_table(SUBSCRIBERS)?;
@@ -301,6 +307,7 @@ impl Store {
                     .map(|v| decode::<MessageRecord>(v.value()))
                     .transpose()?;
                 if let Some(mut record) = record {
+                    flagged += u64::from(!record.possible_duplicate);
                     record.possible_duplicate = true;
                     record.updated_at = now;
                     messages.insert((campaign_id, sub_id), encode(&record).as_slice())?;
@@ -312,7 +319,7 @@ impl Store {
             }
             jobs
         };
-        Ok(jobs)
+        Ok((jobs, flagged))
     }
 
     /// A campaign's messages in subscriber order, optionally by status.

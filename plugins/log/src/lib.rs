@@ -4,7 +4,7 @@
 
 use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 
 use posta_plugin_sdk::{DeliveryError, Message, Receipt, Transport, config};
 use serde::Serialize;
@@ -30,11 +30,21 @@ struct Line<'a> {
 
 fn open() -> Result<File, DeliveryError> {
     let path = config::require("path").map_err(|e| DeliveryError::Permanent(e.to_string()))?;
-    OpenOptions::new()
+    let mut file = OpenOptions::new()
         .create(true)
+        .read(true)
         .append(true)
         .open(&path)
-        .map_err(|e| DeliveryError::Permanent(format!("cannot open {path}: {e}")))
+        .map_err(|e| DeliveryError::Permanent(format!("cannot open {path}: {e}")))?;
+    // A crash of the host can cut a line short; start on a fresh line so
+    // the torn one stays the only casualty.
+    let mut last = [0u8; 1];
+    let torn = file.seek(SeekFrom::End(-1)).is_ok() && file.read_exact(&mut last).is_ok() && last[0] != b'\n';
+    if torn {
+        file.write_all(b"\n")
+            .map_err(|e| DeliveryError::Transient(format!("write failed: {e}")))?;
+    }
+    Ok(file)
 }
 
 struct Log;
