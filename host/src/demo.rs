@@ -8,9 +8,8 @@ use chrono::Utc;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::Config;
-use crate::domain::{Action, CampaignDraft, NewSubscriber, Status};
+use crate::domain::{CampaignDraft, NewSubscriber, Status};
 use crate::server::Instance;
-use crate::store::Store;
 
 const ZONES: &[&str] = &[
     "Europe/Paris",
@@ -69,13 +68,7 @@ pub async fn run(mut config: Config, data_dir: Option<PathBuf>, subscribers: usi
     };
     let campaign = store.create_campaign(user.id, draft, "log".into(), Utc::now())?;
     let started = Instant::now();
-    let campaign = store.act(
-        user.id,
-        campaign.id,
-        Action::Send { future: false },
-        Utc::now(),
-        |tx, c| Store::begin_sending(tx, c, Utc::now()),
-    )?;
+    let campaign = store.send(user.id, campaign.id, Utc::now())?;
     instance.engine.kick(&campaign);
 
     let bar = ProgressBar::new(campaign.stats.total);

@@ -53,6 +53,7 @@ impl Instance {
             Arc::new(plugins),
             config.delivery.clone(),
             config.base_url(),
+            Arc::new(crate::engine::clock::SystemClock),
         )?;
         Ok(Instance {
             store,

@@ -2,4 +2,5 @@
 
 mod crash;
 mod lifecycle;
+mod rate;
 mod skeleton;

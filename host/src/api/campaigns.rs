@@ -12,7 +12,7 @@ use super::error::ErrorBody;
 use super::{ApiError, ApiJson, ApiResult, AppState, Paging};
 use crate::domain::{Action, Campaign, CampaignDraft, CampaignPatch, Status};
 use crate::plugins::bindings::types;
-use crate::store::{MessageRecord, MessageStatus, Page, Store};
+use crate::store::{MessageRecord, MessageStatus, Page};
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -153,18 +153,8 @@ pub async fn send(State(s): State<AppState>, Auth(user): Auth, Path(id): Path<u6
     crate::domain::lifecycle::transition(current.status, Action::Send { future: false })?;
     check_transport(&s, &current.transport)?;
     check_templates(&s, &current).await?;
-    let c = s
-        .db(move |st| {
-            let now = Utc::now();
-            let future = current.scheduled_at.is_some_and(|t| t > now);
-            st.act(user.id, id, Action::Send { future }, now, |tx, c| {
-                if c.status == Status::Sending {
-                    Store::begin_sending(tx, c, now)?;
-                }
-                Ok(())
-            })
-        })
-        .await?;
+    let now = s.engine.now();
+    let c = s.db(move |st| st.send(user.id, id, now)).await?;
     s.engine.kick(&c);
     Ok(Json(c))
 }

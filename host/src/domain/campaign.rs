@@ -67,6 +67,10 @@ pub struct Campaign {
     #[serde(default, skip_serializing_if = "is_zero")]
     #[schema(ignore)]
     pub cursor: u64,
+    /// Engine state: subscribers waiting for their local time (due entries).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    #[schema(ignore)]
+    pub planned: u64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -158,6 +162,7 @@ impl Campaign {
             stats: Stats::default(),
             last_subscriber: 0,
             cursor: 0,
+            planned: 0,
         }
     }
 
@@ -228,6 +233,7 @@ impl Campaign {
             stats: Stats::default(),
             last_subscriber: 0,
             cursor: 0,
+            planned: 0,
             ..self.clone()
         };
         if copy.name.chars().count() > MAX_CAMPAIGN_NAME {

@@ -3,6 +3,7 @@
 
 pub mod campaign;
 pub mod lifecycle;
+pub mod schedule;
 pub mod subscriber;
 pub mod unsubscribe;
 

@@ -8,6 +8,7 @@
 //! hands the outcome to the collector, which stores outcomes in batches.
 //! Pausing stops the driver from queueing; queued messages still finish.
 
+pub mod clock;
 mod collector;
 mod job;
 pub mod rate;
@@ -16,11 +17,15 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use chrono::Utc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use self::clock::Clock;
 use tokio::sync::{Notify, Semaphore, mpsc};
 
 use crate::config::Delivery;
-use crate::domain::{Campaign, Status};
+use crate::domain::{Campaign, Status, schedule};
 use crate::plugins::Plugins;
 use crate::store::{Job, Outcome, Store, StoreError};
 
@@ -33,6 +38,7 @@ struct Run {
 }
 
 pub(crate) struct Inner {
+    clock: Arc<dyn Clock>,
     store: Store,
     plugins: Arc<Plugins>,
     cfg: Delivery,
@@ -53,7 +59,13 @@ pub struct Engine {
 impl Engine {
     /// Starts the outcome collector and resumes every campaign that was
     /// sending, paused with queued mail, or scheduled when the server stopped.
-    pub fn start(store: Store, plugins: Arc<Plugins>, cfg: Delivery, base_url: String) -> Result<Engine, StoreError> {
+    pub fn start(
+        store: Store,
+        plugins: Arc<Plugins>,
+        cfg: Delivery,
+        base_url: String,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Engine, StoreError> {
         let (tx, rx) = mpsc::unbounded_channel();
         let store_secret = store.secret("unsubscribe")?;
         let slots = plugins
@@ -67,6 +79,7 @@ impl Engine {
             .filter_map(|(name, t)| rate::per_minute(t.info.rate_limit).map(|l| (name.clone(), Arc::new(l))))
             .collect();
         let inner = Arc::new(Inner {
+            clock,
             transport_rates,
             store,
             plugins,
@@ -93,6 +106,11 @@ impl Engine {
         &self.inner.plugins
     }
 
+    /// The engine's now: what due times and schedules are measured against.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.inner.clock.now()
+    }
+
     /// Makes sure the campaign is being driven after a status change.
     pub fn kick(&self, c: &Campaign) {
         match c.status {
@@ -105,14 +123,23 @@ impl Engine {
     fn schedule(&self, c: &Campaign) {
         let inner = self.inner.clone();
         let (id, user) = (c.id, c.user_id);
-        let due = c.scheduled_at.unwrap_or_else(Utc::now);
+        let start = schedule::start_at(c.scheduled_at, c.send_at_local_time);
         tokio::spawn(async move {
-            let wait = (due - Utc::now()).to_std().unwrap_or_default();
-            tokio::time::sleep(wait).await;
+            if let Some(start) = start {
+                // Re-read the clock at least every second, so a changed clock
+                // (or a long sleep of the machine) is noticed.
+                while let Ok(wait) = (start - inner.clock.now()).to_std() {
+                    if wait.is_zero() {
+                        break;
+                    }
+                    tokio::time::sleep(wait.min(Duration::from_secs(1))).await;
+                }
+            }
             let store = inner.store.clone();
+            let now = inner.clock.now();
             let fired = tokio::task::spawn_blocking(move || {
-                store.act(user, id, crate::domain::Action::Fire, Utc::now(), |tx, c| {
-                    Store::begin_sending(tx, c, Utc::now())
+                store.act(user, id, crate::domain::Action::Fire, now, |tx, c| {
+                    Store::begin_sending(tx, c, now)
                 })
             })
             .await;
@@ -162,7 +189,8 @@ async fn blocking<T: Send + 'static>(
 
 async fn drive(inner: &Arc<Inner>, id: u64, run: &Arc<Run>) -> Result<(), StoreError> {
     let store = inner.store.clone();
-    let recovered = blocking(move || store.recover_in_flight(id, Utc::now())).await?;
+    let now = inner.clock.now();
+    let recovered = blocking(move || store.recover_in_flight(id, now)).await?;
     if !recovered.is_empty() {
         tracing::warn!(
             campaign = id,
@@ -183,24 +211,33 @@ async fn drive(inner: &Arc<Inner>, id: u64, run: &Arc<Run>) -> Result<(), StoreE
         }
         let store = inner.store.clone();
         let batch = inner.cfg.batch_size.min(window);
-        let step = blocking(move || store.enqueue(id, batch, Utc::now())).await?;
+        let now = inner.clock.now();
+        let step = blocking(move || store.enqueue(id, batch, now)).await?;
         let c = step.campaign;
+        if c.status == Status::Cancelled {
+            run.cancelled.store(true, Ordering::Release);
+        }
         if !step.jobs.is_empty() {
             dispatch(inner, run, &ctx, step.jobs);
             continue;
         }
-        if c.status == Status::Cancelled {
-            run.cancelled.store(true, Ordering::Release);
-            if c.cursor < c.last_subscriber {
-                continue; // still turning the rest into cancelled messages
-            }
+        if step.progressed {
+            continue;
         }
         if run.in_flight.load(Ordering::Acquire) == 0 && c.status != Status::Sending {
             return Ok(());
         }
-        // Sending with everything queued, or mail still in flight: wait for
-        // outcomes (or a resume, or a cancel) to change that.
-        notified.await;
+        // Waiting for outcomes, a resume or cancel, or the next local time.
+        match step.next_due {
+            Some(due) => {
+                let wait = (due - inner.clock.now()).to_std().unwrap_or_default();
+                tokio::select! {
+                    _ = notified => {}
+                    _ = tokio::time::sleep(wait.clamp(Duration::from_millis(10), Duration::from_secs(1))) => {}
+                }
+            }
+            None => notified.await,
+        }
     }
 }
 

@@ -129,6 +129,21 @@ impl Store {
         Ok(c)
     }
 
+    /// POST …/send: draft → scheduled when the campaign's start (for
+    /// local-time sending, when UTC+14 reaches the time) lies ahead of `now`,
+    /// else draft → sending with the recipients fixed.
+    pub fn send(&self, user_id: u64, id: u64, now: DateTime<Utc>) -> Result<Campaign> {
+        let current = self.campaign(user_id, id)?;
+        let future = crate::domain::schedule::start_at(current.scheduled_at, current.send_at_local_time)
+            .is_some_and(|t| t > now);
+        self.act(user_id, id, Action::Send { future }, now, |tx, c| {
+            if c.status == Status::Sending {
+                Store::begin_sending(tx, c, now)?;
+            }
+            Ok(())
+        })
+    }
+
     /// Starts sending in the caller's transaction: fixes the set of
     /// subscribers (those in the list now) and the total.
     pub(crate) fn begin_sending(tx: &redb::WriteTransaction, c: &mut Campaign, now: DateTime<Utc>) -> Result<()> {
@@ -142,6 +157,7 @@ impl Store {
         let list = check_list(tx, c.user_id, c.list_id)?;
         c.last_subscriber = last;
         c.cursor = 0;
+        c.planned = 0;
         c.stats = crate::domain::Stats {
             total: list.subscriber_count,
             ..Default::default()
@@ -179,6 +195,8 @@ impl Store {
                 .retain_in((id, 0)..=(id, u64::MAX), |_, _| false)?;
             tx.open_table(IN_FLIGHT)?
                 .retain_in((id, 0)..=(id, u64::MAX), |_, _| false)?;
+            tx.open_table(super::DUE)?
+                .retain_in((id, 0, 0)..=(id, u64::MAX, u64::MAX), |_, _| false)?;
         }
         tx.commit()?;
         Ok(())

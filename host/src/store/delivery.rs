@@ -10,9 +10,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::campaigns::{load, save};
-use super::{CAMPAIGNS, IN_FLIGHT, MESSAGES, Page, Result, SUBSCRIBERS, Store, StoreError, decode, encode};
+use super::{CAMPAIGNS, DUE, IN_FLIGHT, MESSAGES, Page, Result, SUBSCRIBERS, Store, StoreError, decode, encode};
 use crate::domain::lifecycle::transition;
-use crate::domain::{Action, Campaign, Status, Subscriber, SubscriberStatus};
+use crate::domain::{Action, Campaign, Status, Subscriber, SubscriberStatus, schedule};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -52,6 +52,10 @@ pub struct MessageRecord {
     /// transport may have been called more than once.
     #[serde(default)]
     pub possible_duplicate: bool,
+    /// For local-time campaigns: when the subscriber's wall clock showed
+    /// the campaign's time.
+    #[serde(default)]
+    pub due_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
 }
 
@@ -86,14 +90,146 @@ pub struct Outcome {
 #[derive(Debug)]
 pub struct Enqueued {
     pub jobs: Vec<Job>,
+    /// Whether the step changed anything (created messages or due entries).
+    pub progressed: bool,
+    /// When the next due entry comes due, if one waits.
+    pub next_due: Option<DateTime<Utc>>,
     /// The campaign after the step (status, cursor, stats).
     pub campaign: Campaign,
+}
+
+/// The tables a step writes messages to.
+struct Writer<'t> {
+    messages: redb::Table<'t, (u64, u64), &'static [u8]>,
+    in_flight: redb::Table<'t, (u64, u64), ()>,
+    now: DateTime<Utc>,
+}
+
+impl Writer<'_> {
+    /// Creates the campaign's message for `sub`: cancelled if the campaign
+    /// is, queued if the subscriber is subscribed, skipped otherwise.
+    fn message(&mut self, c: &mut Campaign, sub: Subscriber, due_at: Option<DateTime<Utc>>) -> Result<Option<Job>> {
+        let status = if c.status == Status::Cancelled {
+            c.stats.cancelled += 1;
+            MessageStatus::Cancelled
+        } else if sub.status == SubscriberStatus::Subscribed {
+            c.stats.queued += 1;
+            self.in_flight.insert((c.id, sub.id), ())?;
+            MessageStatus::Queued
+        } else {
+            c.stats.skipped += 1;
+            MessageStatus::Skipped
+        };
+        let record = MessageRecord {
+            subscriber_id: sub.id,
+            email: sub.email.clone(),
+            message_id: c.message_id(sub.id),
+            status,
+            attempts: 0,
+            last_error: None,
+            remote_id: None,
+            possible_duplicate: false,
+            due_at,
+            updated_at: self.now,
+        };
+        self.messages.insert((c.id, sub.id), encode(&record).as_slice())?;
+        Ok((status == MessageStatus::Queued).then_some(Job {
+            campaign_id: c.id,
+            subscriber: sub,
+        }))
+    }
+}
+
+fn millis(t: DateTime<Utc>) -> u64 {
+    u64::try_from(t.timestamp_millis()).unwrap_or(0)
+}
+
+/// Moves the cursor over the next `batch` subscribers of the list.
+fn walk_list(
+    c: &mut Campaign,
+    subs: &impl ReadableTable<(u64, u64), &'static [u8]>,
+    due: &mut redb::Table<(u64, u64, u64), ()>,
+    w: &mut Writer<'_>,
+    batch: usize,
+    step: &mut Enqueued,
+) -> Result<()> {
+    let local_at = c.scheduled_at.filter(|_| c.send_at_local_time);
+    let mut seen = 0;
+    for entry in subs.range((c.list_id, c.cursor + 1)..=(c.list_id, c.last_subscriber))? {
+        let (k, v) = entry?;
+        let sub: Subscriber = decode(v.value())?;
+        let sub_id = k.value().1;
+        let due_at = local_at.map(|at| schedule::due_at(at, schedule::parse_tz(sub.timezone.as_deref())));
+        match due_at {
+            Some(d) if d > w.now && c.status != Status::Cancelled => {
+                due.insert((c.id, millis(d), sub_id), ())?;
+                c.planned += 1;
+            }
+            _ => step.jobs.extend(w.message(c, sub, due_at)?),
+        }
+        c.cursor = sub_id;
+        seen += 1;
+        if seen == batch {
+            break;
+        }
+    }
+    if seen < batch {
+        c.cursor = c.last_subscriber;
+    }
+    step.progressed = true;
+    Ok(())
+}
+
+/// Turns due entries whose time has come (all of them once cancelled)
+/// into messages.
+fn release_due(
+    c: &mut Campaign,
+    subs: &impl ReadableTable<(u64, u64), &'static [u8]>,
+    due: &mut redb::Table<(u64, u64, u64), ()>,
+    w: &mut Writer<'_>,
+    batch: usize,
+    step: &mut Enqueued,
+) -> Result<()> {
+    let until = if c.status == Status::Cancelled {
+        u64::MAX
+    } else {
+        millis(w.now)
+    };
+    let keys: Vec<(u64, u64, u64)> = due
+        .range((c.id, 0, 0)..=(c.id, until, u64::MAX))?
+        .take(batch)
+        .map(|e| e.map(|(k, _)| k.value()))
+        .collect::<std::result::Result<_, _>>()?;
+    for key in &keys {
+        due.remove(key)?;
+        c.planned -= 1;
+        let (_, due_ms, sub_id) = *key;
+        let Some(sub) = subs
+            .get((c.list_id, sub_id))?
+            .map(|v| decode::<Subscriber>(v.value()))
+            .transpose()?
+        else {
+            c.stats.total = c.stats.total.saturating_sub(1);
+            continue;
+        };
+        let due_at = DateTime::from_timestamp_millis(due_ms as i64);
+        step.jobs.extend(w.message(c, sub, due_at)?);
+    }
+    step.progressed = !keys.is_empty();
+    if !step.progressed {
+        step.next_due = due
+            .range((c.id, 0, 0)..=(c.id, u64::MAX, u64::MAX))?
+            .next()
+            .transpose()?
+            .and_then(|(k, _)| DateTime::from_timestamp_millis(k.value().1 as i64));
+    }
+    Ok(())
 }
 
 impl Campaign {
     /// Every subscriber has a message and no message waits for an outcome.
     pub fn exhausted(&self) -> bool {
-        self.cursor >= self.last_subscriber && self.stats.queued == 0
+        self.cursor >= self.last_subscriber && self.planned == 0 && self.stats.queued == 0
     }
 
     fn complete_if_done(&mut self, now: DateTime<Utc>) {
@@ -106,74 +242,51 @@ impl Campaign {
 }
 
 impl Store {
-    /// Turns the next `batch` subscribers of a sending campaign into
-    /// messages: queued for subscribed ones, skipped for the rest. The
-    /// cursor moves in the same transaction, so a crash can neither skip nor
-    /// repeat a subscriber.
+    /// One step of a campaign's run, in one transaction:
+    ///
+    /// - while the cursor has not reached the end of the list, the next
+    ///   `batch` subscribers become messages (queued for subscribed ones,
+    ///   skipped for the rest), or, for local-time campaigns, due entries for
+    ///   those whose time has not come;
+    /// - after that, due entries whose time has come become messages;
+    /// - for a cancelled campaign, everything left becomes cancelled messages.
+    ///
+    /// The cursor and due entries move in the same transaction as the
+    /// messages they produce, so a crash can neither skip nor repeat a
+    /// subscriber.
     pub fn enqueue(&self, campaign_id: u64, batch: usize, now: DateTime<Utc>) -> Result<Enqueued> {
         let tx = self.write()?;
-        let (jobs, campaign) = {
+        let step = {
             let mut campaigns = tx.open_table(CAMPAIGNS)?;
             let mut c = load(&campaigns, campaign_id)?;
-            let mut jobs = Vec::new();
-            let cancelled = c.status == Status::Cancelled;
-            if (c.status == Status::Sending || cancelled) && c.cursor < c.last_subscriber {
+            let mut step = Enqueued {
+                jobs: Vec::new(),
+                progressed: false,
+                next_due: None,
+                campaign: c.clone(),
+            };
+            if matches!(c.status, Status::Sending | Status::Cancelled) {
+                let mut w = Writer {
+                    messages: tx.open_table(MESSAGES)?,
+                    in_flight: tx.open_table(IN_FLIGHT)?,
+                    now,
+                };
+                let mut due = tx.open_table(DUE)?;
                 let subs = tx.open_table(SUBSCRIBERS)?;
-                let mut messages = tx.open_table(MESSAGES)?;
-                let mut in_flight = tx.open_table(IN_FLIGHT)?;
-                let mut seen = 0;
-                for entry in subs.range((c.list_id, c.cursor + 1)..=(c.list_id, c.last_subscriber))? {
-                    let (k, v) = entry?;
-                    let sub_id = k.value().1;
-                    let sub: Subscriber = decode(v.value())?;
-                    let status = if cancelled {
-                        // A cancelled campaign's remaining subscribers end
-                        // as cancelled messages, a batch at a time.
-                        c.stats.cancelled += 1;
-                        MessageStatus::Cancelled
-                    } else if sub.status == SubscriberStatus::Subscribed {
-                        c.stats.queued += 1;
-                        in_flight.insert((campaign_id, sub_id), ())?;
-                        MessageStatus::Queued
-                    } else {
-                        c.stats.skipped += 1;
-                        MessageStatus::Skipped
-                    };
-                    let record = MessageRecord {
-                        subscriber_id: sub_id,
-                        email: sub.email.clone(),
-                        message_id: c.message_id(sub_id),
-                        status,
-                        attempts: 0,
-                        last_error: None,
-                        remote_id: None,
-                        possible_duplicate: false,
-                        updated_at: now,
-                    };
-                    messages.insert((campaign_id, sub_id), encode(&record).as_slice())?;
-                    if status == MessageStatus::Queued {
-                        jobs.push(Job {
-                            campaign_id,
-                            subscriber: sub,
-                        });
-                    }
-                    c.cursor = sub_id;
-                    seen += 1;
-                    if seen == batch {
-                        break;
-                    }
-                }
-                if seen < batch {
-                    c.cursor = c.last_subscriber;
+                if c.cursor < c.last_subscriber {
+                    walk_list(&mut c, &subs, &mut due, &mut w, batch, &mut step)?;
+                } else if c.planned > 0 {
+                    release_due(&mut c, &subs, &mut due, &mut w, batch, &mut step)?;
                 }
                 c.stats = c.stats.with_pending();
             }
             c.complete_if_done(now);
             save(&mut campaigns, &c)?;
-            (jobs, c)
+            step.campaign = c;
+            step
         };
         tx.commit()?;
-        Ok(Enqueued { jobs, campaign })
+        Ok(step)
     }
 
     /// Stores a batch of outcomes with the campaigns' counters in one

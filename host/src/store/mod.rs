@@ -42,6 +42,10 @@ pub(crate) const MESSAGES: TableDefinition<(u64, u64), &[u8]> = TableDefinition:
 /// After a crash these are the ones whose delivery may have happened.
 pub(crate) const IN_FLIGHT: TableDefinition<(u64, u64), ()> = TableDefinition::new("in_flight");
 
+/// (campaign, due unix millis, subscriber) → (): local-time messages not
+/// yet due, in due order.
+pub(crate) const DUE: TableDefinition<(u64, u64, u64), ()> = TableDefinition::new("due");
+
 /// Server secrets, generated on first use (unsubscribe link signing).
 pub(crate) const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
 
@@ -119,6 +123,7 @@ impl Store {
             tx.open_table(MESSAGES)?;
             tx.open_table(IN_FLIGHT)?;
             tx.open_table(SECRETS)?;
+            tx.open_table(DUE)?;
         }
         tx.commit()?;
         Ok(Store { db: Arc::new(db) })

@@ -17,6 +17,9 @@ thread_local! {
 
 #[derive(Serialize)]
 struct Line<'a> {
+    /// Unix time in milliseconds when the line was written: lets tests and
+    /// operators check the spacing a send_rate produces.
+    logged_at_ms: u128,
     message_id: &'a str,
     from: &'a str,
     from_name: &'a str,
@@ -51,7 +54,12 @@ struct Log;
 
 impl Transport for Log {
     fn deliver(message: Message) -> Result<Receipt, DeliveryError> {
+        let logged_at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or_default();
         let line = Line {
+            logged_at_ms,
             message_id: &message.message_id,
             from: &message.from.email,
             from_name: &message.from.name,

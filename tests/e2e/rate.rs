@@ -1,0 +1,88 @@
+//! send_rate is smooth: spacing read from the outbox's own timestamps.
+
+use posta_e2e::{Server, Value, json};
+
+#[test]
+fn send_rate_600_per_minute_spaces_messages_100_ms_apart() {
+    const N: usize = 101;
+    let (server, key, _) = Server::with_two_users();
+    let api = server.api(&key);
+    let list = api.ok_post("/lists", json!({"name": "rate"}))["id"].as_u64().unwrap();
+    let subs: Vec<Value> = (0..N).map(|i| json!({"email": format!("r{i}@example.org")})).collect();
+    api.ok_post(&format!("/lists/{list}/subscribers"), Value::Array(subs));
+    let id = api.ok_post(
+        "/campaigns",
+        json!({"name": "rate", "subject": "s", "from_email": "a@example.org", "list_id": list,
+               "text": "t", "send_rate": 600}),
+    )["id"]
+        .as_u64()
+        .unwrap();
+    api.ok_post(&format!("/campaigns/{id}/send"), json!({}));
+    api.wait_status(id, "sent");
+
+    let mut times: Vec<u64> = server
+        .outbox()
+        .iter()
+        .map(|l| l["logged_at_ms"].as_u64().unwrap())
+        .collect();
+    times.sort_unstable();
+    assert_eq!(times.len(), N);
+    // Never faster than the rate: a smooth limiter spaces every pair by
+    // 100 ms (a few ms of slack for the instant the log line is written).
+    let gaps: Vec<u64> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    let min_gap = *gaps.iter().min().unwrap();
+    assert!(min_gap >= 90, "two messages {min_gap} ms apart: a burst");
+    // No second carries more than its share (10) plus one.
+    let busiest = times
+        .iter()
+        .map(|&t| times.iter().filter(|&&u| u >= t && u < t + 1000).count())
+        .max()
+        .unwrap();
+    assert!(busiest <= 11, "{busiest} messages within one second");
+    let span = (times[N - 1] - times[0]) as f64 / 1000.0;
+    println!(
+        "600/min: {N} messages over {span:.2} s = {:.1}/min, smallest gap {min_gap} ms, busiest second {busiest}",
+        (N - 1) as f64 / span * 60.0
+    );
+}
+
+#[test]
+fn a_transport_rate_limit_holds_across_campaigns() {
+    let (server, key, _) = Server::with_config(
+        r#"
+[transports.slowlog]
+component = "log"
+rate_limit = 600
+max_in_flight = 1
+config = { path = "{data_dir}/outbox/outbox.jsonl" }
+capabilities = { dirs = ["{data_dir}/outbox"] }
+"#,
+    );
+    let api = server.api(&key);
+    let list = api.ok_post("/lists", json!({"name": "shared"}))["id"].as_u64().unwrap();
+    let subs: Vec<Value> = (0..30).map(|i| json!({"email": format!("s{i}@example.org")})).collect();
+    api.ok_post(&format!("/lists/{list}/subscribers"), Value::Array(subs));
+    let ids: Vec<u64> = (0..2)
+        .map(|i| {
+            api.ok_post(
+                "/campaigns",
+                json!({"name": format!("c{i}"), "subject": "s", "from_email": "a@example.org",
+                       "list_id": list, "text": "t", "transport": "slowlog"}),
+            )["id"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    for id in &ids {
+        api.ok_post(&format!("/campaigns/{id}/send"), json!({}));
+    }
+    for id in &ids {
+        api.wait_status(*id, "sent");
+    }
+    let lines = server.outbox();
+    assert_eq!(lines.len(), 60);
+    let mut times: Vec<u64> = lines.iter().map(|l| l["logged_at_ms"].as_u64().unwrap()).collect();
+    times.sort_unstable();
+    let min_gap = times.windows(2).map(|w| w[1] - w[0]).min().unwrap();
+    assert!(min_gap >= 90, "the two campaigns together went {min_gap} ms apart");
+}
