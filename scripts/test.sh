@@ -9,4 +9,7 @@ rustup target add wasm32-wasip2
 
 # One build of everything; the end-to-end tests start target/debug/posta.
 cargo build --workspace --all-targets --locked
+# Misbehaving components for the sandbox tests (tests/plugins).
+cargo build --locked --release --target wasm32-wasip2 \
+  --manifest-path tests/plugins/Cargo.toml --target-dir target/wasm-test-plugins
 cargo test --workspace --locked

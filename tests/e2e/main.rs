@@ -1,6 +1,7 @@
 //! End-to-end tests: the real binary, real HTTP, the real plugins.
 
 mod crash;
+mod hostile;
 mod lifecycle;
 mod rate;
 mod skeleton;

@@ -26,6 +26,20 @@ pub fn posta_bin() -> PathBuf {
     bin
 }
 
+/// A test component built by scripts/test.sh from tests/plugins/.
+pub fn test_plugin(crate_name: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
+    let wasm = root
+        .join("target/wasm-test-plugins/wasm32-wasip2/release")
+        .join(format!("{}.wasm", crate_name.replace('-', "_")));
+    assert!(
+        wasm.exists(),
+        "{} is missing: scripts/test.sh builds tests/plugins for wasm32-wasip2",
+        wasm.display()
+    );
+    wasm
+}
+
 /// Runs `posta user add EMAIL` and returns the key (the last line).
 pub fn add_user(data_dir: &Path, email: &str) -> String {
     let out = Command::new(posta_bin())
@@ -153,6 +167,17 @@ impl Server {
         self.spawn();
     }
 
+    /// Resident memory of the server process, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.data_dir.join("server.log")).unwrap_or_default()
     }
@@ -182,6 +207,15 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The server's side of a failure is in its log.
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("--- server log (last lines) ---");
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
         self.kill();
     }
 }

@@ -149,11 +149,19 @@ impl<W: World> Pool<W> {
                 ms: self.meta.limits.deadline_ms,
             };
         }
-        // The trap itself, not the wasm backtrace wrapped around it.
-        let reason = match e.downcast_ref::<wasmtime::Trap>() {
+        // The trap itself, not the wasm backtrace wrapped around it, and
+        // the guest's panic message when it printed one.
+        let mut reason = match e.downcast_ref::<wasmtime::Trap>() {
             Some(trap) => trap.to_string(),
             None => e.root_cause().to_string(),
         };
+        let stderr = store.data().stderr.contents();
+        let text = String::from_utf8_lossy(&stderr);
+        if let Some(panic) = text.lines().rev().find(|l| l.contains("panicked")) {
+            let at = text.find(panic).unwrap_or(0);
+            let message: String = text[at..].lines().take(2).collect::<Vec<_>>().join(" ");
+            reason = format!("{reason}; {}", message.chars().take(500).collect::<String>());
+        }
         PluginError::Trap { plugin, reason }
     }
 

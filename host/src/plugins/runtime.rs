@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, UpdateDeadline};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
@@ -35,7 +36,11 @@ pub fn engine() -> wasmtime::Result<Engine> {
     let mut cfg = wasmtime::Config::new();
     cfg.wasm_component_model(true)
         .epoch_interruption(true)
-        .max_wasm_stack(2 << 20)
+        // Wasm runs on a fiber whose stack must hold the guest's deepest
+        // recursion plus the host's own frames; a guest that recurses
+        // without end traps at max_wasm_stack, well before the fiber's end.
+        .max_wasm_stack(1 << 20)
+        .async_stack_size(4 << 20)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     let engine = Engine::new(&cfg)?;
     let ticker = engine.weak();
@@ -70,8 +75,9 @@ impl PluginMeta {
         Duration::from_millis(self.limits.deadline_ms)
     }
 
-    pub fn wasi(&self) -> wasmtime::Result<WasiCtx> {
+    pub fn wasi(&self, stderr: &MemoryOutputPipe) -> wasmtime::Result<WasiCtx> {
         let mut b = WasiCtxBuilder::new();
+        b.stderr(stderr.clone());
         for dir in &self.grants.dirs {
             let guest = dir.display().to_string();
             b.preopened_dir(dir, &guest, FsPerms::ReadWrite)?;
@@ -105,8 +111,13 @@ impl ResourceLimiter for MemoryCap {
     }
 }
 
+/// Guest stderr kept per instance, so a trap's error can quote the panic
+/// message; capped so a chatty guest cannot grow it without bound.
+const STDERR_CAPACITY: usize = 256 * 1024;
+
 pub struct HostState {
     wasi: WasiCtx,
+    pub stderr: MemoryOutputPipe,
     table: ResourceTable,
     pub memory: MemoryCap,
     pub meta: Arc<PluginMeta>,
@@ -115,8 +126,10 @@ pub struct HostState {
 
 impl HostState {
     pub fn new(meta: Arc<PluginMeta>) -> wasmtime::Result<HostState> {
+        let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
         Ok(HostState {
-            wasi: meta.wasi()?,
+            wasi: meta.wasi(&stderr)?,
+            stderr,
             table: ResourceTable::new(),
             memory: MemoryCap {
                 max_bytes: (meta.limits.memory_mib as usize) << 20,

@@ -140,6 +140,20 @@ impl Writer<'_> {
     }
 }
 
+/// Longest remote id or error text stored on a message.
+pub const MAX_STORED_TEXT: usize = 1024;
+
+fn clip(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut cut = max;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}… ({} bytes)", &s[..cut], s.len())
+}
+
 fn millis(t: DateTime<Utc>) -> u64 {
     u64::try_from(t.timestamp_millis()).unwrap_or(0)
 }
@@ -321,17 +335,18 @@ impl Store {
                     },
                 };
                 record.attempts = o.attempts;
+                // Whatever a plugin returns, a stored message stays small.
                 record.updated_at = now;
                 c.stats.queued -= 1;
                 match &o.kind {
                     OutcomeKind::Sent { remote_id } => {
                         record.status = MessageStatus::Sent;
-                        record.remote_id = remote_id.clone();
+                        record.remote_id = remote_id.as_deref().map(|r| clip(r, MAX_STORED_TEXT));
                         c.stats.sent += 1;
                     }
                     OutcomeKind::Failed { error } => {
                         record.status = MessageStatus::Failed;
-                        record.last_error = Some(error.clone());
+                        record.last_error = Some(clip(error, MAX_STORED_TEXT));
                         c.stats.failed += 1;
                     }
                     OutcomeKind::Cancelled => {
