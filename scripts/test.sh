@@ -13,3 +13,6 @@ cargo build --workspace --all-targets --locked
 cargo build --locked --release --target wasm32-wasip2 \
   --manifest-path tests/plugins/Cargo.toml --target-dir target/wasm-test-plugins
 cargo test --workspace --locked
+
+# The plugin author guide, built exactly as written, passes `posta plugin check`.
+bash scripts/check-plugin-guide.sh

@@ -32,6 +32,11 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Works with plugin components.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
     /// Seeds a list, sends a campaign through the log transport, shows the result.
     Demo {
         /// Where to keep the demo's data (default: a new temporary directory).
@@ -42,6 +47,13 @@ enum Command {
         #[arg(long, env = "POSTA_CONFIG")]
         config: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Validates a component against the plugin contract: prints its kind,
+    /// contract version, imports and the capabilities it may need.
+    Check { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -93,6 +105,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{key}");
             Ok(())
         }
+        Command::Plugin {
+            command: PluginCommand::Check { file },
+        } => {
+            let report = posta::plugins::check::check(&file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            print!("{report}");
+            println!("ok: {} can be used as a {}", file.display(), report.kind);
+            Ok(())
+        }
         Command::Demo {
             data_dir,
             subscribers,
@@ -118,7 +138,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            if std::env::var_os("RUST_BACKTRACE").is_some() {
+            if std::env::var_os("POSTA_BACKTRACE").is_some() {
                 eprintln!("{}", e.backtrace());
             }
             ExitCode::FAILURE

@@ -3,5 +3,6 @@
 mod crash;
 mod hostile;
 mod lifecycle;
+mod plugin_check;
 mod rate;
 mod skeleton;

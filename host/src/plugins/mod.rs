@@ -2,6 +2,7 @@
 //! named transports of posta.toml.
 
 pub mod bindings;
+pub mod check;
 pub mod pool;
 pub mod registry;
 pub mod runtime;

@@ -1,0 +1,180 @@
+//! `posta plugin check`: what a component is, which contract version it
+//! targets, what it imports and which capabilities it would need — or why
+//! the host would refuse it.
+
+use std::path::Path;
+
+use wasmtime::component::Component;
+
+use super::pool::World;
+use super::registry::{Personalizer, Transport, linker};
+use super::runtime::engine;
+
+/// The contract versions this host serves.
+pub const SUPPORTED: &[&str] = &["0.1.0"];
+const PACKAGE: &str = "posta:plugin";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub kind: &'static str,
+    pub version: String,
+    pub imports: Vec<String>,
+    pub exports: Vec<String>,
+    pub capabilities: Vec<String>,
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "kind: {}", self.kind)?;
+        writeln!(f, "contract: {PACKAGE}@{}", self.version)?;
+        writeln!(f, "exports: {}", self.exports.join(", "))?;
+        writeln!(f, "imports:")?;
+        for i in &self.imports {
+            writeln!(f, "  {i}")?;
+        }
+        writeln!(f, "capabilities it may need:")?;
+        if self.capabilities.is_empty() {
+            writeln!(f, "  none")?;
+        }
+        for c in &self.capabilities {
+            writeln!(f, "  {c}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The contract version named by an import like `posta:plugin/host@0.1.0`.
+fn contract_version(name: &str) -> Option<&str> {
+    name.strip_prefix(PACKAGE)?
+        .strip_prefix('/')?
+        .split_once('@')
+        .map(|(_, v)| v)
+}
+
+/// Capabilities implied by WASI imports. Every Rust component imports the
+/// filesystem and CLI interfaces through std, so only sockets and HTTP say
+/// something definite.
+fn capabilities(imports: &[String]) -> Vec<String> {
+    let mut caps = Vec::new();
+    if imports.iter().any(|i| i.starts_with("wasi:sockets/tcp")) {
+        caps.push("network: outbound TCP, granted per host:port by capabilities.connect".into());
+    }
+    if imports.iter().any(|i| i.starts_with("wasi:sockets/ip-name-lookup")) {
+        caps.push("network: DNS lookups (not granted by this host; configure addresses)".into());
+    }
+    if imports.iter().any(|i| i.starts_with("wasi:http/")) {
+        caps.push("http: outbound requests (wasi:http)".into());
+    }
+    if imports.iter().any(|i| i.starts_with("wasi:filesystem/preopens")) {
+        caps.push("filesystem: only directories listed in capabilities.dirs (none by default)".into());
+    }
+    caps
+}
+
+pub fn check(path: &Path) -> Result<Report, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let engine = engine().map_err(|e| format!("{e:#}"))?;
+    let component = Component::new(&engine, &bytes).map_err(|e| {
+        // The parser's first line says what is wrong; the rest dumps bytes.
+        let text = format!("{e:#}");
+        format!(
+            "not a valid component: {}",
+            text.lines()
+                .next()
+                .unwrap_or_default()
+                .trim_end_matches(" - expected=[")
+        )
+    })?;
+    let ty = component.component_type();
+    let imports: Vec<String> = ty.imports(&engine).map(|(n, _)| n.to_string()).collect();
+    let exports: Vec<String> = ty.exports(&engine).map(|(n, _)| n.to_string()).collect();
+
+    let versions: Vec<&str> = imports.iter().filter_map(|i| contract_version(i)).collect();
+    let version = match versions.first() {
+        Some(v) if versions.iter().all(|w| w == v) => v.to_string(),
+        Some(_) => return Err(format!("imports several versions of {PACKAGE}: {versions:?}")),
+        None => return Err(format!("imports no {PACKAGE} interface: not a Posta plugin")),
+    };
+    if !SUPPORTED.contains(&version.as_str()) {
+        return Err(format!(
+            "targets {PACKAGE}@{version}; this host supports {}",
+            SUPPORTED
+                .iter()
+                .map(|v| format!("{PACKAGE}@{v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    let has = |name: &str| exports.iter().any(|e| e == name);
+    let kind = if has("deliver") {
+        Transport::KIND
+    } else if has("personalize") {
+        Personalizer::KIND
+    } else {
+        return Err(format!(
+            "exports neither `deliver` (transport) nor `personalize` (personalizer): {exports:?}"
+        ));
+    };
+    // The real test: can this host link and pre-instantiate it?
+    let linker = linker(&engine).map_err(|e| format!("{e:#}"))?;
+    let linked = if kind == Transport::KIND {
+        Transport::pre(&linker, &component).map(|_| ())
+    } else {
+        Personalizer::pre(&linker, &component).map(|_| ())
+    };
+    linked.map_err(|e| format!("does not satisfy the {PACKAGE}@{version} {kind} contract: {e:#}"))?;
+    Ok(Report {
+        kind,
+        version,
+        capabilities: capabilities(&imports),
+        imports,
+        exports,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_come_from_posta_imports() {
+        assert_eq!(contract_version("posta:plugin/host@0.1.0"), Some("0.1.0"));
+        assert_eq!(contract_version("posta:plugin/types@0.2.0"), Some("0.2.0"));
+        assert_eq!(contract_version("wasi:cli/stdout@0.2.0"), None);
+        assert_eq!(contract_version("posta:plugins/host@0.1.0"), None);
+    }
+
+    #[test]
+    fn bundled_components_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, bytes) in crate::plugins::bundled::BUNDLED {
+            let path = dir.path().join(format!("{name}.wasm"));
+            std::fs::write(&path, bytes).unwrap();
+            let report = check(&path).unwrap();
+            let expected = if *name == "personalize" {
+                "personalizer"
+            } else {
+                "transport"
+            };
+            assert_eq!(report.kind, expected, "{name}");
+            assert_eq!(report.version, "0.1.0");
+            assert!(
+                report.imports.iter().any(|i| i.starts_with("posta:plugin/")),
+                "{report}"
+            );
+        }
+    }
+
+    #[test]
+    fn garbage_is_refused_with_a_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.wasm");
+        std::fs::write(&path, b"not wasm").unwrap();
+        assert!(check(&path).unwrap_err().contains("not a valid component"));
+        assert!(
+            check(&dir.path().join("missing.wasm"))
+                .unwrap_err()
+                .contains("cannot read")
+        );
+    }
+}
