@@ -61,6 +61,9 @@ enum UserCommand {
     /// Creates a user and prints its API key as the last line.
     Add {
         email: String,
+        /// May reload plugins (the first user always can).
+        #[arg(long)]
+        admin: bool,
         #[arg(long)]
         data_dir: Option<PathBuf>,
         #[arg(long, env = "POSTA_CONFIG")]
@@ -93,6 +96,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             command:
                 UserCommand::Add {
                     email,
+                    admin,
                     data_dir,
                     config,
                 },
@@ -100,8 +104,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let cfg = load(config, data_dir)?;
             let dir = posta::server::prepare_data_dir(&cfg.server.data_dir)?;
             let store = posta::server::open_store(&dir)?;
-            let (user, key) = store.create_user(email.trim())?;
-            println!("created user {} (id {})", user.email, user.id);
+            let (user, key) = store.create_user_as(email.trim(), admin)?;
+            let role = if user.admin { ", admin" } else { "" };
+            println!("created user {} (id {}{role})", user.email, user.id);
             println!("{key}");
             Ok(())
         }

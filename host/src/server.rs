@@ -90,10 +90,23 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
     // Tests and scripts read this line to learn an ephemeral port.
     println!("posta listening on http://{addr}");
     tracing::info!(data_dir = %instance.data_dir.display(), "serving");
+    tokio::spawn(watch_plugins(instance.engine.plugins().clone()));
     axum::serve(listener, instance.router()?)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     Ok(())
+}
+
+/// Reloads a component whose file changed. Polling once a second is cheap
+/// (a stat per file-based component) and needs no platform watcher.
+async fn watch_plugins(plugins: Arc<Plugins>) {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let p = plugins.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || p.reload(false)).await {
+            tracing::error!("plugin watcher failed: {e}");
+        }
+    }
 }
 
 async fn shutdown_signal() {

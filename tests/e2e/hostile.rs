@@ -33,7 +33,7 @@ retry_max_ms = 200
 [transports.fixture]
 component = "{}"
 max_in_flight = 4
-config = {{ state = "{{data_dir}}/fixture-state", forbidden = "127.0.0.1:{forbidden}", version = "1" }}
+config = {{ state = "{{data_dir}}/fixture-state", forbidden = "127.0.0.1:{forbidden}" }}
 capabilities = {{ dirs = ["{{data_dir}}/fixture-state"], connect = ["127.0.0.1:{granted}"] }}
 limits = {{ memory_mib = 32, deadline_ms = 1000 }}
 "#,

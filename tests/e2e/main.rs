@@ -5,4 +5,5 @@ mod hostile;
 mod lifecycle;
 mod plugin_check;
 mod rate;
+mod reload;
 mod skeleton;

@@ -258,6 +258,11 @@ impl Api {
         self.send(self.http.post(self.url(path)).json(&body))
     }
 
+    /// POST to a full URL (routes outside /users/me).
+    pub fn post_abs(&self, url: &str, body: Value) -> Reply {
+        self.send(self.http.post(url).json(&body))
+    }
+
     pub fn post_raw(&self, path: &str, body: &str) -> Reply {
         self.send(
             self.http

@@ -1,6 +1,7 @@
 //! The HTTP API under /api/v1 (axum). Handlers are thin: they parse,
 //! authorize, call the store or engine, and shape the answer.
 
+mod admin;
 mod auth;
 mod campaigns;
 mod error;
@@ -115,6 +116,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .nest("/api/v1/users/me", me)
         .route("/api/v1/openapi.json", get(openapi_document))
         .route("/api/v1/health", get(health))
+        .route("/api/v1/plugins/reload", post(admin::reload))
         .route(
             "/unsubscribe/{campaign}/{subscriber}/{token}",
             get(unsubscribe::page).post(unsubscribe::confirm),

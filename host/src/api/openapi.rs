@@ -5,7 +5,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::error::{ErrorBody, ErrorDetail};
-use super::{campaigns, lists, transports, unsubscribe};
+use super::{admin, campaigns, lists, transports, unsubscribe};
 use crate::domain::{
     Campaign, CampaignDraft, CampaignPatch, List, NewSubscriber, Stats, Status, Subscriber, SubscriberStatus,
 };
@@ -32,12 +32,12 @@ impl Modify for BearerAuth {
         campaigns::create, campaigns::index, campaigns::show, campaigns::update, campaigns::delete,
         campaigns::send, campaigns::pause, campaigns::resume, campaigns::cancel, campaigns::duplicate,
         campaigns::messages, transports::index, unsubscribe::page, unsubscribe::confirm,
-        super::health, super::openapi_document,
+        super::health, super::openapi_document, admin::reload,
     ),
     components(schemas(
         ErrorBody, ErrorDetail, List, lists::NewList, NewSubscriber, Subscriber, SubscriberStatus, UpsertReport,
         lists::SubscribersBody, Campaign, CampaignDraft, CampaignPatch, Stats, Status, MessageRecord, MessageStatus,
-        TransportInfo,
+        TransportInfo, crate::plugins::reload::ReloadReport, crate::plugins::reload::Refusal,
     )),
     modifiers(&BearerAuth),
     security(("api_key" = [])),

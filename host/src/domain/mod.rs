@@ -35,6 +35,10 @@ impl FieldError {
 pub struct User {
     pub id: u64,
     pub email: String,
+    /// Admins may act on the server itself (plugin reload). The first user
+    /// of a database is an admin.
+    #[serde(default)]
+    pub admin: bool,
     pub created_at: chrono::DateTime<chrono::Utc>,
 }
 

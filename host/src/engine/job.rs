@@ -156,6 +156,7 @@ async fn personalize(inner: &Inner, ctx: &Context, job: &Job) -> Result<types::M
     let result = inner
         .plugins
         .personalizer
+        .pool()
         .call(move |p, store| {
             Box::pin(async move { p.call_personalize(store, &campaign, &subscriber, &envelope).await })
         })

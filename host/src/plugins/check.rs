@@ -43,6 +43,21 @@ impl std::fmt::Display for Report {
     }
 }
 
+/// Refuses contract versions this host does not serve, naming those it does.
+pub fn supported(version: &str) -> Result<(), String> {
+    if SUPPORTED.contains(&version) {
+        return Ok(());
+    }
+    Err(format!(
+        "targets {PACKAGE}@{version}; this host supports {}",
+        SUPPORTED
+            .iter()
+            .map(|v| format!("{PACKAGE}@{v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
+}
+
 /// The contract version named by an import like `posta:plugin/host@0.1.0`.
 fn contract_version(name: &str) -> Option<&str> {
     name.strip_prefix(PACKAGE)?
@@ -71,20 +86,35 @@ fn capabilities(imports: &[String]) -> Vec<String> {
     caps
 }
 
+/// A compile error in one line: the parser's first line says what is
+/// wrong, the rest dumps bytes.
+pub fn component_error(e: &wasmtime::Error) -> String {
+    let text = format!("{e:#}");
+    format!(
+        "not a valid component: {}",
+        text.lines()
+            .next()
+            .unwrap_or_default()
+            .trim_end_matches(" - expected=[")
+    )
+}
+
 pub fn check(path: &Path) -> Result<Report, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let engine = engine().map_err(|e| format!("{e:#}"))?;
-    let component = Component::new(&engine, &bytes).map_err(|e| {
-        // The parser's first line says what is wrong; the rest dumps bytes.
-        let text = format!("{e:#}");
-        format!(
-            "not a valid component: {}",
-            text.lines()
-                .next()
-                .unwrap_or_default()
-                .trim_end_matches(" - expected=[")
-        )
-    })?;
+    let component = Component::new(&engine, &bytes).map_err(|e| component_error(&e))?;
+    let linker = linker(&engine).map_err(|e| format!("{e:#}"))?;
+    inspect(&engine, &linker, &component)
+}
+
+/// Kind, contract version and needs of a compiled component, and whether
+/// this host can link it.
+pub fn inspect(
+    engine: &wasmtime::Engine,
+    linker: &wasmtime::component::Linker<super::runtime::HostState>,
+    component: &Component,
+) -> Result<Report, String> {
+    let engine = engine.clone();
     let ty = component.component_type();
     let imports: Vec<String> = ty.imports(&engine).map(|(n, _)| n.to_string()).collect();
     let exports: Vec<String> = ty.exports(&engine).map(|(n, _)| n.to_string()).collect();
@@ -95,16 +125,7 @@ pub fn check(path: &Path) -> Result<Report, String> {
         Some(_) => return Err(format!("imports several versions of {PACKAGE}: {versions:?}")),
         None => return Err(format!("imports no {PACKAGE} interface: not a Posta plugin")),
     };
-    if !SUPPORTED.contains(&version.as_str()) {
-        return Err(format!(
-            "targets {PACKAGE}@{version}; this host supports {}",
-            SUPPORTED
-                .iter()
-                .map(|v| format!("{PACKAGE}@{v}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-    }
+    supported(&version)?;
     let has = |name: &str| exports.iter().any(|e| e == name);
     let kind = if has("deliver") {
         Transport::KIND
@@ -116,11 +137,10 @@ pub fn check(path: &Path) -> Result<Report, String> {
         ));
     };
     // The real test: can this host link and pre-instantiate it?
-    let linker = linker(&engine).map_err(|e| format!("{e:#}"))?;
     let linked = if kind == Transport::KIND {
-        Transport::pre(&linker, &component).map(|_| ())
+        Transport::pre(linker, component).map(|_| ())
     } else {
-        Personalizer::pre(&linker, &component).map(|_| ())
+        Personalizer::pre(linker, component).map(|_| ())
     };
     linked.map_err(|e| format!("does not satisfy the {PACKAGE}@{version} {kind} contract: {e:#}"))?;
     Ok(Report {
@@ -142,6 +162,13 @@ mod tests {
         assert_eq!(contract_version("posta:plugin/types@0.2.0"), Some("0.2.0"));
         assert_eq!(contract_version("wasi:cli/stdout@0.2.0"), None);
         assert_eq!(contract_version("posta:plugins/host@0.1.0"), None);
+    }
+
+    #[test]
+    fn unsupported_versions_name_the_supported_ones() {
+        assert!(supported("0.1.0").is_ok());
+        let err = supported("0.2.0").unwrap_err();
+        assert_eq!(err, "targets posta:plugin@0.2.0; this host supports posta:plugin@0.1.0");
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod bindings;
 pub mod check;
 pub mod pool;
 pub mod registry;
+pub mod reload;
 pub mod runtime;
 
 pub use pool::{PluginError, Pool};

@@ -165,6 +165,10 @@ impl<W: World> Pool<W> {
         PluginError::Trap { plugin, reason }
     }
 
+    pub fn max_idle(&self) -> usize {
+        self.max_idle
+    }
+
     /// Instances currently idle in the pool (for tests and metrics).
     pub fn idle(&self) -> usize {
         self.idle.lock().expect("pool lock").len()

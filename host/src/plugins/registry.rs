@@ -16,6 +16,7 @@ use super::bindings::personalizer::{Personalizer as PersonalizerWorld, Personali
 use super::bindings::transport::{Transport as TransportWorld, TransportPre};
 use super::bindings::types;
 use super::pool::{PluginError, Pool, World};
+use super::reload::{Loaded, Refusal, ReloadReport, Source};
 use super::runtime::{Grants, HostState, PluginMeta, engine};
 use crate::config::{self, Capabilities, Config, Limits};
 
@@ -86,14 +87,15 @@ pub struct TransportInfo {
 }
 
 pub struct TransportEntry {
-    pub pool: Pool<Transport>,
+    pub loaded: Loaded<Transport>,
     pub info: TransportInfo,
 }
 
 pub struct Plugins {
     pub engine: wasmtime::Engine,
     linker: Linker<HostState>,
-    pub personalizer: Pool<Personalizer>,
+    plugins_dir: Option<PathBuf>,
+    pub personalizer: Loaded<Personalizer>,
     pub transports: BTreeMap<String, Arc<TransportEntry>>,
     pub default_transport: String,
 }
@@ -116,15 +118,14 @@ impl Plugins {
                 limits: cfg.limits,
                 grants: Grants::default(),
             });
-            let component = compile(&engine, &cfg.personalizer, cfg.server.plugins_dir.as_deref())?;
-            let pre = Personalizer::pre(&linker, &component)
-                .map_err(|e| contract(&cfg.personalizer, Personalizer::KIND, e))?;
-            Pool::new(&engine, pre, meta, workers)
+            let (pre, source) =
+                prepare::<Personalizer>(&engine, &linker, &cfg.personalizer, cfg.server.plugins_dir.as_deref())?;
+            Loaded::new(Pool::new(&engine, pre, meta, workers), source)
         };
         let mut transports = BTreeMap::new();
         for (name, t) in &cfg.transports {
-            let component = compile(&engine, &t.component, cfg.server.plugins_dir.as_deref())?;
-            let pre = Transport::pre(&linker, &component).map_err(|e| contract(&t.component, Transport::KIND, e))?;
+            let (pre, source) =
+                prepare::<Transport>(&engine, &linker, &t.component, cfg.server.plugins_dir.as_deref())?;
             let mut values: BTreeMap<String, String> = t
                 .config
                 .iter()
@@ -156,12 +157,13 @@ impl Plugins {
                 limits,
                 grants,
             });
-            let pool = Pool::new(&engine, pre, meta, max_in_flight);
-            transports.insert(name.clone(), Arc::new(TransportEntry { pool, info }));
+            let loaded = Loaded::new(Pool::new(&engine, pre, meta, max_in_flight), source);
+            transports.insert(name.clone(), Arc::new(TransportEntry { loaded, info }));
         }
         Ok(Plugins {
             engine,
             linker,
+            plugins_dir: cfg.server.plugins_dir.clone(),
             personalizer,
             transports,
             default_transport: cfg.default_transport().to_string(),
@@ -175,6 +177,7 @@ impl Plugins {
     /// Asks the personalizer whether the campaign's templates compile.
     pub async fn validate(&self, campaign: types::Campaign) -> Result<Result<(), String>, PluginError> {
         self.personalizer
+            .pool()
             .call(move |p, store| Box::pin(async move { p.call_validate(store, &campaign).await }))
             .await
     }
@@ -186,14 +189,58 @@ impl Plugins {
         envelope: types::Envelope,
     ) -> Result<Result<types::Message, String>, PluginError> {
         self.personalizer
+            .pool()
             .call(move |p, store| {
                 Box::pin(async move { p.call_personalize(store, &campaign, &subscriber, &envelope).await })
             })
             .await
     }
 
-    pub fn linker(&self) -> &Linker<HostState> {
-        &self.linker
+    /// Reloads every file-based component (`all`) or only those whose file
+    /// changed. A replacement that does not load or does not satisfy the
+    /// contract is refused and the old component stays in service.
+    pub fn reload(&self, all: bool) -> ReloadReport {
+        let mut report = ReloadReport::default();
+        self.reload_one(&self.personalizer, all, &mut report);
+        for t in self.transports.values() {
+            self.reload_one(&t.loaded, all, &mut report);
+        }
+        report
+    }
+
+    fn reload_one<W: World>(&self, loaded: &Loaded<W>, all: bool, report: &mut ReloadReport) {
+        let source = if all {
+            let s = loaded.source.lock().expect("source lock").clone();
+            if s.path.is_none() {
+                return;
+            }
+            s
+        } else {
+            match loaded.changed() {
+                Some(s) => s,
+                None => return,
+            }
+        };
+        let old = loaded.pool();
+        let label = format!("{} {} ({})", W::KIND, old.name(), source.name);
+        match prepare::<W>(&self.engine, &self.linker, &source.name, self.plugins_dir.as_deref()) {
+            Ok((pre, fresh)) => {
+                let pool = Pool::new(&self.engine, pre, old.meta.clone(), old.max_idle());
+                loaded.swap(pool, fresh.modified);
+                tracing::info!(plugin = old.name(), component = source.name, "reloaded");
+                report.reloaded.push(label);
+            }
+            Err(e) => {
+                // Remember the bad file's time so the watcher does not retry
+                // it every second; a newer file is tried again.
+                loaded.source.lock().expect("source lock").modified = source.modified_now();
+                tracing::error!(plugin = old.name(), "reload refused, keeping the loaded component: {e}");
+                report.refused.push(Refusal {
+                    component: label,
+                    error: e.to_string(),
+                });
+            }
+        }
     }
 }
 
@@ -202,7 +249,8 @@ impl TransportEntry {
         &self,
         message: types::Message,
     ) -> Result<Result<types::Receipt, types::DeliveryError>, PluginError> {
-        self.pool
+        self.loaded
+            .pool()
             .call(move |t, store| Box::pin(async move { t.call_deliver(store, &message).await }))
             .await
     }
@@ -216,15 +264,48 @@ pub fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<HostState>> 
     Ok(linker)
 }
 
-fn contract(name: &str, kind: &str, e: wasmtime::Error) -> LoadError {
-    LoadError::Invalid {
+/// Compiles a component, checks its contract version and kind, and
+/// pre-instantiates it: everything that can fail before it serves a call.
+fn prepare<W: World>(
+    engine: &wasmtime::Engine,
+    linker: &Linker<HostState>,
+    name: &str,
+    plugins_dir: Option<&Path>,
+) -> Result<(W::Pre, Source), LoadError> {
+    let (component, source) = compile(engine, name, plugins_dir)?;
+    let invalid = |reason: String| LoadError::Invalid {
         name: name.to_string(),
-        reason: format!("does not satisfy the posta:plugin@0.1.0 {kind} contract: {e:#}"),
+        reason,
+    };
+    let report = super::check::inspect(engine, linker, &component).map_err(invalid)?;
+    if report.kind != W::KIND {
+        return Err(invalid(format!(
+            "is a {}, but is configured as a {}",
+            report.kind,
+            W::KIND
+        )));
     }
+    let pre = W::pre(linker, &component).map_err(|e| {
+        invalid(format!(
+            "does not satisfy the posta:plugin@{} {} contract: {e:#}",
+            report.version,
+            W::KIND
+        ))
+    })?;
+    Ok((pre, source))
 }
 
 /// Compiles a bundled component by name or a `.wasm` file by path.
-pub fn compile(engine: &wasmtime::Engine, name: &str, plugins_dir: Option<&Path>) -> Result<Component, LoadError> {
+pub fn compile(
+    engine: &wasmtime::Engine,
+    name: &str,
+    plugins_dir: Option<&Path>,
+) -> Result<(Component, Source), LoadError> {
+    let mut source = Source {
+        name: name.to_string(),
+        path: None,
+        modified: None,
+    };
     let bytes: std::borrow::Cow<'static, [u8]> = match super::bundled::get(name) {
         Some(bytes) => bytes.into(),
         None => {
@@ -243,6 +324,8 @@ pub fn compile(engine: &wasmtime::Engine, name: &str, plugins_dir: Option<&Path>
                     path,
                 });
             }
+            source.path = Some(path.clone());
+            source.modified = source.modified_now();
             std::fs::read(&path)
                 .map_err(|source| LoadError::Read {
                     name: name.to_string(),
@@ -252,10 +335,11 @@ pub fn compile(engine: &wasmtime::Engine, name: &str, plugins_dir: Option<&Path>
                 .into()
         }
     };
-    Component::new(engine, &bytes).map_err(|e| LoadError::Invalid {
+    let component = Component::new(engine, &bytes).map_err(|e| LoadError::Invalid {
         name: name.to_string(),
-        reason: format!("not a valid component: {e:#}"),
-    })
+        reason: super::check::component_error(&e),
+    })?;
+    Ok((component, source))
 }
 
 fn grants(name: &str, caps: &Capabilities, data_dir: &Path) -> Result<Grants, LoadError> {

@@ -24,6 +24,12 @@ fn new_key() -> String {
 impl Store {
     /// Creates a user and returns it with its first API key.
     pub fn create_user(&self, email: &str) -> Result<(User, String)> {
+        self.create_user_as(email, false)
+    }
+
+    /// Like `create_user`; the user is an admin if `admin` or if it is the
+    /// first user.
+    pub fn create_user_as(&self, email: &str, admin: bool) -> Result<(User, String)> {
         crate::domain::validate_email("email", email)?;
         let tx = self.write()?;
         let user = {
@@ -35,9 +41,11 @@ impl Store {
                     return Err(StoreError::Conflict(format!("a user with email {email} exists")));
                 }
             }
+            let first = redb::ReadableTableMetadata::len(&users)? == 0;
             let id = next_id(&tx, "user")?;
             let user = User {
                 id,
+                admin: admin || first,
                 email: email.to_string(),
                 created_at: Utc::now(),
             };
