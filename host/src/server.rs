@@ -94,6 +94,17 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
     axum::serve(listener, instance.router()?)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
+    // HTTP has stopped accepting; let deliveries under way finish and
+    // their outcomes reach the disk before exiting.
+    let left = instance.engine.shutdown(std::time::Duration::from_secs(30)).await;
+    if left == 0 {
+        tracing::info!("stopped cleanly");
+    } else {
+        tracing::warn!(
+            campaigns = left,
+            "stopped with messages in flight; they are delivered after the next start"
+        );
+    }
     Ok(())
 }
 

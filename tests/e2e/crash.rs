@@ -91,3 +91,42 @@ fn sigkill_during_a_send_loses_nothing_and_bounds_duplicates() {
     );
     println!("kills={KILLS} extra deliveries={extra} torn lines={torn} flagged={flagged}");
 }
+
+#[test]
+fn sigterm_finishes_deliveries_under_way_and_the_restart_completes_the_campaign() {
+    const N: usize = 400;
+    let (mut server, key, _) = Server::with_two_users();
+    let api = server.api(&key);
+    let list = api.ok_post("/lists", json!({"name": "term"}))["id"].as_u64().unwrap();
+    let subs: Vec<Value> = (0..N).map(|i| json!({"email": format!("t{i}@example.org")})).collect();
+    api.ok_post(&format!("/lists/{list}/subscribers"), Value::Array(subs));
+    let id = api.ok_post(
+        "/campaigns",
+        json!({"name": "term", "subject": "s", "from_email": "a@example.org", "list_id": list,
+               "text": "t", "send_rate": 6_000}),
+    )["id"]
+        .as_u64()
+        .unwrap();
+    api.ok_post(&format!("/campaigns/{id}/send"), json!({}));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(server.terminate(), "SIGTERM must end with exit status 0");
+    let sent_before = server.outbox().len();
+    assert!(
+        sent_before > 0 && sent_before < N,
+        "stopped mid-campaign: {sent_before}"
+    );
+    assert!(server.log().contains("stopped cleanly"), "{}", server.log());
+
+    server.start_again();
+    let api = server.api(&key);
+    let done = api.wait_status(id, "sent");
+    assert_eq!(done["stats"]["sent"].as_u64(), Some(N as u64));
+    // A clean stop leaves nothing whose delivery is in doubt.
+    assert_eq!(done["stats"]["possible_duplicates"], 0, "{done}");
+    let mut per: HashMap<String, u64> = HashMap::new();
+    for l in server.outbox() {
+        *per.entry(l["to"].as_str().unwrap().to_string()).or_default() += 1;
+    }
+    assert_eq!(per.len(), N);
+    assert!(per.values().all(|n| *n == 1), "someone got two messages");
+}

@@ -162,6 +162,31 @@ impl Server {
         }
     }
 
+    /// Asks the server to stop (SIGTERM) and waits for it; returns whether
+    /// it exited with status 0.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut c) = self.child.take() else { return false };
+        let sent = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM failed");
+        let start = Instant::now();
+        loop {
+            if let Some(status) = c.try_wait().expect("wait") {
+                return status.success();
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                let _ = c.kill();
+                panic!("server did not stop within 60 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the server again on the same data directory.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "still running");
+        self.spawn();
+    }
+
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();

@@ -73,6 +73,10 @@ pub(super) async fn deliver(inner: &Inner, ctx: &Context, job: Job) -> Outcome {
                     error: format!("{error} (gave up after {attempts} attempts)"),
                 };
             }
+            Err(Failure::Transient(_)) if inner.stopping.load(std::sync::atomic::Ordering::Acquire) => {
+                // Shutting down: the retry happens after the next start.
+                break OutcomeKind::Deferred;
+            }
             Err(Failure::Transient(error)) => {
                 tracing::debug!(
                     campaign = ctx.campaign.id,

@@ -39,6 +39,8 @@ struct Run {
 
 pub(crate) struct Inner {
     clock: Arc<dyn Clock>,
+    /// Set by `shutdown`: nothing new is queued, retries are deferred.
+    stopping: AtomicBool,
     store: Store,
     plugins: Arc<Plugins>,
     cfg: Delivery,
@@ -80,6 +82,7 @@ impl Engine {
             .collect();
         let inner = Arc::new(Inner {
             clock,
+            stopping: AtomicBool::new(false),
             transport_rates,
             store,
             plugins,
@@ -104,6 +107,25 @@ impl Engine {
 
     pub fn plugins(&self) -> &Arc<Plugins> {
         &self.inner.plugins
+    }
+
+    /// Stops queueing, lets every transport call under way finish and its
+    /// outcome be stored, and returns how many campaigns still had messages
+    /// in flight when `timeout` ran out (0 after a clean stop). Messages
+    /// left queued are delivered after the next start.
+    pub async fn shutdown(&self, timeout: Duration) -> usize {
+        self.inner.stopping.store(true, Ordering::Release);
+        for run in self.inner.runs.lock().expect("runs lock").values() {
+            run.wake.notify_one();
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = self.inner.runs.lock().expect("runs lock").len();
+            if left == 0 || tokio::time::Instant::now() >= deadline {
+                return left;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// The engine's now: what due times and schedules are measured against.
@@ -205,6 +227,13 @@ async fn drive(inner: &Arc<Inner>, id: u64, run: &Arc<Run>) -> Result<(), StoreE
     let window = rate::window(campaign.send_rate, inner.cfg.window);
     loop {
         let notified = run.wake.notified();
+        if inner.stopping.load(Ordering::Acquire) {
+            if run.in_flight.load(Ordering::Acquire) == 0 {
+                return Ok(());
+            }
+            notified.await;
+            continue;
+        }
         if run.in_flight.load(Ordering::Acquire) >= window {
             notified.await;
             continue;

@@ -76,6 +76,9 @@ pub enum OutcomeKind {
     },
     /// The campaign was cancelled before the transport was called.
     Cancelled,
+    /// Not final: the server is stopping; the message stays queued and is
+    /// delivered again after the next start.
+    Deferred,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -323,7 +326,7 @@ impl Store {
                 let Some(mut record) = record else {
                     continue;
                 };
-                if record.status != MessageStatus::Queued {
+                if record.status != MessageStatus::Queued || o.kind == OutcomeKind::Deferred {
                     continue;
                 }
                 let c = match touched.entry(o.campaign_id) {
@@ -353,6 +356,7 @@ impl Store {
                         record.status = MessageStatus::Cancelled;
                         c.stats.cancelled += 1;
                     }
+                    OutcomeKind::Deferred => unreachable!("skipped above"),
                 }
                 messages.insert(key, encode(&record).as_slice())?;
                 in_flight.remove(key)?;
