@@ -58,6 +58,22 @@ enum PluginCommand {
 
 #[derive(Subcommand)]
 enum UserCommand {
+    /// Revokes an API key (posta_…), or every key of a user (an email).
+    Revoke {
+        key_or_email: String,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long, env = "POSTA_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Issues another API key for a user; prints it as the last line.
+    Key {
+        email: String,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long, env = "POSTA_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Creates a user and prints its API key as the last line.
     Add {
         email: String,
@@ -77,6 +93,13 @@ fn load(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result<Co
         cfg.server.data_dir = d;
     }
     Ok(cfg)
+}
+
+/// The store of a stopped server (redb allows one process at a time).
+fn open(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result<posta::store::Store> {
+    let cfg = load(config, data_dir)?;
+    let dir = posta::server::prepare_data_dir(&cfg.server.data_dir)?;
+    posta::server::open_store(&dir)
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -101,12 +124,43 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     config,
                 },
         } => {
-            let cfg = load(config, data_dir)?;
-            let dir = posta::server::prepare_data_dir(&cfg.server.data_dir)?;
-            let store = posta::server::open_store(&dir)?;
+            let store = open(config, data_dir)?;
             let (user, key) = store.create_user_as(email.trim(), admin)?;
             let role = if user.admin { ", admin" } else { "" };
             println!("created user {} (id {}{role})", user.email, user.id);
+            println!("{key}");
+            Ok(())
+        }
+        Command::User {
+            command:
+                UserCommand::Revoke {
+                    key_or_email,
+                    data_dir,
+                    config,
+                },
+        } => {
+            let store = open(config, data_dir)?;
+            let n = store.revoke(key_or_email.trim()).map_err(|e| match e {
+                posta::store::StoreError::NotFound => anyhow::anyhow!("no user {key_or_email}"),
+                e => e.into(),
+            })?;
+            println!("revoked {n} key(s)");
+            Ok(())
+        }
+        Command::User {
+            command:
+                UserCommand::Key {
+                    email,
+                    data_dir,
+                    config,
+                },
+        } => {
+            let store = open(config, data_dir)?;
+            let (user, key) = store.new_key(email.trim()).map_err(|e| match e {
+                posta::store::StoreError::NotFound => anyhow::anyhow!("no user {email}"),
+                e => e.into(),
+            })?;
+            println!("new key for {}", user.email);
             println!("{key}");
             Ok(())
         }

@@ -225,3 +225,51 @@ mod tests {
         assert_eq!(Status::parse("SENT"), None);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn action() -> impl Strategy<Value = Action> {
+        proptest::sample::select(Action::ALL.to_vec())
+    }
+
+    proptest! {
+        /// Any sequence of actions from a new draft keeps the lifecycle's
+        /// invariants; refused actions change nothing.
+        #[test]
+        fn random_action_sequences_keep_the_invariants(actions in proptest::collection::vec(action(), 0..64)) {
+            let mut status = Status::Draft;
+            let mut left_draft = false;
+            for a in actions {
+                match transition(status, a) {
+                    Ok(next) => {
+                        // Final statuses are never left.
+                        if status.is_final() {
+                            prop_assert_eq!(next, status);
+                        }
+                        // Nothing returns to draft once it left it.
+                        if left_draft {
+                            prop_assert_ne!(next, Status::Draft);
+                        }
+                        // Sent is reached only by completing a send.
+                        if next == Status::Sent && status != Status::Sent {
+                            prop_assert_eq!((status, a), (Status::Sending, Action::Complete));
+                        }
+                        // Sending is reached only from draft, scheduled or paused.
+                        if next == Status::Sending && status != Status::Sending {
+                            prop_assert!(matches!(status, Status::Draft | Status::Scheduled | Status::Paused));
+                        }
+                        left_draft |= next != Status::Draft;
+                        status = next;
+                    }
+                    Err(e) => {
+                        prop_assert_eq!(e.status, status);
+                        prop_assert_eq!(e.action, a);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -76,6 +76,46 @@ impl Store {
         Ok(Some(decode(user.value())?))
     }
 
+    fn user_by_email(tx: &redb::WriteTransaction, email: &str) -> Result<User> {
+        for entry in tx.open_table(USERS)?.iter()? {
+            let (_, v) = entry?;
+            let user: User = decode(v.value())?;
+            if user.email.eq_ignore_ascii_case(email) {
+                return Ok(user);
+            }
+        }
+        Err(StoreError::NotFound)
+    }
+
+    /// Issues another API key for an existing user.
+    pub fn new_key(&self, email: &str) -> Result<(User, String)> {
+        let tx = self.write()?;
+        let user = Self::user_by_email(&tx, email)?;
+        let key = new_key();
+        tx.open_table(API_KEYS)?.insert(hash_key(&key).as_slice(), user.id)?;
+        tx.commit()?;
+        Ok((user, key))
+    }
+
+    /// Revokes one key (`posta_…`) or every key of a user (an email).
+    /// Returns how many keys stopped working.
+    pub fn revoke(&self, key_or_email: &str) -> Result<usize> {
+        let tx = self.write()?;
+        let revoked = {
+            let mut keys = tx.open_table(API_KEYS)?;
+            if key_or_email.starts_with(KEY_PREFIX) {
+                usize::from(keys.remove(hash_key(key_or_email).as_slice())?.is_some())
+            } else {
+                let user = Self::user_by_email(&tx, key_or_email)?;
+                let before = redb::ReadableTableMetadata::len(&keys)?;
+                keys.retain(|_, id| id != user.id)?;
+                (before - redb::ReadableTableMetadata::len(&keys)?) as usize
+            }
+        };
+        tx.commit()?;
+        Ok(revoked)
+    }
+
     pub fn user_count(&self) -> Result<u64> {
         let tx = self.read()?;
         Ok(redb::ReadableTableMetadata::len(&tx.open_table(USERS)?)?)
@@ -103,5 +143,35 @@ mod tests {
             !raw.windows(key.len()).any(|w| w == key.as_bytes()),
             "key stored in clear"
         );
+    }
+
+    #[test]
+    fn revoking_by_key_or_by_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let (_, k1) = store.create_user("a@example.org").unwrap();
+        let (_, k2) = store.new_key("a@example.org").unwrap();
+        let (_, other) = store.create_user("b@example.org").unwrap();
+        assert_eq!(store.revoke(&k1).unwrap(), 1);
+        assert!(store.user_by_key(&k1).unwrap().is_none());
+        assert!(store.user_by_key(&k2).unwrap().is_some());
+        assert_eq!(store.revoke(&k1).unwrap(), 0);
+        let (_, k3) = store.new_key("A@example.org").unwrap();
+        assert_eq!(store.revoke("a@example.org").unwrap(), 2);
+        assert!(store.user_by_key(&k2).unwrap().is_none() && store.user_by_key(&k3).unwrap().is_none());
+        assert!(
+            store.user_by_key(&other).unwrap().is_some(),
+            "other users keep their keys"
+        );
+        assert!(matches!(store.revoke("nobody@example.org"), Err(StoreError::NotFound)));
+    }
+
+    #[test]
+    fn the_first_user_is_admin() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        assert!(store.create_user("a@example.org").unwrap().0.admin);
+        assert!(!store.create_user("b@example.org").unwrap().0.admin);
+        assert!(store.create_user_as("c@example.org", true).unwrap().0.admin);
     }
 }
