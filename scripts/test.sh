@@ -16,3 +16,6 @@ cargo test --workspace --locked
 
 # The plugin author guide, built exactly as written, passes `posta plugin check`.
 bash scripts/check-plugin-guide.sh
+
+# The API, fuzzed from its OpenAPI document (schemathesis from PyPI): no 5xx.
+bash scripts/fuzz-api.sh
