@@ -1,9 +1,8 @@
 //! Nothing lost: SIGKILL at random moments during a send.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use posta_e2e::{Server, Value, json};
+use posta_e2e::{Server, json, per_recipient};
 
 #[test]
 fn sigkill_during_a_send_loses_nothing_and_bounds_duplicates() {
@@ -11,20 +10,9 @@ fn sigkill_during_a_send_loses_nothing_and_bounds_duplicates() {
     const KILLS: usize = 10;
     let (mut server, key, _) = Server::with_two_users();
     let api = server.api(&key);
-    let list = api.ok_post("/lists", json!({"name": "crash"}))["id"].as_u64().unwrap();
-    let subs: Vec<Value> = (0..N).map(|i| json!({"email": format!("c{i}@example.org")})).collect();
-    for chunk in subs.chunks(10_000) {
-        api.ok_post(&format!("/lists/{list}/subscribers"), Value::Array(chunk.to_vec()));
-    }
+    let list = api.list_of("c", N);
     // 2,000 per second keeps the send going through every kill below.
-    let id = api.ok_post(
-        "/campaigns",
-        json!({"name": "crash", "subject": "s", "from_email": "a@example.org", "list_id": list,
-               "text": "hi {{ subscriber.email }}", "send_rate": 120_000}),
-    )["id"]
-        .as_u64()
-        .unwrap();
-    api.ok_post(&format!("/campaigns/{id}/send"), json!({}));
+    let id = api.send_campaign(list, json!({"send_rate": 120_000}));
 
     // Pseudo-random but reproducible kill times.
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -45,10 +33,7 @@ fn sigkill_during_a_send_loses_nothing_and_bounds_duplicates() {
     );
 
     let (lines, torn) = server.outbox_lenient();
-    let mut per: HashMap<String, u64> = HashMap::new();
-    for l in &lines {
-        *per.entry(l["to"].as_str().unwrap().to_string()).or_default() += 1;
-    }
+    let per = per_recipient(&lines);
     assert!(torn <= KILLS, "at most one torn line per kill, got {torn}");
     // Every subscriber got the message; a torn line was re-delivered whole.
     assert_eq!(per.len(), N, "missing recipients");
@@ -97,17 +82,8 @@ fn sigterm_finishes_deliveries_under_way_and_the_restart_completes_the_campaign(
     const N: usize = 400;
     let (mut server, key, _) = Server::with_two_users();
     let api = server.api(&key);
-    let list = api.ok_post("/lists", json!({"name": "term"}))["id"].as_u64().unwrap();
-    let subs: Vec<Value> = (0..N).map(|i| json!({"email": format!("t{i}@example.org")})).collect();
-    api.ok_post(&format!("/lists/{list}/subscribers"), Value::Array(subs));
-    let id = api.ok_post(
-        "/campaigns",
-        json!({"name": "term", "subject": "s", "from_email": "a@example.org", "list_id": list,
-               "text": "t", "send_rate": 6_000}),
-    )["id"]
-        .as_u64()
-        .unwrap();
-    api.ok_post(&format!("/campaigns/{id}/send"), json!({}));
+    let list = api.list_of("t", N);
+    let id = api.send_campaign(list, json!({"send_rate": 6_000}));
     std::thread::sleep(Duration::from_millis(1500));
     assert!(server.terminate(), "SIGTERM must end with exit status 0");
     let sent_before = server.outbox().len();
@@ -123,10 +99,7 @@ fn sigterm_finishes_deliveries_under_way_and_the_restart_completes_the_campaign(
     assert_eq!(done["stats"]["sent"].as_u64(), Some(N as u64));
     // A clean stop leaves nothing whose delivery is in doubt.
     assert_eq!(done["stats"]["possible_duplicates"], 0, "{done}");
-    let mut per: HashMap<String, u64> = HashMap::new();
-    for l in server.outbox() {
-        *per.entry(l["to"].as_str().unwrap().to_string()).or_default() += 1;
-    }
+    let per = per_recipient(&server.outbox());
     assert_eq!(per.len(), N);
     assert!(per.values().all(|n| *n == 1), "someone got two messages");
 }

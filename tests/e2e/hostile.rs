@@ -41,18 +41,6 @@ limits = {{ memory_mib = 32, deadline_ms = 1000 }}
     )
 }
 
-fn run_campaign(api: &Api, list: u64, name: &str, transport: &str) -> u64 {
-    let id = api.ok_post(
-        "/campaigns",
-        json!({"name": name, "subject": "s", "from_email": "a@example.org", "list_id": list,
-               "text": "t", "transport": transport}),
-    )["id"]
-        .as_u64()
-        .unwrap();
-    api.ok_post(&format!("/campaigns/{id}/send"), json!({}));
-    id
-}
-
 fn messages_by_email(api: &Api, id: u64) -> HashMap<String, Value> {
     let page = api.ok_get(&format!("/campaigns/{id}/messages?limit=1000"));
     page["items"]
@@ -88,17 +76,11 @@ fn each_hostile_behaviour_fails_only_its_own_message() {
         .map(|l| json!({"email": format!("{l}@example.org")}))
         .collect();
     api.ok_post(&format!("/lists/{hostile}/subscribers"), Value::Array(people));
-    let healthy = api.ok_post("/lists", json!({"name": "healthy"}))["id"]
-        .as_u64()
-        .unwrap();
-    let many: Vec<Value> = (0..2_000)
-        .map(|i| json!({"email": format!("h{i}@example.org")}))
-        .collect();
-    api.ok_post(&format!("/lists/{healthy}/subscribers"), Value::Array(many));
+    let healthy = api.list_of("h", 2_000);
 
-    let bad = run_campaign(&api, hostile, "hostile", "fixture");
+    let bad = api.send_campaign(hostile, json!({"transport": "fixture"}));
     // Another campaign on a healthy transport keeps sending meanwhile.
-    let good = run_campaign(&api, healthy, "healthy", "log");
+    let good = api.send_campaign(healthy, json!({"transport": "log"}));
     let done = api.wait_status(good, "sent");
     assert_eq!(done["stats"]["sent"], 2_000);
     let done = api.wait_status(bad, "sent");

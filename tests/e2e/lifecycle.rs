@@ -1,36 +1,8 @@
 //! The campaign lifecycle of DESIGN.md §2, through the real binary.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use posta_e2e::{Api, Server, Value, json};
-
-fn list_of(api: &Api, n: usize) -> u64 {
-    let id = api.ok_post("/lists", json!({"name": format!("{n} readers")}))["id"]
-        .as_u64()
-        .unwrap();
-    let subs: Vec<Value> = (0..n)
-        .map(|i| json!({"email": format!("r{i}@example.org"), "name": format!("Reader {i}")}))
-        .collect();
-    for chunk in subs.chunks(5_000) {
-        api.ok_post(&format!("/lists/{id}/subscribers"), Value::Array(chunk.to_vec()));
-    }
-    id
-}
-
-fn campaign(api: &Api, list: u64, extra: Value) -> u64 {
-    let mut body = json!({
-        "name": "Weekly",
-        "subject": "Hi {{ subscriber.name }}",
-        "from_email": "news@example.org",
-        "list_id": list,
-        "text": "Hello {{ subscriber.email }}"
-    });
-    for (k, v) in extra.as_object().unwrap() {
-        body[k] = v.clone();
-    }
-    api.ok_post("/campaigns", body)["id"].as_u64().unwrap()
-}
+use posta_e2e::{Server, Value, json, per_recipient};
 
 fn finished(c: &Value) -> u64 {
     ["sent", "failed", "skipped", "cancelled"]
@@ -39,20 +11,12 @@ fn finished(c: &Value) -> u64 {
         .sum()
 }
 
-fn per_recipient(server: &Server) -> HashMap<String, usize> {
-    let mut counts = HashMap::new();
-    for line in server.outbox() {
-        *counts.entry(line["to"].as_str().unwrap().to_string()).or_default() += 1;
-    }
-    counts
-}
-
 #[test]
 fn pause_and_resume_twenty_times_send_each_subscriber_once() {
     let (server, key, _) = Server::with_two_users();
     let api = server.api(&key);
-    let list = list_of(&api, 5_000);
-    let id = campaign(&api, list, json!({"send_rate": 12_000}));
+    let list = api.list_of("r", 5_000);
+    let id = api.campaign(list, json!({"send_rate": 12_000}));
     api.ok_post(&format!("/campaigns/{id}/send"), json!({}));
 
     for round in 0..20 {
@@ -87,7 +51,7 @@ fn pause_and_resume_twenty_times_send_each_subscriber_once() {
     }
     let done = api.wait_status(id, "sent");
     assert_eq!(done["stats"]["sent"], 5_000, "{done}");
-    let counts = per_recipient(&server);
+    let counts = per_recipient(&server.outbox());
     assert_eq!(counts.len(), 5_000);
     assert!(counts.values().all(|n| *n == 1), "someone got two messages");
 }
@@ -96,8 +60,8 @@ fn pause_and_resume_twenty_times_send_each_subscriber_once() {
 fn cancel_while_paused_is_final_and_cancels_the_rest() {
     let (server, key, _) = Server::with_two_users();
     let api = server.api(&key);
-    let list = list_of(&api, 2_000);
-    let id = campaign(&api, list, json!({"send_rate": 6_000}));
+    let list = api.list_of("r", 2_000);
+    let id = api.campaign(list, json!({"send_rate": 6_000}));
     api.ok_post(&format!("/campaigns/{id}/send"), json!({}));
     std::thread::sleep(Duration::from_millis(500));
     api.ok_post(&format!("/campaigns/{id}/pause"), json!({}));
@@ -148,9 +112,9 @@ fn cancel_while_paused_is_final_and_cancels_the_rest() {
 fn a_schedule_fires_after_a_restart_even_if_its_time_passed_while_down() {
     let (mut server, key, _) = Server::with_two_users();
     let api = server.api(&key);
-    let list = list_of(&api, 10);
+    let list = api.list_of("r", 10);
     let at = chrono::Utc::now() + chrono::Duration::seconds(3);
-    let id = campaign(&api, list, json!({"scheduled_at": at.to_rfc3339()}));
+    let id = api.campaign(list, json!({"scheduled_at": at.to_rfc3339()}));
     let scheduled = api.ok_post(&format!("/campaigns/{id}/send"), json!({}));
     assert_eq!(scheduled["status"], "scheduled");
     server.kill();
@@ -163,7 +127,7 @@ fn a_schedule_fires_after_a_restart_even_if_its_time_passed_while_down() {
 
     // A schedule far ahead can be cancelled; it never sends.
     let later = chrono::Utc::now() + chrono::Duration::days(1);
-    let id = campaign(&api, list, json!({"scheduled_at": later.to_rfc3339()}));
+    let id = api.campaign(list, json!({"scheduled_at": later.to_rfc3339()}));
     assert_eq!(
         api.ok_post(&format!("/campaigns/{id}/send"), json!({}))["status"],
         "scheduled"
@@ -179,9 +143,9 @@ fn a_schedule_fires_after_a_restart_even_if_its_time_passed_while_down() {
 fn a_schedule_fires_while_running() {
     let (server, key, _) = Server::with_two_users();
     let api = server.api(&key);
-    let list = list_of(&api, 5);
+    let list = api.list_of("r", 5);
     let at = chrono::Utc::now() + chrono::Duration::seconds(2);
-    let id = campaign(&api, list, json!({"scheduled_at": at.to_rfc3339()}));
+    let id = api.campaign(list, json!({"scheduled_at": at.to_rfc3339()}));
     assert_eq!(
         api.ok_post(&format!("/campaigns/{id}/send"), json!({}))["status"],
         "scheduled"
@@ -191,7 +155,7 @@ fn a_schedule_fires_while_running() {
     assert!(started >= at, "started {started} before its time {at}");
     // A scheduled_at in the past sends at once.
     let past = chrono::Utc::now() - chrono::Duration::hours(1);
-    let id = campaign(&api, list, json!({"scheduled_at": past.to_rfc3339()}));
+    let id = api.campaign(list, json!({"scheduled_at": past.to_rfc3339()}));
     assert_eq!(
         api.ok_post(&format!("/campaigns/{id}/send"), json!({}))["status"],
         "sending"
@@ -203,10 +167,9 @@ fn a_schedule_fires_while_running() {
 fn duplicate_keeps_every_setting() {
     let (server, key, _) = Server::with_two_users();
     let api = server.api(&key);
-    let list = list_of(&api, 3);
+    let list = api.list_of("r", 3);
     let at = "2031-05-01T09:30:00Z";
-    let id = campaign(
-        &api,
+    let id = api.campaign(
         list,
         json!({"send_rate": 1200, "send_at_local_time": true, "scheduled_at": at, "from_name": "The Team",
                "html": "<b>{{ subscriber.name }}</b>", "transport": "log"}),
@@ -235,7 +198,7 @@ fn duplicate_keeps_every_setting() {
     assert!(copy["started_at"].is_null() && copy["completed_at"].is_null());
 
     // Any status can be duplicated; the copy of a sent campaign has empty stats.
-    let plain = campaign(&api, list, json!({}));
+    let plain = api.campaign(list, json!({}));
     api.ok_post(&format!("/campaigns/{plain}/send"), json!({}));
     api.wait_status(plain, "sent");
     let copy = api.ok_post(&format!("/campaigns/{plain}/duplicate"), json!({}));
@@ -249,8 +212,8 @@ fn duplicate_keeps_every_setting() {
 fn edit_and_delete_follow_the_status() {
     let (server, key, _) = Server::with_two_users();
     let api = server.api(&key);
-    let list = list_of(&api, 3_000);
-    let id = campaign(&api, list, json!({}));
+    let list = api.list_of("r", 3_000);
+    let id = api.campaign(list, json!({}));
     let patched = api.patch(
         &format!("/campaigns/{id}"),
         json!({"subject": "New {{ subscriber.name }}", "send_rate": 3000}),
@@ -301,9 +264,9 @@ fn edit_and_delete_follow_the_status() {
 fn campaigns_list_filters_by_status() {
     let (server, key, _) = Server::with_two_users();
     let api = server.api(&key);
-    let list = list_of(&api, 2);
-    let a = campaign(&api, list, json!({}));
-    let b = campaign(&api, list, json!({}));
+    let list = api.list_of("r", 2);
+    let a = api.campaign(list, json!({}));
+    let b = api.campaign(list, json!({}));
     api.ok_post(&format!("/campaigns/{b}/send"), json!({}));
     api.wait_status(b, "sent");
     let drafts = api.ok_get("/campaigns?status=draft");

@@ -1,23 +1,14 @@
 //! send_rate is smooth: spacing read from the outbox's own timestamps.
 
-use posta_e2e::{Server, Value, json};
+use posta_e2e::{Server, json};
 
 #[test]
 fn send_rate_600_per_minute_spaces_messages_100_ms_apart() {
     const N: usize = 101;
     let (server, key, _) = Server::with_two_users();
     let api = server.api(&key);
-    let list = api.ok_post("/lists", json!({"name": "rate"}))["id"].as_u64().unwrap();
-    let subs: Vec<Value> = (0..N).map(|i| json!({"email": format!("r{i}@example.org")})).collect();
-    api.ok_post(&format!("/lists/{list}/subscribers"), Value::Array(subs));
-    let id = api.ok_post(
-        "/campaigns",
-        json!({"name": "rate", "subject": "s", "from_email": "a@example.org", "list_id": list,
-               "text": "t", "send_rate": 600}),
-    )["id"]
-        .as_u64()
-        .unwrap();
-    api.ok_post(&format!("/campaigns/{id}/send"), json!({}));
+    let list = api.list_of("r", N);
+    let id = api.send_campaign(list, json!({"send_rate": 600}));
     api.wait_status(id, "sent");
 
     let mut times: Vec<u64> = server
@@ -59,23 +50,10 @@ capabilities = { dirs = ["{data_dir}/outbox"] }
 "#,
     );
     let api = server.api(&key);
-    let list = api.ok_post("/lists", json!({"name": "shared"}))["id"].as_u64().unwrap();
-    let subs: Vec<Value> = (0..30).map(|i| json!({"email": format!("s{i}@example.org")})).collect();
-    api.ok_post(&format!("/lists/{list}/subscribers"), Value::Array(subs));
+    let list = api.list_of("s", 30);
     let ids: Vec<u64> = (0..2)
-        .map(|i| {
-            api.ok_post(
-                "/campaigns",
-                json!({"name": format!("c{i}"), "subject": "s", "from_email": "a@example.org",
-                       "list_id": list, "text": "t", "transport": "slowlog"}),
-            )["id"]
-                .as_u64()
-                .unwrap()
-        })
+        .map(|_| api.send_campaign(list, json!({"transport": "slowlog"})))
         .collect();
-    for id in &ids {
-        api.ok_post(&format!("/campaigns/{id}/send"), json!({}));
-    }
     for id in &ids {
         api.wait_status(*id, "sent");
     }

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use posta_e2e::{Api, Server, Value, json, test_plugin};
+use posta_e2e::{Api, Server, json, test_plugin};
 
 fn remote_ids(api: &Api, id: u64) -> Vec<String> {
     let page = api.ok_get(&format!("/campaigns/{id}/messages?status=sent&limit=1000"));
@@ -33,19 +33,8 @@ fn replacing_the_file_swaps_the_component_without_a_restart() {
         component.display()
     ));
     let api = server.api(&admin);
-    let list = api.ok_post("/lists", json!({"name": "reload"}))["id"].as_u64().unwrap();
-    let subs: Vec<Value> = (0..60)
-        .map(|i| json!({"email": format!("ok{i}@example.org")}))
-        .collect();
-    api.ok_post(&format!("/lists/{list}/subscribers"), Value::Array(subs));
-    let id = api.ok_post(
-        "/campaigns",
-        json!({"name": "reload", "subject": "s", "from_email": "a@example.org", "list_id": list,
-               "text": "t", "transport": "fixture"}),
-    )["id"]
-        .as_u64()
-        .unwrap();
-    api.ok_post(&format!("/campaigns/{id}/send"), json!({}));
+    let list = api.list_of("ok", 60);
+    let id = api.send_campaign(list, json!({"transport": "fixture"}));
 
     // Version 1 serves the first messages...
     let start = Instant::now();

@@ -245,6 +245,15 @@ impl Drop for Server {
     }
 }
 
+/// How many outbox lines each recipient got.
+pub fn per_recipient(lines: &[Value]) -> std::collections::HashMap<String, u64> {
+    let mut counts = std::collections::HashMap::new();
+    for line in lines {
+        *counts.entry(line["to"].as_str().expect("to").to_string()).or_default() += 1;
+    }
+    counts
+}
+
 pub struct Api {
     http: reqwest::blocking::Client,
     pub base: String,
@@ -316,6 +325,42 @@ impl Api {
         let (status, v) = self.get(path);
         assert_eq!(status, 200, "GET {path}: {v}");
         v
+    }
+
+    /// A new list with `n` subscribers `{prefix}{i}@example.org`.
+    pub fn list_of(&self, prefix: &str, n: usize) -> u64 {
+        let id = self.ok_post("/lists", json!({"name": format!("{n} {prefix}")}))["id"]
+            .as_u64()
+            .unwrap();
+        let subs: Vec<Value> = (0..n)
+            .map(|i| json!({"email": format!("{prefix}{i}@example.org")}))
+            .collect();
+        for chunk in subs.chunks(10_000) {
+            self.ok_post(&format!("/lists/{id}/subscribers"), Value::Array(chunk.to_vec()));
+        }
+        id
+    }
+
+    /// A draft campaign on `list`; `extra` overrides fields of a minimal one.
+    pub fn campaign(&self, list: u64, extra: Value) -> u64 {
+        let mut body = json!({
+            "name": "Weekly",
+            "subject": "Hi {{ subscriber.name }}",
+            "from_email": "news@example.org",
+            "list_id": list,
+            "text": "Hello {{ subscriber.email }}"
+        });
+        for (k, v) in extra.as_object().expect("extra fields are an object") {
+            body[k] = v.clone();
+        }
+        self.ok_post("/campaigns", body)["id"].as_u64().unwrap()
+    }
+
+    /// Creates a campaign as `campaign` does and sends it.
+    pub fn send_campaign(&self, list: u64, extra: Value) -> u64 {
+        let id = self.campaign(list, extra);
+        self.ok_post(&format!("/campaigns/{id}/send"), json!({}));
+        id
     }
 
     /// Polls a campaign until `pred` holds or the timeout passes.
