@@ -30,3 +30,9 @@ fmt:
 # Throughput of the demo pipeline (release build).
 bench SUBSCRIBERS="100000":
     cargo run --release -- demo --subscribers {{SUBSCRIBERS}}
+
+# Many clients drive lifecycle actions on many sending campaigns, then the
+# invariants are checked and a summary printed.
+soak MINUTES="10":
+    cargo build --workspace
+    cargo run -p posta-e2e --bin soak -- --minutes {{MINUTES}}

@@ -16,8 +16,15 @@ pub fn posta_bin() -> PathBuf {
         return PathBuf::from(p);
     }
     let exe = std::env::current_exe().expect("test binary path");
-    // target/<profile>/deps/e2e-HASH → target/<profile>/posta
-    let bin = exe.parent().and_then(Path::parent).expect("target dir").join("posta");
+    // Tests run from target/<profile>/deps/, the soak binary from
+    // target/<profile>/; posta sits in target/<profile>/ either way.
+    let dir = exe.parent().expect("binary dir");
+    let bin = if dir.ends_with("deps") {
+        dir.parent().expect("profile dir")
+    } else {
+        dir
+    }
+    .join("posta");
     assert!(
         bin.exists(),
         "{} is missing: run `cargo build --workspace` before the end-to-end tests (scripts/test.sh does)",
