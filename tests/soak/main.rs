@@ -66,7 +66,7 @@ fn main() {
             let api = server.api(&key);
             let (campaigns, tally, stop, lists) = (campaigns.clone(), tally.clone(), stop.clone(), lists.clone());
             std::thread::spawn(move || {
-                let mut rng = Rng(0x2545_f491_4f6c_dd1d ^ (n as u64 + 1) * 0x9e37_79b9);
+                let mut rng = Rng(0x2545_f491_4f6c_dd1d ^ ((n as u64 + 1) * 0x9e37_79b9));
                 while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
                     drive(&api, &mut rng, &lists, &campaigns, &tally);
                     std::thread::sleep(Duration::from_millis(rng.next() % 50));
@@ -180,7 +180,7 @@ fn drive(api: &Api, rng: &mut Rng, lists: &[u64], campaigns: &Mutex<Vec<u64>>, t
     let (status, body) = match action {
         "get" => api.get(&format!("/campaigns/{id}")),
         "messages" => api.get(&format!("/campaigns/{id}/messages?limit=100")),
-        "cancel" if rng.next() % 4 != 0 => return, // rarer than the rest
+        "cancel" if !rng.next().is_multiple_of(4) => return, // rarer than the rest
         "duplicate" => {
             let r = api.post(&format!("/campaigns/{id}/duplicate"), json!({}));
             if let Some(copy) = r.1["id"].as_u64() {
