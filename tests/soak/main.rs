@@ -18,8 +18,11 @@ use posta_e2e::{Api, Server, Value, json};
 const LISTS: usize = 5;
 const SUBSCRIBERS: usize = 2_000;
 const CLIENTS: usize = 8;
-/// Campaigns created (new or duplicated) over the whole run.
-const MAX_CAMPAIGNS: usize = 60;
+/// Campaigns created (new or duplicated): enough that new ones keep
+/// starting through the whole run, as earlier ones finish.
+fn max_campaigns(minutes: f64) -> usize {
+    40 + (30.0 * minutes) as usize
+}
 
 struct Rng(u64);
 
@@ -65,10 +68,16 @@ fn main() {
         .map(|n| {
             let api = server.api(&key);
             let (campaigns, tally, stop, lists) = (campaigns.clone(), tally.clone(), stop.clone(), lists.clone());
+            let cap = max_campaigns(minutes);
+            let load = deadline - started;
             std::thread::spawn(move || {
                 let mut rng = Rng(0x2545_f491_4f6c_dd1d ^ ((n as u64 + 1) * 0x9e37_79b9));
                 while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
-                    drive(&api, &mut rng, &lists, &campaigns, &tally);
+                    // New campaigns are spread over the run, so some are
+                    // always sending while the clients act on them.
+                    let share = started.elapsed().as_secs_f64() / load.as_secs_f64();
+                    let cap = 10 + (cap as f64 * share.min(1.0)) as usize;
+                    drive(&api, &mut rng, &lists, &campaigns, &tally, cap);
                     std::thread::sleep(Duration::from_millis(rng.next() % 50));
                 }
             })
@@ -142,10 +151,10 @@ fn record(tally: &Mutex<Tally>, action: &str, status: u16, body: &Value) {
     }
 }
 
-fn drive(api: &Api, rng: &mut Rng, lists: &[u64], campaigns: &Mutex<Vec<u64>>, tally: &Mutex<Tally>) {
+fn drive(api: &Api, rng: &mut Rng, lists: &[u64], campaigns: &Mutex<Vec<u64>>, tally: &Mutex<Tally>, cap: usize) {
     let known = campaigns.lock().unwrap().clone();
     let roll = rng.next() % 100;
-    if known.is_empty() || (roll < 10 && known.len() < MAX_CAMPAIGNS) {
+    if known.is_empty() || (roll < 10 && known.len() < cap) {
         let rate = match rng.pick(&[0, 6_000, 30_000, 120_000]) {
             0 => Value::Null,
             n => json!(n),
@@ -174,7 +183,7 @@ fn drive(api: &Api, rng: &mut Rng, lists: &[u64], campaigns: &Mutex<Vec<u64>>, t
         "duplicate",
         "cancel",
     ]);
-    if action == "duplicate" && known.len() >= MAX_CAMPAIGNS {
+    if action == "duplicate" && known.len() >= cap {
         action = "get";
     }
     let (status, body) = match action {
