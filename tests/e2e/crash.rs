@@ -48,28 +48,11 @@ fn sigkill_during_a_send_loses_nothing_and_bounds_duplicates() {
         flagged <= (KILLS * 1_000) as u64,
         "{flagged} possible duplicates exceed the in-flight window"
     );
-    let flagged_messages = {
-        let mut n = 0u64;
-        let mut after: Option<u64> = None;
-        loop {
-            let q = match after {
-                Some(a) => format!("/campaigns/{id}/messages?limit=1000&after={a}"),
-                None => format!("/campaigns/{id}/messages?limit=1000"),
-            };
-            let page = api.ok_get(&q);
-            n += page["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|m| m["possible_duplicate"] == true)
-                .count() as u64;
-            match page["next_after"].as_u64() {
-                Some(a) => after = Some(a),
-                None => break,
-            }
-        }
-        n
-    };
+    let flagged_messages = api
+        .all_messages(id, "")
+        .iter()
+        .filter(|m| m["possible_duplicate"] == true)
+        .count() as u64;
     assert_eq!(
         flagged_messages, flagged,
         "stats and messages agree on possible duplicates"

@@ -212,20 +212,8 @@ fn check_campaign(api: &Api, c: &Value, violations: &mut Vec<String>) {
         violations.push(format!("campaign {id}: stats do not add up: {stats}"));
     }
     let mut counted: HashMap<String, u64> = HashMap::new();
-    let mut after: Option<u64> = None;
-    loop {
-        let q = match after {
-            Some(a) => format!("/campaigns/{id}/messages?limit=1000&after={a}"),
-            None => format!("/campaigns/{id}/messages?limit=1000"),
-        };
-        let page = api.ok_get(&q);
-        for m in page["items"].as_array().unwrap() {
-            *counted.entry(m["status"].as_str().unwrap().to_string()).or_default() += 1;
-        }
-        match page["next_after"].as_u64() {
-            Some(a) => after = Some(a),
-            None => break,
-        }
+    for m in api.all_messages(id, "") {
+        *counted.entry(m["status"].as_str().unwrap().to_string()).or_default() += 1;
     }
     for k in ["queued", "sent", "failed", "skipped", "cancelled"] {
         let got = counted.get(k).copied().unwrap_or(0);

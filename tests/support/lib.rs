@@ -370,6 +370,29 @@ impl Api {
         id
     }
 
+    /// Every message of a campaign, following the pages; `query` is extra
+    /// query text such as `status=cancelled`.
+    pub fn all_messages(&self, id: u64, query: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut after: Option<u64> = None;
+        loop {
+            let mut q = format!("/campaigns/{id}/messages?limit=1000");
+            if !query.is_empty() {
+                q.push('&');
+                q.push_str(query);
+            }
+            if let Some(a) = after {
+                q.push_str(&format!("&after={a}"));
+            }
+            let page = self.ok_get(&q);
+            out.extend(page["items"].as_array().expect("items").iter().cloned());
+            match page["next_after"].as_u64() {
+                Some(a) => after = Some(a),
+                None => return out,
+            }
+        }
+    }
+
     /// Polls a campaign until `pred` holds or the timeout passes.
     pub fn wait_campaign(&self, id: u64, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
         let start = Instant::now();
