@@ -11,13 +11,26 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Guest crates bundled into the binary: (crate name, name in the registry).
-const BUNDLED: &[(&str, &str)] = &[("posta_personalize", "personalize"), ("posta_log", "log")];
+const BUNDLED: &[(&str, &str)] = &[
+    ("posta_personalize", "personalize"),
+    ("posta_log", "log"),
+    ("posta_smtp", "smtp"),
+    ("posta_webhook", "webhook"),
+];
 
 fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let root = manifest.parent().unwrap().to_path_buf();
     let plugins = root.join("plugins");
-    for entry in ["Cargo.toml", "Cargo.lock", "sdk", "personalize", "log"] {
+    for entry in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "sdk",
+        "personalize",
+        "log",
+        "smtp",
+        "webhook",
+    ] {
         println!("cargo:rerun-if-changed={}", plugins.join(entry).display());
     }
     println!("cargo:rerun-if-changed={}", root.join("wit").display());

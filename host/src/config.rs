@@ -38,6 +38,17 @@ pub struct Config {
     pub default_transport: Option<String>,
     #[serde(default)]
     pub transports: BTreeMap<String, Transport>,
+    #[serde(default)]
+    pub tls: Tls,
+}
+
+/// How the host verifies servers for plugins (wasi:tls, HTTPS).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// PEM file of extra CA certificates trusted beside the system's roots
+    /// (a private relay's CA, or a test CA).
+    pub extra_ca_file: Option<PathBuf>,
 }
 
 fn default_personalizer() -> String {
@@ -147,9 +158,18 @@ pub struct Capabilities {
     /// Directories the component may read and write (`{data_dir}` allowed).
     #[serde(default)]
     pub dirs: Vec<String>,
-    /// Outbound `host:port` pairs for sockets.
+    /// Outbound `host:port` pairs for sockets (and TLS over them).
     #[serde(default)]
     pub connect: Vec<String>,
+    /// Origins (`https://host[:port]`) the component may send HTTP
+    /// requests to through wasi:http.
+    #[serde(default)]
+    pub http: Vec<String>,
+    /// Whether a host *name* in `connect` or `http` may resolve to a
+    /// loopback, private or link-local address. Addresses written as IP
+    /// literals (and `localhost`) are always allowed: they are listed.
+    #[serde(default)]
+    pub allow_private: bool,
 }
 
 impl Config {
@@ -185,7 +205,7 @@ impl Config {
             )]),
             capabilities: Capabilities {
                 dirs: vec!["{data_dir}/outbox".into()],
-                connect: vec![],
+                ..Capabilities::default()
             },
             // One writer keeps lines whole whatever their size.
             max_in_flight: Some(1),

@@ -74,11 +74,14 @@ fn capabilities(imports: &[String]) -> Vec<String> {
     if imports.iter().any(|i| i.starts_with("wasi:sockets/tcp")) {
         caps.push("network: outbound TCP, granted per host:port by capabilities.connect".into());
     }
+    if imports.iter().any(|i| i.starts_with("wasi:tls/")) {
+        caps.push("tls: client TLS by the host over granted sockets (system roots + tls.extra_ca_file)".into());
+    }
     if imports.iter().any(|i| i.starts_with("wasi:sockets/ip-name-lookup")) {
         caps.push("network: DNS lookups (not granted by this host; configure addresses)".into());
     }
     if imports.iter().any(|i| i.starts_with("wasi:http/")) {
-        caps.push("http: outbound requests (wasi:http)".into());
+        caps.push("http: outbound requests (wasi:http), granted per origin by capabilities.http".into());
     }
     if imports.iter().any(|i| i.starts_with("wasi:filesystem/preopens")) {
         caps.push("filesystem: only directories listed in capabilities.dirs (none by default)".into());

@@ -3,10 +3,13 @@
 
 pub mod bindings;
 pub mod check;
+pub mod grants;
+pub mod http;
 pub mod pool;
 pub mod registry;
 pub mod reload;
 pub mod runtime;
+pub mod tls;
 
 pub use pool::{PluginError, Pool};
 pub use registry::{LoadError, Personalizer, Plugins, Transport, TransportInfo};

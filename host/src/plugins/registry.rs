@@ -3,7 +3,6 @@
 //! called through instance pools.
 
 use std::collections::BTreeMap;
-use std::net::ToSocketAddrs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -15,9 +14,10 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use super::bindings::personalizer::{Personalizer as PersonalizerWorld, PersonalizerPre};
 use super::bindings::transport::{Transport as TransportWorld, TransportPre};
 use super::bindings::types;
+use super::grants::{self, Grants};
 use super::pool::{PluginError, Pool, World};
 use super::reload::{Loaded, Refusal, ReloadReport, Source};
-use super::runtime::{Grants, HostState, PluginMeta, engine};
+use super::runtime::{HostState, PluginMeta, engine};
 use crate::config::{self, Capabilities, Config, Limits};
 
 pub struct Personalizer;
@@ -110,13 +110,18 @@ impl Plugins {
             name: "linker".into(),
             reason: format!("{e:#}"),
         })?;
+        let tls = super::tls::client_config(cfg.tls.extra_ca_file.as_deref()).map_err(|reason| LoadError::Invalid {
+            name: "tls".into(),
+            reason,
+        })?;
         let workers = cfg.delivery.max_in_flight.max(1) * 4;
         let personalizer = {
             let meta = Arc::new(PluginMeta {
                 name: cfg.personalizer.clone(),
                 config: BTreeMap::new(),
                 limits: cfg.limits,
-                grants: Grants::default(),
+                grants: Arc::new(Grants::default()),
+                tls: tls.clone(),
             });
             let (pre, source) =
                 prepare::<Personalizer>(&engine, &linker, &cfg.personalizer, cfg.server.plugins_dir.as_deref())?;
@@ -155,7 +160,8 @@ impl Plugins {
                 name: name.clone(),
                 config: values,
                 limits,
-                grants,
+                grants: Arc::new(grants),
+                tls: tls.clone(),
             });
             let loaded = Loaded::new(Pool::new(&engine, pre, meta, max_in_flight), source);
             transports.insert(name.clone(), Arc::new(TransportEntry { loaded, info }));
@@ -259,6 +265,10 @@ impl TransportEntry {
 pub fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    let mut tls = wasmtime_wasi_tls::p2::LinkOptions::default();
+    tls.tls(true);
+    wasmtime_wasi_tls::p2::add_to_linker(&mut linker, &tls)?;
     super::bindings::personalizer::posta::plugin::host::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
     super::bindings::personalizer::posta::plugin::types::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
     Ok(linker)
@@ -354,11 +364,13 @@ fn grants(name: &str, caps: &Capabilities, data_dir: &Path) -> Result<Grants, Lo
         let path = std::fs::canonicalize(&path).map_err(|e| err(format!("{}: {e}", path.display())))?;
         g.dirs.push(path);
     }
-    for target in &caps.connect {
-        let addrs = target
-            .to_socket_addrs()
-            .map_err(|e| err(format!("connect entry {target:?}: {e} (expected host:port)")))?;
-        g.connect.extend(addrs);
+    g.allow_private = caps.allow_private;
+    for entry in &caps.connect {
+        g.connect
+            .push(grants::endpoint(entry, caps.allow_private).map_err(err)?);
+    }
+    for entry in &caps.http {
+        g.http.push(grants::origin(entry).map_err(err)?);
     }
     Ok(g)
 }

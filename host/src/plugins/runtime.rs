@@ -4,8 +4,6 @@
 //! grants only what the component's capabilities list.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,8 +12,13 @@ use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Reso
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+use wasmtime_wasi_tls::{WasiTlsCtx, WasiTlsCtxBuilder, WasiTlsCtxView, WasiTlsView};
 
 use super::bindings::host::{self, Level};
+use super::grants::Grants;
+use super::http::HttpHooks;
+use super::tls::HostTls;
 use crate::config::Limits;
 
 /// How often the epoch advances; the deadline check runs at this grain.
@@ -54,20 +57,15 @@ pub fn engine() -> wasmtime::Result<Engine> {
     Ok(engine)
 }
 
-/// What a component may touch, resolved from its configuration.
-#[derive(Debug, Clone, Default)]
-pub struct Grants {
-    pub dirs: Vec<PathBuf>,
-    pub connect: Vec<SocketAddr>,
-}
-
 /// Facts about a loaded component shared by all its instances.
 #[derive(Debug)]
 pub struct PluginMeta {
     pub name: String,
     pub config: BTreeMap<String, String>,
     pub limits: Limits,
-    pub grants: Grants,
+    pub grants: Arc<Grants>,
+    /// TLS client config for wasi:tls and HTTPS.
+    pub tls: Arc<rustls::ClientConfig>,
 }
 
 impl PluginMeta {
@@ -82,13 +80,14 @@ impl PluginMeta {
             let guest = dir.display().to_string();
             b.preopened_dir(dir, &guest, FsPerms::ReadWrite)?;
         }
-        if !self.grants.connect.is_empty() {
-            let allowed = Arc::new(self.grants.connect.clone());
-            b.allow_tcp(true).socket_addr_check(move |addr, use_| {
-                let ok = matches!(use_, SocketAddrUse::TcpConnect) && allowed.contains(&addr);
-                Box::pin(async move { ok })
-            });
-        }
+        // TCP is on for every component so that a connect outside the
+        // grant fails with a clear "access denied" instead of "not
+        // supported"; the check below admits only granted addresses.
+        let grants = self.grants.clone();
+        b.allow_tcp(true).socket_addr_check(move |addr, use_| {
+            let ok = matches!(use_, SocketAddrUse::TcpConnect) && grants.may_connect(addr);
+            Box::pin(async move { ok })
+        });
         Ok(b.build())
     }
 }
@@ -117,6 +116,9 @@ const STDERR_CAPACITY: usize = 256 * 1024;
 
 pub struct HostState {
     wasi: WasiCtx,
+    tls: WasiTlsCtx,
+    http: WasiHttpCtx,
+    hooks: HttpHooks,
     pub stderr: MemoryOutputPipe,
     table: ResourceTable,
     pub memory: MemoryCap,
@@ -129,6 +131,15 @@ impl HostState {
         let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
         Ok(HostState {
             wasi: meta.wasi(&stderr)?,
+            tls: WasiTlsCtxBuilder::new()
+                .provider(Box::new(HostTls(meta.tls.clone())))
+                .build(),
+            http: WasiHttpCtx::new(),
+            hooks: HttpHooks {
+                plugin: meta.name.clone(),
+                grants: meta.grants.clone(),
+                tls: meta.tls.clone(),
+            },
             stderr,
             table: ResourceTable::new(),
             memory: MemoryCap {
@@ -160,6 +171,25 @@ impl WasiView for HostState {
     }
 }
 
+impl WasiTlsView for HostState {
+    fn tls(&mut self) -> WasiTlsCtxView<'_> {
+        WasiTlsCtxView {
+            ctx: &mut self.tls,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
 /// Longest line a plugin may log; longer ones are cut.
 const MAX_LOG_LINE: usize = 4096;
 
@@ -186,6 +216,13 @@ impl host::Host for HostState {
 
     fn config(&mut self, key: String) -> Option<String> {
         self.meta.config.get(&key).cloned()
+    }
+
+    fn resolve(&mut self, host: String, port: u16) -> Result<Vec<String>, String> {
+        self.meta
+            .grants
+            .resolve(&host, port)
+            .map(|addrs| addrs.iter().map(ToString::to_string).collect())
     }
 }
 

@@ -21,6 +21,8 @@ mod bindings {
     wit_bindgen::generate!({
         path: "wit",
         world: "posta:plugin/plugin-sdk",
+        features: ["tls"],
+        generate_all,
     });
 }
 
@@ -32,7 +34,9 @@ pub use wit_bindgen;
 include!(concat!(env!("OUT_DIR"), "/export_macros.rs"));
 
 pub mod config;
+pub mod http;
 pub mod log;
+pub mod net;
 
 /// A transport delivers personalized messages.
 pub trait Transport {

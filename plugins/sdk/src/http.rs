@@ -1,0 +1,246 @@
+//! Outbound HTTP for transports through `wasi:http`. The host sends the
+//! request only if the transport's `http` capability lists the URL's
+//! origin, and it does DNS, TLS and connection handling itself.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::bindings::wasi::clocks::monotonic_clock;
+use crate::bindings::wasi::http::outgoing_handler;
+use crate::bindings::wasi::http::types::{
+    ErrorCode, Fields, IncomingBody, Method, OutgoingBody, OutgoingRequest, RequestOptions, Scheme,
+};
+use crate::bindings::wasi::io::streams::StreamError;
+use crate::net::wait;
+
+/// Largest response body kept; the rest is read and dropped.
+const MAX_RESPONSE_BODY: usize = 64 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpError {
+    /// The host refused the request: its origin is not granted.
+    Denied(String),
+    /// Connecting or waiting for the response took longer than the timeout.
+    Timeout(String),
+    /// The server could not be reached (refused, reset, DNS).
+    Connect(String),
+    /// The request could not be built (bad URL or header).
+    Invalid(String),
+    /// Anything else the HTTP stack reported.
+    Protocol(String),
+}
+
+impl fmt::Display for HttpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HttpError::Denied(m) => write!(f, "request denied by the host: {m}"),
+            HttpError::Timeout(m) => write!(f, "timed out: {m}"),
+            HttpError::Connect(m) => write!(f, "cannot connect: {m}"),
+            HttpError::Invalid(m) => write!(f, "invalid request: {m}"),
+            HttpError::Protocol(m) => write!(f, "http error: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for HttpError {}
+
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// At most 64 KiB of the body.
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The first header with this name (case-insensitive), as text.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    }
+}
+
+/// `scheme://authority/path?query`, split without a URL crate: the host
+/// re-validates the URL anyway before anything is sent.
+struct Target<'a> {
+    scheme: Scheme,
+    authority: &'a str,
+    path: &'a str,
+}
+
+fn split_url(url: &str) -> Result<Target<'_>, HttpError> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| HttpError::Invalid(format!("{url:?} is not an absolute URL")))?;
+    let scheme = match scheme.to_ascii_lowercase().as_str() {
+        "http" => Scheme::Http,
+        "https" => Scheme::Https,
+        other => return Err(HttpError::Invalid(format!("unsupported scheme {other:?}"))),
+    };
+    let (authority, path) = match rest.find(['/', '?']) {
+        Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], &rest[i..]),
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if authority.is_empty() || authority.contains('@') {
+        return Err(HttpError::Invalid(format!("{url:?} has no usable host")));
+    }
+    Ok(Target {
+        scheme,
+        authority,
+        path,
+    })
+}
+
+/// Sends `POST url` with these headers and body and waits for the whole
+/// response, all within `timeout`.
+pub fn post(url: &str, headers: &[(&str, &[u8])], body: &[u8], timeout: Duration) -> Result<Response, HttpError> {
+    let target = split_url(url)?;
+    let fields: Vec<(String, Vec<u8>)> = headers.iter().map(|(n, v)| (n.to_string(), v.to_vec())).collect();
+    let fields = Fields::from_list(&fields).map_err(|e| HttpError::Invalid(format!("header: {e:?}")))?;
+    let request = OutgoingRequest::new(fields);
+    let invalid = |what: &str| HttpError::Invalid(what.to_string());
+    request.set_method(&Method::Post).map_err(|_| invalid("method"))?;
+    request
+        .set_scheme(Some(&target.scheme))
+        .map_err(|_| invalid("scheme"))?;
+    request
+        .set_authority(Some(target.authority))
+        .map_err(|_| invalid("authority"))?;
+    request
+        .set_path_with_query(Some(target.path))
+        .map_err(|_| invalid("path"))?;
+    let outgoing = request.body().map_err(|_| invalid("body taken twice"))?;
+
+    let nanos = timeout.as_nanos().min(u64::MAX as u128) as u64;
+    let options = RequestOptions::new();
+    // Hosts may refuse some options; the overall deadline below still holds.
+    let _ = options.set_connect_timeout(Some(nanos));
+    let _ = options.set_first_byte_timeout(Some(nanos));
+    let _ = options.set_between_bytes_timeout(Some(nanos));
+    let deadline = monotonic_clock::now().saturating_add(nanos);
+
+    let pending = outgoing_handler::handle(request, Some(options)).map_err(from_code)?;
+    {
+        let stream = outgoing.write().map_err(|_| invalid("body stream taken twice"))?;
+        let mut rest = body;
+        while !rest.is_empty() {
+            let room = stream.check_write().map_err(|e| write_error(e, &pending))?;
+            if room == 0 {
+                let ready = stream.subscribe();
+                wait(&ready, deadline, || "sending the body".into()).map_err(|e| HttpError::Timeout(e.to_string()))?;
+                continue;
+            }
+            let n = rest.len().min(room as usize);
+            stream.write(&rest[..n]).map_err(|e| write_error(e, &pending))?;
+            rest = &rest[n..];
+        }
+        stream.flush().map_err(|e| write_error(e, &pending))?;
+    }
+    OutgoingBody::finish(outgoing, None).map_err(from_code)?;
+
+    let response = loop {
+        match pending.get() {
+            None => {
+                let ready = pending.subscribe();
+                wait(&ready, deadline, || format!("waiting for {url}"))
+                    .map_err(|e| HttpError::Timeout(e.to_string()))?;
+            }
+            Some(Ok(Ok(response))) => break response,
+            Some(Ok(Err(code))) => return Err(from_code(code)),
+            Some(Err(())) => return Err(HttpError::Protocol("response already taken".into())),
+        }
+    };
+    let status = response.status();
+    let headers = response.headers().entries();
+    let incoming = response
+        .consume()
+        .map_err(|_| HttpError::Protocol("body taken twice".into()))?;
+    let mut body = Vec::new();
+    {
+        let stream = incoming
+            .stream()
+            .map_err(|_| HttpError::Protocol("body stream taken twice".into()))?;
+        loop {
+            match stream.read(16 * 1024) {
+                Ok(chunk) if chunk.is_empty() => {
+                    let ready = stream.subscribe();
+                    wait(&ready, deadline, || "reading the response".into())
+                        .map_err(|e| HttpError::Timeout(e.to_string()))?;
+                }
+                Ok(chunk) => {
+                    let keep = chunk.len().min(MAX_RESPONSE_BODY - body.len().min(MAX_RESPONSE_BODY));
+                    body.extend_from_slice(&chunk[..keep]);
+                }
+                Err(StreamError::Closed) => break,
+                Err(StreamError::LastOperationFailed(e)) => {
+                    return Err(HttpError::Protocol(format!(
+                        "reading the response: {}",
+                        e.to_debug_string()
+                    )));
+                }
+            }
+        }
+    }
+    drop(IncomingBody::finish(incoming));
+    drop(response);
+    Ok(Response { status, headers, body })
+}
+
+/// A failed body write usually means the request itself failed; report
+/// that reason when the host already has it.
+fn write_error(e: StreamError, pending: &outgoing_handler::FutureIncomingResponse) -> HttpError {
+    if let Some(Ok(Err(code))) = pending.get() {
+        return from_code(code);
+    }
+    match e {
+        StreamError::Closed => HttpError::Protocol("request body closed early".into()),
+        StreamError::LastOperationFailed(e) => HttpError::Protocol(e.to_debug_string()),
+    }
+}
+
+fn from_code(code: ErrorCode) -> HttpError {
+    let text = format!("{code:?}");
+    match code {
+        ErrorCode::HttpRequestDenied => {
+            HttpError::Denied("the transport's http capability does not list this origin".into())
+        }
+        ErrorCode::ConnectionTimeout
+        | ErrorCode::ConnectionReadTimeout
+        | ErrorCode::ConnectionWriteTimeout
+        | ErrorCode::HttpResponseTimeout => HttpError::Timeout(text),
+        ErrorCode::DnsTimeout
+        | ErrorCode::DnsError(_)
+        | ErrorCode::DestinationNotFound
+        | ErrorCode::DestinationUnavailable
+        | ErrorCode::DestinationIpProhibited
+        | ErrorCode::DestinationIpUnroutable
+        | ErrorCode::ConnectionRefused
+        | ErrorCode::ConnectionTerminated
+        | ErrorCode::ConnectionLimitReached
+        | ErrorCode::TlsProtocolError
+        | ErrorCode::TlsCertificateError
+        | ErrorCode::TlsAlertReceived(_) => HttpError::Connect(text),
+        ErrorCode::HttpRequestUriInvalid | ErrorCode::HttpRequestMethodInvalid => HttpError::Invalid(text),
+        _ => HttpError::Protocol(text),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_split() {
+        let t = split_url("https://hooks.example.com:8443/a/b?x=1").unwrap();
+        assert_eq!(t.authority, "hooks.example.com:8443");
+        assert_eq!(t.path, "/a/b?x=1");
+        assert_eq!(split_url("http://h").unwrap().path, "/");
+        assert_eq!(split_url("http://h?q").unwrap().path, "?q");
+        assert!(split_url("ftp://h/").is_err());
+        assert!(split_url("http://user@h/").is_err());
+        assert!(split_url("h/x").is_err());
+    }
+}
