@@ -6,6 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rustup target add wasm32-wasip2
+# Real peers for the transport tests: aiosmtpd is the SMTP server
+# (tests/peers/smtp_server.py); the HTTP receiver needs only the stdlib.
+python3 -m pip install --quiet --disable-pip-version-check aiosmtpd
 
 # One build of everything; the end-to-end tests start target/debug/posta.
 cargo build --workspace --all-targets --locked
@@ -13,6 +16,9 @@ cargo build --workspace --all-targets --locked
 cargo build --locked --release --target wasm32-wasip2 \
   --manifest-path tests/plugins/Cargo.toml --target-dir target/wasm-test-plugins
 cargo test --workspace --locked
+# The guest crates' own unit tests (SMTP framing, dot-stuffing, signatures),
+# compiled for the build machine.
+cargo test --locked --manifest-path plugins/Cargo.toml --target-dir target/plugins-native
 
 # The plugin author guide, built exactly as written, passes `posta plugin check`.
 bash scripts/check-plugin-guide.sh

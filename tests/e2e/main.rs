@@ -7,3 +7,4 @@ mod plugin_check;
 mod rate;
 mod reload;
 mod skeleton;
+mod transports;

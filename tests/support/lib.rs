@@ -2,6 +2,8 @@
 //! ephemeral port with a temporary data directory, and talks to it over
 //! HTTP like any client would.
 
+pub mod peers;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -68,6 +70,8 @@ pub struct Server {
     pub base: String,
     pub data_dir: PathBuf,
     config: Option<PathBuf>,
+    /// Extra environment for the server process (secrets).
+    env: Vec<(String, String)>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -80,6 +84,11 @@ impl Server {
     /// Like `with_two_users`, with extra posta.toml text. Request bodies are
     /// capped at 1 MiB so that oversized-body tests stay small.
     pub fn with_config(toml: &str) -> (Server, String, String) {
+        Server::with_config_env(toml, &[])
+    }
+
+    /// Like `with_config`, with environment variables for the server.
+    pub fn with_config_env(toml: &str, env: &[(&str, &str)]) -> (Server, String, String) {
         let tmp = tempfile::tempdir().expect("tempdir");
         let a = add_user(tmp.path(), "alice@example.org");
         let b = add_user(tmp.path(), "bob@example.org");
@@ -90,7 +99,15 @@ impl Server {
             format!("[server]\nmax_body_bytes = 1048576\n{toml}")
         };
         std::fs::write(&config, text).expect("write config");
-        let mut s = Server::start_in(tmp.path().to_path_buf(), Some(config));
+        let mut s = Server {
+            child: None,
+            base: String::new(),
+            data_dir: tmp.path().to_path_buf(),
+            config: Some(config),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            _tmp: None,
+        };
+        s.spawn();
         s._tmp = Some(tmp);
         (s, a, b)
     }
@@ -101,6 +118,7 @@ impl Server {
             base: String::new(),
             data_dir,
             config,
+            env: Vec::new(),
             _tmp: None,
         };
         s.spawn();
@@ -122,6 +140,7 @@ impl Server {
         if let Some(c) = &self.config {
             cmd.arg("--config").arg(c);
         }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         let mut child = cmd.spawn().expect("spawn posta serve");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();

@@ -85,7 +85,13 @@ impl PluginMeta {
         // supported"; the check below admits only granted addresses.
         let grants = self.grants.clone();
         b.allow_tcp(true).socket_addr_check(move |addr, use_| {
-            let ok = matches!(use_, SocketAddrUse::TcpConnect) && grants.may_connect(addr);
+            let ok = match use_ {
+                SocketAddrUse::TcpConnect => grants.may_connect(addr),
+                // Connecting binds the socket implicitly to an ephemeral
+                // port; that is all the binding a client needs.
+                SocketAddrUse::TcpBind => addr.ip().is_unspecified() && addr.port() == 0,
+                _ => false,
+            };
             Box::pin(async move { ok })
         });
         Ok(b.build())

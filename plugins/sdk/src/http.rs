@@ -98,7 +98,12 @@ fn split_url(url: &str) -> Result<Target<'_>, HttpError> {
 /// response, all within `timeout`.
 pub fn post(url: &str, headers: &[(&str, &[u8])], body: &[u8], timeout: Duration) -> Result<Response, HttpError> {
     let target = split_url(url)?;
-    let fields: Vec<(String, Vec<u8>)> = headers.iter().map(|(n, v)| (n.to_string(), v.to_vec())).collect();
+    let mut fields: Vec<(String, Vec<u8>)> = headers.iter().map(|(n, v)| (n.to_string(), v.to_vec())).collect();
+    // A known length instead of chunked encoding: many receivers read
+    // Content-Length only.
+    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("content-length")) {
+        fields.push(("content-length".into(), body.len().to_string().into_bytes()));
+    }
     let fields = Fields::from_list(&fields).map_err(|e| HttpError::Invalid(format!("header: {e:?}")))?;
     let request = OutgoingRequest::new(fields);
     let invalid = |what: &str| HttpError::Invalid(what.to_string());

@@ -1,0 +1,417 @@
+//! The bundled SMTP and webhook transports against real peers: aiosmtpd
+//! (plain, STARTTLS + AUTH, implicit TLS + AUTH, certificates from a test
+//! CA) and a Python HTTP receiver.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use posta_e2e::peers::{HttpPeer, SmtpPeer, TestCa};
+use posta_e2e::{Api, Server, Value, json};
+use sha2::Sha256;
+
+const SMTP_PASSWORD: &str = "correct horse: battery staple";
+const WEBHOOK_SECRET: &str = "whsec-test-1234567890";
+
+fn smtp_config(ca: &TestCa, peer: &SmtpPeer) -> String {
+    format!(
+        r#"
+[delivery]
+max_attempts = 3
+retry_base_ms = 100
+retry_max_ms = 300
+
+[tls]
+extra_ca_file = "{ca}"
+
+[transports.smtp_plain]
+component = "smtp"
+config = {{ host = "127.0.0.1", port = {plain}, tls = "none" }}
+capabilities = {{ connect = ["127.0.0.1:{plain}"] }}
+
+[transports.smtp_starttls]
+component = "smtp"
+config = {{ host = "localhost", port = {starttls}, tls = "starttls", username = "posta" }}
+secrets = {{ password = "POSTA_TEST_SMTP_PASSWORD" }}
+capabilities = {{ connect = ["localhost:{starttls}"] }}
+
+[transports.smtp_tls]
+component = "smtp"
+config = {{ host = "localhost", port = {tls}, tls = "tls", username = "posta", auth = "login" }}
+secrets = {{ password = "POSTA_TEST_SMTP_PASSWORD" }}
+capabilities = {{ connect = ["localhost:{tls}"] }}
+
+# Points at the real server, but its grant names another port.
+[transports.smtp_denied]
+component = "smtp"
+config = {{ host = "127.0.0.1", port = {plain}, tls = "none" }}
+capabilities = {{ connect = ["127.0.0.1:9"] }}
+
+# STARTTLS required by config, AUTH refused without it: the plain
+# listener offers no STARTTLS, so nothing may be sent.
+[transports.smtp_no_downgrade]
+component = "smtp"
+config = {{ host = "127.0.0.1", port = {plain}, tls = "starttls" }}
+capabilities = {{ connect = ["127.0.0.1:{plain}"] }}
+
+# Credentials configured without TLS: refused before any AUTH is sent.
+[transports.smtp_clear_auth]
+component = "smtp"
+config = {{ host = "127.0.0.1", port = {plain}, tls = "none", username = "posta" }}
+secrets = {{ password = "POSTA_TEST_SMTP_PASSWORD" }}
+capabilities = {{ connect = ["127.0.0.1:{plain}"] }}
+"#,
+        ca = ca.ca_pem.display(),
+        plain = peer.plain,
+        starttls = peer.starttls,
+        tls = peer.tls,
+    )
+}
+
+fn list_with(api: &Api, name: &str, people: &[(&str, &str)]) -> u64 {
+    let id = api.ok_post("/lists", json!({ "name": name }))["id"].as_u64().unwrap();
+    let subs: Vec<Value> = people.iter().map(|(e, n)| json!({"email": e, "name": n})).collect();
+    api.ok_post(&format!("/lists/{id}/subscribers"), Value::Array(subs));
+    id
+}
+
+fn send_via(api: &Api, list: u64, transport: &str) -> u64 {
+    api.send_campaign(
+        list,
+        json!({
+            "transport": transport,
+            "subject": "Grüße, {{ subscriber.name }} ✉",
+            "from_name": "Zoë Posta",
+            "from_email": "news@example.org",
+            "html": "<p>Hallo <b>{{ subscriber.name }}</b> — déjà vu</p>",
+            "text": "Hallo {{ subscriber.name }} — déjà vu",
+        }),
+    )
+}
+
+fn messages(api: &Api, campaign: u64) -> HashMap<String, Value> {
+    api.all_messages(campaign, "")
+        .into_iter()
+        .map(|m| (m["email"].as_str().unwrap().to_string(), m))
+        .collect()
+}
+
+fn settled(api: &Api, campaign: u64) -> Value {
+    api.wait_campaign(campaign, Duration::from_secs(60), |c| c["status"] == "sent")
+}
+
+#[test]
+fn smtp_plain_starttls_and_tls_deliver_valid_mime() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::create(dir.path());
+    let peer = SmtpPeer::start(dir.path(), &ca, SMTP_PASSWORD);
+    let (server, key, _) =
+        Server::with_config_env(&smtp_config(&ca, &peer), &[("POSTA_TEST_SMTP_PASSWORD", SMTP_PASSWORD)]);
+    let api = server.api(&key);
+
+    let mut expected = 0;
+    for (transport, listener) in [
+        ("smtp_plain", "plain"),
+        ("smtp_starttls", "starttls"),
+        ("smtp_tls", "tls"),
+    ] {
+        let people = [
+            (format!("ada.{listener}@example.org"), "Ada Lovelace"),
+            (format!("zoe.{listener}@example.org"), "Zoë Ünicode"),
+            (format!("li.{listener}@example.org"), "李小龍"),
+        ];
+        let refs: Vec<(&str, &str)> = people.iter().map(|(e, n)| (e.as_str(), *n)).collect();
+        let list = list_with(&api, transport, &refs);
+        let campaign = send_via(&api, list, transport);
+        let c = settled(&api, campaign);
+        assert_eq!(
+            c["stats"]["sent"],
+            3,
+            "{transport}: {c} {:?}",
+            api.all_messages(campaign, "")
+        );
+        expected += 3;
+        let received = peer.wait_received(expected);
+        let by_rcpt: HashMap<String, &Value> = received
+            .iter()
+            .filter(|r| r["listener"] == listener)
+            .map(|r| (r["rcpt_tos"][0].as_str().unwrap().to_string(), r))
+            .collect();
+        assert_eq!(by_rcpt.len(), 3, "{transport}: {received:?}");
+        let stored = messages(&api, campaign);
+        for (email, name) in &people {
+            let r = by_rcpt[email.as_str()];
+            let m = &stored[email.as_str()];
+            assert_eq!(r["defects"], json!([]), "{transport} {email}: MIME defects");
+            assert_eq!(r["all_ascii"], true, "{transport}: 8-bit bytes on the wire");
+            assert_eq!(r["tls"], listener != "plain", "{transport}");
+            if listener != "plain" {
+                assert!(r["tls_version"].as_str().unwrap().starts_with("TLSv1."), "{r}");
+            }
+            assert!(r["date"].as_str().is_some(), "Date header");
+            let auth = if listener == "plain" {
+                Value::Null
+            } else {
+                json!("posta")
+            };
+            assert_eq!(r["auth_user"], auth, "{transport}");
+            assert_eq!(r["mail_from"], "news@example.org");
+            assert_eq!(r["subject"], format!("Grüße, {name} ✉"));
+            assert_eq!(r["from_display_name"], "Zoë Posta");
+            assert_eq!(r["to_display_name"], *name);
+            assert_eq!(r["mime_version"], "1.0");
+            assert_eq!(r["content_type"], "multipart/alternative");
+            assert_eq!(
+                r["message_id"],
+                format!("<{}>", m["message_id"].as_str().unwrap()),
+                "Message-ID is the stored message id"
+            );
+            let unsubscribe = r["list_unsubscribe"].as_str().unwrap();
+            assert!(
+                unsubscribe.starts_with('<') && unsubscribe.contains("/unsubscribe/"),
+                "{unsubscribe}"
+            );
+            assert_eq!(r["list_unsubscribe_post"], "List-Unsubscribe=One-Click");
+            let parts = r["parts"].as_array().unwrap();
+            assert_eq!(parts.len(), 2);
+            assert_eq!(parts[0]["content_type"], "text/plain");
+            assert_eq!(
+                parts[0]["content"].as_str().unwrap().trim_end(),
+                format!("Hallo {name} — déjà vu")
+            );
+            assert_eq!(parts[1]["content_type"], "text/html");
+            assert!(
+                parts[1]["content"]
+                    .as_str()
+                    .unwrap()
+                    .contains(&format!("<b>{name}</b> — déjà vu")),
+                "{parts:?}"
+            );
+            assert_eq!(m["status"], "sent");
+            let queue_id = m["remote_id"].as_str().unwrap();
+            assert!(queue_id.starts_with('Q'), "queue id from the 250 reply: {queue_id}");
+        }
+    }
+}
+
+#[test]
+fn smtp_451_is_retried_550_fails_and_a_missing_grant_fails_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::create(dir.path());
+    let peer = SmtpPeer::start(dir.path(), &ca, SMTP_PASSWORD);
+    let (server, key, _) =
+        Server::with_config_env(&smtp_config(&ca, &peer), &[("POSTA_TEST_SMTP_PASSWORD", SMTP_PASSWORD)]);
+    let api = server.api(&key);
+
+    let list = list_with(
+        &api,
+        "replies",
+        &[
+            ("tempfail@example.org", "Temp"),
+            ("reject@example.org", "Reject"),
+            ("fine@example.org", "Fine"),
+        ],
+    );
+    let campaign = send_via(&api, list, "smtp_starttls");
+    let c = settled(&api, campaign);
+    assert_eq!(c["stats"]["sent"], 2, "{c}");
+    assert_eq!(c["stats"]["failed"], 1, "{c}");
+    let m = messages(&api, campaign);
+    assert_eq!(m["tempfail@example.org"]["status"], "sent");
+    assert_eq!(m["tempfail@example.org"]["attempts"], 2, "451 then accepted");
+    assert_eq!(m["reject@example.org"]["status"], "failed");
+    assert_eq!(m["reject@example.org"]["attempts"], 1, "550 is not retried");
+    let err = m["reject@example.org"]["last_error"].as_str().unwrap();
+    assert!(err.contains("550"), "{err}");
+    assert_eq!(m["fine@example.org"]["attempts"], 1);
+
+    // The grant names another port: every message fails at once, with a
+    // permission error, and the server never sees a connection for them.
+    let before = peer.received().len();
+    let denied_list = list_with(&api, "denied", &[("a@example.org", "A"), ("b@example.org", "B")]);
+    let denied = send_via(&api, denied_list, "smtp_denied");
+    let c = settled(&api, denied);
+    assert_eq!(c["stats"]["failed"], 2, "{c}");
+    for m in messages(&api, denied).values() {
+        let err = m["last_error"].as_str().unwrap();
+        assert!(err.contains("permission denied"), "{err}");
+        assert_eq!(m["attempts"], 1, "a missing grant is permanent");
+    }
+
+    // STARTTLS demanded but not offered: no message goes out in clear.
+    let downgrade_list = list_with(&api, "no downgrade", &[("c@example.org", "C")]);
+    let downgrade = send_via(&api, downgrade_list, "smtp_no_downgrade");
+    let c = settled(&api, downgrade);
+    assert_eq!(c["stats"]["failed"], 1, "{c}");
+    let m = messages(&api, downgrade);
+    let err = m["c@example.org"]["last_error"].as_str().unwrap();
+    assert!(err.contains("does not offer STARTTLS"), "{err}");
+
+    let clear_list = list_with(&api, "clear auth", &[("e@example.org", "E")]);
+    let clear = send_via(&api, clear_list, "smtp_clear_auth");
+    settled(&api, clear);
+    let m = messages(&api, clear);
+    let err = m["e@example.org"]["last_error"].as_str().unwrap();
+    assert!(err.contains("refusing to send credentials without TLS"), "{err}");
+
+    assert_eq!(peer.received().len(), before, "nothing reached the server");
+    // The host kept serving throughout.
+    api.ok_get("/transports");
+}
+
+fn webhook_config(peer: &HttpPeer) -> String {
+    format!(
+        r#"
+[delivery]
+max_attempts = 3
+retry_base_ms = 100
+retry_max_ms = 300
+
+[transports.hook]
+component = "webhook"
+config = {{ url = "{ok}" }}
+secrets = {{ secret = "POSTA_TEST_WEBHOOK_SECRET" }}
+capabilities = {{ http = ["http://127.0.0.1:{port}"] }}
+
+[transports.hook_flaky]
+component = "webhook"
+config = {{ url = "{flaky}" }}
+secrets = {{ secret = "POSTA_TEST_WEBHOOK_SECRET" }}
+capabilities = {{ http = ["http://127.0.0.1:{port}"] }}
+
+[transports.hook_gone]
+component = "webhook"
+config = {{ url = "{gone}" }}
+secrets = {{ secret = "POSTA_TEST_WEBHOOK_SECRET" }}
+capabilities = {{ http = ["http://127.0.0.1:{port}"] }}
+
+[transports.hook_slow]
+component = "webhook"
+config = {{ url = "{slow}", timeout_ms = 500 }}
+secrets = {{ secret = "POSTA_TEST_WEBHOOK_SECRET" }}
+capabilities = {{ http = ["http://127.0.0.1:{port}"] }}
+
+# The receiver is real, but this transport's grant lists another origin.
+[transports.hook_denied]
+component = "webhook"
+config = {{ url = "{ok}" }}
+secrets = {{ secret = "POSTA_TEST_WEBHOOK_SECRET" }}
+capabilities = {{ http = ["https://hooks.example.com"] }}
+"#,
+        ok = peer.url("/ok"),
+        flaky = peer.url("/flaky"),
+        gone = peer.url("/gone"),
+        slow = peer.url("/slow"),
+        port = peer.port,
+    )
+}
+
+#[test]
+fn webhook_signs_keys_retries_and_respects_its_grant() {
+    let dir = tempfile::tempdir().unwrap();
+    let peer = HttpPeer::start(dir.path());
+    let (server, key, _) =
+        Server::with_config_env(&webhook_config(&peer), &[("POSTA_TEST_WEBHOOK_SECRET", WEBHOOK_SECRET)]);
+    let api = server.api(&key);
+
+    let list = list_with(
+        &api,
+        "hooked",
+        &[("ada@example.org", "Ada"), ("zoe@example.org", "Zoë")],
+    );
+    let campaign = send_via(&api, list, "hook");
+    let c = settled(&api, campaign);
+    assert_eq!(c["stats"]["sent"], 2, "{c}");
+    let stored = messages(&api, campaign);
+    let requests = peer.wait_requests(2);
+    for r in &requests {
+        let body = r["body"].as_str().unwrap();
+        let mut mac = Hmac::<Sha256>::new_from_slice(WEBHOOK_SECRET.as_bytes()).unwrap();
+        mac.update(body.as_bytes());
+        let expected = hex::encode(mac.finalize().into_bytes());
+        assert_eq!(r["headers"]["x-posta-signature"], expected, "signature verifies");
+        assert_eq!(r["headers"]["content-type"], "application/json");
+        let payload: Value = serde_json::from_str(body).unwrap();
+        let email = payload["to"]["email"].as_str().unwrap();
+        let m = &stored[email];
+        assert_eq!(
+            r["headers"]["idempotency-key"], m["message_id"],
+            "idempotency key is the message id"
+        );
+        assert_eq!(payload["message_id"], m["message_id"]);
+        assert_eq!(
+            payload["subject"],
+            format!("Grüße, {} ✉", payload["to"]["name"].as_str().unwrap())
+        );
+        assert!(
+            payload["headers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|h| h["name"] == "List-Unsubscribe")
+        );
+        assert_eq!(m["remote_id"], format!("r-{}", r["n"]), "receiver's id stored");
+    }
+
+    // 503 once per key, then 200: retried and sent on the second attempt
+    // with the same idempotency key.
+    let flaky_list = list_with(&api, "flaky", &[("f@example.org", "F")]);
+    let flaky = send_via(&api, flaky_list, "hook_flaky");
+    settled(&api, flaky);
+    let m = messages(&api, flaky);
+    assert_eq!(m["f@example.org"]["status"], "sent");
+    assert_eq!(m["f@example.org"]["attempts"], 2);
+    let flaky_requests: Vec<Value> = peer.requests().into_iter().filter(|r| r["path"] == "/flaky").collect();
+    assert_eq!(flaky_requests.len(), 2);
+    assert_eq!(
+        flaky_requests[0]["headers"]["idempotency-key"],
+        flaky_requests[1]["headers"]["idempotency-key"]
+    );
+
+    // 410: permanent, one attempt.
+    let gone_list = list_with(&api, "gone", &[("g@example.org", "G")]);
+    let gone = send_via(&api, gone_list, "hook_gone");
+    settled(&api, gone);
+    let m = messages(&api, gone);
+    assert_eq!(m["g@example.org"]["status"], "failed");
+    assert_eq!(m["g@example.org"]["attempts"], 1);
+    assert!(m["g@example.org"]["last_error"].as_str().unwrap().contains("410"));
+
+    // Slower than the configured timeout: transient, retried, then failed.
+    let slow_list = list_with(&api, "slow", &[("s@example.org", "S")]);
+    let slow = send_via(&api, slow_list, "hook_slow");
+    let c = api.wait_campaign(slow, Duration::from_secs(60), |c| c["status"] == "sent");
+    assert_eq!(c["stats"]["failed"], 1, "{c}");
+    let m = messages(&api, slow);
+    assert_eq!(m["s@example.org"]["attempts"], 3, "timeouts are retried");
+    assert!(m["s@example.org"]["last_error"].as_str().unwrap().contains("timed out"));
+
+    // Not granted: denied by the host, never reaches the receiver.
+    let before = peer.requests().len();
+    let denied_list = list_with(&api, "denied", &[("d@example.org", "D")]);
+    let denied = send_via(&api, denied_list, "hook_denied");
+    settled(&api, denied);
+    let m = messages(&api, denied);
+    assert_eq!(m["d@example.org"]["status"], "failed");
+    assert_eq!(m["d@example.org"]["attempts"], 1);
+    let err = m["d@example.org"]["last_error"].as_str().unwrap();
+    assert!(err.contains("denied by the host"), "{err}");
+    assert_eq!(peer.requests().len(), before, "the receiver saw nothing");
+
+    // Transports are listed without their secrets.
+    let (status, body) = api.get("/transports");
+    assert_eq!(status, 200);
+    assert!(!body.to_string().contains(WEBHOOK_SECRET));
+    let hook = body
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "hook")
+        .unwrap()
+        .clone();
+    assert!(hook["config_keys"].as_array().unwrap().contains(&json!("secret")));
+    assert_eq!(
+        hook["capabilities"]["http"],
+        json!([format!("http://127.0.0.1:{}", peer.port)])
+    );
+}

@@ -1,0 +1,166 @@
+"""A real SMTP server for Posta's end-to-end tests (aiosmtpd).
+
+Three listeners on 127.0.0.1, ports chosen here and printed as one JSON
+line on stdout once all accept connections:
+  plain     no TLS, no AUTH
+  starttls  STARTTLS required before anything else, AUTH PLAIN/LOGIN required
+  tls       implicit TLS from the first byte, AUTH required
+
+Every accepted message is parsed with Python's email package (an
+independent MIME parser) and appended as one JSON line to OUT/received.jsonl,
+with its raw bytes in OUT/N.eml. Recipients steer the replies:
+  tempfail*@...  451 the first time this recipient is seen, then accepted
+  reject*@...    550 always
+The process exits when stdin closes (the test harness holds the pipe).
+"""
+
+import argparse
+import asyncio
+import email
+import email.policy
+import itertools
+import json
+import os
+import socket
+import ssl
+import sys
+import threading
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+USER, PASSWORD = b"posta", os.environ.get("SMTP_PEER_PASSWORD", "s3cret pass").encode()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Handler:
+    def __init__(self, name, out):
+        self.name = name
+        self.out = out
+        self.seen = set()
+        self.lock = threading.Lock()
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        local = address.split("@")[0]
+        if local.startswith("tempfail"):
+            with self.lock:
+                first = address not in self.seen
+                self.seen.add(address)
+            if first:
+                return "451 4.3.0 Temporary failure, try again later"
+        if local.startswith("reject"):
+            return "550 5.1.1 Mailbox unavailable"
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        raw = envelope.original_content or envelope.content
+        msg = email.message_from_bytes(raw, policy=email.policy.default)
+        parts = []
+        for part in msg.walk():
+            if part.is_multipart():
+                continue
+            parts.append(
+                {
+                    "content_type": part.get_content_type(),
+                    "charset": part.get_content_charset(),
+                    "transfer_encoding": part.get("Content-Transfer-Encoding"),
+                    "content": part.get_content(),
+                }
+            )
+        defects = [repr(d) for d in msg.defects]
+        for part in msg.walk():
+            defects += [repr(d) for d in part.defects]
+        record = {
+            "listener": self.name,
+            "mail_from": envelope.mail_from,
+            "rcpt_tos": envelope.rcpt_tos,
+            # The socket as it is now: TLS after STARTTLS or from the start.
+            "tls": server.transport.get_extra_info("ssl_object") is not None,
+            "tls_version": (server.transport.get_extra_info("ssl_object").version()
+                            if server.transport.get_extra_info("ssl_object") else None),
+            "auth_user": (session.auth_data.login.decode() if isinstance(session.auth_data, LoginPassword) else None),
+            "subject": str(msg["Subject"]),
+            "from": str(msg["From"]),
+            "from_display_name": msg["From"].addresses[0].display_name if msg["From"] else None,
+            "to": str(msg["To"]),
+            "to_display_name": msg["To"].addresses[0].display_name if msg["To"] else None,
+            "message_id": msg["Message-ID"],
+            "date": msg["Date"],
+            "mime_version": msg["MIME-Version"],
+            "content_type": msg.get_content_type(),
+            "list_unsubscribe": msg["List-Unsubscribe"],
+            "list_unsubscribe_post": msg["List-Unsubscribe-Post"],
+            "parts": parts,
+            "defects": defects,
+            "all_ascii": all(b < 128 for b in raw),
+        }
+        with self.lock:
+            n = next(COUNTER)
+            with open(os.path.join(self.out, f"{n}.eml"), "wb") as f:
+                f.write(raw)
+            with open(os.path.join(self.out, "received.jsonl"), "a") as f:
+                f.write(json.dumps(record) + "\n")
+        return f"250 2.0.0 Ok: queued as Q{n:06d}"
+
+
+COUNTER = itertools.count(1)
+
+
+def authenticator(server, session, envelope, mechanism, auth_data):
+    ok = isinstance(auth_data, LoginPassword) and auth_data.login == USER and auth_data.password == PASSWORD
+    return AuthResult(success=ok, handled=False, auth_data=auth_data if ok else None)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cert", required=True)
+    ap.add_argument("--key", required=True)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(args.cert, args.key)
+
+    ports = {"plain": free_port(), "starttls": free_port(), "tls": free_port()}
+    controllers = [
+        Controller(Handler("plain", args.out), hostname="127.0.0.1", port=ports["plain"]),
+        Controller(
+            Handler("starttls", args.out),
+            hostname="127.0.0.1",
+            port=ports["starttls"],
+            tls_context=ctx,
+            require_starttls=True,
+            authenticator=authenticator,
+            auth_required=True,
+        ),
+        Controller(
+            Handler("tls", args.out),
+            hostname="127.0.0.1",
+            port=ports["tls"],
+            ssl_context=ctx,
+            authenticator=authenticator,
+            auth_required=True,
+            # aiosmtpd only counts STARTTLS as encryption; this whole
+            # connection is TLS from the first byte.
+            auth_require_tls=False,
+        ),
+    ]
+    for c in controllers:
+        c.start()
+    print(json.dumps(ports), flush=True)
+    try:
+        sys.stdin.read()
+    finally:
+        for c in controllers:
+            c.stop()
+
+
+if __name__ == "__main__":
+    main()

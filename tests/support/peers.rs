@@ -1,0 +1,187 @@
+//! Real peers for transport tests: a test certificate authority (rcgen),
+//! the aiosmtpd SMTP server and the Python HTTP receiver in tests/peers/.
+//! Each peer is a child process that exits when its stdin pipe closes, so
+//! a panicking test leaves nothing running.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A CA and a server certificate it signed for `localhost` and 127.0.0.1:
+/// a real chain, verified by the host's rustls with the CA as extra root.
+pub struct TestCa {
+    pub ca_pem: PathBuf,
+    pub cert_pem: PathBuf,
+    pub key_pem: PathBuf,
+}
+
+impl TestCa {
+    pub fn create(dir: &Path) -> TestCa {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name.push(DnType::CommonName, "Posta test CA");
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca_key = KeyPair::generate().expect("ca key");
+        let ca_cert = ca.self_signed(&ca_key).expect("ca cert");
+        let mut leaf = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).expect("leaf");
+        leaf.distinguished_name.push(DnType::CommonName, "localhost");
+        let leaf_key = KeyPair::generate().expect("leaf key");
+        let leaf_cert = leaf.signed_by(&leaf_key, &ca_cert, &ca_key).expect("leaf cert");
+        let ca_pem = dir.join("ca.pem");
+        let cert_pem = dir.join("server.pem");
+        let key_pem = dir.join("server.key");
+        std::fs::write(&ca_pem, ca_cert.pem()).expect("write ca");
+        std::fs::write(&cert_pem, leaf_cert.pem()).expect("write cert");
+        std::fs::write(&key_pem, leaf_key.serialize_pem()).expect("write key");
+        TestCa {
+            ca_pem,
+            cert_pem,
+            key_pem,
+        }
+    }
+}
+
+fn peer_script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("peers").join(name)
+}
+
+fn read_jsonl(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("peer writes JSON lines"))
+        .collect()
+}
+
+fn wait_for(what: &str, n: usize, timeout: Duration, read: impl Fn() -> Vec<Value>) -> Vec<Value> {
+    let start = Instant::now();
+    loop {
+        let got = read();
+        if got.len() >= n {
+            return got;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "expected {n} {what}, got {}: {got:?}",
+            got.len()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub struct SmtpPeer {
+    child: Child,
+    _stdin: ChildStdin,
+    pub plain: u16,
+    pub starttls: u16,
+    pub tls: u16,
+    out: PathBuf,
+}
+
+impl SmtpPeer {
+    pub fn start(dir: &Path, ca: &TestCa, password: &str) -> SmtpPeer {
+        let out = dir.join("smtp-received");
+        let mut cmd = Command::new("python3");
+        cmd.arg(peer_script("smtp_server.py"))
+            .arg("--cert")
+            .arg(&ca.cert_pem)
+            .arg("--key")
+            .arg(&ca.key_pem)
+            .arg("--out")
+            .arg(&out)
+            // The password reaches the peer through its environment, as
+            // the server's reaches posta.
+            .env("SMTP_PEER_PASSWORD", password);
+        let (child, stdin, ports) = spawn_ready(cmd, "smtp_server.py");
+        let port = |k: &str| ports[k].as_u64().expect("port") as u16;
+        SmtpPeer {
+            plain: port("plain"),
+            starttls: port("starttls"),
+            tls: port("tls"),
+            child,
+            _stdin: stdin,
+            out,
+        }
+    }
+
+    /// Messages the server accepted, parsed by Python's email package.
+    pub fn received(&self) -> Vec<Value> {
+        read_jsonl(&self.out.join("received.jsonl"))
+    }
+
+    pub fn wait_received(&self, n: usize) -> Vec<Value> {
+        wait_for("received messages", n, Duration::from_secs(60), || self.received())
+    }
+}
+
+impl Drop for SmtpPeer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts a Python peer and reads the JSON line it prints when ready.
+fn spawn_ready(mut cmd: Command, script: &str) -> (Child, ChildStdin, Value) {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("python3 runs the test peer");
+    let stdin = child.stdin.take().expect("stdin");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("peer prints its ports");
+    let ready: Value = serde_json::from_str(&line)
+        .unwrap_or_else(|_| panic!("{script} did not start (scripts/test.sh installs aiosmtpd with pip): {line:?}"));
+    (child, stdin, ready)
+}
+
+pub struct HttpPeer {
+    child: Child,
+    _stdin: ChildStdin,
+    pub port: u16,
+    out: PathBuf,
+}
+
+impl HttpPeer {
+    pub fn start(dir: &Path) -> HttpPeer {
+        let out = dir.join("http-received");
+        let mut cmd = Command::new("python3");
+        cmd.arg(peer_script("http_receiver.py")).arg("--out").arg(&out);
+        let (child, stdin, ready) = spawn_ready(cmd, "http_receiver.py");
+        HttpPeer {
+            port: ready["port"].as_u64().expect("port") as u16,
+            child,
+            _stdin: stdin,
+            out,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Requests received so far: path, lower-cased headers, body text.
+    pub fn requests(&self) -> Vec<Value> {
+        read_jsonl(&self.out.join("requests.jsonl"))
+    }
+
+    pub fn wait_requests(&self, n: usize) -> Vec<Value> {
+        wait_for("webhook requests", n, Duration::from_secs(60), || self.requests())
+    }
+}
+
+impl Drop for HttpPeer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
