@@ -58,7 +58,6 @@ pub fn engine() -> wasmtime::Result<Engine> {
 }
 
 /// Facts about a loaded component shared by all its instances.
-#[derive(Debug)]
 pub struct PluginMeta {
     pub name: String,
     pub config: BTreeMap<String, String>,
@@ -66,6 +65,18 @@ pub struct PluginMeta {
     pub grants: Arc<Grants>,
     /// TLS client config for wasi:tls and HTTPS.
     pub tls: Arc<rustls::ClientConfig>,
+}
+
+/// Config values may be secrets: debug output shows only their keys.
+impl std::fmt::Debug for PluginMeta {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginMeta")
+            .field("name", &self.name)
+            .field("config_keys", &self.config.keys().collect::<Vec<_>>())
+            .field("limits", &self.limits)
+            .field("grants", &self.grants)
+            .finish_non_exhaustive()
+    }
 }
 
 impl PluginMeta {
