@@ -60,7 +60,7 @@ proptest! {
         let envelope = types::Envelope { message_id: "m@x".into(), unsubscribe_url: "http://x/u".into() };
         let validated = rt.block_on(p.validate(campaign.clone()));
         prop_assert!(validated.is_ok(), "validate trapped: {:?}", validated);
-        let rendered = rt.block_on(p.personalize(campaign, subscriber, envelope));
+        let rendered = rt.block_on(p.personalize(std::sync::Arc::new(campaign), subscriber, envelope));
         prop_assert!(rendered.is_ok(), "personalize trapped: {:?}", rendered);
         // A template that validates renders to a message or a clear error.
         if let (Ok(Ok(())), Ok(Err(e))) = (&validated, &rendered) {

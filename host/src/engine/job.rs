@@ -4,12 +4,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
-use tokio::sync::Semaphore;
 
 use super::Inner;
+use super::lane::{Lane, Reply};
 use crate::domain::{Campaign, unsubscribe};
 use crate::plugins::bindings::types;
-use crate::plugins::registry::TransportEntry;
 use crate::store::{Job, Outcome, OutcomeKind};
 
 /// What every message of a campaign shares, built once per run.
@@ -17,7 +16,7 @@ pub(super) struct Context {
     run: Arc<super::Run>,
     campaign: Campaign,
     wit: Arc<types::Campaign>,
-    transport: Option<(Arc<TransportEntry>, Arc<Semaphore>)>,
+    transport: Option<Lane>,
     campaign_rate: Option<super::rate::Limiter>,
     transport_rate: Option<Arc<super::rate::Limiter>>,
     unsubscribe_base: String,
@@ -26,11 +25,7 @@ pub(super) struct Context {
 
 impl Context {
     pub(super) fn new(inner: &Inner, c: &Campaign, run: Arc<super::Run>) -> Context {
-        let transport = inner
-            .plugins
-            .transport(&c.transport)
-            .cloned()
-            .zip(inner.slots.get(&c.transport).cloned());
+        let transport = inner.lanes.get(&c.transport).cloned();
         Context {
             run,
             campaign_rate: super::rate::per_minute(c.send_rate),
@@ -111,7 +106,7 @@ async fn attempt(
     job: &Job,
     message: &mut Option<types::Message>,
 ) -> Result<Option<String>, Failure> {
-    let Some((transport, slots)) = &ctx.transport else {
+    let Some(lane) = &ctx.transport else {
         return Err(Failure::Permanent(format!(
             "transport {:?} is not configured",
             ctx.campaign.transport
@@ -128,17 +123,12 @@ async fn attempt(
     if let Some(l) = &ctx.transport_rate {
         l.until_ready().await;
     }
-    let _slot = slots.acquire().await.expect("semaphore never closed");
-    // Checked at the last moment: a cancel must stop every message that
-    // has not reached its transport yet.
-    if ctx.run.cancelled.load(std::sync::atomic::Ordering::Acquire) {
-        return Err(Failure::Cancelled);
-    }
-    match transport.deliver(msg).await {
-        Ok(Ok(receipt)) => Ok(receipt.remote_id),
-        Ok(Err(types::DeliveryError::Permanent(e))) => Err(Failure::Permanent(e)),
-        Ok(Err(types::DeliveryError::Transient(e))) => Err(Failure::Transient(e)),
-        Err(e) => Err(Failure::Transient(e.to_string())),
+    match lane.deliver(msg, ctx.run.cancelled.clone()).await {
+        Reply::Cancelled => Err(Failure::Cancelled),
+        Reply::Delivered(Ok(Ok(receipt))) => Ok(receipt.remote_id),
+        Reply::Delivered(Ok(Err(types::DeliveryError::Permanent(e)))) => Err(Failure::Permanent(e)),
+        Reply::Delivered(Ok(Err(types::DeliveryError::Transient(e)))) => Err(Failure::Transient(e)),
+        Reply::Delivered(Err(e)) => Err(Failure::Transient(e.to_string())),
     }
 }
 
@@ -156,15 +146,7 @@ async fn personalize(inner: &Inner, ctx: &Context, job: &Job) -> Result<types::M
         message_id: ctx.campaign.message_id(s.id),
         unsubscribe_url: format!("{}/{}/{}/{token}", ctx.unsubscribe_base, ctx.campaign.id, s.id),
     };
-    let campaign = ctx.wit.clone();
-    let result = inner
-        .plugins
-        .personalizer
-        .pool()
-        .call(move |p, store| {
-            Box::pin(async move { p.call_personalize(store, &campaign, &subscriber, &envelope).await })
-        })
-        .await;
+    let result = inner.plugins.personalize(ctx.wit.clone(), subscriber, envelope).await;
     match result {
         Ok(Ok(m)) => Ok(m),
         Ok(Err(e)) => Err(Failure::Permanent(format!("personalize: {e}"))),

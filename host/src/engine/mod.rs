@@ -11,6 +11,7 @@
 pub mod clock;
 mod collector;
 mod job;
+mod lane;
 pub mod rate;
 
 use std::collections::HashMap;
@@ -22,7 +23,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use self::clock::Clock;
-use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::sync::{Notify, mpsc};
 
 use crate::config::Delivery;
 use crate::domain::{Campaign, Status, schedule};
@@ -33,7 +34,7 @@ use crate::store::{Job, Outcome, Store, StoreError};
 struct Run {
     in_flight: AtomicUsize,
     /// Set by cancel: messages not yet handed to the transport are dropped.
-    cancelled: AtomicBool,
+    cancelled: Arc<AtomicBool>,
     wake: Notify,
 }
 
@@ -48,7 +49,7 @@ pub(crate) struct Inner {
     secret: [u8; 32],
     outcomes: mpsc::UnboundedSender<Outcome>,
     runs: Mutex<HashMap<u64, Arc<Run>>>,
-    slots: HashMap<String, Arc<Semaphore>>,
+    lanes: HashMap<String, lane::Lane>,
     /// Transport-wide rate limits, shared by every campaign on the transport.
     transport_rates: HashMap<String, Arc<rate::Limiter>>,
 }
@@ -70,10 +71,10 @@ impl Engine {
     ) -> Result<Engine, StoreError> {
         let (tx, rx) = mpsc::unbounded_channel();
         let store_secret = store.secret("unsubscribe")?;
-        let slots = plugins
+        let lanes = plugins
             .transports
             .iter()
-            .map(|(name, t)| (name.clone(), Arc::new(Semaphore::new(t.info.max_in_flight))))
+            .map(|(name, t)| (name.clone(), lane::Lane::start(t.clone())))
             .collect();
         let transport_rates = plugins
             .transports
@@ -91,7 +92,7 @@ impl Engine {
             secret: store_secret,
             outcomes: tx,
             runs: Mutex::new(HashMap::new()),
-            slots,
+            lanes,
         });
         tokio::spawn(collector::run(Arc::downgrade(&inner), rx));
         let engine = Engine { inner };
@@ -185,7 +186,7 @@ impl Engine {
             }
             let run = Arc::new(Run {
                 in_flight: AtomicUsize::new(0),
-                cancelled: AtomicBool::new(cancelled),
+                cancelled: Arc::new(AtomicBool::new(cancelled)),
                 wake: Notify::new(),
             });
             runs.insert(id, run.clone());

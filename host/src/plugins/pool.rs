@@ -96,6 +96,12 @@ impl<W: World> Pool<W> {
         })
     }
 
+    /// Creates an instance and drops it: what a call costs on top when no
+    /// idle instance is pooled (measured by the micro benchmarks).
+    pub async fn instantiate(&self) -> Result<(), PluginError> {
+        self.fresh().await.map(drop)
+    }
+
     /// Runs one call on a pooled instance under the component's limits.
     pub async fn call<R, F>(&self, f: F) -> Result<R, PluginError>
     where

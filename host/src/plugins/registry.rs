@@ -190,7 +190,7 @@ impl Plugins {
 
     pub async fn personalize(
         &self,
-        campaign: types::Campaign,
+        campaign: Arc<types::Campaign>,
         subscriber: types::Subscriber,
         envelope: types::Envelope,
     ) -> Result<Result<types::Message, String>, PluginError> {

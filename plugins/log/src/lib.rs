@@ -3,48 +3,26 @@
 //! directory and nothing else, so the file must be inside it.
 
 use std::cell::RefCell;
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
 
+mod line;
+
+use posta_plugin_sdk::fs::Appender;
 use posta_plugin_sdk::{DeliveryError, Message, Receipt, Transport, config};
-use serde::Serialize;
 
 thread_local! {
     // The host reuses instances across messages; keeping the file open
     // saves an open/close pair per message.
-    static OUTBOX: RefCell<Option<File>> = const { RefCell::new(None) };
+    static OUTBOX: RefCell<Option<Appender>> = const { RefCell::new(None) };
 }
 
-#[derive(Serialize)]
-struct Line<'a> {
-    /// Unix time in milliseconds when the line was written: lets tests and
-    /// operators check the spacing a send_rate produces.
-    logged_at_ms: u128,
-    message_id: &'a str,
-    from: &'a str,
-    from_name: &'a str,
-    to: &'a str,
-    to_name: &'a str,
-    subject: &'a str,
-    html: &'a str,
-    text: &'a str,
-    headers: Vec<(&'a str, &'a str)>,
-}
-
-fn open() -> Result<File, DeliveryError> {
+fn open() -> Result<Appender, DeliveryError> {
     let path = config::require("path").map_err(|e| DeliveryError::Permanent(e.to_string()))?;
-    let mut file = OpenOptions::new()
-        .create(true)
-        .read(true)
-        .append(true)
-        .open(&path)
-        .map_err(|e| DeliveryError::Permanent(format!("cannot open {path}: {e}")))?;
+    let mut file = Appender::open(&path).map_err(|e| DeliveryError::Permanent(format!("cannot open {path}: {e}")))?;
     // A crash of the host can cut a line short; start on a fresh line so
     // the torn one stays the only casualty.
-    let mut last = [0u8; 1];
-    let torn = file.seek(SeekFrom::End(-1)).is_ok() && file.read_exact(&mut last).is_ok() && last[0] != b'\n';
+    let torn = matches!(file.last_byte(), Ok(Some(b)) if b != b'\n');
     if torn {
-        file.write_all(b"\n")
+        file.append(b"\n")
             .map_err(|e| DeliveryError::Transient(format!("write failed: {e}")))?;
     }
     Ok(file)
@@ -58,33 +36,16 @@ impl Transport for Log {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis())
             .unwrap_or_default();
-        let line = Line {
-            logged_at_ms,
-            message_id: &message.message_id,
-            from: &message.from.email,
-            from_name: &message.from.name,
-            to: &message.to.email,
-            to_name: &message.to.name,
-            subject: &message.subject,
-            html: &message.html,
-            text: &message.text,
-            headers: message
-                .headers
-                .iter()
-                .map(|h| (h.name.as_str(), h.value.as_str()))
-                .collect(),
-        };
-        let mut buf = serde_json::to_vec(&line).map_err(|e| DeliveryError::Permanent(format!("cannot encode: {e}")))?;
-        buf.push(b'\n');
+        let buf = line::encode(&message, logged_at_ms).map_err(DeliveryError::Permanent)?;
         OUTBOX.with(|slot| {
             let mut slot = slot.borrow_mut();
             if slot.is_none() {
                 *slot = Some(open()?);
             }
             let file = slot.as_mut().expect("opened above");
-            // One write call per line: the file is opened for append, so a
-            // line lands whole even if another instance writes too.
-            file.write_all(&buf).map_err(|e| {
+            // Lines up to 4 KiB are one O_APPEND write each; the transport
+            // runs one call at a time, so longer lines land whole too.
+            file.append(&buf).map_err(|e| {
                 *slot = None;
                 DeliveryError::Transient(format!("write failed: {e}"))
             })

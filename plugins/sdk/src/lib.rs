@@ -34,6 +34,7 @@ pub use wit_bindgen;
 include!(concat!(env!("OUT_DIR"), "/export_macros.rs"));
 
 pub mod config;
+pub mod fs;
 pub mod http;
 pub mod log;
 pub mod net;

@@ -1,0 +1,191 @@
+//! Micro benchmarks (criterion): what one plugin call and one storage batch
+//! cost. `just bench` runs them with the end-to-end benchmarks.
+//!
+//! - instantiate: a fresh store + instance of the personalizer, against a
+//!   call on a reused instance (what the pools buy);
+//! - personalize: one call of the bundled personalizer;
+//! - deliver: one call of the bundled log transport (a file in a temp dir);
+//! - storage: one outcome batch of 256 messages committed to redb.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use criterion::{Criterion, criterion_group, criterion_main};
+use posta::config::Config;
+use posta::plugins::Plugins;
+use posta::plugins::bindings::types;
+
+fn campaign() -> Arc<types::Campaign> {
+    Arc::new(types::Campaign {
+        id: 1,
+        name: "Bench".into(),
+        subject: "Hello {{ subscriber.name }}".into(),
+        from_email: "news@example.org".into(),
+        from_name: "Posta".into(),
+        html: "<p>Hi {{ subscriber.name }}, you are on the {{ subscriber.attributes.plan }} plan.</p>\
+               <p><a href=\"{{ unsubscribe_url }}\">Unsubscribe</a></p>"
+            .into(),
+        text: "Hi {{ subscriber.name }}, you are on the {{ subscriber.attributes.plan }} plan.\n\
+               Unsubscribe: {{ unsubscribe_url }}\n"
+            .into(),
+    })
+}
+
+fn subscriber(i: u64) -> types::Subscriber {
+    types::Subscriber {
+        id: i,
+        email: format!("reader{i}@example.org"),
+        name: format!("Reader {i}"),
+        timezone: Some("Europe/Paris".into()),
+        attributes: r#"{"plan":"pro"}"#.into(),
+    }
+}
+
+fn envelope(i: u64) -> types::Envelope {
+    types::Envelope {
+        message_id: format!("posta.1.{i}@example.org"),
+        unsubscribe_url: format!("http://127.0.0.1:8080/unsubscribe/1/{i}/0123456789abcdef"),
+    }
+}
+
+fn plugins(dir: &std::path::Path) -> Plugins {
+    let mut cfg = Config::load(None).expect("defaults");
+    cfg.server.data_dir = dir.to_path_buf();
+    Plugins::load(&cfg, dir).expect("bundled plugins load")
+}
+
+fn bench_plugins(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = rt.block_on(async { plugins(dir.path()) });
+    let camp = campaign();
+    let message = rt
+        .block_on(plugins.personalize(camp.clone(), subscriber(1), envelope(1)))
+        .unwrap()
+        .unwrap();
+
+    let mut g = c.benchmark_group("plugins");
+    g.bench_function("instantiate personalizer (fresh store + instance)", |b| {
+        b.iter(|| rt.block_on(plugins.personalizer.pool().instantiate()).unwrap())
+    });
+    g.bench_function("validate on a reused instance", |b| {
+        b.iter(|| rt.block_on(plugins.validate((*camp).clone())).unwrap().unwrap())
+    });
+    let mut i = 0;
+    g.bench_function("personalize (wasm)", |b| {
+        b.iter(|| {
+            i += 1;
+            rt.block_on(plugins.personalize(camp.clone(), subscriber(i), envelope(i)))
+                .unwrap()
+                .unwrap()
+        })
+    });
+    let log = plugins.transport("log").unwrap().clone();
+    g.bench_function("deliver log (wasm)", |b| {
+        b.iter(|| rt.block_on(log.deliver(message.clone())).unwrap().unwrap())
+    });
+    g.finish();
+}
+
+fn bench_storage(c: &mut Criterion) {
+    use posta::domain::{CampaignDraft, NewSubscriber};
+    use posta::store::{Outcome, OutcomeKind, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("posta.redb")).unwrap();
+    let (user, _) = store.create_user("bench@example.org").unwrap();
+    let list = store.create_list(user.id, "bench").unwrap();
+    const N: usize = 200_000;
+    let people: Vec<NewSubscriber> = (0..N)
+        .map(|i| NewSubscriber {
+            email: format!("r{i}@example.org"),
+            name: format!("R {i}"),
+            timezone: None,
+            attributes: Default::default(),
+            status: Default::default(),
+        })
+        .collect();
+    for chunk in people.chunks(10_000) {
+        store.upsert_subscribers(user.id, list.id, chunk.to_vec()).unwrap();
+    }
+    let new_campaign = || {
+        let draft = CampaignDraft {
+            name: "b".into(),
+            subject: "s".into(),
+            from_email: "n@example.org".into(),
+            from_name: String::new(),
+            list_id: list.id,
+            html: "h".into(),
+            text: "t".into(),
+            transport: None,
+            send_rate: None,
+            send_at_local_time: false,
+            scheduled_at: None,
+        };
+        let c = store.create_campaign(user.id, draft, "log".into(), Utc::now()).unwrap();
+        store.send(user.id, c.id, Utc::now()).unwrap().id
+    };
+    let mut campaign = new_campaign();
+    let mut g = c.benchmark_group("storage");
+    g.bench_function("enqueue 256 + commit", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let start = Instant::now();
+                let step = store.enqueue(campaign, 256, Utc::now()).unwrap();
+                total += start.elapsed();
+                let outcomes: Vec<Outcome> = step
+                    .jobs
+                    .iter()
+                    .map(|j| Outcome {
+                        campaign_id: j.campaign_id,
+                        subscriber_id: j.subscriber.id,
+                        attempts: 1,
+                        kind: OutcomeKind::Sent { remote_id: None },
+                    })
+                    .collect();
+                store.record_outcomes(&outcomes, Utc::now()).unwrap();
+                if step.jobs.len() < 256 {
+                    campaign = new_campaign();
+                }
+            }
+            total
+        })
+    });
+    g.bench_function("record 256 outcomes + commit", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let step = store.enqueue(campaign, 256, Utc::now()).unwrap();
+                let outcomes: Vec<Outcome> = step
+                    .jobs
+                    .iter()
+                    .map(|j| Outcome {
+                        campaign_id: j.campaign_id,
+                        subscriber_id: j.subscriber.id,
+                        attempts: 1,
+                        kind: OutcomeKind::Sent { remote_id: None },
+                    })
+                    .collect();
+                let start = Instant::now();
+                store.record_outcomes(&outcomes, Utc::now()).unwrap();
+                total += start.elapsed();
+                if step.jobs.len() < 256 {
+                    campaign = new_campaign();
+                }
+            }
+            total
+        })
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1)).sample_size(30);
+    targets = bench_plugins, bench_storage
+}
+criterion_main!(benches);

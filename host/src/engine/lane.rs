@@ -1,0 +1,79 @@
+//! A transport's delivery lane: `max_in_flight` worker tasks that take
+//! personalized messages from a bounded queue and call the transport one
+//! after another.
+//!
+//! A worker goes straight from one call to the next while the queue has
+//! work. With a semaphore per call instead, every call had to wait until
+//! the scheduler polled the task that got the permit, behind every other
+//! runnable message task; a transport with one slot (the log writer) then
+//! spent most of its time idle.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use crate::plugins::PluginError;
+use crate::plugins::bindings::types;
+use crate::plugins::registry::TransportEntry;
+
+pub(super) type Delivered = Result<Result<types::Receipt, types::DeliveryError>, PluginError>;
+
+pub(super) enum Reply {
+    Delivered(Delivered),
+    /// The campaign was cancelled while the message waited in the queue.
+    Cancelled,
+}
+
+struct Request {
+    message: types::Message,
+    cancelled: Arc<AtomicBool>,
+    reply: oneshot::Sender<Reply>,
+}
+
+#[derive(Clone)]
+pub(super) struct Lane {
+    tx: mpsc::Sender<Request>,
+}
+
+impl Lane {
+    pub(super) fn start(transport: Arc<TransportEntry>) -> Lane {
+        let workers = transport.info.max_in_flight.max(1);
+        // Room for each worker's next message, so none waits on a wake-up.
+        let (tx, rx) = mpsc::channel::<Request>(workers * 2);
+        let rx = Arc::new(Mutex::new(rx));
+        for _ in 0..workers {
+            let rx = rx.clone();
+            let transport = transport.clone();
+            tokio::spawn(async move {
+                loop {
+                    let next = rx.lock().await.recv().await;
+                    let Some(req) = next else { return };
+                    // Checked at the last moment: a cancel must stop every
+                    // message that has not reached its transport yet.
+                    if req.cancelled.load(Ordering::Acquire) {
+                        let _ = req.reply.send(Reply::Cancelled);
+                        continue;
+                    }
+                    let result = transport.deliver(req.message).await;
+                    let _ = req.reply.send(Reply::Delivered(result));
+                }
+            });
+        }
+        Lane { tx }
+    }
+
+    /// Hands a message to the transport and waits for its result.
+    pub(super) async fn deliver(&self, message: types::Message, cancelled: Arc<AtomicBool>) -> Reply {
+        let (reply, rx) = oneshot::channel();
+        let req = Request {
+            message,
+            cancelled,
+            reply,
+        };
+        if self.tx.send(req).await.is_err() {
+            return Reply::Cancelled;
+        }
+        rx.await.unwrap_or(Reply::Cancelled)
+    }
+}
