@@ -5,6 +5,8 @@
 //!   call on a reused instance (what the pools buy);
 //! - personalize: one call of the bundled personalizer;
 //! - deliver: one call of the bundled log transport (a file in a temp dir);
+//! - with `--features native-bench`, both again as native code (the same
+//!   source compiled into the host), for the Wasm/native ratio;
 //! - storage: one outcome batch of 256 messages committed to redb.
 
 use std::sync::Arc;
@@ -84,10 +86,39 @@ fn bench_plugins(c: &mut Criterion) {
                 .unwrap()
         })
     });
+    let fresh = plugins.personalizer.pool().without_reuse();
+    g.bench_function("personalize (wasm, fresh instance per call)", |b| {
+        b.iter(|| {
+            i += 1;
+            let (c, s, e) = (camp.clone(), subscriber(i), envelope(i));
+            rt.block_on(
+                fresh.call(move |p, store| Box::pin(async move { p.call_personalize(store, &c, &s, &e).await })),
+            )
+            .unwrap()
+            .unwrap()
+        })
+    });
     let log = plugins.transport("log").unwrap().clone();
     g.bench_function("deliver log (wasm)", |b| {
         b.iter(|| rt.block_on(log.deliver(message.clone())).unwrap().unwrap())
     });
+    // The same code compiled natively, called the same way (block_on of a
+    // future that completes at once), for the Wasm/native ratio.
+    #[cfg(feature = "native-bench")]
+    {
+        use posta::plugins::native;
+        g.bench_function("personalize (native)", |b| {
+            b.iter(|| {
+                i += 1;
+                rt.block_on(async { native::personalize(&camp, subscriber(i), envelope(i)) })
+                    .unwrap()
+            })
+        });
+        let writer = native::LogWriter::open(&dir.path().join("native.jsonl")).unwrap();
+        g.bench_function("deliver log (native)", |b| {
+            b.iter(|| rt.block_on(async { writer.deliver(&message.clone()) }).unwrap())
+        });
+    }
     g.finish();
 }
 

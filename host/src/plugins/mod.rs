@@ -5,6 +5,8 @@ pub mod bindings;
 pub mod check;
 pub mod grants;
 pub mod http;
+#[cfg(feature = "native-bench")]
+pub mod native;
 pub mod pool;
 pub mod registry;
 pub mod reload;

@@ -102,6 +102,12 @@ impl<W: World> Pool<W> {
         self.fresh().await.map(drop)
     }
 
+    /// The same component with no instance reuse: every call gets a fresh
+    /// store and instance (the micro benchmarks' comparison).
+    pub fn without_reuse(&self) -> Pool<W> {
+        Pool::new(&self.engine, self.pre.clone(), self.meta.clone(), 0)
+    }
+
     /// Runs one call on a pooled instance under the component's limits.
     pub async fn call<R, F>(&self, f: F) -> Result<R, PluginError>
     where

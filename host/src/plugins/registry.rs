@@ -89,6 +89,9 @@ pub struct TransportInfo {
 pub struct TransportEntry {
     pub loaded: Loaded<Transport>,
     pub info: TransportInfo,
+    /// `native:log`: the log writer in the host (bench-only baseline).
+    #[cfg(feature = "native-bench")]
+    native: Option<super::native::LogWriter>,
 }
 
 pub struct Plugins {
@@ -98,6 +101,9 @@ pub struct Plugins {
     pub personalizer: Loaded<Personalizer>,
     pub transports: BTreeMap<String, Arc<TransportEntry>>,
     pub default_transport: String,
+    /// `native:personalize`: render in the host (bench-only baseline).
+    #[cfg(feature = "native-bench")]
+    native_personalizer: bool,
 }
 
 impl Plugins {
@@ -163,8 +169,29 @@ impl Plugins {
                 grants: Arc::new(grants),
                 tls: tls.clone(),
             });
+            #[cfg(feature = "native-bench")]
+            let native = match t.component.strip_prefix(super::native::PREFIX) {
+                Some(_) => {
+                    let path = meta.config.get("path").cloned().unwrap_or_default();
+                    Some(
+                        super::native::LogWriter::open(Path::new(&path)).map_err(|e| LoadError::Invalid {
+                            name: t.component.clone(),
+                            reason: format!("cannot open {path}: {e}"),
+                        })?,
+                    )
+                }
+                None => None,
+            };
             let loaded = Loaded::new(Pool::new(&engine, pre, meta, max_in_flight), source);
-            transports.insert(name.clone(), Arc::new(TransportEntry { loaded, info }));
+            transports.insert(
+                name.clone(),
+                Arc::new(TransportEntry {
+                    loaded,
+                    info,
+                    #[cfg(feature = "native-bench")]
+                    native,
+                }),
+            );
         }
         Ok(Plugins {
             engine,
@@ -173,6 +200,8 @@ impl Plugins {
             personalizer,
             transports,
             default_transport: cfg.default_transport().to_string(),
+            #[cfg(feature = "native-bench")]
+            native_personalizer: cfg.personalizer.starts_with(super::native::PREFIX),
         })
     }
 
@@ -194,6 +223,10 @@ impl Plugins {
         subscriber: types::Subscriber,
         envelope: types::Envelope,
     ) -> Result<Result<types::Message, String>, PluginError> {
+        #[cfg(feature = "native-bench")]
+        if self.native_personalizer {
+            return Ok(super::native::personalize(&campaign, subscriber, envelope));
+        }
         self.personalizer
             .pool()
             .call(move |p, store| {
@@ -255,6 +288,10 @@ impl TransportEntry {
         &self,
         message: types::Message,
     ) -> Result<Result<types::Receipt, types::DeliveryError>, PluginError> {
+        #[cfg(feature = "native-bench")]
+        if let Some(native) = &self.native {
+            return Ok(native.deliver(&message));
+        }
         self.loaded
             .pool()
             .call(move |t, store| Box::pin(async move { t.call_deliver(store, &message).await }))
@@ -316,6 +353,10 @@ pub fn compile(
         path: None,
         modified: None,
     };
+    // A native stand-in still loads its component, so everything else
+    // (checks, pools, reload) stays as in the Wasm pipeline.
+    #[cfg(feature = "native-bench")]
+    let name = name.strip_prefix(super::native::PREFIX).unwrap_or(name);
     let bytes: std::borrow::Cow<'static, [u8]> = match super::bundled::get(name) {
         Some(bytes) => bytes.into(),
         None => {
