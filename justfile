@@ -27,9 +27,9 @@ fmt:
     cargo fmt --all
     cd plugins && cargo fmt --all
 
-# Throughput of the demo pipeline (release build).
-bench SUBSCRIBERS="100000":
-    cargo run --release -- demo --subscribers {{SUBSCRIBERS}}
+# All benchmarks (release build, ~10 minutes): writes BENCHMARKS.md.
+bench *ARGS:
+    bash scripts/bench.sh {{ARGS}}
 
 # Many clients drive lifecycle actions on many sending campaigns, then the
 # invariants are checked and a summary printed.

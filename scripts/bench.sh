@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# `just bench`: builds the release server with the native baseline, runs the
+# criterion micro benchmarks, then the end-to-end benchmarks, and writes
+# BENCHMARKS.md. Pass --quick for a fast check of the harness itself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+rustup target add wasm32-wasip2
+cargo build --release --locked -p posta -p posta-e2e --features posta/native-bench --bin posta --bin bench
+if [[ " $* " != *" --quick "* ]]; then
+  rm -rf target/criterion
+  cargo bench --locked -p posta --features native-bench --bench micro
+fi
+POSTA_BIN="$PWD/target/release/posta" target/release/bench "$@"

@@ -1,0 +1,555 @@
+//! `just bench` (scripts/bench.sh): end-to-end benchmarks against the real
+//! release binary, from this separate process, and BENCHMARKS.md with the
+//! results, the criterion micro benchmarks and the machine they ran on.
+//!
+//! Sections: unthrottled 100k throughput, Wasm and native pipelines (median
+//! of 3 each); API latency while a 100k campaign sends at full speed; a
+//! 1,000,000-subscriber import and send (time, peak RSS, database size);
+//! send_rate accuracy at 6,000/min for 60 s. Numbers are printed, never
+//! asserted: the machine is shared and noisy.
+//!
+//! Needs `POSTA_BIN` pointing at a release `posta` built with
+//! `--features native-bench`; scripts/bench.sh builds it.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use posta_e2e::{Api, Server, Value, json};
+
+struct Args {
+    out: PathBuf,
+    /// Small sizes, for checking the harness itself.
+    quick: bool,
+}
+
+fn args() -> Args {
+    let mut out = PathBuf::from("BENCHMARKS.md");
+    let mut quick = false;
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--out" => out = PathBuf::from(it.next().expect("--out FILE")),
+            "--quick" => quick = true,
+            other => panic!("unknown argument {other:?} (expected --out FILE, --quick)"),
+        }
+    }
+    Args { out, quick }
+}
+
+const SUBJECT: &str = "Hello {{ subscriber.name }}";
+const HTML: &str = "<p>Hi {{ subscriber.name }}, you are on the {{ subscriber.attributes.plan }} plan.</p>\
+                    <p><a href=\"{{ unsubscribe_url }}\">Unsubscribe</a></p>";
+const TEXT: &str = "Hi {{ subscriber.name }}, you are on the {{ subscriber.attributes.plan }} plan.\n\
+                    Unsubscribe: {{ unsubscribe_url }}\n";
+
+fn config(native: bool) -> String {
+    let (personalizer, log) = if native {
+        ("native:personalize", "native:log")
+    } else {
+        ("personalize", "log")
+    };
+    format!(
+        r#"
+personalizer = "{personalizer}"
+
+[server]
+max_body_bytes = 16777216
+
+[transports.log]
+component = "{log}"
+config = {{ path = "{{data_dir}}/outbox/outbox.jsonl" }}
+capabilities = {{ dirs = ["{{data_dir}}/outbox"] }}
+max_in_flight = 1
+"#
+    )
+}
+
+/// A list of `n` subscribers with names, zones and attributes, imported
+/// 10,000 per request; returns its id and the import time.
+fn import(api: &Api, name: &str, n: usize) -> (u64, Duration) {
+    const ZONES: &[&str] = &["Europe/Paris", "America/New_York", "Asia/Kolkata", "Australia/Sydney"];
+    let id = api.ok_post("/lists", json!({ "name": name }))["id"].as_u64().unwrap();
+    let start = Instant::now();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(10_000) {
+        let subs: Vec<Value> = chunk
+            .iter()
+            .map(|i| {
+                json!({
+                    "email": format!("reader{i}@example.org"),
+                    "name": format!("Reader {i}"),
+                    "timezone": ZONES[i % ZONES.len()],
+                    "attributes": {"plan": if i % 3 == 0 { "pro" } else { "free" }},
+                })
+            })
+            .collect();
+        let (status, body) = api.post(&format!("/lists/{id}/subscribers"), Value::Array(subs));
+        assert!(status < 300, "import failed: {status} {body}");
+    }
+    (id, start.elapsed())
+}
+
+fn campaign(api: &Api, list: u64, extra: Value) -> u64 {
+    let mut body = json!({
+        "name": "Bench", "subject": SUBJECT, "from_email": "news@example.org", "from_name": "Posta",
+        "list_id": list, "html": HTML, "text": TEXT,
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    api.ok_post("/campaigns", body)["id"].as_u64().unwrap()
+}
+
+/// Sends a campaign and waits until it is sent; the time from the send
+/// request to the `sent` status.
+fn send_and_wait(api: &Api, id: u64, poll: Duration, mut each: impl FnMut(&Value)) -> Duration {
+    let start = Instant::now();
+    api.ok_post(&format!("/campaigns/{id}/send"), json!({}));
+    loop {
+        let c = api.ok_get(&format!("/campaigns/{id}"));
+        each(&c);
+        if c["status"] == "sent" {
+            return start.elapsed();
+        }
+        std::thread::sleep(poll);
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+struct Report {
+    md: String,
+    targets: Vec<(String, String, String, bool)>,
+}
+
+impl Report {
+    fn section(&mut self, title: &str) {
+        println!("\n== {title}");
+        let _ = write!(self.md, "\n## {title}\n\n");
+    }
+
+    fn line(&mut self, text: &str) {
+        println!("{text}");
+        self.md.push_str(text);
+        self.md.push('\n');
+    }
+
+    fn target(&mut self, what: &str, target: &str, measured: String, met: bool) {
+        self.targets.push((what.into(), target.into(), measured, met));
+    }
+}
+
+/// Unthrottled send through the log transport, Wasm and native pipelines
+/// alternating, `runs` each.
+fn throughput(r: &mut Report, n: usize, runs: usize) -> f64 {
+    r.section(&format!(
+        "End-to-end throughput: {n} subscribers, unthrottled, log transport"
+    ));
+    let mut rates = [Vec::new(), Vec::new()];
+    for run in 1..=runs {
+        for native in [false, true] {
+            let (server, key, _) = Server::with_config(&config(native));
+            let api = server.api(&key);
+            let (list, _) = import(&api, "bench", n);
+            let id = campaign(&api, list, json!({}));
+            let took = send_and_wait(&api, id, Duration::from_millis(5), |_| {});
+            let lines = std::fs::read_to_string(server.data_dir.join("outbox/outbox.jsonl"))
+                .map(|t| t.lines().count())
+                .unwrap_or(0);
+            assert_eq!(lines, n, "every message in the outbox");
+            let rate = n as f64 / took.as_secs_f64();
+            let kind = if native { "native" } else { "wasm" };
+            r.line(&format!(
+                "- run {run}, {kind}: {:.2} s, {rate:.0} messages/s",
+                took.as_secs_f64()
+            ));
+            rates[native as usize].push(rate);
+        }
+    }
+    let wasm = median(rates[0].clone());
+    let native = median(rates[1].clone());
+    let ratio = wasm / native;
+    r.line("");
+    r.line(&format!(
+        "Median: **Wasm {wasm:.0} messages/s**, native {native:.0} messages/s, ratio Wasm/native **{ratio:.2}**."
+    ));
+    r.line(
+        "Time is from `POST /send` to the campaign reading `sent` (every outcome stored), polled every 5 ms. \
+         The native pipeline is the same server with the personalize and log components' own source compiled \
+         in (`--features native-bench`, `native:personalize`, `native:log`).",
+    );
+    r.target(
+        "End-to-end throughput (100k, unthrottled)",
+        "≥ 50,000 msg/s",
+        format!("{wasm:.0} msg/s"),
+        wasm >= 50_000.0,
+    );
+    r.target("Wasm / native pipeline", "≥ 0.75", format!("{ratio:.2}"), ratio >= 0.75);
+    wasm
+}
+
+/// Latency of `GET` campaign and pause/resume while a 100k campaign sends
+/// unthrottled; the pause/resume target is a second, slow campaign so the
+/// big one keeps going at full speed.
+fn api_latency(r: &mut Report, n: usize, min_samples: usize) {
+    r.section(&format!(
+        "API latency while a {n}-subscriber campaign sends at full speed"
+    ));
+    let (server, key, _) = Server::with_config(&config(false));
+    let api = server.api(&key);
+    let (big, _) = import(&api, "big", n);
+    let small = api.ok_post("/lists", json!({"name": "small"}))["id"].as_u64().unwrap();
+    let people: Vec<Value> = (0..100)
+        .map(|i| json!({"email": format!("s{i}@example.org")}))
+        .collect();
+    api.ok_post(&format!("/lists/{small}/subscribers"), Value::Array(people));
+    let slow = campaign(&api, small, json!({"send_rate": 60}));
+    api.ok_post(&format!("/campaigns/{slow}/send"), json!({}));
+
+    let (mut get, mut pause, mut resume) = (Vec::new(), Vec::new(), Vec::new());
+    let mut rounds = 0;
+    let mut sent_rates = Vec::new();
+    while get.len() < min_samples && rounds < 10 {
+        rounds += 1;
+        let id = campaign(&api, big, json!({}));
+        let done = AtomicBool::new(false);
+        let start = Instant::now();
+        api.ok_post(&format!("/campaigns/{id}/send"), json!({}));
+        std::thread::scope(|s| {
+            let getter = s.spawn(|| {
+                let api = server.api(&key);
+                let mut lat = Vec::new();
+                loop {
+                    let t = Instant::now();
+                    let (status, c) = api.get(&format!("/campaigns/{id}"));
+                    lat.push(t.elapsed().as_secs_f64() * 1e3);
+                    assert_eq!(status, 200);
+                    if c["status"] == "sent" {
+                        done.store(true, Ordering::Release);
+                        return (lat, start.elapsed());
+                    }
+                }
+            });
+            let toggler = s.spawn(|| {
+                let api = server.api(&key);
+                let (mut p, mut q) = (Vec::new(), Vec::new());
+                while !done.load(Ordering::Acquire) {
+                    let t = Instant::now();
+                    let (a, _) = api.post(&format!("/campaigns/{slow}/pause"), json!({}));
+                    p.push(t.elapsed().as_secs_f64() * 1e3);
+                    let t = Instant::now();
+                    let (b, _) = api.post(&format!("/campaigns/{slow}/resume"), json!({}));
+                    q.push(t.elapsed().as_secs_f64() * 1e3);
+                    assert!(a == 200 && b == 200, "pause {a}, resume {b}");
+                }
+                (p, q)
+            });
+            let (lat, took) = getter.join().unwrap();
+            let (p, q) = toggler.join().unwrap();
+            get.extend(lat);
+            pause.extend(p);
+            resume.extend(q);
+            sent_rates.push(n as f64 / took.as_secs_f64());
+        });
+    }
+    let mut rows = Vec::new();
+    let mut worst_p99: f64 = 0.0;
+    for (name, mut v) in [
+        ("GET /campaigns/{id}", get),
+        ("POST /campaigns/{id}/pause", pause),
+        ("POST /campaigns/{id}/resume", resume),
+    ] {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let p99 = percentile(&v, 0.99);
+        worst_p99 = worst_p99.max(p99);
+        rows.push(format!(
+            "| {name} | {} | {:.2} | {p99:.2} | {:.2} |",
+            v.len(),
+            percentile(&v, 0.5),
+            v.last().unwrap()
+        ));
+    }
+    r.line("| request | samples | p50 ms | p99 ms | max ms |");
+    r.line("|---|---:|---:|---:|---:|");
+    for row in rows {
+        r.line(&row);
+    }
+    r.line("");
+    r.line(&format!(
+        "{rounds} round(s) of a {n}-subscriber campaign; throughput meanwhile: {}. Two client threads in this \
+         separate process, one request at a time each: one reads the sending campaign, the other pauses and \
+         resumes a second, rate-limited campaign.",
+        sent_rates
+            .iter()
+            .map(|r| format!("{r:.0} msg/s"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    r.target(
+        "API p99 while sending at full speed",
+        "< 10 ms",
+        format!("{worst_p99:.2} ms (worst of the three requests)"),
+        worst_p99 < 10.0,
+    );
+}
+
+fn file_size(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+fn million(r: &mut Report, n: usize) {
+    r.section(&format!("{n} subscribers: import, send, memory, disk"));
+    let (server, key, _) = Server::with_config(&config(false));
+    let api = server.api(&key);
+    let rss_idle = server.rss_kib();
+    let (list, import_time) = import(&api, "million", n);
+    let rss_after_import = server.rss_kib();
+    let id = campaign(&api, list, json!({}));
+    let mut max_sampled = 0;
+    let mut last_sample = Instant::now() - Duration::from_secs(1);
+    let took = send_and_wait(&api, id, Duration::from_millis(20), |_| {
+        if last_sample.elapsed() >= Duration::from_millis(100) {
+            max_sampled = max_sampled.max(server.rss_kib());
+            last_sample = Instant::now();
+        }
+    });
+    let peak = server.peak_rss_kib();
+    let db = file_size(&server.data_dir.join("posta.redb"));
+    let outbox = file_size(&server.data_dir.join("outbox/outbox.jsonl"));
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    r.line(&format!(
+        "- import: {:.1} s ({:.0} subscribers/s, 10,000 per request)",
+        import_time.as_secs_f64(),
+        n as f64 / import_time.as_secs_f64()
+    ));
+    r.line(&format!(
+        "- send: {:.1} s ({:.0} messages/s)",
+        took.as_secs_f64(),
+        n as f64 / took.as_secs_f64()
+    ));
+    r.line(&format!(
+        "- server RSS: {:.0} MiB idle, {:.0} MiB after the import, {:.0} MiB highest sampled while sending \
+         (every 100 ms), **{:.0} MiB peak** over the whole run (VmHWM)",
+        mib(rss_idle),
+        mib(rss_after_import),
+        mib(max_sampled),
+        mib(peak)
+    ));
+    r.line(&format!(
+        "- database on disk: {:.0} MiB (posta.redb); outbox {:.0} MiB",
+        db as f64 / 1048576.0,
+        outbox as f64 / 1048576.0
+    ));
+    r.target(
+        "Peak RSS, 1M-subscriber send",
+        "< 100 MB",
+        format!("{:.0} MiB", mib(peak)),
+        mib(peak) < 100.0,
+    );
+}
+
+fn rate(r: &mut Report, per_minute: u32, seconds: u32) {
+    let n = (per_minute / 60 * seconds) as usize;
+    r.section(&format!("Rate accuracy: send_rate {per_minute}/min for {seconds} s"));
+    let (server, key, _) = Server::with_config(&config(false));
+    let api = server.api(&key);
+    let (list, _) = import(&api, "rate", n);
+    let id = campaign(&api, list, json!({"send_rate": per_minute}));
+    send_and_wait(&api, id, Duration::from_millis(200), |_| {});
+    let mut times: Vec<u64> = server
+        .outbox()
+        .iter()
+        .map(|l| l["logged_at_ms"].as_u64().unwrap())
+        .collect();
+    times.sort_unstable();
+    let span_ms = (times[times.len() - 1] - times[0]) as f64;
+    let achieved = (times.len() - 1) as f64 / span_ms * 60_000.0;
+    let error = (achieved / per_minute as f64 - 1.0) * 100.0;
+    let mut burst = 0;
+    let mut lo = 0;
+    for hi in 0..times.len() {
+        while times[hi] - times[lo] >= 1000 {
+            lo += 1;
+        }
+        burst = burst.max(hi - lo + 1);
+    }
+    let share = per_minute as f64 / 60.0;
+    r.line(&format!(
+        "- {} messages over {:.2} s: **{achieved:.1}/min ({error:+.2}%)**",
+        times.len(),
+        span_ms / 1000.0
+    ));
+    r.line(&format!(
+        "- largest count in any 1-second window: **{burst}** (one second's share is {share:.0})"
+    ));
+    r.line("- measured on the log transport's `logged_at_ms`, the moment each line was written");
+    r.target(
+        "Rate accuracy at 6,000/min",
+        "within ±2%",
+        format!("{error:+.2}%"),
+        error.abs() <= 2.0,
+    );
+    r.target(
+        "Largest 1-second burst",
+        &format!("≤ {:.0}", share + 1.0),
+        burst.to_string(),
+        burst as f64 <= share + 1.0,
+    );
+}
+
+/// Criterion's estimates from `target/criterion`, with Wasm/native ratios.
+fn micro(r: &mut Report, target: &Path) {
+    r.section("Micro benchmarks (criterion, `cargo bench -p posta --features native-bench --bench micro`)");
+    let mut found = Vec::new();
+    let mut stack = vec![target.join("criterion")];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.ends_with("new/benchmark.json") {
+                let meta: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+                let est: Value =
+                    serde_json::from_str(&std::fs::read_to_string(p.with_file_name("estimates.json")).unwrap())
+                        .unwrap();
+                found.push((
+                    meta["full_id"].as_str().unwrap().to_string(),
+                    est["mean"]["point_estimate"].as_f64().unwrap(),
+                ));
+            }
+        }
+    }
+    if found.is_empty() {
+        r.line("(no criterion results found: run the micro benchmarks first; scripts/bench.sh does)");
+        return;
+    }
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    let fmt = |ns: f64| {
+        if ns >= 1e6 {
+            format!("{:.2} ms", ns / 1e6)
+        } else {
+            format!("{:.2} µs", ns / 1e3)
+        }
+    };
+    r.line("| benchmark | mean |");
+    r.line("|---|---:|");
+    for (id, ns) in &found {
+        r.line(&format!("| {id} | {} |", fmt(*ns)));
+    }
+    let get = |id: &str| found.iter().find(|(f, _)| f == id).map(|(_, ns)| *ns);
+    r.line("");
+    for what in ["personalize", "deliver log"] {
+        if let (Some(w), Some(n)) = (
+            get(&format!("plugins/{what} (wasm)")),
+            get(&format!("plugins/{what} (native)")),
+        ) {
+            r.line(&format!(
+                "- {what}: native/Wasm time ratio {:.2} (Wasm {:.1}× the native time)",
+                n / w,
+                w / n
+            ));
+        }
+    }
+    if let (Some(fresh), Some(reused)) = (
+        get("plugins/personalize (wasm, fresh instance per call)"),
+        get("plugins/personalize (wasm)"),
+    ) {
+        r.line(&format!(
+            "- instance reuse: a personalize call on a fresh store and instance costs {:.1}× one on a reused \
+             instance (instantiation plus recompiling the templates the reused one has cached)",
+            fresh / reused
+        ));
+    }
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map(|kib| format!("{:.0} GiB", kib as f64 / 1048576.0))
+        .unwrap_or_default();
+    let cmd = |c: &str, a: &[&str]| {
+        std::process::Command::new(c)
+            .args(a)
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    };
+    format!(
+        "{cpu}, {cores} cores, {mem}; Linux {}; {}; commit {}",
+        cmd("uname", &["-r"]),
+        cmd("rustc", &["--version"]),
+        cmd("git", &["rev-parse", "--short", "HEAD"])
+    )
+}
+
+fn main() {
+    let args = args();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    let q = args.quick;
+    let mut r = Report {
+        md: String::new(),
+        targets: Vec::new(),
+    };
+    let started = Instant::now();
+    throughput(&mut r, if q { 10_000 } else { 100_000 }, if q { 1 } else { 3 });
+    api_latency(&mut r, if q { 10_000 } else { 100_000 }, if q { 200 } else { 3_000 });
+    million(&mut r, if q { 50_000 } else { 1_000_000 });
+    rate(&mut r, 6_000, if q { 10 } else { 60 });
+    micro(&mut r, &root.join("target"));
+
+    let mut out = String::new();
+    out.push_str("# Benchmarks\n\n");
+    let _ = writeln!(
+        out,
+        "Written by `just bench` (`bash scripts/bench.sh`) on {} UTC{}, in {:.0} s.\n\nMachine: {}.\n",
+        chrono::Utc::now().format("%Y-%m-%d %H:%M"),
+        if q {
+            " with --quick (small sizes, not comparable)"
+        } else {
+            ""
+        },
+        started.elapsed().as_secs_f64(),
+        machine()
+    );
+    out.push_str(
+        "Everything runs on one shared 2-core machine: the server, the load and (for the end-to-end \
+         numbers) the client polling it. Numbers are measurements, not assertions.\n\n",
+    );
+    out.push_str("## Targets\n\n| metric | target | measured | |\n|---|---|---|---|\n");
+    for (what, target, measured, met) in &r.targets {
+        let _ = writeln!(
+            out,
+            "| {what} | {target} | {measured} | {} |",
+            if *met { "met" } else { "**missed**" }
+        );
+    }
+    out.push_str(&r.md);
+    std::fs::write(&args.out, out).expect("write report");
+    println!("\nwrote {}", args.out.display());
+}
