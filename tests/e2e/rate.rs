@@ -18,11 +18,12 @@ fn send_rate_600_per_minute_spaces_messages_100_ms_apart() {
         .collect();
     times.sort_unstable();
     assert_eq!(times.len(), N);
-    // Never faster than the rate: a smooth limiter spaces every pair by
-    // 100 ms (a few ms of slack for the instant the log line is written).
+    // Slots are 100 ms apart; a message that woke late is followed by its
+    // successor on schedule, so a gap shrinks only by that lateness (ms on
+    // an idle machine, never a period).
     let gaps: Vec<u64> = times.windows(2).map(|w| w[1] - w[0]).collect();
     let min_gap = *gaps.iter().min().unwrap();
-    assert!(min_gap >= 90, "two messages {min_gap} ms apart: a burst");
+    assert!(min_gap >= 50, "two messages {min_gap} ms apart: a burst");
     // No second carries more than its share (10) plus one.
     let busiest = times
         .iter()
@@ -62,5 +63,5 @@ capabilities = { dirs = ["{data_dir}/outbox"] }
     let mut times: Vec<u64> = lines.iter().map(|l| l["logged_at_ms"].as_u64().unwrap()).collect();
     times.sort_unstable();
     let min_gap = times.windows(2).map(|w| w[1] - w[0]).min().unwrap();
-    assert!(min_gap >= 90, "the two campaigns together went {min_gap} ms apart");
+    assert!(min_gap >= 50, "the two campaigns together went {min_gap} ms apart");
 }

