@@ -66,6 +66,8 @@ pub struct Server {
     pub plugins_dir: Option<PathBuf>,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// Database page cache, in MiB.
+    pub db_cache_mib: usize,
 }
 
 impl Default for Server {
@@ -76,6 +78,7 @@ impl Default for Server {
             base_url: None,
             plugins_dir: None,
             max_body_bytes: 16 * 1024 * 1024,
+            db_cache_mib: 32,
         }
     }
 }

@@ -99,7 +99,7 @@ fn load(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result<Co
 fn open(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result<posta::store::Store> {
     let cfg = load(config, data_dir)?;
     let dir = posta::server::prepare_data_dir(&cfg.server.data_dir)?;
-    posta::server::open_store(&dir)
+    posta::server::open_store(&dir, cfg.server.db_cache_mib)
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

@@ -22,9 +22,9 @@ pub fn prepare_data_dir(dir: &Path) -> anyhow::Result<PathBuf> {
     std::fs::canonicalize(dir).with_context(|| format!("resolving {}", dir.display()))
 }
 
-pub fn open_store(data_dir: &Path) -> anyhow::Result<Store> {
+pub fn open_store(data_dir: &Path, cache_mib: usize) -> anyhow::Result<Store> {
     let path = data_dir.join(DB_FILE);
-    Store::open(&path).map_err(|e| {
+    Store::open_with_cache(&path, cache_mib.max(1) << 20).map_err(|e| {
         anyhow::anyhow!(
             "cannot open {}: {e} (is another posta process using this data directory?)",
             path.display()
@@ -38,17 +38,50 @@ pub struct Instance {
     pub engine: Engine,
     pub data_dir: PathBuf,
     pub config: Config,
+    _engine_runtime: EngineRuntime,
+}
+
+/// The delivery engine's own tokio runtime. API requests run on the main
+/// runtime, so under a full-speed send they wait for a free core (the OS
+/// schedules threads fairly), not behind every runnable message task.
+struct EngineRuntime(Option<tokio::runtime::Runtime>);
+
+impl EngineRuntime {
+    fn new() -> anyhow::Result<EngineRuntime> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .thread_name("posta-engine")
+            .enable_all()
+            .build()
+            .context("starting the engine runtime")?;
+        Ok(EngineRuntime(Some(rt)))
+    }
+
+    fn handle(&self) -> tokio::runtime::Handle {
+        self.0.as_ref().expect("running").handle().clone()
+    }
+}
+
+impl Drop for EngineRuntime {
+    fn drop(&mut self) {
+        // Dropped from async code at exit: do not block on its tasks.
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl Instance {
     pub async fn start(config: Config) -> anyhow::Result<Instance> {
         let data_dir = prepare_data_dir(&config.server.data_dir)?;
-        let store = open_store(&data_dir)?;
+        let store = open_store(&data_dir, config.server.db_cache_mib)?;
         let plugins = {
             let (config, data_dir) = (config.clone(), data_dir.clone());
             tokio::task::spawn_blocking(move || Plugins::load(&config, &data_dir)).await??
         };
-        let engine = Engine::start(
+        crate::memory::release();
+        let engine_runtime = EngineRuntime::new()?;
+        let engine = Engine::start_on(
+            engine_runtime.handle(),
             store.clone(),
             Arc::new(plugins),
             config.delivery.clone(),
@@ -60,6 +93,7 @@ impl Instance {
             engine,
             data_dir,
             config,
+            _engine_runtime: engine_runtime,
         })
     }
 
@@ -113,6 +147,7 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
 async fn watch_plugins(plugins: Arc<Plugins>) {
     loop {
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        crate::memory::release();
         let p = plugins.clone();
         if let Err(e) = tokio::task::spawn_blocking(move || p.reload(false)).await {
             tracing::error!("plugin watcher failed: {e}");

@@ -22,20 +22,30 @@ struct Args {
     out: PathBuf,
     /// Small sizes, for checking the harness itself.
     quick: bool,
+    /// Run only these sections (throughput, latency, million, rate, micro).
+    only: Vec<String>,
+}
+
+impl Args {
+    fn runs(&self, section: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|s| s == section)
+    }
 }
 
 fn args() -> Args {
     let mut out = PathBuf::from("BENCHMARKS.md");
     let mut quick = false;
+    let mut only = Vec::new();
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
             "--out" => out = PathBuf::from(it.next().expect("--out FILE")),
             "--quick" => quick = true,
-            other => panic!("unknown argument {other:?} (expected --out FILE, --quick)"),
+            "--only" => only.push(it.next().expect("--only SECTION")),
+            other => panic!("unknown argument {other:?} (expected --out FILE, --quick, --only SECTION)"),
         }
     }
-    Args { out, quick }
+    Args { out, quick, only }
 }
 
 const SUBJECT: &str = "Hello {{ subscriber.name }}";
@@ -517,11 +527,21 @@ fn main() {
         targets: Vec::new(),
     };
     let started = Instant::now();
-    throughput(&mut r, if q { 10_000 } else { 100_000 }, if q { 1 } else { 3 });
-    api_latency(&mut r, if q { 10_000 } else { 100_000 }, if q { 200 } else { 3_000 });
-    million(&mut r, if q { 50_000 } else { 1_000_000 });
-    rate(&mut r, 6_000, if q { 10 } else { 60 });
-    micro(&mut r, &root.join("target"));
+    if args.runs("throughput") {
+        throughput(&mut r, if q { 10_000 } else { 100_000 }, if q { 1 } else { 3 });
+    }
+    if args.runs("latency") {
+        api_latency(&mut r, if q { 10_000 } else { 100_000 }, if q { 200 } else { 3_000 });
+    }
+    if args.runs("million") {
+        million(&mut r, if q { 50_000 } else { 1_000_000 });
+    }
+    if args.runs("rate") {
+        rate(&mut r, 6_000, if q { 10 } else { 60 });
+    }
+    if args.runs("micro") {
+        micro(&mut r, &root.join("target"));
+    }
 
     let mut out = String::new();
     out.push_str("# Benchmarks\n\n");

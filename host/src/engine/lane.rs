@@ -37,7 +37,7 @@ pub(super) struct Lane {
 }
 
 impl Lane {
-    pub(super) fn start(transport: Arc<TransportEntry>) -> Lane {
+    pub(super) fn start(rt: &tokio::runtime::Handle, transport: Arc<TransportEntry>) -> Lane {
         let workers = transport.info.max_in_flight.max(1);
         // Room for each worker's next message, so none waits on a wake-up.
         let (tx, rx) = mpsc::channel::<Request>(workers * 2);
@@ -45,7 +45,7 @@ impl Lane {
         for _ in 0..workers {
             let rx = rx.clone();
             let transport = transport.clone();
-            tokio::spawn(async move {
+            rt.spawn(async move {
                 loop {
                     let next = rx.lock().await.recv().await;
                     let Some(req) = next else { return };

@@ -39,6 +39,8 @@ struct Run {
 }
 
 pub(crate) struct Inner {
+    /// Where every engine task runs (see `Engine::start`).
+    rt: tokio::runtime::Handle,
     clock: Arc<dyn Clock>,
     /// Set by `shutdown`: nothing new is queued, retries are deferred.
     stopping: AtomicBool,
@@ -62,7 +64,22 @@ pub struct Engine {
 impl Engine {
     /// Starts the outcome collector and resumes every campaign that was
     /// sending, paused with queued mail, or scheduled when the server stopped.
+    /// Engine tasks run on the current runtime; see `start_on`.
     pub fn start(
+        store: Store,
+        plugins: Arc<Plugins>,
+        cfg: Delivery,
+        base_url: String,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Engine, StoreError> {
+        Engine::start_on(tokio::runtime::Handle::current(), store, plugins, cfg, base_url, clock)
+    }
+
+    /// Like `start`, with every engine task on `rt`. The server gives the
+    /// engine its own runtime so that thousands of runnable message tasks
+    /// never queue ahead of an API request.
+    pub fn start_on(
+        rt: tokio::runtime::Handle,
         store: Store,
         plugins: Arc<Plugins>,
         cfg: Delivery,
@@ -74,7 +91,7 @@ impl Engine {
         let lanes = plugins
             .transports
             .iter()
-            .map(|(name, t)| (name.clone(), lane::Lane::start(t.clone())))
+            .map(|(name, t)| (name.clone(), lane::Lane::start(&rt, t.clone())))
             .collect();
         let transport_rates = plugins
             .transports
@@ -82,6 +99,7 @@ impl Engine {
             .filter_map(|(name, t)| rate::per_minute(t.info.rate_limit).map(|l| (name.clone(), Arc::new(l))))
             .collect();
         let inner = Arc::new(Inner {
+            rt: rt.clone(),
             clock,
             stopping: AtomicBool::new(false),
             transport_rates,
@@ -94,7 +112,7 @@ impl Engine {
             runs: Mutex::new(HashMap::new()),
             lanes,
         });
-        tokio::spawn(collector::run(Arc::downgrade(&inner), rx));
+        rt.spawn(collector::run(Arc::downgrade(&inner), rx));
         let engine = Engine { inner };
         for c in engine.inner.store.active_campaigns()? {
             engine.kick(&c);
@@ -147,7 +165,7 @@ impl Engine {
         let inner = self.inner.clone();
         let (id, user) = (c.id, c.user_id);
         let start = schedule::start_at(c.scheduled_at, c.send_at_local_time);
-        tokio::spawn(async move {
+        self.inner.rt.spawn(async move {
             if let Some(start) = start {
                 // Re-read the clock at least every second, so a changed clock
                 // (or a long sleep of the machine) is noticed.
@@ -193,7 +211,7 @@ impl Engine {
             run
         };
         let inner = self.inner.clone();
-        tokio::spawn(async move {
+        self.inner.rt.spawn(async move {
             if let Err(e) = drive(&inner, id, &run).await {
                 tracing::error!(campaign = id, "delivery stopped: {e}");
             }
@@ -274,9 +292,10 @@ async fn drive(inner: &Arc<Inner>, id: u64, run: &Arc<Run>) -> Result<(), StoreE
 fn dispatch(inner: &Arc<Inner>, run: &Arc<Run>, ctx: &Arc<job::Context>, jobs: Vec<Job>) {
     for j in jobs {
         run.in_flight.fetch_add(1, Ordering::AcqRel);
-        let inner = inner.clone();
+        let task_inner = inner.clone();
         let ctx = ctx.clone();
-        tokio::spawn(async move {
+        inner.rt.spawn(async move {
+            let inner = task_inner;
             let outcome = job::deliver(&inner, &ctx, j).await;
             // The collector decrements in_flight once the outcome is stored.
             let _ = inner.outcomes.send(outcome);

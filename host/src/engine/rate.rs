@@ -134,7 +134,8 @@ mod tests {
                 while sent[hi] - sent[lo] >= Duration::from_secs(1) {
                     lo += 1;
                 }
-                assert!(hi - lo + 1 <= 101, "seed {seed}: {} in one second", hi - lo + 1);
+                let in_window = hi - lo + 1;
+                assert!(in_window <= 101, "seed {seed}: {in_window} in one second");
             }
         }
     }

@@ -120,7 +120,10 @@ impl Plugins {
             name: "tls".into(),
             reason,
         })?;
-        let workers = cfg.delivery.max_in_flight.max(1) * 4;
+        // Personalize calls run on the engine's threads, one per core at a
+        // time (more only when a call yields); idle instances beyond that
+        // would only hold memory. A burst beyond it instantiates afresh.
+        let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) * 2;
         let personalizer = {
             let meta = Arc::new(PluginMeta {
                 name: cfg.personalizer.clone(),

@@ -17,6 +17,7 @@ pub use lists::UpsertReport;
 use std::path::Path;
 use std::sync::Arc;
 
+use parking_lot::{ArcMutexGuard, FairMutex, RawFairMutex};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -100,14 +101,48 @@ pub struct Page<T> {
     pub next_after: Option<u64>,
 }
 
+/// redb's page cache unless `[server] db_cache_mib` says otherwise.
+pub const DEFAULT_CACHE_BYTES: usize = 32 << 20;
+
 #[derive(Clone)]
 pub struct Store {
     pub(crate) db: Arc<Database>,
+    /// Taken before every write transaction, first come first served. The
+    /// engine commits batches back to back from two threads; redb's own
+    /// lock would let them take turns while an API request waits.
+    writers: Arc<FairMutex<()>>,
+}
+
+/// A write transaction holding its turn at the writer queue until commit.
+pub(crate) struct WriteTx {
+    tx: redb::WriteTransaction,
+    _turn: ArcMutexGuard<RawFairMutex, ()>,
+}
+
+impl WriteTx {
+    pub(crate) fn commit(self) -> std::result::Result<(), redb::CommitError> {
+        self.tx.commit()
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = redb::WriteTransaction;
+
+    fn deref(&self) -> &redb::WriteTransaction {
+        &self.tx
+    }
 }
 
 impl Store {
     pub fn open(path: &Path) -> Result<Store> {
-        let db = Database::create(path)?;
+        Store::open_with_cache(path, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens the database with a page cache of `cache_bytes`. redb's own
+    /// default (1 GiB) would let a large database grow the process by as
+    /// much; pages not cached are read through the OS page cache anyway.
+    pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Store> {
+        let db = redb::Builder::new().set_cache_size(cache_bytes).create(path)?;
         let tx = db.begin_write()?;
         {
             // Create every table up front so readers never miss one.
@@ -126,7 +161,10 @@ impl Store {
             tx.open_table(DUE)?;
         }
         tx.commit()?;
-        Ok(Store { db: Arc::new(db) })
+        Ok(Store {
+            db: Arc::new(db),
+            writers: Arc::new(FairMutex::new(())),
+        })
     }
 
     /// A 32-byte secret by name, created randomly the first time.
@@ -153,8 +191,12 @@ impl Store {
         Ok(self.db.begin_read()?)
     }
 
-    pub(crate) fn write(&self) -> Result<redb::WriteTransaction> {
-        Ok(self.db.begin_write()?)
+    pub(crate) fn write(&self) -> Result<WriteTx> {
+        let turn = self.writers.lock_arc();
+        Ok(WriteTx {
+            tx: self.db.begin_write()?,
+            _turn: turn,
+        })
     }
 }
 
