@@ -547,7 +547,7 @@ fn main() {
     out.push_str("# Benchmarks\n\n");
     let _ = writeln!(
         out,
-        "Written by `just bench` (`bash scripts/bench.sh`) on {} UTC{}, in {:.0} s.\n\nMachine: {}.\n",
+        "Written by `just bench` (`bash scripts/bench.sh`) on {} UTC{}; the end-to-end part took {:.0} s.\n\nMachine: {}.\n",
         chrono::Utc::now().format("%Y-%m-%d %H:%M"),
         if q {
             " with --quick (small sizes, not comparable)"
