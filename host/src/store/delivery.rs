@@ -272,7 +272,7 @@ impl Store {
     /// messages they produce, so a crash can neither skip nor repeat a
     /// subscriber.
     pub fn enqueue(&self, campaign_id: u64, batch: usize, now: DateTime<Utc>) -> Result<Enqueued> {
-        let tx = self.write()?;
+        let tx = self.write_bulk()?;
         let step = {
             let mut campaigns = tx.open_table(CAMPAIGNS)?;
             let mut c = load(&campaigns, campaign_id)?;
@@ -311,7 +311,7 @@ impl Store {
     /// Outcomes for messages that are no longer queued (the campaign was
     /// deleted) are ignored.
     pub fn record_outcomes(&self, outcomes: &[Outcome], now: DateTime<Utc>) -> Result<Vec<Campaign>> {
-        let tx = self.write()?;
+        let tx = self.write_bulk()?;
         let touched = {
             let mut campaigns = tx.open_table(CAMPAIGNS)?;
             let mut messages = tx.open_table(MESSAGES)?;
@@ -377,7 +377,7 @@ impl Store {
     /// possible duplicates before they are delivered again. A cancelled
     /// campaign's are cancelled instead.
     pub fn recover_in_flight(&self, campaign_id: u64, now: DateTime<Utc>) -> Result<Vec<Job>> {
-        let tx = self.write()?;
+        let tx = self.write_bulk()?;
         let jobs = {
             let mut campaigns = tx.open_table(CAMPAIGNS)?;
             let mut c = load(&campaigns, campaign_id)?;

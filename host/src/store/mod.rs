@@ -16,6 +16,7 @@ pub use lists::UpsertReport;
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::{ArcMutexGuard, FairMutex, RawFairMutex};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -111,6 +112,9 @@ pub struct Store {
     /// engine commits batches back to back from two threads; redb's own
     /// lock would let them take turns while an API request waits.
     writers: Arc<FairMutex<()>>,
+    /// Interactive writers (API requests) waiting for or holding a turn;
+    /// bulk writers (the engine's batches) hold back while there are any.
+    interactive: Arc<AtomicUsize>,
 }
 
 /// A write transaction holding its turn at the writer queue until commit.
@@ -164,6 +168,7 @@ impl Store {
         Ok(Store {
             db: Arc::new(db),
             writers: Arc::new(FairMutex::new(())),
+            interactive: Arc::new(AtomicUsize::new(0)),
         })
     }
 
@@ -191,7 +196,27 @@ impl Store {
         Ok(self.db.begin_read()?)
     }
 
+    /// A write transaction for a request someone is waiting on: it goes
+    /// ahead of queued bulk writes.
     pub(crate) fn write(&self) -> Result<WriteTx> {
+        self.interactive.fetch_add(1, Ordering::AcqRel);
+        let turn = self.writers.lock_arc();
+        self.interactive.fetch_sub(1, Ordering::AcqRel);
+        Ok(WriteTx {
+            tx: self.db.begin_write()?,
+            _turn: turn,
+        })
+    }
+
+    /// A write transaction for the engine's batches. It waits while
+    /// interactive writers are queued, so an API write waits for at most
+    /// the one batch already committing (about 2 ms), not for every batch
+    /// queued ahead of it. Batches only ever wait for the few API writes
+    /// in flight.
+    pub(crate) fn write_bulk(&self) -> Result<WriteTx> {
+        while self.interactive.load(Ordering::Acquire) > 0 {
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
         let turn = self.writers.lock_arc();
         Ok(WriteTx {
             tx: self.db.begin_write()?,
