@@ -24,6 +24,13 @@ const ZONES: &[&str] = &[
     "Asia/Tokyo",
 ];
 
+/// The demo campaign's templates; the benchmarks render the same ones.
+pub const SUBJECT: &str = "Hello {{ subscriber.name }}";
+pub const HTML: &str = "<p>Hi {{ subscriber.name }}, you are on the {{ subscriber.attributes.plan }} plan.</p>\
+                        <p><a href=\"{{ unsubscribe_url }}\">Unsubscribe</a></p>";
+pub const TEXT: &str = "Hi {{ subscriber.name }}, you are on the {{ subscriber.attributes.plan }} plan.\n\
+                        Unsubscribe: {{ unsubscribe_url }}\n";
+
 pub async fn run(mut config: Config, data_dir: Option<PathBuf>, subscribers: usize) -> anyhow::Result<()> {
     let dir = match data_dir {
         Some(d) => d,
@@ -51,16 +58,12 @@ pub async fn run(mut config: Config, data_dir: Option<PathBuf>, subscribers: usi
     }
     let draft = CampaignDraft {
         name: "Posta demo".into(),
-        subject: "Hello {{ subscriber.name }}".into(),
+        subject: SUBJECT.into(),
         from_email: "demo@posta.localhost".into(),
         from_name: "Posta".into(),
         list_id: list.id,
-        html: "<p>Hi {{ subscriber.name }}, you are on the {{ subscriber.attributes.plan }} plan.</p>\
-               <p><a href=\"{{ unsubscribe_url }}\">Unsubscribe</a></p>"
-            .into(),
-        text: "Hi {{ subscriber.name }}, you are on the {{ subscriber.attributes.plan }} plan.\n\
-               Unsubscribe: {{ unsubscribe_url }}\n"
-            .into(),
+        html: HTML.into(),
+        text: TEXT.into(),
         transport: Some("log".into()),
         send_rate: None,
         send_at_local_time: false,

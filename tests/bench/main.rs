@@ -48,11 +48,7 @@ fn args() -> Args {
     Args { out, quick, only }
 }
 
-const SUBJECT: &str = "Hello {{ subscriber.name }}";
-const HTML: &str = "<p>Hi {{ subscriber.name }}, you are on the {{ subscriber.attributes.plan }} plan.</p>\
-                    <p><a href=\"{{ unsubscribe_url }}\">Unsubscribe</a></p>";
-const TEXT: &str = "Hi {{ subscriber.name }}, you are on the {{ subscriber.attributes.plan }} plan.\n\
-                    Unsubscribe: {{ unsubscribe_url }}\n";
+use posta::demo::{HTML, SUBJECT, TEXT};
 
 fn config(native: bool) -> String {
     let (personalizer, log) = if native {

@@ -100,13 +100,20 @@ fn settled(api: &Api, campaign: u64) -> Value {
     api.wait_campaign(campaign, Duration::from_secs(60), |c| c["status"] == "sent")
 }
 
-#[test]
-fn smtp_plain_starttls_and_tls_deliver_valid_mime() {
+/// The SMTP peer under a fresh test CA and a server configured for it;
+/// the temporary directory lives as long as the returned guard.
+fn smtp_setup() -> (tempfile::TempDir, SmtpPeer, Server, String) {
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::create(dir.path());
     let peer = SmtpPeer::start(dir.path(), &ca, SMTP_PASSWORD);
     let (server, key, _) =
         Server::with_config_env(&smtp_config(&ca, &peer), &[("POSTA_TEST_SMTP_PASSWORD", SMTP_PASSWORD)]);
+    (dir, peer, server, key)
+}
+
+#[test]
+fn smtp_plain_starttls_and_tls_deliver_valid_mime() {
+    let (_dir, peer, server, key) = smtp_setup();
     let api = server.api(&key);
 
     let mut expected = 0;
@@ -196,11 +203,7 @@ fn smtp_plain_starttls_and_tls_deliver_valid_mime() {
 
 #[test]
 fn smtp_451_is_retried_550_fails_and_a_missing_grant_fails_clearly() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = TestCa::create(dir.path());
-    let peer = SmtpPeer::start(dir.path(), &ca, SMTP_PASSWORD);
-    let (server, key, _) =
-        Server::with_config_env(&smtp_config(&ca, &peer), &[("POSTA_TEST_SMTP_PASSWORD", SMTP_PASSWORD)]);
+    let (_dir, peer, server, key) = smtp_setup();
     let api = server.api(&key);
 
     let list = list_with(

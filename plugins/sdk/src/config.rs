@@ -1,7 +1,9 @@
 //! Typed access to the plugin's configuration (`[transports.NAME.config]`).
 
+use std::cell::RefCell;
 use std::fmt;
 use std::str::FromStr;
+use std::thread::LocalKey;
 
 /// A configuration value that is missing or does not parse.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,4 +45,25 @@ where
             reason: format!("cannot parse {raw:?}: {e}"),
         }),
     }
+}
+
+/// Settings parsed once per instance: the host reuses instances across
+/// messages and a plugin's config never changes under a live instance.
+///
+/// ```ignore
+/// thread_local! { static SETTINGS: RefCell<Option<Settings>> = const { RefCell::new(None) }; }
+/// let s = config::cached(&SETTINGS, Settings::load)?;
+/// ```
+pub fn cached<T: Clone + 'static>(
+    slot: &'static LocalKey<RefCell<Option<T>>>,
+    load: impl FnOnce() -> Result<T, ConfigError>,
+) -> Result<T, ConfigError> {
+    slot.with(|cell| {
+        if let Some(value) = cell.borrow().as_ref() {
+            return Ok(value.clone());
+        }
+        let value = load()?;
+        *cell.borrow_mut() = Some(value.clone());
+        Ok(value)
+    })
 }

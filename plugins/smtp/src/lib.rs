@@ -16,7 +16,7 @@ use std::io;
 
 use client::{Client, SmtpError};
 use posta_plugin_sdk::net::{self, Stream};
-use posta_plugin_sdk::{DeliveryError, Message, Receipt, Transport};
+use posta_plugin_sdk::{DeliveryError, Message, Receipt, Transport, config};
 use settings::{AuthMethod, Security, Settings};
 use smtp_proto::EhloResponse;
 
@@ -32,14 +32,7 @@ thread_local! {
 }
 
 fn settings() -> Result<Settings, DeliveryError> {
-    SETTINGS.with(|s| {
-        if let Some(settings) = s.borrow().as_ref() {
-            return Ok(settings.clone());
-        }
-        let loaded = Settings::load().map_err(|e| DeliveryError::Permanent(e.to_string()))?;
-        *s.borrow_mut() = Some(loaded.clone());
-        Ok(loaded)
-    })
+    config::cached(&SETTINGS, Settings::load).map_err(|e| DeliveryError::Permanent(e.to_string()))
 }
 
 /// Maps a failure to the delivery contract: 5xx is final, 4xx and broken

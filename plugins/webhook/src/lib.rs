@@ -42,14 +42,7 @@ thread_local! {
 }
 
 fn settings() -> Result<Settings, DeliveryError> {
-    SETTINGS.with(|s| {
-        if let Some(settings) = s.borrow().as_ref() {
-            return Ok(settings.clone());
-        }
-        let loaded = Settings::load().map_err(|e| DeliveryError::Permanent(e.to_string()))?;
-        *s.borrow_mut() = Some(loaded.clone());
-        Ok(loaded)
-    })
+    config::cached(&SETTINGS, Settings::load).map_err(|e| DeliveryError::Permanent(e.to_string()))
 }
 
 #[derive(Serialize)]
