@@ -262,51 +262,31 @@ fn smtp_451_is_retried_550_fails_and_a_missing_grant_fails_clearly() {
     api.ok_get("/transports");
 }
 
+/// One webhook transport per receiver behaviour; `hook_denied` points at
+/// the real receiver but its grant lists another origin.
 fn webhook_config(peer: &HttpPeer) -> String {
-    format!(
-        r#"
-[delivery]
-max_attempts = 3
-retry_base_ms = 100
-retry_max_ms = 300
-
-[transports.hook]
+    let granted = format!("http://127.0.0.1:{}", peer.port);
+    let transports = [
+        ("hook", "/ok", "", granted.as_str()),
+        ("hook_flaky", "/flaky", "", granted.as_str()),
+        ("hook_gone", "/gone", "", granted.as_str()),
+        ("hook_slow", "/slow", ", timeout_ms = 500", granted.as_str()),
+        ("hook_denied", "/ok", "", "https://hooks.example.com"),
+    ];
+    let mut toml = String::from("[delivery]\nmax_attempts = 3\nretry_base_ms = 100\nretry_max_ms = 300\n");
+    for (name, path, extra, origin) in transports {
+        toml.push_str(&format!(
+            r#"
+[transports.{name}]
 component = "webhook"
-config = {{ url = "{ok}" }}
+config = {{ url = "{url}"{extra} }}
 secrets = {{ secret = "POSTA_TEST_WEBHOOK_SECRET" }}
-capabilities = {{ http = ["http://127.0.0.1:{port}"] }}
-
-[transports.hook_flaky]
-component = "webhook"
-config = {{ url = "{flaky}" }}
-secrets = {{ secret = "POSTA_TEST_WEBHOOK_SECRET" }}
-capabilities = {{ http = ["http://127.0.0.1:{port}"] }}
-
-[transports.hook_gone]
-component = "webhook"
-config = {{ url = "{gone}" }}
-secrets = {{ secret = "POSTA_TEST_WEBHOOK_SECRET" }}
-capabilities = {{ http = ["http://127.0.0.1:{port}"] }}
-
-[transports.hook_slow]
-component = "webhook"
-config = {{ url = "{slow}", timeout_ms = 500 }}
-secrets = {{ secret = "POSTA_TEST_WEBHOOK_SECRET" }}
-capabilities = {{ http = ["http://127.0.0.1:{port}"] }}
-
-# The receiver is real, but this transport's grant lists another origin.
-[transports.hook_denied]
-component = "webhook"
-config = {{ url = "{ok}" }}
-secrets = {{ secret = "POSTA_TEST_WEBHOOK_SECRET" }}
-capabilities = {{ http = ["https://hooks.example.com"] }}
+capabilities = {{ http = ["{origin}"] }}
 "#,
-        ok = peer.url("/ok"),
-        flaky = peer.url("/flaky"),
-        gone = peer.url("/gone"),
-        slow = peer.url("/slow"),
-        port = peer.port,
-    )
+            url = peer.url(path),
+        ));
+    }
+    toml
 }
 
 #[test]
