@@ -6,6 +6,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rustup target add wasm32-wasip2
+# The SMTP section measures against Postfix's smtp-sink and smtp-source.
+if ! [ -x /usr/sbin/smtp-sink ] && ! command -v smtp-sink >/dev/null; then
+  SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postfix
+fi
 cargo build --release --locked -p posta -p posta-e2e --features posta/native-bench --bin posta --bin bench
 if [[ " $* " != *" --quick "* ]]; then
   rm -rf target/criterion

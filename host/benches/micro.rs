@@ -95,8 +95,9 @@ fn bench_plugins(c: &mut Criterion) {
         })
     });
     let log = plugins.transport("log").unwrap().clone();
+    let shared = std::sync::Arc::new(message.clone());
     g.bench_function("deliver log (wasm)", |b| {
-        b.iter(|| rt.block_on(log.deliver(message.clone())).unwrap().unwrap())
+        b.iter(|| rt.block_on(log.deliver(shared.clone())).unwrap().unwrap())
     });
     // The same code compiled natively, called the same way (block_on of a
     // future that completes at once), for the Wasm/native ratio.
@@ -106,7 +107,8 @@ fn bench_plugins(c: &mut Criterion) {
         g.bench_function("personalize (native)", |b| {
             b.iter(|| {
                 i += 1;
-                rt.block_on(async { native::personalize(&camp, subscriber(i), envelope(i)) })
+                let limits = posta::config::Limits::default();
+                rt.block_on(async { native::personalize(&camp, subscriber(i), envelope(i), &limits) })
                     .unwrap()
             })
         });

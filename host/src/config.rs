@@ -98,6 +98,14 @@ pub struct Delivery {
     /// First retry delay; doubles per attempt up to `retry_max_ms`.
     pub retry_base_ms: u64,
     pub retry_max_ms: u64,
+    /// Bytes of personalized messages held while they wait for their
+    /// transport (rate limits, retries), over all campaigns: memory is
+    /// bounded by this, not by content size × concurrency.
+    pub held_message_mib: u64,
+    /// Personalize calls running at once per user (0: half of the engine's
+    /// slots, two per core, at least one), so one user's slow templates
+    /// cannot take every slot.
+    pub personalize_per_user: usize,
 }
 
 impl Default for Delivery {
@@ -109,6 +117,8 @@ impl Default for Delivery {
             max_attempts: 5,
             retry_base_ms: 1_000,
             retry_max_ms: 60_000,
+            held_message_mib: 128,
+            personalize_per_user: 0,
         }
     }
 }
@@ -120,6 +130,12 @@ pub struct Limits {
     pub memory_mib: u64,
     /// Wall-clock deadline per call, in milliseconds.
     pub deadline_ms: u64,
+    /// Largest personalized message (subject, bodies and headers): a
+    /// message over it fails, permanently, naming both sizes.
+    pub max_message_bytes: u64,
+    /// Template instructions per render (minijinja fuel): a looping
+    /// template fails in milliseconds instead of burning the deadline.
+    pub template_fuel: u64,
 }
 
 impl Default for Limits {
@@ -127,6 +143,8 @@ impl Default for Limits {
         Limits {
             memory_mib: 64,
             deadline_ms: 10_000,
+            max_message_bytes: 2 << 20,
+            template_fuel: 2_000_000,
         }
     }
 }

@@ -5,7 +5,9 @@
 //! Sections: unthrottled 100k throughput, Wasm and native pipelines (median
 //! of 3 each); API latency while a 100k campaign sends at full speed; a
 //! 1,000,000-subscriber import and send (time, peak RSS, database size);
-//! send_rate accuracy at 6,000/min for 60 s. Numbers are printed, never
+//! send_rate accuracy at 6,000/min for 60 s; SMTP into Postfix's
+//! smtp-sink beside smtp-source, and the webhook into a local receiver
+//! beside its own limit (`delivery`). Numbers are printed, never
 //! asserted: the machine is shared and noisy.
 //!
 //! Needs `POSTA_BIN` pointing at a release `posta` built with
@@ -18,11 +20,14 @@ use std::time::{Duration, Instant};
 
 use posta_e2e::{Api, Server, Value, json};
 
+mod delivery;
+
 struct Args {
     out: PathBuf,
     /// Small sizes, for checking the harness itself.
     quick: bool,
-    /// Run only these sections (throughput, latency, million, rate, micro).
+    /// Run only these sections (throughput, latency, million, rate, smtp,
+    /// webhook, micro).
     only: Vec<String>,
 }
 
@@ -534,6 +539,12 @@ fn main() {
     }
     if args.runs("rate") {
         rate(&mut r, 6_000, if q { 10 } else { 60 });
+    }
+    if args.runs("smtp") {
+        delivery::smtp(&mut r, if q { 1_000 } else { 10_000 }, if q { 1 } else { 3 });
+    }
+    if args.runs("webhook") {
+        delivery::webhook(&mut r, if q { 1_000 } else { 10_000 }, if q { 1 } else { 3 });
     }
     if args.runs("micro") {
         micro(&mut r, &root.join("target"));

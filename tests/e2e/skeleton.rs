@@ -131,6 +131,20 @@ fn campaign_is_sent_end_to_end_through_wasm_plugins() {
     assert_eq!(subs["items"][0]["status"], "unsubscribed", "{subs}");
     let forged = format!("{}/unsubscribe/{id}/2/00000000000000000000000000000000", server.base);
     assert_eq!(http.post(forged).send().unwrap().status().as_u16(), 404);
+
+    // Mail already in inboxes keeps working after its campaign is deleted.
+    let bob_link = bob["text"].as_str().unwrap().lines().nth(1).unwrap().to_string();
+    let (status, _) = api.delete(&format!("/campaigns/{id}"));
+    assert!(status < 300, "delete the sent campaign: {status}");
+    assert_eq!(http.post(&bob_link).send().unwrap().status().as_u16(), 200);
+    let subs = api.ok_get(&format!("/lists/{list}/subscribers"));
+    let bob_now = subs["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["email"] == "bob@example.org")
+        .unwrap();
+    assert_eq!(bob_now["status"], "unsubscribed", "{subs}");
 }
 
 #[test]

@@ -41,6 +41,13 @@ config = {{ host = "localhost", port = {tls}, tls = "tls", username = "posta", a
 secrets = {{ password = "POSTA_TEST_SMTP_PASSWORD" }}
 capabilities = {{ connect = ["localhost:{tls}"] }}
 
+# One connection, so every message follows the previous one on it.
+[transports.smtp_one]
+component = "smtp"
+config = {{ host = "127.0.0.1", port = {plain}, tls = "none" }}
+capabilities = {{ connect = ["127.0.0.1:{plain}"] }}
+max_in_flight = 1
+
 # Points at the real server, but its grant names another port.
 [transports.smtp_denied]
 component = "smtp"
@@ -262,6 +269,61 @@ fn smtp_451_is_retried_550_fails_and_a_missing_grant_fails_clearly() {
     api.ok_get("/transports");
 }
 
+#[test]
+fn pipelined_replies_map_to_their_messages_and_dropped_connections_recover() {
+    let (_dir, peer, server, key) = smtp_setup();
+    let api = server.api(&key);
+    // One connection, pipelined: every reply of a flight must land on the
+    // message it belongs to, and the connection must survive refusals.
+    let people = [
+        ("fine1@example.org", "sent", 1),
+        ("tempfail.p@example.org", "sent", 2),
+        ("fine2@example.org", "sent", 1),
+        ("reject.p@example.org", "failed", 1),
+        ("fine3@example.org", "sent", 1),
+        ("hangup.p@example.org", "sent", 1),
+        ("fine4@example.org", "sent", 1),
+        ("dropmid.p@example.org", "sent", 2),
+        ("fine5@example.org", "sent", 1),
+        ("hangup.q@example.org", "sent", 1),
+        ("fine6@example.org", "sent", 1),
+    ];
+    let refs: Vec<(&str, &str)> = people.iter().map(|(e, _, _)| (*e, "P")).collect();
+    let list = list_with(&api, "pipelined", &refs);
+    let campaign = send_via(&api, list, "smtp_one");
+    let c = settled(&api, campaign);
+    assert_eq!(c["stats"]["sent"], 10, "{c}");
+    assert_eq!(c["stats"]["failed"], 1, "{c}");
+    let stored = messages(&api, campaign);
+    for (email, status, attempts) in people {
+        let m = &stored[email];
+        assert_eq!(m["status"], status, "{email}: {m}");
+        // A kept connection the server closed (after a hangup) is replaced
+        // within the same attempt: the next message is not charged for it.
+        assert_eq!(m["attempts"], attempts, "{email}: {m}");
+    }
+    let err = stored["reject.p@example.org"]["last_error"].as_str().unwrap();
+    assert!(err.contains("RCPT TO") && err.contains("550"), "{err}");
+
+    // Each accepted message arrived exactly once.
+    let received = peer.wait_received(10);
+    let mut rcpts: Vec<&str> = received.iter().map(|r| r["rcpt_tos"][0].as_str().unwrap()).collect();
+    rcpts.sort_unstable();
+    let mut expected: Vec<&str> = people.iter().filter(|p| p.1 == "sent").map(|p| p.0).collect();
+    expected.sort_unstable();
+    assert_eq!(rcpts, expected);
+    // Connections are reused: new ones only after the two hangups, the
+    // dropped one and its retry.
+    let mut ports: Vec<u64> = received.iter().map(|r| r["client_port"].as_u64().unwrap()).collect();
+    ports.sort_unstable();
+    ports.dedup();
+    assert!(
+        ports.len() <= 5,
+        "{} connections for 10 messages: {received:?}",
+        ports.len()
+    );
+}
+
 /// One webhook transport per receiver behaviour; `hook_denied` points at
 /// the real receiver but its grant lists another origin.
 fn webhook_config(peer: &HttpPeer) -> String {
@@ -271,6 +333,7 @@ fn webhook_config(peer: &HttpPeer) -> String {
         ("hook_flaky", "/flaky", "", granted.as_str()),
         ("hook_gone", "/gone", "", granted.as_str()),
         ("hook_slow", "/slow", ", timeout_ms = 500", granted.as_str()),
+        ("hook_busy", "/busy", "", granted.as_str()),
         ("hook_denied", "/ok", "", "https://hooks.example.com"),
     ];
     let mut toml = String::from("[delivery]\nmax_attempts = 3\nretry_base_ms = 100\nretry_max_ms = 300\n");
@@ -293,7 +356,7 @@ capabilities = {{ http = ["{origin}"] }}
 fn webhook_signs_keys_retries_and_respects_its_grant() {
     let dir = tempfile::tempdir().unwrap();
     let peer = HttpPeer::start(dir.path());
-    let (server, key, _) =
+    let (server, key, other) =
         Server::with_config_env(&webhook_config(&peer), &[("POSTA_TEST_WEBHOOK_SECRET", WEBHOOK_SECRET)]);
     let api = server.api(&key);
 
@@ -381,6 +444,18 @@ fn webhook_signs_keys_retries_and_respects_its_grant() {
     assert!(err.contains("denied by the host"), "{err}");
     assert_eq!(peer.requests().len(), before, "the receiver saw nothing");
 
+    // Keep-alive: the ten requests above did not each open a connection.
+    let all = peer.requests();
+    let mut ports: Vec<u64> = all.iter().map(|r| r["client_port"].as_u64().unwrap()).collect();
+    ports.sort_unstable();
+    ports.dedup();
+    assert!(
+        ports.len() < all.len(),
+        "{} connections for {} requests",
+        ports.len(),
+        all.len()
+    );
+
     // Transports are listed without their secrets.
     let (status, body) = api.get("/transports");
     assert_eq!(status, 200);
@@ -397,4 +472,61 @@ fn webhook_signs_keys_retries_and_respects_its_grant() {
         hook["capabilities"]["http"],
         json!([format!("http://127.0.0.1:{}", peer.port)])
     );
+    // Another user (not an admin) sees names and kinds, not the operator's
+    // hosts, ports or config keys.
+    let (status, body) = server.api(&other).get("/transports");
+    assert_eq!(status, 200);
+    let hook = body.as_array().unwrap().iter().find(|t| t["name"] == "hook").unwrap();
+    assert_eq!(hook["component"], "webhook");
+    for hidden in ["capabilities", "config_keys", "limits", "max_in_flight"] {
+        assert!(hook.get(hidden).is_none(), "{hidden} shown to a non-admin: {hook}");
+    }
+}
+
+#[test]
+fn sigterm_during_retry_backoff_defers_cleanly_and_attempts_count_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let peer = HttpPeer::start(dir.path());
+    // Backoffs long enough that every retry is waiting when SIGTERM comes.
+    let toml = webhook_config(&peer).replace(
+        "retry_base_ms = 100\nretry_max_ms = 300",
+        "retry_base_ms = 3000\nretry_max_ms = 3000",
+    );
+    let (mut server, key, _) = Server::with_config_env(&toml, &[("POSTA_TEST_WEBHOOK_SECRET", WEBHOOK_SECRET)]);
+    let api = server.api(&key);
+    let people: Vec<(String, &str)> = (0..5).map(|i| (format!("b{i}@example.org"), "B")).collect();
+    let refs: Vec<(&str, &str)> = people.iter().map(|(e, n)| (e.as_str(), *n)).collect();
+    let list = list_with(&api, "busy", &refs);
+    let campaign = send_via(&api, list, "hook_busy");
+
+    for round in 1..=2 {
+        // Every message has had `round` attempts and waits out its backoff.
+        peer.wait_requests(5 * round);
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(server.terminate(), "SIGTERM ends with status 0");
+        let at_stop = peer.requests().len();
+        assert_eq!(at_stop, 5 * round, "no retry reached the receiver after SIGTERM");
+        server.start_again();
+    }
+    let api = server.api(&key);
+    let c = settled(&api, campaign);
+    assert_eq!(c["stats"]["failed"], 5, "{c}");
+    assert_eq!(c["stats"]["possible_duplicates"], 0, "a clean stop flags nothing: {c}");
+    let mut per_key: HashMap<String, usize> = HashMap::new();
+    for r in peer.requests() {
+        *per_key
+            .entry(r["headers"]["idempotency-key"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    assert_eq!(per_key.len(), 5);
+    assert!(
+        per_key.values().all(|n| *n == 3),
+        "max_attempts = 3 over two restarts: {per_key:?}"
+    );
+    for m in messages(&api, campaign).values() {
+        assert_eq!(m["attempts"], 3, "{m}");
+        assert_eq!(m["possible_duplicate"], false, "{m}");
+        let err = m["last_error"].as_str().unwrap();
+        assert!(err.contains("503") && err.contains("gave up after 3 attempts"), "{err}");
+    }
 }

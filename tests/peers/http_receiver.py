@@ -6,9 +6,11 @@ text) before the answer, which depends on the path:
   /ok      200 {"id": "r-N"}
   /flaky   503 with Retry-After: 1 the first time an Idempotency-Key is
            seen, 200 afterwards
+  /busy    503 always
   /gone    410
   /slow    waits 5 s, then 200
-The process exits when stdin closes.
+Connections are kept alive (HTTP/1.1); each record names the client's
+port, so tests can count connections. The process exits when stdin closes.
 """
 
 import argparse
@@ -27,6 +29,7 @@ COUNTER = itertools.count(1)
 
 class Receiver(BaseHTTPRequestHandler):
     out = None
+    protocol_version = "HTTP/1.1"
 
     def log_message(self, fmt, *args):
         pass
@@ -45,6 +48,7 @@ class Receiver(BaseHTTPRequestHandler):
                         {
                             "n": n,
                             "path": self.path,
+                            "client_port": self.client_address[1],
                             "headers": {k.lower(): v for k, v in self.headers.items()},
                             "body": body.decode("utf-8"),
                         }
@@ -53,6 +57,8 @@ class Receiver(BaseHTTPRequestHandler):
                 )
         if self.path == "/flaky" and first:
             self.answer(503, b"busy", [("Retry-After", "1")])
+        elif self.path == "/busy":
+            self.answer(503, b"busy")
         elif self.path == "/gone":
             self.answer(410, b"gone for good")
         elif self.path == "/slow":

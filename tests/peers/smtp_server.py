@@ -11,6 +11,13 @@ independent MIME parser) and appended as one JSON line to OUT/received.jsonl,
 with its raw bytes in OUT/N.eml. Recipients steer the replies:
   tempfail*@...  451 the first time this recipient is seen, then accepted
   reject*@...    550 always
+  dropmid*@...   the first time: the connection is closed at RCPT, no reply
+  hangup*@...    accepted, then the server closes the connection (as an
+                 idle timeout would), so the client's next message finds
+                 its kept connection gone
+Every listener offers PIPELINING (aiosmtpd reads pipelined commands in
+order; it just does not announce it). Each record names the client's port,
+so tests can count connections.
 The process exits when stdin closes (the test harness holds the pipe).
 """
 
@@ -45,14 +52,23 @@ class Handler:
         self.seen = set()
         self.lock = threading.Lock()
 
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        return responses[:-1] + ["250-PIPELINING"] + responses[-1:]
+
+    def first_time(self, address):
+        with self.lock:
+            first = address not in self.seen
+            self.seen.add(address)
+        return first
+
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         local = address.split("@")[0]
-        if local.startswith("tempfail"):
-            with self.lock:
-                first = address not in self.seen
-                self.seen.add(address)
-            if first:
-                return "451 4.3.0 Temporary failure, try again later"
+        if local.startswith("dropmid") and self.first_time(address):
+            server.transport.abort()
+            return "421 4.4.2 closing"
+        if local.startswith("tempfail") and self.first_time(address):
+            return "451 4.3.0 Temporary failure, try again later"
         if local.startswith("reject"):
             return "550 5.1.1 Mailbox unavailable"
         envelope.rcpt_tos.append(address)
@@ -78,6 +94,7 @@ class Handler:
             defects += [repr(d) for d in part.defects]
         record = {
             "listener": self.name,
+            "client_port": session.peer[1] if session.peer else None,
             "mail_from": envelope.mail_from,
             "rcpt_tos": envelope.rcpt_tos,
             # The socket as it is now: TLS after STARTTLS or from the start.
@@ -106,6 +123,9 @@ class Handler:
                 f.write(raw)
             with open(os.path.join(self.out, "received.jsonl"), "a") as f:
                 f.write(json.dumps(record) + "\n")
+        if any(r.split("@")[0].startswith("hangup") for r in envelope.rcpt_tos):
+            # After the reply has gone out: close as an idle timeout would.
+            asyncio.get_running_loop().call_later(0.05, server.transport.close)
         return f"250 2.0.0 Ok: queued as Q{n:06d}"
 
 

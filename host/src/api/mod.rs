@@ -122,6 +122,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             get(unsubscribe::page).post(unsubscribe::confirm),
         )
         .fallback(|| async { ApiError::new(axum::http::StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .layer(axum::middleware::map_response(error::json_rejections))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
 }

@@ -9,7 +9,6 @@ use super::{admin, campaigns, lists, transports, unsubscribe};
 use crate::domain::{
     Campaign, CampaignDraft, CampaignPatch, List, NewSubscriber, Stats, Status, Subscriber, SubscriberStatus,
 };
-use crate::plugins::TransportInfo;
 use crate::store::{MessageRecord, MessageStatus, UpsertReport};
 
 struct BearerAuth;
@@ -37,7 +36,7 @@ impl Modify for BearerAuth {
     components(schemas(
         ErrorBody, ErrorDetail, List, lists::NewList, NewSubscriber, Subscriber, SubscriberStatus, UpsertReport,
         lists::SubscribersBody, Campaign, CampaignDraft, CampaignPatch, Stats, Status, MessageRecord, MessageStatus,
-        TransportInfo, crate::plugins::reload::ReloadReport, crate::plugins::reload::Refusal,
+        super::transports::TransportView, crate::plugins::reload::ReloadReport, crate::plugins::reload::Refusal,
     )),
     modifiers(&BearerAuth),
     security(("api_key" = [])),

@@ -1,17 +1,63 @@
-//! GET /transports: what campaigns can name, without config values.
+//! GET /transports: what campaigns can name. Config values never leave the
+//! host; config keys, grants and limits (which name the operator's internal
+//! hosts and ports) only for admins.
 
 use axum::Json;
 use axum::extract::State;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::auth::Auth;
 use super::error::ErrorBody;
 use super::{ApiResult, AppState};
+use crate::config::{Capabilities, Limits};
 use crate::plugins::TransportInfo;
 
+/// A transport as a user sees it; the operator's details only for admins.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TransportView {
+    pub name: String,
+    pub component: String,
+    pub default: bool,
+    pub rate_limit: Option<u32>,
+    /// Admins only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_in_flight: Option<usize>,
+    /// Admins only: the config keys (never their values).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config_keys: Option<Vec<String>>,
+    /// Admins only: the network and directory grants.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<Capabilities>,
+    /// Admins only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Limits>,
+}
+
+impl TransportView {
+    fn of(info: &TransportInfo, admin: bool) -> TransportView {
+        TransportView {
+            name: info.name.clone(),
+            component: info.component.clone(),
+            default: info.default,
+            rate_limit: info.rate_limit,
+            max_in_flight: admin.then_some(info.max_in_flight),
+            config_keys: admin.then(|| info.config_keys.clone()),
+            capabilities: admin.then(|| info.capabilities.clone()),
+            limits: admin.then_some(info.limits),
+        }
+    }
+}
+
 #[utoipa::path(get, path = "/api/v1/users/me/transports", tag = "transports",
-    responses((status = 200, body = Vec<TransportInfo>), (status = 401, body = ErrorBody)))]
-pub async fn index(State(s): State<AppState>, _auth: Auth) -> ApiResult<Json<Vec<TransportInfo>>> {
+    responses((status = 200, body = Vec<TransportView>), (status = 401, body = ErrorBody)))]
+pub async fn index(State(s): State<AppState>, Auth(user): Auth) -> ApiResult<Json<Vec<TransportView>>> {
     Ok(Json(
-        s.engine.plugins().transports.values().map(|t| t.info.clone()).collect(),
+        s.engine
+            .plugins()
+            .transports
+            .values()
+            .map(|t| TransportView::of(&t.info, user.admin))
+            .collect(),
     ))
 }

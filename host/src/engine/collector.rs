@@ -39,7 +39,7 @@ pub(super) async fn run(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Outc
             continue;
         }
         let mut per_campaign: HashMap<u64, usize> = HashMap::new();
-        for o in &outcomes {
+        for o in outcomes.iter().filter(|o| o.kind.ends_job()) {
             *per_campaign.entry(o.campaign_id).or_default() += 1;
         }
         let runs = inner.runs.lock().expect("runs lock");

@@ -21,6 +21,24 @@ pub(super) struct Context {
     transport_rate: Option<Arc<super::rate::Limiter>>,
     unsubscribe_base: String,
     secret: [u8; 32],
+    /// The campaign owner's share of personalize slots.
+    user_slots: Arc<tokio::sync::Semaphore>,
+    max_message_bytes: u64,
+}
+
+/// A personalized message and its share of the engine's byte budget, held
+/// until the message is done with.
+struct Held {
+    message: Arc<types::Message>,
+    _bytes: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// What a message weighs in memory: its texts and headers.
+fn size(m: &types::Message) -> usize {
+    m.subject.len()
+        + m.html.len()
+        + m.text.len()
+        + m.headers.iter().map(|h| h.name.len() + h.value.len()).sum::<usize>()
 }
 
 impl Context {
@@ -43,6 +61,8 @@ impl Context {
             transport,
             unsubscribe_base: format!("{}/unsubscribe", inner.base_url),
             secret: inner.secret,
+            user_slots: inner.capacity.user(c.user_id),
+            max_message_bytes: inner.plugins.personalizer.pool().meta.limits.max_message_bytes,
         }
     }
 }
@@ -51,26 +71,40 @@ enum Failure {
     Transient(String),
     Permanent(String),
     Cancelled,
+    /// The server is stopping and the transport was not called.
+    Stopped,
 }
 
 pub(super) async fn deliver(inner: &Inner, ctx: &Context, job: Job) -> Outcome {
     let sub = &job.subscriber;
-    let mut attempts = 0;
-    let mut message: Option<types::Message> = None;
+    let outcome = |attempts, kind| Outcome {
+        campaign_id: job.campaign_id,
+        subscriber_id: sub.id,
+        attempts,
+        kind,
+    };
+    // Attempts made before a stop count: max_attempts is per message.
+    let mut attempts = job.attempts;
+    let mut message: Option<Held> = None;
+    let mut last_error = None;
     let kind = loop {
+        if attempts >= inner.cfg.max_attempts {
+            let error = last_error.unwrap_or_else(|| "no attempt left".to_string());
+            break OutcomeKind::Failed {
+                error: format!("{error} (gave up after {attempts} attempts)"),
+            };
+        }
         attempts += 1;
         match attempt(inner, ctx, &job, &mut message).await {
             Ok(remote_id) => break OutcomeKind::Sent { remote_id },
             Err(Failure::Permanent(error)) => break OutcomeKind::Failed { error },
             Err(Failure::Cancelled) => break OutcomeKind::Cancelled,
-            Err(Failure::Transient(error)) if attempts >= inner.cfg.max_attempts => {
-                break OutcomeKind::Failed {
-                    error: format!("{error} (gave up after {attempts} attempts)"),
-                };
-            }
-            Err(Failure::Transient(_)) if inner.stopping.load(std::sync::atomic::Ordering::Acquire) => {
-                // Shutting down: the retry happens after the next start.
+            Err(Failure::Stopped) => {
+                attempts -= 1;
                 break OutcomeKind::Deferred;
+            }
+            Err(Failure::Transient(error)) if attempts >= inner.cfg.max_attempts => {
+                last_error = Some(error);
             }
             Err(Failure::Transient(error)) => {
                 tracing::debug!(
@@ -79,16 +113,31 @@ pub(super) async fn deliver(inner: &Inner, ctx: &Context, job: Job) -> Outcome {
                     attempts,
                     "retrying: {error}"
                 );
-                tokio::time::sleep(backoff(&inner.cfg, attempts)).await;
+                // The attempt is stored before the wait, so neither a stop
+                // nor a crash lets a restart count it again.
+                let _ = inner
+                    .outcomes
+                    .send(outcome(attempts, OutcomeKind::Retrying { error: error.clone() }));
+                last_error = Some(error);
+                // A stop cuts the wait short: the retry happens after the
+                // next start, and no transport call starts after SIGTERM.
+                let stop = inner.stop.notified();
+                tokio::pin!(stop);
+                stop.as_mut().enable();
+                if inner.stopping.load(std::sync::atomic::Ordering::Acquire) {
+                    break OutcomeKind::Deferred;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff(&inner.cfg, attempts)) => {}
+                    _ = stop => break OutcomeKind::Deferred,
+                }
+                if inner.stopping.load(std::sync::atomic::Ordering::Acquire) {
+                    break OutcomeKind::Deferred;
+                }
             }
         }
     };
-    Outcome {
-        campaign_id: job.campaign_id,
-        subscriber_id: sub.id,
-        attempts,
-        kind,
-    }
+    outcome(attempts, kind)
 }
 
 /// Exponential backoff with jitter: base·2^(n-1), capped, scaled by a
@@ -104,7 +153,7 @@ async fn attempt(
     inner: &Inner,
     ctx: &Context,
     job: &Job,
-    message: &mut Option<types::Message>,
+    message: &mut Option<Held>,
 ) -> Result<Option<String>, Failure> {
     let Some(lane) = &ctx.transport else {
         return Err(Failure::Permanent(format!(
@@ -115,13 +164,17 @@ async fn attempt(
     if message.is_none() {
         *message = Some(personalize(inner, ctx, job).await?);
     }
-    let msg = message.clone().expect("personalized above");
+    let msg = message.as_ref().expect("personalized above").message.clone();
     // Both limits hold: the campaign's send_rate and the transport's own.
     if let Some(l) = &ctx.campaign_rate {
         l.until_ready().await;
     }
     if let Some(l) = &ctx.transport_rate {
         l.until_ready().await;
+    }
+    // After SIGTERM only calls already under way finish.
+    if inner.stopping.load(std::sync::atomic::Ordering::Acquire) {
+        return Err(Failure::Stopped);
     }
     match lane.deliver(msg, ctx.run.cancelled.clone()).await {
         Reply::Cancelled => Err(Failure::Cancelled),
@@ -132,7 +185,7 @@ async fn attempt(
     }
 }
 
-async fn personalize(inner: &Inner, ctx: &Context, job: &Job) -> Result<types::Message, Failure> {
+async fn personalize(inner: &Inner, ctx: &Context, job: &Job) -> Result<Held, Failure> {
     let s = &job.subscriber;
     let subscriber = types::Subscriber {
         id: s.id,
@@ -146,10 +199,28 @@ async fn personalize(inner: &Inner, ctx: &Context, job: &Job) -> Result<types::M
         message_id: ctx.campaign.message_id(s.id),
         unsubscribe_url: format!("{}/{}/{}/{token}", ctx.unsubscribe_base, ctx.campaign.id, s.id),
     };
+    let slot = inner.capacity.render_slot(&ctx.user_slots).await;
     let result = inner.plugins.personalize(ctx.wit.clone(), subscriber, envelope).await;
-    match result {
-        Ok(Ok(m)) => Ok(m),
-        Ok(Err(e)) => Err(Failure::Permanent(format!("personalize: {e}"))),
-        Err(e) => Err(Failure::Transient(e.to_string())),
+    let message = match result {
+        Ok(Ok(m)) => m,
+        Ok(Err(e)) => return Err(Failure::Permanent(format!("personalize: {e}"))),
+        Err(e) => return Err(Failure::Transient(e.to_string())),
+    };
+    // The bundled personalizer stops at the limit while rendering; this
+    // holds for any other personalizer too.
+    let bytes = size(&message);
+    if bytes as u64 > ctx.max_message_bytes {
+        return Err(Failure::Permanent(format!(
+            "the personalized message is {bytes} bytes; the limit is {} (limits.max_message_bytes)",
+            ctx.max_message_bytes
+        )));
     }
+    // The slot is kept until the budget has room, so at most one message
+    // per slot waits outside it.
+    let held = inner.capacity.hold(bytes).await;
+    drop(slot);
+    Ok(Held {
+        message: Arc::new(message),
+        _bytes: held,
+    })
 }

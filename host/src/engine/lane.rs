@@ -26,7 +26,7 @@ pub(super) enum Reply {
 }
 
 struct Request {
-    message: types::Message,
+    message: Arc<types::Message>,
     cancelled: Arc<AtomicBool>,
     reply: oneshot::Sender<Reply>,
 }
@@ -64,7 +64,7 @@ impl Lane {
     }
 
     /// Hands a message to the transport and waits for its result.
-    pub(super) async fn deliver(&self, message: types::Message, cancelled: Arc<AtomicBool>) -> Reply {
+    pub(super) async fn deliver(&self, message: Arc<types::Message>, cancelled: Arc<AtomicBool>) -> Reply {
         let (reply, rx) = oneshot::channel();
         let req = Request {
             message,

@@ -8,6 +8,7 @@
 //! hands the outcome to the collector, which stores outcomes in batches.
 //! Pausing stops the driver from queueing; queued messages still finish.
 
+mod capacity;
 pub mod clock;
 mod collector;
 mod job;
@@ -44,6 +45,8 @@ pub(crate) struct Inner {
     clock: Arc<dyn Clock>,
     /// Set by `shutdown`: nothing new is queued, retries are deferred.
     stopping: AtomicBool,
+    /// Wakes the retries waiting out a backoff when `stopping` is set.
+    stop: Notify,
     store: Store,
     plugins: Arc<Plugins>,
     cfg: Delivery,
@@ -54,6 +57,8 @@ pub(crate) struct Inner {
     lanes: HashMap<String, lane::Lane>,
     /// Transport-wide rate limits, shared by every campaign on the transport.
     transport_rates: HashMap<String, Arc<rate::Limiter>>,
+    /// Personalize slots and the budget for rendered messages.
+    capacity: capacity::Capacity,
 }
 
 #[derive(Clone)]
@@ -102,6 +107,8 @@ impl Engine {
             rt: rt.clone(),
             clock,
             stopping: AtomicBool::new(false),
+            stop: Notify::new(),
+            capacity: capacity::Capacity::new(&cfg),
             transport_rates,
             store,
             plugins,
@@ -134,6 +141,7 @@ impl Engine {
     /// left queued are delivered after the next start.
     pub async fn shutdown(&self, timeout: Duration) -> usize {
         self.inner.stopping.store(true, Ordering::Release);
+        self.inner.stop.notify_waiters();
         for run in self.inner.runs.lock().expect("runs lock").values() {
             run.wake.notify_one();
         }
@@ -253,12 +261,18 @@ async fn drive(inner: &Arc<Inner>, id: u64, run: &Arc<Run>) -> Result<(), StoreE
             notified.await;
             continue;
         }
-        if run.in_flight.load(Ordering::Acquire) >= window {
+        // Never more than `window` without an outcome: that is the bound on
+        // what a crash can flag as a possible duplicate. A batch waits for a
+        // quarter of its size to be free, so the queue is not refilled one
+        // tiny transaction per outcome.
+        let full = inner.cfg.batch_size.min(window);
+        let room = window.saturating_sub(run.in_flight.load(Ordering::Acquire));
+        if room < (full / 4).max(1) {
             notified.await;
             continue;
         }
         let store = inner.store.clone();
-        let batch = inner.cfg.batch_size.min(window);
+        let batch = full.min(room);
         let now = inner.clock.now();
         let step = blocking(move || store.enqueue(id, batch, now)).await?;
         let c = step.campaign;

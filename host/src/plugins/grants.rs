@@ -77,8 +77,12 @@ pub fn is_literal(host: &str) -> bool {
             .is_ok()
 }
 
-/// Loopback, private, link-local, shared (CGNAT), unique-local, unspecified
-/// or multicast: anything that is not a public unicast address.
+/// Loopback, private, link-local, shared (CGNAT), benchmarking, IETF
+/// protocol assignments, reserved, unique-local, site-local, unspecified or
+/// multicast: anything that is not a public unicast address. IPv6 forms
+/// that carry an IPv4 address (mapped, compatible, NAT64 `64:ff9b::/96`,
+/// 6to4 `2002::/16`) are judged by that address, so none of them is a way
+/// around the IPv4 rules.
 pub fn is_private(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
@@ -89,21 +93,59 @@ pub fn is_private(ip: IpAddr) -> bool {
                 || v4.is_unspecified()
                 || v4.is_broadcast()
                 || v4.is_multicast()
-                || (o[0] == 100 && (o[1] & 0xc0) == 64)
                 || o[0] == 0
+                // 100.64.0.0/10 shared address space (CGNAT)
+                || (o[0] == 100 && (o[1] & 0xc0) == 64)
+                // 192.0.0.0/24 IETF protocol assignments
+                || (o[0] == 192 && o[1] == 0 && o[2] == 0)
+                // 198.18.0.0/15 benchmarking
+                || (o[0] == 198 && (o[1] & 0xfe) == 18)
+                // 240.0.0.0/4 reserved
+                || o[0] >= 240
         }
         IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
+            if let Some(v4) = embedded_v4(v6) {
                 return is_private(IpAddr::V4(v4));
             }
             let first = v6.segments()[0];
             v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
+                // fc00::/7 unique local
                 || (first & 0xfe00) == 0xfc00
+                // fe80::/10 link local, fec0::/10 site local (deprecated)
                 || (first & 0xffc0) == 0xfe80
+                || (first & 0xffc0) == 0xfec0
         }
     }
+}
+
+/// The IPv4 address an IPv6 address stands for, if it is one of the forms
+/// that reach IPv4 hosts.
+fn embedded_v4(v6: std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr> {
+    let s = v6.segments();
+    let tail = || std::net::Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return Some(v4);
+    }
+    // ::a.b.c.d (IPv4-compatible, deprecated); :: and ::1 are not.
+    if s[..6].iter().all(|&x| x == 0) && (s[6] != 0 || s[7] > 1) {
+        return Some(tail());
+    }
+    // 64:ff9b::/96 (NAT64 well-known prefix)
+    if s[0] == 0x64 && s[1] == 0xff9b && s[2..6].iter().all(|&x| x == 0) {
+        return Some(tail());
+    }
+    // 2002::/16 (6to4): the IPv4 address is in bits 16..48.
+    if s[0] == 0x2002 {
+        return Some(std::net::Ipv4Addr::new(
+            (s[1] >> 8) as u8,
+            s[1] as u8,
+            (s[2] >> 8) as u8,
+            s[2] as u8,
+        ));
+    }
+    None
 }
 
 /// Splits `host:port`, with IPv6 literals in brackets (`[::1]:25`).
@@ -198,6 +240,18 @@ mod tests {
             "fe80::1",
             "::ffff:127.0.0.1",
             "::",
+            "64:ff9b::7f00:1",
+            "64:ff9b::a9fe:a9fe",
+            "2002:7f00:1::",
+            "2002:c0a8:101::1",
+            "::127.0.0.1",
+            "::10.0.0.1",
+            "fec0::1",
+            "198.18.0.1",
+            "198.19.255.255",
+            "192.0.0.8",
+            "240.0.0.1",
+            "255.255.255.254",
         ] {
             assert!(is_private(ip(p)), "{p}");
         }
@@ -207,6 +261,9 @@ mod tests {
             "2606:4700::1111",
             "172.32.0.1",
             "100.128.0.1",
+            "64:ff9b::5db8:d822",
+            "2002:5db8:d822::1",
+            "198.20.0.1",
         ] {
             assert!(!is_private(ip(p)), "{p}");
         }

@@ -1,14 +1,18 @@
 //! `wasi:http` for plugins: the `send_request` hook that enforces the
 //! transport's `http` capability and sends the request itself, to the
 //! address it checked (no second DNS lookup an attacker could change) and
-//! with the host's TLS roots.
+//! with the host's TLS roots, over a keep-alive pool per transport.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::pin::Pin;
+
 use http_body_util::BodyExt;
-use hyper_util::rt::TokioIo;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::Connected;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
@@ -19,7 +23,9 @@ use super::grants::Grants;
 pub struct HttpHooks {
     pub plugin: String,
     pub grants: Arc<Grants>,
-    pub tls: Arc<ClientConfig>,
+    pub client: HttpClient,
+    /// No request outlives the plugin call that made it.
+    pub deadline: Duration,
 }
 
 type Sent = (
@@ -36,30 +42,36 @@ impl WasiHttpHooks for HttpHooks {
     ) -> Box<dyn Future<Output = Result<Sent, Error>> + Send> {
         drop(fut);
         let plugin = self.plugin.clone();
-        let grants = self.grants.clone();
-        let tls = self.tls.clone();
+        let denied = origin(&self.grants, request.uri()).err();
+        let client = self.client.clone();
+        let deadline = self.deadline;
         Box::new(async move {
-            let target = match check(&grants, request.uri()).await {
-                Ok(t) => t,
-                Err(reason) => {
-                    tracing::warn!(plugin, uri = %request.uri(), "http request denied: {reason}");
-                    return Err(Error::HttpRequestDenied);
-                }
-            };
-            send(request, options, target, tls).await
+            if let Some(reason) = denied {
+                tracing::warn!(plugin, uri = %redact(request.uri()), "http request denied: {reason}");
+                return Err(Error::HttpRequestDenied);
+            }
+            client.send(request, options, deadline).await
         })
     }
 }
 
-struct Target {
-    https: bool,
-    host: String,
-    addrs: Vec<SocketAddr>,
+/// The URI as it may be logged or stored: scheme and authority only, since
+/// paths and queries often carry credentials.
+pub fn redact(uri: &http::Uri) -> String {
+    match (uri.scheme_str(), uri.authority()) {
+        (Some(scheme), Some(authority)) => format!("{scheme}://{authority}"),
+        _ => "(invalid URI)".into(),
+    }
 }
 
-/// The origin must be listed; the addresses its host resolves to must pass
-/// the private-address rule.
-async fn check(grants: &Grants, uri: &http::Uri) -> Result<Target, String> {
+struct Origin {
+    https: bool,
+    host: String,
+    port: u16,
+}
+
+/// The request's origin, which the transport's `http` capability must list.
+fn origin(grants: &Grants, uri: &http::Uri) -> Result<Origin, String> {
     let https = match uri.scheme_str() {
         Some("https") => true,
         Some("http") => false,
@@ -75,98 +87,237 @@ async fn check(grants: &Grants, uri: &http::Uri) -> Result<Target, String> {
     if grants.origin(https, &host, port).is_none() {
         return Err("origin not in this transport's http capability".into());
     }
-    let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+    Ok(Origin { https, host, port })
+}
+
+/// Resolves the origin's host once and keeps the addresses the
+/// private-address rule allows; the connection goes to one of these, never
+/// to a second answer an attacker's DNS could give.
+async fn resolve(grants: &Grants, o: &Origin) -> Result<Vec<SocketAddr>, ConnectFailure> {
+    let found: Vec<SocketAddr> = tokio::net::lookup_host((o.host.as_str(), o.port))
         .await
-        .map_err(|e| format!("cannot resolve {host}: {e}"))?
+        .map_err(|e| ConnectFailure::Io(e.kind(), format!("cannot resolve {}: {e}", o.host)))?
         .collect();
     let addrs: Vec<SocketAddr> = found
         .iter()
         .copied()
-        .filter(|a| grants.may_use(&host, a.ip()))
+        .filter(|a| grants.may_use(&o.host, a.ip()))
         .collect();
     if addrs.is_empty() {
-        return Err(format!(
-            "{host} resolves only to private addresses; list the address itself or set allow_private = true"
-        ));
+        return Err(ConnectFailure::Denied(format!(
+            "{} resolves only to private addresses; list the address itself or set allow_private = true",
+            o.host
+        )));
     }
-    Ok(Target { https, host, addrs })
+    Ok(addrs)
 }
 
-async fn connect(addrs: &[SocketAddr], timeout: Duration) -> Result<TcpStream, Error> {
-    let mut last = Error::ConnectionRefused;
+/// Why a new connection could not be made; carried through hyper-util's
+/// error chain and turned back into a `wasi:http` error code.
+#[derive(Debug, thiserror::Error)]
+enum ConnectFailure {
+    #[error("{0}")]
+    Denied(String),
+    #[error("connection refused")]
+    Refused,
+    #[error("connection timed out")]
+    Timeout,
+    #[error("{1}")]
+    Io(std::io::ErrorKind, String),
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+impl ConnectFailure {
+    fn to_wasi(&self) -> Error {
+        match self {
+            ConnectFailure::Denied(_) => Error::HttpRequestDenied,
+            ConnectFailure::Refused => Error::ConnectionRefused,
+            ConnectFailure::Timeout => Error::ConnectionTimeout,
+            ConnectFailure::Io(kind, text) => Error::Connect(std::io::Error::new(*kind, text.clone())),
+            ConnectFailure::Tls(text) => Error::Tls(std::io::Error::other(text.clone())),
+        }
+    }
+}
+
+/// Longest wait for a TCP connect (and TLS handshake) to one address.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Idle keep-alive connections are closed after this long.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One per transport, shared by all its instances: keep-alive connections
+/// per origin (HTTP/1.1, or HTTP/2 when the server offers it over TLS), so
+/// a webhook call costs a request, not a TCP and TLS handshake.
+#[derive(Clone)]
+pub struct HttpClient {
+    client: Client<Connector, WasiBody>,
+}
+
+impl HttpClient {
+    pub fn new(grants: Arc<Grants>, tls: &ClientConfig, max_idle_per_origin: usize) -> HttpClient {
+        let mut tls = tls.clone();
+        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let connector = Connector {
+            grants,
+            tls: Arc::new(tls),
+        };
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(IDLE_TIMEOUT)
+            .pool_max_idle_per_host(max_idle_per_origin.max(1))
+            .build(connector);
+        HttpClient { client }
+    }
+
+    async fn send(
+        &self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        deadline: Duration,
+    ) -> Result<Sent, Error> {
+        let options = options.unwrap_or_default();
+        let connect = options.connect_timeout.unwrap_or(CONNECT_TIMEOUT);
+        let first_byte = options.first_byte_timeout.unwrap_or(Duration::from_secs(60));
+        let limit = (connect + first_byte).min(deadline);
+        let response = match tokio::time::timeout(limit, self.client.request(request)).await {
+            Err(_) => return Err(Error::ConnectionReadTimeout),
+            Ok(Ok(response)) => response,
+            Ok(Err(e)) => return Err(client_error(e)),
+        };
+        let response = response.map(|body| body.map_err(Error::from).boxed_unsync());
+        // The pool's own tasks drive the connection; nothing is left for
+        // wasi:http to await once the response has arrived.
+        let io: Box<dyn Future<Output = Result<(), Error>> + Send> = Box::new(async { Ok(()) });
+        Ok((response, io))
+    }
+}
+
+fn client_error(e: hyper_util::client::legacy::Error) -> Error {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
+    while let Some(s) = source {
+        if let Some(f) = s.downcast_ref::<ConnectFailure>() {
+            return f.to_wasi();
+        }
+        if let Some(h) = s.downcast_ref::<hyper::Error>() {
+            if h.is_timeout() {
+                return Error::ConnectionReadTimeout;
+            }
+            if h.is_incomplete_message() || h.is_closed() {
+                return Error::ConnectionTerminated;
+            }
+        }
+        source = s.source();
+    }
+    Error::InternalError(Some(e.to_string()))
+}
+
+#[derive(Clone)]
+struct Connector {
+    grants: Arc<Grants>,
+    tls: Arc<ClientConfig>,
+}
+
+impl tower_service::Service<http::Uri> for Connector {
+    type Response = Connection;
+    type Error = ConnectFailure;
+    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Connection, ConnectFailure>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), ConnectFailure>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let grants = self.grants.clone();
+        let tls = self.tls.clone();
+        Box::pin(async move {
+            let o = origin(&grants, &uri).map_err(ConnectFailure::Denied)?;
+            let addrs = resolve(&grants, &o).await?;
+            let tcp = connect(&addrs).await?;
+            if !o.https {
+                return Ok(Connection {
+                    io: TokioIo::new(Box::new(tcp)),
+                    h2: false,
+                });
+            }
+            let name = ServerName::try_from(o.host.clone()).map_err(|e| ConnectFailure::Tls(e.to_string()))?;
+            let stream = tokio::time::timeout(
+                CONNECT_TIMEOUT,
+                tokio_rustls::TlsConnector::from(tls).connect(name, tcp),
+            )
+            .await
+            .map_err(|_| ConnectFailure::Timeout)?
+            .map_err(|e| ConnectFailure::Tls(e.to_string()))?;
+            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            Ok(Connection {
+                io: TokioIo::new(Box::new(stream)),
+                h2,
+            })
+        })
+    }
+}
+
+async fn connect(addrs: &[SocketAddr]) -> Result<TcpStream, ConnectFailure> {
+    let mut last = ConnectFailure::Refused;
     for addr in addrs {
-        match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(stream)) => return Ok(stream),
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => last = Error::ConnectionRefused,
-            Ok(Err(e)) => last = Error::Connect(e),
-            Err(_) => last = Error::ConnectionTimeout,
+        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => {
+                // Requests are written whole; Nagle would only delay them.
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => last = ConnectFailure::Refused,
+            Ok(Err(e)) => last = ConnectFailure::Io(e.kind(), format!("{addr}: {e}")),
+            Err(_) => last = ConnectFailure::Timeout,
         }
     }
     Err(last)
 }
 
-async fn send(
-    mut request: http::Request<WasiBody>,
-    options: Option<RequestOptions>,
-    target: Target,
-    tls: Arc<ClientConfig>,
-) -> Result<Sent, Error> {
-    let options = options.unwrap_or_default();
-    let connect_timeout = options.connect_timeout.unwrap_or(Duration::from_secs(30));
-    let first_byte_timeout = options.first_byte_timeout.unwrap_or(Duration::from_secs(60));
-    let tcp = connect(&target.addrs, connect_timeout).await?;
-    let io: Box<dyn Io> = if target.https {
-        let name = ServerName::try_from(target.host.clone()).map_err(|_| Error::HttpRequestUriInvalid)?;
-        let stream = tokio::time::timeout(
-            connect_timeout,
-            tokio_rustls::TlsConnector::from(tls).connect(name, tcp),
-        )
-        .await
-        .map_err(|_| Error::ConnectionTimeout)?
-        .map_err(Error::Tls)?;
-        Box::new(stream)
-    } else {
-        Box::new(tcp)
-    };
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
-        .await
-        .map_err(Error::from)?;
-    // Origin-form request line: the authority travels in the Host header.
-    let path = request
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/")
-        .to_string();
-    *request.uri_mut() = http::Uri::builder()
-        .path_and_query(path)
-        .build()
-        .map_err(|_| Error::HttpRequestUriInvalid)?;
-    // The connection runs as its own task; the future handed back to
-    // wasi:http owns it and aborts it when dropped.
-    let driver = AbortOnDrop(tokio::spawn(conn));
-    let response = tokio::time::timeout(first_byte_timeout, sender.send_request(request))
-        .await
-        .map_err(|_| Error::ConnectionReadTimeout)?
-        .map_err(Error::from)?;
-    let response = response.map(|body| body.map_err(Error::from).boxed_unsync());
-    let io = async move {
-        let mut driver = driver;
-        match (&mut driver.0).await {
-            Ok(result) => result.map_err(Error::from),
-            Err(e) => Err(Error::InternalError(Some(format!("connection task: {e}")))),
-        }
-    };
-    Ok((response, Box::new(io)))
-}
-
 trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> Io for T {}
 
-struct AbortOnDrop(tokio::task::JoinHandle<Result<(), hyper::Error>>);
+/// A pooled connection, plain or TLS, telling the pool whether ALPN chose
+/// HTTP/2.
+struct Connection {
+    io: TokioIo<Box<dyn Io>>,
+    h2: bool,
+}
 
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
+impl hyper_util::client::legacy::connect::Connection for Connection {
+    fn connected(&self) -> Connected {
+        let c = Connected::new();
+        if self.h2 { c.negotiated_h2() } else { c }
+    }
+}
+
+impl hyper::rt::Read for Connection {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for Connection {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }

@@ -24,8 +24,21 @@ mod line {
 /// The prefix that selects a native stand-in for a bundled component.
 pub const PREFIX: &str = "native:";
 
-pub fn personalize(campaign: &Campaign, subscriber: Subscriber, envelope: Envelope) -> Result<Message, String> {
-    render::personalize(campaign, subscriber, envelope)
+pub fn validate(campaign: &Campaign) -> Result<(), String> {
+    render::validate(campaign)
+}
+
+pub fn personalize(
+    campaign: &Campaign,
+    subscriber: Subscriber,
+    envelope: Envelope,
+    limits: &crate::config::Limits,
+) -> Result<Message, String> {
+    let limits = render::Limits {
+        max_bytes: limits.max_message_bytes,
+        fuel: limits.template_fuel,
+    };
+    render::personalize(campaign, subscriber, envelope, limits)
 }
 
 /// The log transport's work: one JSON line per message, appended under a

@@ -126,11 +126,23 @@ impl Plugins {
         let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) * 2;
         let personalizer = {
             let meta = Arc::new(PluginMeta {
-                name: cfg.personalizer.clone(),
-                config: BTreeMap::new(),
-                limits: cfg.limits,
-                grants: Arc::new(Grants::default()),
-                tls: tls.clone(),
+                sockets: false,
+                ..PluginMeta::new(
+                    cfg.personalizer.clone(),
+                    // The content limits, for the personalizer to enforce
+                    // while it renders.
+                    BTreeMap::from([
+                        (
+                            "max_message_bytes".to_string(),
+                            cfg.limits.max_message_bytes.to_string(),
+                        ),
+                        ("template_fuel".to_string(), cfg.limits.template_fuel.to_string()),
+                    ]),
+                    cfg.limits,
+                    Grants::default(),
+                    tls.clone(),
+                    1,
+                )
             });
             let (pre, source) =
                 prepare::<Personalizer>(&engine, &linker, &cfg.personalizer, cfg.server.plugins_dir.as_deref())?;
@@ -165,13 +177,14 @@ impl Plugins {
                 capabilities: t.capabilities.clone(),
                 limits,
             };
-            let meta = Arc::new(PluginMeta {
-                name: name.clone(),
-                config: values,
+            let meta = Arc::new(PluginMeta::new(
+                name.clone(),
+                values,
                 limits,
-                grants: Arc::new(grants),
-                tls: tls.clone(),
-            });
+                grants,
+                tls.clone(),
+                max_in_flight,
+            ));
             #[cfg(feature = "native-bench")]
             let native = match t.component.strip_prefix(super::native::PREFIX) {
                 Some(_) => {
@@ -214,6 +227,10 @@ impl Plugins {
 
     /// Asks the personalizer whether the campaign's templates compile.
     pub async fn validate(&self, campaign: types::Campaign) -> Result<Result<(), String>, PluginError> {
+        #[cfg(feature = "native-bench")]
+        if self.native_personalizer {
+            return Ok(super::native::validate(&campaign));
+        }
         self.personalizer
             .pool()
             .call(move |p, store| Box::pin(async move { p.call_validate(store, &campaign).await }))
@@ -228,7 +245,8 @@ impl Plugins {
     ) -> Result<Result<types::Message, String>, PluginError> {
         #[cfg(feature = "native-bench")]
         if self.native_personalizer {
-            return Ok(super::native::personalize(&campaign, subscriber, envelope));
+            let limits = self.personalizer.pool().meta.limits;
+            return Ok(super::native::personalize(&campaign, subscriber, envelope, &limits));
         }
         self.personalizer
             .pool()
@@ -289,7 +307,7 @@ impl Plugins {
 impl TransportEntry {
     pub async fn deliver(
         &self,
-        message: types::Message,
+        message: Arc<types::Message>,
     ) -> Result<Result<types::Receipt, types::DeliveryError>, PluginError> {
         #[cfg(feature = "native-bench")]
         if let Some(native) = &self.native {

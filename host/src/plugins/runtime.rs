@@ -17,7 +17,7 @@ use wasmtime_wasi_tls::{WasiTlsCtx, WasiTlsCtxBuilder, WasiTlsCtxView, WasiTlsVi
 
 use super::bindings::host::{self, Level};
 use super::grants::Grants;
-use super::http::HttpHooks;
+use super::http::{HttpClient, HttpHooks};
 use super::tls::HostTls;
 use crate::config::Limits;
 
@@ -65,6 +65,11 @@ pub struct PluginMeta {
     pub grants: Arc<Grants>,
     /// TLS client config for wasi:tls and HTTPS.
     pub tls: Arc<rustls::ClientConfig>,
+    /// Keep-alive HTTP connections, shared by every instance.
+    pub http: HttpClient,
+    /// Whether the component may create sockets at all (transports; never
+    /// the personalizer, which renders content and has no peer).
+    pub sockets: bool,
 }
 
 /// Config values may be secrets: debug output shows only their keys.
@@ -80,6 +85,28 @@ impl std::fmt::Debug for PluginMeta {
 }
 
 impl PluginMeta {
+    /// `connections` is how many calls may run at once, so how many
+    /// keep-alive connections per origin are worth keeping.
+    pub fn new(
+        name: String,
+        config: BTreeMap<String, String>,
+        limits: Limits,
+        grants: Grants,
+        tls: Arc<rustls::ClientConfig>,
+        connections: usize,
+    ) -> PluginMeta {
+        let grants = Arc::new(grants);
+        PluginMeta {
+            http: HttpClient::new(grants.clone(), &tls, connections),
+            name,
+            config,
+            limits,
+            grants,
+            tls,
+            sockets: true,
+        }
+    }
+
     pub fn deadline(&self) -> Duration {
         Duration::from_millis(self.limits.deadline_ms)
     }
@@ -95,9 +122,14 @@ impl PluginMeta {
             let guest = dir.display().to_string();
             b.preopened_dir(dir, &guest, FsPerms::ReadWrite)?;
         }
-        // TCP is on for every component so that a connect outside the
-        // grant fails with a clear "access denied" instead of "not
-        // supported"; the check below admits only granted addresses.
+        // The personalizer gets no sockets at all. TCP is on for every
+        // transport, so that a connect outside the grant fails with a clear
+        // "access denied" instead of "not supported"; the check below
+        // admits only granted addresses.
+        if !self.sockets {
+            b.allow_tcp(false).allow_udp(false);
+            return Ok(b.build());
+        }
         let grants = self.grants.clone();
         b.allow_tcp(true).socket_addr_check(move |addr, use_| {
             let ok = match use_ {
@@ -159,7 +191,8 @@ impl HostState {
             hooks: HttpHooks {
                 plugin: meta.name.clone(),
                 grants: meta.grants.clone(),
-                tls: meta.tls.clone(),
+                client: meta.http.clone(),
+                deadline: meta.deadline(),
             },
             stderr,
             table: ResourceTable::new(),

@@ -190,10 +190,13 @@ impl Store {
             let c = owned(&table, user_id, id)?;
             transition(c.status, Action::Delete)?;
             table.remove(id)?;
+            tx.open_table(super::DELETED_CAMPAIGNS)?.insert(id, c.list_id)?;
             tx.open_table(USER_CAMPAIGNS)?.remove((user_id, id))?;
             tx.open_table(MESSAGES)?
                 .retain_in((id, 0)..=(id, u64::MAX), |_, _| false)?;
             tx.open_table(IN_FLIGHT)?
+                .retain_in((id, 0)..=(id, u64::MAX), |_, _| false)?;
+            tx.open_table(super::DEFERRED)?
                 .retain_in((id, 0)..=(id, u64::MAX), |_, _| false)?;
             tx.open_table(super::DUE)?
                 .retain_in((id, 0, 0)..=(id, u64::MAX, u64::MAX), |_, _| false)?;

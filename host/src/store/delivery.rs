@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::campaigns::{load, save};
-use super::{CAMPAIGNS, DUE, IN_FLIGHT, MESSAGES, Page, Result, SUBSCRIBERS, Store, StoreError, decode, encode};
+use super::{
+    CAMPAIGNS, DEFERRED, DUE, IN_FLIGHT, MESSAGES, Page, Result, SUBSCRIBERS, Store, StoreError, decode, encode,
+};
 use crate::domain::lifecycle::transition;
 use crate::domain::{Action, Campaign, Status, Subscriber, SubscriberStatus, schedule};
 
@@ -64,6 +66,9 @@ pub struct MessageRecord {
 pub struct Job {
     pub campaign_id: u64,
     pub subscriber: Subscriber,
+    /// Transport calls already made for this message (before a stop or
+    /// crash): `max_attempts` counts them too.
+    pub attempts: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -76,9 +81,23 @@ pub enum OutcomeKind {
     },
     /// The campaign was cancelled before the transport was called.
     Cancelled,
-    /// Not final: the server is stopping; the message stays queued and is
-    /// delivered again after the next start.
+    /// Not final: a transient failure, retried after a backoff. Stores the
+    /// attempts so far, so a restart does not start counting again.
+    Retrying {
+        error: String,
+    },
+    /// Not final: the server is stopping and the retry was put off before
+    /// it called the transport; the message leaves `in_flight` for
+    /// `deferred` and is delivered again, unflagged, after the next start.
     Deferred,
+}
+
+impl OutcomeKind {
+    /// Whether the message's job ends with this outcome (the engine counts
+    /// it out of the campaign's in-flight messages once stored).
+    pub fn ends_job(&self) -> bool {
+        !matches!(self, OutcomeKind::Retrying { .. })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -139,6 +158,7 @@ impl Writer<'_> {
         Ok((status == MessageStatus::Queued).then_some(Job {
             campaign_id: c.id,
             subscriber: sub,
+            attempts: 0,
         }))
     }
 }
@@ -316,6 +336,7 @@ impl Store {
             let mut campaigns = tx.open_table(CAMPAIGNS)?;
             let mut messages = tx.open_table(MESSAGES)?;
             let mut in_flight = tx.open_table(IN_FLIGHT)?;
+            let mut deferred = tx.open_table(DEFERRED)?;
             let mut touched: HashMap<u64, Campaign> = HashMap::new();
             for o in outcomes {
                 let key = (o.campaign_id, o.subscriber_id);
@@ -326,8 +347,26 @@ impl Store {
                 let Some(mut record) = record else {
                     continue;
                 };
-                if record.status != MessageStatus::Queued || o.kind == OutcomeKind::Deferred {
+                if record.status != MessageStatus::Queued {
                     continue;
+                }
+                record.attempts = o.attempts;
+                record.updated_at = now;
+                // Not final: the message stays queued, only what it went
+                // through is kept.
+                match &o.kind {
+                    OutcomeKind::Retrying { error } => {
+                        record.last_error = Some(clip(error, MAX_STORED_TEXT));
+                        messages.insert(key, encode(&record).as_slice())?;
+                        continue;
+                    }
+                    OutcomeKind::Deferred => {
+                        messages.insert(key, encode(&record).as_slice())?;
+                        in_flight.remove(key)?;
+                        deferred.insert(key, ())?;
+                        continue;
+                    }
+                    _ => {}
                 }
                 let c = match touched.entry(o.campaign_id) {
                     std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
@@ -337,13 +376,11 @@ impl Store {
                         Err(err) => return Err(err),
                     },
                 };
-                record.attempts = o.attempts;
-                // Whatever a plugin returns, a stored message stays small.
-                record.updated_at = now;
                 c.stats.queued -= 1;
                 match &o.kind {
                     OutcomeKind::Sent { remote_id } => {
                         record.status = MessageStatus::Sent;
+                        // Whatever a plugin returns, a stored message stays small.
                         record.remote_id = remote_id.as_deref().map(|r| clip(r, MAX_STORED_TEXT));
                         c.stats.sent += 1;
                     }
@@ -356,7 +393,7 @@ impl Store {
                         record.status = MessageStatus::Cancelled;
                         c.stats.cancelled += 1;
                     }
-                    OutcomeKind::Deferred => unreachable!("skipped above"),
+                    OutcomeKind::Retrying { .. } | OutcomeKind::Deferred => unreachable!("handled above"),
                 }
                 messages.insert(key, encode(&record).as_slice())?;
                 in_flight.remove(key)?;
@@ -372,86 +409,72 @@ impl Store {
         Ok(touched)
     }
 
-    /// Messages of a campaign that were queued when the server stopped. The
-    /// transport may already have delivered them, so they are marked as
-    /// possible duplicates before they are delivered again. A cancelled
-    /// campaign's are cancelled instead.
+    /// Messages of a campaign that were queued when the server stopped.
+    /// Those in flight may already have been delivered, so they are marked
+    /// as possible duplicates before they are delivered again; those a
+    /// clean stop deferred were not under way and are not marked. A
+    /// cancelled campaign's are cancelled instead.
     pub fn recover_in_flight(&self, campaign_id: u64, now: DateTime<Utc>) -> Result<Vec<Job>> {
         let tx = self.write_bulk()?;
         let jobs = {
             let mut campaigns = tx.open_table(CAMPAIGNS)?;
             let mut c = load(&campaigns, campaign_id)?;
-            if c.status == Status::Cancelled {
-                let mut in_flight = tx.open_table(IN_FLIGHT)?;
-                let mut messages = tx.open_table(MESSAGES)?;
-                let keys: Vec<(u64, u64)> = in_flight
-                    .range((campaign_id, 0)..=(campaign_id, u64::MAX))?
+            let mut in_flight = tx.open_table(IN_FLIGHT)?;
+            let mut deferred = tx.open_table(DEFERRED)?;
+            let mut messages = tx.open_table(MESSAGES)?;
+            let subs = tx.open_table(SUBSCRIBERS)?;
+            let range = (campaign_id, 0)..=(campaign_id, u64::MAX);
+            let keys = |t: &redb::Table<(u64, u64), ()>| -> Result<Vec<(u64, u64)>> {
+                Ok(t.range(range.clone())?
                     .map(|e| e.map(|(k, _)| k.value()))
-                    .collect::<std::result::Result<_, _>>()?;
-                for key in keys {
-                    let record = messages
-                        .get(key)?
-                        .map(|v| decode::<MessageRecord>(v.value()))
-                        .transpose()?;
-                    if let Some(mut record) = record {
-                        record.status = MessageStatus::Cancelled;
-                        record.updated_at = now;
-                        messages.insert(key, encode(&record).as_slice())?;
-                        c.stats.queued -= 1;
-                        c.stats.cancelled += 1;
-                    }
+                    .collect::<std::result::Result<_, _>>()?)
+            };
+            let mut waiting: Vec<((u64, u64), bool)> = keys(&in_flight)?.into_iter().map(|k| (k, true)).collect();
+            waiting.extend(keys(&deferred)?.into_iter().map(|k| (k, false)));
+            deferred.retain_in(range.clone(), |_, _| false)?;
+            let mut jobs = Vec::new();
+            for (key, maybe_delivered) in waiting {
+                let Some(mut record) = messages
+                    .get(key)?
+                    .map(|v| decode::<MessageRecord>(v.value()))
+                    .transpose()?
+                else {
                     in_flight.remove(key)?;
+                    continue;
+                };
+                record.updated_at = now;
+                if c.status == Status::Cancelled {
+                    record.status = MessageStatus::Cancelled;
+                    c.stats.queued -= 1;
+                    c.stats.cancelled += 1;
+                    in_flight.remove(key)?;
+                } else {
+                    let Some(sub) = subs
+                        .get((c.list_id, key.1))?
+                        .map(|v| decode::<Subscriber>(v.value()))
+                        .transpose()?
+                    else {
+                        continue;
+                    };
+                    if maybe_delivered && !record.possible_duplicate {
+                        record.possible_duplicate = true;
+                        c.stats.possible_duplicates += 1;
+                    }
+                    in_flight.insert(key, ())?;
+                    jobs.push(Job {
+                        campaign_id,
+                        subscriber: sub,
+                        attempts: record.attempts,
+                    });
                 }
-                save(&mut campaigns, &c)?;
-                Vec::new()
-            } else {
-                let (jobs, newly_flagged) = Self::in_flight_jobs(&tx, &c, now)?;
-                c.stats.possible_duplicates += newly_flagged;
-                save(&mut campaigns, &c)?;
-                jobs
+                messages.insert(key, encode(&record).as_slice())?;
             }
+            c.stats = c.stats.with_pending();
+            save(&mut campaigns, &c)?;
+            jobs
         };
         tx.commit()?;
         Ok(jobs)
-    }
-
-    /// The jobs to deliver again, and how many messages were flagged as
-    /// possible duplicates for the first time.
-    fn in_flight_jobs(tx: &redb::WriteTransaction, c: &Campaign, now: DateTime<Utc>) -> Result<(Vec<Job>, u64)> {
-        let campaign_id = c.id;
-        let mut flagged = 0;
-        let jobs = {
-            let in_flight = tx.open_table(IN_FLIGHT)?;
-            let subs = tx.open_table(SUBSCRIBERS)?;
-            let mut messages = tx.open_table(MESSAGES)?;
-            let mut jobs = Vec::new();
-            for entry in in_flight.range((campaign_id, 0)..=(campaign_id, u64::MAX))? {
-                let sub_id = entry?.0.value().1;
-                let Some(sub) = subs
-                    .get((c.list_id, sub_id))?
-                    .map(|v| decode::<Subscriber>(v.value()))
-                    .transpose()?
-                else {
-                    continue;
-                };
-                let record = messages
-                    .get((campaign_id, sub_id))?
-                    .map(|v| decode::<MessageRecord>(v.value()))
-                    .transpose()?;
-                if let Some(mut record) = record {
-                    flagged += u64::from(!record.possible_duplicate);
-                    record.possible_duplicate = true;
-                    record.updated_at = now;
-                    messages.insert((campaign_id, sub_id), encode(&record).as_slice())?;
-                }
-                jobs.push(Job {
-                    campaign_id,
-                    subscriber: sub,
-                });
-            }
-            jobs
-        };
-        Ok((jobs, flagged))
     }
 
     /// A campaign's messages in subscriber order, optionally by status.

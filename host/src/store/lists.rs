@@ -192,19 +192,44 @@ impl Store {
         Ok(Page { items, next_after })
     }
 
-    /// Marks the subscriber a campaign was sent to as unsubscribed.
+    /// Marks the subscriber a campaign was sent to as unsubscribed, also
+    /// after the campaign was deleted. A subscriber who is no longer
+    /// subscribed is left as is, without a write: the link is public, and
+    /// repeating it must cost a read, not a commit.
     pub fn unsubscribe(&self, campaign_id: u64, subscriber_id: u64) -> Result<()> {
-        let tx = self.write()?;
-        {
-            let c = super::campaigns::load(&tx.open_table(CAMPAIGNS)?, campaign_id)?;
-            let mut subs = tx.open_table(SUBSCRIBERS)?;
-            let mut sub: Subscriber = match subs.get((c.list_id, subscriber_id))? {
+        let list_of = |tx: &redb::ReadTransaction| -> Result<u64> {
+            match super::campaigns::load(&tx.open_table(CAMPAIGNS)?, campaign_id) {
+                Ok(c) => Ok(c.list_id),
+                Err(StoreError::NotFound) => tx
+                    .open_table(super::DELETED_CAMPAIGNS)?
+                    .get(campaign_id)?
+                    .map(|v| v.value())
+                    .ok_or(StoreError::NotFound),
+                Err(e) => Err(e),
+            }
+        };
+        let (list_id, mut sub) = {
+            let tx = self.read()?;
+            let list_id = list_of(&tx)?;
+            let sub: Subscriber = match tx.open_table(SUBSCRIBERS)?.get((list_id, subscriber_id))? {
                 Some(v) => decode(v.value())?,
                 None => return Err(StoreError::NotFound),
             };
+            (list_id, sub)
+        };
+        if sub.status != crate::domain::SubscriberStatus::Subscribed {
+            return Ok(());
+        }
+        let tx = self.write()?;
+        {
+            let mut subs = tx.open_table(SUBSCRIBERS)?;
+            // Re-read under the write lock: an import may have changed it.
+            if let Some(v) = subs.get((list_id, subscriber_id))? {
+                sub = decode(v.value())?;
+            }
             sub.status = crate::domain::SubscriberStatus::Unsubscribed;
             sub.updated_at = Utc::now();
-            subs.insert((c.list_id, subscriber_id), encode(&sub).as_slice())?;
+            subs.insert((list_id, subscriber_id), encode(&sub).as_slice())?;
         }
         tx.commit()?;
         Ok(())

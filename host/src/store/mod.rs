@@ -43,10 +43,18 @@ pub(crate) const MESSAGES: TableDefinition<(u64, u64), &[u8]> = TableDefinition:
 /// (campaign, subscriber) → (): messages queued without a final outcome.
 /// After a crash these are the ones whose delivery may have happened.
 pub(crate) const IN_FLIGHT: TableDefinition<(u64, u64), ()> = TableDefinition::new("in_flight");
+/// (campaign, subscriber) → (): queued messages whose retry a clean stop
+/// put off. No transport call was under way for them, so the next start
+/// delivers them again without flagging them.
+pub(crate) const DEFERRED: TableDefinition<(u64, u64), ()> = TableDefinition::new("deferred");
 
 /// (campaign, due unix millis, subscriber) → (): local-time messages not
 /// yet due, in due order.
 pub(crate) const DUE: TableDefinition<(u64, u64, u64), ()> = TableDefinition::new("due");
+
+/// campaign → list, kept when a campaign is deleted: the unsubscribe links
+/// in mail it already sent must keep working (RFC 8058).
+pub(crate) const DELETED_CAMPAIGNS: TableDefinition<u64, u64> = TableDefinition::new("deleted_campaigns");
 
 /// Server secrets, generated on first use (unsubscribe link signing).
 pub(crate) const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
@@ -161,6 +169,8 @@ impl Store {
             tx.open_table(USER_CAMPAIGNS)?;
             tx.open_table(MESSAGES)?;
             tx.open_table(IN_FLIGHT)?;
+            tx.open_table(DEFERRED)?;
+            tx.open_table(DELETED_CAMPAIGNS)?;
             tx.open_table(SECRETS)?;
             tx.open_table(DUE)?;
         }

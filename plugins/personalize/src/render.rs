@@ -7,6 +7,7 @@
 use std::cell::RefCell;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
+use std::io;
 
 use minijinja::{Environment, UndefinedBehavior, Value, context};
 
@@ -35,9 +36,18 @@ fn key(c: &Campaign) -> u64 {
     h.finish()
 }
 
-pub fn compile(c: &Campaign) -> Result<Environment<'static>, String> {
+/// What one message may cost: output bytes over subject, html and text,
+/// and template instructions per render.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_bytes: u64,
+    pub fuel: u64,
+}
+
+pub fn compile(c: &Campaign, fuel: u64) -> Result<Environment<'static>, String> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Lenient);
+    env.set_fuel(Some(fuel));
     // Only the html body is escaped; the subject and the text body are plain.
     env.set_auto_escape_callback(|name| {
         if name == HTML {
@@ -57,6 +67,88 @@ pub fn compile(c: &Campaign) -> Result<Environment<'static>, String> {
     Ok(env)
 }
 
+/// What a template can name: the context `personalize` builds.
+const SUBSCRIBER_FIELDS: &[&str] = &["id", "email", "name", "timezone", "attributes"];
+const CAMPAIGN_FIELDS: &[&str] = &["id", "name", "from_email", "from_name"];
+const TOP_LEVEL: &[&str] = &["subscriber", "campaign", "unsubscribe_url", "message_id"];
+
+/// Compiles the templates and checks every name they read: a misspelt
+/// `{{ subscriber.nmae }}` would otherwise render as empty for everyone.
+/// Attributes are free-form (`subscriber.attributes.anything`), and names
+/// a template sets itself (`{% set %}`, loop variables) are not reads.
+pub fn validate(c: &Campaign) -> Result<(), String> {
+    let env = compile(c, u64::MAX)?;
+    let globals: Vec<&str> = env.globals().map(|(name, _)| name).collect();
+    for (name, what) in [(SUBJECT, "subject"), (HTML, "html"), (TEXT, "text")] {
+        let template = env.get_template(name).map_err(|e| describe(&e))?;
+        let mut names: Vec<String> = template.undeclared_variables(true).into_iter().collect();
+        names.sort();
+        for path in names {
+            if let Some(problem) = unknown_name(&path, &globals) {
+                return Err(format!("{what} template: {problem}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn unknown_name(path: &str, globals: &[&str]) -> Option<String> {
+    let mut parts = path.split('.');
+    let top = parts.next().unwrap_or_default();
+    let field = parts.next();
+    let (known, owner): (&[&str], &str) = match top {
+        "subscriber" => (SUBSCRIBER_FIELDS, "subscriber"),
+        "campaign" => (CAMPAIGN_FIELDS, "campaign"),
+        _ if TOP_LEVEL.contains(&top) || globals.contains(&top) => return None,
+        _ => {
+            return Some(format!("unknown name `{top}`{}", suggestion(top, TOP_LEVEL)));
+        }
+    };
+    let field = field?;
+    if known.contains(&field) {
+        return None;
+    }
+    Some(format!(
+        "`{owner}.{field}`: {owner} has no field `{field}`{} (fields: {})",
+        suggestion(field, known),
+        known.join(", ")
+    ))
+}
+
+/// `; did you mean `x`?` for the closest known name, when one is close.
+fn suggestion(given: &str, known: &[&str]) -> String {
+    known
+        .iter()
+        .map(|k| (edit_distance(given, k), *k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 3))
+        .min()
+        .map(|(_, k)| format!("; did you mean `{k}`?"))
+        .unwrap_or_default()
+}
+
+/// Levenshtein distance, counting a swap of two neighbours as one edit
+/// (the usual typo: `nmae`).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for j in 0..=b.len() {
+        d[0][j] = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            d[i][j] = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
+            }
+        }
+    }
+    d[a.len()][b.len()]
+}
+
 fn describe(e: &minijinja::Error) -> String {
     let mut s = e.kind().to_string();
     if let Some(detail) = e.detail() {
@@ -69,14 +161,14 @@ fn describe(e: &minijinja::Error) -> String {
     s
 }
 
-fn with_env<R>(c: &Campaign, f: impl FnOnce(&Environment<'static>) -> R) -> Result<R, String> {
-    let k = key(c);
+fn with_env<R>(c: &Campaign, fuel: u64, f: impl FnOnce(&Environment<'static>) -> R) -> Result<R, String> {
+    let k = key(c) ^ fuel;
     CACHE.with(|cache| {
         let mut cache = cache.borrow_mut();
         if let Some(pos) = cache.iter().position(|e| e.key == k) {
             return Ok(f(&cache[pos].env));
         }
-        let env = compile(c)?;
+        let env = compile(c, fuel)?;
         if cache.len() >= CACHE_SIZE {
             cache.remove(0);
         }
@@ -85,13 +177,66 @@ fn with_env<R>(c: &Campaign, f: impl FnOnce(&Environment<'static>) -> R) -> Resu
     })
 }
 
-fn render(env: &Environment<'static>, name: &str, ctx: &Value) -> Result<String, String> {
-    env.get_template(name)
-        .and_then(|t| t.render(ctx))
-        .map_err(|e| format!("rendering {name}: {}", describe(&e)))
+/// Collects output until the message's byte budget is spent, then fails
+/// the write, which stops the render: an oversized template costs at most
+/// the limit in memory and little more in time.
+struct Bounded<'a> {
+    out: Vec<u8>,
+    left: &'a mut u64,
+    over: bool,
 }
 
-pub fn personalize(campaign: &Campaign, subscriber: Subscriber, envelope: Envelope) -> Result<Message, String> {
+impl io::Write for Bounded<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.len() as u64 > *self.left {
+            self.over = true;
+            return Err(io::Error::other("message size limit"));
+        }
+        *self.left -= buf.len() as u64;
+        self.out.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn render(
+    env: &Environment<'static>,
+    name: &str,
+    ctx: &Value,
+    left: &mut u64,
+    limits: Limits,
+) -> Result<String, String> {
+    let template = env
+        .get_template(name)
+        .map_err(|e| format!("rendering {name}: {}", describe(&e)))?;
+    let mut out = Bounded {
+        out: Vec::new(),
+        left,
+        over: false,
+    };
+    match template.render_to_write(ctx, &mut out) {
+        Ok(_) => Ok(String::from_utf8(out.out).map_err(|e| format!("rendering {name}: {e}"))?),
+        Err(_) if out.over => Err(format!(
+            "the rendered message is larger than the limit of {} bytes (limits.max_message_bytes)",
+            limits.max_bytes
+        )),
+        Err(e) if e.kind() == minijinja::ErrorKind::OutOfFuel => Err(format!(
+            "rendering {name}: the template ran more than {} instructions (limits.template_fuel); does it loop?",
+            limits.fuel
+        )),
+        Err(e) => Err(format!("rendering {name}: {}", describe(&e))),
+    }
+}
+
+pub fn personalize(
+    campaign: &Campaign,
+    subscriber: Subscriber,
+    envelope: Envelope,
+    limits: Limits,
+) -> Result<Message, String> {
     let attributes: serde_json::Value = if subscriber.attributes.is_empty() {
         serde_json::Value::Object(Default::default())
     } else {
@@ -116,11 +261,13 @@ pub fn personalize(campaign: &Campaign, subscriber: Subscriber, envelope: Envelo
         unsubscribe_url => Value::from_safe_string(envelope.unsubscribe_url.clone()),
         message_id => &envelope.message_id,
     };
-    let (subject, html, text) = with_env(campaign, |env| {
+    // One budget for all three parts.
+    let mut left = limits.max_bytes;
+    let (subject, html, text) = with_env(campaign, limits.fuel, |env| {
         Ok::<_, String>((
-            render(env, SUBJECT, &ctx)?,
-            render(env, HTML, &ctx)?,
-            render(env, TEXT, &ctx)?,
+            render(env, SUBJECT, &ctx, &mut left, limits)?,
+            render(env, HTML, &ctx, &mut left, limits)?,
+            render(env, TEXT, &ctx, &mut left, limits)?,
         ))
     })??;
     Ok(Message {

@@ -66,6 +66,35 @@ pub struct Client<S> {
     stream: S,
     /// Bytes read past the end of the last reply.
     pending: Vec<u8>,
+    /// Commands (and BDAT data) queued for the next flight. A flight goes
+    /// out in one write, so a command never leaves as two small segments
+    /// (line, then CRLF) that Nagle's algorithm would hold back for the
+    /// peer's delayed ACK.
+    out: Vec<u8>,
+    /// Replies read on this connection; lets the caller tell a connection
+    /// that died before answering anything from one that failed mid-way.
+    replies: u64,
+    /// A transaction failed half-way: the next one starts with RSET.
+    needs_reset: bool,
+}
+
+/// What the server's EHLO reply lets a transaction use.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Extensions {
+    /// RFC 2920: MAIL, RCPT and DATA (or BDAT) go out in one flight.
+    pub pipelining: bool,
+    /// RFC 3030: the message goes as `BDAT n LAST` with no dot-stuffing,
+    /// in the same flight as the envelope when pipelining.
+    pub chunking: bool,
+    /// RFC 6531: the envelope has non-ASCII addresses.
+    pub smtputf8: bool,
+}
+
+/// One command of a transaction and the reply class it needs.
+struct Step {
+    name: &'static str,
+    line: String,
+    expect: u16,
 }
 
 impl<S: Read + Write> Client<S> {
@@ -73,6 +102,9 @@ impl<S: Read + Write> Client<S> {
         Client {
             stream,
             pending: Vec::new(),
+            out: Vec::new(),
+            replies: 0,
+            needs_reset: false,
         }
     }
 
@@ -84,6 +116,11 @@ impl<S: Read + Write> Client<S> {
             return Err(protocol("server sent data after its STARTTLS reply".into()));
         }
         Ok(self.stream)
+    }
+
+    /// Replies read so far on this connection.
+    pub fn replies(&self) -> u64 {
+        self.replies
     }
 
     /// Reads one complete reply: lines until one whose fourth byte is a
@@ -103,6 +140,7 @@ impl<S: Read + Write> Client<S> {
                 scanned = line_end;
                 if line[3] != b'-' {
                     let rest = self.pending.split_off(line_end);
+                    self.replies += 1;
                     return Ok(std::mem::replace(&mut self.pending, rest));
                 }
             }
@@ -130,21 +168,29 @@ impl<S: Read + Write> Client<S> {
         Ok(response.into())
     }
 
-    fn send(&mut self, line: &str) -> Result<(), SmtpError> {
+    /// Adds a command line to the next flight.
+    fn queue(&mut self, line: &str) -> Result<(), SmtpError> {
         if line.contains(['\r', '\n']) {
             return Err(SmtpError::Unsupported(format!(
                 "refusing a command with a line break: {line:?}"
             )));
         }
-        self.stream.write_all(line.as_bytes())?;
-        self.stream.write_all(b"\r\n")?;
-        self.stream.flush()?;
+        self.out.extend_from_slice(line.as_bytes());
+        self.out.extend_from_slice(b"\r\n");
         Ok(())
+    }
+
+    /// Sends the queued flight in one write.
+    fn flush_out(&mut self) -> Result<(), SmtpError> {
+        let result = self.stream.write_all(&self.out).and_then(|()| self.stream.flush());
+        self.out.clear();
+        result.map_err(SmtpError::Io)
     }
 
     /// Sends a command and checks the reply code's first digit.
     pub fn command(&mut self, step: &'static str, line: &str, expect: u16) -> Result<Reply, SmtpError> {
-        self.send(line)?;
+        self.queue(line)?;
+        self.flush_out()?;
         expect_class(step, self.read_reply()?, expect)
     }
 
@@ -153,7 +199,8 @@ impl<S: Read + Write> Client<S> {
     }
 
     pub fn ehlo(&mut self, name: &str) -> Result<EhloResponse<String>, SmtpError> {
-        self.send(&format!("EHLO {name}"))?;
+        self.queue(&format!("EHLO {name}"))?;
+        self.flush_out()?;
         let raw = self.read_raw()?;
         if !raw.starts_with(b"250") {
             let mut receiver = ResponseReceiver::default();
@@ -186,24 +233,111 @@ impl<S: Read + Write> Client<S> {
         Ok(())
     }
 
-    /// MAIL, RCPT, DATA and the dot-stuffed message; returns the final reply.
-    pub fn transaction(&mut self, from: &str, to: &str, body: &[u8], utf8: bool) -> Result<Reply, SmtpError> {
-        let param = if utf8 { " SMTPUTF8" } else { "" };
-        self.command("MAIL FROM", &format!("MAIL FROM:<{from}>{param}"), 250)?;
-        self.command("RCPT TO", &format!("RCPT TO:<{to}>"), 250)?;
-        self.command("DATA", "DATA", 354)?;
-        self.stream.write_all(&dot_stuff(body))?;
-        self.stream.flush()?;
-        expect_class("end of DATA", self.read_reply()?, 250)
-    }
+    /// One message: RSET if the last transaction failed half-way, MAIL,
+    /// RCPT, then DATA and the dot-stuffed body, or BDAT with the body.
+    /// With pipelining every command up to DATA (or the whole BDAT
+    /// transaction) is one flight and the replies are read in order; the
+    /// first failing step is the error, and every reply of the flight is
+    /// read so the connection stays usable. Returns the final reply.
+    pub fn transaction(&mut self, from: &str, to: &str, body: &[u8], ext: Extensions) -> Result<Reply, SmtpError> {
+        let param = if ext.smtputf8 { " SMTPUTF8" } else { "" };
+        let data = canonical(body, !ext.chunking);
+        let mut steps = Vec::with_capacity(4);
+        if self.needs_reset {
+            steps.push(Step {
+                name: "RSET",
+                line: "RSET".into(),
+                expect: 250,
+            });
+        }
+        steps.push(Step {
+            name: "MAIL FROM",
+            line: format!("MAIL FROM:<{from}>{param}"),
+            expect: 250,
+        });
+        steps.push(Step {
+            name: "RCPT TO",
+            line: format!("RCPT TO:<{to}>"),
+            expect: 250,
+        });
+        steps.push(if ext.chunking {
+            Step {
+                name: "BDAT",
+                line: format!("BDAT {} LAST", data.len()),
+                expect: 250,
+            }
+        } else {
+            Step {
+                name: "DATA",
+                line: "DATA".into(),
+                expect: 354,
+            }
+        });
+        // Until a transaction ends with its final 2xx, the server may hold
+        // half an envelope.
+        self.needs_reset = true;
 
-    pub fn rset(&mut self) -> Result<(), SmtpError> {
-        self.command("RSET", "RSET", 250).map(drop)
+        let mut failed: Option<SmtpError> = None;
+        let mut last = None;
+        let flight = if ext.pipelining { steps.len() } else { 1 };
+        for group in steps.chunks(flight) {
+            for step in group {
+                self.queue(&step.line)?;
+                if step.name == "BDAT" {
+                    // The chunk's bytes follow its command line at once.
+                    self.out.extend_from_slice(&data);
+                }
+            }
+            self.flush_out()?;
+            for step in group {
+                let reply = self.read_reply()?;
+                if failed.is_none() {
+                    match expect_class(step.name, reply, step.expect) {
+                        Ok(r) => last = Some(r),
+                        Err(e) => failed = Some(e),
+                    }
+                } else {
+                    last = Some(reply);
+                }
+            }
+            if failed.is_some() {
+                break;
+            }
+        }
+        if ext.chunking {
+            return match failed {
+                Some(e) => Err(e),
+                None => {
+                    self.needs_reset = false;
+                    Ok(last.expect("BDAT was answered"))
+                }
+            };
+        }
+        match failed {
+            None => {
+                self.stream.write_all(&data)?;
+                self.stream.flush()?;
+                let reply = expect_class("end of DATA", self.read_reply()?, 250)?;
+                self.needs_reset = false;
+                Ok(reply)
+            }
+            Some(e) => {
+                // A server that answered DATA with 354 although the envelope
+                // failed waits for a message; an empty one ends it.
+                if ext.pipelining && last.as_ref().is_some_and(|r| r.code == 354) {
+                    self.stream.write_all(b".\r\n")?;
+                    self.stream.flush()?;
+                    self.read_reply()?;
+                }
+                Err(e)
+            }
+        }
     }
 
     pub fn quit(mut self) {
-        let _ = self.send("QUIT");
-        let _ = self.read_reply();
+        if self.queue("QUIT").and_then(|()| self.flush_out()).is_ok() {
+            let _ = self.read_reply();
+        }
     }
 
     pub fn stream(&self) -> &S {
@@ -224,28 +358,46 @@ fn expect_class(step: &'static str, reply: Reply, expect: u16) -> Result<Reply, 
     }
 }
 
-/// CRLF line ends, a leading dot doubled on every line, and the closing
-/// `.` line (RFC 5321 §4.5.2).
-pub fn dot_stuff(body: &[u8]) -> Vec<u8> {
+/// The message as it goes on the wire: every line ends in CRLF (a bare CR
+/// or LF becomes CRLF, so no `\r.\r` or `\n.\n` can end the data early
+/// or smuggle a second message past the server), and the body ends with
+/// CRLF. For DATA (`dot_stuff`) a leading dot is doubled on every line and
+/// the closing `.` line is added (RFC 5321 §4.5.2); BDAT sends the bytes
+/// as they are.
+pub fn canonical(body: &[u8], dot_stuff: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len() + body.len() / 64 + 8);
     let mut at_line_start = true;
-    let mut prev = 0u8;
-    for &b in body {
-        if b == b'\n' && prev != b'\r' {
-            out.push(b'\r');
+    let mut i = 0;
+    while i < body.len() {
+        let b = body[i];
+        i += 1;
+        if b == b'\r' || b == b'\n' {
+            // CRLF, a lone CR or a lone LF: one line end.
+            if b == b'\r' && body.get(i) == Some(&b'\n') {
+                i += 1;
+            }
+            out.extend_from_slice(b"\r\n");
+            at_line_start = true;
+            continue;
         }
-        if at_line_start && b == b'.' {
+        if dot_stuff && at_line_start && b == b'.' {
             out.push(b'.');
         }
         out.push(b);
-        at_line_start = b == b'\n';
-        prev = b;
+        at_line_start = false;
     }
     if !out.ends_with(b"\r\n") {
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(b".\r\n");
+    if dot_stuff {
+        out.extend_from_slice(b".\r\n");
+    }
     out
+}
+
+/// DATA's form of the message (see [`canonical`]).
+pub fn dot_stuff(body: &[u8]) -> Vec<u8> {
+    canonical(body, true)
 }
 
 /// The queue id in replies like `250 2.0.0 Ok: queued as 4Bc1`.
@@ -271,6 +423,27 @@ mod tests {
     }
 
     #[test]
+    fn bare_line_ends_cannot_end_the_data_early() {
+        // SMTP smuggling: a server that takes a bare CR or LF as a line end
+        // would see `.` alone on a line and a second message after it.
+        assert_eq!(
+            dot_stuff(b"a\r.\rMAIL FROM:<x@y.z>"),
+            b"a\r\n..\r\nMAIL FROM:<x@y.z>\r\n.\r\n"
+        );
+        assert_eq!(dot_stuff(b"a\n.\nb"), b"a\r\n..\r\nb\r\n.\r\n");
+        assert_eq!(canonical(b"a\r\n.b\rc", false), b"a\r\n.b\r\nc\r\n");
+        let out = dot_stuff(b"x\r\r\n\n\r.\r\n");
+        for (i, &b) in out.iter().enumerate() {
+            if b == b'\r' {
+                assert_eq!(out.get(i + 1), Some(&b'\n'), "bare CR at {i} in {out:?}");
+            }
+            if b == b'\n' {
+                assert_eq!(out[i - 1], b'\r', "bare LF at {i} in {out:?}");
+            }
+        }
+    }
+
+    #[test]
     fn queue_ids_are_found() {
         assert_eq!(queue_id("2.0.0 Ok: queued as 4Bc1X").as_deref(), Some("4Bc1X"));
         assert_eq!(queue_id("OK"), None);
@@ -279,6 +452,16 @@ mod tests {
     struct Script {
         input: io::Cursor<Vec<u8>>,
         output: Vec<u8>,
+        /// Calls to `write`: one per flight when commands are batched.
+        writes: usize,
+    }
+
+    fn script(server: &[u8]) -> Client<Script> {
+        Client::new(Script {
+            input: io::Cursor::new(server.to_vec()),
+            output: vec![],
+            writes: 0,
+        })
     }
     impl Read for Script {
         fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -289,6 +472,7 @@ mod tests {
     }
     impl Write for Script {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.writes += 1;
             self.output.write(buf)
         }
         fn flush(&mut self) -> io::Result<()> {
@@ -299,10 +483,7 @@ mod tests {
     #[test]
     fn multiline_replies_are_framed() {
         let server = b"220 hi\r\n250-mx\r\n250-STARTTLS\r\n250 AUTH PLAIN LOGIN\r\n451 4.3.0 later\r\n".to_vec();
-        let mut c = Client::new(Script {
-            input: io::Cursor::new(server),
-            output: vec![],
-        });
+        let mut c = script(&server);
         c.greeting().unwrap();
         let ehlo = c.ehlo("me").unwrap();
         assert!(ehlo.has_capability(smtp_proto::EXT_START_TLS));
@@ -316,11 +497,108 @@ mod tests {
 
     #[test]
     fn commands_with_line_breaks_are_refused() {
-        let mut c = Client::new(Script {
-            input: io::Cursor::new(vec![]),
-            output: vec![],
-        });
+        let mut c = script(b"");
         assert!(c.command("RCPT TO", "RCPT TO:<a@b>\r\nDATA", 250).is_err());
         assert!(c.stream().output.is_empty());
+    }
+
+    const PIPELINED: Extensions = Extensions {
+        pipelining: true,
+        chunking: false,
+        smtputf8: false,
+    };
+
+    #[test]
+    fn a_pipelined_transaction_is_two_flights() {
+        let mut c = script(b"250 2.1.0 ok\r\n250 2.1.5 ok\r\n354 go\r\n250 2.0.0 Ok: queued as AB12\r\n");
+        let reply = c
+            .transaction("a@b", "c@d", b"Subject: x\r\n\r\n.hi\r\n", PIPELINED)
+            .unwrap();
+        assert_eq!(queue_id(&reply.text).as_deref(), Some("AB12"));
+        assert_eq!(
+            c.stream().output,
+            b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\nSubject: x\r\n\r\n..hi\r\n.\r\n"
+        );
+        assert_eq!(c.stream().writes, 2, "envelope in one write, data in another");
+        assert_eq!(c.replies(), 4);
+    }
+
+    #[test]
+    fn a_refused_recipient_fails_its_step_and_the_next_transaction_resets() {
+        let server = b"250 ok\r\n550 5.1.1 no such user\r\n554 5.5.1 no valid recipients\r\n\
+            250 reset\r\n250 ok\r\n451 4.3.0 later\r\n503 5.5.1 no recipients\r\n\
+            250 reset\r\n250 ok\r\n250 ok\r\n354 go\r\n250 queued\r\n";
+        let mut c = script(server);
+        match c.transaction("a@b", "gone@d", b"x", PIPELINED) {
+            Err(SmtpError::Reply {
+                step: "RCPT TO",
+                code: 550,
+                text,
+            }) => assert_eq!(text, "5.1.1 no such user"),
+            other => panic!("RCPT 550 expected, got {:?}", other.map(|r| r.code)),
+        }
+        match c.transaction("a@b", "later@d", b"x", PIPELINED) {
+            Err(SmtpError::Reply {
+                step: "RCPT TO",
+                code: 451,
+                ..
+            }) => {}
+            other => panic!("RCPT 451 expected, got {:?}", other.map(|r| r.code)),
+        }
+        let ok = c.transaction("a@b", "fine@d", b"x", PIPELINED).unwrap();
+        assert_eq!(ok.code, 250);
+        let out = String::from_utf8(c.stream().output.clone()).unwrap();
+        assert_eq!(
+            out,
+            "MAIL FROM:<a@b>\r\nRCPT TO:<gone@d>\r\nDATA\r\n\
+             RSET\r\nMAIL FROM:<a@b>\r\nRCPT TO:<later@d>\r\nDATA\r\n\
+             RSET\r\nMAIL FROM:<a@b>\r\nRCPT TO:<fine@d>\r\nDATA\r\nx\r\n.\r\n"
+        );
+    }
+
+    #[test]
+    fn data_accepted_after_a_failed_envelope_is_closed_empty() {
+        let mut c = script(b"250 ok\r\n550 no\r\n354 go anyway\r\n554 no valid recipients\r\n");
+        assert!(matches!(
+            c.transaction("a@b", "x@d", b"body", PIPELINED),
+            Err(SmtpError::Reply { code: 550, .. })
+        ));
+        assert!(c.stream().output.ends_with(b"DATA\r\n.\r\n"), "no body was sent");
+        assert_eq!(c.replies(), 4, "in step with the server");
+    }
+
+    #[test]
+    fn bdat_sends_the_body_unstuffed_in_the_envelope_flight() {
+        let mut c = script(b"250 ok\r\n250 ok\r\n250 2.0.0 queued as Z9\r\n");
+        let ext = Extensions {
+            chunking: true,
+            ..PIPELINED
+        };
+        c.transaction("a@b", "c@d", b".hi\n", ext).unwrap();
+        assert_eq!(
+            c.stream().output,
+            b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nBDAT 5 LAST\r\n.hi\r\n"
+        );
+        assert_eq!(c.stream().writes, 1, "one flight per message");
+    }
+
+    #[test]
+    fn without_pipelining_each_command_waits_for_its_reply() {
+        let mut c = script(b"250 ok\r\n550 no\r\n");
+        let ext = Extensions::default();
+        assert!(matches!(
+            c.transaction("a@b", "x@d", b"body", ext),
+            Err(SmtpError::Reply {
+                step: "RCPT TO",
+                code: 550,
+                ..
+            })
+        ));
+        assert_eq!(
+            c.stream().output,
+            b"MAIL FROM:<a@b>\r\nRCPT TO:<x@d>\r\n",
+            "DATA never sent"
+        );
+        assert_eq!(c.stream().writes, 2);
     }
 }

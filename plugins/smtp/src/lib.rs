@@ -13,8 +13,9 @@ mod settings;
 
 use std::cell::RefCell;
 use std::io;
+use std::time::Instant;
 
-use client::{Client, SmtpError};
+use client::{Client, Extensions, SmtpError};
 use posta_plugin_sdk::net::{self, Stream};
 use posta_plugin_sdk::{DeliveryError, Message, Receipt, Transport, config};
 use settings::{AuthMethod, Security, Settings};
@@ -24,6 +25,7 @@ struct Session {
     client: Client<Stream>,
     ehlo: EhloResponse<String>,
     sent: u32,
+    opened: Instant,
 }
 
 thread_local! {
@@ -89,54 +91,89 @@ fn open(s: &Settings) -> Result<Session, SmtpError> {
             }
         }
     }
-    Ok(Session { client, ehlo, sent: 0 })
+    Ok(Session {
+        client,
+        ehlo,
+        sent: 0,
+        opened: Instant::now(),
+    })
 }
 
-/// The kept session if it still answers, otherwise a new one.
-fn session(s: &Settings) -> Result<Session, SmtpError> {
-    if let Some(mut kept) = SESSION.with(|c| c.borrow_mut().take()) {
-        if kept.sent < s.reuse && kept.client.rset().is_ok() {
-            return Ok(kept);
-        }
-        kept.client.quit();
+/// The connection kept from an earlier message, unless it has carried
+/// its share of messages or lived its time.
+fn kept(s: &Settings) -> Option<Session> {
+    let kept = SESSION.with(|c| c.borrow_mut().take())?;
+    if kept.sent < s.reuse && kept.opened.elapsed() < s.max_age {
+        return Some(kept);
     }
-    open(s)
+    kept.client.quit();
+    None
+}
+
+fn keep(session: Session) {
+    SESSION.with(|c| *c.borrow_mut() = Some(session));
+}
+
+fn extensions(s: &Settings, ehlo: &EhloResponse<String>, smtputf8: bool) -> Extensions {
+    Extensions {
+        pipelining: s.pipelining && ehlo.has_capability(smtp_proto::EXT_PIPELINING),
+        chunking: s.chunking && ehlo.has_capability(smtp_proto::EXT_CHUNKING),
+        smtputf8,
+    }
 }
 
 fn send(s: &Settings, message: &Message) -> Result<Receipt, DeliveryError> {
     let built = mime::build(message).map_err(DeliveryError::Permanent)?;
-    let mut session = session(s).map_err(classify)?;
-    if session.ehlo.size > 0 && built.bytes.len() > session.ehlo.size {
-        let limit = session.ehlo.size;
-        SESSION.with(|c| *c.borrow_mut() = Some(session));
-        return Err(DeliveryError::Permanent(format!(
-            "message is {} bytes; the server accepts at most {limit}",
-            built.bytes.len()
-        )));
-    }
-    let utf8 = !built.from.is_ascii() || !built.to.is_ascii();
-    if utf8 && !session.ehlo.has_capability(smtp_proto::EXT_SMTP_UTF8) {
-        SESSION.with(|c| *c.borrow_mut() = Some(session));
-        return Err(DeliveryError::Permanent(
-            "the address is not ASCII and the server does not offer SMTPUTF8".into(),
-        ));
-    }
-    match session.client.transaction(&built.from, &built.to, &built.bytes, utf8) {
-        Ok(reply) => {
-            session.sent += 1;
-            SESSION.with(|c| *c.borrow_mut() = Some(session));
-            Ok(Receipt {
-                remote_id: client::queue_id(&reply.text),
-                detail: format!("{} {}", reply.code, reply.text),
-            })
+    let mut reused = kept(s);
+    loop {
+        let was_kept = reused.is_some();
+        let mut session = match reused.take() {
+            Some(session) => session,
+            None => open(s).map_err(classify)?,
+        };
+        if session.ehlo.size > 0 && built.bytes.len() > session.ehlo.size {
+            let limit = session.ehlo.size;
+            keep(session);
+            return Err(DeliveryError::Permanent(format!(
+                "message is {} bytes; the server accepts at most {limit}",
+                built.bytes.len()
+            )));
         }
-        Err(e) => {
-            // After a reply the session is still in step (RSET comes next);
-            // after an I/O error it is not, so it is dropped.
-            if matches!(e, SmtpError::Reply { .. }) {
-                SESSION.with(|c| *c.borrow_mut() = Some(session));
+        let utf8 = !built.from.is_ascii() || !built.to.is_ascii();
+        if utf8 && !session.ehlo.has_capability(smtp_proto::EXT_SMTP_UTF8) {
+            keep(session);
+            return Err(DeliveryError::Permanent(
+                "the address is not ASCII and the server does not offer SMTPUTF8".into(),
+            ));
+        }
+        let ext = extensions(s, &session.ehlo, utf8);
+        let answered = session.client.replies();
+        match session.client.transaction(&built.from, &built.to, &built.bytes, ext) {
+            Ok(reply) => {
+                session.sent += 1;
+                keep(session);
+                return Ok(Receipt {
+                    remote_id: client::queue_id(&reply.text),
+                    detail: format!("{} {}", reply.code, reply.text),
+                });
             }
-            Err(classify(e))
+            // A kept connection the server closed while it sat idle fails
+            // before answering anything: the server saw no part of this
+            // message, so it goes again on a fresh connection, within this
+            // attempt.
+            Err(SmtpError::Io(e)) if was_kept && session.client.replies() == answered => {
+                posta_plugin_sdk::debug!("kept connection is gone ({e}); reconnecting");
+                continue;
+            }
+            Err(e) => {
+                // After a reply the session is still in step (the next
+                // transaction starts with RSET); after an I/O error it is
+                // not, so it is dropped.
+                if matches!(e, SmtpError::Reply { .. }) {
+                    keep(session);
+                }
+                return Err(classify(e));
+            }
         }
     }
 }

@@ -33,6 +33,12 @@ pub struct Settings {
     pub timeout: Duration,
     /// Messages sent over one connection before it is closed and reopened.
     pub reuse: u32,
+    /// How long one connection is used before a fresh one is opened.
+    pub max_age: Duration,
+    /// Use PIPELINING (RFC 2920) when the server offers it.
+    pub pipelining: bool,
+    /// Use CHUNKING/BDAT (RFC 3030) when the server offers it.
+    pub chunking: bool,
     pub allow_insecure_auth: bool,
 }
 
@@ -79,7 +85,10 @@ impl Settings {
             auth,
             helo_name: config::get("helo_name").unwrap_or_else(|| "localhost".into()),
             timeout: Duration::from_millis(config::parse_or("timeout_ms", 8_000u64)?),
-            reuse: config::parse_or("reuse_connection", 100u32)?.max(1),
+            reuse: config::parse_or("reuse_connection", 1000u32)?.max(1),
+            max_age: Duration::from_millis(config::parse_or("connection_max_age_ms", 300_000u64)?),
+            pipelining: config::parse_or("pipelining", true)?,
+            chunking: config::parse_or("chunking", true)?,
             allow_insecure_auth: config::parse_or("allow_insecure_auth", false)?,
         })
     }

@@ -1,0 +1,402 @@
+//! Real delivery paths against real receivers, each beside the receiver's
+//! own limit in the same run.
+//!
+//! SMTP: Postfix's `smtp-sink` receives; Postfix's `smtp-source` (C, no
+//! pipelining) sets the limit with the same connection count and message
+//! size, both in its default mode (a new connection per message) and with
+//! `-d` (connections reused, as Posta does). Webhook: a hyper receiver in
+//! this process answers 200 and counts connections; a hyper client here,
+//! with keep-alive connections, sets the limit.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use posta_e2e::{Server, json};
+
+use super::{Report, campaign, import, median, send_and_wait};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn postfix_tool(name: &str) -> PathBuf {
+    for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin"] {
+        let p = Path::new(dir).join(name);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("{name} not found: install Debian's postfix package (scripts/bench.sh does)");
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// A running `smtp-sink`, killed on drop.
+struct Sink {
+    child: Child,
+    port: u16,
+}
+
+impl Sink {
+    fn start(extra: &[&str]) -> Sink {
+        let port = free_port();
+        let mut cmd = Command::new(postfix_tool("smtp-sink"));
+        // It refuses to run as root without a user to switch to.
+        if is_root() {
+            cmd.args(["-u", "nobody"]);
+        }
+        cmd.args(extra)
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("256")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = cmd.spawn().expect("start smtp-sink");
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(start.elapsed() < Duration::from_secs(10), "smtp-sink did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Sink { child, port }
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `smtp-source` sending `n` messages over `sessions` connections; its
+/// messages/s.
+fn smtp_source(port: u16, sessions: usize, n: usize, payload: usize, reuse: bool) -> f64 {
+    let mut cmd = Command::new(postfix_tool("smtp-source"));
+    if reuse {
+        cmd.arg("-d");
+    }
+    cmd.args([
+        "-s",
+        &sessions.to_string(),
+        "-m",
+        &n.to_string(),
+        "-l",
+        &payload.to_string(),
+    ])
+    .args(["-f", "news@example.org", "-t", "reader@example.org"])
+    .arg(format!("127.0.0.1:{port}"));
+    let start = Instant::now();
+    let out = cmd.output().expect("run smtp-source");
+    let took = start.elapsed();
+    assert!(
+        out.status.success(),
+        "smtp-source failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    n as f64 / took.as_secs_f64()
+}
+
+/// The message as the sink stored it, without the sink's own trace lines
+/// (`X-…` and its `Received:` header).
+fn stored_message_bytes(dump: &Path) -> usize {
+    let text = std::fs::read_to_string(dump).expect("read the sink's dump");
+    let mut in_trace = true;
+    let mut size = 0;
+    for line in text.split_inclusive('\n') {
+        if in_trace {
+            let continuation = line.starts_with([' ', '\t']);
+            if line.starts_with("X-") || line.starts_with("Received:") || continuation {
+                continue;
+            }
+            in_trace = false;
+        }
+        size += line.len();
+    }
+    size
+}
+
+fn wait_for_file(path: &Path) {
+    let start = Instant::now();
+    while std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{} never written",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+}
+
+fn smtp_config(port: u16, connections: &[usize]) -> String {
+    let mut toml = String::from("[server]\nmax_body_bytes = 16777216\n");
+    for c in connections {
+        toml.push_str(&format!(
+            r#"
+[transports.smtp{c}]
+component = "smtp"
+config = {{ host = "127.0.0.1", port = {port}, tls = "none" }}
+capabilities = {{ connect = ["127.0.0.1:{port}"] }}
+max_in_flight = {c}
+"#
+        ));
+    }
+    toml
+}
+
+/// Posta's message size and the `-l` that gives smtp-source's messages the
+/// same size, from one message of each through a dumping sink.
+fn calibrate() -> (usize, usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let open = |p: &Path| {
+        let _ = Command::new("chmod").arg("777").arg(p).status();
+    };
+    open(dir.path());
+    let posta_dump = dir.path().join("posta.eml");
+    let source_dump = dir.path().join("source.eml");
+
+    let sink = Sink::start(&["-D", posta_dump.to_str().unwrap()]);
+    let (server, key, _) = Server::with_config(&smtp_config(sink.port, &[1]));
+    let api = server.api(&key);
+    let (list, _) = import(&api, "one", 1);
+    let id = campaign(&api, list, json!({"transport": "smtp1"}));
+    send_and_wait(&api, id, Duration::from_millis(20), |_| {});
+    wait_for_file(&posta_dump);
+    drop(server);
+    drop(sink);
+    let posta = stored_message_bytes(&posta_dump);
+
+    let sink = Sink::start(&["-D", source_dump.to_str().unwrap()]);
+    smtp_source(sink.port, 1, 1, 0, false);
+    wait_for_file(&source_dump);
+    drop(sink);
+    let headers = stored_message_bytes(&source_dump);
+    (posta, posta.saturating_sub(headers))
+}
+
+pub fn smtp(r: &mut Report, n: usize, runs: usize) {
+    r.section(&format!(
+        "SMTP into Postfix's smtp-sink: Posta beside smtp-source, {n} messages"
+    ));
+    let (size, payload) = calibrate();
+    let connections = [1usize, 8];
+    let sink = Sink::start(&[]);
+    let (server, key, _) = Server::with_config(&smtp_config(sink.port, &connections));
+    let api = server.api(&key);
+    let (list, _) = import(&api, "smtp", n);
+    r.line("| connections | smtp-source, new connection per message | smtp-source -d, connections reused | Posta `smtp` | Posta / smtp-source | Posta / smtp-source -d |");
+    r.line("|---:|---:|---:|---:|---:|---:|");
+    let mut ratios = Vec::new();
+    for c in connections {
+        let (mut fresh, mut reused, mut posta) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..runs {
+            fresh.push(smtp_source(sink.port, c, n, payload, false));
+            reused.push(smtp_source(sink.port, c, n, payload, true));
+            let id = campaign(&api, list, json!({"transport": format!("smtp{c}")}));
+            let took = send_and_wait(&api, id, Duration::from_millis(10), |_| {});
+            let stats = api.ok_get(&format!("/campaigns/{id}"))["stats"].clone();
+            assert_eq!(stats["sent"], n as u64, "every message accepted: {stats}");
+            posta.push(n as f64 / took.as_secs_f64());
+        }
+        let (fresh, reused, posta) = (median(fresh), median(reused), median(posta));
+        r.line(&format!(
+            "| {c} | {fresh:.0} msg/s | {reused:.0} msg/s | **{posta:.0} msg/s** | {:.2} | {:.2} |",
+            posta / fresh,
+            posta / reused
+        ));
+        ratios.push((c, posta / fresh, posta / reused));
+    }
+    r.line("");
+    r.line(&format!(
+        "Median of {runs} runs each, the three senders alternating, one sink. Message size {size} bytes as stored by \
+         the sink (Posta: the demo campaign's multipart text + HTML message; smtp-source: its headers plus `-l \
+         {payload}`). Posta's time is from `POST /send` to `sent`, so it includes personalizing, MIME building and \
+         storing every outcome; smtp-source only sends. Posta uses PIPELINING (smtp-sink offers it; smtp-source \
+         cannot pipeline) and keeps its connections across messages; one connection is one `max_in_flight` slot."
+    ));
+    for (c, vs_fresh, vs_reused) in ratios {
+        let goal = if c == 1 { 0.5 } else { 0.8 };
+        r.target(
+            &format!("SMTP, {c} connection(s), Posta / smtp-source"),
+            &format!("≥ {goal}"),
+            format!("{vs_fresh:.2} (vs `-d`: {vs_reused:.2})"),
+            vs_fresh >= goal,
+        );
+    }
+}
+
+/// A hyper HTTP/1.1 receiver on its own runtime: answers every request
+/// 200 with a JSON id and counts requests and accepted connections.
+struct Receiver {
+    port: u16,
+    requests: Arc<AtomicU64>,
+    connections: Arc<AtomicU64>,
+    last_body: Arc<AtomicU64>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        use http_body_util::{BodyExt, Full};
+        use hyper::service::service_fn;
+
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = Arc::new(AtomicU64::new(0));
+        let connections = Arc::new(AtomicU64::new(0));
+        let last_body = Arc::new(AtomicU64::new(0));
+        let (req, conns, last) = (requests.clone(), connections.clone(), last_body.clone());
+        runtime.spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                conns.fetch_add(1, Ordering::Relaxed);
+                let (req, last) = (req.clone(), last.clone());
+                tokio::spawn(async move {
+                    let service = service_fn(move |r: hyper::Request<hyper::body::Incoming>| {
+                        let (req, last) = (req.clone(), last.clone());
+                        async move {
+                            if let Ok(body) = r.into_body().collect().await {
+                                last.store(body.to_bytes().len() as u64, Ordering::Relaxed);
+                            }
+                            let n = req.fetch_add(1, Ordering::Relaxed);
+                            let body = format!("{{\"id\":\"r{n}\"}}");
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(bytes::Bytes::from(body))))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Receiver {
+            port,
+            requests,
+            connections,
+            last_body,
+            _runtime: runtime,
+        }
+    }
+}
+
+/// The receiver's own limit: `connections` keep-alive clients posting
+/// `body_len`-byte bodies as fast as it answers; requests/s.
+fn http_load(port: u16, connections: usize, n: usize, body_len: usize) -> f64 {
+    use http_body_util::{BodyExt, Full};
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        let body = bytes::Bytes::from(vec![b'x'; body_len]);
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for i in 0..connections {
+            let share = n / connections + usize::from(i < n % connections);
+            let body = body.clone();
+            tasks.push(tokio::spawn(async move {
+                let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+                stream.set_nodelay(true).unwrap();
+                let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                    .await
+                    .unwrap();
+                tokio::spawn(conn);
+                for _ in 0..share {
+                    let req = hyper::Request::post(format!("http://127.0.0.1:{port}/hook"))
+                        .header("content-type", "application/json")
+                        .body(Full::new(body.clone()))
+                        .unwrap();
+                    let res = sender.send_request(req).await.unwrap();
+                    assert!(res.status().is_success());
+                    let _ = res.into_body().collect().await;
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        n as f64 / start.elapsed().as_secs_f64()
+    })
+}
+
+pub fn webhook(r: &mut Report, n: usize, runs: usize) {
+    r.section(&format!(
+        "Webhook into a local HTTP receiver: Posta beside a keep-alive load generator, {n} messages"
+    ));
+    let receiver = Receiver::start();
+    let connections = [1usize, 8];
+    let mut toml = String::from("[server]\nmax_body_bytes = 16777216\n");
+    for c in connections {
+        toml.push_str(&format!(
+            r#"
+[transports.hook{c}]
+component = "webhook"
+config = {{ url = "http://127.0.0.1:{port}/hook", secret = "bench-secret" }}
+capabilities = {{ http = ["http://127.0.0.1:{port}"] }}
+max_in_flight = {c}
+"#,
+            port = receiver.port
+        ));
+    }
+    let (server, key, _) = Server::with_config(&toml);
+    let api = server.api(&key);
+    let (list, _) = import(&api, "hook", n);
+    // One message first: the generator posts bodies of the size Posta posts.
+    let (probe, _) = import(&api, "probe", 1);
+    let id = campaign(&api, probe, json!({"transport": "hook1"}));
+    send_and_wait(&api, id, Duration::from_millis(10), |_| {});
+    let body_len = receiver.last_body.load(Ordering::Relaxed) as usize;
+    r.line("| connections | receiver's limit (hyper client, keep-alive) | Posta `webhook` | ratio | connections Posta opened |");
+    r.line("|---:|---:|---:|---:|---:|");
+    for c in connections {
+        let (mut limit, mut posta, mut opened) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..runs {
+            limit.push(http_load(receiver.port, c, n, body_len));
+            let before = receiver.connections.load(Ordering::Relaxed);
+            let served = receiver.requests.load(Ordering::Relaxed);
+            let id = campaign(&api, list, json!({"transport": format!("hook{c}")}));
+            let took = send_and_wait(&api, id, Duration::from_millis(10), |_| {});
+            let stats = api.ok_get(&format!("/campaigns/{id}"))["stats"].clone();
+            assert_eq!(stats["sent"], n as u64, "every message accepted: {stats}");
+            assert_eq!(receiver.requests.load(Ordering::Relaxed) - served, n as u64);
+            posta.push(n as f64 / took.as_secs_f64());
+            opened.push((receiver.connections.load(Ordering::Relaxed) - before) as f64);
+        }
+        let (limit, posta) = (median(limit), median(posta));
+        r.line(&format!(
+            "| {c} | {limit:.0} req/s | **{posta:.0} msg/s** | {:.2} | {:.0} for {n} messages |",
+            posta / limit,
+            median(opened)
+        ));
+    }
+    r.line("");
+    r.line(&format!(
+        "Median of {runs} runs. The receiver is hyper (HTTP/1.1) on one thread of this process; the limit is a \
+         hyper client on another thread with the same number of keep-alive connections posting a body of the \
+         same size ({body_len} bytes) one request at a time per connection. Posta's time is from `POST /send` to \
+         `sent` and includes personalizing, signing (HMAC-SHA256) and storing every outcome. Connections opened \
+         are counted by the receiver: the host keeps them alive per transport and origin."
+    ));
+}
