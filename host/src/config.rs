@@ -68,6 +68,13 @@ pub struct Server {
     pub max_body_bytes: usize,
     /// Database page cache, in MiB.
     pub db_cache_mib: usize,
+    /// Open HTTP connections at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Time a client has to send a request's header.
+    pub header_read_timeout_ms: u64,
+    /// Requests per second per client address on the public endpoints
+    /// (unsubscribe, health), with bursts of twice that; 0 turns it off.
+    pub public_rate_per_ip: u32,
 }
 
 impl Default for Server {
@@ -79,6 +86,9 @@ impl Default for Server {
             plugins_dir: None,
             max_body_bytes: 16 * 1024 * 1024,
             db_cache_mib: 32,
+            max_connections: 1024,
+            header_read_timeout_ms: 10_000,
+            public_rate_per_ip: 50,
         }
     }
 }
@@ -144,7 +154,7 @@ impl Default for Limits {
             memory_mib: 64,
             deadline_ms: 10_000,
             max_message_bytes: 2 << 20,
-            template_fuel: 2_000_000,
+            template_fuel: 500_000,
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod config;
 pub mod demo;
 pub mod domain;
 pub mod engine;
+pub mod listener;
 pub mod memory;
 pub mod plugins;
 pub mod server;

@@ -103,7 +103,11 @@ impl Instance {
             engine: self.engine.clone(),
             secret: Arc::new(self.store.secret("unsubscribe")?),
         };
-        Ok(api::router(state, self.config.server.max_body_bytes))
+        Ok(api::router(
+            state,
+            self.config.server.max_body_bytes,
+            self.config.server.public_rate_per_ip,
+        ))
     }
 }
 
@@ -125,9 +129,11 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
     println!("posta listening on http://{addr}");
     tracing::info!(data_dir = %instance.data_dir.display(), "serving");
     tokio::spawn(watch_plugins(instance.engine.plugins().clone()));
-    axum::serve(listener, instance.router()?)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let limits = crate::listener::Limits {
+        max_connections: instance.config.server.max_connections,
+        header_read_timeout: std::time::Duration::from_millis(instance.config.server.header_read_timeout_ms),
+    };
+    crate::listener::serve(listener, instance.router()?, limits, shutdown_signal()).await?;
     // HTTP has stopped accepting; let deliveries under way finish and
     // their outcomes reach the disk before exiting.
     let left = instance.engine.shutdown(std::time::Duration::from_secs(30)).await;

@@ -7,4 +7,5 @@ mod plugin_check;
 mod rate;
 mod reload;
 mod skeleton;
+mod tenants;
 mod transports;

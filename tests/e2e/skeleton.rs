@@ -129,6 +129,14 @@ fn campaign_is_sent_end_to_end_through_wasm_plugins() {
     assert_eq!(http.post(unsubscribe).send().unwrap().status().as_u16(), 200);
     let subs = api.ok_get(&format!("/lists/{list}/subscribers"));
     assert_eq!(subs["items"][0]["status"], "unsubscribed", "{subs}");
+    // Re-importing the list does not bring her back.
+    let report = api.ok_post(
+        &format!("/lists/{list}/subscribers"),
+        json!([{"email": "ann@example.org", "name": "Ann", "attributes": {"plan": "pro"}}]),
+    );
+    assert_eq!(report["kept_unsubscribed"], 1, "{report}");
+    let subs = api.ok_get(&format!("/lists/{list}/subscribers"));
+    assert_eq!(subs["items"][0]["status"], "unsubscribed", "{subs}");
     let forged = format!("{}/unsubscribe/{id}/2/00000000000000000000000000000000", server.base);
     assert_eq!(http.post(forged).send().unwrap().status().as_u16(), 404);
 

@@ -324,6 +324,41 @@ fn pipelined_replies_map_to_their_messages_and_dropped_connections_recover() {
     );
 }
 
+#[test]
+fn bare_carriage_returns_never_reach_the_smtp_server() {
+    let (_dir, peer, server, key) = smtp_setup();
+    let api = server.api(&key);
+    let smuggler = "a\r.\rMAIL FROM:<x@y.z>";
+    let list = api.ok_post("/lists", json!({ "name": "smuggle" }))["id"]
+        .as_u64()
+        .unwrap();
+    let (status, body) = api.post(
+        &format!("/lists/{list}/subscribers"),
+        json!([{"email": "cr@example.org", "name": smuggler}]),
+    );
+    assert!(status < 300, "{status} {body}");
+    let campaign = api.send_campaign(
+        list,
+        json!({
+            "transport": "smtp_plain",
+            "subject": "Hi {{ subscriber.name }}",
+            "text": "Hi {{ subscriber.name }}\r.\rRCPT TO:<evil@y.z>\rDATA\r",
+            "html": "<p>{{ subscriber.name }}</p>\r.\r",
+        }),
+    );
+    let c = settled(&api, campaign);
+    assert_eq!(c["stats"]["sent"], 1, "{c}");
+    let received = peer.wait_received(1);
+    std::thread::sleep(Duration::from_millis(500));
+    let received_now = peer.received();
+    assert_eq!(received_now.len(), received.len(), "no second message was smuggled in");
+    let r = &received_now[0];
+    assert_eq!(r["rcpt_tos"], json!(["cr@example.org"]));
+    assert_eq!(r["bare_cr"], false, "{r}");
+    assert_eq!(r["bare_lf"], false, "{r}");
+    assert_eq!(r["defects"], json!([]), "{r}");
+}
+
 /// One webhook transport per receiver behaviour; `hook_denied` points at
 /// the real receiver but its grant lists another origin.
 fn webhook_config(peer: &HttpPeer) -> String {
@@ -430,7 +465,10 @@ fn webhook_signs_keys_retries_and_respects_its_grant() {
     assert_eq!(c["stats"]["failed"], 1, "{c}");
     let m = messages(&api, slow);
     assert_eq!(m["s@example.org"]["attempts"], 3, "timeouts are retried");
-    assert!(m["s@example.org"]["last_error"].as_str().unwrap().contains("timed out"));
+    let err = m["s@example.org"]["last_error"].as_str().unwrap();
+    assert!(err.contains("timed out"), "{err}");
+    // The URL's path may hold a credential: errors name the origin only.
+    assert!(!err.contains("/slow"), "{err}");
 
     // Not granted: denied by the host, never reaches the receiver.
     let before = peer.requests().len();
@@ -438,8 +476,8 @@ fn webhook_signs_keys_retries_and_respects_its_grant() {
     let denied = send_via(&api, denied_list, "hook_denied");
     settled(&api, denied);
     let m = messages(&api, denied);
-    assert_eq!(m["d@example.org"]["status"], "failed");
-    assert_eq!(m["d@example.org"]["attempts"], 1);
+    assert_eq!(m["d@example.org"]["status"], "failed", "{}", m["d@example.org"]);
+    assert_eq!(m["d@example.org"]["attempts"], 1, "{}", m["d@example.org"]);
     let err = m["d@example.org"]["last_error"].as_str().unwrap();
     assert!(err.contains("denied by the host"), "{err}");
     assert_eq!(peer.requests().len(), before, "the receiver saw nothing");

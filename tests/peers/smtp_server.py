@@ -28,6 +28,7 @@ import email.policy
 import itertools
 import json
 import os
+import re
 import socket
 import ssl
 import sys
@@ -116,6 +117,9 @@ class Handler:
             "parts": parts,
             "defects": defects,
             "all_ascii": all(b < 128 for b in raw),
+            # SMTP smuggling needs a CR or LF that is not part of a CRLF.
+            "bare_cr": re.search(rb"\r(?!\n)", raw) is not None,
+            "bare_lf": re.search(rb"(?<!\r)\n", raw) is not None,
         }
         with self.lock:
             n = next(COUNTER)

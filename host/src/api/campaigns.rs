@@ -11,6 +11,7 @@ use super::auth::Auth;
 use super::error::ErrorBody;
 use super::{ApiError, ApiJson, ApiResult, AppState, Paging};
 use crate::domain::{Action, Campaign, CampaignDraft, CampaignPatch, Status};
+use crate::plugins::PluginError;
 use crate::plugins::bindings::types;
 use crate::store::{MessageRecord, MessageStatus, Page};
 
@@ -46,7 +47,15 @@ async fn check_templates(s: &AppState, c: &Campaign) -> ApiResult<()> {
             };
             Err(ApiError::invalid(field, e))
         }
-        Err(e) => Err(ApiError::internal(e)),
+        // No instance could be had now: the client may retry shortly.
+        Err(e @ PluginError::Instantiate { .. }) => Err(ApiError::busy(format!(
+            "the templates cannot be checked right now, try again: {e}"
+        ))),
+        // Compiling the templates themselves ran out of time or memory.
+        Err(e) => Err(ApiError::invalid(
+            "html",
+            format!("the templates cannot be compiled: {e}"),
+        )),
     }
 }
 

@@ -73,6 +73,12 @@ impl ApiError {
         }
     }
 
+    /// Capacity is exhausted for now; the client should try again after
+    /// `Retry-After` seconds.
+    pub fn busy(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", message)
+    }
+
     pub fn internal(e: impl std::fmt::Display) -> ApiError {
         tracing::error!("internal error: {e}");
         ApiError::new(
@@ -147,7 +153,14 @@ impl IntoResponse for ApiError {
                 status: self.current_status.map(str::to_string),
             },
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        response
     }
 }
 

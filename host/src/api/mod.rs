@@ -7,6 +7,7 @@ mod campaigns;
 mod error;
 mod lists;
 mod openapi;
+mod per_client;
 mod transports;
 mod unsubscribe;
 
@@ -92,7 +93,17 @@ pub async fn openapi_document() -> Json<utoipa::openapi::OpenApi> {
     openapi::document().await
 }
 
-pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+pub fn router(state: AppState, max_body_bytes: usize, public_rate_per_ip: u32) -> Router {
+    let public = Router::new()
+        .route("/api/v1/health", get(health))
+        .route(
+            "/unsubscribe/{campaign}/{subscriber}/{token}",
+            get(unsubscribe::page).post(unsubscribe::confirm),
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            per_client::PerClient::new(public_rate_per_ip),
+            per_client::limit,
+        ));
     let me = Router::new()
         .route("/lists", post(lists::create).get(lists::index))
         .route("/lists/{id}", get(lists::show).delete(lists::delete))
@@ -115,12 +126,8 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     Router::new()
         .nest("/api/v1/users/me", me)
         .route("/api/v1/openapi.json", get(openapi_document))
-        .route("/api/v1/health", get(health))
         .route("/api/v1/plugins/reload", post(admin::reload))
-        .route(
-            "/unsubscribe/{campaign}/{subscriber}/{token}",
-            get(unsubscribe::page).post(unsubscribe::confirm),
-        )
+        .merge(public)
         .fallback(|| async { ApiError::new(axum::http::StatusCode::NOT_FOUND, "not_found", "no such route") })
         .layer(axum::middleware::map_response(error::json_rejections))
         .layer(DefaultBodyLimit::max(max_body_bytes))

@@ -24,6 +24,20 @@ pub enum SubscriberStatus {
     Bounced,
 }
 
+impl SubscriberStatus {
+    /// The status an import (upsert by email) leaves: it may unsubscribe
+    /// or mark a bounce, but never brings back someone who left or
+    /// bounced. Re-importing a list must not re-subscribe people who
+    /// unsubscribed (CAN-SPAM, GDPR).
+    pub fn after_import(self, requested: SubscriberStatus) -> SubscriberStatus {
+        match (self, requested) {
+            (SubscriberStatus::Subscribed, r) => r,
+            (kept, SubscriberStatus::Subscribed) => kept,
+            (_, r) => r,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Subscriber {
     pub id: u64,
@@ -113,6 +127,23 @@ pub fn normalize_email(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_import_never_resubscribes() {
+        use SubscriberStatus::*;
+        for old in [Subscribed, Unsubscribed, Bounced] {
+            for new in [Subscribed, Unsubscribed, Bounced] {
+                let after = old.after_import(new);
+                if old != Subscribed {
+                    assert_ne!(after, Subscribed, "{old:?} + {new:?}");
+                }
+                if new != Subscribed {
+                    assert_eq!(after, new, "an import may still unsubscribe or bounce");
+                }
+            }
+        }
+        assert_eq!(Subscribed.after_import(Subscribed), Subscribed);
+    }
 
     fn sub(email: &str, tz: Option<&str>) -> NewSubscriber {
         NewSubscriber {

@@ -515,3 +515,190 @@ impl Store {
         Ok(Page { items, next_after })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{CampaignDraft, NewSubscriber};
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        store: Store,
+        user: u64,
+        campaign: u64,
+    }
+
+    /// A campaign sending to `n` subscribers, the last one unsubscribed.
+    fn sending(n: usize) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let (user, _) = store.create_user("a@example.org").unwrap();
+        let list = store.create_list(user.id, "l").unwrap();
+        let subs = (0..n)
+            .map(|i| NewSubscriber {
+                email: format!("s{i}@example.org"),
+                name: String::new(),
+                timezone: None,
+                attributes: Default::default(),
+                status: if i == n - 1 {
+                    SubscriberStatus::Unsubscribed
+                } else {
+                    SubscriberStatus::Subscribed
+                },
+            })
+            .collect();
+        store.upsert_subscribers(user.id, list.id, subs).unwrap();
+        let draft = CampaignDraft {
+            name: "c".into(),
+            subject: "s".into(),
+            from_email: "news@example.org".into(),
+            from_name: String::new(),
+            list_id: list.id,
+            html: String::new(),
+            text: "t".into(),
+            transport: None,
+            send_rate: None,
+            send_at_local_time: false,
+            scheduled_at: None,
+        };
+        let c = store.create_campaign(user.id, draft, "log".into(), Utc::now()).unwrap();
+        store.send(user.id, c.id, Utc::now()).unwrap();
+        Fixture {
+            _dir: dir,
+            store,
+            user: user.id,
+            campaign: c.id,
+        }
+    }
+
+    fn outcome(f: &Fixture, job: &Job, attempts: u32, kind: OutcomeKind) -> Outcome {
+        Outcome {
+            campaign_id: f.campaign,
+            subscriber_id: job.subscriber.id,
+            attempts,
+            kind,
+        }
+    }
+
+    fn message(f: &Fixture, sub: u64) -> MessageRecord {
+        f.store
+            .messages(f.user, f.campaign, None, Some(sub - 1), 1)
+            .unwrap()
+            .items
+            .remove(0)
+    }
+
+    #[test]
+    fn enqueue_moves_the_cursor_and_counts_each_subscriber_once() {
+        let f = sending(5);
+        let step = f.store.enqueue(f.campaign, 3, Utc::now()).unwrap();
+        assert_eq!(step.jobs.len(), 3);
+        let step = f.store.enqueue(f.campaign, 3, Utc::now()).unwrap();
+        assert_eq!(step.jobs.len(), 1, "the fifth subscriber is unsubscribed: skipped");
+        let c = step.campaign;
+        assert_eq!((c.stats.total, c.stats.queued, c.stats.skipped), (5, 4, 1));
+        assert_eq!(c.stats.pending, 0, "every subscriber has a message");
+        let again = f.store.enqueue(f.campaign, 3, Utc::now()).unwrap();
+        assert!(again.jobs.is_empty() && !again.progressed, "nobody twice");
+    }
+
+    #[test]
+    fn outcomes_update_messages_and_counters_and_complete_the_campaign() {
+        let f = sending(4);
+        let jobs = f.store.enqueue(f.campaign, 10, Utc::now()).unwrap().jobs;
+        let now = Utc::now();
+        let retry = outcome(&f, &jobs[0], 1, OutcomeKind::Retrying { error: "451".into() });
+        f.store.record_outcomes(&[retry], now).unwrap();
+        let m = message(&f, jobs[0].subscriber.id);
+        assert_eq!(
+            (m.status, m.attempts),
+            (MessageStatus::Queued, 1),
+            "a retry is not final"
+        );
+        assert_eq!(m.last_error.as_deref(), Some("451"));
+
+        let done = f
+            .store
+            .record_outcomes(
+                &[
+                    outcome(
+                        &f,
+                        &jobs[0],
+                        2,
+                        OutcomeKind::Sent {
+                            remote_id: Some("q".repeat(5000)),
+                        },
+                    ),
+                    outcome(&f, &jobs[1], 1, OutcomeKind::Failed { error: "550".into() }),
+                    outcome(&f, &jobs[2], 1, OutcomeKind::Cancelled),
+                ],
+                now,
+            )
+            .unwrap();
+        let c = &done[0];
+        assert_eq!(
+            (c.stats.sent, c.stats.failed, c.stats.cancelled, c.stats.queued),
+            (1, 1, 1, 0)
+        );
+        assert_eq!(c.status, Status::Sent, "the last outcome completes it");
+        let m = message(&f, jobs[0].subscriber.id);
+        assert_eq!((m.status, m.attempts), (MessageStatus::Sent, 2));
+        assert!(m.remote_id.unwrap().len() < 1100, "stored texts are clipped");
+        // A second outcome for a final message changes nothing.
+        let again = f
+            .store
+            .record_outcomes(&[outcome(&f, &jobs[1], 9, OutcomeKind::Sent { remote_id: None })], now)
+            .unwrap();
+        assert!(again.is_empty());
+        assert_eq!(message(&f, jobs[1].subscriber.id).status, MessageStatus::Failed);
+    }
+
+    #[test]
+    fn recovery_flags_in_flight_but_not_deferred_messages_and_keeps_attempts() {
+        let f = sending(4);
+        let jobs = f.store.enqueue(f.campaign, 10, Utc::now()).unwrap().jobs;
+        let now = Utc::now();
+        // One message's retry was put off by a clean stop after 2 attempts;
+        // the other two were in flight when the process died.
+        f.store
+            .record_outcomes(&[outcome(&f, &jobs[0], 2, OutcomeKind::Deferred)], now)
+            .unwrap();
+        let recovered = f.store.recover_in_flight(f.campaign, now).unwrap();
+        assert_eq!(recovered.len(), 3);
+        let deferred = recovered
+            .iter()
+            .find(|j| j.subscriber.id == jobs[0].subscriber.id)
+            .unwrap();
+        assert_eq!(deferred.attempts, 2, "attempts count across restarts");
+        assert!(!message(&f, jobs[0].subscriber.id).possible_duplicate);
+        assert!(message(&f, jobs[1].subscriber.id).possible_duplicate);
+        let c = f.store.campaign_by_id(f.campaign).unwrap();
+        assert_eq!(c.stats.possible_duplicates, 2);
+        // Recovering again flags nobody twice, and the deferred message is
+        // in flight now like the others.
+        let again = f.store.recover_in_flight(f.campaign, now).unwrap();
+        assert_eq!(again.len(), 3);
+        assert_eq!(f.store.campaign_by_id(f.campaign).unwrap().stats.possible_duplicates, 3);
+    }
+
+    #[test]
+    fn deleting_a_campaign_removes_its_messages_but_keeps_its_list_for_unsubscribes() {
+        let f = sending(3);
+        let jobs = f.store.enqueue(f.campaign, 10, Utc::now()).unwrap().jobs;
+        let now = Utc::now();
+        let outcomes: Vec<Outcome> = jobs
+            .iter()
+            .map(|j| outcome(&f, j, 1, OutcomeKind::Sent { remote_id: None }))
+            .collect();
+        f.store.record_outcomes(&outcomes, now).unwrap();
+        f.store.delete_campaign(f.user, f.campaign).unwrap();
+        assert!(matches!(
+            f.store.messages(f.user, f.campaign, None, None, 10),
+            Err(StoreError::NotFound)
+        ));
+        f.store.unsubscribe(f.campaign, jobs[0].subscriber.id).unwrap();
+        let list = f.store.lists(f.user, None, 10).unwrap().items[0].id;
+        let subs = f.store.subscribers(f.user, list, None, 10).unwrap().items;
+        assert_eq!(subs[0].status, SubscriberStatus::Unsubscribed);
+    }
+}

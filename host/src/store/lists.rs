@@ -16,6 +16,9 @@ use crate::domain::{Campaign, FieldError, List, NewSubscriber, Subscriber, valid
 pub struct UpsertReport {
     pub created: u64,
     pub updated: u64,
+    /// Existing subscribers the import asked to make `subscribed` again
+    /// whose `unsubscribed` or `bounced` status was kept.
+    pub kept_unsubscribed: u64,
     pub subscribers: Vec<Subscriber>,
 }
 
@@ -111,6 +114,7 @@ impl Store {
         let mut report = UpsertReport {
             created: 0,
             updated: 0,
+            kept_unsubscribed: 0,
             subscribers: Vec::with_capacity(batch.len()),
         };
         {
@@ -127,11 +131,13 @@ impl Store {
                             None => return Err(StoreError::Corrupt(format!("subscriber {id} indexed but missing"))),
                         };
                         report.updated += 1;
+                        let status = old.status.after_import(new.status);
+                        report.kept_unsubscribed += u64::from(status != new.status);
                         Subscriber {
                             name: new.name,
                             timezone: new.timezone,
                             attributes: new.attributes,
-                            status: new.status,
+                            status,
                             updated_at: now,
                             ..old
                         }

@@ -17,7 +17,7 @@ struct Personalize;
 fn limits() -> render::Limits {
     render::Limits {
         max_bytes: config::parse_or("max_message_bytes", 2u64 << 20).unwrap_or(2 << 20),
-        fuel: config::parse_or("template_fuel", 2_000_000u64).unwrap_or(2_000_000),
+        fuel: config::parse_or("template_fuel", 500_000u64).unwrap_or(500_000),
     }
 }
 

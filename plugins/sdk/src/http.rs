@@ -73,7 +73,7 @@ struct Target<'a> {
 fn split_url(url: &str) -> Result<Target<'_>, HttpError> {
     let (scheme, rest) = url
         .split_once("://")
-        .ok_or_else(|| HttpError::Invalid(format!("{url:?} is not an absolute URL")))?;
+        .ok_or_else(|| HttpError::Invalid("the URL is not absolute (scheme://host/…)".into()))?;
     let scheme = match scheme.to_ascii_lowercase().as_str() {
         "http" => Scheme::Http,
         "https" => Scheme::Https,
@@ -85,13 +85,24 @@ fn split_url(url: &str) -> Result<Target<'_>, HttpError> {
         None => (rest, "/"),
     };
     if authority.is_empty() || authority.contains('@') {
-        return Err(HttpError::Invalid(format!("{url:?} has no usable host")));
+        return Err(HttpError::Invalid(format!("{} has no usable host", origin(url))));
     }
     Ok(Target {
         scheme,
         authority,
         path,
     })
+}
+
+/// `scheme://host[:port]` of a URL, for error texts: never the path, query
+/// or user info, which may carry secrets.
+pub fn origin(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "(invalid URL)".into();
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority.rsplit('@').next().unwrap_or_default();
+    format!("{scheme}://{host}")
 }
 
 /// Sends `POST url` with these headers and body and waits for the whole
@@ -150,7 +161,9 @@ pub fn post(url: &str, headers: &[(&str, &[u8])], body: &[u8], timeout: Duration
         match pending.get() {
             None => {
                 let ready = pending.subscribe();
-                wait(&ready, deadline, || format!("waiting for {url}"))
+                // Scheme and host only: paths and queries often hold a
+                // credential, and this text is stored with the message.
+                wait(&ready, deadline, || format!("waiting for {}", origin(url)))
                     .map_err(|e| HttpError::Timeout(e.to_string()))?;
             }
             Some(Ok(Ok(response))) => break response,
@@ -236,6 +249,16 @@ fn from_code(code: ErrorCode) -> HttpError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn origins_hide_paths_and_credentials() {
+        assert_eq!(
+            origin("https://hooks.example.com/t/SECRET?k=v"),
+            "https://hooks.example.com"
+        );
+        assert_eq!(origin("http://user:pw@h:8080/x"), "http://h:8080");
+        assert_eq!(origin("nonsense"), "(invalid URL)");
+    }
 
     #[test]
     fn urls_split() {

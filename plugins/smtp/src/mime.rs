@@ -27,10 +27,18 @@ pub struct Built {
     pub bytes: Vec<u8>,
 }
 
+/// A header's text on one line: CR, LF, NUL and other control characters
+/// (subscriber data, any personalizer's output) become spaces, so they can
+/// neither start a header of their own nor reach the wire raw.
+fn one_line(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+}
+
 fn mailbox(name: &str, email: &str, which: &str) -> Result<Mailbox, String> {
     let address = email
         .parse()
         .map_err(|e| format!("{which} address {email:?} is not valid: {e}"))?;
+    let name = one_line(name);
     let name = name.trim();
     Ok(Mailbox::new((!name.is_empty()).then(|| name.to_string()), address))
 }
@@ -44,7 +52,7 @@ pub fn build(message: &Message) -> Result<Built, String> {
     let mut mime = Mime::builder()
         .from(from)
         .to(to)
-        .subject(message.subject.clone())
+        .subject(one_line(&message.subject))
         .message_id(Some(format!("<{id}>")))
         .multipart(MultiPart::alternative_plain_html(
             message.text.clone(),
@@ -59,11 +67,7 @@ pub fn build(message: &Message) -> Result<Built, String> {
         let name = HeaderName::new_from_ascii(header.name.clone())
             .map_err(|_| format!("header name {:?} is not valid", header.name))?;
         // Line breaks in a value would inject headers; fold them to spaces.
-        let value: String = header
-            .value
-            .chars()
-            .map(|c| if c == '\r' || c == '\n' { ' ' } else { c })
-            .collect();
+        let value = one_line(&header.value);
         mime.headers_mut().insert_raw(HeaderValue::new(name, value));
     }
     Ok(Built {
@@ -71,4 +75,41 @@ pub fn build(message: &Message) -> Result<Built, String> {
         to: message.to.email.clone(),
         bytes: mime.formatted(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use posta_plugin_sdk::Mailbox as Address;
+
+    #[test]
+    fn control_characters_in_names_and_subject_stay_on_one_line() {
+        let m = Message {
+            message_id: "posta.1.2@example.org".into(),
+            from: Address {
+                email: "news@example.org".into(),
+                name: "News\r\nBcc: x@y.z".into(),
+            },
+            to: Address {
+                email: "a@example.org".into(),
+                name: "a\r.\rMAIL FROM:<x@y.z>\0".into(),
+            },
+            subject: "Hi\r\n.\r\nRCPT TO:<x@y.z>".into(),
+            html: "<p>x</p>".into(),
+            text: "x".into(),
+            headers: vec![],
+        };
+        let built = build(&m).unwrap();
+        let text = String::from_utf8(built.bytes).unwrap();
+        let head = &text[..text.find("\r\n\r\n").unwrap()];
+        for line in head.split("\r\n") {
+            assert!(!line.contains(['\r', '\n', '\0']), "{line:?}");
+            // Folded continuation lines start with white space; nothing
+            // the subscriber wrote starts a header line of its own.
+            assert!(
+                !line.starts_with("Bcc") && !line.starts_with("MAIL") && !line.starts_with('.'),
+                "{line:?}"
+            );
+        }
+    }
 }
