@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 rustup target add wasm32-wasip2
 # Real peers for the transport tests: aiosmtpd is the SMTP server
 # (tests/peers/smtp_server.py); the HTTP receiver needs only the stdlib.
-python3 -m pip install --quiet --disable-pip-version-check aiosmtpd
+# Installed into a virtual environment under target/, first on PATH.
+source scripts/py-env.sh
 
 # One build of everything; the end-to-end tests start target/debug/posta.
 cargo build --workspace --all-targets --locked

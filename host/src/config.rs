@@ -112,9 +112,8 @@ pub struct Delivery {
     /// transport (rate limits, retries), over all campaigns: memory is
     /// bounded by this, not by content size × concurrency.
     pub held_message_mib: u64,
-    /// Personalize calls running at once per user (0: half of the engine's
-    /// slots, two per core, at least one), so one user's slow templates
-    /// cannot take every slot.
+    /// Personalize calls running at once per user (0: one per core), so
+    /// one user's slow templates cannot queue ahead of everybody else's.
     pub personalize_per_user: usize,
 }
 

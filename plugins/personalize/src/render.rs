@@ -134,8 +134,8 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, row) in d.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=b.len() {
-        d[0][j] = j;
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=a.len() {
         for j in 1..=b.len() {
@@ -217,7 +217,7 @@ fn render(
         left,
         over: false,
     };
-    match template.render_to_write(ctx, &mut out) {
+    match template.render_captured_to(ctx, &mut out) {
         Ok(_) => Ok(String::from_utf8(out.out).map_err(|e| format!("rendering {name}: {e}"))?),
         Err(_) if out.over => Err(format!(
             "the rendered message is larger than the limit of {} bytes (limits.max_message_bytes)",

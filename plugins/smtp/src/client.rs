@@ -395,11 +395,6 @@ pub fn canonical(body: &[u8], dot_stuff: bool) -> Vec<u8> {
     out
 }
 
-/// DATA's form of the message (see [`canonical`]).
-pub fn dot_stuff(body: &[u8]) -> Vec<u8> {
-    canonical(body, true)
-}
-
 /// The queue id in replies like `250 2.0.0 Ok: queued as 4Bc1`.
 pub fn queue_id(text: &str) -> Option<String> {
     let lower = text.to_ascii_lowercase();
@@ -414,6 +409,11 @@ pub fn queue_id(text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// DATA's form of the message.
+    fn dot_stuff(body: &[u8]) -> Vec<u8> {
+        canonical(body, true)
+    }
 
     #[test]
     fn dot_stuffing_doubles_leading_dots_and_ends_the_data() {

@@ -1,0 +1,5 @@
+//! The host's in-process integration tests, one binary (one link of the
+//! whole host instead of one per file).
+
+mod local_time;
+mod template_fuzz;

@@ -1,0 +1,10 @@
+# Sourced by the test scripts: a virtual environment under target/ with the
+# Python packages the tests use (aiosmtpd for the SMTP peer, schemathesis
+# for the API fuzz run), first on PATH, so the system's Python is never
+# changed.
+venv="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/target/py"
+if [ ! -x "$venv/bin/python3" ]; then
+  python3 -m venv "$venv"
+fi
+"$venv/bin/python3" -m pip install --quiet --disable-pip-version-check aiosmtpd 'schemathesis>=4,<5'
+export PATH="$venv/bin:$PATH"
