@@ -398,7 +398,9 @@ max_in_flight = {c}
                     .filter(|m| m["attempts"].as_u64() != Some(1))
                     .map(|m| format!("{} attempts: {}", m["attempts"], m["last_error"]))
                     .collect();
-                notes.push(format!("{requests} requests reached the receiver for {n} messages; retried: {retried:?}"));
+                notes.push(format!(
+                    "{requests} requests reached the receiver for {n} messages; retried: {retried:?}"
+                ));
             }
             posta.push(n as f64 / took.as_secs_f64());
             opened.push((receiver.connections.load(Ordering::Relaxed) - before) as f64);
