@@ -19,8 +19,14 @@ use crate::store::{MessageRecord, MessageStatus, Page};
 #[into_params(parameter_in = Query)]
 pub struct CampaignFilter {
     /// Only campaigns with this status.
+    #[param(value_type = Option<Status>)]
     pub status: Option<String>,
+    /// Items per page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
+    /// Campaign id after which the page starts.
+    #[serde(default, deserialize_with = "super::id_param")]
+    #[param(minimum = 0)]
     pub after: Option<u64>,
 }
 
@@ -215,9 +221,14 @@ pub async fn duplicate(
 #[into_params(parameter_in = Query)]
 pub struct MessageFilter {
     /// queued, sent, failed, skipped or cancelled.
+    #[param(value_type = Option<MessageStatus>)]
     pub status: Option<String>,
+    /// Items per page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
     /// Subscriber id after which the page starts.
+    #[serde(default, deserialize_with = "super::id_param")]
+    #[param(minimum = 0)]
     pub after: Option<u64>,
 }
 

@@ -19,6 +19,7 @@ pub const MAX_BULK: usize = 10_000;
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewList {
+    #[schema(min_length = 1, max_length = 256)]
     pub name: String,
 }
 

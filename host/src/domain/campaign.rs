@@ -8,6 +8,10 @@ use super::{FieldError, Status, validate_email, validate_len};
 
 /// Message counters. `pending` is derived: subscribers of the campaign that
 /// have no message yet (or are waiting for their local time).
+
+/// Fastest `send_rate` accepted, emails per minute (over a million a
+/// second: "as fast as possible" is no rate at all).
+pub const MAX_SEND_RATE: u32 = 100_000_000;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Stats {
     pub total: u64,
@@ -49,6 +53,7 @@ pub struct Campaign {
     /// Name of the transport in posta.toml.
     pub transport: String,
     /// Emails per minute; none means as fast as the transport allows.
+    #[schema(minimum = 1, maximum = 100_000_000)]
     pub send_rate: Option<u32>,
     pub send_at_local_time: bool,
     pub scheduled_at: Option<DateTime<Utc>>,
@@ -95,6 +100,7 @@ pub struct CampaignDraft {
     #[serde(default)]
     pub transport: Option<String>,
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 100_000_000)]
     pub send_rate: Option<u32>,
     #[serde(default)]
     pub send_at_local_time: bool,
@@ -116,6 +122,7 @@ pub struct CampaignPatch {
     pub transport: Option<String>,
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<u32>)]
+    #[schema(minimum = 1, maximum = 100_000_000)]
     pub send_rate: Option<Option<u32>>,
     pub send_at_local_time: Option<bool>,
     #[serde(default, deserialize_with = "double_option")]
@@ -208,10 +215,10 @@ impl Campaign {
                 return Err(FieldError::new(field, format!("larger than {MAX_BODY_BYTES} bytes")));
             }
         }
-        if self.send_rate == Some(0) {
+        if self.send_rate.is_some_and(|r| r == 0 || r > MAX_SEND_RATE) {
             return Err(FieldError::new(
                 "send_rate",
-                "must be a positive number of emails per minute",
+                format!("must be between 1 and {MAX_SEND_RATE} emails per minute"),
             ));
         }
         if self.send_at_local_time && self.scheduled_at.is_none() {

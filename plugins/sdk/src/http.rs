@@ -143,17 +143,17 @@ pub fn post(url: &str, headers: &[(&str, &[u8])], body: &[u8], timeout: Duration
         let stream = outgoing.write().map_err(|_| invalid("body stream taken twice"))?;
         let mut rest = body;
         while !rest.is_empty() {
-            let room = stream.check_write().map_err(|e| write_error(e, &pending))?;
+            let room = stream.check_write().map_err(|e| write_error(e, &pending, deadline))?;
             if room == 0 {
                 let ready = stream.subscribe();
                 wait(&ready, deadline, || "sending the body".into()).map_err(|e| HttpError::Timeout(e.to_string()))?;
                 continue;
             }
             let n = rest.len().min(room as usize);
-            stream.write(&rest[..n]).map_err(|e| write_error(e, &pending))?;
+            stream.write(&rest[..n]).map_err(|e| write_error(e, &pending, deadline))?;
             rest = &rest[n..];
         }
-        stream.flush().map_err(|e| write_error(e, &pending))?;
+        stream.flush().map_err(|e| write_error(e, &pending, deadline))?;
     }
     OutgoingBody::finish(outgoing, None).map_err(from_code)?;
 
@@ -207,9 +207,12 @@ pub fn post(url: &str, headers: &[(&str, &[u8])], body: &[u8], timeout: Duration
     Ok(Response { status, headers, body })
 }
 
-/// A failed body write usually means the request itself failed; report
-/// that reason when the host already has it.
-fn write_error(e: StreamError, pending: &outgoing_handler::FutureIncomingResponse) -> HttpError {
+/// A failed body write usually means the request itself failed and the
+/// host dropped its body; the reason arrives with the response future, so
+/// wait for it (within the deadline) and report that.
+fn write_error(e: StreamError, pending: &outgoing_handler::FutureIncomingResponse, deadline: u64) -> HttpError {
+    let ready = pending.subscribe();
+    let _ = wait(&ready, deadline, String::new);
     if let Some(Ok(Err(code))) = pending.get() {
         return from_code(code);
     }
