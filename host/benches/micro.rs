@@ -142,17 +142,8 @@ fn bench_storage(c: &mut Criterion) {
     }
     let new_campaign = || {
         let draft = CampaignDraft {
-            name: "b".into(),
-            subject: "s".into(),
-            from_email: "n@example.org".into(),
-            from_name: String::new(),
-            list_id: list.id,
             html: "h".into(),
-            text: "t".into(),
-            transport: None,
-            send_rate: None,
-            send_at_local_time: false,
-            scheduled_at: None,
+            ..CampaignDraft::minimal(list.id)
         };
         let c = store.create_campaign(user.id, draft, "log".into(), Utc::now()).unwrap();
         store.send(user.id, c.id, Utc::now()).unwrap().id

@@ -140,10 +140,18 @@ fn wait_for_file(path: &Path) {
     std::thread::sleep(Duration::from_millis(200));
 }
 
-fn smtp_config(port: u16, connections: &[usize]) -> String {
+/// A server config with one transport per connection count.
+fn per_connection(connections: &[usize], transport: impl Fn(usize) -> String) -> String {
     let mut toml = String::from("[server]\nmax_body_bytes = 16777216\n");
-    for c in connections {
-        toml.push_str(&format!(
+    for &c in connections {
+        toml.push_str(&transport(c));
+    }
+    toml
+}
+
+fn smtp_config(port: u16, connections: &[usize]) -> String {
+    per_connection(connections, |c| {
+        format!(
             r#"
 [transports.smtp{c}]
 component = "smtp"
@@ -151,9 +159,8 @@ config = {{ host = "127.0.0.1", port = {port}, tls = "none" }}
 capabilities = {{ connect = ["127.0.0.1:{port}"] }}
 max_in_flight = {c}
 "#
-        ));
-    }
-    toml
+        )
+    })
 }
 
 /// Posta's message size and the `-l` that gives smtp-source's messages the
@@ -355,19 +362,18 @@ pub fn webhook(r: &mut Report, n: usize, runs: usize) {
     ));
     let receiver = Receiver::start();
     let connections = [1usize, 8];
-    let mut toml = String::from("[server]\nmax_body_bytes = 16777216\n");
-    for c in connections {
-        toml.push_str(&format!(
+    let port = receiver.port;
+    let toml = per_connection(&connections, |c| {
+        format!(
             r#"
 [transports.hook{c}]
 component = "webhook"
 config = {{ url = "http://127.0.0.1:{port}/hook", secret = "bench-secret" }}
 capabilities = {{ http = ["http://127.0.0.1:{port}"] }}
 max_in_flight = {c}
-"#,
-            port = receiver.port
-        ));
-    }
+"#
+        )
+    });
     let (server, key, _) = Server::with_config(&toml);
     let api = server.api(&key);
     let (list, _) = import(&api, "hook", n);

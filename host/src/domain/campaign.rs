@@ -6,12 +6,12 @@ use utoipa::ToSchema;
 
 use super::{FieldError, Status, validate_email, validate_len};
 
-/// Message counters. `pending` is derived: subscribers of the campaign that
-/// have no message yet (or are waiting for their local time).
-
 /// Fastest `send_rate` accepted, emails per minute (over a million a
 /// second: "as fast as possible" is no rate at all).
 pub const MAX_SEND_RATE: u32 = 100_000_000;
+
+/// Message counters. `pending` is derived: subscribers of the campaign that
+/// have no message yet (or are waiting for their local time).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Stats {
     pub total: u64,
@@ -106,6 +106,26 @@ pub struct CampaignDraft {
     pub send_at_local_time: bool,
     #[serde(default)]
     pub scheduled_at: Option<DateTime<Utc>>,
+}
+
+impl CampaignDraft {
+    /// A plain-text draft to `list_id` with every optional field unset
+    /// (tests and benchmarks start from it).
+    pub fn minimal(list_id: u64) -> CampaignDraft {
+        CampaignDraft {
+            name: "campaign".into(),
+            subject: "subject".into(),
+            from_email: "news@example.org".into(),
+            from_name: String::new(),
+            list_id,
+            html: String::new(),
+            text: "text".into(),
+            transport: None,
+            send_rate: None,
+            send_at_local_time: false,
+            scheduled_at: None,
+        }
+    }
 }
 
 /// PATCH body: every field optional; `null` clears the optional ones.

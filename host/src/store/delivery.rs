@@ -548,19 +548,7 @@ mod tests {
             })
             .collect();
         store.upsert_subscribers(user.id, list.id, subs).unwrap();
-        let draft = CampaignDraft {
-            name: "c".into(),
-            subject: "s".into(),
-            from_email: "news@example.org".into(),
-            from_name: String::new(),
-            list_id: list.id,
-            html: String::new(),
-            text: "t".into(),
-            transport: None,
-            send_rate: None,
-            send_at_local_time: false,
-            scheduled_at: None,
-        };
+        let draft = CampaignDraft::minimal(list.id);
         let c = store.create_campaign(user.id, draft, "log".into(), Utc::now()).unwrap();
         store.send(user.id, c.id, Utc::now()).unwrap();
         Fixture {
