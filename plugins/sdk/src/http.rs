@@ -150,7 +150,9 @@ pub fn post(url: &str, headers: &[(&str, &[u8])], body: &[u8], timeout: Duration
                 continue;
             }
             let n = rest.len().min(room as usize);
-            stream.write(&rest[..n]).map_err(|e| write_error(e, &pending, deadline))?;
+            stream
+                .write(&rest[..n])
+                .map_err(|e| write_error(e, &pending, deadline))?;
             rest = &rest[n..];
         }
         stream.flush().map_err(|e| write_error(e, &pending, deadline))?;
