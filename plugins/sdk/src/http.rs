@@ -139,25 +139,13 @@ pub fn post(url: &str, headers: &[(&str, &[u8])], body: &[u8], timeout: Duration
     let deadline = monotonic_clock::now().saturating_add(nanos);
 
     let pending = outgoing_handler::handle(request, Some(options)).map_err(from_code)?;
-    {
-        let stream = outgoing.write().map_err(|_| invalid("body stream taken twice"))?;
-        let mut rest = body;
-        while !rest.is_empty() {
-            let room = stream.check_write().map_err(|e| write_error(e, &pending, deadline))?;
-            if room == 0 {
-                let ready = stream.subscribe();
-                wait(&ready, deadline, || "sending the body".into()).map_err(|e| HttpError::Timeout(e.to_string()))?;
-                continue;
-            }
-            let n = rest.len().min(room as usize);
-            stream
-                .write(&rest[..n])
-                .map_err(|e| write_error(e, &pending, deadline))?;
-            rest = &rest[n..];
-        }
-        stream.flush().map_err(|e| write_error(e, &pending, deadline))?;
-    }
-    OutgoingBody::finish(outgoing, None).map_err(from_code)?;
+    // A failed body write usually means the request itself failed and the
+    // host dropped the body; the response future then carries the reason,
+    // so it is awaited either way. And once the host has taken the whole
+    // body (Content-Length reached) it may close the stream before our
+    // flush: that is no error, the response decides.
+    let body_error = write_body(&outgoing, body, deadline)?;
+    let finished = OutgoingBody::finish(outgoing, None);
 
     let response = loop {
         match pending.get() {
@@ -165,8 +153,13 @@ pub fn post(url: &str, headers: &[(&str, &[u8])], body: &[u8], timeout: Duration
                 let ready = pending.subscribe();
                 // Scheme and host only: paths and queries often hold a
                 // credential, and this text is stored with the message.
-                wait(&ready, deadline, || format!("waiting for {}", origin(url)))
-                    .map_err(|e| HttpError::Timeout(e.to_string()))?;
+                if let Err(e) = wait(&ready, deadline, || format!("waiting for {}", origin(url))) {
+                    return Err(match (body_error, finished) {
+                        (Some(e), _) => body_stream_error(e),
+                        (None, Err(code)) => from_code(code),
+                        (None, Ok(())) => HttpError::Timeout(e.to_string()),
+                    });
+                }
             }
             Some(Ok(Ok(response))) => break response,
             Some(Ok(Err(code))) => return Err(from_code(code)),
@@ -209,15 +202,37 @@ pub fn post(url: &str, headers: &[(&str, &[u8])], body: &[u8], timeout: Duration
     Ok(Response { status, headers, body })
 }
 
-/// A failed body write usually means the request itself failed and the
-/// host dropped its body; the reason arrives with the response future, so
-/// wait for it (within the deadline) and report that.
-fn write_error(e: StreamError, pending: &outgoing_handler::FutureIncomingResponse, deadline: u64) -> HttpError {
-    let ready = pending.subscribe();
-    let _ = wait(&ready, deadline, String::new);
-    if let Some(Ok(Err(code))) = pending.get() {
-        return from_code(code);
+/// Writes the whole body. `Ok(Some(e))`: the stream failed before every
+/// byte was written (the caller learns why from the response future);
+/// a stream closed after the last byte is not a failure.
+fn write_body(outgoing: &OutgoingBody, body: &[u8], deadline: u64) -> Result<Option<StreamError>, HttpError> {
+    let stream = outgoing
+        .write()
+        .map_err(|_| HttpError::Invalid("body stream taken twice".into()))?;
+    let mut rest = body;
+    while !rest.is_empty() {
+        let room = match stream.check_write() {
+            Ok(room) => room,
+            Err(e) => return Ok(Some(e)),
+        };
+        if room == 0 {
+            let ready = stream.subscribe();
+            wait(&ready, deadline, || "sending the body".into()).map_err(|e| HttpError::Timeout(e.to_string()))?;
+            continue;
+        }
+        let n = rest.len().min(room as usize);
+        if let Err(e) = stream.write(&rest[..n]) {
+            return Ok(Some(e));
+        }
+        rest = &rest[n..];
     }
+    match stream.flush() {
+        Ok(()) | Err(StreamError::Closed) => Ok(None),
+        Err(e) => Ok(Some(e)),
+    }
+}
+
+fn body_stream_error(e: StreamError) -> HttpError {
     match e {
         StreamError::Closed => HttpError::Protocol("request body closed early".into()),
         StreamError::LastOperationFailed(e) => HttpError::Protocol(e.to_debug_string()),
