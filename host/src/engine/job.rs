@@ -119,25 +119,31 @@ pub(super) async fn deliver(inner: &Inner, ctx: &Context, job: Job) -> Outcome {
                     .outcomes
                     .send(outcome(attempts, OutcomeKind::Retrying { error: error.clone() }));
                 last_error = Some(error);
-                // A stop cuts the wait short: the retry happens after the
-                // next start, and no transport call starts after SIGTERM.
-                let stop = inner.stop.notified();
-                tokio::pin!(stop);
-                stop.as_mut().enable();
-                if inner.stopping.load(std::sync::atomic::Ordering::Acquire) {
-                    break OutcomeKind::Deferred;
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff(&inner.cfg, attempts)) => {}
-                    _ = stop => break OutcomeKind::Deferred,
-                }
-                if inner.stopping.load(std::sync::atomic::Ordering::Acquire) {
+                if !backoff_unless_stopped(inner, backoff(&inner.cfg, attempts)).await {
                     break OutcomeKind::Deferred;
                 }
             }
         }
     };
     outcome(attempts, kind)
+}
+
+/// Waits out a retry's backoff; false when a stop cut it short (the retry
+/// then happens after the next start: no transport call starts after
+/// SIGTERM). A stop that lands just as the wait ends is caught by
+/// `attempt`'s own check before the transport.
+async fn backoff_unless_stopped(inner: &Inner, wait: Duration) -> bool {
+    let stop = inner.stop.notified();
+    tokio::pin!(stop);
+    // Registered before the flag is read, so a stop in between still wakes it.
+    stop.as_mut().enable();
+    if inner.stopping.load(std::sync::atomic::Ordering::Acquire) {
+        return false;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => true,
+        _ = stop => false,
+    }
 }
 
 /// Exponential backoff with jitter: base·2^(n-1), capped, scaled by a
