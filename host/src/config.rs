@@ -145,6 +145,12 @@ pub struct Limits {
     /// Template instructions per render (minijinja fuel): a looping
     /// template fails in milliseconds instead of burning the deadline.
     pub template_fuel: u64,
+    /// TCP sockets and HTTP requests one instance may have open at once;
+    /// each is a host file descriptor outside the memory cap.
+    pub max_sockets: u32,
+    /// Host-side handles (streams, pollables, sockets, header sets,
+    /// requests) one instance may hold at once.
+    pub max_handles: u32,
 }
 
 impl Default for Limits {
@@ -154,7 +160,25 @@ impl Default for Limits {
             deadline_ms: 10_000,
             max_message_bytes: 2 << 20,
             template_fuel: 500_000,
+            max_sockets: 16,
+            max_handles: 256,
         }
+    }
+}
+
+impl Limits {
+    /// The fewest handles a plugin can work with: the SDK's TLS connection
+    /// alone holds about ten.
+    const MIN_HANDLES: u32 = 32;
+
+    fn check(&self, at: &str) -> Result<(), ConfigError> {
+        if self.max_handles < Self::MIN_HANDLES {
+            return Err(ConfigError::Invalid(format!(
+                "{at}.max_handles must be at least {}",
+                Self::MIN_HANDLES
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -253,7 +277,11 @@ impl Config {
                 "default_transport {default:?} is not defined under [transports]"
             )));
         }
+        self.limits.check("limits")?;
         for (name, t) in &self.transports {
+            if let Some(limits) = &t.limits {
+                limits.check(&format!("transports.{name}.limits"))?;
+            }
             if t.component.is_empty() {
                 return Err(ConfigError::Invalid(format!("transports.{name}.component is empty")));
             }
@@ -310,6 +338,13 @@ mod tests {
         let mut c: Config = toml::from_str("default_transport = \"smtp\"").unwrap();
         c.add_default_log_transport();
         assert!(c.check().unwrap_err().to_string().contains("smtp"));
+    }
+
+    #[test]
+    fn too_few_handles_are_refused() {
+        let mut c: Config = toml::from_str("[limits]\nmax_handles = 4").unwrap();
+        c.add_default_log_transport();
+        assert!(c.check().unwrap_err().to_string().contains("limits.max_handles"));
     }
 
     #[test]

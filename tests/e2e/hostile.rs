@@ -158,3 +158,123 @@ fn each_hostile_behaviour_fails_only_its_own_message() {
         "host memory grew from {before} KiB to {after} KiB"
     );
 }
+
+/// A plugin that hoards host resources (sockets, header sets) or floods
+/// stderr and the log is held to its caps: the host's descriptors and
+/// memory stay bounded and it keeps answering.
+#[test]
+fn hoarding_plugins_stay_within_their_caps() {
+    const MAX_SOCKETS: usize = 8;
+    const IN_FLIGHT: usize = 4;
+    // Accepts every connection and keeps it, as a patient server would.
+    let granted = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = granted.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in granted.incoming() {
+            match stream {
+                Ok(s) => held.push(s),
+                Err(_) => return,
+            }
+        }
+    });
+    let (server, key, _) = Server::with_config(&format!(
+        r#"
+[transports.fixture]
+component = "{}"
+max_in_flight = {IN_FLIGHT}
+config = {{ granted = "127.0.0.1:{port}" }}
+capabilities = {{ connect = ["127.0.0.1:{port}"] }}
+limits = {{ max_sockets = {MAX_SOCKETS}, deadline_ms = 5000 }}
+"#,
+        test_plugin("posta-fixture").display()
+    ));
+    let api = server.api(&key);
+    let list = api.ok_post("/lists", json!({"name": "hoarders"}))["id"]
+        .as_u64()
+        .unwrap();
+    let people: Vec<Value> = (0..20)
+        .flat_map(|i| ["sockets", "headers", "chatty"].map(|who| json!({"email": format!("{who}@h{i}.example")})))
+        .collect();
+    api.ok_post(&format!("/lists/{list}/subscribers"), Value::Array(people));
+
+    let fds_before = server.open_fds();
+    let rss_before = server.rss_kib();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let id = api.campaign(list, json!({"transport": "fixture"}));
+    let (peak_fds, health_checks) = std::thread::scope(|s| {
+        let watcher = s.spawn(|| {
+            let http = reqwest::blocking::Client::new();
+            let health = format!("{}/api/v1/health", server.base);
+            let (mut peak, mut checks) = (0, 0);
+            while !done.load(std::sync::atomic::Ordering::Acquire) {
+                peak = peak.max(server.open_fds());
+                let status = http.get(&health).send().map(|r| r.status().as_u16());
+                assert!(matches!(status, Ok(200)), "health answered {status:?}");
+                checks += 1;
+                // Under the per-client rate limit on public endpoints.
+                std::thread::sleep(Duration::from_millis(40));
+            }
+            (peak, checks)
+        });
+        api.ok_post(&format!("/campaigns/{id}/send"), json!({}));
+        api.wait_status(id, "sent");
+        done.store(true, std::sync::atomic::Ordering::Release);
+        watcher.join().unwrap()
+    });
+
+    let messages = api.all_messages(id, "");
+    let by = |who: &str| -> Vec<&Value> {
+        messages
+            .iter()
+            .filter(|m| m["email"].as_str().unwrap().starts_with(&format!("{who}@")))
+            .collect()
+    };
+    for m in by("sockets") {
+        let error = m["last_error"].as_str().unwrap_or_default();
+        assert_eq!(m["status"], "failed", "{m}");
+        let kept: usize = error
+            .split(", ")
+            .nth(1)
+            .and_then(|s| s.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("socket count in {error:?}"));
+        assert!(kept <= MAX_SOCKETS, "{error}");
+    }
+    for m in by("headers") {
+        assert_eq!(m["status"], "failed", "{m}");
+        assert!(m["last_error"].as_str().unwrap().contains("limits.max_handles"), "{m}");
+    }
+    for m in by("chatty") {
+        assert_eq!(m["status"], "sent", "stderr and log floods are not errors: {m}");
+    }
+    println!(
+        "sockets: {:?}\nheaders: {:?}",
+        by("sockets")[0]["last_error"],
+        by("headers")[0]["last_error"]
+    );
+    let rss_after = server.rss_kib();
+    println!(
+        "fds {fds_before} before, peak {peak_fds}; rss {rss_before} KiB before, {rss_after} KiB after; {health_checks} health checks"
+    );
+    // Each instance of the transport (at most the calls in flight, and as
+    // many idle) keeps at most MAX_SOCKETS; without the cap one call opens
+    // sockets until the process runs out of descriptors.
+    assert!(
+        peak_fds <= fds_before + 2 * IN_FLIGHT * MAX_SOCKETS + 16,
+        "descriptors grew from {fds_before} to {peak_fds}"
+    );
+    assert!(
+        rss_after < rss_before + 128 * 1024,
+        "memory grew from {rss_before} KiB to {rss_after} KiB"
+    );
+    let log = server.log();
+    assert!(
+        log.contains("log lines in one call"),
+        "the log flood is cut and says so"
+    );
+    assert!(
+        log.matches("chatty line").count() <= 20 * 100,
+        "at most 100 lines per call reach the log"
+    );
+}

@@ -228,6 +228,14 @@ impl Server {
         self.proc_status_kib("VmHWM:")
     }
 
+    /// File descriptors the server process holds open.
+    pub fn open_fds(&self) -> usize {
+        let pid = self.child.as_ref().expect("running").id();
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|d| d.count())
+            .expect("proc fd")
+    }
+
     fn proc_status_kib(&self, field: &str) -> u64 {
         let pid = self.child.as_ref().expect("running").id();
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");

@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use std::pin::Pin;
@@ -19,13 +20,50 @@ use tokio::net::TcpStream;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
 use super::grants::Grants;
+use super::runtime::PluginMeta;
 
 pub struct HttpHooks {
-    pub plugin: String,
-    pub grants: Arc<Grants>,
-    pub client: HttpClient,
+    plugin: String,
+    grants: Arc<Grants>,
+    client: HttpClient,
     /// No request outlives the plugin call that made it.
-    pub deadline: Duration,
+    deadline: Duration,
+    /// Requests of this instance not yet finished (response body still
+    /// open): each may hold a connection, so they count against
+    /// `limits.max_sockets` like the guest's own sockets.
+    open: Arc<AtomicUsize>,
+    max_open: usize,
+}
+
+impl HttpHooks {
+    pub fn new(meta: &PluginMeta) -> HttpHooks {
+        HttpHooks {
+            plugin: meta.name.clone(),
+            grants: meta.grants.clone(),
+            client: meta.http.clone(),
+            deadline: meta.deadline(),
+            open: Arc::default(),
+            max_open: meta.limits.max_sockets as usize,
+        }
+    }
+}
+
+/// One open request; dropped with its response body (or with the request
+/// when it fails).
+struct OpenRequest(Arc<AtomicUsize>);
+
+impl OpenRequest {
+    fn take(open: &Arc<AtomicUsize>, max: usize) -> Option<OpenRequest> {
+        open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .ok()
+            .map(|_| OpenRequest(open.clone()))
+    }
+}
+
+impl Drop for OpenRequest {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 type Sent = (
@@ -45,12 +83,17 @@ impl WasiHttpHooks for HttpHooks {
         let denied = origin(&self.grants, request.uri()).err();
         let client = self.client.clone();
         let deadline = self.deadline;
+        let open = OpenRequest::take(&self.open, self.max_open);
         Box::new(async move {
             if let Some(reason) = denied {
                 tracing::warn!(plugin, uri = %redact(request.uri()), "http request denied: {reason}");
                 return Err(Error::HttpRequestDenied);
             }
-            client.send(request, options, deadline).await
+            let Some(open) = open else {
+                tracing::debug!(plugin, "http request refused: limits.max_sockets requests open");
+                return Err(Error::ConnectionLimitReached);
+            };
+            client.send(request, options, deadline, open).await
         })
     }
 }
@@ -175,6 +218,7 @@ impl HttpClient {
         request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
         deadline: Duration,
+        open: OpenRequest,
     ) -> Result<Sent, Error> {
         let options = options.unwrap_or_default();
         let connect = options.connect_timeout.unwrap_or(CONNECT_TIMEOUT);
@@ -185,7 +229,15 @@ impl HttpClient {
             Ok(Ok(response)) => response,
             Ok(Err(e)) => return Err(client_error(e)),
         };
-        let response = response.map(|body| body.map_err(Error::from).boxed_unsync());
+        // The request counts as open until its body is dropped.
+        let response = response.map(|body| {
+            body.map_err(Error::from)
+                .map_frame(move |frame| {
+                    let _ = &open;
+                    frame
+                })
+                .boxed_unsync()
+        });
         // The pool's own tasks drive the connection; nothing is left for
         // wasi:http to await once the response has arrived.
         let io: Box<dyn Future<Output = Result<(), Error>> + Send> = Box::new(async { Ok(()) });
@@ -319,5 +371,22 @@ impl hyper::rt::Write for Connection {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_requests_are_capped_and_released_on_drop() {
+        let open = Arc::new(AtomicUsize::new(0));
+        let first = OpenRequest::take(&open, 2).expect("first");
+        let second = OpenRequest::take(&open, 2).expect("second");
+        assert!(OpenRequest::take(&open, 2).is_none(), "a third is over the cap");
+        drop(first);
+        let third = OpenRequest::take(&open, 2).expect("a slot came free");
+        drop((second, third));
+        assert_eq!(open.load(Ordering::Acquire), 0);
     }
 }

@@ -11,6 +11,8 @@ pub mod pool;
 pub mod registry;
 pub mod reload;
 pub mod runtime;
+pub mod sockets;
+pub mod stderr;
 pub mod tls;
 
 pub use pool::{PluginError, Pool};

@@ -119,7 +119,7 @@ impl<W: World> Pool<W> {
             None => self.fresh().await?,
         };
         let deadline = self.meta.deadline();
-        slot.store.data_mut().deadline = Instant::now() + deadline;
+        slot.store.data_mut().begin_call();
         slot.store.set_epoch_deadline(1);
         // Epoch interruption stops runaway wasm; the timeout also bounds time
         // spent in host I/O on the guest's behalf (a stalled socket).
@@ -167,6 +167,14 @@ impl<W: World> Pool<W> {
             Some(trap) => trap.to_string(),
             None => e.root_cause().to_string(),
         };
+        // A guest that piles up handles traps inside wasmtime-wasi; say
+        // which limit it ran into.
+        if reason.contains("resource table has no free keys") {
+            reason = format!(
+                "{reason} (limits.max_handles = {}: too many open streams, sockets or header sets)",
+                self.meta.limits.max_handles
+            );
+        }
         let stderr = store.data().stderr.contents();
         let text = String::from_utf8_lossy(&stderr);
         if let Some(panic) = text.lines().rev().find(|l| l.contains("panicked")) {

@@ -9,8 +9,6 @@ use std::time::{Duration, Instant};
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, UpdateDeadline};
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use wasmtime_wasi_tls::{WasiTlsCtx, WasiTlsCtxBuilder, WasiTlsCtxView, WasiTlsView};
@@ -18,6 +16,7 @@ use wasmtime_wasi_tls::{WasiTlsCtx, WasiTlsCtxBuilder, WasiTlsCtxView, WasiTlsVi
 use super::bindings::host::{self, Level};
 use super::grants::Grants;
 use super::http::{HttpClient, HttpHooks};
+use super::stderr::StderrTail;
 use super::tls::HostTls;
 use crate::config::Limits;
 
@@ -111,7 +110,7 @@ impl PluginMeta {
         Duration::from_millis(self.limits.deadline_ms)
     }
 
-    pub fn wasi(&self, stderr: &MemoryOutputPipe) -> wasmtime::Result<WasiCtx> {
+    pub fn wasi(&self, stderr: &StderrTail) -> wasmtime::Result<WasiCtx> {
         let mut b = WasiCtxBuilder::new();
         b.stderr(stderr.clone());
         // Granted-directory I/O (the log transport's appends) runs on the
@@ -122,25 +121,12 @@ impl PluginMeta {
             let guest = dir.display().to_string();
             b.preopened_dir(dir, &guest, FsPerms::ReadWrite)?;
         }
-        // The personalizer gets no sockets at all. TCP is on for every
-        // transport, so that a connect outside the grant fails with a clear
-        // "access denied" instead of "not supported"; the check below
-        // admits only granted addresses.
-        if !self.sockets {
+        // The personalizer gets no sockets at all.
+        if self.sockets {
+            super::sockets::grant(&mut b, self.grants.clone());
+        } else {
             b.allow_tcp(false).allow_udp(false);
-            return Ok(b.build());
         }
-        let grants = self.grants.clone();
-        b.allow_tcp(true).socket_addr_check(move |addr, use_| {
-            let ok = match use_ {
-                SocketAddrUse::TcpConnect => grants.may_connect(addr),
-                // Connecting binds the socket implicitly to an ephemeral
-                // port; that is all the binding a client needs.
-                SocketAddrUse::TcpBind => addr.ip().is_unspecified() && addr.port() == 0,
-                _ => false,
-            };
-            Box::pin(async move { ok })
-        });
         Ok(b.build())
     }
 }
@@ -163,17 +149,28 @@ impl ResourceLimiter for MemoryCap {
     }
 }
 
-/// Guest stderr kept per instance, so a trap's error can quote the panic
-/// message; capped so a chatty guest cannot grow it without bound.
-const STDERR_CAPACITY: usize = 256 * 1024;
+/// Guest stderr kept per call (its tail), so a trap's error can quote the
+/// panic message.
+const STDERR_TAIL: usize = 16 * 1024;
+
+/// Header bytes one `wasi:http` fields resource may hold (wasmtime's
+/// default is 128 KiB); with the handle cap this bounds what headers can
+/// pile up in host memory per instance.
+const HTTP_FIELD_BYTES: usize = 32 * 1024;
+
+/// `host.log` lines one call may write; the rest are counted and dropped,
+/// so a plugin cannot flood the operator's log.
+const LOG_LINES_PER_CALL: u32 = 100;
 
 pub struct HostState {
     wasi: WasiCtx,
     tls: WasiTlsCtx,
     http: WasiHttpCtx,
     hooks: HttpHooks,
-    pub stderr: MemoryOutputPipe,
+    pub stderr: StderrTail,
     table: ResourceTable,
+    /// `host.log` lines written by the current call.
+    log_lines: u32,
     pub memory: MemoryCap,
     pub meta: Arc<PluginMeta>,
     pub deadline: Instant,
@@ -181,21 +178,23 @@ pub struct HostState {
 
 impl HostState {
     pub fn new(meta: Arc<PluginMeta>) -> wasmtime::Result<HostState> {
-        let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
+        let stderr = StderrTail::new(STDERR_TAIL);
+        // Every stream, pollable, socket, header set and request a guest
+        // holds is an entry here, in host memory: the cap bounds them all.
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(meta.limits.max_handles as usize);
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(HTTP_FIELD_BYTES);
         Ok(HostState {
             wasi: meta.wasi(&stderr)?,
             tls: WasiTlsCtxBuilder::new()
                 .provider(Box::new(HostTls(meta.tls.clone())))
                 .build(),
-            http: WasiHttpCtx::new(),
-            hooks: HttpHooks {
-                plugin: meta.name.clone(),
-                grants: meta.grants.clone(),
-                client: meta.http.clone(),
-                deadline: meta.deadline(),
-            },
+            http,
+            hooks: HttpHooks::new(&meta),
             stderr,
-            table: ResourceTable::new(),
+            table,
+            log_lines: 0,
             memory: MemoryCap {
                 max_bytes: (meta.limits.memory_mib as usize) << 20,
                 hit: false,
@@ -203,6 +202,16 @@ impl HostState {
             deadline: Instant::now() + meta.deadline(),
             meta,
         })
+    }
+}
+
+impl HostState {
+    /// Starts a call: a new deadline, and nothing of the previous call's
+    /// stderr or log budget carried over.
+    pub fn begin_call(&mut self) {
+        self.deadline = Instant::now() + self.meta.deadline();
+        self.stderr.clear();
+        self.log_lines = 0;
     }
 }
 
@@ -249,6 +258,17 @@ const MAX_LOG_LINE: usize = 4096;
 
 impl host::Host for HostState {
     fn log(&mut self, level: Level, text: String) {
+        self.log_lines = self.log_lines.saturating_add(1);
+        if self.log_lines > LOG_LINES_PER_CALL {
+            if self.log_lines == LOG_LINES_PER_CALL + 1 {
+                tracing::warn!(
+                    target: "posta::plugin",
+                    plugin = self.meta.name.as_str(),
+                    "more than {LOG_LINES_PER_CALL} log lines in one call; the rest of this call's are dropped"
+                );
+            }
+            return;
+        }
         let mut text = text;
         if text.len() > MAX_LOG_LINE {
             let mut cut = MAX_LOG_LINE;
