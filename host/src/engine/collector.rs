@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use super::Inner;
 use crate::store::Outcome;
 
-const MAX_BATCH: usize = 2048;
+const MAX_BATCH: usize = 256;
 
 pub(super) async fn run(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Outcome>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);

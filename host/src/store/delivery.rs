@@ -189,9 +189,11 @@ fn walk_list(
     w: &mut Writer<'_>,
     batch: usize,
     step: &mut Enqueued,
+    yield_requested: &dyn Fn() -> bool,
 ) -> Result<()> {
     let local_at = c.scheduled_at.filter(|_| c.send_at_local_time);
     let mut seen = 0;
+    let mut stopped = false;
     for entry in subs.range((c.list_id, c.cursor + 1)..=(c.list_id, c.last_subscriber))? {
         let (k, v) = entry?;
         let sub: Subscriber = decode(v.value())?;
@@ -206,11 +208,14 @@ fn walk_list(
         }
         c.cursor = sub_id;
         seen += 1;
-        if seen == batch {
+        if seen == batch || yield_requested() {
+            stopped = true;
             break;
         }
     }
-    if seen < batch {
+    if !stopped {
+        // The range ran out: subscribers up to `last_subscriber` that were
+        // removed leave no entry to move the cursor over.
         c.cursor = c.last_subscriber;
     }
     step.progressed = true;
@@ -226,6 +231,7 @@ fn release_due(
     w: &mut Writer<'_>,
     batch: usize,
     step: &mut Enqueued,
+    yield_requested: &dyn Fn() -> bool,
 ) -> Result<()> {
     let until = if c.status == Status::Cancelled {
         u64::MAX
@@ -251,6 +257,9 @@ fn release_due(
         };
         let due_at = DateTime::from_timestamp_millis(due_ms as i64);
         step.jobs.extend(w.message(c, sub, due_at)?);
+        if yield_requested() {
+            break;
+        }
     }
     step.progressed = !keys.is_empty();
     if !step.progressed {
@@ -310,10 +319,11 @@ impl Store {
                 };
                 let mut due = tx.open_table(DUE)?;
                 let subs = tx.open_table(SUBSCRIBERS)?;
+                let yield_requested = || tx.yield_requested();
                 if c.cursor < c.last_subscriber {
-                    walk_list(&mut c, &subs, &mut due, &mut w, batch, &mut step)?;
+                    walk_list(&mut c, &subs, &mut due, &mut w, batch, &mut step, &yield_requested)?;
                 } else if c.planned > 0 {
-                    release_due(&mut c, &subs, &mut due, &mut w, batch, &mut step)?;
+                    release_due(&mut c, &subs, &mut due, &mut w, batch, &mut step, &yield_requested)?;
                 }
                 c.stats = c.stats.with_pending();
             }
@@ -326,12 +336,31 @@ impl Store {
         Ok(step)
     }
 
-    /// Stores a batch of outcomes with the campaigns' counters in one
-    /// transaction, completing campaigns whose last message this was.
+    /// Stores a batch of outcomes with the campaigns' counters, in one
+    /// transaction unless asked to yield, completing campaigns whose last
+    /// message this was.
     /// Outcomes for messages that are no longer queued (the campaign was
     /// deleted) are ignored.
+    ///
+    /// A transaction stops early when an API write is waiting (it gets the
+    /// writer next) and the rest follow in further transactions; each
+    /// outcome's changes and its counters still commit together.
     pub fn record_outcomes(&self, outcomes: &[Outcome], now: DateTime<Utc>) -> Result<Vec<Campaign>> {
+        let mut rest = outcomes;
+        let mut touched: HashMap<u64, Campaign> = HashMap::new();
+        while !rest.is_empty() {
+            let (done, campaigns) = self.record_some_outcomes(rest, now)?;
+            rest = &rest[done..];
+            touched.extend(campaigns.into_iter().map(|c| (c.id, c)));
+        }
+        Ok(touched.into_values().collect())
+    }
+
+    /// Stores outcomes from the front of `outcomes` until done or asked to
+    /// yield; returns how many it took.
+    fn record_some_outcomes(&self, outcomes: &[Outcome], now: DateTime<Utc>) -> Result<(usize, Vec<Campaign>)> {
         let tx = self.write_bulk()?;
+        let mut done = 0;
         let touched = {
             let mut campaigns = tx.open_table(CAMPAIGNS)?;
             let mut messages = tx.open_table(MESSAGES)?;
@@ -339,6 +368,10 @@ impl Store {
             let mut deferred = tx.open_table(DEFERRED)?;
             let mut touched: HashMap<u64, Campaign> = HashMap::new();
             for o in outcomes {
+                if done > 0 && tx.yield_requested() {
+                    break;
+                }
+                done += 1;
                 let key = (o.campaign_id, o.subscriber_id);
                 let record = messages
                     .get(key)?
@@ -406,7 +439,7 @@ impl Store {
             touched.into_values().collect()
         };
         tx.commit()?;
-        Ok(touched)
+        Ok((done, touched))
     }
 
     /// Messages of a campaign that were queued when the server stopped.
@@ -588,6 +621,33 @@ mod tests {
         assert_eq!(c.stats.pending, 0, "every subscriber has a message");
         let again = f.store.enqueue(f.campaign, 3, Utc::now()).unwrap();
         assert!(again.jobs.is_empty() && !again.progressed, "nobody twice");
+    }
+
+    #[test]
+    fn batches_yield_to_a_waiting_request_without_skipping_or_repeating() {
+        let f = sending(5);
+        // As if an API write were queued for the writer throughout.
+        f.store.interactive.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let mut jobs = Vec::new();
+        loop {
+            let step = f.store.enqueue(f.campaign, 10, Utc::now()).unwrap();
+            assert!(step.jobs.len() <= 1, "a yielding batch stops after one subscriber");
+            if !step.progressed {
+                break;
+            }
+            jobs.extend(step.jobs);
+        }
+        let ids: Vec<u64> = jobs.iter().map(|j| j.subscriber.id).collect();
+        assert_eq!(ids.len(), 4, "every subscribed subscriber once: {ids:?}");
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+        let outcomes: Vec<Outcome> = jobs
+            .iter()
+            .map(|j| outcome(&f, j, 1, OutcomeKind::Sent { remote_id: None }))
+            .collect();
+        f.store.record_outcomes(&outcomes, Utc::now()).unwrap();
+        f.store.interactive.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        let c = f.store.campaign(f.user, f.campaign).unwrap();
+        assert_eq!((c.stats.sent, c.stats.queued, c.status), (4, 0, Status::Sent));
     }
 
     #[test]

@@ -128,10 +128,19 @@ pub struct Store {
 /// A write transaction holding its turn at the writer queue until commit.
 pub(crate) struct WriteTx {
     tx: redb::WriteTransaction,
+    /// For a bulk transaction, the interactive writers' counter: it should
+    /// commit what it has as soon as one is waiting.
+    yield_to: Option<Arc<AtomicUsize>>,
     _turn: ArcMutexGuard<RawFairMutex, ()>,
 }
 
 impl WriteTx {
+    /// Whether a bulk transaction should stop at the next consistent point
+    /// and commit: an API write is waiting for the writer.
+    pub(crate) fn yield_requested(&self) -> bool {
+        self.yield_to.as_ref().is_some_and(|n| n.load(Ordering::Acquire) > 0)
+    }
+
     pub(crate) fn commit(self) -> std::result::Result<(), redb::CommitError> {
         self.tx.commit()
     }
@@ -213,6 +222,7 @@ impl Store {
         let turn = self.writers.lock_arc();
         self.interactive.fetch_sub(1, Ordering::AcqRel);
         Ok(WriteTx {
+            yield_to: None,
             tx: self.db.begin_write()?,
             _turn: turn,
         })
@@ -232,6 +242,7 @@ impl Store {
         }
         let turn = self.writers.lock_arc();
         Ok(WriteTx {
+            yield_to: Some(self.interactive.clone()),
             tx: self.db.begin_write()?,
             _turn: turn,
         })
