@@ -413,9 +413,10 @@ max_in_flight = {c}
         }
         let (limit, posta) = (median(limit), median(posta));
         r.line(&format!(
-            "| {c} | {limit:.0} req/s | **{posta:.0} msg/s** | {:.2} | {:.0} for {n} messages |",
+            "| {c} | {limit:.0} req/s | **{posta:.0} msg/s** | {:.2} | {:.0} for {} messages |",
             posta / limit,
-            median(opened)
+            opened.iter().sum::<f64>(),
+            n * runs
         ));
     }
     r.line("");
@@ -424,7 +425,8 @@ max_in_flight = {c}
          hyper client on another thread with the same number of keep-alive connections posting a body of the \
          same size ({body_len} bytes) one request at a time per connection. Posta's time is from `POST /send` to \
          `sent` and includes personalizing, signing (HMAC-SHA256) and storing every outcome. Connections opened \
-         are counted by the receiver: the host keeps them alive per transport and origin."
+         are counted by the receiver over all runs (idle ones stay pooled between runs): the host keeps them \
+         alive per transport and origin."
     ));
     for note in notes {
         r.line(&format!("- {note}"));
