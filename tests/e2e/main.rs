@@ -1,6 +1,7 @@
 //! End-to-end tests: the real binary, real HTTP, the real plugins.
 
 mod crash;
+mod deliverability;
 mod hostile;
 mod lifecycle;
 mod plugin_check;

@@ -8,6 +8,7 @@ mod error;
 mod lists;
 mod openapi;
 mod per_client;
+mod suppressions;
 mod transports;
 mod unsubscribe;
 
@@ -74,6 +75,15 @@ pub struct Paging {
     pub after: Option<u64>,
 }
 
+/// A page size from a query string: 100 unless given, at most `MAX_PAGE`.
+pub fn page_limit(limit: Option<usize>) -> ApiResult<usize> {
+    match limit {
+        None => Ok(100),
+        Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
+        Some(_) => Err(ApiError::invalid("limit", format!("must be between 1 and {MAX_PAGE}"))),
+    }
+}
+
 /// An id in a query string, within the document's `int64`: a larger number
 /// is refused (400) rather than accepted as a `u64` no client can send back.
 pub fn id_param<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
@@ -89,11 +99,7 @@ pub fn id_param<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D
 
 impl Paging {
     pub fn limit(&self) -> ApiResult<usize> {
-        match self.limit {
-            None => Ok(100),
-            Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
-            Some(_) => Err(ApiError::invalid("limit", format!("must be between 1 and {MAX_PAGE}"))),
-        }
+        page_limit(self.limit)
     }
 }
 
@@ -138,6 +144,11 @@ pub fn router(state: AppState, max_body_bytes: usize, public_rate_per_ip: u32) -
         .route("/campaigns/{id}/cancel", post(campaigns::cancel))
         .route("/campaigns/{id}/duplicate", post(campaigns::duplicate))
         .route("/campaigns/{id}/messages", get(campaigns::messages))
+        .route("/suppressions", post(suppressions::create).get(suppressions::index))
+        .route(
+            "/suppressions/{email}",
+            get(suppressions::show).delete(suppressions::delete),
+        )
         .route("/transports", get(transports::index));
     Router::new()
         .nest("/api/v1/users/me", me)

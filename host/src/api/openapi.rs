@@ -5,11 +5,12 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::error::{ErrorBody, ErrorDetail};
-use super::{admin, campaigns, lists, transports, unsubscribe};
+use super::{admin, campaigns, lists, suppressions, transports, unsubscribe};
+use crate::domain::suppression::{NewSuppression, Suppression, SuppressionReason};
 use crate::domain::{
     Campaign, CampaignDraft, CampaignPatch, List, NewSubscriber, Stats, Status, Subscriber, SubscriberStatus,
 };
-use crate::store::{MessageRecord, MessageStatus, UpsertReport};
+use crate::store::{MessageRecord, MessageStatus, SuppressReport, SuppressionPage, UpsertReport};
 
 struct BearerAuth;
 
@@ -141,13 +142,15 @@ impl Modify for Links {
         lists::create, lists::index, lists::show, lists::delete, lists::add_subscribers, lists::subscribers,
         campaigns::create, campaigns::index, campaigns::show, campaigns::update, campaigns::delete,
         campaigns::send, campaigns::pause, campaigns::resume, campaigns::cancel, campaigns::duplicate,
-        campaigns::messages, transports::index, unsubscribe::page, unsubscribe::confirm,
+        campaigns::messages, suppressions::index, suppressions::create, suppressions::show, suppressions::delete,
+        transports::index, unsubscribe::page, unsubscribe::confirm,
         super::health, super::openapi_document, admin::reload,
     ),
     components(schemas(
         ErrorBody, ErrorDetail, List, lists::NewList, NewSubscriber, Subscriber, SubscriberStatus, UpsertReport,
         lists::SubscribersBody, Campaign, CampaignDraft, CampaignPatch, Stats, Status, MessageRecord, MessageStatus,
-        super::transports::TransportView, crate::plugins::reload::ReloadReport, crate::plugins::reload::Refusal,
+        super::transports::TransportView, Suppression, SuppressionReason, NewSuppression, SuppressReport,
+        SuppressionPage, suppressions::SuppressionsBody, crate::plugins::reload::ReloadReport, crate::plugins::reload::Refusal,
     )),
     modifiers(&BearerAuth, &CommonErrors, &Links),
     security(("api_key" = [])),

@@ -5,6 +5,7 @@ pub mod campaign;
 pub mod lifecycle;
 pub mod schedule;
 pub mod subscriber;
+pub mod suppression;
 pub mod unsubscribe;
 
 pub use campaign::{Campaign, CampaignDraft, CampaignPatch, Stats};

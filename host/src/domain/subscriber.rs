@@ -25,6 +25,14 @@ pub enum SubscriberStatus {
 }
 
 impl SubscriberStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SubscriberStatus::Subscribed => "subscribed",
+            SubscriberStatus::Unsubscribed => "unsubscribed",
+            SubscriberStatus::Bounced => "bounced",
+        }
+    }
+
     /// The status an import (upsert by email) leaves: it may unsubscribe
     /// or mark a bounce, but never brings back someone who left or
     /// bounced. Re-importing a list must not re-subscribe people who

@@ -10,8 +10,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::campaigns::{load, save};
+use super::suppressions::suppressed;
 use super::{
-    CAMPAIGNS, DEFERRED, DUE, IN_FLIGHT, MESSAGES, Page, Result, SUBSCRIBERS, Store, StoreError, decode, encode,
+    CAMPAIGNS, DEFERRED, DUE, IN_FLIGHT, MESSAGES, Page, Result, SUBSCRIBERS, SUPPRESSIONS, Store, StoreError, decode,
+    encode,
 };
 use crate::domain::lifecycle::transition;
 use crate::domain::{Action, Campaign, Status, Subscriber, SubscriberStatus, schedule};
@@ -58,6 +60,11 @@ pub struct MessageRecord {
     /// the campaign's time.
     #[serde(default)]
     pub due_at: Option<DateTime<Utc>>,
+    /// Why a `skipped` message was not sent: the subscriber's status in
+    /// the list (`unsubscribed`, `bounced`, …) or the user's suppression
+    /// list (`suppressed: REASON`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip_reason: Option<String>,
     pub updated_at: DateTime<Utc>,
 }
 
@@ -124,17 +131,26 @@ pub struct Enqueued {
 struct Writer<'t> {
     messages: redb::Table<'t, (u64, u64), &'static [u8]>,
     in_flight: redb::Table<'t, (u64, u64), ()>,
+    suppressions: redb::Table<'t, (u64, &'static str), &'static [u8]>,
     now: DateTime<Utc>,
 }
 
 impl Writer<'_> {
     /// Creates the campaign's message for `sub`: cancelled if the campaign
-    /// is, queued if the subscriber is subscribed, skipped otherwise.
+    /// is, skipped if the subscriber is not subscribed or the address is on
+    /// the user's suppression list, queued otherwise.
     fn message(&mut self, c: &mut Campaign, sub: Subscriber, due_at: Option<DateTime<Utc>>) -> Result<Option<Job>> {
+        let skip_reason = if c.status == Status::Cancelled {
+            None
+        } else if sub.status != SubscriberStatus::Subscribed {
+            Some(sub.status.as_str().to_string())
+        } else {
+            suppressed(&self.suppressions, c.user_id, &sub.email)?.map(|r| format!("suppressed: {}", r.as_str()))
+        };
         let status = if c.status == Status::Cancelled {
             c.stats.cancelled += 1;
             MessageStatus::Cancelled
-        } else if sub.status == SubscriberStatus::Subscribed {
+        } else if skip_reason.is_none() {
             c.stats.queued += 1;
             self.in_flight.insert((c.id, sub.id), ())?;
             MessageStatus::Queued
@@ -152,6 +168,7 @@ impl Writer<'_> {
             remote_id: None,
             possible_duplicate: false,
             due_at,
+            skip_reason,
             updated_at: self.now,
         };
         self.messages.insert((c.id, sub.id), encode(&record).as_slice())?;
@@ -315,6 +332,7 @@ impl Store {
                 let mut w = Writer {
                     messages: tx.open_table(MESSAGES)?,
                     in_flight: tx.open_table(IN_FLIGHT)?,
+                    suppressions: tx.open_table(SUPPRESSIONS)?,
                     now,
                 };
                 let mut due = tx.open_table(DUE)?;
@@ -621,6 +639,43 @@ mod tests {
         assert_eq!(c.stats.pending, 0, "every subscriber has a message");
         let again = f.store.enqueue(f.campaign, 3, Utc::now()).unwrap();
         assert!(again.jobs.is_empty() && !again.progressed, "nobody twice");
+    }
+
+    #[test]
+    fn a_suppression_during_a_send_skips_the_messages_not_yet_created() {
+        use crate::domain::suppression::{NewSuppression, SuppressionReason};
+        let f = sending(4);
+        let first = f.store.enqueue(f.campaign, 1, Utc::now()).unwrap();
+        assert_eq!(first.jobs.len(), 1);
+        let s = NewSuppression {
+            email: "S1@Example.ORG".into(),
+            reason: Some(SuppressionReason::Bounced),
+            detail: Some("550 5.1.1".into()),
+        }
+        .validate("", Utc::now())
+        .unwrap();
+        let report = f.store.suppress(f.user, &[s.clone(), s]).unwrap();
+        assert_eq!((report.added, report.unchanged), (1, 1), "{report:?}");
+        let rest = f.store.enqueue(f.campaign, 10, Utc::now()).unwrap();
+        let queued: Vec<&str> = rest.jobs.iter().map(|j| j.subscriber.email.as_str()).collect();
+        assert_eq!(queued, ["s2@example.org"]);
+        let c = rest.campaign;
+        assert_eq!((c.stats.queued, c.stats.skipped), (2, 2));
+        let skipped = message(&f, first.jobs[0].subscriber.id + 1);
+        assert_eq!(
+            (skipped.status, skipped.skip_reason.as_deref()),
+            (MessageStatus::Skipped, Some("suppressed: bounced"))
+        );
+        let unsubscribed = message(&f, first.jobs[0].subscriber.id + 3);
+        assert_eq!(unsubscribed.skip_reason.as_deref(), Some("unsubscribed"));
+
+        f.store.unsuppress(f.user, "s1@example.org").unwrap();
+        assert!(matches!(
+            f.store.unsuppress(f.user, "s1@example.org"),
+            Err(StoreError::NotFound)
+        ));
+        let page = f.store.suppressions(f.user, None, None, 10).unwrap();
+        assert!(page.items.is_empty() && page.next_after.is_none());
     }
 
     #[test]

@@ -10,9 +10,11 @@ mod accounts;
 mod campaigns;
 mod delivery;
 mod lists;
+mod suppressions;
 
 pub use delivery::{Enqueued, Job, MessageRecord, MessageStatus, Outcome, OutcomeKind};
 pub use lists::UpsertReport;
+pub use suppressions::{SuppressReport, SuppressionPage};
 
 use std::path::Path;
 use std::sync::Arc;
@@ -55,6 +57,10 @@ pub(crate) const DUE: TableDefinition<(u64, u64, u64), ()> = TableDefinition::ne
 /// campaign → list, kept when a campaign is deleted: the unsubscribe links
 /// in mail it already sent must keep working (RFC 8058).
 pub(crate) const DELETED_CAMPAIGNS: TableDefinition<u64, u64> = TableDefinition::new("deleted_campaigns");
+
+/// (user, lower-case email) → suppression: addresses none of the user's
+/// campaigns mail.
+pub(crate) const SUPPRESSIONS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("suppressions");
 
 /// Server secrets, generated on first use (unsubscribe link signing).
 pub(crate) const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
@@ -182,6 +188,7 @@ impl Store {
             tx.open_table(DELETED_CAMPAIGNS)?;
             tx.open_table(SECRETS)?;
             tx.open_table(DUE)?;
+            tx.open_table(SUPPRESSIONS)?;
         }
         tx.commit()?;
         Ok(Store {

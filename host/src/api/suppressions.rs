@@ -1,0 +1,125 @@
+//! /suppressions: the user's do-not-mail list, across all their lists.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use chrono::Utc;
+use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
+
+use super::auth::Auth;
+use super::error::ErrorBody;
+use super::lists::MAX_BULK;
+use super::{ApiError, ApiJson, ApiResult, AppState, page_limit};
+use crate::domain::suppression::{NewSuppression, Suppression, SuppressionReason};
+use crate::store::{SuppressReport, SuppressionPage};
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SuppressionFilter {
+    /// unsubscribed, bounced, complained or manual.
+    #[param(value_type = Option<SuppressionReason>)]
+    pub reason: Option<String>,
+    /// Email after which the page starts (`next_after` of the previous page).
+    pub after: Option<String>,
+    /// Items per page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<usize>,
+}
+
+#[utoipa::path(get, path = "/api/v1/users/me/suppressions", params(SuppressionFilter), tag = "suppressions",
+    description = "suppressed addresses in email order; with `reason`, a page may hold fewer items than `limit` and still have a `next_after`",
+    responses((status = 200, body = SuppressionPage), (status = 422, body = ErrorBody)))]
+pub async fn index(
+    State(s): State<AppState>,
+    Auth(user): Auth,
+    Query(f): Query<SuppressionFilter>,
+) -> ApiResult<Json<SuppressionPage>> {
+    let reason = f.reason.as_deref().map(str::parse::<SuppressionReason>).transpose()?;
+    let limit = page_limit(f.limit)?;
+    let page = s
+        .db(move |st| st.suppressions(user.id, reason, f.after.as_deref(), limit))
+        .await?;
+    Ok(Json(page))
+}
+
+/// One suppression object, an array, or `{"suppressions": [...]}`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub enum SuppressionsBody {
+    One(NewSuppression),
+    Many(Vec<NewSuppression>),
+}
+
+fn parse(body: serde_json::Value) -> ApiResult<Vec<Suppression>> {
+    let (items, prefix) = match body {
+        serde_json::Value::Array(items) => (items, "suppressions"),
+        serde_json::Value::Object(mut obj) if obj.contains_key("suppressions") => match obj.remove("suppressions") {
+            Some(serde_json::Value::Array(items)) if obj.is_empty() => (items, "suppressions"),
+            _ => return Err(ApiError::invalid("suppressions", "must be the only key and an array")),
+        },
+        obj @ serde_json::Value::Object(_) => (vec![obj], ""),
+        _ => {
+            return Err(ApiError::invalid(
+                "body",
+                "expected a suppression object or an array of them",
+            ));
+        }
+    };
+    if items.len() > MAX_BULK {
+        return Err(ApiError::too_large(format!(
+            "{} suppressions in one request; at most {MAX_BULK}",
+            items.len()
+        )));
+    }
+    let now = Utc::now();
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let at = if prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{prefix}[{i}]")
+            };
+            let new: NewSuppression = serde_json::from_value(v).map_err(|e| {
+                ApiError::invalid(
+                    if at.is_empty() { "body".to_string() } else { at.clone() },
+                    e.to_string(),
+                )
+            })?;
+            Ok(new.validate(&at, now)?)
+        })
+        .collect()
+}
+
+#[utoipa::path(post, path = "/api/v1/users/me/suppressions", tag = "suppressions",
+    request_body(content = SuppressionsBody, description = "one address, an array, or {\"suppressions\": [...]}; reason defaults to manual"),
+    description = "suppressed addresses are skipped by every campaign of the user from the next message created on",
+    responses((status = 200, body = SuppressReport), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create(
+    State(s): State<AppState>,
+    Auth(user): Auth,
+    ApiJson(body): ApiJson<serde_json::Value>,
+) -> ApiResult<Json<SuppressReport>> {
+    let items = parse(body)?;
+    Ok(Json(s.db(move |st| st.suppress(user.id, &items)).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/users/me/suppressions/{email}", tag = "suppressions",
+    responses((status = 200, body = Suppression), (status = 404, body = ErrorBody)))]
+pub async fn show(
+    State(s): State<AppState>,
+    Auth(user): Auth,
+    Path(email): Path<String>,
+) -> ApiResult<Json<Suppression>> {
+    Ok(Json(s.db(move |st| st.suppression(user.id, &email)).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/users/me/suppressions/{email}", tag = "suppressions",
+    description = "the address is mailed again by messages created from now on",
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn delete(State(s): State<AppState>, Auth(user): Auth, Path(email): Path<String>) -> ApiResult<StatusCode> {
+    s.db(move |st| st.unsuppress(user.id, &email)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,148 @@
+//! A user's suppression list: addresses none of the user's campaigns may
+//! mail, whichever list they are on. Checked when a campaign creates the
+//! address's message, so a suppression made during a send applies to every
+//! message not yet created.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{FieldError, validate_email};
+
+/// Why an address is suppressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SuppressionReason {
+    Unsubscribed,
+    Bounced,
+    Complained,
+    Manual,
+}
+
+impl SuppressionReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SuppressionReason::Unsubscribed => "unsubscribed",
+            SuppressionReason::Bounced => "bounced",
+            SuppressionReason::Complained => "complained",
+            SuppressionReason::Manual => "manual",
+        }
+    }
+}
+
+impl std::str::FromStr for SuppressionReason {
+    type Err = FieldError;
+
+    fn from_str(s: &str) -> Result<Self, FieldError> {
+        serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|_| {
+            FieldError::new(
+                "reason",
+                format!("{s:?} is not one of unsubscribed, bounced, complained, manual"),
+            )
+        })
+    }
+}
+
+/// A suppressed address as stored and returned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Suppression {
+    /// Lower case: suppression matches addresses case-insensitively.
+    pub email: String,
+    pub reason: SuppressionReason,
+    /// Free text: the bounce's diagnostic, who added it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// `POST /suppressions` item.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewSuppression {
+    pub email: String,
+    /// Defaults to `manual`.
+    #[serde(default)]
+    pub reason: Option<SuppressionReason>,
+    #[serde(default)]
+    #[schema(max_length = 1024)]
+    pub detail: Option<String>,
+}
+
+/// Longest `detail` kept.
+const MAX_DETAIL: usize = 1024;
+
+impl NewSuppression {
+    /// Checks the address and normalizes it to the key it is stored under.
+    pub fn validate(self, field: &str, now: DateTime<Utc>) -> Result<Suppression, FieldError> {
+        let at = |name: &str| {
+            if field.is_empty() {
+                name.to_string()
+            } else {
+                format!("{field}.{name}")
+            }
+        };
+        validate_email(&at("email"), &self.email)?;
+        if self.detail.as_ref().is_some_and(|d| d.len() > MAX_DETAIL) {
+            return Err(FieldError::new(at("detail"), format!("longer than {MAX_DETAIL} bytes")));
+        }
+        Ok(Suppression {
+            email: normalize(&self.email),
+            reason: self.reason.unwrap_or(SuppressionReason::Manual),
+            detail: self.detail,
+            created_at: now,
+        })
+    }
+}
+
+/// The form an address is suppressed under. Local parts are case-sensitive
+/// in theory and never in practice; a suppression that a change of case
+/// could dodge would not be one.
+pub fn normalize(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_checked_and_lower_cased() {
+        let now = Utc::now();
+        let s = NewSuppression {
+            email: "Ann@Example.ORG".into(),
+            reason: None,
+            detail: None,
+        }
+        .validate("", now)
+        .unwrap();
+        assert_eq!(
+            (s.email.as_str(), s.reason),
+            ("ann@example.org", SuppressionReason::Manual)
+        );
+        let bad = NewSuppression {
+            email: "nobody".into(),
+            reason: Some(SuppressionReason::Bounced),
+            detail: None,
+        }
+        .validate("items[3]", now)
+        .unwrap_err();
+        assert_eq!(bad.field, "items[3].email");
+    }
+
+    #[test]
+    fn reasons_parse_from_their_names() {
+        assert_eq!(
+            "complained".parse::<SuppressionReason>().unwrap(),
+            SuppressionReason::Complained
+        );
+        assert!("spam".parse::<SuppressionReason>().is_err());
+        for r in [
+            SuppressionReason::Unsubscribed,
+            SuppressionReason::Bounced,
+            SuppressionReason::Complained,
+            SuppressionReason::Manual,
+        ] {
+            assert_eq!(r.as_str().parse::<SuppressionReason>().unwrap(), r);
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! A user's suppression list, keyed (user, lower-case email).
+
+use redb::ReadableTable;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::{Result, SUPPRESSIONS, Store, StoreError, decode, encode};
+use crate::domain::suppression::{Suppression, SuppressionReason, normalize};
+
+/// What a bulk suppression did.
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct SuppressReport {
+    pub added: u64,
+    /// Addresses already suppressed whose reason or detail changed.
+    pub updated: u64,
+    pub unchanged: u64,
+}
+
+/// A page of suppressions; `next_after` is the last email, for `after`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SuppressionPage {
+    pub items: Vec<Suppression>,
+    pub next_after: Option<String>,
+}
+
+/// Whether `email` is on `user_id`'s suppression list, inside a caller's
+/// transaction (message creation).
+pub(crate) fn suppressed(
+    table: &impl ReadableTable<(u64, &'static str), &'static [u8]>,
+    user_id: u64,
+    email: &str,
+) -> Result<Option<SuppressionReason>> {
+    let key = normalize(email);
+    match table.get((user_id, key.as_str()))? {
+        Some(v) => Ok(Some(decode::<Suppression>(v.value())?.reason)),
+        None => Ok(None),
+    }
+}
+
+/// Adds or updates suppressions inside a caller's transaction.
+pub(crate) fn suppress_in(
+    table: &mut redb::Table<(u64, &'static str), &'static [u8]>,
+    user_id: u64,
+    items: &[Suppression],
+    report: &mut SuppressReport,
+) -> Result<()> {
+    for s in items {
+        let existing = table
+            .get((user_id, s.email.as_str()))?
+            .map(|v| decode::<Suppression>(v.value()))
+            .transpose()?;
+        let stored = match existing {
+            None => {
+                report.added += 1;
+                s.clone()
+            }
+            // The first suppression's time is kept: it says since when.
+            Some(old) if old.reason != s.reason || old.detail != s.detail => {
+                report.updated += 1;
+                Suppression {
+                    created_at: old.created_at,
+                    ..s.clone()
+                }
+            }
+            Some(_) => {
+                report.unchanged += 1;
+                continue;
+            }
+        };
+        table.insert((user_id, s.email.as_str()), encode(&stored).as_slice())?;
+    }
+    Ok(())
+}
+
+impl Store {
+    pub fn suppress(&self, user_id: u64, items: &[Suppression]) -> Result<SuppressReport> {
+        let tx = self.write()?;
+        let mut report = SuppressReport::default();
+        {
+            let mut table = tx.open_table(SUPPRESSIONS)?;
+            suppress_in(&mut table, user_id, items, &mut report)?;
+        }
+        tx.commit()?;
+        Ok(report)
+    }
+
+    /// Removes an address from the list; the next campaign mails it again.
+    pub fn unsuppress(&self, user_id: u64, email: &str) -> Result<()> {
+        let key = normalize(email);
+        let tx = self.write()?;
+        let removed = tx.open_table(SUPPRESSIONS)?.remove((user_id, key.as_str()))?.is_some();
+        if !removed {
+            return Err(StoreError::NotFound);
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn suppression(&self, user_id: u64, email: &str) -> Result<Suppression> {
+        let key = normalize(email);
+        let tx = self.read()?;
+        let table = tx.open_table(SUPPRESSIONS)?;
+        let v = table.get((user_id, key.as_str()))?.ok_or(StoreError::NotFound)?;
+        decode(v.value())
+    }
+
+    /// Suppressions in email order after `after`, optionally of one reason.
+    /// A reason filter reads past the others, at most `SCAN_LIMIT` entries
+    /// per page, and then answers with fewer items and a cursor.
+    pub fn suppressions(
+        &self,
+        user_id: u64,
+        reason: Option<SuppressionReason>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<SuppressionPage> {
+        const SCAN_LIMIT: usize = 10_000;
+        let tx = self.read()?;
+        let table = tx.open_table(SUPPRESSIONS)?;
+        let start = after.map(normalize).unwrap_or_default();
+        let mut items = Vec::new();
+        let mut last = None;
+        let mut scanned = 0;
+        let mut more = false;
+        let range = table.range((user_id, start.as_str())..(user_id.saturating_add(1), ""))?;
+        for entry in range {
+            let (k, v) = entry?;
+            let email = k.value().1;
+            if after.is_some() && email == start {
+                continue;
+            }
+            if items.len() == limit || scanned == SCAN_LIMIT {
+                more = true;
+                break;
+            }
+            scanned += 1;
+            last = Some(email.to_string());
+            let s: Suppression = decode(v.value())?;
+            if reason.is_none_or(|r| r == s.reason) {
+                items.push(s);
+            }
+        }
+        Ok(SuppressionPage {
+            items,
+            next_after: if more { last } else { None },
+        })
+    }
+}

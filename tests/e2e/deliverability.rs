@@ -1,0 +1,132 @@
+//! Mail that must not go out: people who left stay left, and the user's
+//! suppression list holds across all their lists and campaigns.
+
+use std::collections::HashMap;
+
+use posta_e2e::{Api, Server, Value, json};
+
+/// Message status (and skip reason) per recipient address.
+fn outcome(api: &Api, campaign: u64) -> HashMap<String, (String, Option<String>)> {
+    api.all_messages(campaign, "")
+        .into_iter()
+        .map(|m| {
+            (
+                m["email"].as_str().unwrap().to_string(),
+                (
+                    m["status"].as_str().unwrap().to_string(),
+                    m["skip_reason"].as_str().map(str::to_string),
+                ),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn unsubscribed_and_suppressed_addresses_are_skipped_until_released() {
+    let (server, key, other_key) = Server::with_two_users();
+    let api = server.api(&key);
+    let other = server.api(&other_key);
+    let people = ["ann@example.org", "bob@example.org", "cy@example.org", "di@example.org"];
+    let list = api.ok_post("/lists", json!({"name": "news"}))["id"].as_u64().unwrap();
+    let import = Value::Array(people.iter().map(|e| json!({"email": e})).collect());
+    api.ok_post(&format!("/lists/{list}/subscribers"), import.clone());
+
+    // Ann unsubscribes through the link of the first campaign.
+    let first = api.send_campaign(list, json!({}));
+    api.wait_status(first, "sent");
+    let line = server
+        .outbox()
+        .into_iter()
+        .find(|l| l["to"] == "ann@example.org")
+        .expect("ann's message");
+    let link = line["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h[0] == "List-Unsubscribe")
+        .map(|h| h[1].as_str().unwrap().trim_matches(['<', '>']).to_string())
+        .expect("a List-Unsubscribe header");
+    let status = reqwest::blocking::Client::new().post(&link).send().unwrap().status();
+    assert!(status.is_success(), "{status}");
+    // A re-import of the whole list does not bring her back.
+    let report = api.ok_post(&format!("/lists/{list}/subscribers"), import);
+    assert_eq!(report["kept_unsubscribed"], 1, "{report}");
+
+    // Bob bounced elsewhere, Cy asked by mail: suppressed for every list.
+    let report = api.ok_post(
+        "/suppressions",
+        json!([
+            {"email": "BOB@example.org", "reason": "bounced", "detail": "550 5.1.1 no such user"},
+            {"email": "cy@example.org"},
+        ]),
+    );
+    assert_eq!(report["added"], 2, "{report}");
+    let second = api.send_campaign(list, json!({}));
+    let done = api.wait_status(second, "sent");
+    assert_eq!(
+        (done["stats"]["sent"].as_u64(), done["stats"]["skipped"].as_u64()),
+        (Some(1), Some(3))
+    );
+    let o = outcome(&api, second);
+    assert_eq!(o["ann@example.org"], ("skipped".into(), Some("unsubscribed".into())));
+    assert_eq!(
+        o["bob@example.org"],
+        ("skipped".into(), Some("suppressed: bounced".into()))
+    );
+    assert_eq!(
+        o["cy@example.org"],
+        ("skipped".into(), Some("suppressed: manual".into()))
+    );
+    assert_eq!(o["di@example.org"].0, "sent");
+
+    // Listing, filtering, and one address by itself.
+    let page = api.ok_get("/suppressions");
+    let emails: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["email"].as_str().unwrap())
+        .collect();
+    assert_eq!(emails, ["bob@example.org", "cy@example.org"]);
+    let bounced = api.ok_get("/suppressions?reason=bounced");
+    assert_eq!(bounced["items"].as_array().unwrap().len(), 1);
+    let paged = api.ok_get("/suppressions?limit=1");
+    assert_eq!(paged["next_after"], "bob@example.org");
+    let next = api.ok_get("/suppressions?limit=1&after=bob@example.org");
+    assert_eq!(next["items"][0]["email"], "cy@example.org");
+    assert_eq!(
+        api.ok_get("/suppressions/Bob@Example.org")["detail"],
+        "550 5.1.1 no such user"
+    );
+
+    // Another user sees none of it and cannot remove it.
+    assert_eq!(other.ok_get("/suppressions")["items"], json!([]));
+    assert_eq!(other.get("/suppressions/bob@example.org").0, 404);
+    assert_eq!(other.delete("/suppressions/bob@example.org").0, 404);
+
+    // Bad input names the field and changes nothing.
+    let (status, body) = api.post(
+        "/suppressions",
+        json!([{"email": "di@example.org"}, {"email": "not-an-address"}]),
+    );
+    assert_eq!(status, 422, "{body}");
+    assert!(body.to_string().contains("suppressions[1].email"), "{body}");
+    assert_eq!(
+        api.get("/suppressions/di@example.org").0,
+        404,
+        "nothing of a refused batch is kept"
+    );
+    assert_eq!(api.get("/suppressions?reason=spam").0, 422);
+    assert_eq!(
+        api.post("/suppressions", json!({"email": "x@example.org", "reason": "spam"}))
+            .0,
+        422
+    );
+
+    // Released: the next campaign mails Bob again.
+    assert_eq!(api.delete("/suppressions/bob@example.org").0, 204);
+    assert_eq!(api.delete("/suppressions/bob@example.org").0, 404);
+    let third = api.send_campaign(list, json!({}));
+    api.wait_status(third, "sent");
+    assert_eq!(outcome(&api, third)["bob@example.org"].0, "sent");
+}
