@@ -50,15 +50,6 @@ impl EngineRuntime {
     fn new() -> anyhow::Result<EngineRuntime> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .thread_name("posta-engine")
-            // Worker threads only (blocking threads never park): those run
-            // the wasm calls. Storage commits run on blocking threads and
-            // keep normal priority, since API writes wait for them.
-            .on_thread_unpark(|| {
-                thread_local!(static LOWERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) });
-                if !LOWERED.replace(true) {
-                    lower_priority(ENGINE_NICE);
-                }
-            })
             .enable_all()
             .build()
             .context("starting the engine runtime")?;
@@ -68,24 +59,6 @@ impl EngineRuntime {
     fn handle(&self) -> tokio::runtime::Handle {
         self.0.as_ref().expect("running").handle().clone()
     }
-}
-
-/// How much lower than the API's the engine threads' CPU priority is.
-const ENGINE_NICE: i32 = 10;
-
-/// Lowers the calling thread's CPU priority (Linux nice values are per
-/// thread). Delivery is throughput work and API requests are latency work:
-/// with the cores saturated by a send, a request's thread then runs as soon
-/// as it wakes instead of waiting for the engine's time slices. With idle
-/// cores nothing changes.
-fn lower_priority(nice: i32) {
-    #[cfg(target_os = "linux")]
-    // SAFETY: setpriority has no memory effects; `who` 0 is this thread.
-    unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, 0, nice);
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = nice;
 }
 
 impl Drop for EngineRuntime {
