@@ -39,13 +39,7 @@ fn unsubscribed_and_suppressed_addresses_are_skipped_until_released() {
         .into_iter()
         .find(|l| l["to"] == "ann@example.org")
         .expect("ann's message");
-    let link = line["headers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|h| h[0] == "List-Unsubscribe")
-        .map(|h| h[1].as_str().unwrap().trim_matches(['<', '>']).to_string())
-        .expect("a List-Unsubscribe header");
+    let link = posta_e2e::unsubscribe_link(&line);
     let status = reqwest::blocking::Client::new().post(&link).send().unwrap().status();
     assert!(status.is_success(), "{status}");
     // A re-import of the whole list does not bring her back.

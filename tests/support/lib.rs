@@ -289,6 +289,22 @@ impl Drop for Server {
 }
 
 /// How many outbox lines each recipient got.
+/// The one-click unsubscribe URL in an outbox line's List-Unsubscribe header.
+pub fn unsubscribe_link(line: &Value) -> String {
+    line["headers"]
+        .as_array()
+        .expect("headers")
+        .iter()
+        .find(|h| h[0] == "List-Unsubscribe")
+        .map(|h| {
+            h[1].as_str()
+                .expect("header value")
+                .trim_matches(['<', '>'])
+                .to_string()
+        })
+        .expect("a List-Unsubscribe header")
+}
+
 pub fn per_recipient(lines: &[Value]) -> std::collections::HashMap<String, u64> {
     let mut counts = std::collections::HashMap::new();
     for line in lines {

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 
 use super::auth::Auth;
 use super::error::ErrorBody;
-use super::{ApiError, ApiJson, ApiResult, AppState, Paging};
+use super::{ApiJson, ApiResult, AppState, Paging, bulk_items};
 use crate::domain::{List, NewSubscriber, Subscriber};
 use crate::store::Page;
 use crate::store::UpsertReport;
@@ -67,41 +67,9 @@ pub enum SubscribersBody {
 }
 
 fn parse_subscribers(body: serde_json::Value) -> ApiResult<Vec<NewSubscriber>> {
-    let (items, prefix) = match body {
-        serde_json::Value::Array(items) => (items, "subscribers"),
-        serde_json::Value::Object(mut obj) if obj.contains_key("subscribers") => match obj.remove("subscribers") {
-            Some(serde_json::Value::Array(items)) if obj.is_empty() => (items, "subscribers"),
-            _ => return Err(ApiError::invalid("subscribers", "must be the only key and an array")),
-        },
-        obj @ serde_json::Value::Object(_) => (vec![obj], ""),
-        _ => {
-            return Err(ApiError::invalid(
-                "body",
-                "expected a subscriber object or an array of them",
-            ));
-        }
-    };
-    if items.len() > MAX_BULK {
-        return Err(ApiError::too_large(format!(
-            "{} subscribers in one request; at most {MAX_BULK}",
-            items.len()
-        )));
-    }
-    items
+    bulk_items::<NewSubscriber>(body, "subscribers", MAX_BULK)?
         .into_iter()
-        .enumerate()
-        .map(|(i, v)| {
-            let at = if prefix.is_empty() {
-                String::new()
-            } else {
-                format!("{prefix}[{i}]")
-            };
-            let new: NewSubscriber = serde_json::from_value(v).map_err(|e| {
-                let field = if at.is_empty() { "body".to_string() } else { at.clone() };
-                ApiError::invalid(field, e.to_string())
-            })?;
-            Ok(new.validate(&at)?)
-        })
+        .map(|(at, new)| Ok(new.validate(&at)?))
         .collect()
 }
 

@@ -75,6 +75,39 @@ pub struct Paging {
     pub after: Option<u64>,
 }
 
+/// A bulk body: one object, an array of them, or `{"KEY": [...]}`, at most
+/// `max` items. Each item comes with the field path its errors name (""
+/// for a lone object, `KEY[i]` in an array).
+pub fn bulk_items<T: DeserializeOwned>(body: serde_json::Value, key: &str, max: usize) -> ApiResult<Vec<(String, T)>> {
+    use serde_json::Value;
+    let (items, in_array) = match body {
+        Value::Array(items) => (items, true),
+        Value::Object(mut obj) if obj.contains_key(key) => match obj.remove(key) {
+            Some(Value::Array(items)) if obj.is_empty() => (items, true),
+            _ => return Err(ApiError::invalid(key, "must be the only key and an array")),
+        },
+        obj @ Value::Object(_) => (vec![obj], false),
+        _ => return Err(ApiError::invalid("body", "expected an object or an array of them")),
+    };
+    if items.len() > max {
+        return Err(ApiError::too_large(format!(
+            "{} {key} in one request; at most {max}",
+            items.len()
+        )));
+    }
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let at = if in_array { format!("{key}[{i}]") } else { String::new() };
+            let item = serde_json::from_value(v).map_err(|e| {
+                ApiError::invalid(if in_array { at.clone() } else { "body".to_string() }, e.to_string())
+            })?;
+            Ok((at, item))
+        })
+        .collect()
+}
+
 /// A page size from a query string: 100 unless given, at most `MAX_PAGE`.
 pub fn page_limit(limit: Option<usize>) -> ApiResult<usize> {
     match limit {

@@ -10,7 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::auth::Auth;
 use super::error::ErrorBody;
 use super::lists::MAX_BULK;
-use super::{ApiError, ApiJson, ApiResult, AppState, page_limit};
+use super::{ApiJson, ApiResult, AppState, bulk_items, page_limit};
 use crate::domain::suppression::{NewSuppression, Suppression, SuppressionReason};
 use crate::store::{SuppressReport, SuppressionPage};
 
@@ -52,44 +52,10 @@ pub enum SuppressionsBody {
 }
 
 fn parse(body: serde_json::Value) -> ApiResult<Vec<Suppression>> {
-    let (items, prefix) = match body {
-        serde_json::Value::Array(items) => (items, "suppressions"),
-        serde_json::Value::Object(mut obj) if obj.contains_key("suppressions") => match obj.remove("suppressions") {
-            Some(serde_json::Value::Array(items)) if obj.is_empty() => (items, "suppressions"),
-            _ => return Err(ApiError::invalid("suppressions", "must be the only key and an array")),
-        },
-        obj @ serde_json::Value::Object(_) => (vec![obj], ""),
-        _ => {
-            return Err(ApiError::invalid(
-                "body",
-                "expected a suppression object or an array of them",
-            ));
-        }
-    };
-    if items.len() > MAX_BULK {
-        return Err(ApiError::too_large(format!(
-            "{} suppressions in one request; at most {MAX_BULK}",
-            items.len()
-        )));
-    }
     let now = Utc::now();
-    items
+    bulk_items::<NewSuppression>(body, "suppressions", MAX_BULK)?
         .into_iter()
-        .enumerate()
-        .map(|(i, v)| {
-            let at = if prefix.is_empty() {
-                String::new()
-            } else {
-                format!("{prefix}[{i}]")
-            };
-            let new: NewSuppression = serde_json::from_value(v).map_err(|e| {
-                ApiError::invalid(
-                    if at.is_empty() { "body".to_string() } else { at.clone() },
-                    e.to_string(),
-                )
-            })?;
-            Ok(new.validate(&at, now)?)
-        })
+        .map(|(at, new)| Ok(new.validate(&at, now)?))
         .collect()
 }
 
