@@ -40,6 +40,9 @@ pub struct Config {
     pub transports: BTreeMap<String, Transport>,
     #[serde(default)]
     pub tls: Tls,
+    /// When bounces and complaints suppress an address.
+    #[serde(default)]
+    pub bounces: crate::domain::bounce::BouncePolicy,
 }
 
 /// How the host verifies servers for plugins (wasi:tls, HTTPS).

@@ -102,6 +102,7 @@ impl Instance {
             store: self.store.clone(),
             engine: self.engine.clone(),
             secret: Arc::new(self.store.secret("unsubscribe")?),
+            bounces: self.config.bounces,
         };
         Ok(api::router(
             state,

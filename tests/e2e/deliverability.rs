@@ -124,3 +124,119 @@ fn unsubscribed_and_suppressed_addresses_are_skipped_until_released() {
     api.wait_status(third, "sent");
     assert_eq!(outcome(&api, third)["bob@example.org"].0, "sent");
 }
+
+#[test]
+fn bounces_and_complaints_suppress_by_policy() {
+    let (server, key, other_key) = Server::with_two_users();
+    let api = server.api(&key);
+    let other = server.api(&other_key);
+    let people = ["hard", "soft2", "soft3", "spam", "fine"].map(|p| format!("{p}@example.org"));
+    let list = api.ok_post("/lists", json!({"name": "news"}))["id"].as_u64().unwrap();
+    api.ok_post(
+        &format!("/lists/{list}/subscribers"),
+        Value::Array(people.iter().map(|e| json!({"email": e})).collect()),
+    );
+    let first = api.send_campaign(list, json!({}));
+    api.wait_status(first, "sent");
+    let message_id = |who: &str| -> String {
+        api.all_messages(first, "")
+            .into_iter()
+            .find(|m| m["email"] == format!("{who}@example.org"))
+            .map(|m| m["message_id"].as_str().unwrap().to_string())
+            .unwrap()
+    };
+
+    // A hard bounce by Message-ID (as an MTA's DSN names it), twice.
+    let hard =
+        json!({"message_id": format!("<{}>", message_id("hard")), "type": "hard", "reason": "550 5.1.1 no such user"});
+    let report = api.ok_post("/bounces", hard.clone());
+    assert_eq!(
+        (report["duplicate"].as_bool(), report["suppressed"].as_str()),
+        (Some(false), Some("bounced")),
+        "{report}"
+    );
+    assert_eq!(report["bounce"]["email"], "hard@example.org");
+    let again = api.ok_post("/bounces", hard);
+    assert_eq!(again["duplicate"], true, "the same bounce twice counts once: {again}");
+
+    // Soft bounces: two do not suppress, three within the window do.
+    for n in 1..=2 {
+        let r = api.ok_post(
+            "/bounces",
+            json!({"email": "soft2@example.org", "type": "soft", "reason": "452 mailbox full"}),
+        );
+        assert_eq!(
+            (r["soft_in_window"].as_u64(), r.get("suppressed")),
+            (Some(n), None),
+            "{r}"
+        );
+    }
+    for n in 1..=3 {
+        let r = api.ok_post("/bounces", json!({"email": "SOFT3@example.org", "type": "soft"}));
+        assert_eq!(r["soft_in_window"].as_u64(), Some(n), "{r}");
+    }
+    // A complaint (feedback loop) suppresses at once.
+    let r = api.ok_post(
+        "/bounces",
+        json!({"message_id": message_id("spam"), "type": "complaint"}),
+    );
+    assert_eq!(r["suppressed"], "complained", "{r}");
+
+    let c = api.ok_get(&format!("/campaigns/{first}"));
+    assert_eq!(
+        (c["stats"]["bounced"].as_u64(), c["stats"]["complained"].as_u64()),
+        (Some(1), Some(1)),
+        "{c}"
+    );
+    let hard_message = api
+        .all_messages(first, "")
+        .into_iter()
+        .find(|m| m["email"] == "hard@example.org")
+        .unwrap();
+    assert_eq!(hard_message["bounces"][0]["type"], "hard", "{hard_message}");
+    assert_eq!(hard_message["bounces"].as_array().unwrap().len(), 1);
+
+    let second = api.send_campaign(list, json!({}));
+    api.wait_status(second, "sent");
+    let o = outcome(&api, second);
+    assert_eq!(
+        o["hard@example.org"],
+        ("skipped".into(), Some("suppressed: bounced".into()))
+    );
+    assert_eq!(
+        o["soft3@example.org"],
+        ("skipped".into(), Some("suppressed: bounced".into()))
+    );
+    assert_eq!(
+        o["spam@example.org"],
+        ("skipped".into(), Some("suppressed: complained".into()))
+    );
+    assert_eq!(o["soft2@example.org"].0, "sent");
+    assert_eq!(o["fine@example.org"].0, "sent");
+
+    // Another user's message is a 404 and leaves no trace.
+    let (status, body) = other.post("/bounces", json!({"message_id": message_id("fine"), "type": "hard"}));
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(other.ok_get("/suppressions")["items"], json!([]));
+    assert_eq!(api.get("/suppressions/fine@example.org").0, 404);
+    // Bad input names the field.
+    for (body, field) in [
+        (json!({"type": "hard"}), "email"),
+        (json!({"message_id": "<abc@example.org>", "type": "hard"}), "message_id"),
+        (json!({"email": "nope", "type": "hard"}), "email"),
+    ] {
+        let (status, reply) = api.post("/bounces", body);
+        assert_eq!(status, 422, "{reply}");
+        assert!(reply.to_string().contains(field), "{reply}");
+    }
+    assert_eq!(
+        api.post("/bounces", json!({"email": "a@example.org", "type": "bogus"}))
+            .0,
+        422
+    );
+    let unknown = format!("posta.{first}.999999@example.org");
+    assert_eq!(
+        api.post("/bounces", json!({"message_id": unknown, "type": "hard"})).0,
+        404
+    );
+}

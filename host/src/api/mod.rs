@@ -3,6 +3,7 @@
 
 mod admin;
 mod auth;
+mod bounces;
 mod campaigns;
 mod error;
 mod lists;
@@ -23,6 +24,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use utoipa::IntoParams;
 
+use crate::domain::bounce::BouncePolicy;
 use crate::engine::Engine;
 use crate::store::{Store, StoreError};
 
@@ -31,6 +33,7 @@ pub struct AppState {
     pub store: Store,
     pub engine: Engine,
     pub secret: Arc<[u8; 32]>,
+    pub bounces: BouncePolicy,
 }
 
 impl AppState {
@@ -177,6 +180,7 @@ pub fn router(state: AppState, max_body_bytes: usize, public_rate_per_ip: u32) -
         .route("/campaigns/{id}/cancel", post(campaigns::cancel))
         .route("/campaigns/{id}/duplicate", post(campaigns::duplicate))
         .route("/campaigns/{id}/messages", get(campaigns::messages))
+        .route("/bounces", post(bounces::create))
         .route("/suppressions", post(suppressions::create).get(suppressions::index))
         .route(
             "/suppressions/{email}",

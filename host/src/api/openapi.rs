@@ -5,12 +5,15 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::error::{ErrorBody, ErrorDetail};
-use super::{admin, campaigns, lists, suppressions, transports, unsubscribe};
+use super::{admin, bounces, campaigns, lists, suppressions, transports, unsubscribe};
+use crate::domain::bounce::{Bounce, BounceType};
 use crate::domain::suppression::{NewSuppression, Suppression, SuppressionReason};
 use crate::domain::{
     Campaign, CampaignDraft, CampaignPatch, List, NewSubscriber, Stats, Status, Subscriber, SubscriberStatus,
 };
-use crate::store::{MessageRecord, MessageStatus, SuppressReport, SuppressionPage, UpsertReport};
+use crate::store::{
+    BounceReport, MessageBounce, MessageRecord, MessageStatus, SuppressReport, SuppressionPage, UpsertReport,
+};
 
 struct BearerAuth;
 
@@ -142,7 +145,7 @@ impl Modify for Links {
         lists::create, lists::index, lists::show, lists::delete, lists::add_subscribers, lists::subscribers,
         campaigns::create, campaigns::index, campaigns::show, campaigns::update, campaigns::delete,
         campaigns::send, campaigns::pause, campaigns::resume, campaigns::cancel, campaigns::duplicate,
-        campaigns::messages, suppressions::index, suppressions::create, suppressions::show, suppressions::delete,
+        campaigns::messages, bounces::create, suppressions::index, suppressions::create, suppressions::show, suppressions::delete,
         transports::index, unsubscribe::page, unsubscribe::confirm,
         super::health, super::openapi_document, admin::reload,
     ),
@@ -150,7 +153,8 @@ impl Modify for Links {
         ErrorBody, ErrorDetail, List, lists::NewList, NewSubscriber, Subscriber, SubscriberStatus, UpsertReport,
         lists::SubscribersBody, Campaign, CampaignDraft, CampaignPatch, Stats, Status, MessageRecord, MessageStatus,
         super::transports::TransportView, Suppression, SuppressionReason, NewSuppression, SuppressReport,
-        SuppressionPage, suppressions::SuppressionsBody, crate::plugins::reload::ReloadReport, crate::plugins::reload::Refusal,
+        SuppressionPage, suppressions::SuppressionsBody, bounces::NewBounce, Bounce, BounceType, BounceReport,
+        MessageBounce, crate::plugins::reload::ReloadReport, crate::plugins::reload::Refusal,
     )),
     modifiers(&BearerAuth, &CommonErrors, &Links),
     security(("api_key" = [])),

@@ -25,6 +25,12 @@ pub struct Stats {
     /// again: the transport may have been called twice for each.
     #[serde(default)]
     pub possible_duplicates: u64,
+    /// Messages that bounced (hard or soft) after being sent.
+    #[serde(default)]
+    pub bounced: u64,
+    /// Messages their recipient reported as spam.
+    #[serde(default)]
+    pub complained: u64,
 }
 
 impl Stats {

@@ -17,7 +17,7 @@ pub(crate) fn load(table: &impl ReadableTable<u64, &'static [u8]>, id: u64) -> R
     }
 }
 
-fn owned(table: &impl ReadableTable<u64, &'static [u8]>, user_id: u64, id: u64) -> Result<Campaign> {
+pub(crate) fn owned(table: &impl ReadableTable<u64, &'static [u8]>, user_id: u64, id: u64) -> Result<Campaign> {
     let c = load(table, id)?;
     if c.user_id != user_id {
         return Err(StoreError::NotFound);

@@ -65,7 +65,21 @@ pub struct MessageRecord {
     /// list (`suppressed: REASON`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skip_reason: Option<String>,
+    /// Bounces and complaints reported for this message, at most one of
+    /// each type.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bounces: Vec<MessageBounce>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// A bounce or complaint on its message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct MessageBounce {
+    #[serde(rename = "type")]
+    pub kind: crate::domain::bounce::BounceType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub at: DateTime<Utc>,
 }
 
 /// A message handed to the delivery workers.
@@ -169,6 +183,7 @@ impl Writer<'_> {
             possible_duplicate: false,
             due_at,
             skip_reason,
+            bounces: Vec::new(),
             updated_at: self.now,
         };
         self.messages.insert((c.id, sub.id), encode(&record).as_slice())?;

@@ -7,12 +7,14 @@
 //! delivery cursor.
 
 mod accounts;
+mod bounces;
 mod campaigns;
 mod delivery;
 mod lists;
 mod suppressions;
 
-pub use delivery::{Enqueued, Job, MessageRecord, MessageStatus, Outcome, OutcomeKind};
+pub use bounces::BounceReport;
+pub use delivery::{Enqueued, Job, MessageBounce, MessageRecord, MessageStatus, Outcome, OutcomeKind};
 pub use lists::UpsertReport;
 pub use suppressions::{SuppressReport, SuppressionPage};
 
@@ -61,6 +63,10 @@ pub(crate) const DELETED_CAMPAIGNS: TableDefinition<u64, u64> = TableDefinition:
 /// (user, lower-case email) → suppression: addresses none of the user's
 /// campaigns mail.
 pub(crate) const SUPPRESSIONS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("suppressions");
+
+/// (user, lower-case email, bounce id) → bounce: an address's bounces, for
+/// the soft-bounce window.
+pub(crate) const BOUNCES: TableDefinition<(u64, &str, u64), &[u8]> = TableDefinition::new("bounces");
 
 /// Server secrets, generated on first use (unsubscribe link signing).
 pub(crate) const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
@@ -189,6 +195,7 @@ impl Store {
             tx.open_table(SECRETS)?;
             tx.open_table(DUE)?;
             tx.open_table(SUPPRESSIONS)?;
+            tx.open_table(BOUNCES)?;
         }
         tx.commit()?;
         Ok(Store {

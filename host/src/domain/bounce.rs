@@ -1,0 +1,134 @@
+//! Bounces and complaints: what they are, which message they belong to,
+//! and the policy that turns them into suppressions.
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::FieldError;
+use super::suppression::SuppressionReason;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BounceType {
+    /// The address does not exist or will never accept mail (5xx).
+    Hard,
+    /// A temporary refusal (mailbox full, 4xx after the MTA gave up).
+    Soft,
+    /// The recipient reported the mail as spam (ARF feedback).
+    Complaint,
+}
+
+impl BounceType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BounceType::Hard => "hard",
+            BounceType::Soft => "soft",
+            BounceType::Complaint => "complaint",
+        }
+    }
+}
+
+/// A bounce as stored: per address, and on its message when known.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Bounce {
+    pub email: String,
+    #[serde(rename = "type")]
+    pub kind: BounceType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The Posta message it answers, when it named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// When bounces suppress an address (`[bounces]` in posta.toml).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct BouncePolicy {
+    /// Soft bounces within `soft_window_days` that suppress the address.
+    pub soft_limit: u32,
+    pub soft_window_days: u32,
+}
+
+impl Default for BouncePolicy {
+    fn default() -> Self {
+        BouncePolicy {
+            soft_limit: 3,
+            soft_window_days: 30,
+        }
+    }
+}
+
+impl BouncePolicy {
+    /// Start of the window soft bounces are counted in.
+    pub fn soft_since(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        now - Duration::days(i64::from(self.soft_window_days))
+    }
+
+    /// Whether this bounce suppresses its address, given how many soft
+    /// bounces (this one included) the address had within the window.
+    /// Hard bounces and complaints suppress at once.
+    pub fn suppresses(&self, kind: BounceType, soft_in_window: u64) -> Option<SuppressionReason> {
+        match kind {
+            BounceType::Hard => Some(SuppressionReason::Bounced),
+            BounceType::Complaint => Some(SuppressionReason::Complained),
+            BounceType::Soft if soft_in_window >= u64::from(self.soft_limit.max(1)) => Some(SuppressionReason::Bounced),
+            BounceType::Soft => None,
+        }
+    }
+}
+
+/// The (campaign, subscriber) a Posta Message-ID names:
+/// `posta.CAMPAIGN.SUBSCRIBER@domain`, with or without angle brackets.
+pub fn parse_message_id(field: &str, id: &str) -> Result<(u64, u64), FieldError> {
+    let bad = || {
+        FieldError::new(
+            field,
+            format!("{id:?} is not a Posta Message-ID (posta.CAMPAIGN.SUBSCRIBER@domain)"),
+        )
+    };
+    let id = id.trim().trim_start_matches('<').trim_end_matches('>');
+    let (local, _) = id.split_once('@').ok_or_else(bad)?;
+    let mut parts = local.split('.');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("posta"), Some(c), Some(s), None) => Ok((c.parse().map_err(|_| bad())?, s.parse().map_err(|_| bad())?)),
+        _ => Err(bad()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hard_and_complaint_suppress_at_once_soft_at_the_limit() {
+        let p = BouncePolicy::default();
+        assert_eq!(p.suppresses(BounceType::Hard, 0), Some(SuppressionReason::Bounced));
+        assert_eq!(
+            p.suppresses(BounceType::Complaint, 0),
+            Some(SuppressionReason::Complained)
+        );
+        assert_eq!(p.suppresses(BounceType::Soft, 2), None);
+        assert_eq!(p.suppresses(BounceType::Soft, 3), Some(SuppressionReason::Bounced));
+        let zero = BouncePolicy { soft_limit: 0, ..p };
+        assert_eq!(zero.suppresses(BounceType::Soft, 1), Some(SuppressionReason::Bounced));
+    }
+
+    #[test]
+    fn message_ids_name_campaign_and_subscriber() {
+        assert_eq!(parse_message_id("m", "<posta.3.42@example.org>").unwrap(), (3, 42));
+        assert_eq!(parse_message_id("m", "posta.3.42@example.org").unwrap(), (3, 42));
+        for bad in [
+            "",
+            "posta.3@x",
+            "posta.3.x@y",
+            "other.3.4@y",
+            "posta.3.4.5@y",
+            "posta.3.4",
+        ] {
+            assert!(parse_message_id("m", bad).is_err(), "{bad}");
+        }
+    }
+}

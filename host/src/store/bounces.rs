@@ -1,0 +1,165 @@
+//! Bounces and complaints: kept per address (the soft-bounce window counts
+//! them), marked on their message and its campaign's stats, and turned
+//! into suppressions by the policy, all in one transaction.
+
+use chrono::{DateTime, Utc};
+use redb::ReadableTable;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::campaigns::{owned, save};
+use super::delivery::{MessageBounce, MessageRecord};
+use super::suppressions::{SuppressReport, suppress_in};
+use super::{BOUNCES, CAMPAIGNS, MESSAGES, Result, SUPPRESSIONS, Store, StoreError, decode, encode, next_id};
+use crate::domain::bounce::{Bounce, BouncePolicy, BounceType};
+use crate::domain::suppression::{Suppression, SuppressionReason, normalize};
+
+/// What recording a bounce did.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BounceReport {
+    pub bounce: Bounce,
+    /// The same bounce of the same message was recorded before: nothing
+    /// was counted again.
+    pub duplicate: bool,
+    /// Soft bounces of the address within the policy's window, this one
+    /// included (soft bounces only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub soft_in_window: Option<u64>,
+    /// The suppression this bounce caused or found.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suppressed: Option<SuppressionReason>,
+}
+
+impl Store {
+    /// Records a bounce for `user_id`. With `message` (campaign,
+    /// subscriber) the bounce belongs to that message, which must be the
+    /// user's (else `NotFound`), and its address is the message's.
+    pub fn record_bounce(
+        &self,
+        user_id: u64,
+        mut bounce: Bounce,
+        message: Option<(u64, u64)>,
+        policy: &BouncePolicy,
+        now: DateTime<Utc>,
+    ) -> Result<BounceReport> {
+        let tx = self.write()?;
+        let report = {
+            if let Some((campaign_id, subscriber_id)) = message {
+                let mut campaigns = tx.open_table(CAMPAIGNS)?;
+                let mut c = owned(&campaigns, user_id, campaign_id)?;
+                let mut messages = tx.open_table(MESSAGES)?;
+                let mut record: MessageRecord = match messages.get((campaign_id, subscriber_id))? {
+                    Some(v) => decode(v.value())?,
+                    None => return Err(StoreError::NotFound),
+                };
+                bounce.email = normalize(&record.email);
+                bounce.message_id = Some(record.message_id.clone());
+                if record.bounces.iter().any(|b| b.kind == bounce.kind) {
+                    let suppressed = tx
+                        .open_table(SUPPRESSIONS)?
+                        .get((user_id, bounce.email.as_str()))?
+                        .map(|v| decode::<Suppression>(v.value()))
+                        .transpose()?
+                        .map(|s| s.reason);
+                    return Ok(BounceReport {
+                        bounce,
+                        duplicate: true,
+                        soft_in_window: None,
+                        suppressed,
+                    });
+                }
+                let first_bounce = !record.bounces.iter().any(|b| b.kind != BounceType::Complaint);
+                match bounce.kind {
+                    BounceType::Complaint => c.stats.complained += 1,
+                    BounceType::Hard | BounceType::Soft if first_bounce => c.stats.bounced += 1,
+                    _ => {}
+                }
+                record.bounces.push(MessageBounce {
+                    kind: bounce.kind,
+                    reason: bounce.reason.clone(),
+                    at: now,
+                });
+                messages.insert((campaign_id, subscriber_id), encode(&record).as_slice())?;
+                save(&mut campaigns, &c)?;
+            }
+            bounce.email = normalize(&bounce.email);
+            let mut bounces = tx.open_table(BOUNCES)?;
+            let id = next_id(&tx, "bounce")?;
+            bounces.insert((user_id, bounce.email.as_str(), id), encode(&bounce).as_slice())?;
+            let soft_in_window = if bounce.kind == BounceType::Soft {
+                let since = policy.soft_since(now);
+                let mut n = 0;
+                for entry in
+                    bounces.range((user_id, bounce.email.as_str(), 0)..=(user_id, bounce.email.as_str(), u64::MAX))?
+                {
+                    let (_, v) = entry?;
+                    let b: Bounce = decode(v.value())?;
+                    if b.kind == BounceType::Soft && b.at >= since {
+                        n += 1;
+                    }
+                }
+                Some(n)
+            } else {
+                None
+            };
+            let suppressed = policy.suppresses(bounce.kind, soft_in_window.unwrap_or(0));
+            if let Some(reason) = suppressed {
+                let detail = format!(
+                    "{} bounce{}",
+                    bounce.kind.as_str(),
+                    bounce.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
+                );
+                let s = Suppression {
+                    email: bounce.email.clone(),
+                    reason,
+                    detail: Some(detail.chars().take(1024).collect()),
+                    created_at: now,
+                };
+                let mut table = tx.open_table(SUPPRESSIONS)?;
+                suppress_in(&mut table, user_id, &[s], &mut SuppressReport::default())?;
+            }
+            BounceReport {
+                bounce,
+                duplicate: false,
+                soft_in_window,
+                suppressed,
+            }
+        };
+        tx.commit()?;
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Duration;
+
+    use super::*;
+
+    #[test]
+    fn soft_bounces_outside_the_window_do_not_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let (user, _) = store.create_user("a@example.org").unwrap();
+        let policy = BouncePolicy::default();
+        let now = Utc::now();
+        let soft = |at: DateTime<Utc>| Bounce {
+            email: "x@example.org".into(),
+            kind: BounceType::Soft,
+            reason: None,
+            message_id: None,
+            at,
+        };
+        for days_ago in [45, 40] {
+            let at = now - Duration::days(days_ago);
+            store.record_bounce(user.id, soft(at), None, &policy, at).unwrap();
+        }
+        let r = store.record_bounce(user.id, soft(now), None, &policy, now).unwrap();
+        assert_eq!((r.soft_in_window, r.suppressed), (Some(1), None), "{r:?}");
+        let r = store.record_bounce(user.id, soft(now), None, &policy, now).unwrap();
+        let r2 = store.record_bounce(user.id, soft(now), None, &policy, now).unwrap();
+        assert_eq!((r.soft_in_window, r2.soft_in_window), (Some(2), Some(3)));
+        assert_eq!(r2.suppressed, Some(SuppressionReason::Bounced));
+        assert!(store.suppression(user.id, "X@example.org").is_ok());
+    }
+}
