@@ -240,3 +240,86 @@ fn bounces_and_complaints_suppress_by_policy() {
         404
     );
 }
+
+/// A hand-written report in the shape an MTA sends, addressed to `rcpt`
+/// about the Posta message `message_id`.
+fn report(name: &str, rcpt: &str, message_id: &str) -> String {
+    let path = format!("{}/../host/tests/fixtures/dsn/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(path)
+        .unwrap()
+        .replace("RCPT@example.com", rcpt)
+        .replace("MSGID", message_id)
+}
+
+#[test]
+fn delivery_status_notifications_and_complaints_are_read_from_raw_reports() {
+    let (server, key, other_key) = Server::with_two_users();
+    let api = server.api(&key);
+    let other = server.api(&other_key);
+    let people = ["postfix", "microsoft", "gmail", "arf"].map(|p| format!("{p}@example.org"));
+    let list = api.ok_post("/lists", json!({"name": "news"}))["id"].as_u64().unwrap();
+    api.ok_post(
+        &format!("/lists/{list}/subscribers"),
+        Value::Array(people.iter().map(|e| json!({"email": e})).collect()),
+    );
+    let first = api.send_campaign(list, json!({}));
+    api.wait_status(first, "sent");
+    let ids: HashMap<String, String> = api
+        .all_messages(first, "")
+        .into_iter()
+        .map(|m| {
+            (
+                m["email"].as_str().unwrap().to_string(),
+                m["message_id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let raw = |name: &str, who: &str| {
+        let rcpt = format!("{who}@example.org");
+        report(name, &rcpt.to_uppercase(), &ids[&rcpt])
+    };
+
+    for (name, who, kind, suppressed) in [
+        ("postfix-hard.eml", "postfix", "hard", Some("bounced")),
+        ("microsoft-hard.eml", "microsoft", "hard", Some("bounced")),
+        ("gmail-soft.eml", "gmail", "soft", None),
+        ("arf-complaint.eml", "arf", "complaint", Some("complained")),
+    ] {
+        let (status, reply) = api.post_as("/bounces/dsn", "message/rfc822", &raw(name, who));
+        assert_eq!(status, 200, "{name}: {reply}");
+        let b = &reply["bounces"][0];
+        assert_eq!(b["bounce"]["type"], kind, "{name}: {reply}");
+        assert_eq!(b["bounce"]["email"], format!("{who}@example.org"), "{name}");
+        assert_eq!(
+            b["bounce"]["message_id"],
+            ids[&format!("{who}@example.org")],
+            "{name}: matched to its message"
+        );
+        assert_eq!(b["suppressed"].as_str(), suppressed, "{name}: {reply}");
+    }
+    // The same report again counts nothing.
+    let (_, again) = api.post_as("/bounces/dsn", "message/rfc822", &raw("postfix-hard.eml", "postfix"));
+    assert_eq!(again["bounces"][0]["duplicate"], true, "{again}");
+    let c = api.ok_get(&format!("/campaigns/{first}"));
+    assert_eq!(
+        (c["stats"]["bounced"].as_u64(), c["stats"]["complained"].as_u64()),
+        (Some(3), Some(1)),
+        "{c}"
+    );
+
+    let second = api.send_campaign(list, json!({}));
+    api.wait_status(second, "sent");
+    let o = outcome(&api, second);
+    for who in ["postfix", "microsoft", "arf"] {
+        assert_eq!(o[&format!("{who}@example.org")].0, "skipped", "{who}");
+    }
+    assert_eq!(o["gmail@example.org"].0, "sent", "one soft bounce does not suppress");
+
+    // Bad input: not a report (422 says what is missing), another user's
+    // message (404).
+    let (status, reply) = api.post_as("/bounces/dsn", "message/rfc822", "Subject: hi\r\n\r\nplain text\r\n");
+    assert_eq!(status, 422, "{reply}");
+    assert!(reply.to_string().contains("delivery-status"), "{reply}");
+    let (status, reply) = other.post_as("/bounces/dsn", "message/rfc822", &raw("postfix-hard.eml", "microsoft"));
+    assert_eq!(status, 404, "{reply}");
+}

@@ -357,10 +357,15 @@ impl Api {
     }
 
     pub fn post_raw(&self, path: &str, body: &str) -> Reply {
+        self.post_as(path, "application/json", body)
+    }
+
+    /// POSTs `body` as is, with `content_type`.
+    pub fn post_as(&self, path: &str, content_type: &str, body: &str) -> Reply {
         self.send(
             self.http
                 .post(self.url(path))
-                .header("content-type", "application/json")
+                .header("content-type", content_type)
                 .body(body.to_string()),
         )
     }

@@ -2,15 +2,17 @@
 //! webhooks or feedback loops.
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::State;
 use chrono::Utc;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::auth::Auth;
 use super::error::ErrorBody;
 use super::{ApiError, ApiJson, ApiResult, AppState};
 use crate::domain::bounce::{Bounce, BounceType, parse_message_id};
+use crate::domain::dsn;
 use crate::domain::validate_email;
 use crate::store::BounceReport;
 
@@ -72,4 +74,61 @@ pub async fn create(
         s.db(move |st| st.record_bounce(user.id, bounce, message, &policy, now))
             .await?,
     ))
+}
+
+/// What a delivery status notification or feedback report did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DsnReport {
+    pub bounces: Vec<BounceReport>,
+    /// Recipients the report names without a failure (`delayed`,
+    /// `delivered`, `relayed`): nothing was recorded for them.
+    pub not_bounces: Vec<String>,
+}
+
+#[utoipa::path(post, path = "/api/v1/users/me/bounces/dsn", tag = "bounces",
+    request_body(content = String, content_type = "message/rfc822",
+        description = "the raw report as received: an RFC 3464 delivery status notification or an RFC 5965 ARF \
+                       feedback report (any content type)"),
+    description = "each failed recipient is recorded as POST /bounces would (hard for 5.x.x, soft for a failed \
+                   4.x.x, complaint for ARF), on the Posta message the report quotes when it quotes one",
+    responses((status = 200, body = DsnReport), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn dsn(State(s): State<AppState>, Auth(user): Auth, body: Bytes) -> ApiResult<Json<DsnReport>> {
+    let report = dsn::parse(&body).map_err(|e| ApiError::invalid("body", e.to_string()))?;
+    // Mail Posta sent has one recipient: a report quoting its Message-ID
+    // is about that message, for the recipient it names.
+    let message = report
+        .original_message_id
+        .as_deref()
+        .and_then(|id| parse_message_id("message_id", id).ok());
+    let single = report.bounces.len() == 1;
+    let now = Utc::now();
+    let policy = s.bounces;
+    let bounces: Vec<(Bounce, Option<(u64, u64)>)> = report
+        .bounces
+        .into_iter()
+        .map(|b| {
+            let reason = b.reason.map(|r| r.chars().take(MAX_REASON).collect());
+            let on = if single { message } else { None };
+            let bounce = Bounce {
+                email: b.email,
+                kind: b.kind,
+                reason,
+                message_id: on.and(report.original_message_id.clone()),
+                at: now,
+            };
+            (bounce, on)
+        })
+        .collect();
+    let recorded = s
+        .db(move |st| {
+            bounces
+                .into_iter()
+                .map(|(bounce, on)| st.record_bounce(user.id, bounce, on, &policy, now))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await?;
+    Ok(Json(DsnReport {
+        bounces: recorded,
+        not_bounces: report.not_bounces,
+    }))
 }

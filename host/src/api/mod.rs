@@ -181,6 +181,7 @@ pub fn router(state: AppState, max_body_bytes: usize, public_rate_per_ip: u32) -
         .route("/campaigns/{id}/duplicate", post(campaigns::duplicate))
         .route("/campaigns/{id}/messages", get(campaigns::messages))
         .route("/bounces", post(bounces::create))
+        .route("/bounces/dsn", post(bounces::dsn))
         .route("/suppressions", post(suppressions::create).get(suppressions::index))
         .route(
             "/suppressions/{email}",

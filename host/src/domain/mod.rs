@@ -3,6 +3,7 @@
 
 pub mod bounce;
 pub mod campaign;
+pub mod dsn;
 pub mod lifecycle;
 pub mod schedule;
 pub mod subscriber;
