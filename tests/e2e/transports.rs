@@ -568,3 +568,68 @@ fn sigterm_during_retry_backoff_defers_cleanly_and_attempts_count_across_restart
         assert!(err.contains("503") && err.contains("gave up after 3 attempts"), "{err}");
     }
 }
+
+#[test]
+fn test_sends_reach_the_smtp_server_and_change_nothing_of_the_campaign() {
+    let (_dir, peer, server, key) = smtp_setup();
+    let api = server.api(&key);
+    let list = api.ok_post("/lists", json!({"name": "t"}))["id"].as_u64().unwrap();
+    let ada = api.ok_post(
+        &format!("/lists/{list}/subscribers"),
+        json!({"email": "ada@example.org", "name": "Ada", "attributes": {"plan": "pro"}}),
+    )["subscribers"][0]["id"]
+        .as_u64()
+        .unwrap();
+    let id = api.campaign(
+        list,
+        json!({"transport": "smtp_plain", "subject": "Hi {{ subscriber.name }} ({{ subscriber.attributes.plan }})"}),
+    );
+    let before = api.ok_get(&format!("/campaigns/{id}"));
+
+    let preview = api.ok_get(&format!("/campaigns/{id}/preview?subscriber_id={ada}"));
+    assert_eq!(preview["subject"], "Hi Ada (pro)", "{preview}");
+    assert!(
+        preview["text"].as_str().unwrap().contains("ada@example.org"),
+        "{preview}"
+    );
+    let sample = api.ok_get(&format!("/campaigns/{id}/preview"));
+    assert_eq!(sample["subject"], "Hi Sample Subscriber ()", "{sample}");
+
+    let report = api.ok_post(
+        &format!("/campaigns/{id}/test"),
+        json!({"emails": ["qa1@example.org", "qa2@example.org"], "subscriber_id": ada}),
+    );
+    let results = report["results"].as_array().unwrap();
+    assert!(results.iter().all(|r| r["sent"] == true), "{report}");
+    let received = peer.wait_received(2);
+    let mut to: Vec<String> = received
+        .iter()
+        .map(|m| m["rcpt_tos"][0].as_str().unwrap().to_string())
+        .collect();
+    to.sort();
+    assert_eq!(to, ["qa1@example.org", "qa2@example.org"]);
+    assert!(received.iter().all(|m| m["subject"] == "Hi Ada (pro)"), "{received:?}");
+
+    let after = api.ok_get(&format!("/campaigns/{id}"));
+    assert_eq!(
+        (&after["status"], &after["stats"]),
+        (&before["status"], &before["stats"]),
+        "a test send changes nothing"
+    );
+    assert_eq!(api.ok_get(&format!("/campaigns/{id}/messages"))["items"], json!([]));
+
+    // Bad input.
+    let eleven: Vec<String> = (0..11).map(|i| format!("qa{i}@example.org")).collect();
+    assert_eq!(
+        api.post(&format!("/campaigns/{id}/test"), json!({"emails": eleven})).0,
+        422
+    );
+    let (status, body) = api.post(
+        &format!("/campaigns/{id}/test"),
+        json!({"emails": ["ok@example.org", "nope"]}),
+    );
+    assert_eq!(status, 422, "{body}");
+    assert!(body.to_string().contains("emails[1]"), "{body}");
+    assert_eq!(api.get(&format!("/campaigns/{id}/preview?subscriber_id=999999")).0, 404);
+    assert_eq!(api.get("/campaigns/999999/preview").0, 404);
+}

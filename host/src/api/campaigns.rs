@@ -11,8 +11,8 @@ use super::auth::Auth;
 use super::error::ErrorBody;
 use super::{ApiError, ApiJson, ApiResult, AppState, Paging};
 use crate::domain::{Action, Campaign, CampaignDraft, CampaignPatch, Status};
+use crate::engine::RenderError;
 use crate::plugins::PluginError;
-use crate::plugins::bindings::types;
 use crate::store::{MessageRecord, MessageStatus, Page};
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -32,18 +32,9 @@ pub struct CampaignFilter {
 
 /// Refuses templates the personalizer cannot compile, with its message.
 async fn check_templates(s: &AppState, c: &Campaign) -> ApiResult<()> {
-    let wit = types::Campaign {
-        id: c.id,
-        name: c.name.clone(),
-        subject: c.subject.clone(),
-        from_email: c.from_email.clone(),
-        from_name: c.from_name.clone(),
-        html: c.html.clone(),
-        text: c.text.clone(),
-    };
-    match s.engine.plugins().validate(wit).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => {
+    match s.engine.validate(c).await {
+        Ok(()) => Ok(()),
+        Err(RenderError::Template(e)) => {
             let field = if e.starts_with("subject") {
                 "subject"
             } else if e.starts_with("text") {
@@ -54,7 +45,7 @@ async fn check_templates(s: &AppState, c: &Campaign) -> ApiResult<()> {
             Err(ApiError::invalid(field, e))
         }
         // No instance could be had now: the client may retry shortly.
-        Err(e @ PluginError::Instantiate { .. }) => Err(ApiError::busy(format!(
+        Err(RenderError::Unavailable(e @ PluginError::Instantiate { .. })) => Err(ApiError::busy(format!(
             "the templates cannot be checked right now, try again: {e}"
         ))),
         // Compiling the templates themselves ran out of time or memory.

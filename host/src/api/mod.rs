@@ -9,6 +9,7 @@ mod error;
 mod lists;
 mod openapi;
 mod per_client;
+mod previews;
 mod suppressions;
 mod transports;
 mod unsubscribe;
@@ -180,6 +181,8 @@ pub fn router(state: AppState, max_body_bytes: usize, public_rate_per_ip: u32) -
         .route("/campaigns/{id}/cancel", post(campaigns::cancel))
         .route("/campaigns/{id}/duplicate", post(campaigns::duplicate))
         .route("/campaigns/{id}/messages", get(campaigns::messages))
+        .route("/campaigns/{id}/preview", get(previews::preview))
+        .route("/campaigns/{id}/test", post(previews::test))
         .route("/bounces", post(bounces::create))
         .route("/bounces/dsn", post(bounces::dsn))
         .route("/suppressions", post(suppressions::create).get(suppressions::index))

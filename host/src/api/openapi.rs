@@ -5,12 +5,13 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::error::{ErrorBody, ErrorDetail};
-use super::{admin, bounces, campaigns, lists, suppressions, transports, unsubscribe};
+use super::{admin, bounces, campaigns, lists, previews, suppressions, transports, unsubscribe};
 use crate::domain::bounce::{Bounce, BounceType};
 use crate::domain::suppression::{NewSuppression, Suppression, SuppressionReason};
 use crate::domain::{
     Campaign, CampaignDraft, CampaignPatch, List, NewSubscriber, Stats, Status, Subscriber, SubscriberStatus,
 };
+use crate::engine::{Preview, TestDelivery};
 use crate::store::{
     BounceReport, MessageBounce, MessageRecord, MessageStatus, SuppressReport, SuppressionPage, UpsertReport,
 };
@@ -145,7 +146,7 @@ impl Modify for Links {
         lists::create, lists::index, lists::show, lists::delete, lists::add_subscribers, lists::subscribers,
         campaigns::create, campaigns::index, campaigns::show, campaigns::update, campaigns::delete,
         campaigns::send, campaigns::pause, campaigns::resume, campaigns::cancel, campaigns::duplicate,
-        campaigns::messages, bounces::create, bounces::dsn, suppressions::index, suppressions::create, suppressions::show, suppressions::delete,
+        campaigns::messages, previews::preview, previews::test, bounces::create, bounces::dsn, suppressions::index, suppressions::create, suppressions::show, suppressions::delete,
         transports::index, unsubscribe::page, unsubscribe::confirm,
         super::health, super::openapi_document, admin::reload,
     ),
@@ -153,7 +154,7 @@ impl Modify for Links {
         ErrorBody, ErrorDetail, List, lists::NewList, NewSubscriber, Subscriber, SubscriberStatus, UpsertReport,
         lists::SubscribersBody, Campaign, CampaignDraft, CampaignPatch, Stats, Status, MessageRecord, MessageStatus,
         super::transports::TransportView, Suppression, SuppressionReason, NewSuppression, SuppressReport,
-        SuppressionPage, suppressions::SuppressionsBody, bounces::NewBounce, bounces::DsnReport, Bounce, BounceType, BounceReport,
+        SuppressionPage, suppressions::SuppressionsBody, bounces::NewBounce, bounces::DsnReport, Preview, TestDelivery, previews::TestSend, previews::TestReport, Bounce, BounceType, BounceReport,
         MessageBounce, crate::plugins::reload::ReloadReport, crate::plugins::reload::Refusal,
     )),
     modifiers(&BearerAuth, &CommonErrors, &Links),

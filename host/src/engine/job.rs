@@ -49,15 +49,7 @@ impl Context {
             campaign_rate: super::rate::per_minute(c.send_rate),
             transport_rate: inner.transport_rates.get(&c.transport).cloned(),
             campaign: c.clone(),
-            wit: Arc::new(types::Campaign {
-                id: c.id,
-                name: c.name.clone(),
-                subject: c.subject.clone(),
-                from_email: c.from_email.clone(),
-                from_name: c.from_name.clone(),
-                html: c.html.clone(),
-                text: c.text.clone(),
-            }),
+            wit: Arc::new(super::render::wit_campaign(c)),
             transport,
             unsubscribe_base: format!("{}/unsubscribe", inner.base_url),
             secret: inner.secret,
@@ -193,13 +185,7 @@ async fn attempt(
 
 async fn personalize(inner: &Inner, ctx: &Context, job: &Job) -> Result<Held, Failure> {
     let s = &job.subscriber;
-    let subscriber = types::Subscriber {
-        id: s.id,
-        email: s.email.clone(),
-        name: s.name.clone(),
-        timezone: s.timezone.clone(),
-        attributes: serde_json::to_string(&s.attributes).unwrap_or_else(|_| "{}".into()),
-    };
+    let subscriber = super::render::wit_subscriber(s);
     let token = unsubscribe::token(&ctx.secret, ctx.campaign.id, s.id);
     let envelope = types::Envelope {
         message_id: ctx.campaign.message_id(s.id),

@@ -14,6 +14,9 @@ mod collector;
 mod job;
 mod lane;
 pub mod rate;
+mod render;
+
+pub use render::{Preview, RenderError, TestDelivery};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -169,6 +169,15 @@ impl Store {
         Ok(report)
     }
 
+    /// One subscriber of one of the user's lists.
+    pub fn subscriber(&self, user_id: u64, list_id: u64, subscriber_id: u64) -> Result<Subscriber> {
+        let tx = self.read()?;
+        owned_list(&tx.open_table(LISTS)?, user_id, list_id)?;
+        let subs = tx.open_table(SUBSCRIBERS)?;
+        let v = subs.get((list_id, subscriber_id))?.ok_or(StoreError::NotFound)?;
+        decode(v.value())
+    }
+
     pub fn subscribers(
         &self,
         user_id: u64,

@@ -1,0 +1,157 @@
+//! What a campaign's message looks like, without a send: the WIT records
+//! every call builds (one place, shared with `job`), previews, and test
+//! sends that go through the campaign's transport but touch nothing of the
+//! campaign (no message, no stats, no status).
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::Engine;
+use super::lane::Reply;
+use crate::domain::{Campaign, Subscriber, unsubscribe};
+use crate::plugins::PluginError;
+use crate::plugins::bindings::types;
+
+pub(super) fn wit_campaign(c: &Campaign) -> types::Campaign {
+    types::Campaign {
+        id: c.id,
+        name: c.name.clone(),
+        subject: c.subject.clone(),
+        from_email: c.from_email.clone(),
+        from_name: c.from_name.clone(),
+        html: c.html.clone(),
+        text: c.text.clone(),
+    }
+}
+
+pub(super) fn wit_subscriber(s: &Subscriber) -> types::Subscriber {
+    types::Subscriber {
+        id: s.id,
+        email: s.email.clone(),
+        name: s.name.clone(),
+        timezone: s.timezone.clone(),
+        attributes: serde_json::to_string(&s.attributes).unwrap_or_else(|_| "{}".into()),
+    }
+}
+
+/// A rendered message, as the transport would receive it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Preview {
+    pub subject: String,
+    pub html: String,
+    pub text: String,
+    /// Extra headers the personalizer set (List-Unsubscribe, …).
+    pub headers: Vec<(String, String)>,
+}
+
+/// One address of a test send.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TestDelivery {
+    pub email: String,
+    pub sent: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RenderError {
+    /// The templates do not render for this subscriber.
+    #[error("{0}")]
+    Template(String),
+    /// No component instance could be had now, or it failed: try again.
+    #[error("{0}")]
+    Unavailable(PluginError),
+    #[error("transport {0:?} is not configured")]
+    NoTransport(String),
+}
+
+impl Engine {
+    /// The personalizer's verdict on the campaign's templates.
+    pub async fn validate(&self, c: &Campaign) -> Result<(), RenderError> {
+        match self.inner.plugins.validate(wit_campaign(c)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(RenderError::Template(e)),
+            Err(e) => Err(RenderError::Unavailable(e)),
+        }
+    }
+
+    /// Renders `c` for `sub` as its real message would be rendered, with a
+    /// Message-ID and unsubscribe link of its own that no real message or
+    /// subscriber has (a test's link cannot unsubscribe anybody).
+    async fn render_for(&self, c: &Campaign, sub: &Subscriber, nonce: u64) -> Result<types::Message, RenderError> {
+        let inner = &self.inner;
+        let domain = c.from_email.rsplit_once('@').map_or("posta.local", |(_, d)| d);
+        let token = unsubscribe::token(&inner.secret, c.id, 0);
+        let envelope = types::Envelope {
+            message_id: format!("posta-test.{}.{nonce}@{domain}", c.id),
+            unsubscribe_url: format!("{}/unsubscribe/{}/0/{token}", inner.base_url, c.id),
+        };
+        let slots = inner.capacity.user(c.user_id);
+        let _slot = inner.capacity.render_slot(&slots).await;
+        match inner
+            .plugins
+            .personalize(Arc::new(wit_campaign(c)), wit_subscriber(sub), envelope)
+            .await
+        {
+            Ok(Ok(m)) => Ok(m),
+            Ok(Err(e)) => Err(RenderError::Template(e)),
+            Err(e) => Err(RenderError::Unavailable(e)),
+        }
+    }
+
+    pub async fn preview(&self, c: &Campaign, sub: &Subscriber) -> Result<Preview, RenderError> {
+        let m = self.render_for(c, sub, rand::random()).await?;
+        Ok(Preview {
+            subject: m.subject,
+            html: m.html,
+            text: m.text,
+            headers: m.headers.into_iter().map(|h| (h.name, h.value)).collect(),
+        })
+    }
+
+    /// Sends `c` rendered with `sub`'s data to each address in `to`,
+    /// through the campaign's transport (its lane: the transport's
+    /// concurrency holds). One attempt each; nothing is stored.
+    pub async fn send_test(
+        &self,
+        c: &Campaign,
+        sub: &Subscriber,
+        to: &[String],
+    ) -> Result<Vec<TestDelivery>, RenderError> {
+        let lane = self
+            .inner
+            .lanes
+            .get(&c.transport)
+            .cloned()
+            .ok_or_else(|| RenderError::NoTransport(c.transport.clone()))?;
+        let mut out = Vec::with_capacity(to.len());
+        for email in to {
+            let recipient = Subscriber {
+                email: email.clone(),
+                ..sub.clone()
+            };
+            let message = self.render_for(c, &recipient, rand::random()).await?;
+            let (sent, remote_id, error) = match lane.deliver(Arc::new(message), Arc::new(AtomicBool::new(false))).await
+            {
+                Reply::Delivered(Ok(Ok(receipt))) => (true, receipt.remote_id, None),
+                Reply::Delivered(Ok(Err(types::DeliveryError::Permanent(e) | types::DeliveryError::Transient(e)))) => {
+                    (false, None, Some(e))
+                }
+                Reply::Delivered(Err(e)) => (false, None, Some(e.to_string())),
+                Reply::Cancelled => (false, None, Some("the transport is stopping".into())),
+            };
+            out.push(TestDelivery {
+                email: email.clone(),
+                sent,
+                remote_id,
+                error,
+            });
+        }
+        Ok(out)
+    }
+}
