@@ -21,6 +21,24 @@ fn outcome(api: &Api, campaign: u64) -> HashMap<String, (String, Option<String>)
         .collect()
 }
 
+/// A list of `LOCAL@example.org` for each name and a first campaign sent
+/// to it: (list, campaign).
+fn sent_to(api: &Api, names: &[&str]) -> (u64, u64) {
+    let list = api.ok_post("/lists", json!({"name": "news"}))["id"].as_u64().unwrap();
+    let people: Vec<Value> = names
+        .iter()
+        .map(|p| json!({"email": format!("{p}@example.org")}))
+        .collect();
+    api.ok_post(&format!("/lists/{list}/subscribers"), Value::Array(people));
+    let first = api.send_campaign(list, json!({}));
+    api.wait_status(first, "sent");
+    (list, first)
+}
+
+fn assert_skipped(o: &HashMap<String, (String, Option<String>)>, email: &str, reason: &str) {
+    assert_eq!(o[email], ("skipped".to_string(), Some(reason.to_string())), "{email}");
+}
+
 #[test]
 fn unsubscribed_and_suppressed_addresses_are_skipped_until_released() {
     let (server, key, other_key) = Server::with_two_users();
@@ -62,15 +80,9 @@ fn unsubscribed_and_suppressed_addresses_are_skipped_until_released() {
         (Some(1), Some(3))
     );
     let o = outcome(&api, second);
-    assert_eq!(o["ann@example.org"], ("skipped".into(), Some("unsubscribed".into())));
-    assert_eq!(
-        o["bob@example.org"],
-        ("skipped".into(), Some("suppressed: bounced".into()))
-    );
-    assert_eq!(
-        o["cy@example.org"],
-        ("skipped".into(), Some("suppressed: manual".into()))
-    );
+    assert_skipped(&o, "ann@example.org", "unsubscribed");
+    assert_skipped(&o, "bob@example.org", "suppressed: bounced");
+    assert_skipped(&o, "cy@example.org", "suppressed: manual");
     assert_eq!(o["di@example.org"].0, "sent");
 
     // Listing, filtering, and one address by itself.
@@ -130,14 +142,7 @@ fn bounces_and_complaints_suppress_by_policy() {
     let (server, key, other_key) = Server::with_two_users();
     let api = server.api(&key);
     let other = server.api(&other_key);
-    let people = ["hard", "soft2", "soft3", "spam", "fine"].map(|p| format!("{p}@example.org"));
-    let list = api.ok_post("/lists", json!({"name": "news"}))["id"].as_u64().unwrap();
-    api.ok_post(
-        &format!("/lists/{list}/subscribers"),
-        Value::Array(people.iter().map(|e| json!({"email": e})).collect()),
-    );
-    let first = api.send_campaign(list, json!({}));
-    api.wait_status(first, "sent");
+    let (list, first) = sent_to(&api, &["hard", "soft2", "soft3", "spam", "fine"]);
     let message_id = |who: &str| -> String {
         api.all_messages(first, "")
             .into_iter()
@@ -199,18 +204,9 @@ fn bounces_and_complaints_suppress_by_policy() {
     let second = api.send_campaign(list, json!({}));
     api.wait_status(second, "sent");
     let o = outcome(&api, second);
-    assert_eq!(
-        o["hard@example.org"],
-        ("skipped".into(), Some("suppressed: bounced".into()))
-    );
-    assert_eq!(
-        o["soft3@example.org"],
-        ("skipped".into(), Some("suppressed: bounced".into()))
-    );
-    assert_eq!(
-        o["spam@example.org"],
-        ("skipped".into(), Some("suppressed: complained".into()))
-    );
+    assert_skipped(&o, "hard@example.org", "suppressed: bounced");
+    assert_skipped(&o, "soft3@example.org", "suppressed: bounced");
+    assert_skipped(&o, "spam@example.org", "suppressed: complained");
     assert_eq!(o["soft2@example.org"].0, "sent");
     assert_eq!(o["fine@example.org"].0, "sent");
 
@@ -256,14 +252,7 @@ fn delivery_status_notifications_and_complaints_are_read_from_raw_reports() {
     let (server, key, other_key) = Server::with_two_users();
     let api = server.api(&key);
     let other = server.api(&other_key);
-    let people = ["postfix", "microsoft", "gmail", "arf"].map(|p| format!("{p}@example.org"));
-    let list = api.ok_post("/lists", json!({"name": "news"}))["id"].as_u64().unwrap();
-    api.ok_post(
-        &format!("/lists/{list}/subscribers"),
-        Value::Array(people.iter().map(|e| json!({"email": e})).collect()),
-    );
-    let first = api.send_campaign(list, json!({}));
-    api.wait_status(first, "sent");
+    let (list, first) = sent_to(&api, &["postfix", "microsoft", "gmail", "arf"]);
     let ids: HashMap<String, String> = api
         .all_messages(first, "")
         .into_iter()
