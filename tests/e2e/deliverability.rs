@@ -252,7 +252,7 @@ fn delivery_status_notifications_and_complaints_are_read_from_raw_reports() {
     let (server, key, other_key) = Server::with_two_users();
     let api = server.api(&key);
     let other = server.api(&other_key);
-    let (list, first) = sent_to(&api, &["postfix", "microsoft", "gmail", "arf"]);
+    let (list, first) = sent_to(&api, &["postfix", "microsoft", "exim", "gmail", "arf"]);
     let ids: HashMap<String, String> = api
         .all_messages(first, "")
         .into_iter()
@@ -271,6 +271,7 @@ fn delivery_status_notifications_and_complaints_are_read_from_raw_reports() {
     for (name, who, kind, suppressed) in [
         ("postfix-hard.eml", "postfix", "hard", Some("bounced")),
         ("microsoft-hard.eml", "microsoft", "hard", Some("bounced")),
+        ("exim-hard.eml", "exim", "hard", Some("bounced")),
         ("gmail-soft.eml", "gmail", "soft", None),
         ("arf-complaint.eml", "arf", "complaint", Some("complained")),
     ] {
@@ -292,14 +293,14 @@ fn delivery_status_notifications_and_complaints_are_read_from_raw_reports() {
     let c = api.ok_get(&format!("/campaigns/{first}"));
     assert_eq!(
         (c["stats"]["bounced"].as_u64(), c["stats"]["complained"].as_u64()),
-        (Some(3), Some(1)),
+        (Some(4), Some(1)),
         "{c}"
     );
 
     let second = api.send_campaign(list, json!({}));
     api.wait_status(second, "sent");
     let o = outcome(&api, second);
-    for who in ["postfix", "microsoft", "arf"] {
+    for who in ["postfix", "microsoft", "exim", "arf"] {
         assert_eq!(o[&format!("{who}@example.org")].0, "skipped", "{who}");
     }
     assert_eq!(o["gmail@example.org"].0, "sent", "one soft bounce does not suppress");

@@ -220,6 +220,7 @@ mod tests {
         for (name, kind, status) in [
             ("postfix-hard.eml", BounceType::Hard, "5.1.1"),
             ("microsoft-hard.eml", BounceType::Hard, "5.1.10"),
+            ("exim-hard.eml", BounceType::Hard, "5.0.0"),
             ("gmail-soft.eml", BounceType::Soft, "4.2.2"),
             ("arf-complaint.eml", BounceType::Complaint, "feedback: abuse"),
         ] {
