@@ -129,12 +129,59 @@ fn unsubscribed_and_suppressed_addresses_are_skipped_until_released() {
         422
     );
 
+    // Ann comes back: only an explicit change of her status does it, and
+    // it is recorded.
+    let ann = api.ok_get(&format!("/lists/{list}/subscribers"))["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["email"] == "ann@example.org")
+        .cloned()
+        .unwrap();
+    assert_eq!(ann["status_changed"]["by"], "unsubscribe_link", "{ann}");
+    let sid = ann["id"].as_u64().unwrap();
+    let back = api.patch(
+        &format!("/lists/{list}/subscribers/{sid}"),
+        json!({"status": "subscribed"}),
+    );
+    assert_eq!(back.0, 200, "{}", back.1);
+    assert_eq!(
+        (
+            &back.1["status"],
+            &back.1["status_changed"]["from"],
+            &back.1["status_changed"]["by"]
+        ),
+        (&json!("subscribed"), &json!("unsubscribed"), &json!("api"))
+    );
+    assert_eq!(other.get(&format!("/lists/{list}/subscribers/{sid}")).0, 404);
+    assert_eq!(
+        other
+            .patch(
+                &format!("/lists/{list}/subscribers/{sid}"),
+                json!({"status": "subscribed"})
+            )
+            .0,
+        404
+    );
+    assert_eq!(
+        api.patch(
+            &format!("/lists/{list}/subscribers/{sid}"),
+            json!({"timezone": "Mars/Olympus"})
+        )
+        .0,
+        422
+    );
+
     // Released: the next campaign mails Bob again.
     assert_eq!(api.delete("/suppressions/bob@example.org").0, 204);
     assert_eq!(api.delete("/suppressions/bob@example.org").0, 404);
     let third = api.send_campaign(list, json!({}));
     api.wait_status(third, "sent");
-    assert_eq!(outcome(&api, third)["bob@example.org"].0, "sent");
+    let o = outcome(&api, third);
+    assert_eq!(
+        (o["bob@example.org"].0.as_str(), o["ann@example.org"].0.as_str()),
+        ("sent", "sent")
+    );
 }
 
 #[test]

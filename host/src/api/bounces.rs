@@ -86,9 +86,9 @@ pub struct DsnReport {
 }
 
 #[utoipa::path(post, path = "/api/v1/users/me/bounces/dsn", tag = "bounces",
-    request_body(content = String, content_type = "message/rfc822",
+    request_body(content = String, content_type = "text/plain",
         description = "the raw report as received: an RFC 3464 delivery status notification or an RFC 5965 ARF \
-                       feedback report (any content type)"),
+                       feedback report; any content type is accepted (message/rfc822 is usual)"),
     description = "each failed recipient is recorded as POST /bounces would (hard for 5.x.x, soft for a failed \
                    4.x.x, complaint for ARF), on the Posta message the report quotes when it quotes one",
     responses((status = 200, body = DsnReport), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]

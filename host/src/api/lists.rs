@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use super::auth::Auth;
 use super::error::ErrorBody;
 use super::{ApiJson, ApiResult, AppState, Paging, bulk_items};
-use crate::domain::{List, NewSubscriber, Subscriber};
+use crate::domain::{List, NewSubscriber, Subscriber, SubscriberPatch};
 use crate::store::Page;
 use crate::store::UpsertReport;
 
@@ -96,4 +96,29 @@ pub async fn subscribers(
 ) -> ApiResult<Json<Page<Subscriber>>> {
     let limit = p.limit()?;
     Ok(Json(s.db(move |st| st.subscribers(user.id, id, p.after, limit)).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/users/me/lists/{id}/subscribers/{sid}", tag = "lists",
+    responses((status = 200, body = Subscriber), (status = 404, body = ErrorBody)))]
+pub async fn subscriber(
+    State(s): State<AppState>,
+    Auth(user): Auth,
+    Path((id, sid)): Path<(u64, u64)>,
+) -> ApiResult<Json<Subscriber>> {
+    Ok(Json(s.db(move |st| st.subscriber(user.id, id, sid)).await?))
+}
+
+#[utoipa::path(patch, path = "/api/v1/users/me/lists/{id}/subscribers/{sid}", request_body = SubscriberPatch, tag = "lists",
+    description = "changes a subscriber; setting `status` is the only way back to `subscribed` (imports never \
+                   re-subscribe), and the change is recorded in `status_changed`",
+    responses((status = 200, body = Subscriber), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn update_subscriber(
+    State(s): State<AppState>,
+    Auth(user): Auth,
+    Path((id, sid)): Path<(u64, u64)>,
+    ApiJson(patch): ApiJson<SubscriberPatch>,
+) -> ApiResult<Json<Subscriber>> {
+    Ok(Json(
+        s.db(move |st| st.update_subscriber(user.id, id, sid, patch)).await?,
+    ))
 }

@@ -170,6 +170,10 @@ pub fn router(state: AppState, max_body_bytes: usize, public_rate_per_ip: u32) -
             "/lists/{id}/subscribers",
             post(lists::add_subscribers).get(lists::subscribers),
         )
+        .route(
+            "/lists/{id}/subscribers/{sid}",
+            get(lists::subscriber).patch(lists::update_subscriber),
+        )
         .route("/campaigns", post(campaigns::create).get(campaigns::index))
         .route(
             "/campaigns/{id}",

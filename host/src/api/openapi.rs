@@ -9,9 +9,10 @@ use super::{admin, bounces, campaigns, lists, previews, suppressions, transports
 use crate::domain::bounce::{Bounce, BounceType};
 use crate::domain::suppression::{NewSuppression, Suppression, SuppressionReason};
 use crate::domain::{
-    Campaign, CampaignDraft, CampaignPatch, List, NewSubscriber, Stats, Status, Subscriber, SubscriberStatus,
+    Campaign, CampaignDraft, CampaignPatch, List, NewSubscriber, Stats, Status, StatusChange, Subscriber,
+    SubscriberPatch, SubscriberStatus,
 };
-use crate::engine::{Preview, TestDelivery};
+use crate::engine::{Preview, PreviewHeader, TestDelivery};
 use crate::store::{
     BounceReport, MessageBounce, MessageRecord, MessageStatus, SuppressReport, SuppressionPage, UpsertReport,
 };
@@ -143,7 +144,8 @@ impl Modify for Links {
 #[openapi(
     info(title = "Posta", description = "Campaign email sender with sandboxed WebAssembly delivery adapters"),
     paths(
-        lists::create, lists::index, lists::show, lists::delete, lists::add_subscribers, lists::subscribers,
+        lists::create, lists::index, lists::show, lists::delete, lists::add_subscribers, lists::subscribers, lists::subscriber,
+        lists::update_subscriber,
         campaigns::create, campaigns::index, campaigns::show, campaigns::update, campaigns::delete,
         campaigns::send, campaigns::pause, campaigns::resume, campaigns::cancel, campaigns::duplicate,
         campaigns::messages, previews::preview, previews::test, bounces::create, bounces::dsn, suppressions::index, suppressions::create, suppressions::show, suppressions::delete,
@@ -152,9 +154,10 @@ impl Modify for Links {
     ),
     components(schemas(
         ErrorBody, ErrorDetail, List, lists::NewList, NewSubscriber, Subscriber, SubscriberStatus, UpsertReport,
+        SubscriberPatch, StatusChange,
         lists::SubscribersBody, Campaign, CampaignDraft, CampaignPatch, Stats, Status, MessageRecord, MessageStatus,
         super::transports::TransportView, Suppression, SuppressionReason, NewSuppression, SuppressReport,
-        SuppressionPage, suppressions::SuppressionsBody, bounces::NewBounce, bounces::DsnReport, Preview, TestDelivery, previews::TestSend, previews::TestReport, Bounce, BounceType, BounceReport,
+        SuppressionPage, suppressions::SuppressionsBody, bounces::NewBounce, bounces::DsnReport, Preview, PreviewHeader, TestDelivery, previews::TestSend, previews::TestReport, Bounce, BounceType, BounceReport,
         MessageBounce, crate::plugins::reload::ReloadReport, crate::plugins::reload::Refusal,
     )),
     modifiers(&BearerAuth, &CommonErrors, &Links),

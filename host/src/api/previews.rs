@@ -38,6 +38,7 @@ fn sample(email: &str) -> Subscriber {
         timezone: None,
         attributes: Default::default(),
         status: Default::default(),
+        status_changed: None,
         created_at: Utc::now(),
         updated_at: Utc::now(),
     }

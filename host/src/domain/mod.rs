@@ -12,7 +12,7 @@ pub mod unsubscribe;
 
 pub use campaign::{Campaign, CampaignDraft, CampaignPatch, Stats};
 pub use lifecycle::{Action, Status, TransitionError};
-pub use subscriber::{List, NewSubscriber, Subscriber, SubscriberStatus};
+pub use subscriber::{List, NewSubscriber, StatusChange, Subscriber, SubscriberPatch, SubscriberStatus};
 
 use serde::{Deserialize, Serialize};
 

@@ -58,8 +58,74 @@ pub struct Subscriber {
     #[schema(value_type = Object)]
     pub attributes: serde_json::Map<String, serde_json::Value>,
     pub status: SubscriberStatus,
+    /// When and how `status` last changed after creation: `api` (PATCH),
+    /// `unsubscribe_link` or `import` (an import may unsubscribe or mark a
+    /// bounce, never re-subscribe).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_changed: Option<StatusChange>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct StatusChange {
+    pub from: SubscriberStatus,
+    pub by: String,
+    pub at: DateTime<Utc>,
+}
+
+impl Subscriber {
+    /// Sets `status`, recording the change when there is one.
+    pub fn set_status(&mut self, status: SubscriberStatus, by: &str, at: DateTime<Utc>) {
+        if status != self.status {
+            self.status_changed = Some(StatusChange {
+                from: self.status,
+                by: by.to_string(),
+                at,
+            });
+            self.status = status;
+        }
+    }
+}
+
+/// `PATCH /lists/{id}/subscribers/{sid}`: the fields to change. Setting
+/// `status` is the one way back to `subscribed` for someone who left or
+/// bounced (imports never do that).
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriberPatch {
+    pub name: Option<String>,
+    /// An IANA name; `""` clears it.
+    pub timezone: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub attributes: Option<serde_json::Map<String, serde_json::Value>>,
+    pub status: Option<SubscriberStatus>,
+}
+
+impl SubscriberPatch {
+    /// The subscriber with the patch applied and validated as an import
+    /// would validate it.
+    pub fn apply(self, old: &Subscriber, now: DateTime<Utc>) -> Result<Subscriber, FieldError> {
+        let checked = NewSubscriber {
+            email: old.email.clone(),
+            name: self.name.unwrap_or_else(|| old.name.clone()),
+            timezone: self.timezone.or_else(|| old.timezone.clone()),
+            attributes: self.attributes.unwrap_or_else(|| old.attributes.clone()),
+            status: old.status,
+        }
+        .validate("")?;
+        let mut new = Subscriber {
+            name: checked.name,
+            timezone: checked.timezone,
+            attributes: checked.attributes,
+            updated_at: now,
+            ..old.clone()
+        };
+        if let Some(status) = self.status {
+            new.set_status(status, "api", now);
+        }
+        Ok(new)
+    }
 }
 
 /// A subscriber as the API receives it; upserted by email within a list.

@@ -16,7 +16,7 @@ mod lane;
 pub mod rate;
 mod render;
 
-pub use render::{Preview, RenderError, TestDelivery};
+pub use render::{Preview, PreviewHeader, RenderError, TestDelivery};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -44,7 +44,13 @@ pub struct Preview {
     pub html: String,
     pub text: String,
     /// Extra headers the personalizer set (List-Unsubscribe, …).
-    pub headers: Vec<(String, String)>,
+    pub headers: Vec<PreviewHeader>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PreviewHeader {
+    pub name: String,
+    pub value: String,
 }
 
 /// One address of a test send.
@@ -110,7 +116,14 @@ impl Engine {
             subject: m.subject,
             html: m.html,
             text: m.text,
-            headers: m.headers.into_iter().map(|h| (h.name, h.value)).collect(),
+            headers: m
+                .headers
+                .into_iter()
+                .map(|h| PreviewHeader {
+                    name: h.name,
+                    value: h.value,
+                })
+                .collect(),
         })
     }
 

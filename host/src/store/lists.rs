@@ -9,7 +9,7 @@ use super::{
     CAMPAIGNS, LISTS, Page, Result, SUBSCRIBER_EMAILS, SUBSCRIBERS, Store, StoreError, USER_CAMPAIGNS, USER_LISTS,
     decode, encode, next_id, page_ids,
 };
-use crate::domain::{Campaign, FieldError, List, NewSubscriber, Subscriber, validate_len};
+use crate::domain::{Campaign, FieldError, List, NewSubscriber, Subscriber, SubscriberPatch, validate_len};
 
 /// What a bulk upsert did.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -133,14 +133,15 @@ impl Store {
                         report.updated += 1;
                         let status = old.status.after_import(new.status);
                         report.kept_unsubscribed += u64::from(status != new.status);
-                        Subscriber {
+                        let mut sub = Subscriber {
                             name: new.name,
                             timezone: new.timezone,
                             attributes: new.attributes,
-                            status,
                             updated_at: now,
                             ..old
-                        }
+                        };
+                        sub.set_status(status, "import", now);
+                        sub
                     }
                     None => {
                         let id = next_id(&tx, "subscriber")?;
@@ -155,6 +156,7 @@ impl Store {
                             timezone: new.timezone,
                             attributes: new.attributes,
                             status: new.status,
+                            status_changed: None,
                             created_at: now,
                             updated_at: now,
                         }
@@ -167,6 +169,30 @@ impl Store {
         }
         tx.commit()?;
         Ok(report)
+    }
+
+    /// Changes one subscriber; the only way to re-subscribe someone.
+    pub fn update_subscriber(
+        &self,
+        user_id: u64,
+        list_id: u64,
+        subscriber_id: u64,
+        patch: SubscriberPatch,
+    ) -> Result<Subscriber> {
+        let tx = self.write()?;
+        let sub = {
+            owned_list(&tx.open_table(LISTS)?, user_id, list_id)?;
+            let mut subs = tx.open_table(SUBSCRIBERS)?;
+            let old: Subscriber = match subs.get((list_id, subscriber_id))? {
+                Some(v) => decode(v.value())?,
+                None => return Err(StoreError::NotFound),
+            };
+            let sub = patch.apply(&old, Utc::now())?;
+            subs.insert((list_id, subscriber_id), encode(&sub).as_slice())?;
+            sub
+        };
+        tx.commit()?;
+        Ok(sub)
     }
 
     /// One subscriber of one of the user's lists.
@@ -242,8 +268,9 @@ impl Store {
             if let Some(v) = subs.get((list_id, subscriber_id))? {
                 sub = decode(v.value())?;
             }
-            sub.status = crate::domain::SubscriberStatus::Unsubscribed;
-            sub.updated_at = Utc::now();
+            let now = Utc::now();
+            sub.set_status(crate::domain::SubscriberStatus::Unsubscribed, "unsubscribe_link", now);
+            sub.updated_at = now;
             subs.insert((list_id, subscriber_id), encode(&sub).as_slice())?;
         }
         tx.commit()?;
