@@ -129,7 +129,16 @@ impl<W: World> Pool<W> {
         match outcome {
             Ok(Ok(r)) => {
                 slot.calls += 1;
-                if slot.calls < MAX_CALLS {
+                // An instance whose handles pile up across calls (a guest
+                // that never drops something, or wasmtime-wasi-http 48,
+                // which keeps every `request-options` passed to `handle`)
+                // is retired well before it would hit the cap and trap.
+                let handles = slot.store.data_mut().open_handles();
+                let piling_up = handles > self.meta.limits.max_handles as usize / 2;
+                if piling_up {
+                    tracing::debug!(plugin = %self.meta.name, handles, "instance retired: handles piling up");
+                }
+                if slot.calls < MAX_CALLS && !piling_up {
                     let mut idle = self.idle.lock().expect("pool lock");
                     if idle.len() < self.max_idle {
                         idle.push(slot);

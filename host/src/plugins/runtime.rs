@@ -206,6 +206,12 @@ impl HostState {
 }
 
 impl HostState {
+    /// Host handles the instance holds now (sockets, streams, pollables,
+    /// header sets, requests).
+    pub fn open_handles(&mut self) -> usize {
+        self.table.iter_mut().count()
+    }
+
     /// Starts a call: a new deadline, and nothing of the previous call's
     /// stderr or log budget carried over.
     pub fn begin_call(&mut self) {

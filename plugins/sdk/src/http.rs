@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::bindings::wasi::clocks::monotonic_clock;
 use crate::bindings::wasi::http::outgoing_handler;
 use crate::bindings::wasi::http::types::{
-    ErrorCode, Fields, IncomingBody, Method, OutgoingBody, OutgoingRequest, RequestOptions, Scheme,
+    ErrorCode, Fields, IncomingBody, Method, OutgoingBody, OutgoingRequest, Scheme,
 };
 use crate::bindings::wasi::io::streams::StreamError;
 use crate::net::wait;
@@ -131,14 +131,14 @@ pub fn post(url: &str, headers: &[(&str, &[u8])], body: &[u8], timeout: Duration
     let outgoing = request.body().map_err(|_| invalid("body taken twice"))?;
 
     let nanos = timeout.as_nanos().min(u64::MAX as u128) as u64;
-    let options = RequestOptions::new();
-    // Hosts may refuse some options; the overall deadline below still holds.
-    let _ = options.set_connect_timeout(Some(nanos));
-    let _ = options.set_first_byte_timeout(Some(nanos));
-    let _ = options.set_between_bytes_timeout(Some(nanos));
     let deadline = monotonic_clock::now().saturating_add(nanos);
 
-    let pending = outgoing_handler::handle(request, Some(options)).map_err(from_code)?;
+    // No `request-options`: wasmtime-wasi-http 48 keeps every options
+    // handle passed to `handle` in the instance's table (one per request,
+    // until the host's handle cap). The deadline is ours anyway: every
+    // wait below is bounded by it, and Posta's host bounds its own
+    // timeouts by the call's deadline.
+    let pending = outgoing_handler::handle(request, None).map_err(from_code)?;
     // A failed body write usually means the request itself failed and the
     // host dropped the body; the response future then carries the reason,
     // so it is awaited either way. And once the host has taken the whole
