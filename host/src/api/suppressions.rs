@@ -44,7 +44,10 @@ pub async fn index(
 }
 
 /// One suppression object, an array, or `{"suppressions": [...]}`.
-#[derive(ToSchema)]
+/// Untagged, so the document says "an object or an array" (an empty array
+/// is a valid request that suppresses nothing).
+#[derive(ToSchema, Deserialize)]
+#[serde(untagged)]
 #[allow(dead_code)]
 pub enum SuppressionsBody {
     One(NewSuppression),
