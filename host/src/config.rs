@@ -43,6 +43,12 @@ pub struct Config {
     /// When bounces and complaints suppress an address.
     #[serde(default)]
     pub bounces: crate::domain::bounce::BouncePolicy,
+    /// DKIM keys by From domain (`[[dkim]]`).
+    #[serde(default)]
+    pub dkim: Vec<crate::dkim::DkimConfig>,
+    /// The config file's directory: relative key paths are read from it.
+    #[serde(skip)]
+    pub config_dir: Option<PathBuf>,
 }
 
 /// How the host verifies servers for plugins (wasi:tls, HTTPS).
@@ -244,6 +250,7 @@ impl Config {
             }
             None => Config::default(),
         };
+        config.config_dir = path.map(|p| p.parent().unwrap_or(Path::new(".")).to_path_buf());
         if config.personalizer.is_empty() {
             config.personalizer = default_personalizer();
         }

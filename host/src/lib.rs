@@ -4,6 +4,7 @@
 pub mod api;
 pub mod config;
 pub mod demo;
+pub mod dkim;
 pub mod domain;
 pub mod engine;
 pub mod listener;

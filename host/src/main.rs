@@ -37,6 +37,11 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// DKIM keys for signing outgoing mail.
+    Dkim {
+        #[command(subcommand)]
+        command: DkimCommand,
+    },
     /// Seeds a list, sends a campaign through the log transport, shows the result.
     Demo {
         /// Where to keep the demo's data (default: a new temporary directory).
@@ -54,6 +59,23 @@ enum PluginCommand {
     /// Validates a component against the plugin contract: prints its kind,
     /// contract version, imports and the capabilities it may need.
     Check { file: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum DkimCommand {
+    /// Makes a key pair: writes the private key (PEM, mode 0600) and prints
+    /// the `[[dkim]]` entry for posta.toml and the DNS TXT record to publish.
+    Keygen {
+        /// The From domain to sign for.
+        domain: String,
+        /// The DNS selector (any label; rotate keys by changing it).
+        selector: String,
+        #[arg(long, value_enum, default_value_t = posta::dkim::Algorithm::Rsa)]
+        algorithm: posta::dkim::Algorithm,
+        /// Where to write the key (default: dkim/DOMAIN.SELECTOR.pem).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -172,6 +194,35 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("ok: {} can be used as a {}", file.display(), report.kind);
             Ok(())
         }
+        Command::Dkim {
+            command:
+                DkimCommand::Keygen {
+                    domain,
+                    selector,
+                    algorithm,
+                    out,
+                },
+        } => {
+            let domain = domain.trim().trim_end_matches('.').to_ascii_lowercase();
+            let key = posta::dkim::keygen(algorithm, &domain, &selector).map_err(|e| anyhow::anyhow!(e))?;
+            let out = out.unwrap_or_else(|| PathBuf::from(format!("dkim/{domain}.{selector}.pem")));
+            write_private(&out, key.pem.as_bytes())?;
+            println!("wrote {}\n", out.display());
+            println!("add to posta.toml (a relative path is read from the config file's directory):\n");
+            println!("[[dkim]]\ndomain = {domain:?}\nselector = {selector:?}");
+            println!("private_key_file = {:?}\n", out.display().to_string());
+            println!("publish this DNS TXT record:\n");
+            // Zone files take at most 255 bytes per quoted string; a TXT
+            // record is their concatenation.
+            let chunks: Vec<String> = key
+                .record
+                .as_bytes()
+                .chunks(255)
+                .map(|c| format!("\"{}\"", String::from_utf8_lossy(c)))
+                .collect();
+            println!("{}. IN TXT {}", key.record_name, chunks.join(" "));
+            Ok(())
+        }
         Command::Demo {
             data_dir,
             subscribers,
@@ -181,6 +232,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             posta::demo::run(cfg, data_dir, subscribers).await
         }
     }
+}
+
+/// Writes a new secret file readable by its owner only; never overwrites.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options
+        .open(path)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    Ok(())
 }
 
 fn main() -> ExitCode {

@@ -85,6 +85,7 @@ impl Instance {
             store.clone(),
             Arc::new(plugins),
             config.delivery.clone(),
+            config.bounces,
             config.base_url(),
             Arc::new(crate::engine::clock::SystemClock),
         )?;

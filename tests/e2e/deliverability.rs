@@ -344,6 +344,19 @@ fn delivery_status_notifications_and_complaints_are_read_from_raw_reports() {
         "{c}"
     );
 
+    // A report that quotes no Posta message is still read once: posted
+    // three times, its soft bounce counts once (three would suppress).
+    let foreign = report("gmail-soft.eml", "stranger@example.org", "not-ours@elsewhere.example")
+        .replace("<5f3e.0a1@mx.google.com>", "<another.report@mx.google.com>");
+    for n in 0..3 {
+        let (status, reply) = api.post_as("/bounces/dsn", "message/rfc822", &foreign);
+        assert_eq!(status, 200, "{reply}");
+        let b = &reply["bounces"][0];
+        assert_eq!(b["duplicate"], n > 0, "posting {n}: {reply}");
+        assert_eq!(b["suppressed"], Value::Null, "{reply}");
+    }
+    assert_eq!(api.get("/suppressions/stranger@example.org").0, 404);
+
     let second = api.send_campaign(list, json!({}));
     api.wait_status(second, "sent");
     let o = outcome(&api, second);

@@ -110,11 +110,17 @@ fn settled(api: &Api, campaign: u64) -> Value {
 /// The SMTP peer under a fresh test CA and a server configured for it;
 /// the temporary directory lives as long as the returned guard.
 fn smtp_setup() -> (tempfile::TempDir, SmtpPeer, Server, String) {
+    smtp_setup_with(|_| String::new())
+}
+
+/// Like `smtp_setup`, with more posta.toml from `extra` (given the
+/// temporary directory, which holds the peer's files).
+fn smtp_setup_with(extra: impl FnOnce(&std::path::Path) -> String) -> (tempfile::TempDir, SmtpPeer, Server, String) {
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::create(dir.path());
     let peer = SmtpPeer::start(dir.path(), &ca, SMTP_PASSWORD);
-    let (server, key, _) =
-        Server::with_config_env(&smtp_config(&ca, &peer), &[("POSTA_TEST_SMTP_PASSWORD", SMTP_PASSWORD)]);
+    let config = format!("{}\n{}", smtp_config(&ca, &peer), extra(dir.path()));
+    let (server, key, _) = Server::with_config_env(&config, &[("POSTA_TEST_SMTP_PASSWORD", SMTP_PASSWORD)]);
     (dir, peer, server, key)
 }
 
@@ -267,6 +273,138 @@ fn smtp_451_is_retried_550_fails_and_a_missing_grant_fails_clearly() {
     assert_eq!(peer.received().len(), before, "nothing reached the server");
     // The host kept serving throughout.
     api.ok_get("/transports");
+}
+
+#[test]
+fn a_recipient_refused_at_rcpt_is_a_hard_bounce_and_skipped_next_time() {
+    let (_dir, peer, server, key) = smtp_setup();
+    let api = server.api(&key);
+    let list = list_with(
+        &api,
+        "rcpt",
+        &[("reject-me@example.org", "Gone"), ("kept@example.org", "Kept")],
+    );
+    let first = send_via(&api, list, "smtp_plain");
+    let c = settled(&api, first);
+    assert_eq!(
+        (&c["stats"]["sent"], &c["stats"]["failed"], &c["stats"]["bounced"]),
+        (&json!(1), &json!(1), &json!(1)),
+        "{c}"
+    );
+    let m = messages(&api, first);
+    let gone = &m["reject-me@example.org"];
+    assert_eq!(gone["status"], "failed", "{gone}");
+    assert_eq!(gone["bounces"][0]["type"], "hard", "{gone}");
+    assert!(
+        gone["bounces"][0]["reason"].as_str().unwrap().contains("5.1.1"),
+        "{gone}"
+    );
+    let s = api.ok_get("/suppressions/reject-me@example.org");
+    assert_eq!(s["reason"], "bounced", "{s}");
+
+    // The next campaign does not try the address again.
+    let received = peer.received().len();
+    let second = send_via(&api, list, "smtp_plain");
+    let c = settled(&api, second);
+    assert_eq!(
+        (&c["stats"]["sent"], &c["stats"]["skipped"]),
+        (&json!(1), &json!(1)),
+        "{c}"
+    );
+    assert_eq!(
+        messages(&api, second)["reject-me@example.org"]["skip_reason"],
+        "suppressed: bounced"
+    );
+    assert_eq!(peer.wait_received(received + 1).len(), received + 1);
+}
+
+/// Runs `posta dkim keygen` as an operator would; returns the key file and
+/// the TXT record it printed (its quoted strings joined).
+fn keygen(dir: &std::path::Path, domain: &str, selector: &str, algorithm: &str) -> (std::path::PathBuf, String) {
+    let key = dir.join(format!("{domain}.{selector}.pem"));
+    let out = std::process::Command::new(posta_e2e::posta_bin())
+        .args(["dkim", "keygen", domain, selector, "--algorithm", algorithm, "--out"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with(&format!("{selector}._domainkey.{domain}. IN TXT ")))
+        .unwrap_or_else(|| panic!("no TXT record printed:\n{stdout}"));
+    let record: String = line.split('"').skip(1).step_by(2).collect();
+    (key, record)
+}
+
+#[test]
+fn dkim_signatures_verify_independently_and_break_when_the_body_changes() {
+    let mut records = Vec::new();
+    let (dir, peer, server, key) = smtp_setup_with(|dir| {
+        let mut toml = String::new();
+        for (domain, selector, algorithm) in [("example.org", "posta", "rsa"), ("ed.example.org", "ed", "ed25519")] {
+            let (file, record) = keygen(dir, domain, selector, algorithm);
+            toml += &format!(
+                "[[dkim]]\ndomain = \"{domain}\"\nselector = \"{selector}\"\nprivate_key_file = \"{}\"\n",
+                file.display()
+            );
+            records.push((format!("{selector}._domainkey.{domain}"), record));
+        }
+        toml
+    });
+    // The verifier's DNS: what the operator would publish.
+    let dns = dir.path().join("smtp-received").join("dns");
+    std::fs::create_dir_all(&dns).unwrap();
+    for (name, record) in &records {
+        std::fs::write(dns.join(name), record).unwrap();
+    }
+    let api = server.api(&key);
+    let list = list_with(&api, "dkim", &[("reader@example.net", "Reader")]);
+    let mut sent = 0;
+    for from in ["news@example.org", "NEWS@Ed.Example.org", "news@unsigned.example"] {
+        api.send_campaign(
+            list,
+            json!({
+                "transport": "smtp_plain",
+                "subject": "Signed? {{ subscriber.name }}",
+                "from_email": from,
+                "html": "<p>Hello {{ subscriber.name }}</p>",
+                "text": "Hello {{ subscriber.name }}\n.\nA line with a dot, and trailing space   ",
+            }),
+        );
+        sent += 1;
+        let received = peer.wait_received(sent);
+        let m = received.last().unwrap();
+        let from_header = m["from"].as_str().unwrap();
+        if from.ends_with("unsigned.example") {
+            assert_eq!((&m["dkim"], &m["dkim_tampered"]), (&Value::Null, &Value::Null), "{m}");
+        } else {
+            assert_eq!(m["dkim"], true, "{from_header}: {m}");
+            assert_eq!(
+                m["dkim_tampered"], false,
+                "{from_header}: a changed body must fail: {m}"
+            );
+        }
+    }
+    let eml = std::fs::read_to_string(dir.path().join("smtp-received").join("1.eml")).unwrap();
+    let signature = eml.split("\r\n\r\n").next().unwrap();
+    assert!(
+        signature.starts_with("DKIM-Signature: v=1; a=rsa-sha256;"),
+        "{signature}"
+    );
+    for header in [
+        "from",
+        "to",
+        "subject",
+        "date",
+        "message-id",
+        "list-unsubscribe",
+        "list-unsubscribe-post",
+    ] {
+        let h = signature.to_ascii_lowercase().replace(['\r', '\n', '\t', ' '], "");
+        let signed = h.split(";h=").nth(1).unwrap().split(';').next().unwrap().to_string();
+        assert!(signed.split(':').any(|s| s == header), "{header} not signed: {signed}");
+    }
 }
 
 #[test]

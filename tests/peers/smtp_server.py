@@ -15,6 +15,12 @@ with its raw bytes in OUT/N.eml. Recipients steer the replies:
   hangup*@...    accepted, then the server closes the connection (as an
                  idle timeout would), so the client's next message finds
                  its kept connection gone
+Signed messages are checked with dkimpy (an independent DKIM verifier):
+the public keys come from OUT/dns/NAME (the TXT record for
+NAME = SELECTOR._domainkey.DOMAIN), written by the test before it sends;
+each record says whether the signature verifies as received ("dkim") and
+after one body character is changed ("dkim_tampered"); both are null for
+an unsigned message.
 Every listener offers PIPELINING (aiosmtpd reads pipelined commands in
 order; it just does not announce it). Each record names the client's port,
 so tests can count connections.
@@ -34,6 +40,7 @@ import ssl
 import sys
 import threading
 
+import dkim
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
@@ -90,6 +97,7 @@ class Handler:
                     "content": part.get_content(),
                 }
             )
+        dkim_ok, dkim_tampered = dkim_results(raw, self.out)
         defects = [repr(d) for d in msg.defects]
         for part in msg.walk():
             defects += [repr(d) for d in part.defects]
@@ -115,6 +123,8 @@ class Handler:
             "list_unsubscribe": msg["List-Unsubscribe"],
             "list_unsubscribe_post": msg["List-Unsubscribe-Post"],
             "parts": parts,
+            "dkim": dkim_ok,
+            "dkim_tampered": dkim_tampered,
             "defects": defects,
             "all_ascii": all(b < 128 for b in raw),
             # SMTP smuggling needs a CR or LF that is not part of a CRLF.
@@ -134,6 +144,32 @@ class Handler:
 
 
 COUNTER = itertools.count(1)
+
+
+def dkim_results(raw, out):
+    """(verifies as received, verifies with its body changed), or Nones."""
+    if b"\ndkim-signature:" not in b"\n" + raw.lower():
+        return None, None
+
+    def lookup(name, timeout=5):
+        path = os.path.join(out, "dns", name.decode().rstrip("."))
+        try:
+            with open(path, "rb") as f:
+                return f.read().strip()
+        except FileNotFoundError:
+            return None
+
+    def verify(message):
+        try:
+            return bool(dkim.verify(message, dnsfunc=lookup))
+        except Exception:
+            return False
+
+    head, sep, body = raw.partition(b"\r\n\r\n")
+    i = next((k for k, b in enumerate(body) if chr(b).isalnum()), None)
+    if i is not None:
+        body = body[:i] + (b"X" if body[i:i + 1] != b"X" else b"Y") + body[i + 1:]
+    return verify(raw), verify(head + sep + body)
 
 
 def authenticator(server, session, envelope, mechanism, auth_data):

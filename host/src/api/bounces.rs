@@ -119,13 +119,11 @@ pub async fn dsn(State(s): State<AppState>, Auth(user): Auth, body: Bytes) -> Ap
             (bounce, on)
         })
         .collect();
+    // The report's own Message-ID makes a second posting of it a no-op,
+    // also for bounces no Posta message could be matched to.
+    let report_id = report.id.filter(|id| !id.is_empty() && id.len() <= 998);
     let recorded = s
-        .db(move |st| {
-            bounces
-                .into_iter()
-                .map(|(bounce, on)| st.record_bounce(user.id, bounce, on, &policy, now))
-                .collect::<Result<Vec<_>, _>>()
-        })
+        .db(move |st| st.record_report(user.id, report_id.as_deref(), bounces, &policy, now))
         .await?;
     Ok(Json(DsnReport {
         bounces: recorded,

@@ -50,6 +50,11 @@ pub struct BouncePolicy {
     /// Soft bounces within `soft_window_days` that suppress the address.
     pub soft_limit: u32,
     pub soft_window_days: u32,
+    /// A recipient the receiving server refuses for good while the
+    /// transport delivers (SMTP 5xx at RCPT TO: a transport's `rejected`
+    /// error) is recorded as a hard bounce, so the address is suppressed.
+    /// Off: the message just fails.
+    pub hard_on_reject: bool,
 }
 
 impl Default for BouncePolicy {
@@ -57,6 +62,7 @@ impl Default for BouncePolicy {
         BouncePolicy {
             soft_limit: 3,
             soft_window_days: 30,
+            hard_on_reject: true,
         }
     }
 }

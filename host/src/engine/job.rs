@@ -62,6 +62,8 @@ impl Context {
 enum Failure {
     Transient(String),
     Permanent(String),
+    /// The receiving server refused the recipient for good.
+    Rejected(String),
     Cancelled,
     /// The server is stopping and the transport was not called.
     Stopped,
@@ -90,6 +92,8 @@ pub(super) async fn deliver(inner: &Inner, ctx: &Context, job: Job) -> Outcome {
         match attempt(inner, ctx, &job, &mut message).await {
             Ok(remote_id) => break OutcomeKind::Sent { remote_id },
             Err(Failure::Permanent(error)) => break OutcomeKind::Failed { error },
+            Err(Failure::Rejected(error)) if inner.bounces.hard_on_reject => break OutcomeKind::Rejected { error },
+            Err(Failure::Rejected(error)) => break OutcomeKind::Failed { error },
             Err(Failure::Cancelled) => break OutcomeKind::Cancelled,
             Err(Failure::Stopped) => {
                 attempts -= 1;
@@ -179,6 +183,7 @@ async fn attempt(
         Reply::Delivered(Ok(Ok(receipt))) => Ok(receipt.remote_id),
         Reply::Delivered(Ok(Err(types::DeliveryError::Permanent(e)))) => Err(Failure::Permanent(e)),
         Reply::Delivered(Ok(Err(types::DeliveryError::Transient(e)))) => Err(Failure::Transient(e)),
+        Reply::Delivered(Ok(Err(types::DeliveryError::Rejected(e)))) => Err(Failure::Rejected(e)),
         Reply::Delivered(Err(e)) => Err(Failure::Transient(e.to_string())),
     }
 }

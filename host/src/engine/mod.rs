@@ -30,6 +30,7 @@ use self::clock::Clock;
 use tokio::sync::{Notify, mpsc};
 
 use crate::config::Delivery;
+use crate::domain::bounce::BouncePolicy;
 use crate::domain::{Campaign, Status, schedule};
 use crate::plugins::Plugins;
 use crate::store::{Job, Outcome, Store, StoreError};
@@ -53,6 +54,7 @@ pub(crate) struct Inner {
     store: Store,
     plugins: Arc<Plugins>,
     cfg: Delivery,
+    bounces: BouncePolicy,
     base_url: String,
     secret: [u8; 32],
     outcomes: mpsc::UnboundedSender<Outcome>,
@@ -77,10 +79,19 @@ impl Engine {
         store: Store,
         plugins: Arc<Plugins>,
         cfg: Delivery,
+        bounces: BouncePolicy,
         base_url: String,
         clock: Arc<dyn Clock>,
     ) -> Result<Engine, StoreError> {
-        Engine::start_on(tokio::runtime::Handle::current(), store, plugins, cfg, base_url, clock)
+        Engine::start_on(
+            tokio::runtime::Handle::current(),
+            store,
+            plugins,
+            cfg,
+            bounces,
+            base_url,
+            clock,
+        )
     }
 
     /// Like `start`, with every engine task on `rt`. The server gives the
@@ -91,6 +102,7 @@ impl Engine {
         store: Store,
         plugins: Arc<Plugins>,
         cfg: Delivery,
+        bounces: BouncePolicy,
         base_url: String,
         clock: Arc<dyn Clock>,
     ) -> Result<Engine, StoreError> {
@@ -116,6 +128,7 @@ impl Engine {
             store,
             plugins,
             cfg,
+            bounces,
             base_url,
             secret: store_secret,
             outcomes: tx,

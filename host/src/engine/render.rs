@@ -152,9 +152,11 @@ impl Engine {
             let (sent, remote_id, error) = match lane.deliver(Arc::new(message), Arc::new(AtomicBool::new(false))).await
             {
                 Reply::Delivered(Ok(Ok(receipt))) => (true, receipt.remote_id, None),
-                Reply::Delivered(Ok(Err(types::DeliveryError::Permanent(e) | types::DeliveryError::Transient(e)))) => {
-                    (false, None, Some(e))
-                }
+                Reply::Delivered(Ok(Err(
+                    types::DeliveryError::Permanent(e)
+                    | types::DeliveryError::Transient(e)
+                    | types::DeliveryError::Rejected(e),
+                ))) => (false, None, Some(e)),
                 Reply::Delivered(Err(e)) => (false, None, Some(e.to_string())),
                 Reply::Cancelled => (false, None, Some("the transport is stopping".into())),
             };

@@ -19,6 +19,7 @@ use super::pool::{PluginError, Pool, World};
 use super::reload::{Loaded, Refusal, ReloadReport, Source};
 use super::runtime::{HostState, PluginMeta, engine};
 use crate::config::{self, Capabilities, Config, Limits};
+use crate::dkim::DkimKeys;
 
 pub struct Personalizer;
 pub struct Transport;
@@ -148,6 +149,12 @@ impl Plugins {
                 prepare::<Personalizer>(&engine, &linker, &cfg.personalizer, cfg.server.plugins_dir.as_deref())?;
             Loaded::new(Pool::new(&engine, pre, meta, workers), source)
         };
+        let dkim = Arc::new(
+            DkimKeys::load(&cfg.dkim, cfg.config_dir.as_deref()).map_err(|e| LoadError::Invalid {
+                name: "dkim".into(),
+                reason: e.to_string(),
+            })?,
+        );
         let mut transports = BTreeMap::new();
         for (name, t) in &cfg.transports {
             let (pre, source) =
@@ -177,14 +184,10 @@ impl Plugins {
                 capabilities: t.capabilities.clone(),
                 limits,
             };
-            let meta = Arc::new(PluginMeta::new(
-                name.clone(),
-                values,
-                limits,
-                grants,
-                tls.clone(),
-                max_in_flight,
-            ));
+            let meta = Arc::new(PluginMeta {
+                dkim: dkim.clone(),
+                ..PluginMeta::new(name.clone(), values, limits, grants, tls.clone(), max_in_flight)
+            });
             #[cfg(feature = "native-bench")]
             let native = match t.component.strip_prefix(super::native::PREFIX) {
                 Some(_) => {
@@ -315,7 +318,10 @@ impl TransportEntry {
         }
         self.loaded
             .pool()
-            .call(move |t, store| Box::pin(async move { t.call_deliver(store, &message).await }))
+            .call(move |t, store| {
+                store.data_mut().sender = Some(message.from.email.clone());
+                Box::pin(async move { t.call_deliver(store, &message).await })
+            })
             .await
     }
 }

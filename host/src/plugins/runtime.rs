@@ -19,6 +19,7 @@ use super::http::{HttpClient, HttpHooks};
 use super::stderr::StderrTail;
 use super::tls::HostTls;
 use crate::config::Limits;
+use crate::dkim::DkimKeys;
 
 /// How often the epoch advances; the deadline check runs at this grain.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -69,6 +70,8 @@ pub struct PluginMeta {
     /// Whether the component may create sockets at all (transports; never
     /// the personalizer, which renders content and has no peer).
     pub sockets: bool,
+    /// Keys `host.dkim-sign` signs with (transports only).
+    pub dkim: Arc<DkimKeys>,
 }
 
 /// Config values may be secrets: debug output shows only their keys.
@@ -103,6 +106,7 @@ impl PluginMeta {
             grants,
             tls,
             sockets: true,
+            dkim: Arc::default(),
         }
     }
 
@@ -174,6 +178,9 @@ pub struct HostState {
     pub memory: MemoryCap,
     pub meta: Arc<PluginMeta>,
     pub deadline: Instant,
+    /// The From address of the message the current `deliver` call was
+    /// given: the only mail `host.dkim-sign` signs during it.
+    pub sender: Option<String>,
 }
 
 impl HostState {
@@ -200,6 +207,7 @@ impl HostState {
                 hit: false,
             },
             deadline: Instant::now() + meta.deadline(),
+            sender: None,
             meta,
         })
     }
@@ -218,6 +226,7 @@ impl HostState {
         self.deadline = Instant::now() + self.meta.deadline();
         self.stderr.clear();
         self.log_lines = 0;
+        self.sender = None;
     }
 }
 
@@ -303,6 +312,13 @@ impl host::Host for HostState {
             .grants
             .resolve(&host, port)
             .map(|addrs| addrs.iter().map(ToString::to_string).collect())
+    }
+
+    fn dkim_sign(&mut self, message: Vec<u8>) -> Result<Option<String>, String> {
+        let Some(sender) = &self.sender else {
+            return Err("only a transport's deliver call may sign".into());
+        };
+        self.meta.dkim.sign(&message, sender)
     }
 }
 

@@ -10,9 +10,11 @@ use utoipa::ToSchema;
 use super::campaigns::{owned, save};
 use super::delivery::{MessageBounce, MessageRecord};
 use super::suppressions::{SuppressReport, suppress_in};
-use super::{BOUNCES, CAMPAIGNS, MESSAGES, Result, SUPPRESSIONS, Store, StoreError, decode, encode, next_id};
+use super::{BOUNCES, CAMPAIGNS, MESSAGES, REPORTS, Result, SUPPRESSIONS, Store, StoreError, decode, encode, next_id};
+use crate::domain::Stats;
 use crate::domain::bounce::{Bounce, BouncePolicy, BounceType};
 use crate::domain::suppression::{Suppression, SuppressionReason, normalize};
+use redb::WriteTransaction;
 
 /// What recording a bounce did.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -30,6 +32,124 @@ pub struct BounceReport {
     pub suppressed: Option<SuppressionReason>,
 }
 
+/// Marks a bounce on its message and counts it in the campaign's stats;
+/// false when the message already has a bounce of this type (nothing is
+/// counted twice).
+pub(super) fn mark_message(
+    record: &mut MessageRecord,
+    stats: &mut Stats,
+    kind: BounceType,
+    reason: Option<String>,
+    now: DateTime<Utc>,
+) -> bool {
+    if record.bounces.iter().any(|b| b.kind == kind) {
+        return false;
+    }
+    let first_bounce = !record.bounces.iter().any(|b| b.kind != BounceType::Complaint);
+    match kind {
+        BounceType::Complaint => stats.complained += 1,
+        BounceType::Hard | BounceType::Soft if first_bounce => stats.bounced += 1,
+        _ => {}
+    }
+    record.bounces.push(MessageBounce { kind, reason, at: now });
+    true
+}
+
+/// Stores a bounce under its address and applies the policy: returns the
+/// soft bounces in the window (soft only) and the suppression it caused.
+pub(super) fn file_bounce(
+    tx: &WriteTransaction,
+    user_id: u64,
+    bounce: &Bounce,
+    policy: &BouncePolicy,
+    now: DateTime<Utc>,
+) -> Result<(Option<u64>, Option<SuppressionReason>)> {
+    let mut bounces = tx.open_table(BOUNCES)?;
+    let id = next_id(tx, "bounce")?;
+    bounces.insert((user_id, bounce.email.as_str(), id), encode(bounce).as_slice())?;
+    let soft_in_window = if bounce.kind == BounceType::Soft {
+        let since = policy.soft_since(now);
+        let mut n = 0;
+        for entry in bounces.range((user_id, bounce.email.as_str(), 0)..=(user_id, bounce.email.as_str(), u64::MAX))? {
+            let (_, v) = entry?;
+            let b: Bounce = decode(v.value())?;
+            if b.kind == BounceType::Soft && b.at >= since {
+                n += 1;
+            }
+        }
+        Some(n)
+    } else {
+        None
+    };
+    let suppressed = policy.suppresses(bounce.kind, soft_in_window.unwrap_or(0));
+    if let Some(reason) = suppressed {
+        let detail = format!(
+            "{} bounce{}",
+            bounce.kind.as_str(),
+            bounce.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
+        );
+        let s = Suppression {
+            email: bounce.email.clone(),
+            reason,
+            detail: Some(detail.chars().take(1024).collect()),
+            created_at: now,
+        };
+        let mut table = tx.open_table(SUPPRESSIONS)?;
+        suppress_in(&mut table, user_id, &[s], &mut SuppressReport::default())?;
+    }
+    Ok((soft_in_window, suppressed))
+}
+
+/// Records one bounce in `tx` (see `Store::record_bounce`).
+fn bounce_in(
+    tx: &WriteTransaction,
+    user_id: u64,
+    mut bounce: Bounce,
+    message: Option<(u64, u64)>,
+    policy: &BouncePolicy,
+    now: DateTime<Utc>,
+) -> Result<BounceReport> {
+    if let Some((campaign_id, subscriber_id)) = message {
+        let mut campaigns = tx.open_table(CAMPAIGNS)?;
+        let mut c = owned(&campaigns, user_id, campaign_id)?;
+        let mut messages = tx.open_table(MESSAGES)?;
+        let mut record: MessageRecord = match messages.get((campaign_id, subscriber_id))? {
+            Some(v) => decode(v.value())?,
+            None => return Err(StoreError::NotFound),
+        };
+        bounce.email = normalize(&record.email);
+        bounce.message_id = Some(record.message_id.clone());
+        if !mark_message(&mut record, &mut c.stats, bounce.kind, bounce.reason.clone(), now) {
+            let suppressed = suppression_of(tx, user_id, &bounce.email)?;
+            return Ok(BounceReport {
+                bounce,
+                duplicate: true,
+                soft_in_window: None,
+                suppressed,
+            });
+        }
+        messages.insert((campaign_id, subscriber_id), encode(&record).as_slice())?;
+        save(&mut campaigns, &c)?;
+    }
+    bounce.email = normalize(&bounce.email);
+    let (soft_in_window, suppressed) = file_bounce(tx, user_id, &bounce, policy, now)?;
+    Ok(BounceReport {
+        bounce,
+        duplicate: false,
+        soft_in_window,
+        suppressed,
+    })
+}
+
+fn suppression_of(tx: &WriteTransaction, user_id: u64, email: &str) -> Result<Option<SuppressionReason>> {
+    Ok(tx
+        .open_table(SUPPRESSIONS)?
+        .get((user_id, email))?
+        .map(|v| decode::<Suppression>(v.value()))
+        .transpose()?
+        .map(|s| s.reason))
+}
+
 impl Store {
     /// Records a bounce for `user_id`. With `message` (campaign,
     /// subscriber) the bounce belongs to that message, which must be the
@@ -37,96 +157,60 @@ impl Store {
     pub fn record_bounce(
         &self,
         user_id: u64,
-        mut bounce: Bounce,
+        bounce: Bounce,
         message: Option<(u64, u64)>,
         policy: &BouncePolicy,
         now: DateTime<Utc>,
     ) -> Result<BounceReport> {
         let tx = self.write()?;
-        let report = {
-            if let Some((campaign_id, subscriber_id)) = message {
-                let mut campaigns = tx.open_table(CAMPAIGNS)?;
-                let mut c = owned(&campaigns, user_id, campaign_id)?;
-                let mut messages = tx.open_table(MESSAGES)?;
-                let mut record: MessageRecord = match messages.get((campaign_id, subscriber_id))? {
-                    Some(v) => decode(v.value())?,
-                    None => return Err(StoreError::NotFound),
-                };
-                bounce.email = normalize(&record.email);
-                bounce.message_id = Some(record.message_id.clone());
-                if record.bounces.iter().any(|b| b.kind == bounce.kind) {
-                    let suppressed = tx
-                        .open_table(SUPPRESSIONS)?
-                        .get((user_id, bounce.email.as_str()))?
-                        .map(|v| decode::<Suppression>(v.value()))
-                        .transpose()?
-                        .map(|s| s.reason);
-                    return Ok(BounceReport {
-                        bounce,
-                        duplicate: true,
-                        soft_in_window: None,
-                        suppressed,
-                    });
-                }
-                let first_bounce = !record.bounces.iter().any(|b| b.kind != BounceType::Complaint);
-                match bounce.kind {
-                    BounceType::Complaint => c.stats.complained += 1,
-                    BounceType::Hard | BounceType::Soft if first_bounce => c.stats.bounced += 1,
-                    _ => {}
-                }
-                record.bounces.push(MessageBounce {
-                    kind: bounce.kind,
-                    reason: bounce.reason.clone(),
-                    at: now,
-                });
-                messages.insert((campaign_id, subscriber_id), encode(&record).as_slice())?;
-                save(&mut campaigns, &c)?;
-            }
-            bounce.email = normalize(&bounce.email);
-            let mut bounces = tx.open_table(BOUNCES)?;
-            let id = next_id(&tx, "bounce")?;
-            bounces.insert((user_id, bounce.email.as_str(), id), encode(&bounce).as_slice())?;
-            let soft_in_window = if bounce.kind == BounceType::Soft {
-                let since = policy.soft_since(now);
-                let mut n = 0;
-                for entry in
-                    bounces.range((user_id, bounce.email.as_str(), 0)..=(user_id, bounce.email.as_str(), u64::MAX))?
-                {
-                    let (_, v) = entry?;
-                    let b: Bounce = decode(v.value())?;
-                    if b.kind == BounceType::Soft && b.at >= since {
-                        n += 1;
-                    }
-                }
-                Some(n)
-            } else {
-                None
-            };
-            let suppressed = policy.suppresses(bounce.kind, soft_in_window.unwrap_or(0));
-            if let Some(reason) = suppressed {
-                let detail = format!(
-                    "{} bounce{}",
-                    bounce.kind.as_str(),
-                    bounce.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
-                );
-                let s = Suppression {
-                    email: bounce.email.clone(),
-                    reason,
-                    detail: Some(detail.chars().take(1024).collect()),
-                    created_at: now,
-                };
-                let mut table = tx.open_table(SUPPRESSIONS)?;
-                suppress_in(&mut table, user_id, &[s], &mut SuppressReport::default())?;
-            }
-            BounceReport {
-                bounce,
-                duplicate: false,
-                soft_in_window,
-                suppressed,
-            }
-        };
-        tx.commit()?;
+        let report = bounce_in(&tx, user_id, bounce, message, policy, now)?;
+        if !report.duplicate {
+            tx.commit()?;
+        }
         Ok(report)
+    }
+
+    /// Records the bounces one report (DSN or ARF) names, in one
+    /// transaction. A report whose Message-ID was read before changes
+    /// nothing: its bounces come back marked `duplicate`.
+    pub fn record_report(
+        &self,
+        user_id: u64,
+        report_id: Option<&str>,
+        bounces: Vec<(Bounce, Option<(u64, u64)>)>,
+        policy: &BouncePolicy,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<BounceReport>> {
+        let tx = self.write()?;
+        let seen = match report_id {
+            Some(id) => {
+                let mut reports = tx.open_table(REPORTS)?;
+                let seen = reports.get((user_id, id))?.is_some();
+                reports.insert((user_id, id), now.timestamp())?;
+                seen
+            }
+            None => false,
+        };
+        if seen {
+            let mut out = Vec::with_capacity(bounces.len());
+            for (mut bounce, _) in bounces {
+                bounce.email = normalize(&bounce.email);
+                let suppressed = suppression_of(&tx, user_id, &bounce.email)?;
+                out.push(BounceReport {
+                    bounce,
+                    duplicate: true,
+                    soft_in_window: None,
+                    suppressed,
+                });
+            }
+            return Ok(out);
+        }
+        let mut out = Vec::with_capacity(bounces.len());
+        for (bounce, message) in bounces {
+            out.push(bounce_in(&tx, user_id, bounce, message, policy, now)?);
+        }
+        tx.commit()?;
+        Ok(out)
     }
 }
 

@@ -9,13 +9,16 @@ use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::bounces::{file_bounce, mark_message};
 use super::campaigns::{load, save};
 use super::suppressions::suppressed;
 use super::{
     CAMPAIGNS, DEFERRED, DUE, IN_FLIGHT, MESSAGES, Page, Result, SUBSCRIBERS, SUPPRESSIONS, Store, StoreError, decode,
     encode,
 };
+use crate::domain::bounce::{Bounce, BouncePolicy, BounceType};
 use crate::domain::lifecycle::transition;
+use crate::domain::suppression::normalize;
 use crate::domain::{Action, Campaign, Status, Subscriber, SubscriberStatus, schedule};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -98,6 +101,11 @@ pub enum OutcomeKind {
         remote_id: Option<String>,
     },
     Failed {
+        error: String,
+    },
+    /// Failed because the receiving server refused the recipient for good;
+    /// also recorded as a hard bounce of the address.
+    Rejected {
         error: String,
     },
     /// The campaign was cancelled before the transport was called.
@@ -454,6 +462,23 @@ impl Store {
                         record.status = MessageStatus::Failed;
                         record.last_error = Some(clip(error, MAX_STORED_TEXT));
                         c.stats.failed += 1;
+                    }
+                    OutcomeKind::Rejected { error } => {
+                        record.status = MessageStatus::Failed;
+                        record.last_error = Some(clip(error, MAX_STORED_TEXT));
+                        c.stats.failed += 1;
+                        let reason = Some(clip(error, 1024));
+                        if mark_message(&mut record, &mut c.stats, BounceType::Hard, reason.clone(), now) {
+                            let bounce = Bounce {
+                                email: normalize(&record.email),
+                                kind: BounceType::Hard,
+                                reason,
+                                message_id: Some(record.message_id.clone()),
+                                at: now,
+                            };
+                            // Hard bounces suppress whatever the soft window.
+                            file_bounce(&tx, c.user_id, &bounce, &BouncePolicy::default(), now)?;
+                        }
                     }
                     OutcomeKind::Cancelled => {
                         record.status = MessageStatus::Cancelled;

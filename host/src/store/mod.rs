@@ -68,6 +68,10 @@ pub(crate) const SUPPRESSIONS: TableDefinition<(u64, &str), &[u8]> = TableDefini
 /// the soft-bounce window.
 pub(crate) const BOUNCES: TableDefinition<(u64, &str, u64), &[u8]> = TableDefinition::new("bounces");
 
+/// (user, report Message-ID) → when it was read: a DSN or ARF report
+/// posted twice counts once, even when it names no Posta message.
+pub(crate) const REPORTS: TableDefinition<(u64, &str), i64> = TableDefinition::new("reports");
+
 /// Server secrets, generated on first use (unsubscribe link signing).
 pub(crate) const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
 
@@ -196,6 +200,7 @@ impl Store {
             tx.open_table(DUE)?;
             tx.open_table(SUPPRESSIONS)?;
             tx.open_table(BOUNCES)?;
+            tx.open_table(REPORTS)?;
         }
         tx.commit()?;
         Ok(Store {

@@ -58,6 +58,7 @@ async fn fixture(now: DateTime<Utc>) -> Fixture {
         store.clone(),
         plugins,
         cfg.delivery.clone(),
+        cfg.bounces,
         "http://x".into(),
         clock.clone(),
     )

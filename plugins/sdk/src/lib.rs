@@ -42,8 +42,12 @@ pub mod net;
 /// A transport delivers personalized messages.
 pub trait Transport {
     /// Delivers one message. Return [`DeliveryError::Transient`] for errors
-    /// worth retrying (connection refused, 4xx SMTP replies, HTTP 5xx) and
-    /// [`DeliveryError::Permanent`] for the rest.
+    /// worth retrying (connection refused, 4xx SMTP replies, HTTP 5xx),
+    /// [`DeliveryError::Rejected`] when the receiver refused the recipient's
+    /// address for good (SMTP 550 5.1.1 at RCPT: the host records a hard
+    /// bounce and suppresses it) and [`DeliveryError::Permanent`] for the
+    /// rest. To DKIM-sign, pass the finished message to
+    /// [`host::dkim_sign`] and put the header it returns in front.
     fn deliver(message: Message) -> Result<Receipt, DeliveryError>;
 }
 

@@ -5,7 +5,10 @@
 //! while this instance lives.
 //!
 //! Errors: 4xx replies and connection trouble are transient (retried), 5xx
-//! replies, invalid addresses and missing permissions are permanent.
+//! replies, invalid addresses and missing permissions are permanent; a 5xx
+//! refusing the recipient itself is `rejected` (the host records a hard
+//! bounce). Messages are DKIM-signed by the host when their From domain
+//! has a key.
 
 mod client;
 mod mime;
@@ -42,11 +45,53 @@ fn settings() -> Result<Settings, DeliveryError> {
 /// error no retry can fix.
 fn classify(e: SmtpError) -> DeliveryError {
     match &e {
+        SmtpError::Reply { step, code, text } if recipient_refused(step, *code, text) => {
+            DeliveryError::Rejected(e.to_string())
+        }
         SmtpError::Reply { code, .. } if (500..600).contains(code) => DeliveryError::Permanent(e.to_string()),
         SmtpError::Reply { .. } => DeliveryError::Transient(e.to_string()),
         SmtpError::Io(io) if io.kind() == io::ErrorKind::PermissionDenied => DeliveryError::Permanent(e.to_string()),
         SmtpError::Io(_) => DeliveryError::Transient(e.to_string()),
         SmtpError::Unsupported(_) => DeliveryError::Permanent(e.to_string()),
+    }
+}
+
+/// Whether a reply refuses the recipient's address for good (a hard
+/// bounce), as opposed to refusing this sender or this message: a 5xx to
+/// RCPT TO whose enhanced code (RFC 3463) says the mailbox or its system
+/// is bad (5.1.x) or disabled (5.2.1), or without one, 550/551/553
+/// (RFC 5321 §4.2.2). Policy refusals (5.7.x: relaying denied, sender
+/// blocked) and a full mailbox (5.2.2) are about something else and must
+/// not suppress a good address.
+fn recipient_refused(step: &str, code: u16, text: &str) -> bool {
+    if step != "RCPT TO" || !(500..600).contains(&code) {
+        return false;
+    }
+    let enhanced = text
+        .split_whitespace()
+        .next()
+        .filter(|t| t.starts_with("5.") && t.bytes().all(|b| b.is_ascii_digit() || b == b'.'));
+    match enhanced {
+        Some(esc) => esc.starts_with("5.1.") || esc == "5.2.1",
+        None => matches!(code, 550 | 551 | 553),
+    }
+}
+
+/// The message as it goes on the wire: the host's DKIM-Signature in front
+/// when the From domain has a key.
+fn signed(s: &Settings, bytes: Vec<u8>) -> Result<Vec<u8>, DeliveryError> {
+    if !s.dkim {
+        return Ok(bytes);
+    }
+    match posta_plugin_sdk::host::dkim_sign(&bytes) {
+        Ok(None) => Ok(bytes),
+        Ok(Some(header)) => {
+            let mut out = Vec::with_capacity(header.len() + bytes.len());
+            out.extend_from_slice(header.as_bytes());
+            out.extend_from_slice(&bytes);
+            Ok(out)
+        }
+        Err(e) => Err(DeliveryError::Permanent(format!("DKIM signing: {e}"))),
     }
 }
 
@@ -123,7 +168,8 @@ fn extensions(s: &Settings, ehlo: &EhloResponse<String>, smtputf8: bool) -> Exte
 }
 
 fn send(s: &Settings, message: &Message) -> Result<Receipt, DeliveryError> {
-    let built = mime::build(message).map_err(DeliveryError::Permanent)?;
+    let mut built = mime::build(message).map_err(DeliveryError::Permanent)?;
+    built.bytes = signed(s, std::mem::take(&mut built.bytes))?;
     let mut reused = kept(s);
     loop {
         let was_kept = reused.is_some();
@@ -188,3 +234,28 @@ impl Transport for Smtp {
 }
 
 posta_plugin_sdk::export_transport!(Smtp);
+
+#[cfg(test)]
+mod tests {
+    use super::recipient_refused;
+
+    #[test]
+    fn only_refusals_of_the_address_are_rejections() {
+        for (step, code, text, refused) in [
+            ("RCPT TO", 550, "5.1.1 Mailbox unavailable", true),
+            ("RCPT TO", 550, "5.1.10 Recipient address has null MX", true),
+            ("RCPT TO", 550, "5.2.1 Mailbox disabled", true),
+            ("RCPT TO", 550, "No such user here", true),
+            ("RCPT TO", 553, "mailbox name not allowed", true),
+            ("RCPT TO", 554, "5.7.1 Relay access denied", false),
+            ("RCPT TO", 550, "5.7.1 Sender blocked", false),
+            ("RCPT TO", 552, "5.2.2 Mailbox full", false),
+            ("RCPT TO", 554, "Transaction failed", false),
+            ("RCPT TO", 450, "4.1.1 try later", false),
+            ("MAIL FROM", 550, "5.1.8 Bad sender", false),
+            ("end of DATA", 550, "5.1.1 Mailbox unavailable", false),
+        ] {
+            assert_eq!(recipient_refused(step, code, text), refused, "{step} {code} {text}");
+        }
+    }
+}

@@ -40,6 +40,9 @@ pub struct Settings {
     /// Use CHUNKING/BDAT (RFC 3030) when the server offers it.
     pub chunking: bool,
     pub allow_insecure_auth: bool,
+    /// Have the host DKIM-sign messages whose From domain has a key
+    /// (`[[dkim]]` in posta.toml). Off for relays that sign themselves.
+    pub dkim: bool,
 }
 
 impl Settings {
@@ -90,6 +93,7 @@ impl Settings {
             pipelining: config::parse_or("pipelining", true)?,
             chunking: config::parse_or("chunking", true)?,
             allow_insecure_auth: config::parse_or("allow_insecure_auth", false)?,
+            dkim: config::parse_or("dkim", true)?,
         })
     }
 }
