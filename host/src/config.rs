@@ -84,6 +84,9 @@ pub struct Server {
     /// Requests per second per client address on the public endpoints
     /// (unsubscribe, health), with bursts of twice that; 0 turns it off.
     pub public_rate_per_ip: u32,
+    /// Bearer token `GET /metrics` requires (or `POSTA_METRICS_TOKEN`);
+    /// without one the metrics are public, like health.
+    pub metrics_token: Option<String>,
 }
 
 impl Default for Server {
@@ -98,6 +101,7 @@ impl Default for Server {
             max_connections: 1024,
             header_read_timeout_ms: 10_000,
             public_rate_per_ip: 50,
+            metrics_token: None,
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod domain;
 pub mod engine;
 pub mod listener;
 pub mod memory;
+pub mod metrics;
 pub mod plugins;
 pub mod server;
 pub mod store;

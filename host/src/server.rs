@@ -72,6 +72,8 @@ impl Drop for EngineRuntime {
 
 impl Instance {
     pub async fn start(config: Config) -> anyhow::Result<Instance> {
+        // The recorder first, so that start-up work is counted too.
+        crate::metrics::handle();
         let data_dir = prepare_data_dir(&config.server.data_dir)?;
         let store = open_store(&data_dir, config.server.db_cache_mib)?;
         let plugins = {
@@ -104,6 +106,14 @@ impl Instance {
             engine: self.engine.clone(),
             secret: Arc::new(self.store.secret("unsubscribe")?),
             bounces: self.config.bounces,
+            metrics_token: self
+                .config
+                .server
+                .metrics_token
+                .clone()
+                .or_else(|| std::env::var("POSTA_METRICS_TOKEN").ok())
+                .filter(|t| !t.is_empty())
+                .map(Arc::from),
         };
         Ok(api::router(
             state,

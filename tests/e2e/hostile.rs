@@ -132,6 +132,17 @@ fn each_hostile_behaviour_fails_only_its_own_message() {
         );
     }
     assert_eq!(api.get("/campaigns").0, 200, "still serving");
+    // The sandbox's stops are counted for the operator, per kind: each
+    // hostile message was tried twice.
+    let samples = posta_e2e::peers::scrape(&server, None);
+    for (kind, at_least) in [("deadline", 2.0), ("memory", 2.0), ("trap", 4.0)] {
+        let n = posta_e2e::peers::metric(
+            &samples,
+            "posta_plugin_failures_total",
+            &[("plugin", "fixture"), ("kind", kind)],
+        );
+        assert!(n >= at_least, "{kind}: {n}");
+    }
     println!(
         "errors: {:#?}",
         HOSTILE.iter().map(|w| (w, error(w))).collect::<Vec<_>>()

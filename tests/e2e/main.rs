@@ -4,6 +4,7 @@ mod crash;
 mod deliverability;
 mod hostile;
 mod lifecycle;
+mod operations;
 mod plugin_check;
 mod rate;
 mod reload;

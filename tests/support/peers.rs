@@ -3,7 +3,7 @@
 //! Each peer is a child process that exits when its stdin pipe closes, so
 //! a panicking test leaves nothing running.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -184,4 +184,46 @@ impl Drop for HttpPeer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `GET /metrics` as Prometheus would scrape it, parsed by
+/// prometheus_client (tests/peers/prometheus_samples.py).
+pub fn scrape(server: &crate::Server, token: Option<&str>) -> Vec<Value> {
+    let (status, text) = scrape_raw(server, token);
+    assert_eq!(status, 200, "{text}");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/peers/prometheus_samples.py");
+    let mut child = Command::new("python3")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 (scripts/test.sh puts the venv with prometheus_client first on PATH)");
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the exposition does not parse: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+pub fn scrape_raw(server: &crate::Server, token: Option<&str>) -> (u16, String) {
+    let mut req = reqwest::blocking::Client::new().get(format!("{}/metrics", server.base));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().unwrap();
+    (resp.status().as_u16(), resp.text().unwrap())
+}
+
+/// The value of the sample `name` whose labels include `labels`; 0 when
+/// the series does not exist yet (a counter that never moved).
+pub fn metric(samples: &[Value], name: &str, labels: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .filter(|s| s["name"] == name && labels.iter().all(|(k, v)| s["labels"][*k] == *v))
+        .map(|s| s["value"].as_f64().unwrap())
+        .sum()
 }

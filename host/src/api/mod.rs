@@ -7,6 +7,7 @@ mod bounces;
 mod campaigns;
 mod error;
 mod lists;
+mod metrics;
 mod openapi;
 mod per_client;
 mod previews;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub engine: Engine,
     pub secret: Arc<[u8; 32]>,
     pub bounces: BouncePolicy,
+    /// The bearer token `GET /metrics` requires, when configured.
+    pub metrics_token: Option<Arc<str>>,
 }
 
 impl AppState {
@@ -155,6 +158,7 @@ pub async fn openapi_document() -> Json<serde_json::Value> {
 pub fn router(state: AppState, max_body_bytes: usize, public_rate_per_ip: u32) -> Router {
     let public = Router::new()
         .route("/api/v1/health", get(health))
+        .route("/metrics", get(metrics::metrics))
         .route(
             "/unsubscribe/{campaign}/{subscriber}/{token}",
             get(unsubscribe::page).post(unsubscribe::confirm),
@@ -202,6 +206,7 @@ pub fn router(state: AppState, max_body_bytes: usize, public_rate_per_ip: u32) -
         .merge(public)
         .fallback(|| async { ApiError::new(axum::http::StatusCode::NOT_FOUND, "not_found", "no such route") })
         .layer(axum::middleware::map_response(error::json_rejections))
+        .layer(axum::middleware::from_fn(metrics::track))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
 }

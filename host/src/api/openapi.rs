@@ -150,7 +150,7 @@ impl Modify for Links {
         campaigns::send, campaigns::pause, campaigns::resume, campaigns::cancel, campaigns::duplicate,
         campaigns::messages, previews::preview, previews::test, bounces::create, bounces::dsn, suppressions::index, suppressions::create, suppressions::show, suppressions::delete,
         transports::index, unsubscribe::page, unsubscribe::confirm,
-        super::health, super::openapi_document, admin::reload,
+        super::health, super::openapi_document, super::metrics::metrics, admin::reload,
     ),
     components(schemas(
         ErrorBody, ErrorDetail, List, lists::NewList, NewSubscriber, Subscriber, SubscriberStatus, UpsertReport,

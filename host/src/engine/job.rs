@@ -114,6 +114,8 @@ pub(super) async fn deliver(inner: &Inner, ctx: &Context, job: Job) -> Outcome {
                 let _ = inner
                     .outcomes
                     .send(outcome(attempts, OutcomeKind::Retrying { error: error.clone() }));
+                metrics::counter!(crate::metrics::MESSAGES, "status" => "retried", "transport" => ctx.campaign.transport.clone())
+                    .increment(1);
                 last_error = Some(error);
                 if !backoff_unless_stopped(inner, backoff(&inner.cfg, attempts)).await {
                     break OutcomeKind::Deferred;
@@ -121,6 +123,15 @@ pub(super) async fn deliver(inner: &Inner, ctx: &Context, job: Job) -> Outcome {
             }
         }
     };
+    let status = match &kind {
+        OutcomeKind::Sent { .. } => "sent",
+        OutcomeKind::Failed { .. } => "failed",
+        OutcomeKind::Rejected { .. } => "rejected",
+        OutcomeKind::Cancelled => "cancelled",
+        OutcomeKind::Retrying { .. } | OutcomeKind::Deferred => "deferred",
+    };
+    metrics::counter!(crate::metrics::MESSAGES, "status" => status, "transport" => ctx.campaign.transport.clone())
+        .increment(1);
     outcome(attempts, kind)
 }
 
@@ -197,7 +208,9 @@ async fn personalize(inner: &Inner, ctx: &Context, job: &Job) -> Result<Held, Fa
         unsubscribe_url: format!("{}/{}/{}/{token}", ctx.unsubscribe_base, ctx.campaign.id, s.id),
     };
     let slot = inner.capacity.render_slot(&ctx.user_slots).await;
+    let started = std::time::Instant::now();
     let result = inner.plugins.personalize(ctx.wit.clone(), subscriber, envelope).await;
+    metrics::histogram!(crate::metrics::PERSONALIZE_CALL).record(started.elapsed());
     let message = match result {
         Ok(Ok(m)) => m,
         Ok(Err(e)) => return Err(Failure::Permanent(format!("personalize: {e}"))),

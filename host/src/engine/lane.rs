@@ -55,7 +55,10 @@ impl Lane {
                         let _ = req.reply.send(Reply::Cancelled);
                         continue;
                     }
+                    let started = std::time::Instant::now();
                     let result = transport.deliver(req.message).await;
+                    metrics::histogram!(crate::metrics::TRANSPORT_CALL, "transport" => transport.info.name.clone())
+                        .record(started.elapsed());
                     let _ = req.reply.send(Reply::Delivered(result));
                 }
             });

@@ -143,6 +143,15 @@ impl Engine {
         Ok(engine)
     }
 
+    /// Messages handed to delivery tasks and not yet stored, per running
+    /// campaign (the `posta_campaign_in_flight` gauge).
+    pub fn in_flight(&self) -> Vec<(u64, usize)> {
+        let runs = self.inner.runs.lock().expect("runs lock");
+        runs.iter()
+            .map(|(id, r)| (*id, r.in_flight.load(Ordering::Acquire)))
+            .collect()
+    }
+
     pub fn store(&self) -> &Store {
         &self.inner.store
     }
@@ -268,6 +277,7 @@ async fn drive(inner: &Arc<Inner>, id: u64, run: &Arc<Run>) -> Result<(), StoreE
     let ctx = Arc::new(job::Context::new(inner, &campaign, run.clone()));
     dispatch(inner, run, &ctx, recovered);
     let window = rate::window(campaign.send_rate, inner.cfg.window);
+    let mut skipped = campaign.stats.skipped;
     loop {
         let notified = run.wake.notified();
         if inner.stopping.load(Ordering::Acquire) {
@@ -292,6 +302,11 @@ async fn drive(inner: &Arc<Inner>, id: u64, run: &Arc<Run>) -> Result<(), StoreE
         let now = inner.clock.now();
         let step = blocking(move || store.enqueue(id, batch, now)).await?;
         let c = step.campaign;
+        if c.stats.skipped > skipped {
+            metrics::counter!(crate::metrics::MESSAGES, "status" => "skipped", "transport" => c.transport.clone())
+                .increment(c.stats.skipped - skipped);
+            skipped = c.stats.skipped;
+        }
         if c.status == Status::Cancelled {
             run.cancelled.store(true, Ordering::Release);
         }

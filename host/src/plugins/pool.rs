@@ -116,7 +116,7 @@ impl<W: World> Pool<W> {
         let idle = self.idle.lock().expect("pool lock").pop();
         let mut slot = match idle {
             Some(slot) => slot,
-            None => self.fresh().await?,
+            None => self.fresh().await.map_err(|e| self.counted(e))?,
         };
         let deadline = self.meta.deadline();
         slot.store.data_mut().begin_call();
@@ -146,12 +146,25 @@ impl<W: World> Pool<W> {
                 }
                 Ok(r)
             }
-            Ok(Err(e)) => Err(self.classify(&slot.store, e)),
-            Err(_) => Err(PluginError::Deadline {
+            Ok(Err(e)) => Err(self.counted(self.classify(&slot.store, e))),
+            Err(_) => Err(self.counted(PluginError::Deadline {
                 plugin: self.meta.name.clone(),
                 ms: self.meta.limits.deadline_ms,
-            }),
+            })),
         }
+    }
+
+    /// Counts a sandbox failure in `posta_plugin_failures_total`.
+    fn counted(&self, error: PluginError) -> PluginError {
+        let kind = match &error {
+            PluginError::Instantiate { .. } => "instantiate",
+            PluginError::Deadline { .. } => "deadline",
+            PluginError::Memory { .. } => "memory",
+            PluginError::Trap { .. } => "trap",
+        };
+        metrics::counter!(crate::metrics::PLUGIN_FAILURES, "plugin" => self.meta.name.clone(), "kind" => kind)
+            .increment(1);
+        error
     }
 
     fn classify(&self, store: &Store<HostState>, e: wasmtime::Error) -> PluginError {

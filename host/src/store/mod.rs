@@ -158,7 +158,11 @@ impl WriteTx {
     }
 
     pub(crate) fn commit(self) -> std::result::Result<(), redb::CommitError> {
-        self.tx.commit()
+        let started = std::time::Instant::now();
+        let kind = if self.yield_to.is_some() { "bulk" } else { "interactive" };
+        let r = self.tx.commit();
+        metrics::histogram!(crate::metrics::DB_COMMIT, "kind" => kind).record(started.elapsed());
+        r
     }
 }
 

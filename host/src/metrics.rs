@@ -1,0 +1,78 @@
+//! Prometheus metrics. Code records through the `metrics` facade (a
+//! counter bump is a few atomic operations); metrics-exporter-prometheus
+//! keeps the values and renders the text format for `GET /metrics`.
+//! Names and labels live here so the exposition stays one vocabulary.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Messages that reached a final or retried state, by `status` and
+/// `transport`: sent, failed, rejected, cancelled, retried, skipped.
+pub const MESSAGES: &str = "posta_messages_total";
+/// Seconds one transport call took (`transport`).
+pub const TRANSPORT_CALL: &str = "posta_transport_call_seconds";
+/// Seconds one personalize call took.
+pub const PERSONALIZE_CALL: &str = "posta_personalize_call_seconds";
+/// Plugin calls stopped by the sandbox, by `plugin` and `kind`: trap,
+/// deadline, memory, instantiate.
+pub const PLUGIN_FAILURES: &str = "posta_plugin_failures_total";
+/// Messages queued (created, no final outcome yet) per sending `campaign`.
+pub const CAMPAIGN_QUEUED: &str = "posta_campaign_queued";
+/// Messages handed to the delivery tasks and not yet stored, per `campaign`.
+pub const CAMPAIGN_IN_FLIGHT: &str = "posta_campaign_in_flight";
+/// API requests by `method`, `route` (the matched pattern) and `status`.
+pub const HTTP_REQUESTS: &str = "posta_http_requests_total";
+/// API request latency by `method` and `route`.
+pub const HTTP_REQUEST: &str = "posta_http_request_seconds";
+/// Storage commit latency by `kind`: interactive (API) or bulk (engine).
+pub const DB_COMMIT: &str = "posta_db_commit_seconds";
+
+/// Latency buckets from 100 µs to 30 s: transport calls span a log write
+/// (µs) to a slow relay (s).
+const BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// The process-wide recorder, installed on first use. A second server in
+/// the same process (tests) shares it.
+pub fn handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let builder = || {
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
+                .expect("buckets are not empty")
+                // Per-campaign gauges of finished campaigns fade out.
+                .idle_timeout(metrics_util::MetricKindMask::GAUGE, Some(Duration::from_secs(300)))
+        };
+        builder().install_recorder().unwrap_or_else(|e| {
+            // Another recorder owns the facade (an embedding program): serve
+            // an empty exposition rather than fail the server.
+            tracing::warn!("metrics: {e}; /metrics will be empty");
+            builder().build_recorder().handle()
+        })
+    })
+}
+
+/// The exposition: upkeep (histogram compaction, idle series) first.
+pub fn render() -> String {
+    let h = handle();
+    h.run_upkeep();
+    h.render()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn renders_what_was_recorded() {
+        super::handle();
+        metrics::counter!(super::MESSAGES, "status" => "sent", "transport" => "t").increment(2);
+        let text = super::render();
+        assert!(
+            text.contains("posta_messages_total{status=\"sent\",transport=\"t\"} 2"),
+            "{text}"
+        );
+    }
+}
