@@ -101,7 +101,14 @@ pub async fn run(mut config: Config, data_dir: Option<PathBuf>, subscribers: usi
     println!("outbox: {}", outbox.display());
     println!();
     println!("explore it:");
-    println!("  posta serve --data-dir {}", instance.data_dir.display());
+    // As the user can run it from where they are: through cargo when the
+    // demo came from `cargo run`, else the binary they started.
+    let posta = if std::env::var_os("CARGO").is_some() {
+        "cargo run --".to_string()
+    } else {
+        std::env::args().next().unwrap_or_else(|| "posta".into())
+    };
+    println!("  {posta} serve --data-dir {}", instance.data_dir.display());
     println!(
         "  curl -H 'Authorization: Bearer {key}' http://{}/api/v1/users/me/campaigns/{}",
         instance.config.server.listen, done.id

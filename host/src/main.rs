@@ -121,7 +121,13 @@ fn load(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result<Co
 fn open(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result<posta::store::Store> {
     let cfg = load(config, data_dir)?;
     let dir = posta::server::prepare_data_dir(&cfg.server.data_dir)?;
-    posta::server::open_store(&dir, cfg.server.db_cache_mib)
+    posta::server::open_store(&dir, cfg.server.db_cache_mib).map_err(|e| {
+        anyhow::anyhow!(
+            "{e}\nwhile the server runs, manage users over its API with an admin key: \
+             POST /api/v1/admin/users {{\"email\": …}}, POST /api/v1/admin/users/ID/keys, \
+             DELETE /api/v1/admin/users/ID/keys/KEY_ID"
+        )
+    })
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

@@ -1,5 +1,5 @@
 //! What an operator scrapes and administers: `/metrics` read by an
-//! independent Prometheus parser.
+//! independent Prometheus parser, users and keys over the admin API.
 
 use posta_e2e::peers::{metric as value, scrape, scrape_raw};
 use posta_e2e::{Server, Value, json};
@@ -47,4 +47,78 @@ fn metrics_need_the_configured_token() {
     assert_eq!(scrape_raw(&server, Some("scrape-mE")).0, 401);
     let samples = scrape(&server, Some("scrape-me"));
     assert!(!samples.is_empty());
+}
+
+#[test]
+fn an_admin_manages_users_and_keys_while_a_campaign_sends() {
+    let (server, alice, bob) = Server::with_two_users();
+    let admin = server.api(&alice);
+    let users = format!("{}/api/v1/admin/users", server.base);
+    // 200 messages at 1,200/min: sending for about ten seconds.
+    let list = admin.list_of("a", 200);
+    let campaign = admin.send_campaign(list, json!({"send_rate": 1200}));
+    assert_eq!(admin.ok_get(&format!("/campaigns/{campaign}"))["status"], "sending");
+
+    let (status, carol) = admin.post_abs(&users, json!({"email": "carol@example.org"}));
+    assert_eq!(status, 201, "{carol}");
+    let carol_id = carol["user"]["id"].as_u64().unwrap();
+    let first_key = carol["key"].as_str().unwrap().to_string();
+    assert_eq!(carol["user"]["admin"], false);
+    assert_eq!(server.api(&first_key).get("/lists").0, 200, "the new key works at once");
+
+    let keys = format!("{users}/{carol_id}/keys");
+    let (status, second) = admin.post_abs(&keys, json!({}));
+    assert_eq!(status, 201, "{second}");
+    let second_key = second["key"].as_str().unwrap().to_string();
+    let listed = admin.get_abs(&keys).1;
+    let items = listed["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{listed}");
+    assert!(
+        !listed.to_string().contains(&first_key[6..]) && items.iter().all(|k| k.get("hash").is_none()),
+        "keys and their hashes never come back: {listed}"
+    );
+    assert!(second_key.starts_with(items[1]["hint"].as_str().unwrap()), "{listed}");
+
+    let first_id = carol["key_info"]["id"].as_u64().unwrap();
+    assert_eq!(admin.delete_abs(&format!("{keys}/{first_id}")).0, 204);
+    assert_eq!(server.api(&first_key).get("/lists").0, 401, "revoked");
+    assert_eq!(
+        server.api(&second_key).get("/lists").0,
+        200,
+        "the other key still works"
+    );
+    assert_eq!(admin.delete_abs(&format!("{keys}/{first_id}")).0, 404);
+
+    let all = admin.get_abs(&users).1;
+    let emails: Vec<&str> = all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["email"].as_str().unwrap())
+        .collect();
+    assert_eq!(emails, ["alice@example.org", "bob@example.org", "carol@example.org"]);
+
+    // Bad input and other users.
+    assert_eq!(admin.post_abs(&users, json!({"email": "carol@example.org"})).0, 409);
+    assert_eq!(admin.post_abs(&users, json!({"email": "not an email"})).0, 422);
+    assert_eq!(admin.post_abs(&format!("{users}/999999/keys"), json!({})).0, 404);
+    let bob = server.api(&bob);
+    assert_eq!(bob.get_abs(&users).0, 403);
+    assert_eq!(bob.post_abs(&users, json!({"email": "eve@example.org"})).0, 403);
+    assert_eq!(bob.post_abs(&keys, json!({})).0, 403);
+    assert_eq!(server.anonymous().get_abs(&users).0, 401);
+
+    // The CLI cannot open the database the server holds; it says where to go.
+    let out = std::process::Command::new(posta_e2e::posta_bin())
+        .args(["user", "add", "dave@example.org", "--data-dir"])
+        .arg(&server.data_dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("POST /api/v1/admin/users"), "{err}");
+
+    // The campaign went on meanwhile.
+    let done = admin.wait_status(campaign, "sent");
+    assert_eq!(done["stats"]["sent"], 200, "{done}");
 }

@@ -356,6 +356,16 @@ impl Api {
         self.send(self.http.post(url).json(&body))
     }
 
+    /// GET a full URL (routes outside /users/me).
+    pub fn get_abs(&self, url: &str) -> Reply {
+        self.send(self.http.get(url))
+    }
+
+    /// DELETE a full URL (routes outside /users/me).
+    pub fn delete_abs(&self, url: &str) -> Reply {
+        self.send(self.http.delete(url))
+    }
+
     pub fn post_raw(&self, path: &str, body: &str) -> Reply {
         self.post_as(path, "application/json", body)
     }

@@ -203,6 +203,12 @@ pub fn router(state: AppState, max_body_bytes: usize, public_rate_per_ip: u32) -
         .nest("/api/v1/users/me", me)
         .route("/api/v1/openapi.json", get(openapi_document))
         .route("/api/v1/plugins/reload", post(admin::reload))
+        .route("/api/v1/admin/users", get(admin::users).post(admin::create_user))
+        .route("/api/v1/admin/users/{id}/keys", get(admin::keys).post(admin::issue_key))
+        .route(
+            "/api/v1/admin/users/{id}/keys/{key_id}",
+            axum::routing::delete(admin::revoke_key),
+        )
         .merge(public)
         .fallback(|| async { ApiError::new(axum::http::StatusCode::NOT_FOUND, "not_found", "no such route") })
         .layer(axum::middleware::map_response(error::json_rejections))

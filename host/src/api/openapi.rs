@@ -151,6 +151,7 @@ impl Modify for Links {
         campaigns::messages, previews::preview, previews::test, bounces::create, bounces::dsn, suppressions::index, suppressions::create, suppressions::show, suppressions::delete,
         transports::index, unsubscribe::page, unsubscribe::confirm,
         super::health, super::openapi_document, super::metrics::metrics, admin::reload,
+        admin::users, admin::create_user, admin::issue_key, admin::keys, admin::revoke_key,
     ),
     components(schemas(
         ErrorBody, ErrorDetail, List, lists::NewList, NewSubscriber, Subscriber, SubscriberStatus, UpsertReport,
@@ -159,6 +160,7 @@ impl Modify for Links {
         super::transports::TransportView, Suppression, SuppressionReason, NewSuppression, SuppressReport,
         SuppressionPage, suppressions::SuppressionsBody, bounces::NewBounce, bounces::DsnReport, Preview, PreviewHeader, TestDelivery, previews::TestSend, previews::TestReport, Bounce, BounceType, BounceReport,
         MessageBounce, crate::plugins::reload::ReloadReport, crate::plugins::reload::Refusal,
+        admin::NewUser, admin::IssuedKey, admin::KeyList, crate::store::KeyInfo, crate::domain::User,
     )),
     modifiers(&BearerAuth, &CommonErrors, &Links),
     security(("api_key" = [])),

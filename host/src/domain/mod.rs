@@ -34,7 +34,7 @@ impl FieldError {
 }
 
 /// An account. API keys belong to users and are stored hashed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct User {
     pub id: u64,
     pub email: String,

@@ -1,13 +1,44 @@
 //! Users and API keys. Keys are 32 random bytes shown once; only their
 //! SHA-256 is stored, so a leaked database leaks no usable key.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use rand::RngCore;
-use redb::ReadableTable;
+use redb::{ReadableTable, ReadableTableMetadata, WriteTransaction};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
 
-use super::{API_KEYS, Result, Store, StoreError, USERS, decode, encode, next_id};
+use super::{API_KEYS, Page, Result, Store, StoreError, USER_KEYS, USERS, decode, encode, next_id};
 use crate::domain::User;
+
+/// An API key as an admin sees it: never the key, nor its hash.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct KeyInfo {
+    pub id: u64,
+    /// The key's first characters (`posta_1a2b`), to tell keys apart.
+    pub hint: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A key as stored in the user's key index.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct KeyRecord {
+    id: u64,
+    hint: String,
+    created_at: DateTime<Utc>,
+    /// SHA-256 of the key, hex: what `api_keys` is keyed by.
+    hash: String,
+}
+
+impl From<KeyRecord> for KeyInfo {
+    fn from(r: KeyRecord) -> KeyInfo {
+        KeyInfo {
+            id: r.id,
+            hint: r.hint,
+            created_at: r.created_at,
+        }
+    }
+}
 
 const KEY_PREFIX: &str = "posta_";
 
@@ -52,8 +83,7 @@ impl Store {
             users.insert(id, encode(&user).as_slice())?;
             user
         };
-        let key = new_key();
-        tx.open_table(API_KEYS)?.insert(hash_key(&key).as_slice(), user.id)?;
+        let (key, _) = issue(&tx, user.id)?;
         tx.commit()?;
         Ok((user, key))
     }
@@ -91,10 +121,78 @@ impl Store {
     pub fn new_key(&self, email: &str) -> Result<(User, String)> {
         let tx = self.write()?;
         let user = Self::user_by_email(&tx, email)?;
-        let key = new_key();
-        tx.open_table(API_KEYS)?.insert(hash_key(&key).as_slice(), user.id)?;
+        let (key, _) = issue(&tx, user.id)?;
         tx.commit()?;
         Ok((user, key))
+    }
+
+    /// Issues another API key for user `user_id`: the key (shown once) and
+    /// its record.
+    pub fn issue_key(&self, user_id: u64) -> Result<(String, KeyInfo)> {
+        let tx = self.write()?;
+        if tx.open_table(USERS)?.get(user_id)?.is_none() {
+            return Err(StoreError::NotFound);
+        }
+        let issued = issue(&tx, user_id)?;
+        tx.commit()?;
+        Ok(issued)
+    }
+
+    /// The keys of user `user_id`, oldest first.
+    pub fn keys(&self, user_id: u64) -> Result<Vec<KeyInfo>> {
+        let tx = self.read()?;
+        if tx.open_table(USERS)?.get(user_id)?.is_none() {
+            return Err(StoreError::NotFound);
+        }
+        let table = tx.open_table(USER_KEYS)?;
+        let mut out = Vec::new();
+        for entry in table.range((user_id, 0)..=(user_id, u64::MAX))? {
+            let (_, v) = entry?;
+            out.push(decode::<KeyRecord>(v.value())?.into());
+        }
+        Ok(out)
+    }
+
+    /// Revokes one key of user `user_id` by its id.
+    pub fn revoke_key(&self, user_id: u64, key_id: u64) -> Result<()> {
+        let tx = self.write()?;
+        {
+            let mut index = tx.open_table(USER_KEYS)?;
+            let info: KeyRecord = match index.remove((user_id, key_id))? {
+                Some(v) => decode(v.value())?,
+                None => return Err(StoreError::NotFound),
+            };
+            let hash = hex::decode(&info.hash).map_err(|e| StoreError::Db(format!("key record: {e}")))?;
+            tx.open_table(API_KEYS)?.remove(hash.as_slice())?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Users by id, a page at a time.
+    pub fn users(&self, after: Option<u64>, limit: usize) -> Result<Page<User>> {
+        let tx = self.read()?;
+        let table = tx.open_table(USERS)?;
+        let start = after.map_or(0, |a| a.saturating_add(1));
+        let mut items = Vec::with_capacity(limit.min(1000));
+        let mut more = false;
+        for entry in table.range(start..)? {
+            let (_, v) = entry?;
+            if items.len() == limit {
+                more = true;
+                break;
+            }
+            items.push(decode::<User>(v.value())?);
+        }
+        let next_after = if more { items.last().map(|u| u.id) } else { None };
+        Ok(Page { items, next_after })
+    }
+
+    pub fn user(&self, id: u64) -> Result<User> {
+        let tx = self.read()?;
+        let users = tx.open_table(USERS)?;
+        let v = users.get(id)?.ok_or(StoreError::NotFound)?;
+        decode(v.value())
     }
 
     /// Revokes one key (`posta_…`) or every key of a user (an email).
@@ -103,13 +201,23 @@ impl Store {
         let tx = self.write()?;
         let revoked = {
             let mut keys = tx.open_table(API_KEYS)?;
+            let mut index = tx.open_table(USER_KEYS)?;
             if key_or_email.starts_with(KEY_PREFIX) {
-                usize::from(keys.remove(hash_key(key_or_email).as_slice())?.is_some())
+                let hash = hash_key(key_or_email);
+                let Some(user_id) = keys.remove(hash.as_slice())?.map(|v| v.value()) else {
+                    return Ok(0);
+                };
+                let hash = hex::encode(hash);
+                index.retain_in((user_id, 0)..=(user_id, u64::MAX), |_, v| {
+                    decode::<KeyRecord>(v).map(|k| k.hash != hash).unwrap_or(true)
+                })?;
+                1
             } else {
                 let user = Self::user_by_email(&tx, key_or_email)?;
-                let before = redb::ReadableTableMetadata::len(&keys)?;
+                let before = keys.len()?;
                 keys.retain(|_, id| id != user.id)?;
-                (before - redb::ReadableTableMetadata::len(&keys)?) as usize
+                index.retain_in((user.id, 0)..=(user.id, u64::MAX), |_, _| false)?;
+                (before - keys.len()?) as usize
             }
         };
         tx.commit()?;
@@ -118,8 +226,49 @@ impl Store {
 
     pub fn user_count(&self) -> Result<u64> {
         let tx = self.read()?;
-        Ok(redb::ReadableTableMetadata::len(&tx.open_table(USERS)?)?)
+        Ok(tx.open_table(USERS)?.len()?)
     }
+}
+
+/// Makes a key for `user_id`, stored by hash and in the user's key index.
+fn issue(tx: &WriteTransaction, user_id: u64) -> Result<(String, KeyInfo)> {
+    let key = new_key();
+    let hash = hash_key(&key);
+    tx.open_table(API_KEYS)?.insert(hash.as_slice(), user_id)?;
+    let record = KeyRecord {
+        id: next_id(tx, "key")?,
+        hint: key.chars().take(KEY_PREFIX.len() + 4).collect(),
+        created_at: Utc::now(),
+        hash: hex::encode(hash),
+    };
+    tx.open_table(USER_KEYS)?
+        .insert((user_id, record.id), encode(&record).as_slice())?;
+    Ok((key, record.into()))
+}
+
+/// Gives keys issued before the key index existed an entry in it (once:
+/// when the index is empty and keys exist). Their hint is unknown.
+pub(super) fn index_keys(tx: &WriteTransaction) -> Result<()> {
+    let mut index = tx.open_table(USER_KEYS)?;
+    let keys = tx.open_table(API_KEYS)?;
+    if index.len()? > 0 || keys.len()? == 0 {
+        return Ok(());
+    }
+    let mut ids = Vec::new();
+    for entry in keys.iter()? {
+        let (hash, user) = entry?;
+        ids.push((hash.value().to_vec(), user.value()));
+    }
+    for (hash, user_id) in ids {
+        let info = KeyRecord {
+            id: next_id(tx, "key")?,
+            hint: KEY_PREFIX.to_string(),
+            created_at: Utc::now(),
+            hash: hex::encode(hash),
+        };
+        index.insert((user_id, info.id), encode(&info).as_slice())?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -173,5 +322,29 @@ mod tests {
         assert!(store.create_user("a@example.org").unwrap().0.admin);
         assert!(!store.create_user("b@example.org").unwrap().0.admin);
         assert!(store.create_user_as("c@example.org", true).unwrap().0.admin);
+    }
+
+    #[test]
+    fn keys_from_before_the_index_are_listed_and_revocable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let (user, key) = {
+            let store = Store::open(&path).unwrap();
+            let (user, key) = store.create_user("a@example.org").unwrap();
+            // As a database written before the key index existed.
+            let tx = store.write().unwrap();
+            tx.open_table(USER_KEYS).unwrap().retain(|_, _| false).unwrap();
+            tx.commit().unwrap();
+            (user, key)
+        };
+        let store = Store::open(&path).unwrap();
+        let keys = store.keys(user.id).unwrap();
+        assert_eq!(keys.len(), 1);
+        store.revoke_key(user.id, keys[0].id).unwrap();
+        assert_eq!(store.user_by_key(&key).unwrap(), None);
+        // Revoking by the key itself also drops its index entry.
+        let (_, again) = store.new_key("a@example.org").unwrap();
+        assert_eq!(store.revoke(&again).unwrap(), 1);
+        assert!(store.keys(user.id).unwrap().is_empty());
     }
 }

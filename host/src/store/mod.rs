@@ -13,6 +13,7 @@ mod delivery;
 mod lists;
 mod suppressions;
 
+pub use accounts::KeyInfo;
 pub use bounces::BounceReport;
 pub use delivery::{Enqueued, Job, MessageBounce, MessageRecord, MessageStatus, Outcome, OutcomeKind};
 pub use lists::UpsertReport;
@@ -33,6 +34,9 @@ pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta")
 pub(crate) const USERS: TableDefinition<u64, &[u8]> = TableDefinition::new("users");
 /// sha256(api key) → user id.
 pub(crate) const API_KEYS: TableDefinition<&[u8], u64> = TableDefinition::new("api_keys");
+/// (user, key id) → key record (its hash, when it was issued): a user's
+/// keys, so an admin can list and revoke them without knowing them.
+pub(crate) const USER_KEYS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("user_keys");
 pub(crate) const LISTS: TableDefinition<u64, &[u8]> = TableDefinition::new("lists");
 /// (user, list) → (): a user's lists in id order.
 pub(crate) const USER_LISTS: TableDefinition<(u64, u64), ()> = TableDefinition::new("user_lists");
@@ -190,6 +194,7 @@ impl Store {
             tx.open_table(META)?;
             tx.open_table(USERS)?;
             tx.open_table(API_KEYS)?;
+            accounts::index_keys(&tx)?;
             tx.open_table(LISTS)?;
             tx.open_table(USER_LISTS)?;
             tx.open_table(SUBSCRIBERS)?;
