@@ -40,8 +40,11 @@ curl -fsS -H "$auth" -H 'content-type: application/json' \
 # schemas, negative data, auth, use after free…) and our own: every
 # non-2xx has the JSON error shape. positive_data_acceptance is left out:
 # it expects any schema-valid body to succeed, but a list id or transport
-# name that does not exist is schema-valid and rightly a 422.
+# name that does not exist is schema-valid and rightly a 422. Revoking a
+# key is left out: the stateful phase finds the fuzz user's own key and
+# every later request would be a 401 (tests/e2e/operations.rs covers it).
 PYTHONPATH="$root/scripts" SCHEMATHESIS_HOOKS=fuzz_hooks timeout 600 st run "$base/api/v1/openapi.json" -H "$auth" \
+  --exclude-name 'DELETE /api/v1/admin/users/{id}/keys/{key_id}' \
   --exclude-checks positive_data_acceptance --max-examples 100 --request-timeout 10 --seed 1
 
 curl -fsS "$base/api/v1/health" > /dev/null || { echo "server died during fuzzing"; cat "$data/server.log"; exit 1; }

@@ -87,6 +87,9 @@ pub struct Server {
     /// Bearer token `GET /metrics` requires (or `POSTA_METRICS_TOKEN`);
     /// without one the metrics are public, like health.
     pub metrics_token: Option<String>,
+    /// Largest CSV subscriber import, in bytes (streamed, so this bounds
+    /// disk and time, not memory).
+    pub max_import_bytes: u64,
 }
 
 impl Default for Server {
@@ -102,6 +105,7 @@ impl Default for Server {
             header_read_timeout_ms: 10_000,
             public_rate_per_ip: 50,
             metrics_token: None,
+            max_import_bytes: 256 << 20,
         }
     }
 }

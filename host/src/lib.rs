@@ -7,6 +7,7 @@ pub mod demo;
 pub mod dkim;
 pub mod domain;
 pub mod engine;
+pub mod import;
 pub mod listener;
 pub mod memory;
 pub mod metrics;

@@ -37,6 +37,20 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// Imports a CSV file into a list of a running server (header row:
+    /// email, then any of name, timezone, status; other columns are
+    /// attributes). Prints the report: counts and rejected rows by line.
+    Import {
+        file: PathBuf,
+        #[arg(long)]
+        list: u64,
+        /// The server's address.
+        #[arg(long, env = "POSTA_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// An API key of the list's owner.
+        #[arg(long, env = "POSTA_KEY", hide_env_values = true)]
+        key: String,
+    },
     /// DKIM keys for signing outgoing mail.
     Dkim {
         #[command(subcommand)]
@@ -198,6 +212,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let report = posta::plugins::check::check(&file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
             print!("{report}");
             println!("ok: {} can be used as a {}", file.display(), report.kind);
+            Ok(())
+        }
+        Command::Import { file, list, url, key } => {
+            let report = posta::import::run(&file, list, &url, &key).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
         Command::Dkim {

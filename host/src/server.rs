@@ -106,6 +106,7 @@ impl Instance {
             engine: self.engine.clone(),
             secret: Arc::new(self.store.secret("unsubscribe")?),
             bounces: self.config.bounces,
+            max_import_bytes: self.config.server.max_import_bytes,
             metrics_token: self
                 .config
                 .server

@@ -26,8 +26,8 @@ struct Args {
     out: PathBuf,
     /// Small sizes, for checking the harness itself.
     quick: bool,
-    /// Run only these sections (throughput, latency, million, rate, smtp,
-    /// webhook, micro).
+    /// Run only these sections (throughput, latency, million, csv, rate,
+    /// smtp, webhook, micro).
     only: Vec<String>,
 }
 
@@ -368,6 +368,86 @@ fn million(r: &mut Report, n: usize) {
     );
 }
 
+/// A CSV file of `n` subscribers streamed in by `posta import` (the CLI a
+/// user runs), then streamed out again.
+fn csv_import(r: &mut Report, n: usize) {
+    use std::io::Write;
+    r.section(&format!("CSV: {n} rows imported with `posta import`, exported again"));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("subscribers.csv");
+    {
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
+        writeln!(w, "email,name,timezone,plan,city").unwrap();
+        for i in 0..n {
+            writeln!(
+                w,
+                "reader{i}@example.org,Reader {i},Europe/Paris,{},City {}",
+                ["free", "pro"][i % 2],
+                i % 1000
+            )
+            .unwrap();
+        }
+    }
+    let bytes = file_size(&file);
+    let (server, key, _) = Server::with_config(&config(false));
+    let api = server.api(&key);
+    let list = api.ok_post("/lists", json!({"name": "csv"}))["id"].as_u64().unwrap();
+    let rss_idle = server.rss_kib();
+    let started = Instant::now();
+    let out = std::process::Command::new(posta_e2e::posta_bin())
+        .arg("import")
+        .arg(&file)
+        .args(["--list", &list.to_string(), "--url", &server.base, "--key", &key])
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["created"], n as u64, "{report}");
+    let peak = server.peak_rss_kib();
+    let started = Instant::now();
+    let exported = reqwest::blocking::Client::builder()
+        .timeout(None)
+        .build()
+        .unwrap()
+        .get(format!("{}/api/v1/users/me/lists/{list}/subscribers.csv", server.base))
+        .bearer_auth(&key)
+        .send()
+        .unwrap()
+        .bytes()
+        .unwrap();
+    let export_took = started.elapsed();
+    let lines = exported.iter().filter(|&&b| b == b'\n').count();
+    assert_eq!(lines, n + 1, "every row and the header");
+    let peak_after_export = server.peak_rss_kib();
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    r.line(&format!(
+        "- import: {:.1} s ({:.0} rows/s) for a {:.0} MiB file, streamed by `posta import` (batches of 1,000 rows \
+         per transaction)",
+        took.as_secs_f64(),
+        n as f64 / took.as_secs_f64(),
+        bytes as f64 / 1048576.0
+    ));
+    r.line(&format!(
+        "- export: {:.1} s ({:.0} rows/s, {:.0} MiB streamed)",
+        export_took.as_secs_f64(),
+        n as f64 / export_took.as_secs_f64(),
+        exported.len() as f64 / 1048576.0
+    ));
+    r.line(&format!(
+        "- server RSS: {:.0} MiB idle, **{:.0} MiB peak** through the import (VmHWM), {:.0} MiB peak after the export",
+        mib(rss_idle),
+        mib(peak),
+        mib(peak_after_export)
+    ));
+    r.target(
+        "Peak RSS, 1M-row CSV import",
+        "< 100 MB",
+        format!("{:.0} MiB", mib(peak)),
+        mib(peak) < 100.0,
+    );
+}
+
 fn rate(r: &mut Report, per_minute: u32, seconds: u32) {
     let n = (per_minute / 60 * seconds) as usize;
     r.section(&format!("Rate accuracy: send_rate {per_minute}/min for {seconds} s"));
@@ -536,6 +616,9 @@ fn main() {
     }
     if args.runs("million") {
         million(&mut r, if q { 50_000 } else { 1_000_000 });
+    }
+    if args.runs("csv") {
+        csv_import(&mut r, if q { 50_000 } else { 1_000_000 });
     }
     if args.runs("rate") {
         rate(&mut r, 6_000, if q { 10 } else { 60 });

@@ -122,3 +122,94 @@ fn an_admin_manages_users_and_keys_while_a_campaign_sends() {
     let done = admin.wait_status(campaign, "sent");
     assert_eq!(done["stats"]["sent"], 200, "{done}");
 }
+
+#[test]
+fn csv_imports_report_bad_rows_by_line_and_exports_round_trip() {
+    let (server, key, other_key) = Server::with_two_users();
+    let api = server.api(&key);
+    let list = api.ok_post("/lists", json!({"name": "csv"}))["id"].as_u64().unwrap();
+    // Someone who left stays gone whatever the file says.
+    api.ok_post(
+        &format!("/lists/{list}/subscribers"),
+        json!({"email": "gone@example.org", "status": "unsubscribed"}),
+    );
+    let file = "email,name,timezone,plan,zip\r\n\
+                ada@example.org,Ada,Europe/London,pro,01234\r\n\
+                not-an-email,Nobody,,free,\r\n\
+                \"bob@example.org\",\"Bob, \"\"the builder\"\"\nSecond line\",,free,99\r\n\
+                cy@example.org,Cy,Mars/Olympus,free,\r\n\
+                gone@example.org,Gone,,,\r\n\
+                \r\n\
+                dee@example.org,Dee\r\n";
+    let (status, report) = api.post_as(&format!("/lists/{list}/subscribers"), "text/csv", file);
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(
+        (&report["created"], &report["updated"]),
+        (&json!(3), &json!(1)),
+        "{report}"
+    );
+    assert_eq!(report["kept_unsubscribed"], 1, "{report}");
+    assert_eq!(report["rejected"], 2, "{report}");
+    let errors: Vec<(u64, &str)> = report["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["line"].as_u64().unwrap(), e["field"].as_str().unwrap()))
+        .collect();
+    // Line numbers count the quoted line break inside Bob's name.
+    assert_eq!(errors, [(3, "email"), (6, "timezone")], "{report}");
+    let subs = api.ok_get(&format!("/lists/{list}/subscribers"))["items"].clone();
+    let bob = subs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["email"] == "bob@example.org")
+        .unwrap();
+    assert_eq!(bob["name"], "Bob, \"the builder\"\nSecond line");
+    assert_eq!(bob["attributes"], json!({"plan": "free", "zip": "99"}));
+
+    // Export, import the export into a new list, export again: the same.
+    let (status, exported) = api.get(&format!("/lists/{list}/subscribers.csv"));
+    assert_eq!(status, 200);
+    let exported = exported.as_str().unwrap().to_string();
+    assert!(
+        exported.starts_with("email,name,timezone,status,plan,zip\n"),
+        "{exported}"
+    );
+    assert!(exported.contains("gone@example.org,Gone,,unsubscribed"), "{exported}");
+    let copy = api.ok_post("/lists", json!({"name": "copy"}))["id"].as_u64().unwrap();
+    let (status, r) = api.post_as(&format!("/lists/{copy}/subscribers"), "text/csv", &exported);
+    assert_eq!((status, &r["created"]), (200, &json!(4)), "{r}");
+    let again = api.get(&format!("/lists/{copy}/subscribers.csv")).1;
+    assert_eq!(again.as_str().unwrap(), exported, "export → import → export");
+
+    // The CLI streams a file to the running server.
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.csv");
+    let mut text = String::from("email,name,city\n");
+    for i in 0..5_000 {
+        text += &format!("p{i}@example.org,Person {i},Town {}\n", i % 17);
+    }
+    std::fs::write(&big, text).unwrap();
+    let out = std::process::Command::new(posta_e2e::posta_bin())
+        .arg("import")
+        .arg(&big)
+        .args(["--list", &copy.to_string(), "--url", &server.base, "--key", &key])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["created"], 5_000, "{report}");
+    assert_eq!(api.ok_get(&format!("/lists/{copy}"))["subscriber_count"], 5_004);
+
+    // Bad input, other users.
+    let (status, r) = api.post_as(&format!("/lists/{list}/subscribers"), "text/csv", "name,plan\nx,y\n");
+    assert_eq!(status, 422, "{r}");
+    assert!(r.to_string().contains("email"), "{r}");
+    let other = server.api(&other_key);
+    assert_eq!(
+        other.post_as(&format!("/lists/{list}/subscribers"), "text/csv", file).0,
+        404
+    );
+    assert_eq!(other.get(&format!("/lists/{list}/subscribers.csv")).0, 404);
+}

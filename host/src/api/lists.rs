@@ -1,8 +1,9 @@
 //! /lists and /lists/{id}/subscribers.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::StatusCode;
+use axum::http::header;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
@@ -74,14 +75,32 @@ fn parse_subscribers(body: serde_json::Value) -> ApiResult<Vec<NewSubscriber>> {
 }
 
 #[utoipa::path(post, path = "/api/v1/users/me/lists/{id}/subscribers", tag = "lists",
-    request_body(content = SubscribersBody, description = "one subscriber, an array, or {\"subscribers\": [...]}; upserted by email"),
+    request_body(content(
+        (SubscribersBody = "application/json"),
+        (String = "text/csv"),
+    ), description = "JSON: one subscriber, an array, or {\"subscribers\": [...]}. CSV: a header row naming \
+        `email` and any of `name`, `timezone`, `status`, every other column an attribute (text), streamed, up to \
+        `server.max_import_bytes`; rows that do not validate are reported by line (`errors`, `rejected`) and the \
+        rest imported. Upserted by email either way; an import never re-subscribes anyone."),
     responses((status = 200, body = UpsertReport), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn add_subscribers(
     State(s): State<AppState>,
     Auth(user): Auth,
     Path(id): Path<u64>,
-    ApiJson(body): ApiJson<serde_json::Value>,
+    req: Request,
 ) -> ApiResult<Json<UpsertReport>> {
+    let csv = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/csv"));
+    if csv {
+        let max = s.max_import_bytes;
+        return Ok(Json(
+            super::subscribers_csv::import_csv(s, user.id, id, req.into_body(), max).await?,
+        ));
+    }
+    let ApiJson(body) = ApiJson::<serde_json::Value>::from_request(req, &s).await?;
     let batch = parse_subscribers(body)?;
     Ok(Json(s.db(move |st| st.upsert_subscribers(user.id, id, batch)).await?))
 }

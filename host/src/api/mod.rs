@@ -11,6 +11,7 @@ mod metrics;
 mod openapi;
 mod per_client;
 mod previews;
+mod subscribers_csv;
 mod suppressions;
 mod transports;
 mod unsubscribe;
@@ -36,6 +37,8 @@ pub struct AppState {
     pub engine: Engine,
     pub secret: Arc<[u8; 32]>,
     pub bounces: BouncePolicy,
+    /// Largest CSV import, in bytes (`server.max_import_bytes`).
+    pub max_import_bytes: u64,
     /// The bearer token `GET /metrics` requires, when configured.
     pub metrics_token: Option<Arc<str>>,
 }
@@ -174,6 +177,7 @@ pub fn router(state: AppState, max_body_bytes: usize, public_rate_per_ip: u32) -
             "/lists/{id}/subscribers",
             post(lists::add_subscribers).get(lists::subscribers),
         )
+        .route("/lists/{id}/subscribers.csv", get(subscribers_csv::export_csv))
         .route(
             "/lists/{id}/subscribers/{sid}",
             get(lists::subscriber).patch(lists::update_subscriber),

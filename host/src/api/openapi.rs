@@ -145,7 +145,7 @@ impl Modify for Links {
     info(title = "Posta", description = "Campaign email sender with sandboxed WebAssembly delivery adapters"),
     paths(
         lists::create, lists::index, lists::show, lists::delete, lists::add_subscribers, lists::subscribers, lists::subscriber,
-        lists::update_subscriber,
+        lists::update_subscriber, super::subscribers_csv::export_csv,
         campaigns::create, campaigns::index, campaigns::show, campaigns::update, campaigns::delete,
         campaigns::send, campaigns::pause, campaigns::resume, campaigns::cancel, campaigns::duplicate,
         campaigns::messages, previews::preview, previews::test, bounces::create, bounces::dsn, suppressions::index, suppressions::create, suppressions::show, suppressions::delete,
@@ -155,6 +155,7 @@ impl Modify for Links {
     ),
     components(schemas(
         ErrorBody, ErrorDetail, List, lists::NewList, NewSubscriber, Subscriber, SubscriberStatus, UpsertReport,
+        crate::store::RowError,
         SubscriberPatch, StatusChange,
         lists::SubscribersBody, Campaign, CampaignDraft, CampaignPatch, Stats, Status, MessageRecord, MessageStatus,
         super::transports::TransportView, Suppression, SuppressionReason, NewSuppression, SuppressReport,

@@ -7,6 +7,7 @@ pub mod dsn;
 pub mod lifecycle;
 pub mod schedule;
 pub mod subscriber;
+pub mod subscriber_csv;
 pub mod suppression;
 pub mod unsubscribe;
 

@@ -33,6 +33,15 @@ impl SubscriberStatus {
         }
     }
 
+    pub fn parse(s: &str) -> Option<SubscriberStatus> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "subscribed" => Some(SubscriberStatus::Subscribed),
+            "unsubscribed" => Some(SubscriberStatus::Unsubscribed),
+            "bounced" => Some(SubscriberStatus::Bounced),
+            _ => None,
+        }
+    }
+
     /// The status an import (upsert by email) leaves: it may unsubscribe
     /// or mark a bounce, but never brings back someone who left or
     /// bounced. Re-importing a list must not re-subscribe people who

@@ -19,7 +19,28 @@ pub struct UpsertReport {
     /// Existing subscribers the import asked to make `subscribed` again
     /// whose `unsubscribed` or `bounced` status was kept.
     pub kept_unsubscribed: u64,
+    /// The subscribers as stored (JSON imports; a CSV import leaves this
+    /// empty: it may hold millions).
     pub subscribers: Vec<Subscriber>,
+    /// CSV rows not imported, with their line and column (the first 1,000).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<RowError>,
+    /// How many CSV rows were not imported.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub rejected: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// A CSV row that was not imported.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RowError {
+    /// The row's line in the file (the header is line 1).
+    pub line: u64,
+    pub field: String,
+    pub reason: String,
 }
 
 fn owned_list(tx_lists: &impl ReadableTable<u64, &'static [u8]>, user_id: u64, list_id: u64) -> Result<List> {
@@ -116,6 +137,8 @@ impl Store {
             updated: 0,
             kept_unsubscribed: 0,
             subscribers: Vec::with_capacity(batch.len()),
+            errors: Vec::new(),
+            rejected: 0,
         };
         {
             let mut lists = tx.open_table(LISTS)?;
@@ -231,6 +254,26 @@ impl Store {
             None
         };
         Ok(Page { items, next_after })
+    }
+
+    /// Calls `f` with every subscriber of the list in id order, from one
+    /// snapshot, until it returns false.
+    pub fn scan_subscribers(
+        &self,
+        user_id: u64,
+        list_id: u64,
+        mut f: impl FnMut(Subscriber) -> Result<bool>,
+    ) -> Result<()> {
+        let tx = self.read()?;
+        owned_list(&tx.open_table(LISTS)?, user_id, list_id)?;
+        let subs = tx.open_table(SUBSCRIBERS)?;
+        for entry in subs.range((list_id, 0)..=(list_id, u64::MAX))? {
+            let (_, v) = entry?;
+            if !f(decode::<Subscriber>(v.value())?)? {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Marks the subscriber a campaign was sent to as unsubscribed, also

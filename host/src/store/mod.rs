@@ -16,7 +16,7 @@ mod suppressions;
 pub use accounts::KeyInfo;
 pub use bounces::BounceReport;
 pub use delivery::{Enqueued, Job, MessageBounce, MessageRecord, MessageStatus, Outcome, OutcomeKind};
-pub use lists::UpsertReport;
+pub use lists::{RowError, UpsertReport};
 pub use suppressions::{SuppressReport, SuppressionPage};
 
 use std::path::Path;
