@@ -60,7 +60,10 @@ pub async fn delete(State(s): State<AppState>, Auth(user): Auth, Path(id): Path<
 }
 
 /// One subscriber object, an array of them, or `{"subscribers": [...]}`.
-#[derive(ToSchema)]
+/// Untagged, so the document says "an object or an array", as the
+/// handler reads it.
+#[derive(ToSchema, serde::Deserialize)]
+#[serde(untagged)]
 #[allow(dead_code)]
 pub enum SubscribersBody {
     One(NewSubscriber),
