@@ -202,6 +202,16 @@ fn csv_imports_report_bad_rows_by_line_and_exports_round_trip() {
     assert_eq!(report["created"], 5_000, "{report}");
     assert_eq!(api.ok_get(&format!("/lists/{copy}"))["subscriber_count"], 5_004);
 
+    // More attribute names than a CSV header may carry: refused, not cut.
+    let wide = api.ok_post("/lists", json!({"name": "wide"}))["id"].as_u64().unwrap();
+    let attributes: serde_json::Map<String, Value> = (0..1001).map(|i| (format!("a{i}"), json!("x"))).collect();
+    api.ok_post(
+        &format!("/lists/{wide}/subscribers"),
+        json!({"email": "wide@example.org", "attributes": attributes}),
+    );
+    let (status, r) = api.get(&format!("/lists/{wide}/subscribers.csv"));
+    assert_eq!(status, 422, "{r}");
+
     // Bad input, other users.
     let (status, r) = api.post_as(&format!("/lists/{list}/subscribers"), "text/csv", "name,plan\nx,y\n");
     assert_eq!(status, 422, "{r}");

@@ -9,9 +9,10 @@ use serde_json::{Map, Value};
 use super::FieldError;
 use super::subscriber::{NewSubscriber, Subscriber, SubscriberStatus};
 
-/// Attribute columns one file may have: a header of a million columns
-/// would otherwise become a million keys on every subscriber.
-pub const MAX_ATTRIBUTE_COLUMNS: usize = 100;
+/// Attribute columns one file may have, in and out: a header of a million
+/// columns would otherwise become a million keys on every subscriber.
+/// (Each subscriber's attributes stay under 16 KiB either way.)
+pub const MAX_ATTRIBUTE_COLUMNS: usize = 1000;
 const MAX_COLUMN_NAME: usize = 128;
 
 /// Which column holds what, from the header row.
