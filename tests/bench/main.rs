@@ -394,15 +394,8 @@ fn csv_import(r: &mut Report, n: usize) {
     let list = api.ok_post("/lists", json!({"name": "csv"}))["id"].as_u64().unwrap();
     let rss_idle = server.rss_kib();
     let started = Instant::now();
-    let out = std::process::Command::new(posta_e2e::posta_bin())
-        .arg("import")
-        .arg(&file)
-        .args(["--list", &list.to_string(), "--url", &server.base, "--key", &key])
-        .output()
-        .unwrap();
+    let report = server.import_csv(&key, list, &file);
     let took = started.elapsed();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["created"], n as u64, "{report}");
     let peak = server.peak_rss_kib();
     let started = Instant::now();

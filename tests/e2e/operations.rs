@@ -191,14 +191,7 @@ fn csv_imports_report_bad_rows_by_line_and_exports_round_trip() {
         text += &format!("p{i}@example.org,Person {i},Town {}\n", i % 17);
     }
     std::fs::write(&big, text).unwrap();
-    let out = std::process::Command::new(posta_e2e::posta_bin())
-        .arg("import")
-        .arg(&big)
-        .args(["--list", &copy.to_string(), "--url", &server.base, "--key", &key])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = server.import_csv(&key, copy, &big);
     assert_eq!(report["created"], 5_000, "{report}");
     assert_eq!(api.ok_get(&format!("/lists/{copy}"))["subscriber_count"], 5_004);
 

@@ -35,6 +35,25 @@ pub fn posta_bin() -> PathBuf {
     bin
 }
 
+impl Server {
+    /// Runs `posta import FILE --list LIST` against this server as a user
+    /// would; returns the report it printed.
+    pub fn import_csv(&self, key: &str, list: u64, file: &Path) -> Value {
+        let out = Command::new(posta_bin())
+            .arg("import")
+            .arg(file)
+            .args(["--list", &list.to_string(), "--url", &self.base, "--key", key])
+            .output()
+            .expect("run posta import");
+        assert!(
+            out.status.success(),
+            "posta import failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("a JSON report")
+    }
+}
+
 /// A test component built by scripts/test.sh from tests/plugins/.
 pub fn test_plugin(crate_name: &str) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
