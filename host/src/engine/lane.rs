@@ -45,8 +45,6 @@ impl Lane {
         for _ in 0..workers {
             let rx = rx.clone();
             let transport = transport.clone();
-            let call_seconds =
-                metrics::histogram!(crate::metrics::TRANSPORT_CALL, "transport" => transport.info.name.clone());
             rt.spawn(async move {
                 loop {
                     let next = rx.lock().await.recv().await;
@@ -59,7 +57,8 @@ impl Lane {
                     }
                     let started = std::time::Instant::now();
                     let result = transport.deliver(req.message).await;
-                    call_seconds.record(started.elapsed());
+                    metrics::histogram!(crate::metrics::TRANSPORT_CALL, "transport" => transport.info.name.clone())
+                        .record(started.elapsed());
                     let _ = req.reply.send(Reply::Delivered(result));
                 }
             });
