@@ -56,6 +56,34 @@ pub fn handle() -> &'static PrometheusHandle {
     })
 }
 
+/// `posta_messages_total` for one transport, by status: handles made once
+/// per campaign run, so counting a message is an atomic add, not a label
+/// lookup with a fresh `String` per message.
+pub struct MessageCounters {
+    pub sent: metrics::Counter,
+    pub failed: metrics::Counter,
+    pub rejected: metrics::Counter,
+    pub cancelled: metrics::Counter,
+    pub deferred: metrics::Counter,
+    pub retried: metrics::Counter,
+    pub skipped: metrics::Counter,
+}
+
+impl MessageCounters {
+    pub fn new(transport: &str) -> MessageCounters {
+        let c = |status: &'static str| metrics::counter!(MESSAGES, "status" => status, "transport" => transport.to_string());
+        MessageCounters {
+            sent: c("sent"),
+            failed: c("failed"),
+            rejected: c("rejected"),
+            cancelled: c("cancelled"),
+            deferred: c("deferred"),
+            retried: c("retried"),
+            skipped: c("skipped"),
+        }
+    }
+}
+
 /// The exposition: upkeep (histogram compaction, idle series) first.
 pub fn render() -> String {
     let h = handle();

@@ -12,9 +12,9 @@ with its raw bytes in OUT/N.eml. Recipients steer the replies:
   tempfail*@...  451 the first time this recipient is seen, then accepted
   reject*@...    550 always
   dropmid*@...   the first time: the connection is closed at RCPT, no reply
-  hangup*@...    accepted, then the server closes the connection (as an
-                 idle timeout would), so the client's next message finds
-                 its kept connection gone
+  hangup*@...    accepted, then the server drops the connection when the
+                 next command arrives (as an idle timeout would), so the
+                 client's next message finds its kept connection gone
 Signed messages are checked with dkimpy (an independent DKIM verifier):
 the public keys come from OUT/dns/NAME (the TXT record for
 NAME = SELECTOR._domainkey.DOMAIN), written by the test before it sends;
@@ -28,7 +28,6 @@ The process exits when stdin closes (the test harness holds the pipe).
 """
 
 import argparse
-import asyncio
 import email
 import email.policy
 import itertools
@@ -63,6 +62,25 @@ class Handler:
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         session.host_name = hostname
         return responses[:-1] + ["250-PIPELINING"] + responses[-1:]
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        return self.maybe_hang_up(server, session) or self.accept_mail(envelope, address, mail_options)
+
+    async def handle_RSET(self, server, session, envelope):
+        return self.maybe_hang_up(server, session) or "250 OK"
+
+    @staticmethod
+    def maybe_hang_up(server, session):
+        if getattr(session, "hang_up", False):
+            server.transport.abort()
+            return "421 4.4.2 closing"
+        return None
+
+    @staticmethod
+    def accept_mail(envelope, address, mail_options):
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     def first_time(self, address):
         with self.lock:
@@ -138,8 +156,10 @@ class Handler:
             with open(os.path.join(self.out, "received.jsonl"), "a") as f:
                 f.write(json.dumps(record) + "\n")
         if any(r.split("@")[0].startswith("hangup") for r in envelope.rcpt_tos):
-            # After the reply has gone out: close as an idle timeout would.
-            asyncio.get_running_loop().call_later(0.05, server.transport.close)
+            # Close as an idle timeout would, but deterministically: the
+            # next command on this connection finds it gone (a timer here
+            # raced the client's next transaction).
+            session.hang_up = True
         return f"250 2.0.0 Ok: queued as Q{n:06d}"
 
 

@@ -4,6 +4,7 @@
 
 pub mod peers;
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -39,18 +40,18 @@ impl Server {
     /// Runs `posta import FILE --list LIST` against this server as a user
     /// would; returns the report it printed.
     pub fn import_csv(&self, key: &str, list: u64, file: &Path) -> Value {
-        let out = Command::new(posta_bin())
-            .arg("import")
-            .arg(file)
-            .args(["--list", &list.to_string(), "--url", &self.base, "--key", key])
-            .output()
-            .expect("run posta import");
-        assert!(
-            out.status.success(),
-            "posta import failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).expect("a JSON report")
+        let list = list.to_string();
+        let args: [&OsStr; 8] = [
+            "import".as_ref(),
+            file.as_ref(),
+            "--list".as_ref(),
+            list.as_ref(),
+            "--url".as_ref(),
+            self.base.as_ref(),
+            "--key".as_ref(),
+            key.as_ref(),
+        ];
+        serde_json::from_str(&posta(&args)).expect("a JSON report")
     }
 }
 
@@ -68,19 +69,26 @@ pub fn test_plugin(crate_name: &str) -> PathBuf {
     wasm
 }
 
-/// Runs `posta user add EMAIL` and returns the key (the last line).
-pub fn add_user(data_dir: &Path, email: &str) -> String {
-    let out = Command::new(posta_bin())
-        .args(["user", "add", email, "--data-dir"])
-        .arg(data_dir)
-        .output()
-        .expect("run posta user add");
+/// Runs the `posta` CLI with `args`; it must succeed. Returns its stdout.
+pub fn posta(args: &[&OsStr]) -> String {
+    let out = Command::new(posta_bin()).args(args).output().expect("run posta");
     assert!(
         out.status.success(),
-        "user add failed: {}",
+        "posta {args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let stdout = String::from_utf8(out.stdout).expect("utf-8");
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// Runs `posta user add EMAIL` and returns the key (the last line).
+pub fn add_user(data_dir: &Path, email: &str) -> String {
+    let stdout = posta(&[
+        "user".as_ref(),
+        "add".as_ref(),
+        email.as_ref(),
+        "--data-dir".as_ref(),
+        data_dir.as_ref(),
+    ]);
     stdout.lines().last().expect("key line").trim().to_string()
 }
 

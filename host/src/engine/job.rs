@@ -24,6 +24,7 @@ pub(super) struct Context {
     /// The campaign owner's share of personalize slots.
     user_slots: Arc<tokio::sync::Semaphore>,
     max_message_bytes: u64,
+    pub(super) counters: crate::metrics::MessageCounters,
 }
 
 /// A personalized message and its share of the engine's byte budget, held
@@ -55,6 +56,7 @@ impl Context {
             secret: inner.secret,
             user_slots: inner.capacity.user(c.user_id),
             max_message_bytes: inner.plugins.personalizer.pool().meta.limits.max_message_bytes,
+            counters: crate::metrics::MessageCounters::new(&c.transport),
         }
     }
 }
@@ -114,8 +116,7 @@ pub(super) async fn deliver(inner: &Inner, ctx: &Context, job: Job) -> Outcome {
                 let _ = inner
                     .outcomes
                     .send(outcome(attempts, OutcomeKind::Retrying { error: error.clone() }));
-                metrics::counter!(crate::metrics::MESSAGES, "status" => "retried", "transport" => ctx.campaign.transport.clone())
-                    .increment(1);
+                ctx.counters.retried.increment(1);
                 last_error = Some(error);
                 if !backoff_unless_stopped(inner, backoff(&inner.cfg, attempts)).await {
                     break OutcomeKind::Deferred;
@@ -123,15 +124,15 @@ pub(super) async fn deliver(inner: &Inner, ctx: &Context, job: Job) -> Outcome {
             }
         }
     };
-    let status = match &kind {
-        OutcomeKind::Sent { .. } => "sent",
-        OutcomeKind::Failed { .. } => "failed",
-        OutcomeKind::Rejected { .. } => "rejected",
-        OutcomeKind::Cancelled => "cancelled",
-        OutcomeKind::Retrying { .. } | OutcomeKind::Deferred => "deferred",
-    };
-    metrics::counter!(crate::metrics::MESSAGES, "status" => status, "transport" => ctx.campaign.transport.clone())
-        .increment(1);
+    let c = &ctx.counters;
+    match &kind {
+        OutcomeKind::Sent { .. } => &c.sent,
+        OutcomeKind::Failed { .. } => &c.failed,
+        OutcomeKind::Rejected { .. } => &c.rejected,
+        OutcomeKind::Cancelled => &c.cancelled,
+        OutcomeKind::Retrying { .. } | OutcomeKind::Deferred => &c.deferred,
+    }
+    .increment(1);
     outcome(attempts, kind)
 }
 

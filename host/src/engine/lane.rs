@@ -45,6 +45,8 @@ impl Lane {
         for _ in 0..workers {
             let rx = rx.clone();
             let transport = transport.clone();
+            let call_seconds =
+                metrics::histogram!(crate::metrics::TRANSPORT_CALL, "transport" => transport.info.name.clone());
             rt.spawn(async move {
                 loop {
                     let next = rx.lock().await.recv().await;
@@ -57,8 +59,7 @@ impl Lane {
                     }
                     let started = std::time::Instant::now();
                     let result = transport.deliver(req.message).await;
-                    metrics::histogram!(crate::metrics::TRANSPORT_CALL, "transport" => transport.info.name.clone())
-                        .record(started.elapsed());
+                    call_seconds.record(started.elapsed());
                     let _ = req.reply.send(Reply::Delivered(result));
                 }
             });

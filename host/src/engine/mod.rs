@@ -303,8 +303,7 @@ async fn drive(inner: &Arc<Inner>, id: u64, run: &Arc<Run>) -> Result<(), StoreE
         let step = blocking(move || store.enqueue(id, batch, now)).await?;
         let c = step.campaign;
         if c.stats.skipped > skipped {
-            metrics::counter!(crate::metrics::MESSAGES, "status" => "skipped", "transport" => c.transport.clone())
-                .increment(c.stats.skipped - skipped);
+            ctx.counters.skipped.increment(c.stats.skipped - skipped);
             skipped = c.stats.skipped;
         }
         if c.status == Status::Cancelled {
