@@ -46,6 +46,9 @@ pub struct Config {
     /// DKIM keys by From domain (`[[dkim]]`).
     #[serde(default)]
     pub dkim: Vec<crate::dkim::DkimConfig>,
+    /// How users' event webhooks are delivered.
+    #[serde(default)]
+    pub webhooks: Webhooks,
     /// The config file's directory: relative key paths are read from it.
     #[serde(skip)]
     pub config_dir: Option<PathBuf>,
@@ -58,6 +61,56 @@ pub struct Tls {
     /// PEM file of extra CA certificates trusted beside the system's roots
     /// (a private relay's CA, or a test CA).
     pub extra_ca_file: Option<PathBuf>,
+}
+
+/// `[webhooks]`: delivery of users' event webhooks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Webhooks {
+    /// Let webhooks reach loopback, private and link-local addresses. Off:
+    /// users' URLs could otherwise probe the operator's own network.
+    pub allow_private: bool,
+    /// Attempts per event before it is given up (`failed`).
+    pub max_attempts: u32,
+    /// The first retry's wait; each further one doubles, up to
+    /// `retry_max_ms`.
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+    /// One attempt's limit: connect, send and the receiver's answer.
+    pub timeout_ms: u64,
+    /// Requests under way at once, over all webhooks …
+    pub concurrency: usize,
+    /// … and per webhook, so one slow receiver cannot hold the others up.
+    pub per_webhook: usize,
+    /// Finished deliveries are kept this many days for
+    /// `GET …/deliveries`, then pruned.
+    pub keep_days: u32,
+}
+
+impl Default for Webhooks {
+    fn default() -> Self {
+        Webhooks {
+            allow_private: false,
+            // 10 s, 20 s, … capped at an hour: about 4 h 30 min in all.
+            max_attempts: 12,
+            retry_base_ms: 10_000,
+            retry_max_ms: 3_600_000,
+            timeout_ms: 10_000,
+            concurrency: 16,
+            per_webhook: 2,
+            keep_days: 7,
+        }
+    }
+}
+
+impl Webhooks {
+    pub fn retry(&self) -> crate::domain::webhook::RetryPolicy {
+        crate::domain::webhook::RetryPolicy {
+            max_attempts: self.max_attempts,
+            base_ms: self.retry_base_ms,
+            max_ms: self.retry_max_ms,
+        }
+    }
 }
 
 fn default_personalizer() -> String {
@@ -296,6 +349,13 @@ impl Config {
             )));
         }
         self.limits.check("limits")?;
+        let w = &self.webhooks;
+        if w.max_attempts == 0 || w.concurrency == 0 || w.per_webhook == 0 || w.timeout_ms == 0 || w.retry_base_ms == 0
+        {
+            return Err(ConfigError::Invalid(
+                "webhooks.max_attempts, concurrency, per_webhook, timeout_ms and retry_base_ms must be positive".into(),
+            ));
+        }
         for (name, t) in &self.transports {
             if let Some(limits) = &t.limits {
                 limits.check(&format!("transports.{name}.limits"))?;

@@ -11,6 +11,8 @@ pub mod import;
 pub mod listener;
 pub mod memory;
 pub mod metrics;
+pub mod outbound;
 pub mod plugins;
 pub mod server;
 pub mod store;
+pub mod webhooks;

@@ -28,6 +28,8 @@ pub const HTTP_REQUESTS: &str = "posta_http_requests_total";
 pub const HTTP_REQUEST: &str = "posta_http_request_seconds";
 /// Storage commit latency by `kind`: interactive (API) or bulk (engine).
 pub const DB_COMMIT: &str = "posta_db_commit_seconds";
+/// Event webhook attempts by `result`: delivered, retrying, failed.
+pub const WEBHOOK_ATTEMPTS: &str = "posta_webhook_attempts_total";
 
 /// Latency buckets from 100 µs to 30 s: transport calls span a log write
 /// (µs) to a slow relay (s).

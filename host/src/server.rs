@@ -115,6 +115,7 @@ impl Instance {
                 .or_else(|| std::env::var("POSTA_METRICS_TOKEN").ok())
                 .filter(|t| !t.is_empty())
                 .map(Arc::from),
+            allow_private_webhooks: self.config.webhooks.allow_private,
         };
         Ok(api::router(
             state,
@@ -142,6 +143,10 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
     println!("posta listening on http://{addr}");
     tracing::info!(data_dir = %instance.data_dir.display(), "serving");
     tokio::spawn(watch_plugins(instance.engine.plugins().clone()));
+    let tls = crate::plugins::tls::client_config(instance.config.tls.extra_ca_file.as_deref())
+        .map_err(|e| anyhow::anyhow!("tls.extra_ca_file: {e}"))?;
+    let deliverer = crate::webhooks::Deliverer::new(instance.store.clone(), instance.config.webhooks.clone(), &tls);
+    tokio::spawn(deliverer.run());
     let limits = crate::listener::Limits {
         max_connections: instance.config.server.max_connections,
         header_read_timeout: std::time::Duration::from_millis(instance.config.server.header_read_timeout_ms),

@@ -11,3 +11,4 @@ mod reload;
 mod skeleton;
 mod tenants;
 mod transports;
+mod webhooks;

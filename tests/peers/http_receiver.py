@@ -9,6 +9,10 @@ text) before the answer, which depends on the path:
   /busy    503 always
   /gone    410
   /slow    waits 5 s, then 200
+  /events-flaky  500 the first two times an X-Posta-Event-Id is seen,
+                 200 from the third
+  /events-hang   the first time an X-Posta-Event-Id is seen: no answer
+                 for 120 s (the test kills the sender meanwhile); 200 after
 Connections are kept alive (HTTP/1.1); each record names the client's
 port, so tests can count connections. The process exits when stdin closes.
 """
@@ -24,6 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 LOCK = threading.Lock()
 SEEN = set()
+EVENTS = {}
 COUNTER = itertools.count(1)
 
 
@@ -38,10 +43,13 @@ class Receiver(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length", "0"))
         body = self.rfile.read(length)
         key = self.headers.get("Idempotency-Key")
+        event = self.headers.get("X-Posta-Event-Id")
         with LOCK:
             n = next(COUNTER)
             first = key not in SEEN
             SEEN.add(key)
+            EVENTS[event] = EVENTS.get(event, 0) + 1
+            event_seen = EVENTS[event]
             with open(os.path.join(self.out, "requests.jsonl"), "a") as f:
                 f.write(
                     json.dumps(
@@ -61,6 +69,11 @@ class Receiver(BaseHTTPRequestHandler):
             self.answer(503, b"busy")
         elif self.path == "/gone":
             self.answer(410, b"gone for good")
+        elif self.path == "/events-flaky" and event_seen <= 2:
+            self.answer(500, b"try again")
+        elif self.path == "/events-hang" and event_seen == 1:
+            time.sleep(120)
+            self.answer(200, b"too late")
         elif self.path == "/slow":
             time.sleep(5)
             self.answer(200, b"late")

@@ -15,6 +15,7 @@ mod subscribers_csv;
 mod suppressions;
 mod transports;
 mod unsubscribe;
+mod webhooks;
 
 pub use error::{ApiError, ApiResult};
 
@@ -41,6 +42,8 @@ pub struct AppState {
     pub max_import_bytes: u64,
     /// The bearer token `GET /metrics` requires, when configured.
     pub metrics_token: Option<Arc<str>>,
+    /// `webhooks.allow_private`: URLs naming private addresses accepted.
+    pub allow_private_webhooks: bool,
 }
 
 impl AppState {
@@ -202,7 +205,10 @@ pub fn router(state: AppState, max_body_bytes: usize, public_rate_per_ip: u32) -
             "/suppressions/{email}",
             get(suppressions::show).delete(suppressions::delete),
         )
-        .route("/transports", get(transports::index));
+        .route("/transports", get(transports::index))
+        .route("/webhooks", post(webhooks::create).get(webhooks::index))
+        .route("/webhooks/{id}", get(webhooks::show).delete(webhooks::delete))
+        .route("/webhooks/{id}/deliveries", get(webhooks::deliveries));
     Router::new()
         .nest("/api/v1/users/me", me)
         .route("/api/v1/openapi.json", get(openapi_document))

@@ -5,7 +5,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::error::{ErrorBody, ErrorDetail};
-use super::{admin, bounces, campaigns, lists, previews, suppressions, transports, unsubscribe};
+use super::{admin, bounces, campaigns, lists, previews, suppressions, transports, unsubscribe, webhooks};
 use crate::domain::bounce::{Bounce, BounceType};
 use crate::domain::suppression::{NewSuppression, Suppression, SuppressionReason};
 use crate::domain::{
@@ -152,6 +152,7 @@ impl Modify for Links {
         transports::index, unsubscribe::page, unsubscribe::confirm,
         super::health, super::openapi_document, super::metrics::metrics, admin::reload,
         admin::users, admin::create_user, admin::issue_key, admin::keys, admin::revoke_key,
+        webhooks::create, webhooks::index, webhooks::show, webhooks::delete, webhooks::deliveries,
     ),
     components(schemas(
         ErrorBody, ErrorDetail, List, lists::NewList, NewSubscriber, Subscriber, SubscriberStatus, UpsertReport,
@@ -162,6 +163,9 @@ impl Modify for Links {
         SuppressionPage, suppressions::SuppressionsBody, bounces::NewBounce, bounces::DsnReport, Preview, PreviewHeader, TestDelivery, previews::TestSend, previews::TestReport, Bounce, BounceType, BounceReport,
         MessageBounce, crate::plugins::reload::ReloadReport, crate::plugins::reload::Refusal,
         admin::NewUser, admin::IssuedKey, admin::KeyList, crate::store::KeyInfo, crate::domain::User,
+        crate::domain::webhook::NewWebhook, crate::domain::webhook::EventKind, webhooks::WebhookView,
+        webhooks::CreatedWebhook, webhooks::WebhookList, crate::store::Delivery, crate::store::DeliveryState,
+        crate::store::Attempt,
     )),
     modifiers(&BearerAuth, &CommonErrors, &Links),
     security(("api_key" = [])),

@@ -10,6 +10,7 @@ pub mod subscriber;
 pub mod subscriber_csv;
 pub mod suppression;
 pub mod unsubscribe;
+pub mod webhook;
 
 pub use campaign::{Campaign, CampaignDraft, CampaignPatch, Stats};
 pub use lifecycle::{Action, Status, TransitionError};

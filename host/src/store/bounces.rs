@@ -10,10 +10,13 @@ use utoipa::ToSchema;
 use super::campaigns::{owned, save};
 use super::delivery::{MessageBounce, MessageRecord};
 use super::suppressions::{SuppressReport, suppress_in};
-use super::{BOUNCES, CAMPAIGNS, MESSAGES, REPORTS, Result, SUPPRESSIONS, Store, StoreError, decode, encode, next_id};
+use super::{
+    BOUNCES, CAMPAIGNS, Events, MESSAGES, REPORTS, Result, SUPPRESSIONS, Store, StoreError, decode, encode, next_id,
+};
 use crate::domain::Stats;
 use crate::domain::bounce::{Bounce, BouncePolicy, BounceType};
 use crate::domain::suppression::{Suppression, SuppressionReason, normalize};
+use crate::domain::webhook::{EventKind, bounce_data};
 use redb::WriteTransaction;
 
 /// What recording a bounce did.
@@ -103,6 +106,7 @@ pub(super) fn file_bounce(
 /// Records one bounce in `tx` (see `Store::record_bounce`).
 fn bounce_in(
     tx: &WriteTransaction,
+    events: &mut Events<'_>,
     user_id: u64,
     mut bounce: Bounce,
     message: Option<(u64, u64)>,
@@ -133,6 +137,9 @@ fn bounce_in(
     }
     bounce.email = normalize(&bounce.email);
     let (soft_in_window, suppressed) = file_bounce(tx, user_id, &bounce, policy, now)?;
+    events.emit(user_id, EventKind::MessageBounced, now, || {
+        bounce_data(&bounce, message)
+    })?;
     Ok(BounceReport {
         bounce,
         duplicate: false,
@@ -163,9 +170,12 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<BounceReport> {
         let tx = self.write()?;
-        let report = bounce_in(&tx, user_id, bounce, message, policy, now)?;
+        let mut events = Events::new(&tx);
+        let report = bounce_in(&tx, &mut events, user_id, bounce, message, policy, now)?;
+        let wrote = events.into_written();
         if !report.duplicate {
             tx.commit()?;
+            self.wake_deliverer(wrote);
         }
         Ok(report)
     }
@@ -205,11 +215,14 @@ impl Store {
             }
             return Ok(out);
         }
+        let mut events = Events::new(&tx);
         let mut out = Vec::with_capacity(bounces.len());
         for (bounce, message) in bounces {
-            out.push(bounce_in(&tx, user_id, bounce, message, policy, now)?);
+            out.push(bounce_in(&tx, &mut events, user_id, bounce, message, policy, now)?);
         }
+        let wrote = events.into_written();
         tx.commit()?;
+        self.wake_deliverer(wrote);
         Ok(out)
     }
 }

@@ -4,10 +4,11 @@ use chrono::{DateTime, Utc};
 use redb::ReadableTable;
 
 use super::{
-    CAMPAIGNS, IN_FLIGHT, LISTS, MESSAGES, Page, Result, SUBSCRIBERS, Store, StoreError, USER_CAMPAIGNS, decode,
-    encode, next_id,
+    CAMPAIGNS, Events, IN_FLIGHT, LISTS, MESSAGES, Page, Result, SUBSCRIBERS, Store, StoreError, USER_CAMPAIGNS,
+    decode, encode, next_id,
 };
 use crate::domain::lifecycle::transition;
+use crate::domain::webhook::{EventKind, campaign_data};
 use crate::domain::{Action, Campaign, CampaignDraft, List, Status};
 
 pub(crate) fn load(table: &impl ReadableTable<u64, &'static [u8]>, id: u64) -> Result<Campaign> {
@@ -114,18 +115,25 @@ impl Store {
         f: impl FnOnce(&redb::WriteTransaction, &mut Campaign) -> Result<()>,
     ) -> Result<Campaign> {
         let tx = self.write()?;
+        let mut events = Events::new(&tx);
         let c = {
             let mut table = tx.open_table(CAMPAIGNS)?;
             let mut c = owned(&table, user_id, id)?;
+            let from = c.status;
             c.status = transition(c.status, action)?;
             f(&tx, &mut c)?;
             c.updated_at = now;
             c.validate()?;
             check_list(&tx, user_id, c.list_id)?;
             save(&mut table, &c)?;
+            if let Some(kind) = EventKind::of_transition(from, c.status) {
+                events.emit(user_id, kind, now, || campaign_data(&c))?;
+            }
             c
         };
+        let wrote = events.into_written();
         tx.commit()?;
+        self.wake_deliverer(wrote);
         Ok(c)
     }
 

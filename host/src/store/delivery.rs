@@ -13,12 +13,13 @@ use super::bounces::{file_bounce, mark_message};
 use super::campaigns::{load, save};
 use super::suppressions::suppressed;
 use super::{
-    CAMPAIGNS, DEFERRED, DUE, IN_FLIGHT, MESSAGES, Page, Result, SUBSCRIBERS, SUPPRESSIONS, Store, StoreError, decode,
-    encode,
+    CAMPAIGNS, DEFERRED, DUE, Events, IN_FLIGHT, MESSAGES, Page, Result, SUBSCRIBERS, SUPPRESSIONS, Store, StoreError,
+    decode, encode,
 };
 use crate::domain::bounce::{Bounce, BouncePolicy, BounceType};
 use crate::domain::lifecycle::transition;
 use crate::domain::suppression::normalize;
+use crate::domain::webhook::{EventKind, bounce_data, campaign_data};
 use crate::domain::{Action, Campaign, Status, Subscriber, SubscriberStatus, schedule};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -312,18 +313,34 @@ fn release_due(
     Ok(())
 }
 
+/// The `data` of `message.failed`.
+fn message_data(campaign_id: u64, m: &MessageRecord) -> serde_json::Value {
+    serde_json::json!({
+        "campaign_id": campaign_id,
+        "subscriber_id": m.subscriber_id,
+        "email": m.email,
+        "message_id": m.message_id,
+        "attempts": m.attempts,
+        "error": m.last_error,
+    })
+}
+
 impl Campaign {
     /// Every subscriber has a message and no message waits for an outcome.
     pub fn exhausted(&self) -> bool {
         self.cursor >= self.last_subscriber && self.planned == 0 && self.stats.queued == 0
     }
 
-    fn complete_if_done(&mut self, now: DateTime<Utc>) {
+    /// Turns a sending campaign that is exhausted into sent; says whether
+    /// it did.
+    fn complete_if_done(&mut self, now: DateTime<Utc>) -> bool {
         if self.status == Status::Sending && self.exhausted() {
             self.status = transition(self.status, Action::Complete).expect("sending → sent");
             self.completed_at = Some(now);
             self.updated_at = now;
+            return true;
         }
+        false
     }
 }
 
@@ -342,6 +359,7 @@ impl Store {
     /// subscriber.
     pub fn enqueue(&self, campaign_id: u64, batch: usize, now: DateTime<Utc>) -> Result<Enqueued> {
         let tx = self.write_bulk()?;
+        let mut events = Events::new(&tx);
         let step = {
             let mut campaigns = tx.open_table(CAMPAIGNS)?;
             let mut c = load(&campaigns, campaign_id)?;
@@ -368,12 +386,16 @@ impl Store {
                 }
                 c.stats = c.stats.with_pending();
             }
-            c.complete_if_done(now);
+            if c.complete_if_done(now) {
+                events.emit(c.user_id, EventKind::CampaignSent, now, || campaign_data(&c))?;
+            }
             save(&mut campaigns, &c)?;
             step.campaign = c;
             step
         };
+        let wrote = events.into_written();
         tx.commit()?;
+        self.wake_deliverer(wrote);
         Ok(step)
     }
 
@@ -401,6 +423,7 @@ impl Store {
     /// yield; returns how many it took.
     fn record_some_outcomes(&self, outcomes: &[Outcome], now: DateTime<Utc>) -> Result<(usize, Vec<Campaign>)> {
         let tx = self.write_bulk()?;
+        let mut events = Events::new(&tx);
         let mut done = 0;
         let touched = {
             let mut campaigns = tx.open_table(CAMPAIGNS)?;
@@ -462,11 +485,13 @@ impl Store {
                         record.status = MessageStatus::Failed;
                         record.last_error = Some(clip(error, MAX_STORED_TEXT));
                         c.stats.failed += 1;
+                        events.emit(c.user_id, EventKind::MessageFailed, now, || message_data(c.id, &record))?;
                     }
                     OutcomeKind::Rejected { error } => {
                         record.status = MessageStatus::Failed;
                         record.last_error = Some(clip(error, MAX_STORED_TEXT));
                         c.stats.failed += 1;
+                        events.emit(c.user_id, EventKind::MessageFailed, now, || message_data(c.id, &record))?;
                         let reason = Some(clip(error, 1024));
                         if mark_message(&mut record, &mut c.stats, BounceType::Hard, reason.clone(), now) {
                             let bounce = Bounce {
@@ -478,6 +503,9 @@ impl Store {
                             };
                             // Hard bounces suppress whatever the soft window.
                             file_bounce(&tx, c.user_id, &bounce, &BouncePolicy::default(), now)?;
+                            events.emit(c.user_id, EventKind::MessageBounced, now, || {
+                                bounce_data(&bounce, Some((c.id, record.subscriber_id)))
+                            })?;
                         }
                     }
                     OutcomeKind::Cancelled => {
@@ -491,12 +519,16 @@ impl Store {
             }
             for c in touched.values_mut() {
                 c.stats = c.stats.with_pending();
-                c.complete_if_done(now);
+                if c.complete_if_done(now) {
+                    events.emit(c.user_id, EventKind::CampaignSent, now, || campaign_data(c))?;
+                }
                 save(&mut campaigns, c)?;
             }
             touched.into_values().collect()
         };
+        let wrote = events.into_written();
         tx.commit()?;
+        self.wake_deliverer(wrote);
         Ok((done, touched))
     }
 

@@ -6,10 +6,13 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{
-    CAMPAIGNS, LISTS, Page, Result, SUBSCRIBER_EMAILS, SUBSCRIBERS, Store, StoreError, USER_CAMPAIGNS, USER_LISTS,
-    decode, encode, next_id, page_ids,
+    CAMPAIGNS, Events, LISTS, Page, Result, SUBSCRIBER_EMAILS, SUBSCRIBERS, Store, StoreError, USER_CAMPAIGNS,
+    USER_LISTS, decode, encode, next_id, page_ids,
 };
-use crate::domain::{Campaign, FieldError, List, NewSubscriber, Subscriber, SubscriberPatch, validate_len};
+use crate::domain::webhook::{EventKind, unsubscribed_data};
+use crate::domain::{
+    Campaign, FieldError, List, NewSubscriber, Subscriber, SubscriberPatch, SubscriberStatus, validate_len,
+};
 
 /// What a bulk upsert did.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -203,6 +206,7 @@ impl Store {
         patch: SubscriberPatch,
     ) -> Result<Subscriber> {
         let tx = self.write()?;
+        let mut events = Events::new(&tx);
         let sub = {
             owned_list(&tx.open_table(LISTS)?, user_id, list_id)?;
             let mut subs = tx.open_table(SUBSCRIBERS)?;
@@ -210,11 +214,19 @@ impl Store {
                 Some(v) => decode(v.value())?,
                 None => return Err(StoreError::NotFound),
             };
-            let sub = patch.apply(&old, Utc::now())?;
+            let now = Utc::now();
+            let sub = patch.apply(&old, now)?;
             subs.insert((list_id, subscriber_id), encode(&sub).as_slice())?;
+            if old.status == SubscriberStatus::Subscribed && sub.status == SubscriberStatus::Unsubscribed {
+                events.emit(user_id, EventKind::SubscriberUnsubscribed, now, || {
+                    unsubscribed_data(&sub, "api", None)
+                })?;
+            }
             sub
         };
+        let wrote = events.into_written();
         tx.commit()?;
+        self.wake_deliverer(wrote);
         Ok(sub)
     }
 
@@ -301,22 +313,38 @@ impl Store {
             };
             (list_id, sub)
         };
-        if sub.status != crate::domain::SubscriberStatus::Subscribed {
+        if sub.status != SubscriberStatus::Subscribed {
             return Ok(());
         }
         let tx = self.write()?;
+        let mut events = Events::new(&tx);
         {
             let mut subs = tx.open_table(SUBSCRIBERS)?;
             // Re-read under the write lock: an import may have changed it.
             if let Some(v) = subs.get((list_id, subscriber_id))? {
                 sub = decode(v.value())?;
             }
+            if sub.status != SubscriberStatus::Subscribed {
+                return Ok(());
+            }
             let now = Utc::now();
-            sub.set_status(crate::domain::SubscriberStatus::Unsubscribed, "unsubscribe_link", now);
+            sub.set_status(SubscriberStatus::Unsubscribed, "unsubscribe_link", now);
             sub.updated_at = now;
             subs.insert((list_id, subscriber_id), encode(&sub).as_slice())?;
+            let owner = tx
+                .open_table(LISTS)?
+                .get(list_id)?
+                .map(|v| decode::<List>(v.value()))
+                .transpose()?;
+            if let Some(list) = owner {
+                events.emit(list.user_id, EventKind::SubscriberUnsubscribed, now, || {
+                    unsubscribed_data(&sub, "unsubscribe_link", Some(campaign_id))
+                })?;
+            }
         }
+        let wrote = events.into_written();
         tx.commit()?;
+        self.wake_deliverer(wrote);
         Ok(())
     }
 }

@@ -12,12 +12,15 @@ mod campaigns;
 mod delivery;
 mod lists;
 mod suppressions;
+mod webhooks;
 
 pub use accounts::KeyInfo;
 pub use bounces::BounceReport;
 pub use delivery::{Enqueued, Job, MessageBounce, MessageRecord, MessageStatus, Outcome, OutcomeKind};
 pub use lists::{RowError, UpsertReport};
 pub use suppressions::{SuppressReport, SuppressionPage};
+pub(crate) use webhooks::Events;
+pub use webhooks::{Attempt, Delivery, DeliveryState, DueDelivery};
 
 use std::path::Path;
 use std::sync::Arc;
@@ -143,6 +146,8 @@ pub struct Store {
     /// Interactive writers (API requests) waiting for or holding a turn;
     /// bulk writers (the engine's batches) hold back while there are any.
     interactive: Arc<AtomicUsize>,
+    /// Signalled after a commit that wrote webhook events.
+    outbox: Arc<tokio::sync::Notify>,
 }
 
 /// A write transaction holding its turn at the writer queue until commit.
@@ -210,12 +215,14 @@ impl Store {
             tx.open_table(SUPPRESSIONS)?;
             tx.open_table(BOUNCES)?;
             tx.open_table(REPORTS)?;
+            webhooks::create_tables(&tx)?;
         }
         tx.commit()?;
         Ok(Store {
             db: Arc::new(db),
             writers: Arc::new(FairMutex::new(())),
             interactive: Arc::new(AtomicUsize::new(0)),
+            outbox: Arc::default(),
         })
     }
 
