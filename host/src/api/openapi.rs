@@ -91,7 +91,7 @@ impl Modify for Links {
         use utoipa::openapi::RefOr;
         use utoipa::openapi::link::LinkBuilder;
         const ME: &str = "/api/v1/users/me";
-        let targets: [(&str, &[(&str, &str)]); 2] = [
+        let targets: [(&str, &[(&str, &str)]); 3] = [
             (
                 "lists",
                 &[
@@ -114,6 +114,10 @@ impl Modify for Links {
                     ("{id}/duplicate", "post"),
                     ("{id}/messages", "get"),
                 ],
+            ),
+            (
+                "webhooks",
+                &[("{id}", "get"), ("{id}", "delete"), ("{id}/deliveries", "get")],
             ),
         ];
         for (kind, ops) in targets {

@@ -81,12 +81,15 @@ const MAX_SECRET: usize = 256;
 #[serde(deny_unknown_fields)]
 pub struct NewWebhook {
     /// Where events are POSTed: an absolute http or https URL.
+    #[schema(pattern = "^https?://[^/@]+(/.*)?$", max_length = 2048)]
     pub url: String,
     /// The events to send; at least one.
+    #[schema(min_items = 1)]
     pub events: Vec<EventKind>,
     /// The HMAC key for `X-Posta-Signature`, 16 to 256 bytes; generated
     /// (and returned once) when absent.
     #[serde(default)]
+    #[schema(min_length = 16, max_length = 256)]
     pub secret: Option<String>,
 }
 

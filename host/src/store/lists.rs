@@ -60,11 +60,13 @@ fn owned_list(tx_lists: &impl ReadableTable<u64, &'static [u8]>, user_id: u64, l
 
 impl Store {
     pub fn create_list(&self, user_id: u64, name: &str) -> Result<List> {
+        // The limit applies to the name as sent (the documented maxLength),
+        // not to what is left after trimming.
+        validate_len("name", name, 256)?;
         let name = name.trim();
         if name.is_empty() {
             return Err(FieldError::new("name", "must not be empty").into());
         }
-        validate_len("name", name, 256)?;
         let tx = self.write()?;
         let id = next_id(&tx, "list")?;
         let list = List {
