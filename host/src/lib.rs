@@ -13,6 +13,7 @@ pub mod memory;
 pub mod metrics;
 pub mod outbound;
 pub mod plugins;
+pub mod scheduling;
 pub mod server;
 pub mod store;
 pub mod webhooks;

@@ -288,7 +288,14 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    // The API's runtime (and this thread, which drives the accept loop)
+    // serves requests someone waits on.
+    posta::scheduling::set_thread_role(posta::scheduling::Role::Interactive);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_start(|| posta::scheduling::set_thread_role(posta::scheduling::Role::Interactive))
+        .build()
+        .expect("tokio runtime");
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

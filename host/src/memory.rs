@@ -6,7 +6,7 @@
 //! well under a millisecond).
 //!
 //! Measured on the 1M-subscriber send (BENCHMARKS.md): peak RSS 202 MiB
-//! without it, 157 MiB with it (plus the 32 MiB database cache). Tried and
+//! without it, 157 MiB with it (then with a 32 MiB database cache). Tried and
 //! left: MALLOC_ARENA_MAX=4 (128 MiB, but −24% throughput) and mimalloc
 //! (faster, but 191 MiB idle untuned; its tuning options are not exposed
 //! by name in libmimalloc-sys).

@@ -278,32 +278,20 @@ mod tests {
     #[test]
     fn transitions_map_to_events() {
         use EventKind::*;
-        assert_eq!(
-            EventKind::of_transition(Status::Draft, Status::Sending),
-            Some(CampaignStarted)
-        );
-        assert_eq!(
-            EventKind::of_transition(Status::Scheduled, Status::Sending),
-            Some(CampaignStarted)
-        );
-        assert_eq!(
-            EventKind::of_transition(Status::Paused, Status::Sending),
-            Some(CampaignResumed)
-        );
-        assert_eq!(
-            EventKind::of_transition(Status::Sending, Status::Paused),
-            Some(CampaignPaused)
-        );
-        assert_eq!(
-            EventKind::of_transition(Status::Sending, Status::Sent),
-            Some(CampaignSent)
-        );
-        assert_eq!(
-            EventKind::of_transition(Status::Paused, Status::Cancelled),
-            Some(CampaignCancelled)
-        );
-        assert_eq!(EventKind::of_transition(Status::Draft, Status::Scheduled), None);
-        assert_eq!(EventKind::of_transition(Status::Sending, Status::Sending), None);
+        use Status::*;
+        let cases = [
+            (Draft, Sending, Some(CampaignStarted)),
+            (Scheduled, Sending, Some(CampaignStarted)),
+            (Paused, Sending, Some(CampaignResumed)),
+            (Sending, Paused, Some(CampaignPaused)),
+            (Sending, Sent, Some(CampaignSent)),
+            (Paused, Cancelled, Some(CampaignCancelled)),
+            (Draft, Scheduled, None),
+            (Sending, Sending, None),
+        ];
+        for (from, to, event) in cases {
+            assert_eq!(EventKind::of_transition(from, to), event, "{from:?} → {to:?}");
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 
 use super::{
     CAMPAIGNS, Events, LISTS, Page, Result, SUBSCRIBER_EMAILS, SUBSCRIBERS, Store, StoreError, USER_CAMPAIGNS,
-    USER_LISTS, decode, encode, next_id, page_ids,
+    USER_LISTS, decode, encode, next_id, page_ids, page_records,
 };
 use crate::domain::webhook::{EventKind, unsubscribed_data};
 use crate::domain::{
@@ -250,24 +250,7 @@ impl Store {
     ) -> Result<Page<Subscriber>> {
         let tx = self.read()?;
         owned_list(&tx.open_table(LISTS)?, user_id, list_id)?;
-        let subs = tx.open_table(SUBSCRIBERS)?;
-        let start = after.map(|a| a.saturating_add(1)).unwrap_or(0);
-        let mut items = Vec::with_capacity(limit.min(1024));
-        let mut more = false;
-        for entry in subs.range((list_id, start)..=(list_id, u64::MAX))? {
-            let (_, v) = entry?;
-            if items.len() == limit {
-                more = true;
-                break;
-            }
-            items.push(decode::<Subscriber>(v.value())?);
-        }
-        let next_after = if more {
-            items.last().map(|s: &Subscriber| s.id)
-        } else {
-            None
-        };
-        Ok(Page { items, next_after })
+        page_records(&tx.open_table(SUBSCRIBERS)?, list_id, after, limit)
     }
 
     /// Calls `f` with every subscriber of the list in id order, from one

@@ -134,7 +134,7 @@ pub struct Page<T> {
 }
 
 /// redb's page cache unless `[server] db_cache_mib` says otherwise.
-pub const DEFAULT_CACHE_BYTES: usize = 32 << 20;
+pub const DEFAULT_CACHE_BYTES: usize = 16 << 20;
 
 #[derive(Clone)]
 pub struct Store {
@@ -294,6 +294,32 @@ pub(crate) fn next_id(tx: &redb::WriteTransaction, kind: &str) -> Result<u64> {
     let id = meta.get(kind)?.map(|v| v.value()).unwrap_or(0) + 1;
     meta.insert(kind, id)?;
     Ok(id)
+}
+
+/// Reads up to `limit` records of a table keyed (owner, id), after `after`.
+pub(crate) fn page_records<T: DeserializeOwned>(
+    table: &impl ReadableTable<(u64, u64), &'static [u8]>,
+    owner: u64,
+    after: Option<u64>,
+    limit: usize,
+) -> Result<Page<T>> {
+    let start = after.map(|a| a.saturating_add(1)).unwrap_or(0);
+    let mut items = Vec::with_capacity(limit.min(1024));
+    let mut last = None;
+    let mut more = false;
+    for entry in table.range((owner, start)..=(owner, u64::MAX))? {
+        let (k, v) = entry?;
+        if items.len() == limit {
+            more = true;
+            break;
+        }
+        last = Some(k.value().1);
+        items.push(decode::<T>(v.value())?);
+    }
+    Ok(Page {
+        items,
+        next_after: if more { last } else { None },
+    })
 }
 
 /// Reads up to `limit` ids from an index keyed (owner, id), after `after`.

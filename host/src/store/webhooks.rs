@@ -14,7 +14,7 @@ use redb::{ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{Page, Result, Store, StoreError, decode, encode, next_id};
+use super::{Page, Result, Store, StoreError, decode, encode, next_id, page_records};
 use crate::domain::webhook::{EventKind, MAX_PER_USER, Webhook, event_body};
 
 use redb::TableDefinition;
@@ -268,24 +268,7 @@ impl Store {
         tx.open_table(WEBHOOKS)?
             .get((user_id, webhook_id))?
             .ok_or(StoreError::NotFound)?;
-        let table = tx.open_table(DELIVERIES)?;
-        let start = after.map(|a| a.saturating_add(1)).unwrap_or(0);
-        let mut items = Vec::with_capacity(limit.min(1024));
-        let mut more = false;
-        for entry in table.range((webhook_id, start)..=(webhook_id, u64::MAX))? {
-            let (_, v) = entry?;
-            if items.len() == limit {
-                more = true;
-                break;
-            }
-            items.push(decode::<Delivery>(v.value())?);
-        }
-        let next_after = if more {
-            items.last().map(|d: &Delivery| d.id)
-        } else {
-            None
-        };
-        Ok(Page { items, next_after })
+        page_records(&tx.open_table(DELIVERIES)?, webhook_id, after, limit)
     }
 
     /// Up to `limit` deliveries due at `now`, oldest due first, passing
