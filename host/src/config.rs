@@ -153,7 +153,7 @@ impl Default for Server {
             base_url: None,
             plugins_dir: None,
             max_body_bytes: 16 * 1024 * 1024,
-            db_cache_mib: 16,
+            db_cache_mib: 12,
             max_connections: 1024,
             header_read_timeout_ms: 10_000,
             public_rate_per_ip: 50,

@@ -134,7 +134,7 @@ pub struct Page<T> {
 }
 
 /// redb's page cache unless `[server] db_cache_mib` says otherwise.
-pub const DEFAULT_CACHE_BYTES: usize = 16 << 20;
+pub const DEFAULT_CACHE_BYTES: usize = 12 << 20;
 
 #[derive(Clone)]
 pub struct Store {
