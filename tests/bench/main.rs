@@ -374,9 +374,14 @@ fn million(r: &mut Report, n: usize) {
     r.target(
         "Peak RSS, 1M-subscriber send",
         "< 100 MB",
-        format!("{:.0} MiB", mib(peak)),
-        mib(peak) < 100.0,
+        format!("{:.0} MiB ({:.0} MB)", mib(peak), mb(peak)),
+        mb(peak) < 100.0,
     );
+}
+
+/// KiB as decimal megabytes, the targets' unit.
+fn mb(kib: u64) -> f64 {
+    kib as f64 * 1024.0 / 1e6
 }
 
 /// `n` subscribers as a CSV file: names, zones and two attributes.
@@ -453,8 +458,8 @@ fn csv_import(r: &mut Report, n: usize) {
     r.target(
         "Peak RSS, 1M-row CSV import",
         "< 100 MB",
-        format!("{:.0} MiB", mib(peak)),
-        mib(peak) < 100.0,
+        format!("{:.0} MiB ({:.0} MB)", mib(peak), mb(peak)),
+        mb(peak) < 100.0,
     );
 }
 
