@@ -4,10 +4,12 @@
 //! slice to end. Linux's EEVDF scheduler (6.12 and later) takes a slice
 //! length per thread (`sched_attr.sched_runtime` under SCHED_OTHER, no
 //! privilege needed): a thread with a shorter slice has an earlier virtual
-//! deadline and preempts on wake-up. The API's threads ask for 0.5 ms.
-//! Measured side by side (BENCHMARKS.md, API latency): GET p99 5.3 ms
-//! with the hint against 7.8 ms without; writes gain less, their p99 is
-//! the commit's. CPU *shares* stay equal (nice is untouched: at nice +10 the
+//! deadline and preempts on wake-up. The API's threads ask for 0.2 ms.
+//! Measured side by side (BENCHMARKS.md, API latency): p99 of GET, pause
+//! and resume 4.7 / 13.3 / 14.3 ms with the hint against 6.9 / 15.2 /
+//! 15.1 ms without (0.5 ms slices: 4.5 / 10.6 / 10.0 against 6.3 / 15.3 /
+//! 14.4 in another pair of runs); what is left of a write's p99 is its
+//! commit. CPU *shares* stay equal (nice is untouched: at nice +10 the
 //! engine lost 90% of the CPU to a flood of cheap public requests). Older
 //! kernels refuse or ignore the hint, which changes nothing.
 
@@ -22,14 +24,14 @@ pub enum Role {
 
 impl Role {
     /// The slice hint in ns; 0 is the kernel's default. The interactive
-    /// slice is `POSTA_API_SLICE_US` (µs, default 500; 0 turns the hint
+    /// slice is `POSTA_API_SLICE_US` (µs, default 200; 0 turns the hint
     /// off), for measuring with and without it side by side.
     fn slice_ns(self) -> u64 {
         match self {
             Role::Interactive => std::env::var("POSTA_API_SLICE_US")
                 .ok()
                 .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(500)
+                .unwrap_or(200)
                 .saturating_mul(1000),
             Role::Bulk => 0,
         }
