@@ -86,17 +86,11 @@ impl Deliverer {
     /// Starts the due deliveries there is room for; returns how long to
     /// wait before looking again.
     async fn start_due(self: &Arc<Self>) -> anyhow::Result<Duration> {
-        let (skip_deliveries, full_webhooks, room) = {
+        let (under_way, per_webhook, room) = {
             let busy = self.busy.lock().expect("busy lock");
-            let full: HashSet<u64> = busy
-                .per_webhook
-                .iter()
-                .filter(|(_, n)| **n >= self.cfg.per_webhook)
-                .map(|(id, _)| *id)
-                .collect();
             (
                 busy.deliveries.clone(),
-                full,
+                busy.per_webhook.clone(),
                 self.cfg.concurrency.saturating_sub(busy.deliveries.len()),
             )
         };
@@ -105,12 +99,19 @@ impl Deliverer {
         }
         let store = self.store.clone();
         let now = Utc::now();
+        let per = self.cfg.per_webhook;
         let (due, next) = tokio::task::spawn_blocking(move || {
-            store.due_deliveries(now, room, |webhook, delivery| {
-                skip_deliveries.contains(&delivery) || full_webhooks.contains(&webhook)
-            })
+            store.due_deliveries(
+                now,
+                |webhook| per.saturating_sub(per_webhook.get(&webhook).copied().unwrap_or(0)),
+                |delivery| under_way.contains(&delivery),
+            )
         })
         .await??;
+        // In random order: when the overall limit is reached, no webhook is
+        // always first in line.
+        let mut due = due;
+        rand::seq::SliceRandom::shuffle(due.as_mut_slice(), &mut rand::rng());
         for d in due {
             {
                 let mut busy = self.busy.lock().expect("busy lock");

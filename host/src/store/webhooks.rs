@@ -1,6 +1,6 @@
 //! Event webhooks and their durable outbox. An event is written — one
-//! delivery row per subscribed webhook plus an `OUTBOX` entry keyed by
-//! when it is due — by `Events::emit` inside the transaction of the change
+//! delivery row per subscribed webhook plus an entry in that webhook's
+//! queue (`OUTBOX`) keyed by when it is due — by `Events::emit` inside the transaction of the change
 //! it reports, so it commits with that change or not at all. The
 //! deliverer (`crate::webhooks`) takes due entries, and `finish_attempt`
 //! stores each attempt and moves or removes the entry in one transaction.
@@ -24,8 +24,10 @@ pub(crate) const WEBHOOKS: TableDefinition<(u64, u64), &[u8]> = TableDefinition:
 /// (webhook, delivery) → Delivery: one event for one webhook, with its
 /// attempts.
 pub(crate) const DELIVERIES: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("webhook_deliveries");
-/// (due unix ms, delivery) → (user, webhook): deliveries still to attempt.
-pub(crate) const OUTBOX: TableDefinition<(u64, u64), (u64, u64)> = TableDefinition::new("webhook_outbox");
+/// (webhook, due unix ms, delivery) → (): deliveries still to attempt, a
+/// queue per webhook, so a webhook with a million events waiting (its
+/// receiver down) is one queue among others, not the head of a shared one.
+pub(crate) const OUTBOX: TableDefinition<(u64, u64, u64), ()> = TableDefinition::new("webhook_queue");
 
 pub(crate) fn create_tables(tx: &WriteTransaction) -> Result<()> {
     tx.open_table(WEBHOOKS)?;
@@ -115,17 +117,17 @@ impl<'tx> Events<'tx> {
             }
             self.hooks.insert(user_id, found);
         }
-        let targets: Vec<(u64, u64)> = self.hooks[&user_id]
+        let targets: Vec<u64> = self.hooks[&user_id]
             .iter()
             .filter(|w| w.wants(kind))
-            .map(|w| (w.id, w.user_id))
+            .map(|w| w.id)
             .collect();
         if targets.is_empty() {
             return Ok(());
         }
         let event_id = format!("evt_{}", hex::encode(rand::random::<[u8; 16]>()));
         let body = event_body(&event_id, kind, now, &data());
-        for (webhook_id, user_id) in targets {
+        for webhook_id in targets {
             let id = next_id(self.tx, "webhook_delivery")?;
             let d = Delivery {
                 id,
@@ -141,9 +143,7 @@ impl<'tx> Events<'tx> {
             self.tx
                 .open_table(DELIVERIES)?
                 .insert((webhook_id, id), encode(&d).as_slice())?;
-            self.tx
-                .open_table(OUTBOX)?
-                .insert((due_key(now), id), (user_id, webhook_id))?;
+            self.tx.open_table(OUTBOX)?.insert((webhook_id, due_key(now), id), ())?;
             self.written += 1;
         }
         Ok(())
@@ -238,19 +238,10 @@ impl Store {
             if tx.open_table(WEBHOOKS)?.remove((user_id, id))?.is_none() {
                 return Err(StoreError::NotFound);
             }
-            let mut deliveries = tx.open_table(DELIVERIES)?;
-            let mut outbox = tx.open_table(OUTBOX)?;
-            let mut pending = Vec::new();
-            for entry in deliveries.range((id, 0)..=(id, u64::MAX))? {
-                let d: Delivery = decode(entry?.1.value())?;
-                if let Some(at) = d.next_attempt_at {
-                    pending.push((due_key(at), d.id));
-                }
-            }
-            for key in pending {
-                outbox.remove(key)?;
-            }
-            deliveries.retain_in((id, 0)..=(id, u64::MAX), |_, _| false)?;
+            tx.open_table(OUTBOX)?
+                .retain_in((id, 0, 0)..=(id, u64::MAX, u64::MAX), |_, _| false)?;
+            tx.open_table(DELIVERIES)?
+                .retain_in((id, 0)..=(id, u64::MAX), |_, _| false)?;
         }
         tx.commit()?;
         Ok(())
@@ -271,46 +262,57 @@ impl Store {
         page_records(&tx.open_table(DELIVERIES)?, webhook_id, after, limit)
     }
 
-    /// Up to `limit` deliveries due at `now`, oldest due first, passing
-    /// over those `skip(webhook, delivery)` names (under way, or their
-    /// webhook busy), and when the next one not yet due is. At most
-    /// `MAX_SCAN` entries are read per call.
+    /// Deliveries due at `now`: from each webhook's queue, oldest due
+    /// first, as many as `room(webhook)` allows and none that `busy`
+    /// names (under way); with when the next one not yet due is. Every
+    /// webhook gets its turn whatever the others have waiting.
     pub fn due_deliveries(
         &self,
         now: DateTime<Utc>,
-        limit: usize,
-        skip: impl Fn(u64, u64) -> bool,
+        room: impl Fn(u64) -> usize,
+        busy: impl Fn(u64) -> bool,
     ) -> Result<(Vec<DueDelivery>, Option<DateTime<Utc>>)> {
-        const MAX_SCAN: usize = 10_000;
         let tx = self.read()?;
         let outbox = tx.open_table(OUTBOX)?;
         let hooks = tx.open_table(WEBHOOKS)?;
         let deliveries = tx.open_table(DELIVERIES)?;
+        let now_key = due_key(now);
         let mut due = Vec::new();
-        let mut next = None;
-        for entry in outbox.iter()?.take(MAX_SCAN) {
-            let (k, v) = entry?;
-            let ((at, id), (user_id, webhook_id)) = (k.value(), v.value());
-            if at > due_key(now) {
-                next = DateTime::from_timestamp_millis(at as i64);
-                break;
+        let mut next: Option<u64> = None;
+        for hook in hooks.iter()? {
+            let (k, v) = hook?;
+            let webhook_id = k.value().1;
+            let mut room = room(webhook_id);
+            let mut webhook: Option<Webhook> = None;
+            for entry in outbox.range((webhook_id, 0, 0)..=(webhook_id, u64::MAX, u64::MAX))? {
+                let (_, at, id) = entry?.0.value();
+                if at > now_key {
+                    next = Some(next.map_or(at, |n| n.min(at)));
+                    break;
+                }
+                if room == 0 {
+                    // The deliverer looks again when one of this
+                    // webhook's requests finishes.
+                    break;
+                }
+                if busy(id) {
+                    continue;
+                }
+                let Some(d) = deliveries.get((webhook_id, id))? else {
+                    continue;
+                };
+                let webhook = match &webhook {
+                    Some(w) => w.clone(),
+                    None => webhook.insert(decode::<Webhook>(v.value())?).clone(),
+                };
+                due.push(DueDelivery {
+                    delivery: decode(d.value())?,
+                    webhook,
+                });
+                room -= 1;
             }
-            if due.len() == limit {
-                next = Some(now);
-                break;
-            }
-            if skip(webhook_id, id) {
-                continue;
-            }
-            let (Some(h), Some(d)) = (hooks.get((user_id, webhook_id))?, deliveries.get((webhook_id, id))?) else {
-                continue;
-            };
-            due.push(DueDelivery {
-                delivery: decode(d.value())?,
-                webhook: decode(h.value())?,
-            });
         }
-        Ok((due, next))
+        Ok((due, next.and_then(|ms| DateTime::from_timestamp_millis(ms as i64))))
     }
 
     /// Stores one attempt: the delivery is done (`next` None: delivered
@@ -335,7 +337,7 @@ impl Store {
                 return Ok(());
             };
             let mut outbox = tx.open_table(OUTBOX)?;
-            let owner = outbox.remove((due_key(was_due), delivery_id))?.map(|v| v.value());
+            outbox.remove((webhook_id, due_key(was_due), delivery_id))?;
             d.attempts.push(attempt);
             d.next_attempt_at = if delivered { None } else { next };
             d.state = match (delivered, d.next_attempt_at) {
@@ -343,8 +345,8 @@ impl Store {
                 (false, Some(_)) => DeliveryState::Pending,
                 (false, None) => DeliveryState::Failed,
             };
-            if let (Some(at), Some(owner)) = (d.next_attempt_at, owner) {
-                outbox.insert((due_key(at), delivery_id), owner)?;
+            if let Some(at) = d.next_attempt_at {
+                outbox.insert((webhook_id, due_key(at), delivery_id), ())?;
             }
             deliveries.insert((webhook_id, delivery_id), encode(&d).as_slice())?;
         }
@@ -387,5 +389,83 @@ impl Store {
             tx.commit()?;
         }
         Ok(pruned)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A webhook whose receiver is down piles up events; another user's
+    /// webhook must still get its turn at once.
+    #[test]
+    fn a_backlog_on_one_webhook_does_not_hold_up_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let (a, _) = store.create_user("a@example.org").unwrap();
+        let (b, _) = store.create_user("b@example.org").unwrap();
+        let now = Utc::now();
+        let hook = |user: u64| {
+            store
+                .create_webhook(
+                    user,
+                    "https://hooks.example.com/".into(),
+                    vec![EventKind::MessageFailed],
+                    "0123456789abcdef".into(),
+                    now,
+                )
+                .unwrap()
+        };
+        let (hook_a, hook_b) = (hook(a.id), hook(b.id));
+        let tx = store.write().unwrap();
+        let mut events = Events::new(&tx);
+        for _ in 0..5000 {
+            events
+                .emit(a.id, EventKind::MessageFailed, now, || serde_json::json!({}))
+                .unwrap();
+        }
+        let later = now + chrono::Duration::milliseconds(1);
+        events
+            .emit(b.id, EventKind::MessageFailed, later, || serde_json::json!({}))
+            .unwrap();
+        // Not subscribed: written nowhere.
+        events
+            .emit(b.id, EventKind::CampaignSent, later, || serde_json::json!({}))
+            .unwrap();
+        assert!(events.into_written());
+        tx.commit().unwrap();
+
+        let (due, _) = store.due_deliveries(later, |_| 2, |_| false).unwrap();
+        let count = |id| due.iter().filter(|d| d.webhook.id == id).count();
+        assert_eq!((count(hook_a.id), count(hook_b.id)), (2, 1));
+        // Under way ones are passed over; nothing is due before its time.
+        let first = due.iter().find(|d| d.webhook.id == hook_a.id).unwrap().delivery.id;
+        let (again, _) = store.due_deliveries(later, |_| 2, |d| d == first).unwrap();
+        assert!(again.iter().all(|d| d.delivery.id != first));
+        let (early, next) = store.due_deliveries(now, |_| 2, |_| false).unwrap();
+        assert_eq!(early.iter().filter(|d| d.webhook.id == hook_b.id).count(), 0);
+        assert_eq!(next.map(|t| t.timestamp_millis()), Some(later.timestamp_millis()));
+
+        // An attempt that failed moves the delivery back in its queue.
+        let d = &due.iter().find(|x| x.webhook.id == hook_a.id).unwrap().delivery;
+        let attempt = Attempt {
+            at: later,
+            status: Some(500),
+            error: Some("HTTP 500".into()),
+            duration_ms: 1,
+        };
+        let retry_at = later + chrono::Duration::seconds(10);
+        store
+            .finish_attempt(d.webhook_id, d.id, attempt, false, Some(retry_at))
+            .unwrap();
+        let (due_now, _) = store.due_deliveries(later, |_| 10_000, |_| false).unwrap();
+        assert!(due_now.iter().all(|x| x.delivery.id != d.id));
+        let page = store.deliveries(a.id, hook_a.id, None, 10).unwrap();
+        let stored = page.items.iter().find(|x| x.id == d.id).unwrap();
+        assert_eq!((stored.state, stored.attempts.len()), (DeliveryState::Pending, 1));
+        // Deleting the webhook empties its queue.
+        store.delete_webhook(a.id, hook_a.id).unwrap();
+        let (left, _) = store.due_deliveries(retry_at, |_| 10_000, |_| false).unwrap();
+        assert!(left.iter().all(|x| x.webhook.id == hook_b.id));
     }
 }
