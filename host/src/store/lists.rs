@@ -89,7 +89,7 @@ impl Store {
 
     pub fn lists(&self, user_id: u64, after: Option<u64>, limit: usize) -> Result<Page<List>> {
         let tx = self.read()?;
-        let (ids, next_after) = page_ids(&tx.open_table(USER_LISTS)?, user_id, after, limit)?;
+        let Page { items: ids, next_after } = page_ids(&tx.open_table(USER_LISTS)?, user_id, after, limit)?;
         let lists = tx.open_table(LISTS)?;
         let items = ids
             .into_iter()

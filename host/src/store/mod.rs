@@ -296,12 +296,14 @@ pub(crate) fn next_id(tx: &redb::WriteTransaction, kind: &str) -> Result<u64> {
     Ok(id)
 }
 
-/// Reads up to `limit` records of a table keyed (owner, id), after `after`.
-pub(crate) fn page_records<T: DeserializeOwned>(
-    table: &impl ReadableTable<(u64, u64), &'static [u8]>,
+/// Reads up to `limit` entries of a table keyed (owner, id) after the id
+/// `after`, each made an item by `item(id, value)`.
+fn page_by<V: redb::Value + 'static, T>(
+    table: &impl ReadableTable<(u64, u64), V>,
     owner: u64,
     after: Option<u64>,
     limit: usize,
+    mut item: impl FnMut(u64, redb::AccessGuard<'_, V>) -> Result<T>,
 ) -> Result<Page<T>> {
     let start = after.map(|a| a.saturating_add(1)).unwrap_or(0);
     let mut items = Vec::with_capacity(limit.min(1024));
@@ -313,13 +315,24 @@ pub(crate) fn page_records<T: DeserializeOwned>(
             more = true;
             break;
         }
-        last = Some(k.value().1);
-        items.push(decode::<T>(v.value())?);
+        let id = k.value().1;
+        last = Some(id);
+        items.push(item(id, v)?);
     }
     Ok(Page {
         items,
         next_after: if more { last } else { None },
     })
+}
+
+/// Reads up to `limit` records of a table keyed (owner, id), after `after`.
+pub(crate) fn page_records<T: DeserializeOwned>(
+    table: &impl ReadableTable<(u64, u64), &'static [u8]>,
+    owner: u64,
+    after: Option<u64>,
+    limit: usize,
+) -> Result<Page<T>> {
+    page_by(table, owner, after, limit, |_, v| decode(v.value()))
 }
 
 /// Reads up to `limit` ids from an index keyed (owner, id), after `after`.
@@ -328,20 +341,8 @@ pub(crate) fn page_ids(
     owner: u64,
     after: Option<u64>,
     limit: usize,
-) -> Result<(Vec<u64>, Option<u64>)> {
-    let start = after.map(|a| a.saturating_add(1)).unwrap_or(0);
-    let mut ids = Vec::with_capacity(limit.min(1024));
-    let mut more = false;
-    for entry in table.range((owner, start)..=(owner, u64::MAX))? {
-        let (k, _) = entry?;
-        if ids.len() == limit {
-            more = true;
-            break;
-        }
-        ids.push(k.value().1);
-    }
-    let next = if more { ids.last().copied() } else { None };
-    Ok((ids, next))
+) -> Result<Page<u64>> {
+    page_by(table, owner, after, limit, |id, _| Ok(id))
 }
 
 #[cfg(test)]

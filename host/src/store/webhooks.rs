@@ -78,6 +78,15 @@ pub struct Delivery {
     pub body: String,
 }
 
+/// A user's webhooks, in id order (at most `MAX_PER_USER`).
+fn webhooks_of(table: &impl ReadableTable<(u64, u64), &'static [u8]>, user_id: u64) -> Result<Vec<Webhook>> {
+    let mut out = Vec::new();
+    for entry in table.range((user_id, 0)..=(user_id, u64::MAX))? {
+        out.push(decode(entry?.1.value())?);
+    }
+    Ok(out)
+}
+
 fn due_key(at: DateTime<Utc>) -> u64 {
     at.timestamp_millis().max(0) as u64
 }
@@ -110,11 +119,7 @@ impl<'tx> Events<'tx> {
         data: impl FnOnce() -> serde_json::Value,
     ) -> Result<()> {
         if !self.hooks.contains_key(&user_id) {
-            let table = self.tx.open_table(WEBHOOKS)?;
-            let mut found = Vec::new();
-            for entry in table.range((user_id, 0)..=(user_id, u64::MAX))? {
-                found.push(decode::<Webhook>(entry?.1.value())?);
-            }
+            let found = webhooks_of(&self.tx.open_table(WEBHOOKS)?, user_id)?;
             self.hooks.insert(user_id, found);
         }
         let targets: Vec<u64> = self.hooks[&user_id]
@@ -188,8 +193,7 @@ impl Store {
         let tx = self.write()?;
         let hook = {
             let mut table = tx.open_table(WEBHOOKS)?;
-            let count = table.range((user_id, 0)..=(user_id, u64::MAX))?.count();
-            if count >= MAX_PER_USER {
+            if webhooks_of(&table, user_id)?.len() >= MAX_PER_USER {
                 return Err(StoreError::Conflict(format!(
                     "at most {MAX_PER_USER} webhooks per user; delete one first"
                 )));
@@ -213,13 +217,7 @@ impl Store {
     }
 
     pub fn webhooks(&self, user_id: u64) -> Result<Vec<Webhook>> {
-        let tx = self.read()?;
-        let table = tx.open_table(WEBHOOKS)?;
-        let mut out = Vec::new();
-        for entry in table.range((user_id, 0)..=(user_id, u64::MAX))? {
-            out.push(decode(entry?.1.value())?);
-        }
-        Ok(out)
+        webhooks_of(&self.read()?.open_table(WEBHOOKS)?, user_id)
     }
 
     pub fn webhook(&self, user_id: u64, id: u64) -> Result<Webhook> {
@@ -283,7 +281,7 @@ impl Store {
             let (k, v) = hook?;
             let webhook_id = k.value().1;
             let mut room = room(webhook_id);
-            let mut webhook: Option<Webhook> = None;
+            let mut found = Vec::new();
             for entry in outbox.range((webhook_id, 0, 0)..=(webhook_id, u64::MAX, u64::MAX))? {
                 let (_, at, id) = entry?.0.value();
                 if at > now_key {
@@ -298,18 +296,17 @@ impl Store {
                 if busy(id) {
                     continue;
                 }
-                let Some(d) = deliveries.get((webhook_id, id))? else {
-                    continue;
-                };
-                let webhook = match &webhook {
-                    Some(w) => w.clone(),
-                    None => webhook.insert(decode::<Webhook>(v.value())?).clone(),
-                };
-                due.push(DueDelivery {
-                    delivery: decode(d.value())?,
-                    webhook,
-                });
-                room -= 1;
+                if let Some(d) = deliveries.get((webhook_id, id))? {
+                    found.push(decode::<Delivery>(d.value())?);
+                    room -= 1;
+                }
+            }
+            if !found.is_empty() {
+                let webhook: Webhook = decode(v.value())?;
+                due.extend(found.into_iter().map(|delivery| DueDelivery {
+                    delivery,
+                    webhook: webhook.clone(),
+                }));
             }
         }
         Ok((due, next.and_then(|ms| DateTime::from_timestamp_millis(ms as i64))))
