@@ -119,20 +119,17 @@ impl Deliverer {
                     deliveries,
                     per_webhook,
                 } = &mut *busy;
-                let n = per_webhook.entry(d.webhook.id).or_default();
-                if *n >= self.cfg.per_webhook || deliveries.len() >= self.cfg.concurrency {
+                let n = per_webhook.get(&d.webhook.id).copied().unwrap_or(0);
+                if n >= self.cfg.per_webhook || deliveries.len() >= self.cfg.concurrency {
                     continue;
                 }
-                *n += 1;
+                per_webhook.insert(d.webhook.id, n + 1);
                 deliveries.insert(d.delivery.id);
             }
             let me = self.clone();
             tokio::spawn(async move { me.deliver(d).await });
         }
-        Ok(next
-            .and_then(|t| (t - Utc::now()).to_std().ok())
-            .unwrap_or(Duration::ZERO)
-            .clamp(Duration::from_millis(5), POLL))
+        Ok(wait_until(next, Utc::now()))
     }
 
     async fn deliver(self: Arc<Self>, d: DueDelivery) {
@@ -266,6 +263,14 @@ impl Deliverer {
     }
 }
 
+/// How long to sleep before the next look at the outbox: until `next` is
+/// due (at least 5 ms), and never longer than `POLL` — also when nothing
+/// is waiting at all, where commits and finished requests wake the task.
+fn wait_until(next: Option<chrono::DateTime<Utc>>, now: chrono::DateTime<Utc>) -> Duration {
+    next.map_or(POLL, |t| (t - now).to_std().unwrap_or(Duration::ZERO))
+        .clamp(Duration::from_millis(5), POLL)
+}
+
 /// An error with its sources, as one line.
 fn chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
@@ -276,4 +281,24 @@ fn chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_outbox_is_polled_slowly_and_a_due_one_at_once() {
+        let now = Utc::now();
+        assert_eq!(wait_until(None, now), POLL);
+        assert_eq!(
+            wait_until(Some(now - chrono::Duration::seconds(1)), now),
+            Duration::from_millis(5)
+        );
+        assert_eq!(
+            wait_until(Some(now + chrono::Duration::milliseconds(300)), now),
+            Duration::from_millis(300)
+        );
+        assert_eq!(wait_until(Some(now + chrono::Duration::hours(1)), now), POLL);
+    }
 }
