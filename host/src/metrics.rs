@@ -28,6 +28,9 @@ pub const HTTP_REQUESTS: &str = "posta_http_requests_total";
 pub const HTTP_REQUEST: &str = "posta_http_request_seconds";
 /// Storage commit latency by `kind`: interactive (API) or bulk (engine).
 pub const DB_COMMIT: &str = "posta_db_commit_seconds";
+/// Seconds an API write waited for the writer (or for the commit that
+/// carried it).
+pub const DB_WRITER_WAIT: &str = "posta_db_writer_wait_seconds";
 /// Event webhook attempts by `result`: delivered, retrying, failed.
 pub const WEBHOOK_ATTEMPTS: &str = "posta_webhook_attempts_total";
 

@@ -305,12 +305,60 @@ fn api_latency(r: &mut Report, n: usize, min_samples: usize) {
             .collect::<Vec<_>>()
             .join(", ")
     ));
+    server_side_profile(r, &server);
     r.target(
         "API p99 while sending at full speed",
         "< 10 ms",
         format!("{worst_p99:.2} ms (worst of the three requests)"),
         worst_p99 < 10.0,
     );
+}
+
+/// Where the write requests' time goes, from the server's own histograms
+/// (`/metrics`): the commit of each kind of writer, and the pause/resume
+/// requests as the server timed them (no client or loopback in them).
+fn server_side_profile(r: &mut Report, server: &Server) {
+    let text = reqwest::blocking::get(format!("{}/metrics", server.base))
+        .and_then(|r| r.text())
+        .unwrap_or_default();
+    let series = [
+        (
+            "commit, API writes",
+            "posta_db_commit_seconds_bucket",
+            "kind=\"interactive\"",
+        ),
+        (
+            "commit, engine batches",
+            "posta_db_commit_seconds_bucket",
+            "kind=\"bulk\"",
+        ),
+        ("writer wait, API writes", "posta_db_writer_wait_seconds_bucket", ""),
+        ("POST pause (server)", "posta_http_request_seconds_bucket", "/pause\""),
+        ("POST resume (server)", "posta_http_request_seconds_bucket", "/resume\""),
+    ];
+    let bounds = ["0.001", "0.0025", "0.005", "0.01", "0.025", "+Inf"];
+    r.line("");
+    r.line("Server side, from `/metrics` (share of events at or under each bound; all rounds):");
+    r.line("");
+    r.line("| series | count | ≤ 1 ms | ≤ 2.5 ms | ≤ 5 ms | ≤ 10 ms | ≤ 25 ms |");
+    r.line("|---|---:|---:|---:|---:|---:|---:|");
+    for (name, metric, label) in series {
+        let bucket = |le: &str| -> f64 {
+            text.lines()
+                .filter(|l| l.starts_with(metric) && l.contains(label) && l.contains(&format!("le=\"{le}\"")))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
+        let total = bucket("+Inf");
+        if total == 0.0 {
+            continue;
+        }
+        let cells: Vec<String> = bounds[..5]
+            .iter()
+            .map(|le| format!("{:.1}%", 100.0 * bucket(le) / total))
+            .collect();
+        r.line(&format!("| {name} | {total:.0} | {} |", cells.join(" | ")));
+    }
 }
 
 fn file_size(path: &Path) -> u64 {

@@ -168,9 +168,7 @@ pub async fn send(State(s): State<AppState>, Auth(user): Auth, Path(id): Path<u6
 /// Pause, resume and cancel share their shape: transition, then let the
 /// engine react.
 async fn lifecycle(s: AppState, user_id: u64, id: u64, action: Action) -> ApiResult<Json<Campaign>> {
-    let c = s
-        .db(move |st| st.act(user_id, id, action, Utc::now(), |_, _| Ok(())))
-        .await?;
+    let c = s.db(move |st| st.act_riding(user_id, id, action, Utc::now())).await?;
     s.engine.kick(&c);
     Ok(Json(c))
 }

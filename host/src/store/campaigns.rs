@@ -115,24 +115,17 @@ impl Store {
         f: impl FnOnce(&redb::WriteTransaction, &mut Campaign) -> Result<()>,
     ) -> Result<Campaign> {
         let tx = self.write()?;
-        let mut events = Events::new(&tx);
-        let c = {
-            let mut table = tx.open_table(CAMPAIGNS)?;
-            let mut c = owned(&table, user_id, id)?;
-            let from = c.status;
-            c.status = transition(c.status, action)?;
-            f(&tx, &mut c)?;
-            c.updated_at = now;
-            c.validate()?;
-            check_list(&tx, user_id, c.list_id)?;
-            save(&mut table, &c)?;
-            if let Some(kind) = EventKind::of_transition(from, c.status) {
-                events.emit(user_id, kind, now, || campaign_data(&c))?;
-            }
-            c
-        };
-        let wrote = events.into_written();
+        let (c, wrote) = apply(&tx, user_id, id, action, now, f)?;
         tx.commit()?;
+        self.wake_deliverer(wrote);
+        Ok(c)
+    }
+
+    /// Pause, resume or cancel, carried by the next commit (group commit,
+    /// `Store::write_riding`): these change only the campaign record and
+    /// its events, after every check.
+    pub fn act_riding(&self, user_id: u64, id: u64, action: Action, now: DateTime<Utc>) -> Result<Campaign> {
+        let (c, wrote) = self.write_riding(move |tx| apply(tx, user_id, id, action, now, |_, _| Ok(())))?;
         self.wake_deliverer(wrote);
         Ok(c)
     }
@@ -229,4 +222,34 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// A lifecycle action inside `tx`; returns the campaign and whether events
+/// were written. Everything is checked before the first write, except what
+/// `f` writes (it runs before validation).
+fn apply(
+    tx: &redb::WriteTransaction,
+    user_id: u64,
+    id: u64,
+    action: Action,
+    now: DateTime<Utc>,
+    f: impl FnOnce(&redb::WriteTransaction, &mut Campaign) -> Result<()>,
+) -> Result<(Campaign, bool)> {
+    let mut events = Events::new(tx);
+    let c = {
+        let mut table = tx.open_table(CAMPAIGNS)?;
+        let mut c = owned(&table, user_id, id)?;
+        let from = c.status;
+        c.status = transition(c.status, action)?;
+        f(tx, &mut c)?;
+        c.updated_at = now;
+        c.validate()?;
+        check_list(tx, user_id, c.list_id)?;
+        save(&mut table, &c)?;
+        if let Some(kind) = EventKind::of_transition(from, c.status) {
+            events.emit(user_id, kind, now, || campaign_data(&c))?;
+        }
+        c
+    };
+    Ok((c, events.into_written()))
 }

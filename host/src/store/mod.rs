@@ -148,7 +148,25 @@ pub struct Store {
     interactive: Arc<AtomicUsize>,
     /// Signalled after a commit that wrote webhook events.
     outbox: Arc<tokio::sync::Notify>,
+    /// API writes waiting to be carried by the next commit (group commit).
+    riders: Riders,
 }
+
+/// A write queued to run inside whichever transaction commits next; it
+/// returns what to do once that commit is known to have succeeded or not.
+type Rider = Box<dyn FnOnce(&redb::WriteTransaction) -> RiderDone + Send>;
+
+/// Tells a rider the commit's outcome: its error, if any.
+type Finish = Box<dyn FnOnce(Option<&str>) + Send>;
+
+struct RiderDone {
+    finish: Finish,
+    /// The rider's own storage failed part-way: its partial writes must
+    /// not be committed, so the whole transaction is dropped.
+    poisoned: bool,
+}
+
+type Riders = Arc<parking_lot::Mutex<Vec<Rider>>>;
 
 /// A write transaction holding its turn at the writer queue until commit.
 pub(crate) struct WriteTx {
@@ -156,6 +174,8 @@ pub(crate) struct WriteTx {
     /// For a bulk transaction, the interactive writers' counter: it should
     /// commit what it has as soon as one is waiting.
     yield_to: Option<Arc<AtomicUsize>>,
+    /// Queued API writes this transaction carries at its commit.
+    riders: Riders,
     _turn: ArcMutexGuard<RawFairMutex, ()>,
 }
 
@@ -166,10 +186,34 @@ impl WriteTx {
         self.yield_to.as_ref().is_some_and(|n| n.load(Ordering::Acquire) > 0)
     }
 
+    /// Commits, carrying the API writes queued meanwhile (`Store::write_riding`):
+    /// they share this commit's fsync instead of each waiting for the writer
+    /// and then paying their own. The writer turn is held until every rider
+    /// has been told the outcome.
     pub(crate) fn commit(self) -> std::result::Result<(), redb::CommitError> {
         let started = std::time::Instant::now();
         let kind = if self.yield_to.is_some() { "bulk" } else { "interactive" };
-        let r = self.tx.commit();
+        let riders = std::mem::take(&mut *self.riders.lock());
+        let mut finishes = Vec::with_capacity(riders.len());
+        let mut poisoned = false;
+        for rider in riders {
+            let done = rider(&self.tx);
+            poisoned |= done.poisoned;
+            finishes.push(done.finish);
+        }
+        let r = if poisoned {
+            // Dropping a write transaction aborts it.
+            drop(self.tx);
+            Err(redb::CommitError::Storage(redb::StorageError::Io(
+                std::io::Error::other("a write carried by this commit failed part-way"),
+            )))
+        } else {
+            self.tx.commit()
+        };
+        let error = r.as_ref().err().map(ToString::to_string);
+        for finish in finishes {
+            finish(error.as_deref());
+        }
         metrics::histogram!(crate::metrics::DB_COMMIT, "kind" => kind).record(started.elapsed());
         r
     }
@@ -223,6 +267,7 @@ impl Store {
             writers: Arc::new(FairMutex::new(())),
             interactive: Arc::new(AtomicUsize::new(0)),
             outbox: Arc::default(),
+            riders: Riders::default(),
         })
     }
 
@@ -253,13 +298,74 @@ impl Store {
     /// A write transaction for a request someone is waiting on: it goes
     /// ahead of queued bulk writes.
     pub(crate) fn write(&self) -> Result<WriteTx> {
-        self.interactive.fetch_add(1, Ordering::AcqRel);
-        let turn = self.writers.lock_arc();
-        self.interactive.fetch_sub(1, Ordering::AcqRel);
+        let turn = self.interactive_turn();
         Ok(WriteTx {
             yield_to: None,
             tx: self.db.begin_write()?,
+            riders: self.riders.clone(),
             _turn: turn,
+        })
+    }
+
+    /// Waits for the writer as an interactive writer: queued bulk writers
+    /// step aside and the one holding it commits at its next consistent
+    /// point.
+    fn interactive_turn(&self) -> ArcMutexGuard<RawFairMutex, ()> {
+        self.interactive.fetch_add(1, Ordering::AcqRel);
+        let asked = std::time::Instant::now();
+        let turn = self.writers.lock_arc();
+        metrics::histogram!(crate::metrics::DB_WRITER_WAIT).record(asked.elapsed());
+        self.interactive.fetch_sub(1, Ordering::AcqRel);
+        turn
+    }
+
+    /// Group commit for a request's write: `op` runs inside the next
+    /// transaction to commit (most often the engine batch holding the
+    /// writer, which commits early for it), or in one of its own when no
+    /// one else commits first. Under a full-speed send a request then
+    /// waits for one commit, not for a batch's commit and then its own.
+    ///
+    /// `op` shares another writer's transaction, so it must check
+    /// everything before it writes: an `Err` from it must mean it wrote
+    /// nothing. (A storage failure after writing drops the whole
+    /// transaction rather than commit half of it.)
+    pub(crate) fn write_riding<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&redb::WriteTransaction) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (send, outcome) = std::sync::mpsc::sync_channel::<Result<T>>(1);
+        self.riders.lock().push(Box::new(move |tx| {
+            let r = op(tx);
+            let poisoned = matches!(r, Err(StoreError::Db(_)));
+            RiderDone {
+                poisoned,
+                finish: Box::new(move |commit_error| {
+                    let r = match (r, commit_error) {
+                        (Ok(_), Some(e)) => Err(StoreError::Db(e.to_string())),
+                        (r, _) => r,
+                    };
+                    let _ = send.send(r);
+                }),
+            }
+        }));
+        let turn = self.interactive_turn();
+        // The writer turn passes only after a commit has told its riders,
+        // so an answer is either here now or nobody has taken this write.
+        if let Ok(r) = outcome.try_recv() {
+            return r;
+        }
+        let tx = WriteTx {
+            yield_to: None,
+            tx: self.db.begin_write()?,
+            riders: self.riders.clone(),
+            _turn: turn,
+        };
+        // Its own result arrives through the channel either way.
+        let _ = tx.commit();
+        outcome.recv().unwrap_or_else(|_| {
+            Err(StoreError::Db(
+                "a carried write was lost (panic in its transaction)".into(),
+            ))
         })
     }
 
@@ -279,6 +385,7 @@ impl Store {
         Ok(WriteTx {
             yield_to: Some(self.interactive.clone()),
             tx: self.db.begin_write()?,
+            riders: self.riders.clone(),
             _turn: turn,
         })
     }
@@ -350,6 +457,82 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicBool;
     use std::time::Duration;
+
+    fn counter(store: &Store, kind: &str) -> u64 {
+        let tx = store.read().unwrap();
+        let meta = tx.open_table(META).unwrap();
+        meta.get(kind).unwrap().map(|v| v.value()).unwrap_or(0)
+    }
+
+    /// Holds a bulk transaction that wrote `bulk` until an interactive
+    /// writer asks for the writer, then commits it (as the engine's
+    /// batches do); returns the thread and the commit's result.
+    fn bulk_until_asked(store: &Store) -> std::thread::JoinHandle<(std::thread::ThreadId, bool)> {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            let tx = store.write_bulk().unwrap();
+            next_id(&tx, "bulk").unwrap();
+            while !tx.yield_requested() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            (std::thread::current().id(), tx.commit().is_ok())
+        })
+    }
+
+    /// Group commit: a request's write runs inside the engine batch that
+    /// holds the writer and commits with it.
+    #[test]
+    fn a_riding_write_commits_with_the_transaction_holding_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("posta.redb")).unwrap();
+        let bulk = bulk_until_asked(&store);
+        while counter(&store, "bulk") == 0 && store.writers.try_lock().is_some() {
+            std::thread::yield_now();
+        }
+        let ran_on = store
+            .write_riding(|tx| {
+                next_id(tx, "rider")?;
+                Ok(std::thread::current().id())
+            })
+            .unwrap();
+        let (bulk_thread, committed) = bulk.join().unwrap();
+        assert!(committed);
+        assert_eq!(ran_on, bulk_thread, "the write rode the batch's commit");
+        assert_eq!((counter(&store, "bulk"), counter(&store, "rider")), (1, 1));
+        // With nobody else writing, it commits on its own.
+        store.write_riding(|tx| next_id(tx, "rider")).unwrap();
+        assert_eq!(counter(&store, "rider"), 2);
+    }
+
+    /// A carried write that fails its checks changes nothing and costs the
+    /// batch nothing; one whose storage fails part-way takes the batch
+    /// down with it rather than commit half of itself.
+    #[test]
+    fn a_failed_riding_write_is_isolated_and_a_broken_one_aborts_the_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("posta.redb")).unwrap();
+
+        let bulk = bulk_until_asked(&store);
+        while store.writers.try_lock().is_some() {
+            std::thread::yield_now();
+        }
+        let r = store.write_riding(|_| Err::<(), _>(StoreError::NotFound));
+        assert!(matches!(r, Err(StoreError::NotFound)), "{r:?}");
+        assert!(bulk.join().unwrap().1);
+        assert_eq!(counter(&store, "bulk"), 1);
+
+        let bulk = bulk_until_asked(&store);
+        while store.writers.try_lock().is_some() {
+            std::thread::yield_now();
+        }
+        let r = store.write_riding(|tx| {
+            next_id(tx, "half")?;
+            Err::<(), _>(StoreError::Db("disk gone".into()))
+        });
+        assert!(matches!(r, Err(StoreError::Db(_))), "{r:?}");
+        assert!(!bulk.join().unwrap().1, "the carrying commit reports the failure");
+        assert_eq!((counter(&store, "bulk"), counter(&store, "half")), (1, 0));
+    }
 
     /// API writes arriving back to back (there is always one queued) must
     /// not stop the engine's batches: each still gets a turn.
