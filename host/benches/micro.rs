@@ -121,8 +121,9 @@ fn bench_plugins(c: &mut Criterion) {
 }
 
 fn bench_storage(c: &mut Criterion) {
+    use posta::domain::message::{Outcome, OutcomeKind};
     use posta::domain::{CampaignDraft, NewSubscriber};
-    use posta::store::{Outcome, OutcomeKind, Store};
+    use posta::store::Store;
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("posta.redb")).unwrap();
     let (user, _) = store.create_user("bench@example.org").unwrap();

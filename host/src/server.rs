@@ -127,11 +127,20 @@ impl Instance {
     }
 }
 
-pub async fn serve(mut config: Config) -> anyhow::Result<()> {
+/// `posta serve`: binds `server.listen` and runs until SIGINT or SIGTERM.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
     let listen: SocketAddr = config.server.listen;
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
+    run(listener, config, shutdown_signal()).await
+}
+
+/// Runs the server on `listener` until `shutdown` resolves, then stops
+/// cleanly: HTTP first, then the deliveries under way. What `serve` does
+/// without the process's port and signals, so a test can run a server in
+/// its own process.
+pub async fn run(listener: TcpListener, mut config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     // Links in mail must name the port actually bound (--listen …:0).
     config.server.listen = addr;
@@ -153,7 +162,7 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
         max_connections: instance.config.server.max_connections,
         header_read_timeout: std::time::Duration::from_millis(instance.config.server.header_read_timeout_ms),
     };
-    crate::listener::serve(listener, instance.router()?, limits, shutdown_signal()).await?;
+    crate::listener::serve(listener, instance.router()?, limits, shutdown).await?;
     // HTTP has stopped accepting; let deliveries under way finish and
     // their outcomes reach the disk before exiting.
     let left = instance.engine.shutdown(std::time::Duration::from_secs(30)).await;

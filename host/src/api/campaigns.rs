@@ -10,10 +10,11 @@ use utoipa::IntoParams;
 use super::auth::Auth;
 use super::error::ErrorBody;
 use super::{ApiError, ApiJson, ApiResult, AppState, Paging};
+use crate::domain::message::{MessageRecord, MessageStatus};
 use crate::domain::{Action, Campaign, CampaignDraft, CampaignPatch, Status};
 use crate::engine::RenderError;
 use crate::plugins::PluginError;
-use crate::store::{MessageRecord, MessageStatus, Page};
+use crate::store::Page;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -34,16 +35,7 @@ pub struct CampaignFilter {
 async fn check_templates(s: &AppState, c: &Campaign) -> ApiResult<()> {
     match s.engine.validate(c).await {
         Ok(()) => Ok(()),
-        Err(RenderError::Template(e)) => {
-            let field = if e.starts_with("subject") {
-                "subject"
-            } else if e.starts_with("text") {
-                "text"
-            } else {
-                "html"
-            };
-            Err(ApiError::invalid(field, e))
-        }
+        Err(RenderError::Template(e)) => Err(ApiError::invalid(e.part.field(), e.message)),
         // No instance could be had now: the client may retry shortly.
         Err(RenderError::Unavailable(e @ PluginError::Instantiate { .. })) => Err(ApiError::busy(format!(
             "the templates cannot be checked right now, try again: {e}"
@@ -56,17 +48,6 @@ async fn check_templates(s: &AppState, c: &Campaign) -> ApiResult<()> {
     }
 }
 
-fn check_transport(s: &AppState, name: &str) -> ApiResult<()> {
-    if s.engine.plugins().transport(name).is_none() {
-        let known: Vec<_> = s.engine.plugins().transports.keys().cloned().collect();
-        return Err(ApiError::invalid(
-            "transport",
-            format!("unknown transport {name:?}; configured: {}", known.join(", ")),
-        ));
-    }
-    Ok(())
-}
-
 #[utoipa::path(post, path = "/api/v1/users/me/campaigns", request_body = CampaignDraft, tag = "campaigns",
     responses((status = 201, body = Campaign), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create(
@@ -74,11 +55,8 @@ pub async fn create(
     Auth(user): Auth,
     ApiJson(draft): ApiJson<CampaignDraft>,
 ) -> ApiResult<(StatusCode, Json<Campaign>)> {
-    let transport = draft
-        .transport
-        .clone()
-        .unwrap_or_else(|| s.engine.plugins().default_transport.clone());
-    check_transport(&s, &transport)?;
+    let transport = draft.transport.clone().unwrap_or_else(|| s.engine.default_transport());
+    s.engine.check_transport(&transport)?;
     let preview = Campaign::from_draft(0, user.id, draft.clone(), transport.clone(), Utc::now());
     preview.validate()?;
     check_templates(&s, &preview).await?;
@@ -126,7 +104,7 @@ pub async fn update(
     ApiJson(patch): ApiJson<CampaignPatch>,
 ) -> ApiResult<Json<Campaign>> {
     if let Some(t) = &patch.transport {
-        check_transport(&s, t)?;
+        s.engine.check_transport(t)?;
     }
     let mut preview = s.db(move |st| st.campaign(user.id, id)).await?;
     crate::domain::lifecycle::transition(preview.status, Action::Edit)?;
@@ -134,12 +112,7 @@ pub async fn update(
     preview.validate()?;
     check_templates(&s, &preview).await?;
     let c = s
-        .db(move |st| {
-            st.act(user.id, id, Action::Edit, Utc::now(), |_, c| {
-                c.apply(patch);
-                Ok(())
-            })
-        })
+        .db(move |st| st.act(user.id, id, Action::Edit, Utc::now(), |c| c.apply(patch)))
         .await?;
     Ok(Json(c))
 }
@@ -157,7 +130,7 @@ pub async fn delete(State(s): State<AppState>, Auth(user): Auth, Path(id): Path<
 pub async fn send(State(s): State<AppState>, Auth(user): Auth, Path(id): Path<u64>) -> ApiResult<Json<Campaign>> {
     let current = s.db(move |st| st.campaign(user.id, id)).await?;
     crate::domain::lifecycle::transition(current.status, Action::Send { future: false })?;
-    check_transport(&s, &current.transport)?;
+    s.engine.check_transport(&current.transport)?;
     check_templates(&s, &current).await?;
     let now = s.engine.now();
     let c = s.db(move |st| st.send(user.id, id, now)).await?;

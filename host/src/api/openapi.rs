@@ -7,15 +7,14 @@ use utoipa::{Modify, OpenApi};
 use super::error::{ErrorBody, ErrorDetail};
 use super::{admin, bounces, campaigns, lists, previews, suppressions, transports, unsubscribe, webhooks};
 use crate::domain::bounce::{Bounce, BounceType};
+use crate::domain::message::{MessageBounce, MessageRecord, MessageStatus};
 use crate::domain::suppression::{NewSuppression, Suppression, SuppressionReason};
 use crate::domain::{
     Campaign, CampaignDraft, CampaignPatch, List, NewSubscriber, Stats, Status, StatusChange, Subscriber,
     SubscriberPatch, SubscriberStatus,
 };
 use crate::engine::{Preview, PreviewHeader, TestDelivery};
-use crate::store::{
-    BounceReport, MessageBounce, MessageRecord, MessageStatus, SuppressReport, SuppressionPage, UpsertReport,
-};
+use crate::store::{BounceReport, SuppressReport, SuppressionPage, UpsertReport};
 
 struct BearerAuth;
 

@@ -63,7 +63,7 @@ async fn campaign_and_subscriber(
 
 fn render_error(e: RenderError) -> ApiError {
     match e {
-        RenderError::Template(e) => ApiError::invalid("templates", e),
+        RenderError::Template(e) => ApiError::invalid("templates", e.message),
         RenderError::Unavailable(e @ PluginError::Instantiate { .. }) => {
             ApiError::busy(format!("the templates cannot be rendered right now, try again: {e}"))
         }

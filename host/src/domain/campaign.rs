@@ -4,7 +4,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{FieldError, Status, validate_email, validate_len};
+use super::lifecycle::transition;
+use super::{Action, FieldError, Status, validate_email, validate_len};
 
 /// Fastest `send_rate` accepted, emails per minute (over a million a
 /// second: "as fast as possible" is no rate at all).
@@ -69,19 +70,78 @@ pub struct Campaign {
     pub started_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
     pub stats: Stats,
-    /// Engine state: subscribers of the list with ids up to this one (the
-    /// list's newest when sending started) belong to the campaign.
+}
+
+/// Where a campaign's send stands: the engine's state, kept with the
+/// campaign but not part of it as the API shows it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Subscribers of the list with ids up to this one (the list's newest
+    /// when sending started) belong to the campaign.
     #[serde(default, skip_serializing_if = "is_zero")]
-    #[schema(ignore)]
     pub last_subscriber: u64,
-    /// Engine state: the highest subscriber id that already has a message.
+    /// The highest subscriber id that already has a message.
     #[serde(default, skip_serializing_if = "is_zero")]
-    #[schema(ignore)]
     pub cursor: u64,
-    /// Engine state: subscribers waiting for their local time (due entries).
+    /// Subscribers waiting for their local time (due entries).
     #[serde(default, skip_serializing_if = "is_zero")]
-    #[schema(ignore)]
     pub planned: u64,
+}
+
+/// A campaign with its send's progress: the record the store keeps and
+/// the engine drives. Stored as one flat JSON object, so records written
+/// before the split read the same. It derefs to the campaign: a run is
+/// that campaign, plus where it stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CampaignRun {
+    #[serde(flatten)]
+    pub campaign: Campaign,
+    #[serde(flatten)]
+    pub progress: Progress,
+}
+
+impl std::ops::Deref for CampaignRun {
+    type Target = Campaign;
+
+    fn deref(&self) -> &Campaign {
+        &self.campaign
+    }
+}
+
+impl std::ops::DerefMut for CampaignRun {
+    fn deref_mut(&mut self) -> &mut Campaign {
+        &mut self.campaign
+    }
+}
+
+impl From<Campaign> for CampaignRun {
+    /// A campaign that has not started sending.
+    fn from(campaign: Campaign) -> CampaignRun {
+        CampaignRun {
+            campaign,
+            progress: Progress::default(),
+        }
+    }
+}
+
+impl CampaignRun {
+    /// Every subscriber has a message and no message waits for an outcome.
+    pub fn exhausted(&self) -> bool {
+        let p = &self.progress;
+        p.cursor >= p.last_subscriber && p.planned == 0 && self.stats.queued == 0
+    }
+
+    /// Turns a sending campaign that is exhausted into sent; says whether
+    /// it did.
+    pub fn complete_if_done(&mut self, now: DateTime<Utc>) -> bool {
+        if self.status == Status::Sending && self.exhausted() {
+            self.status = transition(self.status, Action::Complete).expect("sending → sent");
+            self.completed_at = Some(now);
+            self.updated_at = now;
+            return true;
+        }
+        false
+    }
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -193,9 +253,6 @@ impl Campaign {
             started_at: None,
             completed_at: None,
             stats: Stats::default(),
-            last_subscriber: 0,
-            cursor: 0,
-            planned: 0,
         }
     }
 
@@ -264,15 +321,18 @@ impl Campaign {
             started_at: None,
             completed_at: None,
             stats: Stats::default(),
-            last_subscriber: 0,
-            cursor: 0,
-            planned: 0,
             ..self.clone()
         };
         if copy.name.chars().count() > MAX_CAMPAIGN_NAME {
             copy.name = copy.name.chars().take(MAX_CAMPAIGN_NAME).collect();
         }
         copy
+    }
+
+    /// Whether sending it now would schedule it instead: its start (for
+    /// local-time sending, when UTC+14 reaches its time) lies after `now`.
+    pub fn starts_after(&self, now: DateTime<Utc>) -> bool {
+        super::schedule::start_at(self.scheduled_at, self.send_at_local_time).is_some_and(|t| t > now)
     }
 
     /// The stable Message-ID of this campaign's message to a subscriber. It
@@ -309,18 +369,65 @@ mod tests {
     }
 
     #[test]
+    fn progress_is_stored_flat_beside_the_campaign_and_never_shown() {
+        let c = Campaign::from_draft(7, 1, draft(), "log".into(), Utc::now());
+        let run = CampaignRun {
+            campaign: c.clone(),
+            progress: Progress {
+                last_subscriber: 10,
+                cursor: 4,
+                planned: 2,
+            },
+        };
+        let stored = serde_json::to_value(&run).unwrap();
+        // Flat, as records were written before the split.
+        assert_eq!(
+            (stored["cursor"].as_u64(), stored["name"].as_str()),
+            (Some(4), Some("Launch"))
+        );
+        assert_eq!(serde_json::from_value::<CampaignRun>(stored).unwrap(), run);
+        let shown = serde_json::to_value(&c).unwrap();
+        for field in ["cursor", "last_subscriber", "planned"] {
+            assert!(shown.get(field).is_none(), "{field} in {shown}");
+        }
+    }
+
+    #[test]
+    fn a_sending_run_completes_once_every_subscriber_has_a_final_message() {
+        let now = Utc::now();
+        let mut run = CampaignRun::from(Campaign::from_draft(7, 1, draft(), "log".into(), now));
+        run.status = Status::Sending;
+        run.progress = Progress {
+            last_subscriber: 10,
+            cursor: 10,
+            planned: 0,
+        };
+        run.stats.queued = 1;
+        assert!(!run.complete_if_done(now), "a message still waits");
+        run.stats.queued = 0;
+        run.progress.planned = 1;
+        assert!(!run.complete_if_done(now), "a subscriber waits for their local time");
+        run.progress.planned = 0;
+        run.status = Status::Paused;
+        assert!(!run.complete_if_done(now), "only a sending campaign completes");
+        run.status = Status::Sending;
+        assert!(run.complete_if_done(now));
+        assert_eq!((run.status, run.completed_at), (Status::Sent, Some(now)));
+        assert!(!run.complete_if_done(now), "once");
+    }
+
+    #[test]
     fn duplicate_keeps_settings_and_resets_state() {
         let now = Utc::now();
         let mut c = Campaign::from_draft(7, 1, draft(), "log".into(), now);
         c.status = Status::Sent;
         c.stats.sent = 5;
-        c.cursor = 9;
         c.started_at = Some(now);
         let d = c.duplicate(8, now);
         assert_eq!(d.name, "Launch (copy)");
         assert_eq!(d.status, Status::Draft);
         assert_eq!(d.stats, Stats::default());
-        assert_eq!((d.cursor, d.started_at), (0, None));
+        assert_eq!(d.started_at, None);
         assert_eq!(
             (
                 &d.subject,

@@ -5,6 +5,7 @@ pub mod bounce;
 pub mod campaign;
 pub mod dsn;
 pub mod lifecycle;
+pub mod message;
 pub mod schedule;
 pub mod subscriber;
 pub mod subscriber_csv;
@@ -12,7 +13,7 @@ pub mod suppression;
 pub mod unsubscribe;
 pub mod webhook;
 
-pub use campaign::{Campaign, CampaignDraft, CampaignPatch, Stats};
+pub use campaign::{Campaign, CampaignDraft, CampaignPatch, CampaignRun, Progress, Stats};
 pub use lifecycle::{Action, Status, TransitionError};
 pub use subscriber::{List, NewSubscriber, StatusChange, Subscriber, SubscriberPatch, SubscriberStatus};
 

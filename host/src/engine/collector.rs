@@ -10,7 +10,7 @@ use chrono::Utc;
 use tokio::sync::mpsc;
 
 use super::Inner;
-use crate::store::Outcome;
+use crate::domain::message::Outcome;
 
 const MAX_BATCH: usize = 256;
 

@@ -7,9 +7,9 @@ use rand::Rng;
 
 use super::Inner;
 use super::lane::{Lane, Reply};
+use crate::domain::message::{Job, Outcome, OutcomeKind};
 use crate::domain::{Campaign, unsubscribe};
 use crate::plugins::bindings::types;
-use crate::store::{Job, Outcome, OutcomeKind};
 
 /// What every message of a campaign shares, built once per run.
 pub(super) struct Context {
@@ -50,7 +50,7 @@ impl Context {
             campaign_rate: super::rate::per_minute(c.send_rate),
             transport_rate: inner.transport_rates.get(&c.transport).cloned(),
             campaign: c.clone(),
-            wit: Arc::new(super::render::wit_campaign(c)),
+            wit: Arc::new(c.into()),
             transport,
             unsubscribe_base: format!("{}/unsubscribe", inner.base_url),
             secret: inner.secret,
@@ -202,7 +202,7 @@ async fn attempt(
 
 async fn personalize(inner: &Inner, ctx: &Context, job: &Job) -> Result<Held, Failure> {
     let s = &job.subscriber;
-    let subscriber = super::render::wit_subscriber(s);
+    let subscriber = types::Subscriber::from(s);
     let token = unsubscribe::token(&ctx.secret, ctx.campaign.id, s.id);
     let envelope = types::Envelope {
         message_id: ctx.campaign.message_id(s.id),

@@ -31,9 +31,10 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::config::Delivery;
 use crate::domain::bounce::BouncePolicy;
+use crate::domain::message::{Job, Outcome};
 use crate::domain::{Campaign, Status, schedule};
 use crate::plugins::Plugins;
-use crate::store::{Job, Outcome, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// Shared state of one campaign's run.
 struct Run {
@@ -160,6 +161,23 @@ impl Engine {
         &self.inner.plugins
     }
 
+    /// The transport a campaign gets when it names none.
+    pub fn default_transport(&self) -> String {
+        self.inner.plugins.default_transport.clone()
+    }
+
+    /// A campaign may only name a configured transport.
+    pub fn check_transport(&self, name: &str) -> Result<(), crate::domain::FieldError> {
+        if self.inner.plugins.transport(name).is_some() {
+            return Ok(());
+        }
+        let known: Vec<_> = self.inner.plugins.transports.keys().cloned().collect();
+        Err(crate::domain::FieldError::new(
+            "transport",
+            format!("unknown transport {name:?}; configured: {}", known.join(", ")),
+        ))
+    }
+
     /// Stops queueing, lets every transport call under way finish and its
     /// outcome be stored, and returns how many campaigns still had messages
     /// in flight when `timeout` ran out (0 after a clean stop). Messages
@@ -211,12 +229,9 @@ impl Engine {
             }
             let store = inner.store.clone();
             let now = inner.clock.now();
-            let fired = tokio::task::spawn_blocking(move || {
-                store.act(user, id, crate::domain::Action::Fire, now, |tx, c| {
-                    Store::begin_sending(tx, c, now)
-                })
-            })
-            .await;
+            let fired =
+                tokio::task::spawn_blocking(move || store.act(user, id, crate::domain::Action::Fire, now, |_| {}))
+                    .await;
             match fired {
                 Ok(Ok(c)) => Engine { inner }.drive(c.id, false),
                 // Cancelled, deleted or already fired meanwhile: nothing to do.

@@ -1,5 +1,4 @@
-//! What a campaign's message looks like, without a send: the WIT records
-//! every call builds (one place, shared with `job`), previews, and test
+//! What a campaign's message looks like, without a send: previews, and test
 //! sends that go through the campaign's transport but touch nothing of the
 //! campaign (no message, no stats, no status).
 
@@ -14,28 +13,6 @@ use super::lane::Reply;
 use crate::domain::{Campaign, Subscriber, unsubscribe};
 use crate::plugins::PluginError;
 use crate::plugins::bindings::types;
-
-pub(super) fn wit_campaign(c: &Campaign) -> types::Campaign {
-    types::Campaign {
-        id: c.id,
-        name: c.name.clone(),
-        subject: c.subject.clone(),
-        from_email: c.from_email.clone(),
-        from_name: c.from_name.clone(),
-        html: c.html.clone(),
-        text: c.text.clone(),
-    }
-}
-
-pub(super) fn wit_subscriber(s: &Subscriber) -> types::Subscriber {
-    types::Subscriber {
-        id: s.id,
-        email: s.email.clone(),
-        name: s.name.clone(),
-        timezone: s.timezone.clone(),
-        attributes: serde_json::to_string(&s.attributes).unwrap_or_else(|_| "{}".into()),
-    }
-}
 
 /// A rendered message, as the transport would receive it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -64,11 +41,59 @@ pub struct TestDelivery {
     pub error: Option<String>,
 }
 
+/// Which template failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TemplatePart {
+    Subject,
+    Text,
+    Html,
+}
+
+impl TemplatePart {
+    /// The personalizer names the failing template first (`subject: …`,
+    /// the contract's convention for `validate`); read here, once.
+    fn of(message: &str) -> TemplatePart {
+        if message.starts_with("subject") {
+            TemplatePart::Subject
+        } else if message.starts_with("text") {
+            TemplatePart::Text
+        } else {
+            TemplatePart::Html
+        }
+    }
+
+    /// The campaign field holding this template.
+    pub fn field(self) -> &'static str {
+        match self {
+            TemplatePart::Subject => "subject",
+            TemplatePart::Text => "text",
+            TemplatePart::Html => "html",
+        }
+    }
+}
+
+/// A template that does not compile or render, as the personalizer said.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct TemplateError {
+    pub part: TemplatePart,
+    pub message: String,
+}
+
+impl From<String> for TemplateError {
+    fn from(message: String) -> TemplateError {
+        TemplateError {
+            part: TemplatePart::of(&message),
+            message,
+        }
+    }
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RenderError {
     /// The templates do not render for this subscriber.
-    #[error("{0}")]
-    Template(String),
+    #[error(transparent)]
+    Template(TemplateError),
     /// No component instance could be had now, or it failed: try again.
     #[error("{0}")]
     Unavailable(PluginError),
@@ -79,9 +104,9 @@ pub enum RenderError {
 impl Engine {
     /// The personalizer's verdict on the campaign's templates.
     pub async fn validate(&self, c: &Campaign) -> Result<(), RenderError> {
-        match self.inner.plugins.validate(wit_campaign(c)).await {
+        match self.inner.plugins.validate(c.into()).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(RenderError::Template(e)),
+            Ok(Err(e)) => Err(RenderError::Template(e.into())),
             Err(e) => Err(RenderError::Unavailable(e)),
         }
     }
@@ -101,11 +126,11 @@ impl Engine {
         let _slot = inner.capacity.render_slot(&slots).await;
         match inner
             .plugins
-            .personalize(Arc::new(wit_campaign(c)), wit_subscriber(sub), envelope)
+            .personalize(Arc::new(c.into()), sub.into(), envelope)
             .await
         {
             Ok(Ok(m)) => Ok(m),
-            Ok(Err(e)) => Err(RenderError::Template(e)),
+            Ok(Err(e)) => Err(RenderError::Template(e.into())),
             Err(e) => Err(RenderError::Unavailable(e)),
         }
     }

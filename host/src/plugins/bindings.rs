@@ -21,3 +21,33 @@ pub mod transport {
 }
 
 pub use personalizer::posta::plugin::{host, types};
+
+/// The domain's records as the contract carries them: converted here and
+/// nowhere else.
+impl From<&crate::domain::Campaign> for types::Campaign {
+    fn from(c: &crate::domain::Campaign) -> types::Campaign {
+        types::Campaign {
+            id: c.id,
+            name: c.name.clone(),
+            subject: c.subject.clone(),
+            from_email: c.from_email.clone(),
+            from_name: c.from_name.clone(),
+            html: c.html.clone(),
+            text: c.text.clone(),
+        }
+    }
+}
+
+impl From<&crate::domain::Subscriber> for types::Subscriber {
+    fn from(s: &crate::domain::Subscriber) -> types::Subscriber {
+        types::Subscriber {
+            id: s.id,
+            email: s.email.clone(),
+            name: s.name.clone(),
+            timezone: s.timezone.clone(),
+            // Templates see the attributes as JSON; a map of JSON values
+            // always serializes.
+            attributes: serde_json::to_string(&s.attributes).unwrap_or_else(|_| "{}".into()),
+        }
+    }
+}

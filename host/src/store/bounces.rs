@@ -8,13 +8,12 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::campaigns::{owned, save};
-use super::delivery::{MessageBounce, MessageRecord};
 use super::suppressions::{SuppressReport, suppress_in};
 use super::{
     BOUNCES, CAMPAIGNS, Events, MESSAGES, REPORTS, Result, SUPPRESSIONS, Store, StoreError, decode, encode, next_id,
 };
-use crate::domain::Stats;
 use crate::domain::bounce::{Bounce, BouncePolicy, BounceType};
+use crate::domain::message::MessageRecord;
 use crate::domain::suppression::{Suppression, SuppressionReason, normalize};
 use crate::domain::webhook::{EventKind, bounce_data};
 use redb::WriteTransaction;
@@ -33,29 +32,6 @@ pub struct BounceReport {
     /// The suppression this bounce caused or found.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub suppressed: Option<SuppressionReason>,
-}
-
-/// Marks a bounce on its message and counts it in the campaign's stats;
-/// false when the message already has a bounce of this type (nothing is
-/// counted twice).
-pub(super) fn mark_message(
-    record: &mut MessageRecord,
-    stats: &mut Stats,
-    kind: BounceType,
-    reason: Option<String>,
-    now: DateTime<Utc>,
-) -> bool {
-    if record.bounces.iter().any(|b| b.kind == kind) {
-        return false;
-    }
-    let first_bounce = !record.bounces.iter().any(|b| b.kind != BounceType::Complaint);
-    match kind {
-        BounceType::Complaint => stats.complained += 1,
-        BounceType::Hard | BounceType::Soft if first_bounce => stats.bounced += 1,
-        _ => {}
-    }
-    record.bounces.push(MessageBounce { kind, reason, at: now });
-    true
 }
 
 /// Stores a bounce under its address and applies the policy: returns the
@@ -123,7 +99,7 @@ fn bounce_in(
         };
         bounce.email = normalize(&record.email);
         bounce.message_id = Some(record.message_id.clone());
-        if !mark_message(&mut record, &mut c.stats, bounce.kind, bounce.reason.clone(), now) {
+        if !record.mark_bounce(&mut c.stats, bounce.kind, bounce.reason.clone(), now) {
             let suppressed = suppression_of(tx, user_id, &bounce.email)?;
             return Ok(BounceReport {
                 bounce,

@@ -9,8 +9,9 @@ use super::{
 };
 use crate::domain::lifecycle::transition;
 use crate::domain::webhook::{EventKind, campaign_data};
-use crate::domain::{Action, Campaign, CampaignDraft, List, Status};
+use crate::domain::{Action, Campaign, CampaignDraft, CampaignRun, List, Status};
 
+/// A campaign as the API shows it (its send's progress left unread).
 pub(crate) fn load(table: &impl ReadableTable<u64, &'static [u8]>, id: u64) -> Result<Campaign> {
     match table.get(id)? {
         Some(v) => decode(v.value()),
@@ -18,15 +19,27 @@ pub(crate) fn load(table: &impl ReadableTable<u64, &'static [u8]>, id: u64) -> R
     }
 }
 
-pub(crate) fn owned(table: &impl ReadableTable<u64, &'static [u8]>, user_id: u64, id: u64) -> Result<Campaign> {
-    let c = load(table, id)?;
+/// A campaign with its send's progress, to change and `save`.
+pub(crate) fn load_run(table: &impl ReadableTable<u64, &'static [u8]>, id: u64) -> Result<CampaignRun> {
+    match table.get(id)? {
+        Some(v) => decode(v.value()),
+        None => Err(StoreError::NotFound),
+    }
+}
+
+/// `load_run`, for the campaign's owner only: another user's id is as
+/// unknown as a missing one.
+pub(crate) fn owned(table: &impl ReadableTable<u64, &'static [u8]>, user_id: u64, id: u64) -> Result<CampaignRun> {
+    let c = load_run(table, id)?;
     if c.user_id != user_id {
         return Err(StoreError::NotFound);
     }
     Ok(c)
 }
 
-pub(crate) fn save(table: &mut redb::Table<u64, &'static [u8]>, c: &Campaign) -> Result<()> {
+/// Writes the whole record. It takes a run, never a bare campaign, so a
+/// change to the campaign cannot drop its progress.
+pub(crate) fn save(table: &mut redb::Table<u64, &'static [u8]>, c: &CampaignRun) -> Result<()> {
     table.insert(c.id, encode(c).as_slice())?;
     Ok(())
 }
@@ -54,7 +67,7 @@ impl Store {
         let id = next_id(&tx, "campaign")?;
         let c = Campaign::from_draft(id, user_id, draft, transport, now);
         c.validate()?;
-        save(&mut tx.open_table(CAMPAIGNS)?, &c)?;
+        save(&mut tx.open_table(CAMPAIGNS)?, &CampaignRun::from(c.clone()))?;
         tx.open_table(USER_CAMPAIGNS)?.insert((user_id, id), ())?;
         tx.commit()?;
         Ok(c)
@@ -68,7 +81,7 @@ impl Store {
 
     pub fn campaign(&self, user_id: u64, id: u64) -> Result<Campaign> {
         let tx = self.read()?;
-        owned(&tx.open_table(CAMPAIGNS)?, user_id, id)
+        owned(&tx.open_table(CAMPAIGNS)?, user_id, id).map(|run| run.campaign)
     }
 
     pub fn campaigns(
@@ -112,7 +125,19 @@ impl Store {
         id: u64,
         action: Action,
         now: DateTime<Utc>,
-        f: impl FnOnce(&redb::WriteTransaction, &mut Campaign) -> Result<()>,
+        f: impl FnOnce(&mut Campaign),
+    ) -> Result<Campaign> {
+        self.act_as(user_id, id, |_| action, now, f)
+    }
+
+    /// `act` with the action decided from the stored campaign.
+    fn act_as(
+        &self,
+        user_id: u64,
+        id: u64,
+        action: impl FnOnce(&Campaign) -> Action,
+        now: DateTime<Utc>,
+        f: impl FnOnce(&mut Campaign),
     ) -> Result<Campaign> {
         let tx = self.write()?;
         let (c, wrote) = apply(&tx, user_id, id, action, now, f)?;
@@ -125,7 +150,7 @@ impl Store {
     /// `Store::write_riding`): these change only the campaign record and
     /// its events, after every check.
     pub fn act_riding(&self, user_id: u64, id: u64, action: Action, now: DateTime<Utc>) -> Result<Campaign> {
-        let (c, wrote) = self.write_riding(move |tx| apply(tx, user_id, id, action, now, |_, _| Ok(())))?;
+        let (c, wrote) = self.write_riding(move |tx| apply(tx, user_id, id, |_| action, now, |_| {}))?;
         self.wake_deliverer(wrote);
         Ok(c)
     }
@@ -134,20 +159,20 @@ impl Store {
     /// local-time sending, when UTC+14 reaches the time) lies ahead of `now`,
     /// else draft → sending with the recipients fixed.
     pub fn send(&self, user_id: u64, id: u64, now: DateTime<Utc>) -> Result<Campaign> {
-        let current = self.campaign(user_id, id)?;
-        let future = crate::domain::schedule::start_at(current.scheduled_at, current.send_at_local_time)
-            .is_some_and(|t| t > now);
-        self.act(user_id, id, Action::Send { future }, now, |tx, c| {
-            if c.status == Status::Sending {
-                Store::begin_sending(tx, c, now)?;
-            }
-            Ok(())
-        })
+        self.act_as(
+            user_id,
+            id,
+            |c| Action::Send {
+                future: c.starts_after(now),
+            },
+            now,
+            |_| {},
+        )
     }
 
     /// Starts sending in the caller's transaction: fixes the set of
-    /// subscribers (those in the list now) and the total.
-    pub(crate) fn begin_sending(tx: &redb::WriteTransaction, c: &mut Campaign, now: DateTime<Utc>) -> Result<()> {
+    /// subscribers (those in the list now) and the total. Reads only.
+    fn begin_sending(tx: &redb::WriteTransaction, c: &mut CampaignRun, now: DateTime<Utc>) -> Result<()> {
         let subs = tx.open_table(SUBSCRIBERS)?;
         let last = subs
             .range((c.list_id, 0)..=(c.list_id, u64::MAX))?
@@ -156,9 +181,11 @@ impl Store {
             .map(|(k, _)| k.value().1)
             .unwrap_or(0);
         let list = check_list(tx, c.user_id, c.list_id)?;
-        c.last_subscriber = last;
-        c.cursor = 0;
-        c.planned = 0;
+        c.progress = crate::domain::Progress {
+            last_subscriber: last,
+            cursor: 0,
+            planned: 0,
+        };
         c.stats = crate::domain::Stats {
             total: list.subscriber_count,
             ..Default::default()
@@ -175,7 +202,7 @@ impl Store {
             let c = owned(&table, user_id, id)?;
             transition(c.status, Action::Duplicate)?;
             let copy = c.duplicate(next_id(&tx, "campaign")?, now);
-            save(&mut table, &copy)?;
+            save(&mut table, &CampaignRun::from(copy.clone()))?;
             tx.open_table(USER_CAMPAIGNS)?.insert((user_id, copy.id), ())?;
             copy
         };
@@ -214,10 +241,10 @@ impl Store {
         let mut out = Vec::new();
         for entry in table.iter()? {
             let (_, v) = entry?;
-            let c: Campaign = decode(v.value())?;
+            let c: CampaignRun = decode(v.value())?;
             let unfinished_cancel = c.status == Status::Cancelled && !c.exhausted();
             if matches!(c.status, Status::Sending | Status::Paused | Status::Scheduled) || unfinished_cancel {
-                out.push(c);
+                out.push(c.campaign);
             }
         }
         Ok(out)
@@ -225,23 +252,27 @@ impl Store {
 }
 
 /// A lifecycle action inside `tx`; returns the campaign and whether events
-/// were written. Everything is checked before the first write, except what
-/// `f` writes (it runs before validation).
+/// were written. Sending (send, or a schedule firing) fixes the recipients.
+/// Everything is read and checked before the first write.
 fn apply(
     tx: &redb::WriteTransaction,
     user_id: u64,
     id: u64,
-    action: Action,
+    action: impl FnOnce(&Campaign) -> Action,
     now: DateTime<Utc>,
-    f: impl FnOnce(&redb::WriteTransaction, &mut Campaign) -> Result<()>,
+    f: impl FnOnce(&mut Campaign),
 ) -> Result<(Campaign, bool)> {
     let mut events = Events::new(tx);
     let c = {
         let mut table = tx.open_table(CAMPAIGNS)?;
         let mut c = owned(&table, user_id, id)?;
         let from = c.status;
+        let action = action(&c);
         c.status = transition(c.status, action)?;
-        f(tx, &mut c)?;
+        f(&mut c.campaign);
+        if c.status == Status::Sending && matches!(action, Action::Send { .. } | Action::Fire) {
+            Store::begin_sending(tx, &mut c, now)?;
+        }
         c.updated_at = now;
         c.validate()?;
         check_list(tx, user_id, c.list_id)?;
@@ -249,7 +280,7 @@ fn apply(
         if let Some(kind) = EventKind::of_transition(from, c.status) {
             events.emit(user_id, kind, now, || campaign_data(&c))?;
         }
-        c
+        c.campaign
     };
     Ok((c, events.into_written()))
 }

@@ -6,137 +6,19 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use redb::ReadableTable;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
-use super::bounces::{file_bounce, mark_message};
-use super::campaigns::{load, save};
+use super::bounces::file_bounce;
+use super::campaigns::{load, load_run, save};
 use super::suppressions::suppressed;
 use super::{
     CAMPAIGNS, DEFERRED, DUE, Events, IN_FLIGHT, MESSAGES, Page, Result, SUBSCRIBERS, SUPPRESSIONS, Store, StoreError,
     decode, encode,
 };
 use crate::domain::bounce::{Bounce, BouncePolicy, BounceType};
-use crate::domain::lifecycle::transition;
+use crate::domain::message::{Job, MAX_STORED_TEXT, MessageRecord, MessageStatus, Outcome, OutcomeKind, Settled, clip};
 use crate::domain::suppression::normalize;
 use crate::domain::webhook::{EventKind, bounce_data, campaign_data};
-use crate::domain::{Action, Campaign, Status, Subscriber, SubscriberStatus, schedule};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum MessageStatus {
-    Queued,
-    Sent,
-    Failed,
-    Skipped,
-    Cancelled,
-}
-
-impl MessageStatus {
-    pub fn parse(s: &str) -> Option<MessageStatus> {
-        match s {
-            "queued" => Some(MessageStatus::Queued),
-            "sent" => Some(MessageStatus::Sent),
-            "failed" => Some(MessageStatus::Failed),
-            "skipped" => Some(MessageStatus::Skipped),
-            "cancelled" => Some(MessageStatus::Cancelled),
-            _ => None,
-        }
-    }
-}
-
-/// One subscriber's message of one campaign.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct MessageRecord {
-    pub subscriber_id: u64,
-    pub email: String,
-    pub message_id: String,
-    pub status: MessageStatus,
-    pub attempts: u32,
-    pub last_error: Option<String>,
-    /// The transport's id for the delivery, when it gave one.
-    pub remote_id: Option<String>,
-    /// Set when a crash interrupted this message's delivery, so the
-    /// transport may have been called more than once.
-    #[serde(default)]
-    pub possible_duplicate: bool,
-    /// For local-time campaigns: when the subscriber's wall clock showed
-    /// the campaign's time.
-    #[serde(default)]
-    pub due_at: Option<DateTime<Utc>>,
-    /// Why a `skipped` message was not sent: the subscriber's status in
-    /// the list (`unsubscribed`, `bounced`, …) or the user's suppression
-    /// list (`suppressed: REASON`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub skip_reason: Option<String>,
-    /// Bounces and complaints reported for this message, at most one of
-    /// each type.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub bounces: Vec<MessageBounce>,
-    pub updated_at: DateTime<Utc>,
-}
-
-/// A bounce or complaint on its message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct MessageBounce {
-    #[serde(rename = "type")]
-    pub kind: crate::domain::bounce::BounceType,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    pub at: DateTime<Utc>,
-}
-
-/// A message handed to the delivery workers.
-#[derive(Debug, Clone)]
-pub struct Job {
-    pub campaign_id: u64,
-    pub subscriber: Subscriber,
-    /// Transport calls already made for this message (before a stop or
-    /// crash): `max_attempts` counts them too.
-    pub attempts: u32,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum OutcomeKind {
-    Sent {
-        remote_id: Option<String>,
-    },
-    Failed {
-        error: String,
-    },
-    /// Failed because the receiving server refused the recipient for good;
-    /// also recorded as a hard bounce of the address.
-    Rejected {
-        error: String,
-    },
-    /// The campaign was cancelled before the transport was called.
-    Cancelled,
-    /// Not final: a transient failure, retried after a backoff. Stores the
-    /// attempts so far, so a restart does not start counting again.
-    Retrying {
-        error: String,
-    },
-    /// Not final: the server is stopping and the retry was put off before
-    /// it called the transport; the message leaves `in_flight` for
-    /// `deferred` and is delivered again, unflagged, after the next start.
-    Deferred,
-}
-
-impl OutcomeKind {
-    /// Whether the message's job ends with this outcome (the engine counts
-    /// it out of the campaign's in-flight messages once stored).
-    pub fn ends_job(&self) -> bool {
-        !matches!(self, OutcomeKind::Retrying { .. })
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Outcome {
-    pub campaign_id: u64,
-    pub subscriber_id: u64,
-    pub attempts: u32,
-    pub kind: OutcomeKind,
-}
+use crate::domain::{Campaign, CampaignRun, Status, Subscriber, schedule};
 
 /// The result of one enqueue step.
 #[derive(Debug)]
@@ -163,59 +45,26 @@ impl Writer<'_> {
     /// is, skipped if the subscriber is not subscribed or the address is on
     /// the user's suppression list, queued otherwise.
     fn message(&mut self, c: &mut Campaign, sub: Subscriber, due_at: Option<DateTime<Utc>>) -> Result<Option<Job>> {
-        let skip_reason = if c.status == Status::Cancelled {
-            None
-        } else if sub.status != SubscriberStatus::Subscribed {
-            Some(sub.status.as_str().to_string())
-        } else {
-            suppressed(&self.suppressions, c.user_id, &sub.email)?.map(|r| format!("suppressed: {}", r.as_str()))
-        };
-        let status = if c.status == Status::Cancelled {
-            c.stats.cancelled += 1;
-            MessageStatus::Cancelled
-        } else if skip_reason.is_none() {
-            c.stats.queued += 1;
-            self.in_flight.insert((c.id, sub.id), ())?;
-            MessageStatus::Queued
-        } else {
-            c.stats.skipped += 1;
-            MessageStatus::Skipped
-        };
-        let record = MessageRecord {
-            subscriber_id: sub.id,
-            email: sub.email.clone(),
-            message_id: c.message_id(sub.id),
-            status,
-            attempts: 0,
-            last_error: None,
-            remote_id: None,
-            possible_duplicate: false,
+        let suppressions = &self.suppressions;
+        let user_id = c.user_id;
+        let record = MessageRecord::create(
+            c,
+            &sub,
+            || suppressed(suppressions, user_id, &sub.email),
             due_at,
-            skip_reason,
-            bounces: Vec::new(),
-            updated_at: self.now,
-        };
+            self.now,
+        )?;
         self.messages.insert((c.id, sub.id), encode(&record).as_slice())?;
-        Ok((status == MessageStatus::Queued).then_some(Job {
+        if record.status != MessageStatus::Queued {
+            return Ok(None);
+        }
+        self.in_flight.insert((c.id, sub.id), ())?;
+        Ok(Some(Job {
             campaign_id: c.id,
             subscriber: sub,
             attempts: 0,
         }))
     }
-}
-
-/// Longest remote id or error text stored on a message.
-pub const MAX_STORED_TEXT: usize = 1024;
-
-fn clip(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut cut = max;
-    while !s.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}… ({} bytes)", &s[..cut], s.len())
 }
 
 fn millis(t: DateTime<Utc>) -> u64 {
@@ -224,7 +73,7 @@ fn millis(t: DateTime<Utc>) -> u64 {
 
 /// Moves the cursor over the next `batch` subscribers of the list.
 fn walk_list(
-    c: &mut Campaign,
+    c: &mut CampaignRun,
     subs: &impl ReadableTable<(u64, u64), &'static [u8]>,
     due: &mut redb::Table<(u64, u64, u64), ()>,
     w: &mut Writer<'_>,
@@ -235,7 +84,7 @@ fn walk_list(
     let local_at = c.scheduled_at.filter(|_| c.send_at_local_time);
     let mut seen = 0;
     let mut stopped = false;
-    for entry in subs.range((c.list_id, c.cursor + 1)..=(c.list_id, c.last_subscriber))? {
+    for entry in subs.range((c.list_id, c.progress.cursor + 1)..=(c.list_id, c.progress.last_subscriber))? {
         let (k, v) = entry?;
         let sub: Subscriber = decode(v.value())?;
         let sub_id = k.value().1;
@@ -243,11 +92,11 @@ fn walk_list(
         match due_at {
             Some(d) if d > w.now && c.status != Status::Cancelled => {
                 due.insert((c.id, millis(d), sub_id), ())?;
-                c.planned += 1;
+                c.progress.planned += 1;
             }
             _ => step.jobs.extend(w.message(c, sub, due_at)?),
         }
-        c.cursor = sub_id;
+        c.progress.cursor = sub_id;
         seen += 1;
         if seen == batch || yield_requested() {
             stopped = true;
@@ -257,7 +106,7 @@ fn walk_list(
     if !stopped {
         // The range ran out: subscribers up to `last_subscriber` that were
         // removed leave no entry to move the cursor over.
-        c.cursor = c.last_subscriber;
+        c.progress.cursor = c.progress.last_subscriber;
     }
     step.progressed = true;
     Ok(())
@@ -266,7 +115,7 @@ fn walk_list(
 /// Turns due entries whose time has come (all of them once cancelled)
 /// into messages.
 fn release_due(
-    c: &mut Campaign,
+    c: &mut CampaignRun,
     subs: &impl ReadableTable<(u64, u64), &'static [u8]>,
     due: &mut redb::Table<(u64, u64, u64), ()>,
     w: &mut Writer<'_>,
@@ -286,7 +135,7 @@ fn release_due(
         .collect::<std::result::Result<_, _>>()?;
     for key in &keys {
         due.remove(key)?;
-        c.planned -= 1;
+        c.progress.planned -= 1;
         let (_, due_ms, sub_id) = *key;
         let Some(sub) = subs
             .get((c.list_id, sub_id))?
@@ -325,25 +174,6 @@ fn message_data(campaign_id: u64, m: &MessageRecord) -> serde_json::Value {
     })
 }
 
-impl Campaign {
-    /// Every subscriber has a message and no message waits for an outcome.
-    pub fn exhausted(&self) -> bool {
-        self.cursor >= self.last_subscriber && self.planned == 0 && self.stats.queued == 0
-    }
-
-    /// Turns a sending campaign that is exhausted into sent; says whether
-    /// it did.
-    fn complete_if_done(&mut self, now: DateTime<Utc>) -> bool {
-        if self.status == Status::Sending && self.exhausted() {
-            self.status = transition(self.status, Action::Complete).expect("sending → sent");
-            self.completed_at = Some(now);
-            self.updated_at = now;
-            return true;
-        }
-        false
-    }
-}
-
 impl Store {
     /// One step of a campaign's run, in one transaction:
     ///
@@ -362,12 +192,12 @@ impl Store {
         let mut events = Events::new(&tx);
         let step = {
             let mut campaigns = tx.open_table(CAMPAIGNS)?;
-            let mut c = load(&campaigns, campaign_id)?;
+            let mut c = load_run(&campaigns, campaign_id)?;
             let mut step = Enqueued {
                 jobs: Vec::new(),
                 progressed: false,
                 next_due: None,
-                campaign: c.clone(),
+                campaign: c.campaign.clone(),
             };
             if matches!(c.status, Status::Sending | Status::Cancelled) {
                 let mut w = Writer {
@@ -379,9 +209,9 @@ impl Store {
                 let mut due = tx.open_table(DUE)?;
                 let subs = tx.open_table(SUBSCRIBERS)?;
                 let yield_requested = || tx.yield_requested();
-                if c.cursor < c.last_subscriber {
+                if c.progress.cursor < c.progress.last_subscriber {
                     walk_list(&mut c, &subs, &mut due, &mut w, batch, &mut step, &yield_requested)?;
-                } else if c.planned > 0 {
+                } else if c.progress.planned > 0 {
                     release_due(&mut c, &subs, &mut due, &mut w, batch, &mut step, &yield_requested)?;
                 }
                 c.stats = c.stats.with_pending();
@@ -390,7 +220,7 @@ impl Store {
                 events.emit(c.user_id, EventKind::CampaignSent, now, || campaign_data(&c))?;
             }
             save(&mut campaigns, &c)?;
-            step.campaign = c;
+            step.campaign = c.campaign;
             step
         };
         let wrote = events.into_written();
@@ -430,7 +260,10 @@ impl Store {
             let mut messages = tx.open_table(MESSAGES)?;
             let mut in_flight = tx.open_table(IN_FLIGHT)?;
             let mut deferred = tx.open_table(DEFERRED)?;
-            let mut touched: HashMap<u64, Campaign> = HashMap::new();
+            // Campaigns loaded for this batch; those a final outcome counted
+            // into are saved and returned.
+            let mut touched: HashMap<u64, CampaignRun> = HashMap::new();
+            let mut changed = std::collections::HashSet::new();
             for o in outcomes {
                 if done > 0 && tx.yield_requested() {
                     break;
@@ -444,79 +277,54 @@ impl Store {
                 let Some(mut record) = record else {
                     continue;
                 };
-                if record.status != MessageStatus::Queued {
-                    continue;
-                }
-                record.attempts = o.attempts;
-                record.updated_at = now;
-                // Not final: the message stays queued, only what it went
-                // through is kept.
-                match &o.kind {
-                    OutcomeKind::Retrying { error } => {
-                        record.last_error = Some(clip(error, MAX_STORED_TEXT));
-                        messages.insert(key, encode(&record).as_slice())?;
-                        continue;
-                    }
-                    OutcomeKind::Deferred => {
-                        messages.insert(key, encode(&record).as_slice())?;
-                        in_flight.remove(key)?;
-                        deferred.insert(key, ())?;
-                        continue;
-                    }
-                    _ => {}
-                }
                 let c = match touched.entry(o.campaign_id) {
                     std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(e) => match load(&campaigns, o.campaign_id) {
+                    std::collections::hash_map::Entry::Vacant(e) => match load_run(&campaigns, o.campaign_id) {
                         Ok(c) => e.insert(c),
                         Err(StoreError::NotFound) => continue,
                         Err(err) => return Err(err),
                     },
                 };
-                c.stats.queued -= 1;
-                match &o.kind {
-                    OutcomeKind::Sent { remote_id } => {
-                        record.status = MessageStatus::Sent;
-                        // Whatever a plugin returns, a stored message stays small.
-                        record.remote_id = remote_id.as_deref().map(|r| clip(r, MAX_STORED_TEXT));
-                        c.stats.sent += 1;
+                match record.settle(o, &mut c.stats, now) {
+                    None => continue,
+                    Some(Settled::Retrying) => {
+                        messages.insert(key, encode(&record).as_slice())?;
+                        continue;
                     }
-                    OutcomeKind::Failed { error } => {
-                        record.status = MessageStatus::Failed;
-                        record.last_error = Some(clip(error, MAX_STORED_TEXT));
-                        c.stats.failed += 1;
-                        events.emit(c.user_id, EventKind::MessageFailed, now, || message_data(c.id, &record))?;
+                    Some(Settled::Deferred) => {
+                        messages.insert(key, encode(&record).as_slice())?;
+                        in_flight.remove(key)?;
+                        deferred.insert(key, ())?;
+                        continue;
                     }
-                    OutcomeKind::Rejected { error } => {
-                        record.status = MessageStatus::Failed;
-                        record.last_error = Some(clip(error, MAX_STORED_TEXT));
-                        c.stats.failed += 1;
-                        events.emit(c.user_id, EventKind::MessageFailed, now, || message_data(c.id, &record))?;
-                        let reason = Some(clip(error, 1024));
-                        if mark_message(&mut record, &mut c.stats, BounceType::Hard, reason.clone(), now) {
-                            let bounce = Bounce {
-                                email: normalize(&record.email),
-                                kind: BounceType::Hard,
-                                reason,
-                                message_id: Some(record.message_id.clone()),
-                                at: now,
-                            };
-                            // Hard bounces suppress whatever the soft window.
-                            file_bounce(&tx, c.user_id, &bounce, &BouncePolicy::default(), now)?;
-                            events.emit(c.user_id, EventKind::MessageBounced, now, || {
-                                bounce_data(&bounce, Some((c.id, record.subscriber_id)))
-                            })?;
-                        }
+                    Some(Settled::Final) => {
+                        changed.insert(o.campaign_id);
                     }
-                    OutcomeKind::Cancelled => {
-                        record.status = MessageStatus::Cancelled;
-                        c.stats.cancelled += 1;
+                }
+                if record.status == MessageStatus::Failed {
+                    events.emit(c.user_id, EventKind::MessageFailed, now, || message_data(c.id, &record))?;
+                }
+                if let OutcomeKind::Rejected { error } = &o.kind {
+                    let reason = Some(clip(error, MAX_STORED_TEXT));
+                    if record.mark_bounce(&mut c.stats, BounceType::Hard, reason.clone(), now) {
+                        let bounce = Bounce {
+                            email: normalize(&record.email),
+                            kind: BounceType::Hard,
+                            reason,
+                            message_id: Some(record.message_id.clone()),
+                            at: now,
+                        };
+                        // Hard bounces suppress whatever the soft window.
+                        file_bounce(&tx, c.user_id, &bounce, &BouncePolicy::default(), now)?;
+                        events.emit(c.user_id, EventKind::MessageBounced, now, || {
+                            bounce_data(&bounce, Some((c.id, record.subscriber_id)))
+                        })?;
                     }
-                    OutcomeKind::Retrying { .. } | OutcomeKind::Deferred => unreachable!("handled above"),
                 }
                 messages.insert(key, encode(&record).as_slice())?;
                 in_flight.remove(key)?;
             }
+            touched.retain(|id, _| changed.contains(id));
             for c in touched.values_mut() {
                 c.stats = c.stats.with_pending();
                 if c.complete_if_done(now) {
@@ -524,7 +332,7 @@ impl Store {
                 }
                 save(&mut campaigns, c)?;
             }
-            touched.into_values().collect()
+            touched.into_values().map(|run| run.campaign).collect()
         };
         let wrote = events.into_written();
         tx.commit()?;
@@ -541,7 +349,7 @@ impl Store {
         let tx = self.write_bulk()?;
         let jobs = {
             let mut campaigns = tx.open_table(CAMPAIGNS)?;
-            let mut c = load(&campaigns, campaign_id)?;
+            let mut c = load_run(&campaigns, campaign_id)?;
             let mut in_flight = tx.open_table(IN_FLIGHT)?;
             let mut deferred = tx.open_table(DEFERRED)?;
             let mut messages = tx.open_table(MESSAGES)?;
@@ -642,7 +450,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{CampaignDraft, NewSubscriber};
+    use crate::domain::{CampaignDraft, NewSubscriber, SubscriberStatus};
 
     struct Fixture {
         _dir: tempfile::TempDir,

@@ -16,7 +16,7 @@ mod webhooks;
 
 pub use accounts::KeyInfo;
 pub use bounces::BounceReport;
-pub use delivery::{Enqueued, Job, MessageBounce, MessageRecord, MessageStatus, Outcome, OutcomeKind};
+pub use delivery::Enqueued;
 pub use lists::{RowError, UpsertReport};
 pub use suppressions::{SuppressReport, SuppressionPage};
 pub(crate) use webhooks::Events;

@@ -1,5 +1,6 @@
 //! The host's in-process integration tests, one binary (one link of the
 //! whole host instead of one per file).
 
+mod in_process;
 mod local_time;
 mod template_fuzz;
