@@ -1,5 +1,5 @@
 //! Outgoing HTTP the host makes on someone else's behalf: a plugin's
-//! `wasi:http` request (`plugins::http`) and a user's event webhooks
+//! `wasi:http` request (`plugins::capability::http`) and a user's event webhooks
 //! (`webhooks`). Both name a URL someone else chose, so both connect
 //! through this one connector: the origin is checked by the caller's
 //! [`OriginRule`], the host is resolved once, the addresses the rule

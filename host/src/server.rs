@@ -154,7 +154,7 @@ pub async fn run(listener: TcpListener, mut config: Config, shutdown: impl Futur
     println!("posta listening on http://{addr}");
     tracing::info!(data_dir = %instance.data_dir.display(), "serving");
     tokio::spawn(watch_plugins(instance.engine.plugins().clone()));
-    let tls = crate::plugins::tls::client_config(instance.config.tls.extra_ca_file.as_deref())
+    let tls = crate::plugins::capability::tls::client_config(instance.config.tls.extra_ca_file.as_deref())
         .map_err(|e| anyhow::anyhow!("tls.extra_ca_file: {e}"))?;
     let deliverer = crate::webhooks::Deliverer::new(instance.store.clone(), instance.config.webhooks.clone(), &tls);
     tokio::spawn(deliverer.run());

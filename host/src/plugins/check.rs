@@ -6,9 +6,10 @@ use std::path::Path;
 
 use wasmtime::component::Component;
 
+use super::capability::linker;
 use super::pool::World;
-use super::registry::{Personalizer, Transport, linker};
 use super::runtime::engine;
+use super::worlds::{Personalizer, Transport};
 
 /// The contract versions this host serves.
 pub const SUPPORTED: &[&str] = &["0.1.0"];

@@ -2,21 +2,21 @@
 //! named transports of posta.toml.
 
 pub mod bindings;
+pub mod capability;
 pub mod check;
 pub mod grants;
-pub mod http;
 #[cfg(feature = "native-bench")]
 pub mod native;
 pub mod pool;
 pub mod registry;
 pub mod reload;
 pub mod runtime;
-pub mod sockets;
 pub mod stderr;
-pub mod tls;
+pub mod worlds;
 
 pub use pool::{PluginError, Pool};
-pub use registry::{LoadError, Personalizer, Plugins, Transport, TransportInfo};
+pub use registry::{LoadError, Plugins, TransportInfo};
+pub use worlds::{Personalizer, Transport};
 
 /// Components compiled from plugins/ and embedded at build time.
 pub mod bundled {

@@ -8,55 +8,16 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use utoipa::ToSchema;
-use wasmtime::Store;
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, Linker};
 
-use super::bindings::personalizer::{Personalizer as PersonalizerWorld, PersonalizerPre};
-use super::bindings::transport::{Transport as TransportWorld, TransportPre};
 use super::bindings::types;
-use super::grants::{self, Grants};
+use super::grants::Grants;
 use super::pool::{PluginError, Pool, World};
 use super::reload::{Loaded, Refusal, ReloadReport, Source};
 use super::runtime::{HostState, PluginMeta, engine};
+use super::worlds::{Personalizer, Transport};
 use crate::config::{self, Capabilities, Config, Limits};
 use crate::dkim::DkimKeys;
-
-pub struct Personalizer;
-pub struct Transport;
-
-impl World for Personalizer {
-    type Pre = PersonalizerPre<HostState>;
-    type Instance = PersonalizerWorld;
-    const KIND: &'static str = "personalizer";
-
-    fn pre(linker: &Linker<HostState>, component: &Component) -> wasmtime::Result<Self::Pre> {
-        PersonalizerPre::new(linker.instantiate_pre(component)?)
-    }
-
-    fn instantiate<'a>(
-        pre: &'a Self::Pre,
-        store: &'a mut Store<HostState>,
-    ) -> std::pin::Pin<Box<dyn Future<Output = wasmtime::Result<Self::Instance>> + Send + 'a>> {
-        Box::pin(pre.instantiate_async(store))
-    }
-}
-
-impl World for Transport {
-    type Pre = TransportPre<HostState>;
-    type Instance = TransportWorld;
-    const KIND: &'static str = "transport";
-
-    fn pre(linker: &Linker<HostState>, component: &Component) -> wasmtime::Result<Self::Pre> {
-        TransportPre::new(linker.instantiate_pre(component)?)
-    }
-
-    fn instantiate<'a>(
-        pre: &'a Self::Pre,
-        store: &'a mut Store<HostState>,
-    ) -> std::pin::Pin<Box<dyn Future<Output = wasmtime::Result<Self::Instance>> + Send + 'a>> {
-        Box::pin(pre.instantiate_async(store))
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -113,13 +74,15 @@ impl Plugins {
             name: "engine".into(),
             reason: format!("{e:#}"),
         })?;
-        let linker = linker(&engine).map_err(|e| LoadError::Invalid {
+        let linker = super::capability::linker(&engine).map_err(|e| LoadError::Invalid {
             name: "linker".into(),
             reason: format!("{e:#}"),
         })?;
-        let tls = super::tls::client_config(cfg.tls.extra_ca_file.as_deref()).map_err(|reason| LoadError::Invalid {
-            name: "tls".into(),
-            reason,
+        let tls = super::capability::tls::client_config(cfg.tls.extra_ca_file.as_deref()).map_err(|reason| {
+            LoadError::Invalid {
+                name: "tls".into(),
+                reason,
+            }
         })?;
         // Personalize calls run on the engine's threads, one per core at a
         // time (more only when a call yields); idle instances beyond that
@@ -171,7 +134,11 @@ impl Plugins {
                 })?;
                 values.insert(key.clone(), value);
             }
-            let grants = grants(name, &t.capabilities, data_dir)?;
+            let grants =
+                super::capability::configure(&t.capabilities, data_dir).map_err(|reason| LoadError::Capability {
+                    name: name.clone(),
+                    reason,
+                })?;
             let limits = t.limits.unwrap_or(cfg.limits);
             let max_in_flight = t.max_in_flight.unwrap_or(cfg.delivery.max_in_flight).max(1);
             let info = TransportInfo {
@@ -326,19 +293,6 @@ impl TransportEntry {
     }
 }
 
-pub fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<HostState>> {
-    let mut linker = Linker::new(engine);
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-    super::sockets::add_to_linker(&mut linker)?;
-    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-    let mut tls = wasmtime_wasi_tls::p2::LinkOptions::default();
-    tls.tls(true);
-    wasmtime_wasi_tls::p2::add_to_linker(&mut linker, &tls)?;
-    super::bindings::personalizer::posta::plugin::host::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
-    super::bindings::personalizer::posta::plugin::types::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
-    Ok(linker)
-}
-
 /// Compiles a component, checks its contract version and kind, and
 /// pre-instantiates it: everything that can fail before it serves a call.
 fn prepare<W: World>(
@@ -419,27 +373,4 @@ pub fn compile(
         reason: super::check::component_error(&e),
     })?;
     Ok((component, source))
-}
-
-fn grants(name: &str, caps: &Capabilities, data_dir: &Path) -> Result<Grants, LoadError> {
-    let err = |reason: String| LoadError::Capability {
-        name: name.to_string(),
-        reason,
-    };
-    let mut g = Grants::default();
-    for dir in &caps.dirs {
-        let path = PathBuf::from(config::expand(dir, data_dir));
-        std::fs::create_dir_all(&path).map_err(|e| err(format!("cannot create {}: {e}", path.display())))?;
-        let path = std::fs::canonicalize(&path).map_err(|e| err(format!("{}: {e}", path.display())))?;
-        g.dirs.push(path);
-    }
-    g.allow_private = caps.allow_private;
-    for entry in &caps.connect {
-        g.connect
-            .push(grants::endpoint(entry, caps.allow_private).map_err(err)?);
-    }
-    for entry in &caps.http {
-        g.http.push(grants::origin(entry).map_err(err)?);
-    }
-    Ok(g)
 }

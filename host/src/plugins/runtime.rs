@@ -9,15 +9,12 @@ use std::time::{Duration, Instant};
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, UpdateDeadline};
-use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
-use wasmtime_wasi_tls::{WasiTlsCtx, WasiTlsCtxBuilder, WasiTlsCtxView, WasiTlsView};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings::host::{self, Level};
+use super::capability::{self, InstanceState, http::HttpClient};
 use super::grants::Grants;
-use super::http::{HttpClient, HttpHooks};
 use super::stderr::StderrTail;
-use super::tls::HostTls;
 use crate::config::Limits;
 use crate::dkim::DkimKeys;
 
@@ -121,16 +118,7 @@ impl PluginMeta {
         // calling thread: a small write costs microseconds, a hop through
         // tokio's blocking pool costs two thread wake-ups per write.
         b.allow_blocking_current_thread(true);
-        for dir in &self.grants.dirs {
-            let guest = dir.display().to_string();
-            b.preopened_dir(dir, &guest, FsPerms::ReadWrite)?;
-        }
-        // The personalizer gets no sockets at all.
-        if self.sockets {
-            super::sockets::grant(&mut b, self.grants.clone());
-        } else {
-            b.allow_tcp(false).allow_udp(false);
-        }
+        capability::prepare(self, &mut b)?;
         Ok(b.build())
     }
 }
@@ -157,22 +145,16 @@ impl ResourceLimiter for MemoryCap {
 /// panic message.
 const STDERR_TAIL: usize = 16 * 1024;
 
-/// Header bytes one `wasi:http` fields resource may hold (wasmtime's
-/// default is 128 KiB); with the handle cap this bounds what headers can
-/// pile up in host memory per instance.
-const HTTP_FIELD_BYTES: usize = 32 * 1024;
-
 /// `host.log` lines one call may write; the rest are counted and dropped,
 /// so a plugin cannot flood the operator's log.
 const LOG_LINES_PER_CALL: u32 = 100;
 
 pub struct HostState {
     wasi: WasiCtx,
-    tls: WasiTlsCtx,
-    http: WasiHttpCtx,
-    hooks: HttpHooks,
+    /// The capabilities' own state (`capability::instantiate`).
+    pub(super) capabilities: InstanceState,
     pub stderr: StderrTail,
-    table: ResourceTable,
+    pub(super) table: ResourceTable,
     /// `host.log` lines written by the current call.
     log_lines: u32,
     pub memory: MemoryCap,
@@ -190,15 +172,9 @@ impl HostState {
         // holds is an entry here, in host memory: the cap bounds them all.
         let mut table = ResourceTable::new();
         table.set_max_capacity(meta.limits.max_handles as usize);
-        let mut http = WasiHttpCtx::new();
-        http.set_field_size_limit(HTTP_FIELD_BYTES);
         Ok(HostState {
             wasi: meta.wasi(&stderr)?,
-            tls: WasiTlsCtxBuilder::new()
-                .provider(Box::new(HostTls(meta.tls.clone())))
-                .build(),
-            http,
-            hooks: HttpHooks::new(&meta),
+            capabilities: capability::instantiate(&meta),
             stderr,
             table,
             log_lines: 0,
@@ -245,25 +221,6 @@ impl WasiView for HostState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
-        }
-    }
-}
-
-impl WasiTlsView for HostState {
-    fn tls(&mut self) -> WasiTlsCtxView<'_> {
-        WasiTlsCtxView {
-            ctx: &mut self.tls,
-            table: &mut self.table,
-        }
-    }
-}
-
-impl WasiHttpView for HostState {
-    fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView {
-            ctx: &mut self.http,
-            table: &mut self.table,
-            hooks: &mut self.hooks,
         }
     }
 }

@@ -7,6 +7,7 @@
 //! the sockets alive in the instance, not the ones opened by one call:
 //! `limits.max_sockets` × the instances alive bounds the fds plugins hold.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use wasmtime::component::{HasData, Linker, Resource};
@@ -16,13 +17,42 @@ use wasmtime_wasi::p2::bindings::sockets::tcp_create_socket;
 use wasmtime_wasi::p2::{SocketError, SocketResult, TcpSocket};
 use wasmtime_wasi::sockets::{SocketAddrUse, WasiSocketsCtxView, WasiSocketsView};
 
-use super::grants::Grants;
-use super::runtime::HostState;
+use super::Capability;
+use crate::config::Capabilities;
+use crate::plugins::grants::{self, Grants};
+use crate::plugins::runtime::{HostState, PluginMeta};
+
+/// `connect` (and `allow_private`, which also rules `http`'s names).
+pub struct Sockets;
+
+impl Capability for Sockets {
+    fn configure(&self, caps: &Capabilities, _data_dir: &Path, g: &mut Grants) -> Result<(), String> {
+        g.allow_private = caps.allow_private;
+        for entry in &caps.connect {
+            g.connect.push(grants::endpoint(entry, caps.allow_private)?);
+        }
+        Ok(())
+    }
+
+    fn link(&self, linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+        add_to_linker(linker)
+    }
+
+    fn prepare(&self, meta: &PluginMeta, wasi: &mut WasiCtxBuilder) -> wasmtime::Result<()> {
+        // The personalizer gets no sockets at all.
+        if meta.sockets {
+            grant(wasi, meta.grants.clone());
+        } else {
+            wasi.allow_tcp(false).allow_udp(false);
+        }
+        Ok(())
+    }
+}
 
 /// Admits a TCP connect only to a granted address. TCP is on for every
 /// transport, so that a connect outside the grant fails with a clear
 /// "access denied" instead of "not supported".
-pub fn grant(b: &mut WasiCtxBuilder, grants: Arc<Grants>) {
+fn grant(b: &mut WasiCtxBuilder, grants: Arc<Grants>) {
     b.allow_tcp(true).socket_addr_check(move |addr, use_| {
         let ok = match use_ {
             SocketAddrUse::TcpConnect => grants.may_connect(addr),
@@ -39,7 +69,7 @@ pub fn grant(b: &mut WasiCtxBuilder, grants: Arc<Grants>) {
 /// socket past the instance's cap (`new-socket-limit`, what the guest
 /// would see from an OS out of descriptors). Must run after
 /// `wasmtime_wasi::p2::add_to_linker_async`.
-pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
     tcp_create_socket::add_to_linker::<HostState, CappedSockets>(linker, |s| {
         let max = s.meta.limits.max_sockets as usize;

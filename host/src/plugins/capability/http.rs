@@ -8,16 +8,68 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use std::path::Path;
+
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
 use rustls::ClientConfig;
-use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
+use wasmtime::component::Linker;
+use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-use super::grants::Grants;
-use super::runtime::PluginMeta;
-use crate::outbound::{CONNECT_TIMEOUT, ConnectFailure, Connector, Origin, OriginRule};
+use super::{Capability, InstanceState};
+use crate::config::Capabilities;
+use crate::outbound::{CONNECT_TIMEOUT, ConnectFailure, Connector, Origin, OriginRule, redact};
+use crate::plugins::grants::{self, Grants};
+use crate::plugins::runtime::{HostState, PluginMeta};
 
-pub struct HttpHooks {
+/// `http`: origins a transport may send requests to through `wasi:http`.
+pub struct Http;
+
+/// Header bytes one `wasi:http` fields resource may hold (wasmtime's
+/// default is 128 KiB); with the handle cap this bounds what headers can
+/// pile up in host memory per instance.
+const HTTP_FIELD_BYTES: usize = 32 * 1024;
+
+/// An instance's `wasi:http` context and the hook that sends its requests.
+struct HttpState {
+    ctx: WasiHttpCtx,
+    hooks: HttpHooks,
+}
+
+impl Capability for Http {
+    fn configure(&self, caps: &Capabilities, _data_dir: &Path, g: &mut Grants) -> Result<(), String> {
+        for entry in &caps.http {
+            g.http.push(grants::origin(entry)?);
+        }
+        Ok(())
+    }
+
+    fn link(&self, linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)
+    }
+
+    fn instantiate(&self, meta: &PluginMeta, state: &mut InstanceState) {
+        let mut ctx = WasiHttpCtx::new();
+        ctx.set_field_size_limit(HTTP_FIELD_BYTES);
+        state.insert(HttpState {
+            ctx,
+            hooks: HttpHooks::new(meta),
+        });
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        let state = self.capabilities.get_mut::<HttpState>();
+        WasiHttpCtxView {
+            ctx: &mut state.ctx,
+            table: &mut self.table,
+            hooks: &mut state.hooks,
+        }
+    }
+}
+
+struct HttpHooks {
     plugin: String,
     grants: Arc<Grants>,
     client: HttpClient,
@@ -31,7 +83,7 @@ pub struct HttpHooks {
 }
 
 impl HttpHooks {
-    pub fn new(meta: &PluginMeta) -> HttpHooks {
+    fn new(meta: &PluginMeta) -> HttpHooks {
         HttpHooks {
             plugin: meta.name.clone(),
             grants: meta.grants.clone(),
@@ -92,8 +144,6 @@ impl WasiHttpHooks for HttpHooks {
         })
     }
 }
-
-pub use crate::outbound::redact;
 
 /// The request's origin, which the transport's `http` capability must list.
 fn origin(grants: &Grants, uri: &http::Uri) -> Result<Origin, String> {

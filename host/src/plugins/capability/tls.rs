@@ -1,6 +1,7 @@
 //! The TLS client the host runs on behalf of plugins: `wasi:tls` for
 //! socket transports (SMTP) and HTTPS for `wasi:http`. One rustls config,
-//! trusting the system's roots plus an optional extra CA file.
+//! trusting the system's roots plus an optional extra CA file. TLS needs
+//! no grant of its own: it runs over a socket `connect` admitted.
 
 use std::future::Future;
 use std::path::Path;
@@ -10,7 +11,41 @@ use std::sync::Arc;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
-use wasmtime_wasi_tls::{TlsProvider, TlsStream, TlsTransport};
+use wasmtime::component::Linker;
+use wasmtime_wasi_tls::{
+    TlsProvider, TlsStream, TlsTransport, WasiTlsCtx, WasiTlsCtxBuilder, WasiTlsCtxView, WasiTlsView,
+};
+
+use super::{Capability, InstanceState};
+use crate::plugins::runtime::{HostState, PluginMeta};
+
+/// `wasi:tls`, for every component.
+pub struct Tls;
+
+impl Capability for Tls {
+    fn link(&self, linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+        let mut options = wasmtime_wasi_tls::p2::LinkOptions::default();
+        options.tls(true);
+        wasmtime_wasi_tls::p2::add_to_linker(linker, &options)
+    }
+
+    fn instantiate(&self, meta: &PluginMeta, state: &mut InstanceState) {
+        state.insert(
+            WasiTlsCtxBuilder::new()
+                .provider(Box::new(HostTls(meta.tls.clone())))
+                .build(),
+        );
+    }
+}
+
+impl WasiTlsView for HostState {
+    fn tls(&mut self) -> WasiTlsCtxView<'_> {
+        WasiTlsCtxView {
+            ctx: self.capabilities.get_mut::<WasiTlsCtx>(),
+            table: &mut self.table,
+        }
+    }
+}
 
 /// Builds the client config. Without any system roots (a bare container)
 /// the Mozilla roots compiled into the binary stand in.
@@ -49,7 +84,7 @@ pub fn client_config(extra_ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, 
 }
 
 /// `wasi:tls` provider over the host's config.
-pub struct HostTls(pub Arc<ClientConfig>);
+struct HostTls(pub Arc<ClientConfig>);
 
 type Handshake = Pin<Box<dyn Future<Output = Result<Box<dyn TlsStream>, wasmtime_wasi_tls::Error>> + Send>>;
 

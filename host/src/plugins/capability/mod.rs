@@ -1,0 +1,109 @@
+//! What a plugin may be granted, one module per capability (the shape of
+//! Spin's factors, written out by hand for four): each owns its part of a
+//! transport's `capabilities` (checked and resolved into `Grants` when the
+//! transport loads), its linker entries, its share of an instance's WASI
+//! context and its per-instance state. Adding a capability is a module
+//! here and a line in `ALL`; nothing else names it.
+
+pub mod files;
+pub mod http;
+pub mod sockets;
+pub mod tls;
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::path::Path;
+
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime_wasi::WasiCtxBuilder;
+
+use super::grants::Grants;
+use super::runtime::{HostState, PluginMeta};
+use crate::config::Capabilities;
+
+/// One capability's part in loading a transport and building its
+/// instances. Every step defaults to nothing.
+pub trait Capability: Sync {
+    /// Checks and resolves this capability's part of `caps` into `grants`.
+    fn configure(&self, _caps: &Capabilities, _data_dir: &Path, _grants: &mut Grants) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Adds its interfaces to the linker (after WASI's own, which it may
+    /// shadow).
+    fn link(&self, _linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+        Ok(())
+    }
+
+    /// Its share of a new instance's WASI context.
+    fn prepare(&self, _meta: &PluginMeta, _wasi: &mut WasiCtxBuilder) -> wasmtime::Result<()> {
+        Ok(())
+    }
+
+    /// Its state in a new instance.
+    fn instantiate(&self, _meta: &PluginMeta, _state: &mut InstanceState) {}
+}
+
+/// Every capability, in the order they configure and link.
+const ALL: &[&dyn Capability] = &[&files::Files, &sockets::Sockets, &tls::Tls, &http::Http];
+
+/// A transport's `capabilities`, resolved; the error names the entry.
+pub fn configure(caps: &Capabilities, data_dir: &Path) -> Result<Grants, String> {
+    let mut grants = Grants::default();
+    for c in ALL {
+        c.configure(caps, data_dir, &mut grants)?;
+    }
+    Ok(grants)
+}
+
+/// The linker every component is instantiated with: WASI, each
+/// capability's interfaces, and the contract's own `host` and `types`.
+pub fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<HostState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    for c in ALL {
+        c.link(&mut linker)?;
+    }
+    use super::bindings::personalizer::posta::plugin;
+    plugin::host::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+    plugin::types::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+    Ok(linker)
+}
+
+/// Each capability's share of an instance's WASI context.
+pub fn prepare(meta: &PluginMeta, wasi: &mut WasiCtxBuilder) -> wasmtime::Result<()> {
+    for c in ALL {
+        c.prepare(meta, wasi)?;
+    }
+    Ok(())
+}
+
+/// Each capability's state in a new instance.
+pub fn instantiate(meta: &PluginMeta) -> InstanceState {
+    let mut state = InstanceState::default();
+    for c in ALL {
+        c.instantiate(meta, &mut state);
+    }
+    state
+}
+
+/// The capabilities' per-instance state, one value per type: the host
+/// state holds it without naming any capability. A lookup is a hash of a
+/// type id, made once per host call into that capability.
+#[derive(Default)]
+pub struct InstanceState(HashMap<TypeId, Box<dyn Any + Send>>);
+
+impl InstanceState {
+    pub fn insert<T: Any + Send>(&mut self, value: T) {
+        self.0.insert(TypeId::of::<T>(), Box::new(value));
+    }
+
+    /// The instance's `T`. Absent only if its capability is missing from
+    /// `ALL`, which every instance would then show at its first call.
+    pub fn get_mut<T: Any + Send>(&mut self) -> &mut T {
+        self.0
+            .get_mut(&TypeId::of::<T>())
+            .and_then(|v| v.downcast_mut())
+            .unwrap_or_else(|| panic!("{} was not instantiated", std::any::type_name::<T>()))
+    }
+}
