@@ -125,6 +125,21 @@ impl From<Campaign> for CampaignRun {
 }
 
 impl CampaignRun {
+    /// Starts the send over the list's subscribers with ids up to
+    /// `last_subscriber`, `total` of them.
+    pub fn begin_sending(&mut self, last_subscriber: u64, total: u64, now: DateTime<Utc>) {
+        self.progress = Progress {
+            last_subscriber,
+            ..Progress::default()
+        };
+        self.stats = Stats {
+            total,
+            ..Stats::default()
+        }
+        .with_pending();
+        self.started_at = Some(now);
+    }
+
     /// Every subscriber has a message and no message waits for an outcome.
     pub fn exhausted(&self) -> bool {
         let p = &self.progress;
@@ -414,6 +429,25 @@ mod tests {
         assert!(run.complete_if_done(now));
         assert_eq!((run.status, run.completed_at), (Status::Sent, Some(now)));
         assert!(!run.complete_if_done(now), "once");
+    }
+
+    #[test]
+    fn a_send_starts_from_the_first_subscriber_with_fresh_counts() {
+        let now = Utc::now();
+        let mut run = CampaignRun::from(Campaign::from_draft(7, 1, draft(), "log".into(), now));
+        run.progress.cursor = 5;
+        run.stats.sent = 3;
+        run.begin_sending(40, 30, now);
+        assert_eq!(
+            run.progress,
+            Progress {
+                last_subscriber: 40,
+                cursor: 0,
+                planned: 0
+            }
+        );
+        assert_eq!((run.stats.total, run.stats.pending, run.stats.sent), (30, 30, 0));
+        assert_eq!(run.started_at, Some(now));
     }
 
     #[test]

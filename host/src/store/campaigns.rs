@@ -181,17 +181,7 @@ impl Store {
             .map(|(k, _)| k.value().1)
             .unwrap_or(0);
         let list = check_list(tx, c.user_id, c.list_id)?;
-        c.progress = crate::domain::Progress {
-            last_subscriber: last,
-            cursor: 0,
-            planned: 0,
-        };
-        c.stats = crate::domain::Stats {
-            total: list.subscriber_count,
-            ..Default::default()
-        }
-        .with_pending();
-        c.started_at = Some(now);
+        c.begin_sending(last, list.subscriber_count, now);
         Ok(())
     }
 
