@@ -4,26 +4,88 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
+use tokio::sync::{Notify, mpsc};
 
-use super::Inner;
+use super::capacity::Capacity;
 use super::lane::{Lane, Reply};
 use crate::domain::message::{Job, Outcome, OutcomeKind};
 use crate::domain::{Campaign, unsubscribe};
+use crate::plugins::Plugins;
 use crate::plugins::bindings::types;
 
-/// What every message of a campaign shares, built once per run.
+/// What every message's delivery uses whatever its campaign: made once by
+/// the engine and passed in, so a job sees nothing else of it.
+pub(super) struct Shared {
+    pub(super) plugins: Arc<Plugins>,
+    /// Personalize slots and the budget for rendered messages.
+    pub(super) capacity: Capacity,
+    pub(super) stop: Stop,
+    /// Where outcomes go (the collector); a retry's attempt too.
+    pub(super) outcomes: mpsc::UnboundedSender<Outcome>,
+    pub(super) retry: Retry,
+}
+
+/// When to try a message again.
+pub(super) struct Retry {
+    pub(super) max_attempts: u32,
+    pub(super) base_ms: u64,
+    pub(super) max_ms: u64,
+    /// A recipient refused for good is a hard bounce (`bounces`).
+    pub(super) hard_on_reject: bool,
+}
+
+/// Set by `Engine::shutdown`: nothing new is queued, retries are deferred.
+#[derive(Default)]
+pub(super) struct Stop {
+    stopping: std::sync::atomic::AtomicBool,
+    /// Wakes the retries waiting out a backoff.
+    wake: Notify,
+}
+
+impl Stop {
+    pub(super) fn stop(&self) {
+        self.stopping.store(true, std::sync::atomic::Ordering::Release);
+        self.wake.notify_waiters();
+    }
+
+    pub(super) fn is_stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Waits out a retry's backoff; false when a stop cut it short (the
+    /// retry then happens after the next start: no transport call starts
+    /// after SIGTERM). A stop that lands just as the wait ends is caught by
+    /// `attempt`'s own check before the transport.
+    async fn sleep(&self, wait: Duration) -> bool {
+        let stop = self.wake.notified();
+        tokio::pin!(stop);
+        // Registered before the flag is read, so a stop in between still
+        // wakes it.
+        stop.as_mut().enable();
+        if self.is_stopping() {
+            return false;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => true,
+            _ = stop => false,
+        }
+    }
+}
+
+/// What every message of a campaign shares, built once per run (by the
+/// engine, which owns the lanes and rate limiters it picks from).
 pub(super) struct Context {
-    run: Arc<super::Run>,
-    campaign: Campaign,
-    wit: Arc<types::Campaign>,
-    transport: Option<Lane>,
-    campaign_rate: Option<super::rate::Limiter>,
-    transport_rate: Option<Arc<super::rate::Limiter>>,
-    unsubscribe_base: String,
-    secret: [u8; 32],
+    pub(super) run: Arc<super::Run>,
+    pub(super) campaign: Campaign,
+    pub(super) wit: Arc<types::Campaign>,
+    pub(super) transport: Option<Lane>,
+    pub(super) campaign_rate: Option<super::rate::Limiter>,
+    pub(super) transport_rate: Option<Arc<super::rate::Limiter>>,
+    pub(super) unsubscribe_base: String,
+    pub(super) secret: [u8; 32],
     /// The campaign owner's share of personalize slots.
-    user_slots: Arc<tokio::sync::Semaphore>,
-    max_message_bytes: u64,
+    pub(super) user_slots: Arc<tokio::sync::Semaphore>,
+    pub(super) max_message_bytes: u64,
     pub(super) counters: crate::metrics::MessageCounters,
 }
 
@@ -42,25 +104,6 @@ fn size(m: &types::Message) -> usize {
         + m.headers.iter().map(|h| h.name.len() + h.value.len()).sum::<usize>()
 }
 
-impl Context {
-    pub(super) fn new(inner: &Inner, c: &Campaign, run: Arc<super::Run>) -> Context {
-        let transport = inner.lanes.get(&c.transport).cloned();
-        Context {
-            run,
-            campaign_rate: super::rate::per_minute(c.send_rate),
-            transport_rate: inner.transport_rates.get(&c.transport).cloned(),
-            campaign: c.clone(),
-            wit: Arc::new(c.into()),
-            transport,
-            unsubscribe_base: format!("{}/unsubscribe", inner.base_url),
-            secret: inner.secret,
-            user_slots: inner.capacity.user(c.user_id),
-            max_message_bytes: inner.plugins.personalizer.pool().meta.limits.max_message_bytes,
-            counters: crate::metrics::MessageCounters::new(&c.transport),
-        }
-    }
-}
-
 enum Failure {
     Transient(String),
     Permanent(String),
@@ -71,7 +114,7 @@ enum Failure {
     Stopped,
 }
 
-pub(super) async fn deliver(inner: &Inner, ctx: &Context, job: Job) -> Outcome {
+pub(super) async fn deliver(shared: &Shared, ctx: &Context, job: Job) -> Outcome {
     let sub = &job.subscriber;
     let outcome = |attempts, kind| Outcome {
         campaign_id: job.campaign_id,
@@ -84,24 +127,24 @@ pub(super) async fn deliver(inner: &Inner, ctx: &Context, job: Job) -> Outcome {
     let mut message: Option<Held> = None;
     let mut last_error = None;
     let kind = loop {
-        if attempts >= inner.cfg.max_attempts {
+        if attempts >= shared.retry.max_attempts {
             let error = last_error.unwrap_or_else(|| "no attempt left".to_string());
             break OutcomeKind::Failed {
                 error: format!("{error} (gave up after {attempts} attempts)"),
             };
         }
         attempts += 1;
-        match attempt(inner, ctx, &job, &mut message).await {
+        match attempt(shared, ctx, &job, &mut message).await {
             Ok(remote_id) => break OutcomeKind::Sent { remote_id },
             Err(Failure::Permanent(error)) => break OutcomeKind::Failed { error },
-            Err(Failure::Rejected(error)) if inner.bounces.hard_on_reject => break OutcomeKind::Rejected { error },
+            Err(Failure::Rejected(error)) if shared.retry.hard_on_reject => break OutcomeKind::Rejected { error },
             Err(Failure::Rejected(error)) => break OutcomeKind::Failed { error },
             Err(Failure::Cancelled) => break OutcomeKind::Cancelled,
             Err(Failure::Stopped) => {
                 attempts -= 1;
                 break OutcomeKind::Deferred;
             }
-            Err(Failure::Transient(error)) if attempts >= inner.cfg.max_attempts => {
+            Err(Failure::Transient(error)) if attempts >= shared.retry.max_attempts => {
                 last_error = Some(error);
             }
             Err(Failure::Transient(error)) => {
@@ -113,12 +156,12 @@ pub(super) async fn deliver(inner: &Inner, ctx: &Context, job: Job) -> Outcome {
                 );
                 // The attempt is stored before the wait, so neither a stop
                 // nor a crash lets a restart count it again.
-                let _ = inner
+                let _ = shared
                     .outcomes
                     .send(outcome(attempts, OutcomeKind::Retrying { error: error.clone() }));
                 ctx.counters.retried.increment(1);
                 last_error = Some(error);
-                if !backoff_unless_stopped(inner, backoff(&inner.cfg, attempts)).await {
+                if !shared.stop.sleep(backoff(&shared.retry, attempts)).await {
                     break OutcomeKind::Deferred;
                 }
             }
@@ -136,35 +179,17 @@ pub(super) async fn deliver(inner: &Inner, ctx: &Context, job: Job) -> Outcome {
     outcome(attempts, kind)
 }
 
-/// Waits out a retry's backoff; false when a stop cut it short (the retry
-/// then happens after the next start: no transport call starts after
-/// SIGTERM). A stop that lands just as the wait ends is caught by
-/// `attempt`'s own check before the transport.
-async fn backoff_unless_stopped(inner: &Inner, wait: Duration) -> bool {
-    let stop = inner.stop.notified();
-    tokio::pin!(stop);
-    // Registered before the flag is read, so a stop in between still wakes it.
-    stop.as_mut().enable();
-    if inner.stopping.load(std::sync::atomic::Ordering::Acquire) {
-        return false;
-    }
-    tokio::select! {
-        _ = tokio::time::sleep(wait) => true,
-        _ = stop => false,
-    }
-}
-
 /// Exponential backoff with jitter: base·2^(n-1), capped, scaled by a
 /// random factor in [0.5, 1] so that retries of a burst spread out.
-fn backoff(cfg: &crate::config::Delivery, attempts: u32) -> Duration {
-    let exp = cfg.retry_base_ms.saturating_mul(1u64 << (attempts - 1).min(20));
-    let capped = exp.min(cfg.retry_max_ms);
+fn backoff(retry: &Retry, attempts: u32) -> Duration {
+    let exp = retry.base_ms.saturating_mul(1u64 << (attempts - 1).min(20));
+    let capped = exp.min(retry.max_ms);
     let jitter = rand::rng().random_range(0.5..=1.0);
     Duration::from_millis((capped as f64 * jitter) as u64)
 }
 
 async fn attempt(
-    inner: &Inner,
+    shared: &Shared,
     ctx: &Context,
     job: &Job,
     message: &mut Option<Held>,
@@ -176,7 +201,7 @@ async fn attempt(
         )));
     };
     if message.is_none() {
-        *message = Some(personalize(inner, ctx, job).await?);
+        *message = Some(personalize(shared, ctx, job).await?);
     }
     let msg = message.as_ref().expect("personalized above").message.clone();
     // Both limits hold: the campaign's send_rate and the transport's own.
@@ -187,7 +212,7 @@ async fn attempt(
         l.until_ready().await;
     }
     // After SIGTERM only calls already under way finish.
-    if inner.stopping.load(std::sync::atomic::Ordering::Acquire) {
+    if shared.stop.is_stopping() {
         return Err(Failure::Stopped);
     }
     match lane.deliver(msg, ctx.run.cancelled.clone()).await {
@@ -200,7 +225,7 @@ async fn attempt(
     }
 }
 
-async fn personalize(inner: &Inner, ctx: &Context, job: &Job) -> Result<Held, Failure> {
+async fn personalize(shared: &Shared, ctx: &Context, job: &Job) -> Result<Held, Failure> {
     let s = &job.subscriber;
     let subscriber = types::Subscriber::from(s);
     let token = unsubscribe::token(&ctx.secret, ctx.campaign.id, s.id);
@@ -208,9 +233,9 @@ async fn personalize(inner: &Inner, ctx: &Context, job: &Job) -> Result<Held, Fa
         message_id: ctx.campaign.message_id(s.id),
         unsubscribe_url: format!("{}/{}/{}/{token}", ctx.unsubscribe_base, ctx.campaign.id, s.id),
     };
-    let slot = inner.capacity.render_slot(&ctx.user_slots).await;
+    let slot = shared.capacity.render_slot(&ctx.user_slots).await;
     let started = std::time::Instant::now();
-    let result = inner.plugins.personalize(ctx.wit.clone(), subscriber, envelope).await;
+    let result = shared.plugins.personalize(ctx.wit.clone(), subscriber, envelope).await;
     metrics::histogram!(crate::metrics::PERSONALIZE_CALL).record(started.elapsed());
     let message = match result {
         Ok(Ok(m)) => m,
@@ -228,7 +253,7 @@ async fn personalize(inner: &Inner, ctx: &Context, job: &Job) -> Result<Held, Fa
     }
     // The slot is kept until the budget has room, so at most one message
     // per slot waits outside it.
-    let held = inner.capacity.hold(bytes).await;
+    let held = shared.capacity.hold(bytes).await;
     drop(slot);
     Ok(Held {
         message: Arc::new(message),

@@ -31,7 +31,7 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::config::Delivery;
 use crate::domain::bounce::BouncePolicy;
-use crate::domain::message::{Job, Outcome};
+use crate::domain::message::Job;
 use crate::domain::{Campaign, Status, schedule};
 use crate::plugins::Plugins;
 use crate::store::{Store, StoreError};
@@ -48,23 +48,17 @@ pub(crate) struct Inner {
     /// Where every engine task runs (see `Engine::start`).
     rt: tokio::runtime::Handle,
     clock: Arc<dyn Clock>,
-    /// Set by `shutdown`: nothing new is queued, retries are deferred.
-    stopping: AtomicBool,
-    /// Wakes the retries waiting out a backoff when `stopping` is set.
-    stop: Notify,
     store: Store,
-    plugins: Arc<Plugins>,
     cfg: Delivery,
-    bounces: BouncePolicy,
     base_url: String,
     secret: [u8; 32],
-    outcomes: mpsc::UnboundedSender<Outcome>,
+    /// What the message tasks use (`job`): plugins, capacity, the stop
+    /// signal, the outcome channel, the retry policy.
+    jobs: Arc<job::Shared>,
     runs: Mutex<HashMap<u64, Arc<Run>>>,
     lanes: HashMap<String, lane::Lane>,
     /// Transport-wide rate limits, shared by every campaign on the transport.
     transport_rates: HashMap<String, Arc<rate::Limiter>>,
-    /// Personalize slots and the budget for rendered messages.
-    capacity: capacity::Capacity,
 }
 
 #[derive(Clone)]
@@ -119,20 +113,27 @@ impl Engine {
             .iter()
             .filter_map(|(name, t)| rate::per_minute(t.info.rate_limit).map(|l| (name.clone(), Arc::new(l))))
             .collect();
+        let jobs = Arc::new(job::Shared {
+            capacity: capacity::Capacity::new(&cfg),
+            plugins,
+            stop: job::Stop::default(),
+            outcomes: tx,
+            retry: job::Retry {
+                max_attempts: cfg.max_attempts,
+                base_ms: cfg.retry_base_ms,
+                max_ms: cfg.retry_max_ms,
+                hard_on_reject: bounces.hard_on_reject,
+            },
+        });
         let inner = Arc::new(Inner {
             rt: rt.clone(),
             clock,
-            stopping: AtomicBool::new(false),
-            stop: Notify::new(),
-            capacity: capacity::Capacity::new(&cfg),
             transport_rates,
             store,
-            plugins,
             cfg,
-            bounces,
             base_url,
             secret: store_secret,
-            outcomes: tx,
+            jobs,
             runs: Mutex::new(HashMap::new()),
             lanes,
         });
@@ -158,20 +159,20 @@ impl Engine {
     }
 
     pub fn plugins(&self) -> &Arc<Plugins> {
-        &self.inner.plugins
+        &self.inner.jobs.plugins
     }
 
     /// The transport a campaign gets when it names none.
     pub fn default_transport(&self) -> String {
-        self.inner.plugins.default_transport.clone()
+        self.inner.jobs.plugins.default_transport.clone()
     }
 
     /// A campaign may only name a configured transport.
     pub fn check_transport(&self, name: &str) -> Result<(), crate::domain::FieldError> {
-        if self.inner.plugins.transport(name).is_some() {
+        if self.inner.jobs.plugins.transport(name).is_some() {
             return Ok(());
         }
-        let known: Vec<_> = self.inner.plugins.transports.keys().cloned().collect();
+        let known: Vec<_> = self.inner.jobs.plugins.transports.keys().cloned().collect();
         Err(crate::domain::FieldError::new(
             "transport",
             format!("unknown transport {name:?}; configured: {}", known.join(", ")),
@@ -183,8 +184,7 @@ impl Engine {
     /// in flight when `timeout` ran out (0 after a clean stop). Messages
     /// left queued are delivered after the next start.
     pub async fn shutdown(&self, timeout: Duration) -> usize {
-        self.inner.stopping.store(true, Ordering::Release);
-        self.inner.stop.notify_waiters();
+        self.inner.jobs.stop.stop();
         for run in self.inner.runs.lock().expect("runs lock").values() {
             run.wake.notify_one();
         }
@@ -289,13 +289,13 @@ async fn drive(inner: &Arc<Inner>, id: u64, run: &Arc<Run>) -> Result<(), StoreE
     }
     let store = inner.store.clone();
     let campaign = blocking(move || store.campaign_by_id(id)).await?;
-    let ctx = Arc::new(job::Context::new(inner, &campaign, run.clone()));
+    let ctx = Arc::new(context(inner, &campaign, run.clone()));
     dispatch(inner, run, &ctx, recovered);
     let window = rate::window(campaign.send_rate, inner.cfg.window);
     let mut skipped = campaign.stats.skipped;
     loop {
         let notified = run.wake.notified();
-        if inner.stopping.load(Ordering::Acquire) {
+        if inner.jobs.stop.is_stopping() {
             if run.in_flight.load(Ordering::Acquire) == 0 {
                 return Ok(());
             }
@@ -348,16 +348,32 @@ async fn drive(inner: &Arc<Inner>, id: u64, run: &Arc<Run>) -> Result<(), StoreE
     }
 }
 
+/// What every message of campaign `c` shares during this run.
+fn context(inner: &Inner, c: &Campaign, run: Arc<Run>) -> job::Context {
+    job::Context {
+        run,
+        campaign_rate: rate::per_minute(c.send_rate),
+        transport_rate: inner.transport_rates.get(&c.transport).cloned(),
+        campaign: c.clone(),
+        wit: Arc::new(c.into()),
+        transport: inner.lanes.get(&c.transport).cloned(),
+        unsubscribe_base: format!("{}/unsubscribe", inner.base_url),
+        secret: inner.secret,
+        user_slots: inner.jobs.capacity.user(c.user_id),
+        max_message_bytes: inner.jobs.plugins.personalizer.pool().meta.limits.max_message_bytes,
+        counters: crate::metrics::MessageCounters::new(&c.transport),
+    }
+}
+
 fn dispatch(inner: &Arc<Inner>, run: &Arc<Run>, ctx: &Arc<job::Context>, jobs: Vec<Job>) {
     for j in jobs {
         run.in_flight.fetch_add(1, Ordering::AcqRel);
-        let task_inner = inner.clone();
+        let shared = inner.jobs.clone();
         let ctx = ctx.clone();
         inner.rt.spawn(async move {
-            let inner = task_inner;
-            let outcome = job::deliver(&inner, &ctx, j).await;
+            let outcome = job::deliver(&shared, &ctx, j).await;
             // The collector decrements in_flight once the outcome is stored.
-            let _ = inner.outcomes.send(outcome);
+            let _ = shared.outcomes.send(outcome);
         });
     }
 }

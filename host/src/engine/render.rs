@@ -104,7 +104,7 @@ pub enum RenderError {
 impl Engine {
     /// The personalizer's verdict on the campaign's templates.
     pub async fn validate(&self, c: &Campaign) -> Result<(), RenderError> {
-        match self.inner.plugins.validate(c.into()).await {
+        match self.inner.jobs.plugins.validate(c.into()).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(RenderError::Template(e.into())),
             Err(e) => Err(RenderError::Unavailable(e)),
@@ -122,9 +122,10 @@ impl Engine {
             message_id: format!("posta-test.{}.{nonce}@{domain}", c.id),
             unsubscribe_url: format!("{}/unsubscribe/{}/0/{token}", inner.base_url, c.id),
         };
-        let slots = inner.capacity.user(c.user_id);
-        let _slot = inner.capacity.render_slot(&slots).await;
+        let slots = inner.jobs.capacity.user(c.user_id);
+        let _slot = inner.jobs.capacity.render_slot(&slots).await;
         match inner
+            .jobs
             .plugins
             .personalize(Arc::new(c.into()), sub.into(), envelope)
             .await
