@@ -12,7 +12,7 @@ use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Reso
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings::host::{self, Level};
-use super::capability::{self, InstanceState, http::HttpClient};
+use super::capability::{self, States};
 use super::grants::Grants;
 use super::stderr::StderrTail;
 use crate::config::Limits;
@@ -60,10 +60,8 @@ pub struct PluginMeta {
     pub config: BTreeMap<String, String>,
     pub limits: Limits,
     pub grants: Arc<Grants>,
-    /// TLS client config for wasi:tls and HTTPS.
-    pub tls: Arc<rustls::ClientConfig>,
-    /// Keep-alive HTTP connections, shared by every instance.
-    pub http: HttpClient,
+    /// The capabilities' state shared by every instance (`capability::load`).
+    pub capabilities: States,
     /// Whether the component may create sockets at all (transports; never
     /// the personalizer, which renders content and has no peer).
     pub sockets: bool,
@@ -96,12 +94,15 @@ impl PluginMeta {
     ) -> PluginMeta {
         let grants = Arc::new(grants);
         PluginMeta {
-            http: HttpClient::new(grants.clone(), &tls, connections),
+            capabilities: capability::load(&capability::Load {
+                grants: &grants,
+                tls: &tls,
+                connections,
+            }),
             name,
             config,
             limits,
             grants,
-            tls,
             sockets: true,
             dkim: Arc::default(),
         }
@@ -152,7 +153,7 @@ const LOG_LINES_PER_CALL: u32 = 100;
 pub struct HostState {
     wasi: WasiCtx,
     /// The capabilities' own state (`capability::instantiate`).
-    pub(super) capabilities: InstanceState,
+    pub(super) capabilities: States,
     pub stderr: StderrTail,
     pub(super) table: ResourceTable,
     /// `host.log` lines written by the current call.

@@ -16,7 +16,7 @@ use rustls::ClientConfig;
 use wasmtime::component::Linker;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-use super::{Capability, InstanceState};
+use super::{Capability, Load, States};
 use crate::config::Capabilities;
 use crate::outbound::{CONNECT_TIMEOUT, ConnectFailure, Connector, Origin, OriginRule, redact};
 use crate::plugins::grants::{self, Grants};
@@ -48,7 +48,11 @@ impl Capability for Http {
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)
     }
 
-    fn instantiate(&self, meta: &PluginMeta, state: &mut InstanceState) {
+    fn load(&self, load: &Load<'_>, shared: &mut States) {
+        shared.insert(HttpClient::new(load.grants.clone(), load.tls, load.connections));
+    }
+
+    fn instantiate(&self, meta: &PluginMeta, state: &mut States) {
         let mut ctx = WasiHttpCtx::new();
         ctx.set_field_size_limit(HTTP_FIELD_BYTES);
         state.insert(HttpState {
@@ -87,7 +91,7 @@ impl HttpHooks {
         HttpHooks {
             plugin: meta.name.clone(),
             grants: meta.grants.clone(),
-            client: meta.http.clone(),
+            client: meta.capabilities.get::<HttpClient>().clone(),
             deadline: meta.deadline(),
             open: Arc::default(),
             max_open: meta.limits.max_sockets as usize,
@@ -179,12 +183,12 @@ fn to_wasi(f: &ConnectFailure) -> Error {
 /// per origin (HTTP/1.1, or HTTP/2 when the server offers it over TLS), so
 /// a webhook call costs a request, not a TCP and TLS handshake.
 #[derive(Clone)]
-pub struct HttpClient {
+struct HttpClient {
     client: Client<Connector, WasiBody>,
 }
 
 impl HttpClient {
-    pub fn new(grants: Arc<Grants>, tls: &ClientConfig, max_idle_per_origin: usize) -> HttpClient {
+    fn new(grants: Arc<Grants>, tls: &ClientConfig, max_idle_per_origin: usize) -> HttpClient {
         HttpClient {
             client: crate::outbound::client(grants, tls, max_idle_per_origin),
         }

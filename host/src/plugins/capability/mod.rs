@@ -13,6 +13,7 @@ pub mod tls;
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime_wasi::WasiCtxBuilder;
@@ -29,6 +30,10 @@ pub trait Capability: Sync {
         Ok(())
     }
 
+    /// Its state shared by every instance of one component (a connection
+    /// pool), made when the component loads.
+    fn load(&self, _load: &Load<'_>, _shared: &mut States) {}
+
     /// Adds its interfaces to the linker (after WASI's own, which it may
     /// shadow).
     fn link(&self, _linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
@@ -41,7 +46,7 @@ pub trait Capability: Sync {
     }
 
     /// Its state in a new instance.
-    fn instantiate(&self, _meta: &PluginMeta, _state: &mut InstanceState) {}
+    fn instantiate(&self, _meta: &PluginMeta, _state: &mut States) {}
 }
 
 /// Every capability, in the order they configure and link.
@@ -54,6 +59,24 @@ pub fn configure(caps: &Capabilities, data_dir: &Path) -> Result<Grants, String>
         c.configure(caps, data_dir, &mut grants)?;
     }
     Ok(grants)
+}
+
+/// What a component's capabilities load with.
+pub struct Load<'a> {
+    pub grants: &'a Arc<Grants>,
+    /// The host's TLS client config (system roots plus `tls.extra_ca_file`).
+    pub tls: &'a Arc<rustls::ClientConfig>,
+    /// How many calls of the component may run at once.
+    pub connections: usize,
+}
+
+/// Each capability's state shared by a component's instances.
+pub fn load(load: &Load<'_>) -> States {
+    let mut shared = States::default();
+    for c in ALL {
+        c.load(load, &mut shared);
+    }
+    shared
 }
 
 /// The linker every component is instantiated with: WASI, each
@@ -79,31 +102,40 @@ pub fn prepare(meta: &PluginMeta, wasi: &mut WasiCtxBuilder) -> wasmtime::Result
 }
 
 /// Each capability's state in a new instance.
-pub fn instantiate(meta: &PluginMeta) -> InstanceState {
-    let mut state = InstanceState::default();
+pub fn instantiate(meta: &PluginMeta) -> States {
+    let mut state = States::default();
     for c in ALL {
         c.instantiate(meta, &mut state);
     }
     state
 }
 
-/// The capabilities' per-instance state, one value per type: the host
-/// state holds it without naming any capability. A lookup is a hash of a
-/// type id, made once per host call into that capability.
+/// The capabilities' state, one value per type: a component's shared
+/// state (`PluginMeta::capabilities`) and each instance's
+/// (`HostState::capabilities`) hold it without naming any capability. A
+/// lookup is a hash of a type id, made once per host call into that
+/// capability.
 #[derive(Default)]
-pub struct InstanceState(HashMap<TypeId, Box<dyn Any + Send>>);
+pub struct States(HashMap<TypeId, Box<dyn Any + Send + Sync>>);
 
-impl InstanceState {
-    pub fn insert<T: Any + Send>(&mut self, value: T) {
+impl States {
+    pub fn insert<T: Any + Send + Sync>(&mut self, value: T) {
         self.0.insert(TypeId::of::<T>(), Box::new(value));
     }
 
-    /// The instance's `T`. Absent only if its capability is missing from
-    /// `ALL`, which every instance would then show at its first call.
-    pub fn get_mut<T: Any + Send>(&mut self) -> &mut T {
+    /// The `T` its capability put here. Absent only if that capability is
+    /// missing from `ALL`, which every component would show at once.
+    pub fn get<T: Any + Send + Sync>(&self) -> &T {
+        self.0
+            .get(&TypeId::of::<T>())
+            .and_then(|v| v.downcast_ref())
+            .unwrap_or_else(|| panic!("{} was not set up", std::any::type_name::<T>()))
+    }
+
+    pub fn get_mut<T: Any + Send + Sync>(&mut self) -> &mut T {
         self.0
             .get_mut(&TypeId::of::<T>())
             .and_then(|v| v.downcast_mut())
-            .unwrap_or_else(|| panic!("{} was not instantiated", std::any::type_name::<T>()))
+            .unwrap_or_else(|| panic!("{} was not set up", std::any::type_name::<T>()))
     }
 }

@@ -16,7 +16,7 @@ use wasmtime_wasi_tls::{
     TlsProvider, TlsStream, TlsTransport, WasiTlsCtx, WasiTlsCtxBuilder, WasiTlsCtxView, WasiTlsView,
 };
 
-use super::{Capability, InstanceState};
+use super::{Capability, Load, States};
 use crate::plugins::runtime::{HostState, PluginMeta};
 
 /// `wasi:tls`, for every component.
@@ -29,10 +29,15 @@ impl Capability for Tls {
         wasmtime_wasi_tls::p2::add_to_linker(linker, &options)
     }
 
-    fn instantiate(&self, meta: &PluginMeta, state: &mut InstanceState) {
+    fn load(&self, load: &Load<'_>, shared: &mut States) {
+        shared.insert(HostTls(load.tls.clone()));
+    }
+
+    fn instantiate(&self, meta: &PluginMeta, state: &mut States) {
+        let HostTls(config) = meta.capabilities.get::<HostTls>();
         state.insert(
             WasiTlsCtxBuilder::new()
-                .provider(Box::new(HostTls(meta.tls.clone())))
+                .provider(Box::new(HostTls(config.clone())))
                 .build(),
         );
     }
