@@ -8,39 +8,29 @@ use super::bindings::transport::{Transport as TransportWorld, TransportPre};
 use super::pool::World;
 use super::runtime::HostState;
 
-pub struct Personalizer;
-pub struct Transport;
+/// A world marker over its bindgen'd types: the two differ only in names.
+macro_rules! world {
+    ($marker:ident, $pre:ident, $instance:ident, $kind:literal) => {
+        pub struct $marker;
 
-impl World for Personalizer {
-    type Pre = PersonalizerPre<HostState>;
-    type Instance = PersonalizerWorld;
-    const KIND: &'static str = "personalizer";
+        impl World for $marker {
+            type Pre = $pre<HostState>;
+            type Instance = $instance;
+            const KIND: &'static str = $kind;
 
-    fn pre(linker: &Linker<HostState>, component: &Component) -> wasmtime::Result<Self::Pre> {
-        PersonalizerPre::new(linker.instantiate_pre(component)?)
-    }
+            fn pre(linker: &Linker<HostState>, component: &Component) -> wasmtime::Result<Self::Pre> {
+                $pre::new(linker.instantiate_pre(component)?)
+            }
 
-    fn instantiate<'a>(
-        pre: &'a Self::Pre,
-        store: &'a mut Store<HostState>,
-    ) -> std::pin::Pin<Box<dyn Future<Output = wasmtime::Result<Self::Instance>> + Send + 'a>> {
-        Box::pin(pre.instantiate_async(store))
-    }
+            fn instantiate<'a>(
+                pre: &'a Self::Pre,
+                store: &'a mut Store<HostState>,
+            ) -> std::pin::Pin<Box<dyn Future<Output = wasmtime::Result<Self::Instance>> + Send + 'a>> {
+                Box::pin(pre.instantiate_async(store))
+            }
+        }
+    };
 }
 
-impl World for Transport {
-    type Pre = TransportPre<HostState>;
-    type Instance = TransportWorld;
-    const KIND: &'static str = "transport";
-
-    fn pre(linker: &Linker<HostState>, component: &Component) -> wasmtime::Result<Self::Pre> {
-        TransportPre::new(linker.instantiate_pre(component)?)
-    }
-
-    fn instantiate<'a>(
-        pre: &'a Self::Pre,
-        store: &'a mut Store<HostState>,
-    ) -> std::pin::Pin<Box<dyn Future<Output = wasmtime::Result<Self::Instance>> + Send + 'a>> {
-        Box::pin(pre.instantiate_async(store))
-    }
-}
+world!(Personalizer, PersonalizerPre, PersonalizerWorld, "personalizer");
+world!(Transport, TransportPre, TransportWorld, "transport");
