@@ -100,7 +100,7 @@ impl Deliverer {
         let store = self.store.clone();
         let now = Utc::now();
         let per = self.cfg.per_webhook;
-        let (due, next) = tokio::task::spawn_blocking(move || {
+        let (mut due, next) = tokio::task::spawn_blocking(move || {
             store.due_deliveries(
                 now,
                 |webhook| per.saturating_sub(per_webhook.get(&webhook).copied().unwrap_or(0)),
@@ -110,7 +110,6 @@ impl Deliverer {
         .await??;
         // In random order: when the overall limit is reached, no webhook is
         // always first in line.
-        let mut due = due;
         rand::seq::SliceRandom::shuffle(due.as_mut_slice(), &mut rand::rng());
         for d in due {
             {

@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use redb::ReadableTable;
+use serde::de::DeserializeOwned;
 
 use super::{
     CAMPAIGNS, Events, IN_FLIGHT, LISTS, MESSAGES, Page, Result, SUBSCRIBERS, Store, StoreError, USER_CAMPAIGNS,
@@ -11,26 +12,19 @@ use crate::domain::lifecycle::transition;
 use crate::domain::webhook::{EventKind, campaign_data};
 use crate::domain::{Action, Campaign, CampaignDraft, CampaignRun, List, Status};
 
-/// A campaign as the API shows it (its send's progress left unread).
-pub(crate) fn load(table: &impl ReadableTable<u64, &'static [u8]>, id: u64) -> Result<Campaign> {
+/// A campaign record as `T`: a `Campaign` as the API shows it (its send's
+/// progress left unread), or a `CampaignRun` to change and `save`.
+pub(crate) fn load<T: DeserializeOwned>(table: &impl ReadableTable<u64, &'static [u8]>, id: u64) -> Result<T> {
     match table.get(id)? {
         Some(v) => decode(v.value()),
         None => Err(StoreError::NotFound),
     }
 }
 
-/// A campaign with its send's progress, to change and `save`.
-pub(crate) fn load_run(table: &impl ReadableTable<u64, &'static [u8]>, id: u64) -> Result<CampaignRun> {
-    match table.get(id)? {
-        Some(v) => decode(v.value()),
-        None => Err(StoreError::NotFound),
-    }
-}
-
-/// `load_run`, for the campaign's owner only: another user's id is as
-/// unknown as a missing one.
+/// A run, for the campaign's owner only: another user's id is as unknown
+/// as a missing one.
 pub(crate) fn owned(table: &impl ReadableTable<u64, &'static [u8]>, user_id: u64, id: u64) -> Result<CampaignRun> {
-    let c = load_run(table, id)?;
+    let c: CampaignRun = load(table, id)?;
     if c.user_id != user_id {
         return Err(StoreError::NotFound);
     }
@@ -99,7 +93,7 @@ impl Store {
         let mut more = false;
         for entry in index.range((user_id, start)..=(user_id, u64::MAX))? {
             let id = entry?.0.value().1;
-            let c = load(&table, id)?;
+            let c: Campaign = load(&table, id)?;
             if status.is_some_and(|s| s != c.status) {
                 continue;
             }

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use redb::ReadableTable;
 
 use super::bounces::file_bounce;
-use super::campaigns::{load, load_run, save};
+use super::campaigns::{load, save};
 use super::suppressions::suppressed;
 use super::{
     CAMPAIGNS, DEFERRED, DUE, Events, IN_FLIGHT, MESSAGES, Page, Result, SUBSCRIBERS, SUPPRESSIONS, Store, StoreError,
@@ -192,7 +192,7 @@ impl Store {
         let mut events = Events::new(&tx);
         let step = {
             let mut campaigns = tx.open_table(CAMPAIGNS)?;
-            let mut c = load_run(&campaigns, campaign_id)?;
+            let mut c: CampaignRun = load(&campaigns, campaign_id)?;
             let mut step = Enqueued {
                 jobs: Vec::new(),
                 progressed: false,
@@ -279,7 +279,7 @@ impl Store {
                 };
                 let c = match touched.entry(o.campaign_id) {
                     std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(e) => match load_run(&campaigns, o.campaign_id) {
+                    std::collections::hash_map::Entry::Vacant(e) => match load(&campaigns, o.campaign_id) {
                         Ok(c) => e.insert(c),
                         Err(StoreError::NotFound) => continue,
                         Err(err) => return Err(err),
@@ -349,7 +349,7 @@ impl Store {
         let tx = self.write_bulk()?;
         let jobs = {
             let mut campaigns = tx.open_table(CAMPAIGNS)?;
-            let mut c = load_run(&campaigns, campaign_id)?;
+            let mut c: CampaignRun = load(&campaigns, campaign_id)?;
             let mut in_flight = tx.open_table(IN_FLIGHT)?;
             let mut deferred = tx.open_table(DEFERRED)?;
             let mut messages = tx.open_table(MESSAGES)?;
@@ -418,7 +418,7 @@ impl Store {
         limit: usize,
     ) -> Result<Page<MessageRecord>> {
         let tx = self.read()?;
-        let c = load(&tx.open_table(CAMPAIGNS)?, campaign_id)?;
+        let c: Campaign = load(&tx.open_table(CAMPAIGNS)?, campaign_id)?;
         if c.user_id != user_id {
             return Err(StoreError::NotFound);
         }

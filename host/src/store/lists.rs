@@ -279,7 +279,7 @@ impl Store {
     /// repeating it must cost a read, not a commit.
     pub fn unsubscribe(&self, campaign_id: u64, subscriber_id: u64) -> Result<()> {
         let list_of = |tx: &redb::ReadTransaction| -> Result<u64> {
-            match super::campaigns::load(&tx.open_table(CAMPAIGNS)?, campaign_id) {
+            match super::campaigns::load::<crate::domain::Campaign>(&tx.open_table(CAMPAIGNS)?, campaign_id) {
                 Ok(c) => Ok(c.list_id),
                 Err(StoreError::NotFound) => tx
                     .open_table(super::DELETED_CAMPAIGNS)?

@@ -4,11 +4,10 @@
 //! with the host's TLS roots, over a keep-alive pool per transport (the
 //! connector is `crate::outbound`'s; the transport's grants are its rule).
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-
-use std::path::Path;
 
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;

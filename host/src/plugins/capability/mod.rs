@@ -1,9 +1,10 @@
 //! What a plugin may be granted, one module per capability (the shape of
 //! Spin's factors, written out by hand for four): each owns its part of a
 //! transport's `capabilities` (checked and resolved into `Grants` when the
-//! transport loads), its linker entries, its share of an instance's WASI
-//! context and its per-instance state. Adding a capability is a module
-//! here and a line in `ALL`; nothing else names it.
+//! transport loads), its state shared by a component's instances, its
+//! linker entries, its share of an instance's WASI context and its
+//! per-instance state. Adding a capability is a module here and a line in
+//! `ALL`; nothing else names it.
 
 pub mod files;
 pub mod http;
