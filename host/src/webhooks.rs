@@ -19,6 +19,7 @@ use rustls::ClientConfig;
 
 use crate::config;
 use crate::domain::webhook::{RetryPolicy, signature};
+use crate::domain::{DeliveryId, WebhookId};
 use crate::outbound::{ConnectFailure, Connector, PublicOnly};
 use crate::store::{Attempt, DueDelivery, Store};
 
@@ -32,8 +33,8 @@ const MAX_RESPONSE: usize = 64 << 10;
 /// What is under way: delivery ids, and requests per webhook.
 #[derive(Default)]
 struct Busy {
-    deliveries: HashSet<u64>,
-    per_webhook: HashMap<u64, usize>,
+    deliveries: HashSet<DeliveryId>,
+    per_webhook: HashMap<WebhookId, usize>,
 }
 
 pub struct Deliverer {
@@ -149,7 +150,7 @@ impl Deliverer {
         metrics::counter!(crate::metrics::WEBHOOK_ATTEMPTS, "result" => result).increment(1);
         if result == "failed" {
             tracing::warn!(
-                webhook = d.webhook.id,
+                webhook = d.webhook.id.get(),
                 event = %d.delivery.event_id,
                 "webhook delivery given up after {attempts} attempts: {}",
                 attempt.error.as_deref().unwrap_or("")
@@ -162,8 +163,16 @@ impl Deliverer {
         match stored {
             Ok(Ok(())) => {}
             // Left in the outbox as it was: attempted again.
-            Ok(Err(e)) => tracing::error!(webhook, delivery = id, "cannot store a webhook attempt: {e}"),
-            Err(e) => tracing::error!(webhook, delivery = id, "cannot store a webhook attempt: {e}"),
+            Ok(Err(e)) => tracing::error!(
+                webhook = webhook.get(),
+                delivery = id.get(),
+                "cannot store a webhook attempt: {e}"
+            ),
+            Err(e) => tracing::error!(
+                webhook = webhook.get(),
+                delivery = id.get(),
+                "cannot store a webhook attempt: {e}"
+            ),
         }
         {
             let mut busy = self.busy.lock().expect("busy lock");

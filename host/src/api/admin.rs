@@ -1,6 +1,7 @@
 //! Server-level actions for admin users: plugin reload, and users and
 //! their API keys, so nothing needs the server stopped.
 
+use crate::domain::ids::{KeyId, UserId};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -78,12 +79,12 @@ pub async fn create_user(
     Ok((StatusCode::CREATED, Json(issued)))
 }
 
-#[utoipa::path(post, path = "/api/v1/admin/users/{id}/keys", tag = "admin",
+#[utoipa::path(post, path = "/api/v1/admin/users/{id}/keys", params(("id" = UserId, Path, description = "The user's id")), tag = "admin",
     responses((status = 201, body = IssuedKey), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn issue_key(
     State(s): State<AppState>,
     Auth(user): Auth,
-    Path(id): Path<u64>,
+    Path(id): Path<UserId>,
 ) -> ApiResult<(StatusCode, Json<IssuedKey>)> {
     admin_only(&user, "issue keys")?;
     let issued = s
@@ -99,9 +100,9 @@ pub async fn issue_key(
     Ok((StatusCode::CREATED, Json(issued)))
 }
 
-#[utoipa::path(get, path = "/api/v1/admin/users/{id}/keys", tag = "admin",
+#[utoipa::path(get, path = "/api/v1/admin/users/{id}/keys", params(("id" = UserId, Path, description = "The user's id")), tag = "admin",
     responses((status = 200, body = KeyList), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn keys(State(s): State<AppState>, Auth(user): Auth, Path(id): Path<u64>) -> ApiResult<Json<KeyList>> {
+pub async fn keys(State(s): State<AppState>, Auth(user): Auth, Path(id): Path<UserId>) -> ApiResult<Json<KeyList>> {
     admin_only(&user, "list keys")?;
     Ok(Json(KeyList {
         items: s.db(move |st| st.keys(id)).await?,
@@ -114,7 +115,7 @@ pub async fn keys(State(s): State<AppState>, Auth(user): Auth, Path(id): Path<u6
 pub async fn revoke_key(
     State(s): State<AppState>,
     Auth(user): Auth,
-    Path((id, key_id)): Path<(u64, u64)>,
+    Path((id, key_id)): Path<(UserId, KeyId)>,
 ) -> ApiResult<StatusCode> {
     admin_only(&user, "revoke keys")?;
     s.db(move |st| st.revoke_key(id, key_id)).await?;

@@ -11,8 +11,9 @@ use utoipa::ToSchema;
 use super::auth::Auth;
 use super::error::ErrorBody;
 use super::{ApiError, ApiJson, ApiResult, AppState};
-use crate::domain::bounce::{Bounce, BounceType, parse_message_id};
+use crate::domain::bounce::{Bounce, BounceType};
 use crate::domain::dsn;
+use crate::domain::ids::MessageId;
 use crate::domain::validate_email;
 use crate::store::BounceReport;
 
@@ -47,7 +48,14 @@ pub async fn create(
     let message = body
         .message_id
         .as_deref()
-        .map(|id| parse_message_id("message_id", id))
+        .map(|id| {
+            MessageId::parse_header(id).ok_or_else(|| {
+                ApiError::invalid(
+                    "message_id",
+                    format!("{id:?} is not a Posta Message-ID (posta.CAMPAIGN.SUBSCRIBER@domain)"),
+                )
+            })
+        })
         .transpose()?;
     let email = match (&body.email, message) {
         (Some(e), _) => {
@@ -96,14 +104,11 @@ pub async fn dsn(State(s): State<AppState>, Auth(user): Auth, body: Bytes) -> Ap
     let report = dsn::parse(&body).map_err(|e| ApiError::invalid("body", e.to_string()))?;
     // Mail Posta sent has one recipient: a report quoting its Message-ID
     // is about that message, for the recipient it names.
-    let message = report
-        .original_message_id
-        .as_deref()
-        .and_then(|id| parse_message_id("message_id", id).ok());
+    let message = report.original_message_id.as_deref().and_then(MessageId::parse_header);
     let single = report.bounces.len() == 1;
     let now = Utc::now();
     let policy = s.bounces;
-    let bounces: Vec<(Bounce, Option<(u64, u64)>)> = report
+    let bounces: Vec<(Bounce, Option<MessageId>)> = report
         .bounces
         .into_iter()
         .map(|b| {

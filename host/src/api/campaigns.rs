@@ -1,5 +1,6 @@
 //! /campaigns: drafts, the lifecycle actions and messages.
 
+use crate::domain::ids::{CampaignId, UserId};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -57,7 +58,13 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<Campaign>)> {
     let transport = draft.transport.clone().unwrap_or_else(|| s.engine.default_transport());
     s.engine.check_transport(&transport)?;
-    let preview = Campaign::from_draft(0, user.id, draft.clone(), transport.clone(), Utc::now());
+    let preview = Campaign::from_draft(
+        CampaignId::new(0),
+        user.id,
+        draft.clone(),
+        transport.clone(),
+        Utc::now(),
+    );
     preview.validate()?;
     check_templates(&s, &preview).await?;
     let c = s
@@ -89,18 +96,22 @@ pub async fn index(
     ))
 }
 
-#[utoipa::path(get, path = "/api/v1/users/me/campaigns/{id}", tag = "campaigns",
+#[utoipa::path(get, path = "/api/v1/users/me/campaigns/{id}", params(("id" = CampaignId, Path, description = "The campaign's id")), tag = "campaigns",
     responses((status = 200, body = Campaign), (status = 404, body = ErrorBody)))]
-pub async fn show(State(s): State<AppState>, Auth(user): Auth, Path(id): Path<u64>) -> ApiResult<Json<Campaign>> {
+pub async fn show(
+    State(s): State<AppState>,
+    Auth(user): Auth,
+    Path(id): Path<CampaignId>,
+) -> ApiResult<Json<Campaign>> {
     Ok(Json(s.db(move |st| st.campaign(user.id, id)).await?))
 }
 
-#[utoipa::path(patch, path = "/api/v1/users/me/campaigns/{id}", request_body = CampaignPatch, tag = "campaigns",
+#[utoipa::path(patch, path = "/api/v1/users/me/campaigns/{id}", params(("id" = CampaignId, Path, description = "The campaign's id")), request_body = CampaignPatch, tag = "campaigns",
     responses((status = 200, body = Campaign), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn update(
     State(s): State<AppState>,
     Auth(user): Auth,
-    Path(id): Path<u64>,
+    Path(id): Path<CampaignId>,
     ApiJson(patch): ApiJson<CampaignPatch>,
 ) -> ApiResult<Json<Campaign>> {
     if let Some(t) = &patch.transport {
@@ -117,17 +128,21 @@ pub async fn update(
     Ok(Json(c))
 }
 
-#[utoipa::path(delete, path = "/api/v1/users/me/campaigns/{id}", tag = "campaigns",
+#[utoipa::path(delete, path = "/api/v1/users/me/campaigns/{id}", params(("id" = CampaignId, Path, description = "The campaign's id")), tag = "campaigns",
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn delete(State(s): State<AppState>, Auth(user): Auth, Path(id): Path<u64>) -> ApiResult<StatusCode> {
+pub async fn delete(State(s): State<AppState>, Auth(user): Auth, Path(id): Path<CampaignId>) -> ApiResult<StatusCode> {
     s.db(move |st| st.delete_campaign(user.id, id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(post, path = "/api/v1/users/me/campaigns/{id}/send", tag = "campaigns",
+#[utoipa::path(post, path = "/api/v1/users/me/campaigns/{id}/send", params(("id" = CampaignId, Path, description = "The campaign's id")), tag = "campaigns",
     description = "draft → sending, or draft → scheduled when scheduled_at is in the future",
     responses((status = 200, body = Campaign), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn send(State(s): State<AppState>, Auth(user): Auth, Path(id): Path<u64>) -> ApiResult<Json<Campaign>> {
+pub async fn send(
+    State(s): State<AppState>,
+    Auth(user): Auth,
+    Path(id): Path<CampaignId>,
+) -> ApiResult<Json<Campaign>> {
     let current = s.db(move |st| st.campaign(user.id, id)).await?;
     crate::domain::lifecycle::transition(current.status, Action::Send { future: false })?;
     s.engine.check_transport(&current.transport)?;
@@ -140,40 +155,52 @@ pub async fn send(State(s): State<AppState>, Auth(user): Auth, Path(id): Path<u6
 
 /// Pause, resume and cancel share their shape: transition, then let the
 /// engine react.
-async fn lifecycle(s: AppState, user_id: u64, id: u64, action: Action) -> ApiResult<Json<Campaign>> {
+async fn lifecycle(s: AppState, user_id: UserId, id: CampaignId, action: Action) -> ApiResult<Json<Campaign>> {
     let c = s.db(move |st| st.act_riding(user_id, id, action, Utc::now())).await?;
     s.engine.kick(&c);
     Ok(Json(c))
 }
 
-#[utoipa::path(post, path = "/api/v1/users/me/campaigns/{id}/pause", tag = "campaigns",
+#[utoipa::path(post, path = "/api/v1/users/me/campaigns/{id}/pause", params(("id" = CampaignId, Path, description = "The campaign's id")), tag = "campaigns",
     description = "sending → paused: nothing new is queued; stats.queued says how many queued messages still go out",
     responses((status = 200, body = Campaign), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn pause(State(s): State<AppState>, Auth(user): Auth, Path(id): Path<u64>) -> ApiResult<Json<Campaign>> {
+pub async fn pause(
+    State(s): State<AppState>,
+    Auth(user): Auth,
+    Path(id): Path<CampaignId>,
+) -> ApiResult<Json<Campaign>> {
     lifecycle(s, user.id, id, Action::Pause).await
 }
 
-#[utoipa::path(post, path = "/api/v1/users/me/campaigns/{id}/resume", tag = "campaigns",
+#[utoipa::path(post, path = "/api/v1/users/me/campaigns/{id}/resume", params(("id" = CampaignId, Path, description = "The campaign's id")), tag = "campaigns",
     description = "paused → sending: the remaining subscribers are processed, none twice",
     responses((status = 200, body = Campaign), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn resume(State(s): State<AppState>, Auth(user): Auth, Path(id): Path<u64>) -> ApiResult<Json<Campaign>> {
+pub async fn resume(
+    State(s): State<AppState>,
+    Auth(user): Auth,
+    Path(id): Path<CampaignId>,
+) -> ApiResult<Json<Campaign>> {
     lifecycle(s, user.id, id, Action::Resume).await
 }
 
-#[utoipa::path(post, path = "/api/v1/users/me/campaigns/{id}/cancel", tag = "campaigns",
+#[utoipa::path(post, path = "/api/v1/users/me/campaigns/{id}/cancel", params(("id" = CampaignId, Path, description = "The campaign's id")), tag = "campaigns",
     description = "sending|paused|scheduled → cancelled, permanently",
     responses((status = 200, body = Campaign), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn cancel(State(s): State<AppState>, Auth(user): Auth, Path(id): Path<u64>) -> ApiResult<Json<Campaign>> {
+pub async fn cancel(
+    State(s): State<AppState>,
+    Auth(user): Auth,
+    Path(id): Path<CampaignId>,
+) -> ApiResult<Json<Campaign>> {
     lifecycle(s, user.id, id, Action::Cancel).await
 }
 
-#[utoipa::path(post, path = "/api/v1/users/me/campaigns/{id}/duplicate", tag = "campaigns",
+#[utoipa::path(post, path = "/api/v1/users/me/campaigns/{id}/duplicate", params(("id" = CampaignId, Path, description = "The campaign's id")), tag = "campaigns",
     description = "a draft copy named \"NAME (copy)\" with every setting preserved",
     responses((status = 201, body = Campaign), (status = 404, body = ErrorBody)))]
 pub async fn duplicate(
     State(s): State<AppState>,
     Auth(user): Auth,
-    Path(id): Path<u64>,
+    Path(id): Path<CampaignId>,
 ) -> ApiResult<(StatusCode, Json<Campaign>)> {
     let c = s.db(move |st| st.duplicate_campaign(user.id, id, Utc::now())).await?;
     Ok((StatusCode::CREATED, Json(c)))
@@ -194,12 +221,12 @@ pub struct MessageFilter {
     pub after: Option<u64>,
 }
 
-#[utoipa::path(get, path = "/api/v1/users/me/campaigns/{id}/messages", params(MessageFilter), tag = "campaigns",
+#[utoipa::path(get, path = "/api/v1/users/me/campaigns/{id}/messages", params(("id" = CampaignId, Path, description = "The campaign's id"), MessageFilter), tag = "campaigns",
     responses((status = 200, body = Page<MessageRecord>), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn messages(
     State(s): State<AppState>,
     Auth(user): Auth,
-    Path(id): Path<u64>,
+    Path(id): Path<CampaignId>,
     Query(f): Query<MessageFilter>,
 ) -> ApiResult<Json<Page<MessageRecord>>> {
     let status = match f.status.as_deref() {

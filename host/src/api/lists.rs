@@ -1,5 +1,6 @@
 //! /lists and /lists/{id}/subscribers.
 
+use crate::domain::ids::{ListId, SubscriberId};
 use axum::Json;
 use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::StatusCode;
@@ -46,15 +47,15 @@ pub async fn index(
     Ok(Json(s.db(move |st| st.lists(user.id, p.after, limit)).await?))
 }
 
-#[utoipa::path(get, path = "/api/v1/users/me/lists/{id}", tag = "lists",
+#[utoipa::path(get, path = "/api/v1/users/me/lists/{id}", params(("id" = ListId, Path, description = "The list's id")), tag = "lists",
     responses((status = 200, body = List), (status = 404, body = ErrorBody)))]
-pub async fn show(State(s): State<AppState>, Auth(user): Auth, Path(id): Path<u64>) -> ApiResult<Json<List>> {
+pub async fn show(State(s): State<AppState>, Auth(user): Auth, Path(id): Path<ListId>) -> ApiResult<Json<List>> {
     Ok(Json(s.db(move |st| st.list(user.id, id)).await?))
 }
 
-#[utoipa::path(delete, path = "/api/v1/users/me/lists/{id}", tag = "lists",
+#[utoipa::path(delete, path = "/api/v1/users/me/lists/{id}", params(("id" = ListId, Path, description = "The list's id")), tag = "lists",
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn delete(State(s): State<AppState>, Auth(user): Auth, Path(id): Path<u64>) -> ApiResult<StatusCode> {
+pub async fn delete(State(s): State<AppState>, Auth(user): Auth, Path(id): Path<ListId>) -> ApiResult<StatusCode> {
     s.db(move |st| st.delete_list(user.id, id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -77,7 +78,7 @@ fn parse_subscribers(body: serde_json::Value) -> ApiResult<Vec<NewSubscriber>> {
         .collect()
 }
 
-#[utoipa::path(post, path = "/api/v1/users/me/lists/{id}/subscribers", tag = "lists",
+#[utoipa::path(post, path = "/api/v1/users/me/lists/{id}/subscribers", params(("id" = ListId, Path, description = "The list's id")), tag = "lists",
     request_body(content(
         (SubscribersBody = "application/json"),
         (String = "text/csv"),
@@ -89,7 +90,7 @@ fn parse_subscribers(body: serde_json::Value) -> ApiResult<Vec<NewSubscriber>> {
 pub async fn add_subscribers(
     State(s): State<AppState>,
     Auth(user): Auth,
-    Path(id): Path<u64>,
+    Path(id): Path<ListId>,
     req: Request,
 ) -> ApiResult<Json<UpsertReport>> {
     let csv = req
@@ -108,12 +109,12 @@ pub async fn add_subscribers(
     Ok(Json(s.db(move |st| st.upsert_subscribers(user.id, id, batch)).await?))
 }
 
-#[utoipa::path(get, path = "/api/v1/users/me/lists/{id}/subscribers", params(Paging), tag = "lists",
+#[utoipa::path(get, path = "/api/v1/users/me/lists/{id}/subscribers", params(("id" = ListId, Path, description = "The list's id"), Paging), tag = "lists",
     responses((status = 200, body = Page<Subscriber>), (status = 404, body = ErrorBody)))]
 pub async fn subscribers(
     State(s): State<AppState>,
     Auth(user): Auth,
-    Path(id): Path<u64>,
+    Path(id): Path<ListId>,
     Query(p): Query<Paging>,
 ) -> ApiResult<Json<Page<Subscriber>>> {
     let limit = p.limit()?;
@@ -125,7 +126,7 @@ pub async fn subscribers(
 pub async fn subscriber(
     State(s): State<AppState>,
     Auth(user): Auth,
-    Path((id, sid)): Path<(u64, u64)>,
+    Path((id, sid)): Path<(ListId, SubscriberId)>,
 ) -> ApiResult<Json<Subscriber>> {
     Ok(Json(s.db(move |st| st.subscriber(user.id, id, sid)).await?))
 }
@@ -137,7 +138,7 @@ pub async fn subscriber(
 pub async fn update_subscriber(
     State(s): State<AppState>,
     Auth(user): Auth,
-    Path((id, sid)): Path<(u64, u64)>,
+    Path((id, sid)): Path<(ListId, SubscriberId)>,
     ApiJson(patch): ApiJson<SubscriberPatch>,
 ) -> ApiResult<Json<Subscriber>> {
     Ok(Json(

@@ -33,7 +33,7 @@ pub async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> ApiResult
     // Gauges are read when scraped: the engine's in-flight counts, and the
     // stored queue of each campaign it is running.
     let in_flight = s.engine.in_flight();
-    let ids: Vec<u64> = in_flight.iter().map(|(id, _)| *id).collect();
+    let ids: Vec<_> = in_flight.iter().map(|(id, _)| *id).collect();
     let queued = s
         .db(move |st| {
             Ok(ids

@@ -2,6 +2,7 @@
 //! subscriber would get it, on screen or in a test inbox, in any status
 //! and without changing the campaign.
 
+use crate::domain::ids::{CampaignId, ListId, SubscriberId, UserId};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use chrono::Utc;
@@ -31,8 +32,8 @@ pub struct PreviewQuery {
 /// Sample data for a preview or test without a subscriber.
 fn sample(email: &str) -> Subscriber {
     Subscriber {
-        id: 0,
-        list_id: 0,
+        id: SubscriberId::new(0),
+        list_id: ListId::new(0),
         email: email.to_string(),
         name: "Sample Subscriber".into(),
         timezone: None,
@@ -46,9 +47,9 @@ fn sample(email: &str) -> Subscriber {
 
 async fn campaign_and_subscriber(
     s: &AppState,
-    user_id: u64,
-    id: u64,
-    subscriber_id: Option<u64>,
+    user_id: UserId,
+    id: CampaignId,
+    subscriber_id: Option<SubscriberId>,
 ) -> ApiResult<(Campaign, Subscriber)> {
     s.db(move |st| {
         let c = st.campaign(user_id, id)?;
@@ -72,16 +73,16 @@ fn render_error(e: RenderError) -> ApiError {
     }
 }
 
-#[utoipa::path(get, path = "/api/v1/users/me/campaigns/{id}/preview", params(PreviewQuery), tag = "campaigns",
+#[utoipa::path(get, path = "/api/v1/users/me/campaigns/{id}/preview", params(("id" = CampaignId, Path, description = "The campaign's id"), PreviewQuery), tag = "campaigns",
     description = "the rendered subject, html and text for one subscriber (or sample data); sends nothing",
     responses((status = 200, body = Preview), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn preview(
     State(s): State<AppState>,
     Auth(user): Auth,
-    Path(id): Path<u64>,
+    Path(id): Path<CampaignId>,
     Query(q): Query<PreviewQuery>,
 ) -> ApiResult<Json<Preview>> {
-    let (c, sub) = campaign_and_subscriber(&s, user.id, id, q.subscriber_id).await?;
+    let (c, sub) = campaign_and_subscriber(&s, user.id, id, q.subscriber_id.map(SubscriberId::new)).await?;
     Ok(Json(s.engine.preview(&c, &sub).await.map_err(render_error)?))
 }
 
@@ -93,7 +94,7 @@ pub struct TestSend {
     /// Whose data fills the templates (a subscriber of the campaign's
     /// list); sample data when absent.
     #[serde(default)]
-    pub subscriber_id: Option<u64>,
+    pub subscriber_id: Option<SubscriberId>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -101,14 +102,14 @@ pub struct TestReport {
     pub results: Vec<TestDelivery>,
 }
 
-#[utoipa::path(post, path = "/api/v1/users/me/campaigns/{id}/test", request_body = TestSend, tag = "campaigns",
+#[utoipa::path(post, path = "/api/v1/users/me/campaigns/{id}/test", params(("id" = CampaignId, Path, description = "The campaign's id")), request_body = TestSend, tag = "campaigns",
     description = "sends the campaign's message to up to 10 addresses through its transport, in any status; \
                    the campaign's status, stats and messages do not change",
     responses((status = 200, body = TestReport), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn test(
     State(s): State<AppState>,
     Auth(user): Auth,
-    Path(id): Path<u64>,
+    Path(id): Path<CampaignId>,
     ApiJson(body): ApiJson<TestSend>,
 ) -> ApiResult<Json<TestReport>> {
     if body.emails.is_empty() || body.emails.len() > MAX_TEST_ADDRESSES {

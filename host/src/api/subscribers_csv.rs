@@ -2,6 +2,7 @@
 //! rows holds one batch and one physical line at a time; an export holds
 //! one chunk. The row mapping is `domain::subscriber_csv`.
 
+use crate::domain::ids::{ListId, UserId};
 use std::io::Read;
 
 use axum::body::{Body, Bytes};
@@ -96,7 +97,7 @@ enum Stop {
     Store(StoreError),
 }
 
-fn import(store: &Store, user_id: u64, list_id: u64, reader: BodyReader) -> Result<UpsertReport, Stop> {
+fn import(store: &Store, user_id: UserId, list_id: ListId, reader: BodyReader) -> Result<UpsertReport, Stop> {
     let mut csv = csv::ReaderBuilder::new().flexible(true).from_reader(reader);
     let columns = match csv.headers() {
         Ok(h) => Columns::from_header(h.iter()).map_err(Stop::Header)?,
@@ -177,8 +178,8 @@ fn import(store: &Store, user_id: u64, list_id: u64, reader: BodyReader) -> Resu
 /// `POST /lists/{id}/subscribers` with `Content-Type: text/csv`.
 pub async fn import_csv(
     s: AppState,
-    user_id: u64,
-    list_id: u64,
+    user_id: UserId,
+    list_id: ListId,
     body: Body,
     max_bytes: u64,
 ) -> ApiResult<UpsertReport> {
@@ -236,12 +237,12 @@ pub async fn import_csv(
     }
 }
 
-#[utoipa::path(get, path = "/api/v1/users/me/lists/{id}/subscribers.csv", tag = "lists",
+#[utoipa::path(get, path = "/api/v1/users/me/lists/{id}/subscribers.csv", params(("id" = ListId, Path, description = "The list's id")), tag = "lists",
     description = "every subscriber of the list as CSV (email, name, timezone, status, then one column per \
                    attribute name found on the list), streamed; importing it again changes nothing",
     responses((status = 200, description = "the list as CSV", content_type = "text/csv", body = String),
               (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn export_csv(State(s): State<AppState>, Auth(user): Auth, Path(id): Path<u64>) -> ApiResult<Response> {
+pub async fn export_csv(State(s): State<AppState>, Auth(user): Auth, Path(id): Path<ListId>) -> ApiResult<Response> {
     // First pass: the attribute names, so every row has the same columns.
     // More than an import takes is refused rather than cut: an export
     // must import back whole.

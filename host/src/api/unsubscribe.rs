@@ -6,10 +6,11 @@ use axum::extract::{Path, State};
 use axum::response::Html;
 
 use super::{ApiError, ApiResult, AppState};
+use crate::domain::ids::{CampaignId, MessageId, SubscriberId};
 use crate::domain::unsubscribe::verify;
 
-fn check(s: &AppState, campaign: u64, subscriber: u64, token: &str) -> ApiResult<()> {
-    if verify(&s.secret, campaign, subscriber, token) {
+fn check(s: &AppState, campaign: CampaignId, subscriber: SubscriberId, token: &str) -> ApiResult<()> {
+    if verify(&s.secret, MessageId { campaign, subscriber }, token) {
         Ok(())
     } else {
         Err(ApiError::not_found())
@@ -22,7 +23,7 @@ fn check(s: &AppState, campaign: u64, subscriber: u64, token: &str) -> ApiResult
     responses((status = 200, content_type = "text/html"), (status = 404, body = super::error::ErrorBody)))]
 pub async fn page(
     State(s): State<AppState>,
-    Path((campaign, subscriber, token)): Path<(u64, u64, String)>,
+    Path((campaign, subscriber, token)): Path<(CampaignId, SubscriberId, String)>,
 ) -> ApiResult<Html<String>> {
     check(&s, campaign, subscriber, &token)?;
     Ok(Html(format!(
@@ -38,7 +39,7 @@ pub async fn page(
     responses((status = 200, content_type = "text/html"), (status = 404, body = super::error::ErrorBody)))]
 pub async fn confirm(
     State(s): State<AppState>,
-    Path((campaign, subscriber, token)): Path<(u64, u64, String)>,
+    Path((campaign, subscriber, token)): Path<(CampaignId, SubscriberId, String)>,
 ) -> ApiResult<Html<&'static str>> {
     check(&s, campaign, subscriber, &token)?;
     s.db(move |st| st.unsubscribe(campaign, subscriber)).await?;

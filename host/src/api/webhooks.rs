@@ -1,5 +1,6 @@
 //! /users/me/webhooks: outgoing event webhooks and their delivery log.
 
+use crate::domain::ids::WebhookId;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -17,7 +18,7 @@ use crate::store::{Delivery, Page};
 /// A webhook as the API shows it: never its secret.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct WebhookView {
-    pub id: u64,
+    pub id: WebhookId,
     pub url: String,
     pub events: Vec<EventKind>,
     pub created_at: DateTime<Utc>,
@@ -91,28 +92,32 @@ pub async fn index(State(s): State<AppState>, Auth(user): Auth) -> ApiResult<Jso
     }))
 }
 
-#[utoipa::path(get, path = "/api/v1/users/me/webhooks/{id}", tag = "webhooks",
+#[utoipa::path(get, path = "/api/v1/users/me/webhooks/{id}", params(("id" = WebhookId, Path, description = "The webhook's id")), tag = "webhooks",
     responses((status = 200, body = WebhookView), (status = 404, body = ErrorBody)))]
-pub async fn show(State(s): State<AppState>, Auth(user): Auth, Path(id): Path<u64>) -> ApiResult<Json<WebhookView>> {
+pub async fn show(
+    State(s): State<AppState>,
+    Auth(user): Auth,
+    Path(id): Path<WebhookId>,
+) -> ApiResult<Json<WebhookView>> {
     Ok(Json(s.db(move |st| st.webhook(user.id, id)).await?.into()))
 }
 
-#[utoipa::path(delete, path = "/api/v1/users/me/webhooks/{id}", tag = "webhooks",
+#[utoipa::path(delete, path = "/api/v1/users/me/webhooks/{id}", params(("id" = WebhookId, Path, description = "The webhook's id")), tag = "webhooks",
     description = "Deletes the webhook; deliveries not yet made are dropped.",
     responses((status = 204), (status = 404, body = ErrorBody)))]
-pub async fn delete(State(s): State<AppState>, Auth(user): Auth, Path(id): Path<u64>) -> ApiResult<StatusCode> {
+pub async fn delete(State(s): State<AppState>, Auth(user): Auth, Path(id): Path<WebhookId>) -> ApiResult<StatusCode> {
     s.db(move |st| st.delete_webhook(user.id, id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(get, path = "/api/v1/users/me/webhooks/{id}/deliveries", params(Paging), tag = "webhooks",
+#[utoipa::path(get, path = "/api/v1/users/me/webhooks/{id}/deliveries", params(("id" = WebhookId, Path, description = "The webhook's id"), Paging), tag = "webhooks",
     description = "Events for this webhook, oldest first, with every attempt (status or error, duration). \
 Finished deliveries are kept `webhooks.keep_days` days.",
     responses((status = 200, body = Page<Delivery>), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn deliveries(
     State(s): State<AppState>,
     Auth(user): Auth,
-    Path(id): Path<u64>,
+    Path(id): Path<WebhookId>,
     Query(p): Query<Paging>,
 ) -> ApiResult<Json<Page<Delivery>>> {
     let limit = p.limit()?;

@@ -5,7 +5,6 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::FieldError;
 use super::suppression::SuppressionReason;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
@@ -86,24 +85,6 @@ impl BouncePolicy {
     }
 }
 
-/// The (campaign, subscriber) a Posta Message-ID names:
-/// `posta.CAMPAIGN.SUBSCRIBER@domain`, with or without angle brackets.
-pub fn parse_message_id(field: &str, id: &str) -> Result<(u64, u64), FieldError> {
-    let bad = || {
-        FieldError::new(
-            field,
-            format!("{id:?} is not a Posta Message-ID (posta.CAMPAIGN.SUBSCRIBER@domain)"),
-        )
-    };
-    let id = id.trim().trim_start_matches('<').trim_end_matches('>');
-    let (local, _) = id.split_once('@').ok_or_else(bad)?;
-    let mut parts = local.split('.');
-    match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some("posta"), Some(c), Some(s), None) => Ok((c.parse().map_err(|_| bad())?, s.parse().map_err(|_| bad())?)),
-        _ => Err(bad()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,21 +101,5 @@ mod tests {
         assert_eq!(p.suppresses(BounceType::Soft, 3), Some(SuppressionReason::Bounced));
         let zero = BouncePolicy { soft_limit: 0, ..p };
         assert_eq!(zero.suppresses(BounceType::Soft, 1), Some(SuppressionReason::Bounced));
-    }
-
-    #[test]
-    fn message_ids_name_campaign_and_subscriber() {
-        assert_eq!(parse_message_id("m", "<posta.3.42@example.org>").unwrap(), (3, 42));
-        assert_eq!(parse_message_id("m", "posta.3.42@example.org").unwrap(), (3, 42));
-        for bad in [
-            "",
-            "posta.3@x",
-            "posta.3.x@y",
-            "other.3.4@y",
-            "posta.3.4.5@y",
-            "posta.3.4",
-        ] {
-            assert!(parse_message_id("m", bad).is_err(), "{bad}");
-        }
     }
 }

@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::lifecycle::transition;
-use super::{Action, FieldError, Status, validate_email, validate_len};
+use super::{
+    Action, CampaignId, FieldError, ListId, MessageId, Status, SubscriberId, UserId, validate_email, validate_len,
+};
 
 /// Fastest `send_rate` accepted, emails per minute (over a million a
 /// second: "as fast as possible" is no rate at all).
@@ -48,13 +50,13 @@ impl Stats {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Campaign {
-    pub id: u64,
-    pub user_id: u64,
+    pub id: CampaignId,
+    pub user_id: UserId,
     pub name: String,
     pub subject: String,
     pub from_email: String,
     pub from_name: String,
-    pub list_id: u64,
+    pub list_id: ListId,
     pub html: String,
     pub text: String,
     /// Name of the transport in posta.toml.
@@ -172,7 +174,7 @@ pub struct CampaignDraft {
     pub from_email: String,
     #[serde(default)]
     pub from_name: String,
-    pub list_id: u64,
+    pub list_id: ListId,
     #[serde(default)]
     pub html: String,
     #[serde(default)]
@@ -192,7 +194,7 @@ pub struct CampaignDraft {
 impl CampaignDraft {
     /// A plain-text draft to `list_id` with every optional field unset
     /// (tests and benchmarks start from it).
-    pub fn minimal(list_id: u64) -> CampaignDraft {
+    pub fn minimal(list_id: ListId) -> CampaignDraft {
         CampaignDraft {
             name: "campaign".into(),
             subject: "subject".into(),
@@ -217,7 +219,7 @@ pub struct CampaignPatch {
     pub subject: Option<String>,
     pub from_email: Option<String>,
     pub from_name: Option<String>,
-    pub list_id: Option<u64>,
+    pub list_id: Option<ListId>,
     pub html: Option<String>,
     pub text: Option<String>,
     pub transport: Option<String>,
@@ -247,7 +249,13 @@ pub const MAX_BODY_BYTES: usize = 512 * 1024;
 impl Campaign {
     /// Builds a draft from the API body; the caller has resolved the list and
     /// the transport name.
-    pub fn from_draft(id: u64, user_id: u64, d: CampaignDraft, transport: String, now: DateTime<Utc>) -> Campaign {
+    pub fn from_draft(
+        id: CampaignId,
+        user_id: UserId,
+        d: CampaignDraft,
+        transport: String,
+        now: DateTime<Utc>,
+    ) -> Campaign {
         Campaign {
             id,
             user_id,
@@ -326,7 +334,7 @@ impl Campaign {
     }
 
     /// The copy made by POST …/duplicate: same settings, fresh state.
-    pub fn duplicate(&self, id: u64, now: DateTime<Utc>) -> Campaign {
+    pub fn duplicate(&self, id: CampaignId, now: DateTime<Utc>) -> Campaign {
         let mut copy = Campaign {
             id,
             name: format!("{} (copy)", self.name),
@@ -353,13 +361,17 @@ impl Campaign {
     /// The stable Message-ID of this campaign's message to a subscriber. It
     /// doubles as the idempotency key, so it must never change across
     /// retries, restarts or resumes.
-    pub fn message_id(&self, subscriber_id: u64) -> String {
+    pub fn message_id(&self, subscriber: SubscriberId) -> String {
         let domain = self
             .from_email
             .rsplit_once('@')
             .map(|(_, d)| d)
             .unwrap_or("posta.local");
-        format!("posta.{}.{}@{}", self.id, subscriber_id, domain)
+        MessageId {
+            campaign: self.id,
+            subscriber,
+        }
+        .header(domain)
     }
 }
 
@@ -373,7 +385,7 @@ mod tests {
             subject: "Hi {{ subscriber.name }}".into(),
             from_email: "news@example.org".into(),
             from_name: "News".into(),
-            list_id: 1,
+            list_id: ListId::new(1),
             html: "<p>Hi</p>".into(),
             text: "Hi".into(),
             transport: None,
@@ -385,7 +397,7 @@ mod tests {
 
     #[test]
     fn progress_is_stored_flat_beside_the_campaign_and_never_shown() {
-        let c = Campaign::from_draft(7, 1, draft(), "log".into(), Utc::now());
+        let c = Campaign::from_draft(CampaignId::new(7), UserId::new(1), draft(), "log".into(), Utc::now());
         let run = CampaignRun {
             campaign: c.clone(),
             progress: Progress {
@@ -410,7 +422,13 @@ mod tests {
     #[test]
     fn a_sending_run_completes_once_every_subscriber_has_a_final_message() {
         let now = Utc::now();
-        let mut run = CampaignRun::from(Campaign::from_draft(7, 1, draft(), "log".into(), now));
+        let mut run = CampaignRun::from(Campaign::from_draft(
+            CampaignId::new(7),
+            UserId::new(1),
+            draft(),
+            "log".into(),
+            now,
+        ));
         run.status = Status::Sending;
         run.progress = Progress {
             last_subscriber: 10,
@@ -434,7 +452,13 @@ mod tests {
     #[test]
     fn a_send_starts_from_the_first_subscriber_with_fresh_counts() {
         let now = Utc::now();
-        let mut run = CampaignRun::from(Campaign::from_draft(7, 1, draft(), "log".into(), now));
+        let mut run = CampaignRun::from(Campaign::from_draft(
+            CampaignId::new(7),
+            UserId::new(1),
+            draft(),
+            "log".into(),
+            now,
+        ));
         run.progress.cursor = 5;
         run.stats.sent = 3;
         run.begin_sending(40, 30, now);
@@ -453,11 +477,11 @@ mod tests {
     #[test]
     fn duplicate_keeps_settings_and_resets_state() {
         let now = Utc::now();
-        let mut c = Campaign::from_draft(7, 1, draft(), "log".into(), now);
+        let mut c = Campaign::from_draft(CampaignId::new(7), UserId::new(1), draft(), "log".into(), now);
         c.status = Status::Sent;
         c.stats.sent = 5;
         c.started_at = Some(now);
-        let d = c.duplicate(8, now);
+        let d = c.duplicate(CampaignId::new(8), now);
         assert_eq!(d.name, "Launch (copy)");
         assert_eq!(d.status, Status::Draft);
         assert_eq!(d.stats, Stats::default());
@@ -489,7 +513,7 @@ mod tests {
     #[test]
     fn validation_names_fields() {
         let now = Utc::now();
-        let mut c = Campaign::from_draft(1, 1, draft(), "log".into(), now);
+        let mut c = Campaign::from_draft(CampaignId::new(1), UserId::new(1), draft(), "log".into(), now);
         assert!(c.validate().is_ok());
         c.send_rate = Some(0);
         assert_eq!(c.validate().unwrap_err().field, "send_rate");
@@ -501,7 +525,7 @@ mod tests {
     #[test]
     fn patch_distinguishes_null_from_absent() {
         let now = Utc::now();
-        let mut c = Campaign::from_draft(1, 1, draft(), "log".into(), now);
+        let mut c = Campaign::from_draft(CampaignId::new(1), UserId::new(1), draft(), "log".into(), now);
         c.apply(serde_json::from_str(r#"{"name":"New"}"#).unwrap());
         assert_eq!((c.name.as_str(), c.send_rate), ("New", Some(600)));
         c.apply(serde_json::from_str(r#"{"send_rate":null}"#).unwrap());
@@ -510,8 +534,8 @@ mod tests {
 
     #[test]
     fn message_ids_are_stable() {
-        let c = Campaign::from_draft(3, 1, draft(), "log".into(), Utc::now());
-        assert_eq!(c.message_id(42), "posta.3.42@example.org");
-        assert_eq!(c.message_id(42), c.message_id(42));
+        let c = Campaign::from_draft(CampaignId::new(3), UserId::new(1), draft(), "log".into(), Utc::now());
+        assert_eq!(c.message_id(SubscriberId::new(42)), "posta.3.42@example.org");
+        assert_eq!(c.message_id(SubscriberId::new(42)), c.message_id(SubscriberId::new(42)));
     }
 }

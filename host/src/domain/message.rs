@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 
 use super::bounce::BounceType;
 use super::suppression::SuppressionReason;
-use super::{Campaign, Stats, Status, Subscriber, SubscriberStatus};
+use super::{Campaign, CampaignId, Stats, Status, Subscriber, SubscriberId, SubscriberStatus};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -38,7 +38,7 @@ impl MessageStatus {
 /// One subscriber's message of one campaign.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct MessageRecord {
-    pub subscriber_id: u64,
+    pub subscriber_id: SubscriberId,
     pub email: String,
     pub message_id: String,
     pub status: MessageStatus,
@@ -79,7 +79,7 @@ pub struct MessageBounce {
 /// A message handed to the delivery workers.
 #[derive(Debug, Clone)]
 pub struct Job {
-    pub campaign_id: u64,
+    pub campaign_id: CampaignId,
     pub subscriber: Subscriber,
     /// Transport calls already made for this message (before a stop or
     /// crash): `max_attempts` counts them too.
@@ -122,8 +122,8 @@ impl OutcomeKind {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
-    pub campaign_id: u64,
-    pub subscriber_id: u64,
+    pub campaign_id: CampaignId,
+    pub subscriber_id: SubscriberId,
     pub attempts: u32,
     pub kind: OutcomeKind,
 }
@@ -272,7 +272,13 @@ mod tests {
             "name": "n", "subject": "s", "from_email": "news@example.org", "list_id": 1
         }))
         .unwrap();
-        let mut c = Campaign::from_draft(7, 1, draft, "log".into(), Utc::now());
+        let mut c = Campaign::from_draft(
+            CampaignId::new(7),
+            crate::domain::UserId::new(1),
+            draft,
+            "log".into(),
+            Utc::now(),
+        );
         c.status = status;
         c
     }
@@ -332,8 +338,8 @@ mod tests {
         let mut c = campaign(Status::Sending);
         let mut m = create(&mut c, SubscriberStatus::Subscribed, None);
         let outcome = |attempts, kind| Outcome {
-            campaign_id: 7,
-            subscriber_id: 3,
+            campaign_id: CampaignId::new(7),
+            subscriber_id: SubscriberId::new(3),
             attempts,
             kind,
         };

@@ -4,6 +4,7 @@
 pub mod bounce;
 pub mod campaign;
 pub mod dsn;
+pub mod ids;
 pub mod lifecycle;
 pub mod message;
 pub mod schedule;
@@ -14,6 +15,7 @@ pub mod unsubscribe;
 pub mod webhook;
 
 pub use campaign::{Campaign, CampaignDraft, CampaignPatch, CampaignRun, Progress, Stats};
+pub use ids::{CampaignId, DeliveryId, KeyId, ListId, MessageId, SubscriberId, UserId, WebhookId};
 pub use lifecycle::{Action, Status, TransitionError};
 pub use subscriber::{List, NewSubscriber, StatusChange, Subscriber, SubscriberPatch, SubscriberStatus};
 
@@ -39,7 +41,7 @@ impl FieldError {
 /// An account. API keys belong to users and are stored hashed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct User {
-    pub id: u64,
+    pub id: UserId,
     pub email: String,
     /// Admins may act on the server itself (plugin reload). The first user
     /// of a database is an admin.

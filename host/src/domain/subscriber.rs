@@ -4,12 +4,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{FieldError, validate_email, validate_len};
+use super::{FieldError, ListId, SubscriberId, UserId, validate_email, validate_len};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct List {
-    pub id: u64,
-    pub user_id: u64,
+    pub id: ListId,
+    pub user_id: UserId,
     pub name: String,
     pub subscriber_count: u64,
     pub created_at: DateTime<Utc>,
@@ -57,8 +57,8 @@ impl SubscriberStatus {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Subscriber {
-    pub id: u64,
-    pub list_id: u64,
+    pub id: SubscriberId,
+    pub list_id: ListId,
     pub email: String,
     pub name: String,
     /// IANA timezone name, e.g. `Europe/Paris`.

@@ -7,7 +7,7 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use super::FieldError;
+use super::{CampaignId, FieldError, MessageId, UserId, WebhookId};
 
 /// What happened. The wire names are the dotted ones (`campaign.sent`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -129,8 +129,8 @@ impl NewWebhook {
 /// API shows it only in the answer that created it).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Webhook {
-    pub id: u64,
-    pub user_id: u64,
+    pub id: WebhookId,
+    pub user_id: UserId,
     pub url: String,
     pub events: Vec<EventKind>,
     pub secret: String,
@@ -171,22 +171,22 @@ pub fn campaign_data(c: &super::Campaign) -> serde_json::Value {
     })
 }
 
-/// The `data` of `message.bounced`; `message` is (campaign, subscriber)
-/// when the bounce named a Posta message.
-pub fn bounce_data(b: &super::bounce::Bounce, message: Option<(u64, u64)>) -> serde_json::Value {
+/// The `data` of `message.bounced`; `message` is set when the bounce named
+/// a Posta message.
+pub fn bounce_data(b: &super::bounce::Bounce, message: Option<MessageId>) -> serde_json::Value {
     serde_json::json!({
         "email": b.email,
         "type": b.kind,
         "reason": b.reason,
         "message_id": b.message_id,
-        "campaign_id": message.map(|m| m.0),
-        "subscriber_id": message.map(|m| m.1),
+        "campaign_id": message.map(|m| m.campaign),
+        "subscriber_id": message.map(|m| m.subscriber),
     })
 }
 
 /// The `data` of `subscriber.unsubscribed`: `source` is `unsubscribe_link`
 /// (the campaign's link or one-click header, `campaign_id` set) or `api`.
-pub fn unsubscribed_data(s: &super::Subscriber, source: &str, campaign_id: Option<u64>) -> serde_json::Value {
+pub fn unsubscribed_data(s: &super::Subscriber, source: &str, campaign_id: Option<CampaignId>) -> serde_json::Value {
     serde_json::json!({
         "list_id": s.list_id,
         "subscriber_id": s.id,

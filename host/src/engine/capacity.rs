@@ -19,9 +19,10 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::Delivery;
+use crate::domain::UserId;
 
 pub(super) struct Capacity {
-    per_user: Mutex<HashMap<u64, Arc<Semaphore>>>,
+    per_user: Mutex<HashMap<UserId, Arc<Semaphore>>>,
     per_user_limit: usize,
     held: Arc<Semaphore>,
     held_limit: u32,
@@ -47,7 +48,7 @@ impl Capacity {
     }
 
     /// The semaphore that caps one user's personalize calls.
-    pub(super) fn user(&self, user_id: u64) -> Arc<Semaphore> {
+    pub(super) fn user(&self, user_id: UserId) -> Arc<Semaphore> {
         self.per_user
             .lock()
             .expect("capacity lock")
@@ -86,7 +87,7 @@ mod tests {
     #[tokio::test]
     async fn a_user_at_their_cap_leaves_slots_for_others() {
         let c = capacity(1, 1);
-        let (a, b) = (c.user(1), c.user(2));
+        let (a, b) = (c.user(UserId::new(1)), c.user(UserId::new(2)));
         let first = c.render_slot(&a).await;
         // User 1 is at their cap; user 2 still gets a slot at once.
         let blocked = tokio::time::timeout(std::time::Duration::from_millis(50), c.render_slot(&a)).await;

@@ -10,6 +10,7 @@ use chrono::Utc;
 use tokio::sync::mpsc;
 
 use super::Inner;
+use crate::domain::CampaignId;
 use crate::domain::message::Outcome;
 
 const MAX_BATCH: usize = 256;
@@ -38,7 +39,7 @@ pub(super) async fn run(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Outc
             tracing::error!(count = outcomes.len(), "cannot store outcomes: {e}");
             continue;
         }
-        let mut per_campaign: HashMap<u64, usize> = HashMap::new();
+        let mut per_campaign: HashMap<CampaignId, usize> = HashMap::new();
         for o in outcomes.iter().filter(|o| o.kind.ends_job()) {
             *per_campaign.entry(o.campaign_id).or_default() += 1;
         }

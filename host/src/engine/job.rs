@@ -8,6 +8,7 @@ use tokio::sync::{Notify, mpsc};
 
 use super::capacity::Capacity;
 use super::lane::{Lane, Reply};
+use crate::domain::MessageId;
 use crate::domain::message::{Job, Outcome, OutcomeKind};
 use crate::domain::{Campaign, unsubscribe};
 use crate::plugins::Plugins;
@@ -149,8 +150,8 @@ pub(super) async fn deliver(shared: &Shared, ctx: &Context, job: Job) -> Outcome
             }
             Err(Failure::Transient(error)) => {
                 tracing::debug!(
-                    campaign = ctx.campaign.id,
-                    subscriber = sub.id,
+                    campaign = ctx.campaign.id.get(),
+                    subscriber = sub.id.get(),
                     attempts,
                     "retrying: {error}"
                 );
@@ -228,7 +229,13 @@ async fn attempt(
 async fn personalize(shared: &Shared, ctx: &Context, job: &Job) -> Result<Held, Failure> {
     let s = &job.subscriber;
     let subscriber = types::Subscriber::from(s);
-    let token = unsubscribe::token(&ctx.secret, ctx.campaign.id, s.id);
+    let token = unsubscribe::token(
+        &ctx.secret,
+        MessageId {
+            campaign: ctx.campaign.id,
+            subscriber: s.id,
+        },
+    );
     let envelope = types::Envelope {
         message_id: ctx.campaign.message_id(s.id),
         unsubscribe_url: format!("{}/{}/{}/{token}", ctx.unsubscribe_base, ctx.campaign.id, s.id),

@@ -30,6 +30,7 @@ use self::clock::Clock;
 use tokio::sync::{Notify, mpsc};
 
 use crate::config::Delivery;
+use crate::domain::CampaignId;
 use crate::domain::bounce::BouncePolicy;
 use crate::domain::message::Job;
 use crate::domain::{Campaign, Status, schedule};
@@ -55,7 +56,7 @@ pub(crate) struct Inner {
     /// What the message tasks use (`job`): plugins, capacity, the stop
     /// signal, the outcome channel, the retry policy.
     jobs: Arc<job::Shared>,
-    runs: Mutex<HashMap<u64, Arc<Run>>>,
+    runs: Mutex<HashMap<CampaignId, Arc<Run>>>,
     lanes: HashMap<String, lane::Lane>,
     /// Transport-wide rate limits, shared by every campaign on the transport.
     transport_rates: HashMap<String, Arc<rate::Limiter>>,
@@ -147,7 +148,7 @@ impl Engine {
 
     /// Messages handed to delivery tasks and not yet stored, per running
     /// campaign (the `posta_campaign_in_flight` gauge).
-    pub fn in_flight(&self) -> Vec<(u64, usize)> {
+    pub fn in_flight(&self) -> Vec<(CampaignId, usize)> {
         let runs = self.inner.runs.lock().expect("runs lock");
         runs.iter()
             .map(|(id, r)| (*id, r.in_flight.load(Ordering::Acquire)))
@@ -236,13 +237,13 @@ impl Engine {
                 Ok(Ok(c)) => Engine { inner }.drive(c.id, false),
                 // Cancelled, deleted or already fired meanwhile: nothing to do.
                 Ok(Err(StoreError::Transition(_) | StoreError::NotFound)) => {}
-                Ok(Err(e)) => tracing::error!(campaign = id, "cannot start scheduled campaign: {e}"),
-                Err(e) => tracing::error!(campaign = id, "scheduler task failed: {e}"),
+                Ok(Err(e)) => tracing::error!(campaign = id.get(), "cannot start scheduled campaign: {e}"),
+                Err(e) => tracing::error!(campaign = id.get(), "scheduler task failed: {e}"),
             }
         });
     }
 
-    fn drive(&self, id: u64, cancelled: bool) {
+    fn drive(&self, id: CampaignId, cancelled: bool) {
         let run = {
             let mut runs = self.inner.runs.lock().expect("runs lock");
             if let Some(run) = runs.get(&id) {
@@ -261,7 +262,7 @@ impl Engine {
         let inner = self.inner.clone();
         self.inner.rt.spawn(async move {
             if let Err(e) = drive(&inner, id, &run).await {
-                tracing::error!(campaign = id, "delivery stopped: {e}");
+                tracing::error!(campaign = id.get(), "delivery stopped: {e}");
             }
             inner.runs.lock().expect("runs lock").remove(&id);
         });
@@ -276,13 +277,13 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| StoreError::Db(format!("storage task failed: {e}")))?
 }
 
-async fn drive(inner: &Arc<Inner>, id: u64, run: &Arc<Run>) -> Result<(), StoreError> {
+async fn drive(inner: &Arc<Inner>, id: CampaignId, run: &Arc<Run>) -> Result<(), StoreError> {
     let store = inner.store.clone();
     let now = inner.clock.now();
     let recovered = blocking(move || store.recover_in_flight(id, now)).await?;
     if !recovered.is_empty() {
         tracing::warn!(
-            campaign = id,
+            campaign = id.get(),
             count = recovered.len(),
             "re-delivering messages left in flight by a stop"
         );

@@ -11,6 +11,7 @@ use utoipa::ToSchema;
 use super::Engine;
 use super::lane::Reply;
 use crate::domain::{Campaign, Subscriber, unsubscribe};
+use crate::domain::{MessageId, SubscriberId};
 use crate::plugins::PluginError;
 use crate::plugins::bindings::types;
 
@@ -117,7 +118,13 @@ impl Engine {
     async fn render_for(&self, c: &Campaign, sub: &Subscriber, nonce: u64) -> Result<types::Message, RenderError> {
         let inner = &self.inner;
         let domain = c.from_email.rsplit_once('@').map_or("posta.local", |(_, d)| d);
-        let token = unsubscribe::token(&inner.secret, c.id, 0);
+        let token = unsubscribe::token(
+            &inner.secret,
+            MessageId {
+                campaign: c.id,
+                subscriber: SubscriberId::new(0),
+            },
+        );
         let envelope = types::Envelope {
             message_id: format!("posta-test.{}.{nonce}@{domain}", c.id),
             unsubscribe_url: format!("{}/unsubscribe/{}/0/{token}", inner.base_url, c.id),

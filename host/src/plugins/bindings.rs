@@ -27,7 +27,7 @@ pub use personalizer::posta::plugin::{host, types};
 impl From<&crate::domain::Campaign> for types::Campaign {
     fn from(c: &crate::domain::Campaign) -> types::Campaign {
         types::Campaign {
-            id: c.id,
+            id: c.id.get(),
             name: c.name.clone(),
             subject: c.subject.clone(),
             from_email: c.from_email.clone(),
@@ -41,7 +41,7 @@ impl From<&crate::domain::Campaign> for types::Campaign {
 impl From<&crate::domain::Subscriber> for types::Subscriber {
     fn from(s: &crate::domain::Subscriber) -> types::Subscriber {
         types::Subscriber {
-            id: s.id,
+            id: s.id.get(),
             email: s.email.clone(),
             name: s.name.clone(),
             timezone: s.timezone.clone(),

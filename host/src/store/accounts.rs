@@ -1,6 +1,7 @@
 //! Users and API keys. Keys are 32 random bytes shown once; only their
 //! SHA-256 is stored, so a leaked database leaks no usable key.
 
+use crate::domain::ids::{KeyId, UserId};
 use chrono::{DateTime, Utc};
 use rand::RngCore;
 use redb::{ReadableTable, ReadableTableMetadata, WriteTransaction};
@@ -14,7 +15,7 @@ use crate::domain::User;
 /// An API key as an admin sees it: never the key, nor its hash.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct KeyInfo {
-    pub id: u64,
+    pub id: KeyId,
     /// The key's first characters (`posta_1a2b`), to tell keys apart.
     pub hint: String,
     pub created_at: DateTime<Utc>,
@@ -23,7 +24,7 @@ pub struct KeyInfo {
 /// A key as stored in the user's key index.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct KeyRecord {
-    id: u64,
+    id: KeyId,
     hint: String,
     created_at: DateTime<Utc>,
     /// SHA-256 of the key, hex: what `api_keys` is keyed by.
@@ -73,14 +74,14 @@ impl Store {
                 }
             }
             let first = redb::ReadableTableMetadata::len(&users)? == 0;
-            let id = next_id(&tx, "user")?;
+            let id = UserId::new(next_id(&tx, "user")?);
             let user = User {
                 id,
                 admin: admin || first,
                 email: email.to_string(),
                 created_at: Utc::now(),
             };
-            users.insert(id, encode(&user).as_slice())?;
+            users.insert(id.get(), encode(&user).as_slice())?;
             user
         };
         let (key, _) = issue(&tx, user.id)?;
@@ -128,9 +129,9 @@ impl Store {
 
     /// Issues another API key for user `user_id`: the key (shown once) and
     /// its record.
-    pub fn issue_key(&self, user_id: u64) -> Result<(String, KeyInfo)> {
+    pub fn issue_key(&self, user_id: UserId) -> Result<(String, KeyInfo)> {
         let tx = self.write()?;
-        if tx.open_table(USERS)?.get(user_id)?.is_none() {
+        if tx.open_table(USERS)?.get(user_id.get())?.is_none() {
             return Err(StoreError::NotFound);
         }
         let issued = issue(&tx, user_id)?;
@@ -139,8 +140,9 @@ impl Store {
     }
 
     /// The keys of user `user_id`, oldest first.
-    pub fn keys(&self, user_id: u64) -> Result<Vec<KeyInfo>> {
+    pub fn keys(&self, user_id: UserId) -> Result<Vec<KeyInfo>> {
         let tx = self.read()?;
+        let user_id = user_id.get();
         if tx.open_table(USERS)?.get(user_id)?.is_none() {
             return Err(StoreError::NotFound);
         }
@@ -154,11 +156,11 @@ impl Store {
     }
 
     /// Revokes one key of user `user_id` by its id.
-    pub fn revoke_key(&self, user_id: u64, key_id: u64) -> Result<()> {
+    pub fn revoke_key(&self, user_id: UserId, key_id: KeyId) -> Result<()> {
         let tx = self.write()?;
         {
             let mut index = tx.open_table(USER_KEYS)?;
-            let info: KeyRecord = match index.remove((user_id, key_id))? {
+            let info: KeyRecord = match index.remove((user_id.get(), key_id.get()))? {
                 Some(v) => decode(v.value())?,
                 None => return Err(StoreError::NotFound),
             };
@@ -184,14 +186,14 @@ impl Store {
             }
             items.push(decode::<User>(v.value())?);
         }
-        let next_after = if more { items.last().map(|u| u.id) } else { None };
+        let next_after = if more { items.last().map(|u| u.id.get()) } else { None };
         Ok(Page { items, next_after })
     }
 
-    pub fn user(&self, id: u64) -> Result<User> {
+    pub fn user(&self, id: UserId) -> Result<User> {
         let tx = self.read()?;
         let users = tx.open_table(USERS)?;
-        let v = users.get(id)?.ok_or(StoreError::NotFound)?;
+        let v = users.get(id.get())?.ok_or(StoreError::NotFound)?;
         decode(v.value())
     }
 
@@ -215,8 +217,9 @@ impl Store {
             } else {
                 let user = Self::user_by_email(&tx, key_or_email)?;
                 let before = keys.len()?;
-                keys.retain(|_, id| id != user.id)?;
-                index.retain_in((user.id, 0)..=(user.id, u64::MAX), |_, _| false)?;
+                let user_id = user.id.get();
+                keys.retain(|_, id| id != user_id)?;
+                index.retain_in((user_id, 0)..=(user_id, u64::MAX), |_, _| false)?;
                 (before - keys.len()?) as usize
             }
         };
@@ -231,18 +234,18 @@ impl Store {
 }
 
 /// Makes a key for `user_id`, stored by hash and in the user's key index.
-fn issue(tx: &WriteTransaction, user_id: u64) -> Result<(String, KeyInfo)> {
+fn issue(tx: &WriteTransaction, user_id: UserId) -> Result<(String, KeyInfo)> {
     let key = new_key();
     let hash = hash_key(&key);
-    tx.open_table(API_KEYS)?.insert(hash.as_slice(), user_id)?;
+    tx.open_table(API_KEYS)?.insert(hash.as_slice(), user_id.get())?;
     let record = KeyRecord {
-        id: next_id(tx, "key")?,
+        id: KeyId::new(next_id(tx, "key")?),
         hint: key.chars().take(KEY_PREFIX.len() + 4).collect(),
         created_at: Utc::now(),
         hash: hex::encode(hash),
     };
     tx.open_table(USER_KEYS)?
-        .insert((user_id, record.id), encode(&record).as_slice())?;
+        .insert((user_id.get(), record.id.get()), encode(&record).as_slice())?;
     Ok((key, record.into()))
 }
 
@@ -261,12 +264,12 @@ pub(super) fn index_keys(tx: &WriteTransaction) -> Result<()> {
     }
     for (hash, user_id) in ids {
         let info = KeyRecord {
-            id: next_id(tx, "key")?,
+            id: KeyId::new(next_id(tx, "key")?),
             hint: KEY_PREFIX.to_string(),
             created_at: Utc::now(),
             hash: hex::encode(hash),
         };
-        index.insert((user_id, info.id), encode(&info).as_slice())?;
+        index.insert((user_id, info.id.get()), encode(&info).as_slice())?;
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! them), marked on their message and its campaign's stats, and turned
 //! into suppressions by the policy, all in one transaction.
 
+use crate::domain::ids::{MessageId, UserId};
 use chrono::{DateTime, Utc};
 use redb::ReadableTable;
 use serde::Serialize;
@@ -38,18 +39,19 @@ pub struct BounceReport {
 /// soft bounces in the window (soft only) and the suppression it caused.
 pub(super) fn file_bounce(
     tx: &WriteTransaction,
-    user_id: u64,
+    user_id: UserId,
     bounce: &Bounce,
     policy: &BouncePolicy,
     now: DateTime<Utc>,
 ) -> Result<(Option<u64>, Option<SuppressionReason>)> {
     let mut bounces = tx.open_table(BOUNCES)?;
+    let user = user_id.get();
     let id = next_id(tx, "bounce")?;
-    bounces.insert((user_id, bounce.email.as_str(), id), encode(bounce).as_slice())?;
+    bounces.insert((user, bounce.email.as_str(), id), encode(bounce).as_slice())?;
     let soft_in_window = if bounce.kind == BounceType::Soft {
         let since = policy.soft_since(now);
         let mut n = 0;
-        for entry in bounces.range((user_id, bounce.email.as_str(), 0)..=(user_id, bounce.email.as_str(), u64::MAX))? {
+        for entry in bounces.range((user, bounce.email.as_str(), 0)..=(user, bounce.email.as_str(), u64::MAX))? {
             let (_, v) = entry?;
             let b: Bounce = decode(v.value())?;
             if b.kind == BounceType::Soft && b.at >= since {
@@ -83,17 +85,18 @@ pub(super) fn file_bounce(
 fn bounce_in(
     tx: &WriteTransaction,
     events: &mut Events<'_>,
-    user_id: u64,
+    user_id: UserId,
     mut bounce: Bounce,
-    message: Option<(u64, u64)>,
+    message: Option<MessageId>,
     policy: &BouncePolicy,
     now: DateTime<Utc>,
 ) -> Result<BounceReport> {
-    if let Some((campaign_id, subscriber_id)) = message {
+    if let Some(m) = message {
         let mut campaigns = tx.open_table(CAMPAIGNS)?;
-        let mut c = owned(&campaigns, user_id, campaign_id)?;
+        let mut c = owned(&campaigns, user_id, m.campaign)?;
         let mut messages = tx.open_table(MESSAGES)?;
-        let mut record: MessageRecord = match messages.get((campaign_id, subscriber_id))? {
+        let key = (m.campaign.get(), m.subscriber.get());
+        let mut record: MessageRecord = match messages.get(key)? {
             Some(v) => decode(v.value())?,
             None => return Err(StoreError::NotFound),
         };
@@ -108,7 +111,7 @@ fn bounce_in(
                 suppressed,
             });
         }
-        messages.insert((campaign_id, subscriber_id), encode(&record).as_slice())?;
+        messages.insert(key, encode(&record).as_slice())?;
         save(&mut campaigns, &c)?;
     }
     bounce.email = normalize(&bounce.email);
@@ -124,10 +127,10 @@ fn bounce_in(
     })
 }
 
-fn suppression_of(tx: &WriteTransaction, user_id: u64, email: &str) -> Result<Option<SuppressionReason>> {
+fn suppression_of(tx: &WriteTransaction, user_id: UserId, email: &str) -> Result<Option<SuppressionReason>> {
     Ok(tx
         .open_table(SUPPRESSIONS)?
-        .get((user_id, email))?
+        .get((user_id.get(), email))?
         .map(|v| decode::<Suppression>(v.value()))
         .transpose()?
         .map(|s| s.reason))
@@ -139,9 +142,9 @@ impl Store {
     /// user's (else `NotFound`), and its address is the message's.
     pub fn record_bounce(
         &self,
-        user_id: u64,
+        user_id: UserId,
         bounce: Bounce,
-        message: Option<(u64, u64)>,
+        message: Option<MessageId>,
         policy: &BouncePolicy,
         now: DateTime<Utc>,
     ) -> Result<BounceReport> {
@@ -161,9 +164,9 @@ impl Store {
     /// nothing: its bounces come back marked `duplicate`.
     pub fn record_report(
         &self,
-        user_id: u64,
+        user_id: UserId,
         report_id: Option<&str>,
-        bounces: Vec<(Bounce, Option<(u64, u64)>)>,
+        bounces: Vec<(Bounce, Option<MessageId>)>,
         policy: &BouncePolicy,
         now: DateTime<Utc>,
     ) -> Result<Vec<BounceReport>> {
@@ -171,8 +174,8 @@ impl Store {
         let seen = match report_id {
             Some(id) => {
                 let mut reports = tx.open_table(REPORTS)?;
-                let seen = reports.get((user_id, id))?.is_some();
-                reports.insert((user_id, id), now.timestamp())?;
+                let seen = reports.get((user_id.get(), id))?.is_some();
+                reports.insert((user_id.get(), id), now.timestamp())?;
                 seen
             }
             None => false,

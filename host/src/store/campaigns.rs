@@ -10,12 +10,12 @@ use super::{
 };
 use crate::domain::lifecycle::transition;
 use crate::domain::webhook::{EventKind, campaign_data};
-use crate::domain::{Action, Campaign, CampaignDraft, CampaignRun, List, Status};
+use crate::domain::{Action, Campaign, CampaignDraft, CampaignId, CampaignRun, List, ListId, Status, UserId};
 
 /// A campaign record as `T`: a `Campaign` as the API shows it (its send's
 /// progress left unread), or a `CampaignRun` to change and `save`.
-pub(crate) fn load<T: DeserializeOwned>(table: &impl ReadableTable<u64, &'static [u8]>, id: u64) -> Result<T> {
-    match table.get(id)? {
+pub(crate) fn load<T: DeserializeOwned>(table: &impl ReadableTable<u64, &'static [u8]>, id: CampaignId) -> Result<T> {
+    match table.get(id.get())? {
         Some(v) => decode(v.value()),
         None => Err(StoreError::NotFound),
     }
@@ -23,7 +23,11 @@ pub(crate) fn load<T: DeserializeOwned>(table: &impl ReadableTable<u64, &'static
 
 /// A run, for the campaign's owner only: another user's id is as unknown
 /// as a missing one.
-pub(crate) fn owned(table: &impl ReadableTable<u64, &'static [u8]>, user_id: u64, id: u64) -> Result<CampaignRun> {
+pub(crate) fn owned(
+    table: &impl ReadableTable<u64, &'static [u8]>,
+    user_id: UserId,
+    id: CampaignId,
+) -> Result<CampaignRun> {
     let c: CampaignRun = load(table, id)?;
     if c.user_id != user_id {
         return Err(StoreError::NotFound);
@@ -34,13 +38,13 @@ pub(crate) fn owned(table: &impl ReadableTable<u64, &'static [u8]>, user_id: u64
 /// Writes the whole record. It takes a run, never a bare campaign, so a
 /// change to the campaign cannot drop its progress.
 pub(crate) fn save(table: &mut redb::Table<u64, &'static [u8]>, c: &CampaignRun) -> Result<()> {
-    table.insert(c.id, encode(c).as_slice())?;
+    table.insert(c.id.get(), encode(c).as_slice())?;
     Ok(())
 }
 
-fn check_list(tx: &redb::WriteTransaction, user_id: u64, list_id: u64) -> Result<List> {
+fn check_list(tx: &redb::WriteTransaction, user_id: UserId, list_id: ListId) -> Result<List> {
     let lists = tx.open_table(LISTS)?;
-    let list: Option<List> = lists.get(list_id)?.map(|v| decode(v.value())).transpose()?;
+    let list: Option<List> = lists.get(list_id.get())?.map(|v| decode(v.value())).transpose()?;
     match list {
         Some(l) if l.user_id == user_id => Ok(l),
         _ => Err(crate::domain::FieldError::new("list_id", format!("list {list_id} does not exist")).into()),
@@ -51,36 +55,36 @@ impl Store {
     /// Stores a new draft; `build` receives the allocated id.
     pub fn create_campaign(
         &self,
-        user_id: u64,
+        user_id: UserId,
         draft: CampaignDraft,
         transport: String,
         now: DateTime<Utc>,
     ) -> Result<Campaign> {
         let tx = self.write()?;
         check_list(&tx, user_id, draft.list_id)?;
-        let id = next_id(&tx, "campaign")?;
+        let id = CampaignId::new(next_id(&tx, "campaign")?);
         let c = Campaign::from_draft(id, user_id, draft, transport, now);
         c.validate()?;
         save(&mut tx.open_table(CAMPAIGNS)?, &CampaignRun::from(c.clone()))?;
-        tx.open_table(USER_CAMPAIGNS)?.insert((user_id, id), ())?;
+        tx.open_table(USER_CAMPAIGNS)?.insert((user_id.get(), id.get()), ())?;
         tx.commit()?;
         Ok(c)
     }
 
     /// A campaign whoever owns it: for the engine, never for the API.
-    pub fn campaign_by_id(&self, id: u64) -> Result<Campaign> {
+    pub fn campaign_by_id(&self, id: CampaignId) -> Result<Campaign> {
         let tx = self.read()?;
         load(&tx.open_table(CAMPAIGNS)?, id)
     }
 
-    pub fn campaign(&self, user_id: u64, id: u64) -> Result<Campaign> {
+    pub fn campaign(&self, user_id: UserId, id: CampaignId) -> Result<Campaign> {
         let tx = self.read()?;
         owned(&tx.open_table(CAMPAIGNS)?, user_id, id).map(|run| run.campaign)
     }
 
     pub fn campaigns(
         &self,
-        user_id: u64,
+        user_id: UserId,
         status: Option<Status>,
         after: Option<u64>,
         limit: usize,
@@ -91,8 +95,8 @@ impl Store {
         let start = after.map(|a| a.saturating_add(1)).unwrap_or(0);
         let mut items = Vec::new();
         let mut more = false;
-        for entry in index.range((user_id, start)..=(user_id, u64::MAX))? {
-            let id = entry?.0.value().1;
+        for entry in index.range((user_id.get(), start)..=(user_id.get(), u64::MAX))? {
+            let id = CampaignId::new(entry?.0.value().1);
             let c: Campaign = load(&table, id)?;
             if status.is_some_and(|s| s != c.status) {
                 continue;
@@ -104,7 +108,7 @@ impl Store {
             items.push(c);
         }
         let next_after = if more {
-            items.last().map(|c: &Campaign| c.id)
+            items.last().map(|c: &Campaign| c.id.get())
         } else {
             None
         };
@@ -115,8 +119,8 @@ impl Store {
     /// lets `f` change the record, validates and saves it.
     pub fn act(
         &self,
-        user_id: u64,
-        id: u64,
+        user_id: UserId,
+        id: CampaignId,
         action: Action,
         now: DateTime<Utc>,
         f: impl FnOnce(&mut Campaign),
@@ -127,8 +131,8 @@ impl Store {
     /// `act` with the action decided from the stored campaign.
     fn act_as(
         &self,
-        user_id: u64,
-        id: u64,
+        user_id: UserId,
+        id: CampaignId,
         action: impl FnOnce(&Campaign) -> Action,
         now: DateTime<Utc>,
         f: impl FnOnce(&mut Campaign),
@@ -143,7 +147,7 @@ impl Store {
     /// Pause, resume or cancel, carried by the next commit (group commit,
     /// `Store::write_riding`): these change only the campaign record and
     /// its events, after every check.
-    pub fn act_riding(&self, user_id: u64, id: u64, action: Action, now: DateTime<Utc>) -> Result<Campaign> {
+    pub fn act_riding(&self, user_id: UserId, id: CampaignId, action: Action, now: DateTime<Utc>) -> Result<Campaign> {
         let (c, wrote) = self.write_riding(move |tx| apply(tx, user_id, id, |_| action, now, |_| {}))?;
         self.wake_deliverer(wrote);
         Ok(c)
@@ -152,7 +156,7 @@ impl Store {
     /// POST …/send: draft → scheduled when the campaign's start (for
     /// local-time sending, when UTC+14 reaches the time) lies ahead of `now`,
     /// else draft → sending with the recipients fixed.
-    pub fn send(&self, user_id: u64, id: u64, now: DateTime<Utc>) -> Result<Campaign> {
+    pub fn send(&self, user_id: UserId, id: CampaignId, now: DateTime<Utc>) -> Result<Campaign> {
         self.act_as(
             user_id,
             id,
@@ -169,7 +173,7 @@ impl Store {
     fn begin_sending(tx: &redb::WriteTransaction, c: &mut CampaignRun, now: DateTime<Utc>) -> Result<()> {
         let subs = tx.open_table(SUBSCRIBERS)?;
         let last = subs
-            .range((c.list_id, 0)..=(c.list_id, u64::MAX))?
+            .range((c.list_id.get(), 0)..=(c.list_id.get(), u64::MAX))?
             .next_back()
             .transpose()?
             .map(|(k, _)| k.value().1)
@@ -179,15 +183,16 @@ impl Store {
         Ok(())
     }
 
-    pub fn duplicate_campaign(&self, user_id: u64, id: u64, now: DateTime<Utc>) -> Result<Campaign> {
+    pub fn duplicate_campaign(&self, user_id: UserId, id: CampaignId, now: DateTime<Utc>) -> Result<Campaign> {
         let tx = self.write()?;
         let copy = {
             let mut table = tx.open_table(CAMPAIGNS)?;
             let c = owned(&table, user_id, id)?;
             transition(c.status, Action::Duplicate)?;
-            let copy = c.duplicate(next_id(&tx, "campaign")?, now);
+            let copy = c.duplicate(CampaignId::new(next_id(&tx, "campaign")?), now);
             save(&mut table, &CampaignRun::from(copy.clone()))?;
-            tx.open_table(USER_CAMPAIGNS)?.insert((user_id, copy.id), ())?;
+            tx.open_table(USER_CAMPAIGNS)?
+                .insert((user_id.get(), copy.id.get()), ())?;
             copy
         };
         tx.commit()?;
@@ -195,15 +200,16 @@ impl Store {
     }
 
     /// Deletes a campaign and all its messages.
-    pub fn delete_campaign(&self, user_id: u64, id: u64) -> Result<()> {
+    pub fn delete_campaign(&self, user_id: UserId, id: CampaignId) -> Result<()> {
         let tx = self.write()?;
         {
             let mut table = tx.open_table(CAMPAIGNS)?;
             let c = owned(&table, user_id, id)?;
             transition(c.status, Action::Delete)?;
+            let id = id.get();
             table.remove(id)?;
-            tx.open_table(super::DELETED_CAMPAIGNS)?.insert(id, c.list_id)?;
-            tx.open_table(USER_CAMPAIGNS)?.remove((user_id, id))?;
+            tx.open_table(super::DELETED_CAMPAIGNS)?.insert(id, c.list_id.get())?;
+            tx.open_table(USER_CAMPAIGNS)?.remove((user_id.get(), id))?;
             tx.open_table(MESSAGES)?
                 .retain_in((id, 0)..=(id, u64::MAX), |_, _| false)?;
             tx.open_table(IN_FLIGHT)?
@@ -240,8 +246,8 @@ impl Store {
 /// Everything is read and checked before the first write.
 fn apply(
     tx: &redb::WriteTransaction,
-    user_id: u64,
-    id: u64,
+    user_id: UserId,
+    id: CampaignId,
     action: impl FnOnce(&Campaign) -> Action,
     now: DateTime<Utc>,
     f: impl FnOnce(&mut Campaign),

@@ -2,6 +2,7 @@
 //! queued messages (cursor and messages in one transaction), storing
 //! outcomes in batches, and finding the messages a crash left in flight.
 
+use crate::domain::ids::{CampaignId, MessageId, UserId};
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
@@ -54,11 +55,12 @@ impl Writer<'_> {
             due_at,
             self.now,
         )?;
-        self.messages.insert((c.id, sub.id), encode(&record).as_slice())?;
+        let key = (c.id.get(), sub.id.get());
+        self.messages.insert(key, encode(&record).as_slice())?;
         if record.status != MessageStatus::Queued {
             return Ok(None);
         }
-        self.in_flight.insert((c.id, sub.id), ())?;
+        self.in_flight.insert(key, ())?;
         Ok(Some(Job {
             campaign_id: c.id,
             subscriber: sub,
@@ -84,14 +86,15 @@ fn walk_list(
     let local_at = c.scheduled_at.filter(|_| c.send_at_local_time);
     let mut seen = 0;
     let mut stopped = false;
-    for entry in subs.range((c.list_id, c.progress.cursor + 1)..=(c.list_id, c.progress.last_subscriber))? {
+    let list = c.list_id.get();
+    for entry in subs.range((list, c.progress.cursor + 1)..=(list, c.progress.last_subscriber))? {
         let (k, v) = entry?;
         let sub: Subscriber = decode(v.value())?;
         let sub_id = k.value().1;
         let due_at = local_at.map(|at| schedule::due_at(at, schedule::parse_tz(sub.timezone.as_deref())));
         match due_at {
             Some(d) if d > w.now && c.status != Status::Cancelled => {
-                due.insert((c.id, millis(d), sub_id), ())?;
+                due.insert((c.id.get(), millis(d), sub_id), ())?;
                 c.progress.planned += 1;
             }
             _ => step.jobs.extend(w.message(c, sub, due_at)?),
@@ -129,7 +132,7 @@ fn release_due(
         millis(w.now)
     };
     let keys: Vec<(u64, u64, u64)> = due
-        .range((c.id, 0, 0)..=(c.id, until, u64::MAX))?
+        .range((c.id.get(), 0, 0)..=(c.id.get(), until, u64::MAX))?
         .take(batch)
         .map(|e| e.map(|(k, _)| k.value()))
         .collect::<std::result::Result<_, _>>()?;
@@ -138,7 +141,7 @@ fn release_due(
         c.progress.planned -= 1;
         let (_, due_ms, sub_id) = *key;
         let Some(sub) = subs
-            .get((c.list_id, sub_id))?
+            .get((c.list_id.get(), sub_id))?
             .map(|v| decode::<Subscriber>(v.value()))
             .transpose()?
         else {
@@ -154,7 +157,7 @@ fn release_due(
     step.progressed = !keys.is_empty();
     if !step.progressed {
         step.next_due = due
-            .range((c.id, 0, 0)..=(c.id, u64::MAX, u64::MAX))?
+            .range((c.id.get(), 0, 0)..=(c.id.get(), u64::MAX, u64::MAX))?
             .next()
             .transpose()?
             .and_then(|(k, _)| DateTime::from_timestamp_millis(k.value().1 as i64));
@@ -163,7 +166,7 @@ fn release_due(
 }
 
 /// The `data` of `message.failed`.
-fn message_data(campaign_id: u64, m: &MessageRecord) -> serde_json::Value {
+fn message_data(campaign_id: CampaignId, m: &MessageRecord) -> serde_json::Value {
     serde_json::json!({
         "campaign_id": campaign_id,
         "subscriber_id": m.subscriber_id,
@@ -187,7 +190,7 @@ impl Store {
     /// The cursor and due entries move in the same transaction as the
     /// messages they produce, so a crash can neither skip nor repeat a
     /// subscriber.
-    pub fn enqueue(&self, campaign_id: u64, batch: usize, now: DateTime<Utc>) -> Result<Enqueued> {
+    pub fn enqueue(&self, campaign_id: CampaignId, batch: usize, now: DateTime<Utc>) -> Result<Enqueued> {
         let tx = self.write_bulk()?;
         let mut events = Events::new(&tx);
         let step = {
@@ -240,7 +243,7 @@ impl Store {
     /// outcome's changes and its counters still commit together.
     pub fn record_outcomes(&self, outcomes: &[Outcome], now: DateTime<Utc>) -> Result<Vec<Campaign>> {
         let mut rest = outcomes;
-        let mut touched: HashMap<u64, Campaign> = HashMap::new();
+        let mut touched: HashMap<CampaignId, Campaign> = HashMap::new();
         while !rest.is_empty() {
             let (done, campaigns) = self.record_some_outcomes(rest, now)?;
             rest = &rest[done..];
@@ -262,14 +265,14 @@ impl Store {
             let mut deferred = tx.open_table(DEFERRED)?;
             // Campaigns loaded for this batch; those a final outcome counted
             // into are saved and returned.
-            let mut touched: HashMap<u64, CampaignRun> = HashMap::new();
+            let mut touched: HashMap<CampaignId, CampaignRun> = HashMap::new();
             let mut changed = std::collections::HashSet::new();
             for o in outcomes {
                 if done > 0 && tx.yield_requested() {
                     break;
                 }
                 done += 1;
-                let key = (o.campaign_id, o.subscriber_id);
+                let key = (o.campaign_id.get(), o.subscriber_id.get());
                 let record = messages
                     .get(key)?
                     .map(|v| decode::<MessageRecord>(v.value()))
@@ -317,7 +320,13 @@ impl Store {
                         // Hard bounces suppress whatever the soft window.
                         file_bounce(&tx, c.user_id, &bounce, &BouncePolicy::default(), now)?;
                         events.emit(c.user_id, EventKind::MessageBounced, now, || {
-                            bounce_data(&bounce, Some((c.id, record.subscriber_id)))
+                            bounce_data(
+                                &bounce,
+                                Some(MessageId {
+                                    campaign: c.id,
+                                    subscriber: record.subscriber_id,
+                                }),
+                            )
                         })?;
                     }
                 }
@@ -345,7 +354,7 @@ impl Store {
     /// as possible duplicates before they are delivered again; those a
     /// clean stop deferred were not under way and are not marked. A
     /// cancelled campaign's are cancelled instead.
-    pub fn recover_in_flight(&self, campaign_id: u64, now: DateTime<Utc>) -> Result<Vec<Job>> {
+    pub fn recover_in_flight(&self, campaign_id: CampaignId, now: DateTime<Utc>) -> Result<Vec<Job>> {
         let tx = self.write_bulk()?;
         let jobs = {
             let mut campaigns = tx.open_table(CAMPAIGNS)?;
@@ -354,7 +363,7 @@ impl Store {
             let mut deferred = tx.open_table(DEFERRED)?;
             let mut messages = tx.open_table(MESSAGES)?;
             let subs = tx.open_table(SUBSCRIBERS)?;
-            let range = (campaign_id, 0)..=(campaign_id, u64::MAX);
+            let range = (campaign_id.get(), 0)..=(campaign_id.get(), u64::MAX);
             let keys = |t: &redb::Table<(u64, u64), ()>| -> Result<Vec<(u64, u64)>> {
                 Ok(t.range(range.clone())?
                     .map(|e| e.map(|(k, _)| k.value()))
@@ -381,7 +390,7 @@ impl Store {
                     in_flight.remove(key)?;
                 } else {
                     let Some(sub) = subs
-                        .get((c.list_id, key.1))?
+                        .get((c.list_id.get(), key.1))?
                         .map(|v| decode::<Subscriber>(v.value()))
                         .transpose()?
                     else {
@@ -411,8 +420,8 @@ impl Store {
     /// A campaign's messages in subscriber order, optionally by status.
     pub fn messages(
         &self,
-        user_id: u64,
-        campaign_id: u64,
+        user_id: UserId,
+        campaign_id: CampaignId,
         status: Option<MessageStatus>,
         after: Option<u64>,
         limit: usize,
@@ -426,7 +435,7 @@ impl Store {
         let start = after.map(|a| a.saturating_add(1)).unwrap_or(0);
         let mut items = Vec::new();
         let mut more = false;
-        for entry in table.range((campaign_id, start)..=(campaign_id, u64::MAX))? {
+        for entry in table.range((campaign_id.get(), start)..=(campaign_id.get(), u64::MAX))? {
             let (_, v) = entry?;
             let m: MessageRecord = decode(v.value())?;
             if status.is_some_and(|s| s != m.status) {
@@ -439,7 +448,7 @@ impl Store {
             items.push(m);
         }
         let next_after = if more {
-            items.last().map(|m: &MessageRecord| m.subscriber_id)
+            items.last().map(|m: &MessageRecord| m.subscriber_id.get())
         } else {
             None
         };
@@ -450,13 +459,13 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{CampaignDraft, NewSubscriber, SubscriberStatus};
+    use crate::domain::{CampaignDraft, NewSubscriber, SubscriberId, SubscriberStatus};
 
     struct Fixture {
         _dir: tempfile::TempDir,
         store: Store,
-        user: u64,
-        campaign: u64,
+        user: UserId,
+        campaign: CampaignId,
     }
 
     /// A campaign sending to `n` subscribers, the last one unsubscribed.
@@ -499,9 +508,9 @@ mod tests {
         }
     }
 
-    fn message(f: &Fixture, sub: u64) -> MessageRecord {
+    fn message(f: &Fixture, sub: SubscriberId) -> MessageRecord {
         f.store
-            .messages(f.user, f.campaign, None, Some(sub - 1), 1)
+            .messages(f.user, f.campaign, None, Some(sub.get() - 1), 1)
             .unwrap()
             .items
             .remove(0)
@@ -541,12 +550,12 @@ mod tests {
         assert_eq!(queued, ["s2@example.org"]);
         let c = rest.campaign;
         assert_eq!((c.stats.queued, c.stats.skipped), (2, 2));
-        let skipped = message(&f, first.jobs[0].subscriber.id + 1);
+        let skipped = message(&f, SubscriberId::new(first.jobs[0].subscriber.id.get() + 1));
         assert_eq!(
             (skipped.status, skipped.skip_reason.as_deref()),
             (MessageStatus::Skipped, Some("suppressed: bounced"))
         );
-        let unsubscribed = message(&f, first.jobs[0].subscriber.id + 3);
+        let unsubscribed = message(&f, SubscriberId::new(first.jobs[0].subscriber.id.get() + 3));
         assert_eq!(unsubscribed.skip_reason.as_deref(), Some("unsubscribed"));
 
         f.store.unsuppress(f.user, "s1@example.org").unwrap();
@@ -572,7 +581,7 @@ mod tests {
             }
             jobs.extend(step.jobs);
         }
-        let ids: Vec<u64> = jobs.iter().map(|j| j.subscriber.id).collect();
+        let ids: Vec<SubscriberId> = jobs.iter().map(|j| j.subscriber.id).collect();
         assert_eq!(ids.len(), 4, "every subscribed subscriber once: {ids:?}");
         assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
         let outcomes: Vec<Outcome> = jobs

@@ -1,5 +1,6 @@
 //! Lists and their subscribers.
 
+use crate::domain::ids::{CampaignId, ListId, SubscriberId, UserId};
 use chrono::Utc;
 use redb::ReadableTable;
 use serde::Serialize;
@@ -46,8 +47,8 @@ pub struct RowError {
     pub reason: String,
 }
 
-fn owned_list(tx_lists: &impl ReadableTable<u64, &'static [u8]>, user_id: u64, list_id: u64) -> Result<List> {
-    let list: List = match tx_lists.get(list_id)? {
+fn owned_list(tx_lists: &impl ReadableTable<u64, &'static [u8]>, user_id: UserId, list_id: ListId) -> Result<List> {
+    let list: List = match tx_lists.get(list_id.get())? {
         Some(v) => decode(v.value())?,
         None => return Err(StoreError::NotFound),
     };
@@ -59,7 +60,7 @@ fn owned_list(tx_lists: &impl ReadableTable<u64, &'static [u8]>, user_id: u64, l
 }
 
 impl Store {
-    pub fn create_list(&self, user_id: u64, name: &str) -> Result<List> {
+    pub fn create_list(&self, user_id: UserId, name: &str) -> Result<List> {
         // The limit applies to the name as sent (the documented maxLength),
         // not to what is left after trimming.
         validate_len("name", name, 256)?;
@@ -68,7 +69,7 @@ impl Store {
             return Err(FieldError::new("name", "must not be empty").into());
         }
         let tx = self.write()?;
-        let id = next_id(&tx, "list")?;
+        let id = ListId::new(next_id(&tx, "list")?);
         let list = List {
             id,
             user_id,
@@ -76,31 +77,31 @@ impl Store {
             subscriber_count: 0,
             created_at: Utc::now(),
         };
-        tx.open_table(LISTS)?.insert(id, encode(&list).as_slice())?;
-        tx.open_table(USER_LISTS)?.insert((user_id, id), ())?;
+        tx.open_table(LISTS)?.insert(id.get(), encode(&list).as_slice())?;
+        tx.open_table(USER_LISTS)?.insert((user_id.get(), id.get()), ())?;
         tx.commit()?;
         Ok(list)
     }
 
-    pub fn list(&self, user_id: u64, list_id: u64) -> Result<List> {
+    pub fn list(&self, user_id: UserId, list_id: ListId) -> Result<List> {
         let tx = self.read()?;
         owned_list(&tx.open_table(LISTS)?, user_id, list_id)
     }
 
-    pub fn lists(&self, user_id: u64, after: Option<u64>, limit: usize) -> Result<Page<List>> {
+    pub fn lists(&self, user_id: UserId, after: Option<u64>, limit: usize) -> Result<Page<List>> {
         let tx = self.read()?;
-        let Page { items: ids, next_after } = page_ids(&tx.open_table(USER_LISTS)?, user_id, after, limit)?;
+        let Page { items: ids, next_after } = page_ids(&tx.open_table(USER_LISTS)?, user_id.get(), after, limit)?;
         let lists = tx.open_table(LISTS)?;
         let items = ids
             .into_iter()
-            .map(|id| owned_list(&lists, user_id, id))
+            .map(|id| owned_list(&lists, user_id, ListId::new(id)))
             .collect::<Result<_>>()?;
         Ok(Page { items, next_after })
     }
 
     /// Deletes a list with its subscribers; refused while a campaign that is
     /// not finished uses it.
-    pub fn delete_list(&self, user_id: u64, list_id: u64) -> Result<()> {
+    pub fn delete_list(&self, user_id: UserId, list_id: ListId) -> Result<()> {
         let tx = self.write()?;
         {
             let mut lists = tx.open_table(LISTS)?;
@@ -108,7 +109,7 @@ impl Store {
             let campaigns = tx.open_table(CAMPAIGNS)?;
             for entry in tx
                 .open_table(USER_CAMPAIGNS)?
-                .range((user_id, 0)..=(user_id, u64::MAX))?
+                .range((user_id.get(), 0)..=(user_id.get(), u64::MAX))?
             {
                 let id = entry?.0.value().1;
                 if let Some(v) = campaigns.get(id)? {
@@ -121,12 +122,13 @@ impl Store {
                     }
                 }
             }
-            lists.remove(list_id)?;
-            tx.open_table(USER_LISTS)?.remove((user_id, list_id))?;
+            let list = list_id.get();
+            lists.remove(list)?;
+            tx.open_table(USER_LISTS)?.remove((user_id.get(), list))?;
             let mut subs = tx.open_table(SUBSCRIBERS)?;
             let mut emails = tx.open_table(SUBSCRIBER_EMAILS)?;
-            subs.retain_in((list_id, 0)..=(list_id, u64::MAX), |_, _| false)?;
-            emails.retain_in((list_id, "")..=(list_id, "\u{10ffff}"), |_, _| false)?;
+            subs.retain_in((list, 0)..=(list, u64::MAX), |_, _| false)?;
+            emails.retain_in((list, "")..=(list, "\u{10ffff}"), |_, _| false)?;
         }
         tx.commit()?;
         Ok(())
@@ -134,7 +136,12 @@ impl Store {
 
     /// Inserts or updates subscribers by email, all in one transaction: a
     /// bad entry refuses the whole batch and nothing is stored.
-    pub fn upsert_subscribers(&self, user_id: u64, list_id: u64, batch: Vec<NewSubscriber>) -> Result<UpsertReport> {
+    pub fn upsert_subscribers(
+        &self,
+        user_id: UserId,
+        list_id: ListId,
+        batch: Vec<NewSubscriber>,
+    ) -> Result<UpsertReport> {
         let now = Utc::now();
         let tx = self.write()?;
         let mut report = UpsertReport {
@@ -150,11 +157,12 @@ impl Store {
             let mut list = owned_list(&lists, user_id, list_id)?;
             let mut subs = tx.open_table(SUBSCRIBERS)?;
             let mut emails = tx.open_table(SUBSCRIBER_EMAILS)?;
+            let list_key = list_id.get();
             for new in batch {
-                let existing = emails.get((list_id, new.email.as_str()))?.map(|v| v.value());
+                let existing = emails.get((list_key, new.email.as_str()))?.map(|v| v.value());
                 let sub = match existing {
                     Some(id) => {
-                        let old: Subscriber = match subs.get((list_id, id))? {
+                        let old: Subscriber = match subs.get((list_key, id))? {
                             Some(v) => decode(v.value())?,
                             None => return Err(StoreError::Corrupt(format!("subscriber {id} indexed but missing"))),
                         };
@@ -173,11 +181,11 @@ impl Store {
                     }
                     None => {
                         let id = next_id(&tx, "subscriber")?;
-                        emails.insert((list_id, new.email.as_str()), id)?;
+                        emails.insert((list_key, new.email.as_str()), id)?;
                         report.created += 1;
                         list.subscriber_count += 1;
                         Subscriber {
-                            id,
+                            id: SubscriberId::new(id),
                             list_id,
                             email: new.email,
                             name: new.name,
@@ -190,10 +198,10 @@ impl Store {
                         }
                     }
                 };
-                subs.insert((list_id, sub.id), encode(&sub).as_slice())?;
+                subs.insert((list_key, sub.id.get()), encode(&sub).as_slice())?;
                 report.subscribers.push(sub);
             }
-            lists.insert(list_id, encode(&list).as_slice())?;
+            lists.insert(list_key, encode(&list).as_slice())?;
         }
         tx.commit()?;
         Ok(report)
@@ -202,9 +210,9 @@ impl Store {
     /// Changes one subscriber; the only way to re-subscribe someone.
     pub fn update_subscriber(
         &self,
-        user_id: u64,
-        list_id: u64,
-        subscriber_id: u64,
+        user_id: UserId,
+        list_id: ListId,
+        subscriber_id: SubscriberId,
         patch: SubscriberPatch,
     ) -> Result<Subscriber> {
         let tx = self.write()?;
@@ -212,13 +220,14 @@ impl Store {
         let sub = {
             owned_list(&tx.open_table(LISTS)?, user_id, list_id)?;
             let mut subs = tx.open_table(SUBSCRIBERS)?;
-            let old: Subscriber = match subs.get((list_id, subscriber_id))? {
+            let key = (list_id.get(), subscriber_id.get());
+            let old: Subscriber = match subs.get(key)? {
                 Some(v) => decode(v.value())?,
                 None => return Err(StoreError::NotFound),
             };
             let now = Utc::now();
             let sub = patch.apply(&old, now)?;
-            subs.insert((list_id, subscriber_id), encode(&sub).as_slice())?;
+            subs.insert(key, encode(&sub).as_slice())?;
             if old.status == SubscriberStatus::Subscribed && sub.status == SubscriberStatus::Unsubscribed {
                 events.emit(user_id, EventKind::SubscriberUnsubscribed, now, || {
                     unsubscribed_data(&sub, "api", None)
@@ -233,38 +242,40 @@ impl Store {
     }
 
     /// One subscriber of one of the user's lists.
-    pub fn subscriber(&self, user_id: u64, list_id: u64, subscriber_id: u64) -> Result<Subscriber> {
+    pub fn subscriber(&self, user_id: UserId, list_id: ListId, subscriber_id: SubscriberId) -> Result<Subscriber> {
         let tx = self.read()?;
         owned_list(&tx.open_table(LISTS)?, user_id, list_id)?;
         let subs = tx.open_table(SUBSCRIBERS)?;
-        let v = subs.get((list_id, subscriber_id))?.ok_or(StoreError::NotFound)?;
+        let v = subs
+            .get((list_id.get(), subscriber_id.get()))?
+            .ok_or(StoreError::NotFound)?;
         decode(v.value())
     }
 
     pub fn subscribers(
         &self,
-        user_id: u64,
-        list_id: u64,
+        user_id: UserId,
+        list_id: ListId,
         after: Option<u64>,
         limit: usize,
     ) -> Result<Page<Subscriber>> {
         let tx = self.read()?;
         owned_list(&tx.open_table(LISTS)?, user_id, list_id)?;
-        page_records(&tx.open_table(SUBSCRIBERS)?, list_id, after, limit)
+        page_records(&tx.open_table(SUBSCRIBERS)?, list_id.get(), after, limit)
     }
 
     /// Calls `f` with every subscriber of the list in id order, from one
     /// snapshot, until it returns false.
     pub fn scan_subscribers(
         &self,
-        user_id: u64,
-        list_id: u64,
+        user_id: UserId,
+        list_id: ListId,
         mut f: impl FnMut(Subscriber) -> Result<bool>,
     ) -> Result<()> {
         let tx = self.read()?;
         owned_list(&tx.open_table(LISTS)?, user_id, list_id)?;
         let subs = tx.open_table(SUBSCRIBERS)?;
-        for entry in subs.range((list_id, 0)..=(list_id, u64::MAX))? {
+        for entry in subs.range((list_id.get(), 0)..=(list_id.get(), u64::MAX))? {
             let (_, v) = entry?;
             if !f(decode::<Subscriber>(v.value())?)? {
                 break;
@@ -277,26 +288,26 @@ impl Store {
     /// after the campaign was deleted. A subscriber who is no longer
     /// subscribed is left as is, without a write: the link is public, and
     /// repeating it must cost a read, not a commit.
-    pub fn unsubscribe(&self, campaign_id: u64, subscriber_id: u64) -> Result<()> {
+    pub fn unsubscribe(&self, campaign_id: CampaignId, subscriber_id: SubscriberId) -> Result<()> {
         let list_of = |tx: &redb::ReadTransaction| -> Result<u64> {
             match super::campaigns::load::<crate::domain::Campaign>(&tx.open_table(CAMPAIGNS)?, campaign_id) {
-                Ok(c) => Ok(c.list_id),
+                Ok(c) => Ok(c.list_id.get()),
                 Err(StoreError::NotFound) => tx
                     .open_table(super::DELETED_CAMPAIGNS)?
-                    .get(campaign_id)?
+                    .get(campaign_id.get())?
                     .map(|v| v.value())
                     .ok_or(StoreError::NotFound),
                 Err(e) => Err(e),
             }
         };
-        let (list_id, mut sub) = {
+        let (key, mut sub) = {
             let tx = self.read()?;
-            let list_id = list_of(&tx)?;
-            let sub: Subscriber = match tx.open_table(SUBSCRIBERS)?.get((list_id, subscriber_id))? {
+            let key = (list_of(&tx)?, subscriber_id.get());
+            let sub: Subscriber = match tx.open_table(SUBSCRIBERS)?.get(key)? {
                 Some(v) => decode(v.value())?,
                 None => return Err(StoreError::NotFound),
             };
-            (list_id, sub)
+            (key, sub)
         };
         if sub.status != SubscriberStatus::Subscribed {
             return Ok(());
@@ -306,7 +317,7 @@ impl Store {
         {
             let mut subs = tx.open_table(SUBSCRIBERS)?;
             // Re-read under the write lock: an import may have changed it.
-            if let Some(v) = subs.get((list_id, subscriber_id))? {
+            if let Some(v) = subs.get(key)? {
                 sub = decode(v.value())?;
             }
             if sub.status != SubscriberStatus::Subscribed {
@@ -315,10 +326,10 @@ impl Store {
             let now = Utc::now();
             sub.set_status(SubscriberStatus::Unsubscribed, "unsubscribe_link", now);
             sub.updated_at = now;
-            subs.insert((list_id, subscriber_id), encode(&sub).as_slice())?;
+            subs.insert(key, encode(&sub).as_slice())?;
             let owner = tx
                 .open_table(LISTS)?
-                .get(list_id)?
+                .get(key.0)?
                 .map(|v| decode::<List>(v.value()))
                 .transpose()?;
             if let Some(list) = owner {

@@ -1,5 +1,6 @@
 //! A user's suppression list, keyed (user, lower-case email).
 
+use crate::domain::ids::UserId;
 use redb::ReadableTable;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -27,11 +28,11 @@ pub struct SuppressionPage {
 /// transaction (message creation).
 pub(crate) fn suppressed(
     table: &impl ReadableTable<(u64, &'static str), &'static [u8]>,
-    user_id: u64,
+    user_id: UserId,
     email: &str,
 ) -> Result<Option<SuppressionReason>> {
     let key = normalize(email);
-    match table.get((user_id, key.as_str()))? {
+    match table.get((user_id.get(), key.as_str()))? {
         Some(v) => Ok(Some(decode::<Suppression>(v.value())?.reason)),
         None => Ok(None),
     }
@@ -40,13 +41,13 @@ pub(crate) fn suppressed(
 /// Adds or updates suppressions inside a caller's transaction.
 pub(crate) fn suppress_in(
     table: &mut redb::Table<(u64, &'static str), &'static [u8]>,
-    user_id: u64,
+    user_id: UserId,
     items: &[Suppression],
     report: &mut SuppressReport,
 ) -> Result<()> {
     for s in items {
         let existing = table
-            .get((user_id, s.email.as_str()))?
+            .get((user_id.get(), s.email.as_str()))?
             .map(|v| decode::<Suppression>(v.value()))
             .transpose()?;
         let stored = match existing {
@@ -67,13 +68,13 @@ pub(crate) fn suppress_in(
                 continue;
             }
         };
-        table.insert((user_id, s.email.as_str()), encode(&stored).as_slice())?;
+        table.insert((user_id.get(), s.email.as_str()), encode(&stored).as_slice())?;
     }
     Ok(())
 }
 
 impl Store {
-    pub fn suppress(&self, user_id: u64, items: &[Suppression]) -> Result<SuppressReport> {
+    pub fn suppress(&self, user_id: UserId, items: &[Suppression]) -> Result<SuppressReport> {
         let tx = self.write()?;
         let mut report = SuppressReport::default();
         {
@@ -85,10 +86,13 @@ impl Store {
     }
 
     /// Removes an address from the list; the next campaign mails it again.
-    pub fn unsuppress(&self, user_id: u64, email: &str) -> Result<()> {
+    pub fn unsuppress(&self, user_id: UserId, email: &str) -> Result<()> {
         let key = normalize(email);
         let tx = self.write()?;
-        let removed = tx.open_table(SUPPRESSIONS)?.remove((user_id, key.as_str()))?.is_some();
+        let removed = tx
+            .open_table(SUPPRESSIONS)?
+            .remove((user_id.get(), key.as_str()))?
+            .is_some();
         if !removed {
             return Err(StoreError::NotFound);
         }
@@ -96,11 +100,11 @@ impl Store {
         Ok(())
     }
 
-    pub fn suppression(&self, user_id: u64, email: &str) -> Result<Suppression> {
+    pub fn suppression(&self, user_id: UserId, email: &str) -> Result<Suppression> {
         let key = normalize(email);
         let tx = self.read()?;
         let table = tx.open_table(SUPPRESSIONS)?;
-        let v = table.get((user_id, key.as_str()))?.ok_or(StoreError::NotFound)?;
+        let v = table.get((user_id.get(), key.as_str()))?.ok_or(StoreError::NotFound)?;
         decode(v.value())
     }
 
@@ -109,7 +113,7 @@ impl Store {
     /// per page, and then answers with fewer items and a cursor.
     pub fn suppressions(
         &self,
-        user_id: u64,
+        user_id: UserId,
         reason: Option<SuppressionReason>,
         after: Option<&str>,
         limit: usize,
@@ -122,7 +126,7 @@ impl Store {
         let mut last = None;
         let mut scanned = 0;
         let mut more = false;
-        let range = table.range((user_id, start.as_str())..(user_id.saturating_add(1), ""))?;
+        let range = table.range((user_id.get(), start.as_str())..(user_id.get().saturating_add(1), ""))?;
         for entry in range {
             let (k, v) = entry?;
             let email = k.value().1;

@@ -7,6 +7,7 @@
 //! A crash during an attempt leaves the entry as it was: the event is
 //! delivered again after the restart, with the same id.
 
+use crate::domain::ids::{DeliveryId, UserId, WebhookId};
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
@@ -63,8 +64,8 @@ pub struct Attempt {
 /// One event for one webhook.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Delivery {
-    pub id: u64,
-    pub webhook_id: u64,
+    pub id: DeliveryId,
+    pub webhook_id: WebhookId,
     /// The event's id, the same on every attempt and for every webhook it
     /// went to: receivers deduplicate by it.
     pub event_id: String,
@@ -79,9 +80,9 @@ pub struct Delivery {
 }
 
 /// A user's webhooks, in id order (at most `MAX_PER_USER`).
-fn webhooks_of(table: &impl ReadableTable<(u64, u64), &'static [u8]>, user_id: u64) -> Result<Vec<Webhook>> {
+fn webhooks_of(table: &impl ReadableTable<(u64, u64), &'static [u8]>, user_id: UserId) -> Result<Vec<Webhook>> {
     let mut out = Vec::new();
-    for entry in table.range((user_id, 0)..=(user_id, u64::MAX))? {
+    for entry in table.range((user_id.get(), 0)..=(user_id.get(), u64::MAX))? {
         out.push(decode(entry?.1.value())?);
     }
     Ok(out)
@@ -96,7 +97,7 @@ fn due_key(at: DateTime<Utc>) -> u64 {
 /// subscribed to costs that one range read.
 pub(crate) struct Events<'tx> {
     tx: &'tx WriteTransaction,
-    hooks: HashMap<u64, Vec<Webhook>>,
+    hooks: HashMap<UserId, Vec<Webhook>>,
     written: usize,
 }
 
@@ -113,7 +114,7 @@ impl<'tx> Events<'tx> {
     /// built only if one does.
     pub(crate) fn emit(
         &mut self,
-        user_id: u64,
+        user_id: UserId,
         kind: EventKind,
         now: DateTime<Utc>,
         data: impl FnOnce() -> serde_json::Value,
@@ -122,7 +123,7 @@ impl<'tx> Events<'tx> {
             let found = webhooks_of(&self.tx.open_table(WEBHOOKS)?, user_id)?;
             self.hooks.insert(user_id, found);
         }
-        let targets: Vec<u64> = self.hooks[&user_id]
+        let targets: Vec<WebhookId> = self.hooks[&user_id]
             .iter()
             .filter(|w| w.wants(kind))
             .map(|w| w.id)
@@ -133,7 +134,7 @@ impl<'tx> Events<'tx> {
         let event_id = format!("evt_{}", hex::encode(rand::random::<[u8; 16]>()));
         let body = event_body(&event_id, kind, now, &data());
         for webhook_id in targets {
-            let id = next_id(self.tx, "webhook_delivery")?;
+            let id = DeliveryId::new(next_id(self.tx, "webhook_delivery")?);
             let d = Delivery {
                 id,
                 webhook_id,
@@ -147,8 +148,10 @@ impl<'tx> Events<'tx> {
             };
             self.tx
                 .open_table(DELIVERIES)?
-                .insert((webhook_id, id), encode(&d).as_slice())?;
-            self.tx.open_table(OUTBOX)?.insert((webhook_id, due_key(now), id), ())?;
+                .insert((webhook_id.get(), id.get()), encode(&d).as_slice())?;
+            self.tx
+                .open_table(OUTBOX)?
+                .insert((webhook_id.get(), due_key(now), id.get()), ())?;
             self.written += 1;
         }
         Ok(())
@@ -184,7 +187,7 @@ impl Store {
 
     pub fn create_webhook(
         &self,
-        user_id: u64,
+        user_id: UserId,
         url: String,
         events: Vec<EventKind>,
         secret: String,
@@ -202,40 +205,41 @@ impl Store {
             events.sort_by_key(|k| k.as_str());
             events.dedup();
             let hook = Webhook {
-                id: next_id(&tx, "webhook")?,
+                id: WebhookId::new(next_id(&tx, "webhook")?),
                 user_id,
                 url,
                 events,
                 secret,
                 created_at: now,
             };
-            table.insert((user_id, hook.id), encode(&hook).as_slice())?;
+            table.insert((user_id.get(), hook.id.get()), encode(&hook).as_slice())?;
             hook
         };
         tx.commit()?;
         Ok(hook)
     }
 
-    pub fn webhooks(&self, user_id: u64) -> Result<Vec<Webhook>> {
+    pub fn webhooks(&self, user_id: UserId) -> Result<Vec<Webhook>> {
         webhooks_of(&self.read()?.open_table(WEBHOOKS)?, user_id)
     }
 
-    pub fn webhook(&self, user_id: u64, id: u64) -> Result<Webhook> {
+    pub fn webhook(&self, user_id: UserId, id: WebhookId) -> Result<Webhook> {
         let tx = self.read()?;
         let v = tx
             .open_table(WEBHOOKS)?
-            .get((user_id, id))?
+            .get((user_id.get(), id.get()))?
             .ok_or(StoreError::NotFound)?;
         decode(v.value())
     }
 
     /// Deletes a webhook with its deliveries; pending ones are dropped.
-    pub fn delete_webhook(&self, user_id: u64, id: u64) -> Result<()> {
+    pub fn delete_webhook(&self, user_id: UserId, id: WebhookId) -> Result<()> {
         let tx = self.write()?;
         {
-            if tx.open_table(WEBHOOKS)?.remove((user_id, id))?.is_none() {
+            if tx.open_table(WEBHOOKS)?.remove((user_id.get(), id.get()))?.is_none() {
                 return Err(StoreError::NotFound);
             }
+            let id = id.get();
             tx.open_table(OUTBOX)?
                 .retain_in((id, 0, 0)..=(id, u64::MAX, u64::MAX), |_, _| false)?;
             tx.open_table(DELIVERIES)?
@@ -248,16 +252,16 @@ impl Store {
     /// A webhook's deliveries, oldest first.
     pub fn deliveries(
         &self,
-        user_id: u64,
-        webhook_id: u64,
+        user_id: UserId,
+        webhook_id: WebhookId,
         after: Option<u64>,
         limit: usize,
     ) -> Result<Page<Delivery>> {
         let tx = self.read()?;
         tx.open_table(WEBHOOKS)?
-            .get((user_id, webhook_id))?
+            .get((user_id.get(), webhook_id.get()))?
             .ok_or(StoreError::NotFound)?;
-        page_records(&tx.open_table(DELIVERIES)?, webhook_id, after, limit)
+        page_records(&tx.open_table(DELIVERIES)?, webhook_id.get(), after, limit)
     }
 
     /// Deliveries due at `now`: from each webhook's queue, oldest due
@@ -267,8 +271,8 @@ impl Store {
     pub fn due_deliveries(
         &self,
         now: DateTime<Utc>,
-        room: impl Fn(u64) -> usize,
-        busy: impl Fn(u64) -> bool,
+        room: impl Fn(WebhookId) -> usize,
+        busy: impl Fn(DeliveryId) -> bool,
     ) -> Result<(Vec<DueDelivery>, Option<DateTime<Utc>>)> {
         let tx = self.read()?;
         let outbox = tx.open_table(OUTBOX)?;
@@ -279,10 +283,10 @@ impl Store {
         let mut next: Option<u64> = None;
         for hook in hooks.iter()? {
             let (k, v) = hook?;
-            let webhook_id = k.value().1;
+            let webhook_id = WebhookId::new(k.value().1);
             let mut room = room(webhook_id);
             let mut found = Vec::new();
-            for entry in outbox.range((webhook_id, 0, 0)..=(webhook_id, u64::MAX, u64::MAX))? {
+            for entry in outbox.range((webhook_id.get(), 0, 0)..=(webhook_id.get(), u64::MAX, u64::MAX))? {
                 let (_, at, id) = entry?.0.value();
                 if at > now_key {
                     next = Some(next.map_or(at, |n| n.min(at)));
@@ -293,10 +297,10 @@ impl Store {
                     // webhook's requests finishes.
                     break;
                 }
-                if busy(id) {
+                if busy(DeliveryId::new(id)) {
                     continue;
                 }
-                if let Some(d) = deliveries.get((webhook_id, id))? {
+                if let Some(d) = deliveries.get((webhook_id.get(), id))? {
                     found.push(decode::<Delivery>(d.value())?);
                     room -= 1;
                 }
@@ -316,13 +320,14 @@ impl Store {
     /// if `delivered`, else failed for good) or due again at `next`.
     pub fn finish_attempt(
         &self,
-        webhook_id: u64,
-        delivery_id: u64,
+        webhook_id: WebhookId,
+        delivery_id: DeliveryId,
         attempt: Attempt,
         delivered: bool,
         next: Option<DateTime<Utc>>,
     ) -> Result<()> {
         let tx = self.write()?;
+        let (webhook_id, delivery_id) = (webhook_id.get(), delivery_id.get());
         {
             let mut deliveries = tx.open_table(DELIVERIES)?;
             let Some(v) = deliveries.get((webhook_id, delivery_id))?.map(|v| v.value().to_vec()) else {
@@ -375,7 +380,7 @@ impl Store {
                         break;
                     }
                     if d.state != DeliveryState::Pending {
-                        old.push(d.id);
+                        old.push(d.id.get());
                     }
                 }
                 pruned += old.len();
@@ -402,7 +407,7 @@ mod tests {
         let (a, _) = store.create_user("a@example.org").unwrap();
         let (b, _) = store.create_user("b@example.org").unwrap();
         let now = Utc::now();
-        let hook = |user: u64| {
+        let hook = |user: UserId| {
             store
                 .create_webhook(
                     user,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use posta::config::Config;
 use posta::domain::message::MessageStatus;
-use posta::domain::{Action, CampaignDraft, NewSubscriber, Status};
+use posta::domain::{Action, CampaignDraft, CampaignId, ListId, NewSubscriber, Status, UserId};
 use posta::engine::Engine;
 use posta::engine::clock::ManualClock;
 use posta::plugins::Plugins;
@@ -43,8 +43,8 @@ struct Fixture {
     store: Store,
     engine: Engine,
     clock: Arc<ManualClock>,
-    user: u64,
-    list: u64,
+    user: UserId,
+    list: ListId,
 }
 
 async fn fixture(now: DateTime<Utc>) -> Fixture {
@@ -88,7 +88,7 @@ async fn fixture(now: DateTime<Utc>) -> Fixture {
 }
 
 impl Fixture {
-    fn campaign(&self, scheduled_at: &str) -> u64 {
+    fn campaign(&self, scheduled_at: &str) -> CampaignId {
         let draft = CampaignDraft {
             name: "local".into(),
             subject: "s".into(),
@@ -109,14 +109,14 @@ impl Fixture {
     }
 
     /// Sends as the API does: scheduled if the first zone is still ahead.
-    fn send(&self, id: u64) -> Status {
+    fn send(&self, id: CampaignId) -> Status {
         let c = self.store.send(self.user, id, self.engine.now()).unwrap();
         self.engine.kick(&c);
         c.status
     }
 
     /// Recipients with a sent message, and their due times.
-    fn sent(&self, id: u64) -> BTreeMap<String, DateTime<Utc>> {
+    fn sent(&self, id: CampaignId) -> BTreeMap<String, DateTime<Utc>> {
         let page = self
             .store
             .messages(self.user, id, Some(MessageStatus::Sent), None, 1000)
@@ -127,7 +127,7 @@ impl Fixture {
             .collect()
     }
 
-    async fn wait_sent(&self, id: u64, n: usize) -> BTreeMap<String, DateTime<Utc>> {
+    async fn wait_sent(&self, id: CampaignId, n: usize) -> BTreeMap<String, DateTime<Utc>> {
         let start = Instant::now();
         loop {
             let sent = self.sent(id);
