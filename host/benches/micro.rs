@@ -131,7 +131,7 @@ fn bench_storage(c: &mut Criterion) {
     const N: usize = 200_000;
     let people: Vec<NewSubscriber> = (0..N)
         .map(|i| NewSubscriber {
-            email: format!("r{i}@example.org"),
+            email: posta::domain::Email::parse(&format!("r{i}@example.org")).unwrap(),
             name: format!("R {i}"),
             timezone: None,
             attributes: Default::default(),

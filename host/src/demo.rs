@@ -8,7 +8,7 @@ use chrono::Utc;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::Config;
-use crate::domain::{CampaignDraft, NewSubscriber, Status};
+use crate::domain::{CampaignDraft, Email, NewSubscriber, Status};
 use crate::server::Instance;
 
 const ZONES: &[&str] = &[
@@ -43,7 +43,7 @@ pub async fn run(mut config: Config, data_dir: Option<PathBuf>, subscribers: usi
     let list = store.create_list(user.id, "Demo readers")?;
     let people: Vec<NewSubscriber> = (0..subscribers)
         .map(|i| NewSubscriber {
-            email: format!("reader{i}@example.org"),
+            email: Email::parse(&format!("reader{i}@example.org")).expect("a valid address"),
             name: format!("Reader {i}"),
             timezone: Some(ZONES[i % ZONES.len()].to_string()),
             attributes: serde_json::json!({"plan": if i % 3 == 0 { "pro" } else { "free" }})

@@ -224,6 +224,23 @@ fn bad_input_gets_clear_errors() {
     let (status, body) = api.post_raw("/lists", "{\"name\": ");
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["code"], "bad_request");
+    // serde reads an array into a struct field by field; the API must not.
+    let (status, body) = api.post("/lists", json!(["by position"]));
+    assert_eq!((status, body["error"]["field"].as_str()), (422, Some("body")), "{body}");
+    let (status, body) = api.post(&format!("/lists/{list}/subscribers"), json!([["a@example.org"]]));
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (422, Some("subscribers[0]")),
+        "{body}"
+    );
+    // Emails are parsed on the way in, and the error names the field once.
+    let (status, body) = api.post("/bounces", json!({"email": "nope", "type": "hard"}));
+    assert_eq!((status, body["error"]["field"].as_str()), (422, Some("email")), "{body}");
+    assert_eq!(
+        body["error"]["message"],
+        "email: \"nope\" is not a valid email address: missing @",
+        "{body}"
+    );
 
     let (status, body) = api.post(
         &format!("/lists/{list}/subscribers"),

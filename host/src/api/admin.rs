@@ -1,7 +1,6 @@
 //! Server-level actions for admin users: plugin reload, and users and
 //! their API keys, so nothing needs the server stopped.
 
-use crate::domain::ids::{KeyId, UserId};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -11,7 +10,7 @@ use utoipa::ToSchema;
 use super::auth::Auth;
 use super::error::ErrorBody;
 use super::{ApiError, ApiJson, ApiResult, AppState, Paging};
-use crate::domain::User;
+use crate::domain::{KeyId, User, UserId};
 use crate::plugins::reload::ReloadReport;
 use crate::store::{KeyInfo, Page};
 

@@ -12,9 +12,7 @@ use super::auth::Auth;
 use super::error::ErrorBody;
 use super::{ApiError, ApiJson, ApiResult, AppState};
 use crate::domain::bounce::{Bounce, BounceType};
-use crate::domain::dsn;
-use crate::domain::ids::MessageId;
-use crate::domain::validate_email;
+use crate::domain::{Email, MessageId, dsn};
 use crate::store::BounceReport;
 
 /// Longest `reason` kept.
@@ -24,7 +22,7 @@ const MAX_REASON: usize = 1024;
 #[serde(deny_unknown_fields)]
 pub struct NewBounce {
     /// The bounced address; not needed with `message_id`.
-    pub email: Option<String>,
+    pub email: Option<Email>,
     /// The Message-ID of the Posta message that bounced
     /// (`posta.CAMPAIGN.SUBSCRIBER@domain`); the bounce is then counted
     /// once per message and type, and shown on the message.
@@ -58,10 +56,7 @@ pub async fn create(
         })
         .transpose()?;
     let email = match (&body.email, message) {
-        (Some(e), _) => {
-            validate_email("email", e)?;
-            e.clone()
-        }
+        (Some(e), _) => e.to_string(),
         // Taken from the message in the store.
         (None, Some(_)) => String::new(),
         (None, None) => return Err(ApiError::invalid("email", "email or message_id is required")),

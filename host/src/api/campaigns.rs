@@ -1,6 +1,5 @@
 //! /campaigns: drafts, the lifecycle actions and messages.
 
-use crate::domain::ids::{CampaignId, UserId};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -12,7 +11,7 @@ use super::auth::Auth;
 use super::error::ErrorBody;
 use super::{ApiError, ApiJson, ApiResult, AppState, Paging};
 use crate::domain::message::{MessageRecord, MessageStatus};
-use crate::domain::{Action, Campaign, CampaignDraft, CampaignPatch, Status};
+use crate::domain::{Action, Campaign, CampaignDraft, CampaignId, CampaignPatch, Status, UserId};
 use crate::engine::RenderError;
 use crate::plugins::PluginError;
 use crate::store::Page;

@@ -124,12 +124,18 @@ impl From<JsonRejection> for ApiError {
                 let detail = std::error::Error::source(&e)
                     .map(|s| s.to_string())
                     .unwrap_or_else(|| e.body_text());
-                let field = detail
-                    .split_once(':')
-                    .map(|(path, _)| path.trim().to_string())
-                    .filter(|p| !p.contains(' '))
-                    .unwrap_or_else(|| "body".into());
-                ApiError::invalid(field, detail)
+                // `path: message at line L column C`: the field is named once,
+                // and the position adds nothing to a field's name.
+                match detail.split_once(": ").filter(|(path, _)| !path.contains(' ')) {
+                    Some((path, message)) => {
+                        let message = message
+                            .rsplit_once(" at line ")
+                            .filter(|(_, pos)| pos.contains(" column "))
+                            .map_or(message, |(m, _)| m);
+                        ApiError::invalid(path, message)
+                    }
+                    None => ApiError::invalid("body", detail),
+                }
             }
             JsonRejection::JsonSyntaxError(e) => ApiError::bad_request(format!("malformed JSON: {}", e.body_text())),
             JsonRejection::MissingJsonContentType(_) => {

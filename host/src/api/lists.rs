@@ -1,6 +1,5 @@
 //! /lists and /lists/{id}/subscribers.
 
-use crate::domain::ids::{ListId, SubscriberId};
 use axum::Json;
 use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::StatusCode;
@@ -10,8 +9,8 @@ use utoipa::ToSchema;
 
 use super::auth::Auth;
 use super::error::ErrorBody;
-use super::{ApiJson, ApiResult, AppState, Paging, bulk_items};
-use crate::domain::{List, NewSubscriber, Subscriber, SubscriberPatch};
+use super::{ApiJson, ApiResult, AppState, JsonBody, Paging, bulk_items};
+use crate::domain::{List, ListId, NewSubscriber, Subscriber, SubscriberId, SubscriberPatch};
 use crate::store::Page;
 use crate::store::UpsertReport;
 
@@ -104,7 +103,7 @@ pub async fn add_subscribers(
             super::subscribers_csv::import_csv(s, user.id, id, req.into_body(), max).await?,
         ));
     }
-    let ApiJson(body) = ApiJson::<serde_json::Value>::from_request(req, &s).await?;
+    let JsonBody(body) = JsonBody::from_request(req, &s).await?;
     let batch = parse_subscribers(body)?;
     Ok(Json(s.db(move |st| st.upsert_subscribers(user.id, id, batch)).await?))
 }

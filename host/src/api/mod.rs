@@ -59,17 +59,50 @@ impl AppState {
     }
 }
 
-/// `Json<T>` whose rejections use the API's error shape: 400 for malformed
-/// JSON, 422 naming the field for wrong types, 413 for oversized bodies.
+/// A JSON object body read into `T`, with the API's error shape: 400 for
+/// malformed JSON, 422 naming the field for wrong types (and for any body
+/// that is not an object: serde would read an array into a struct field by
+/// field), 413 for oversized bodies.
 pub struct ApiJson<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let Json(v) = Json::<T>::from_request(req, state).await?;
-        Ok(ApiJson(v))
+        let JsonBody(body) = JsonBody::from_request(req, state).await?;
+        if !body.is_object() {
+            return Err(ApiError::invalid("body", "expected a JSON object"));
+        }
+        from_json("", body).map(ApiJson)
     }
+}
+
+/// Any JSON body, for the bulk endpoints that take an object or an array
+/// (`bulk_items`); same errors as `ApiJson`.
+pub struct JsonBody(pub serde_json::Value);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let Json(v) = Json::<serde_json::Value>::from_request(req, state).await?;
+        Ok(JsonBody(v))
+    }
+}
+
+/// Reads `T` from a JSON value; an error names the field inside it,
+/// prefixed by `at` (`subscribers[3].email`; `body` for the value itself).
+fn from_json<T: DeserializeOwned>(at: &str, v: serde_json::Value) -> ApiResult<T> {
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let inner = e.path().to_string();
+        let field = match (at.is_empty(), inner.as_str()) {
+            (true, ".") => "body".to_string(),
+            (true, _) => inner,
+            (false, ".") => at.to_string(),
+            (false, _) => format!("{at}.{inner}"),
+        };
+        ApiError::invalid(field, e.into_inner().to_string())
+    })
 }
 
 pub const MAX_PAGE: usize = 1000;
@@ -113,10 +146,11 @@ pub fn bulk_items<T: DeserializeOwned>(body: serde_json::Value, key: &str, max: 
         .enumerate()
         .map(|(i, v)| {
             let at = if in_array { format!("{key}[{i}]") } else { String::new() };
-            let item = serde_json::from_value(v).map_err(|e| {
-                ApiError::invalid(if in_array { at.clone() } else { "body".to_string() }, e.to_string())
-            })?;
-            Ok((at, item))
+            if !v.is_object() {
+                let field = if in_array { at.clone() } else { "body".to_string() };
+                return Err(ApiError::invalid(field, "expected a JSON object"));
+            }
+            Ok((at.clone(), from_json(&at, v)?))
         })
         .collect()
 }

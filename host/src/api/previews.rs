@@ -2,7 +2,6 @@
 //! subscriber would get it, on screen or in a test inbox, in any status
 //! and without changing the campaign.
 
-use crate::domain::ids::{CampaignId, ListId, SubscriberId, UserId};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use chrono::Utc;
@@ -12,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::auth::Auth;
 use super::error::ErrorBody;
 use super::{ApiError, ApiJson, ApiResult, AppState};
-use crate::domain::{Campaign, Subscriber, validate_email};
+use crate::domain::{Campaign, CampaignId, Email, ListId, Subscriber, SubscriberId, UserId};
 use crate::engine::{Preview, RenderError, TestDelivery};
 use crate::plugins::PluginError;
 
@@ -30,11 +29,11 @@ pub struct PreviewQuery {
 }
 
 /// Sample data for a preview or test without a subscriber.
-fn sample(email: &str) -> Subscriber {
+fn sample(email: Email) -> Subscriber {
     Subscriber {
         id: SubscriberId::new(0),
         list_id: ListId::new(0),
-        email: email.to_string(),
+        email,
         name: "Sample Subscriber".into(),
         timezone: None,
         attributes: Default::default(),
@@ -55,7 +54,7 @@ async fn campaign_and_subscriber(
         let c = st.campaign(user_id, id)?;
         let sub = match subscriber_id {
             Some(sid) => st.subscriber(user_id, c.list_id, sid)?,
-            None => sample("subscriber@example.org"),
+            None => sample(Email::parse("subscriber@example.org").expect("a valid address")),
         };
         Ok((c, sub))
     })
@@ -90,7 +89,7 @@ pub async fn preview(
 #[serde(deny_unknown_fields)]
 pub struct TestSend {
     /// Up to 10 addresses.
-    pub emails: Vec<String>,
+    pub emails: Vec<Email>,
     /// Whose data fills the templates (a subscriber of the campaign's
     /// list); sample data when absent.
     #[serde(default)]
@@ -117,9 +116,6 @@ pub async fn test(
             "emails",
             format!("1 to {MAX_TEST_ADDRESSES} addresses; got {}", body.emails.len()),
         ));
-    }
-    for (i, e) in body.emails.iter().enumerate() {
-        validate_email(&format!("emails[{i}]"), e)?;
     }
     let (c, sub) = campaign_and_subscriber(&s, user.id, id, body.subscriber_id).await?;
     let results = s.engine.send_test(&c, &sub, &body.emails).await.map_err(render_error)?;

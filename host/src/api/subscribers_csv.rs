@@ -2,7 +2,6 @@
 //! rows holds one batch and one physical line at a time; an export holds
 //! one chunk. The row mapping is `domain::subscriber_csv`.
 
-use crate::domain::ids::{ListId, UserId};
 use std::io::Read;
 
 use axum::body::{Body, Bytes};
@@ -16,6 +15,7 @@ use super::auth::Auth;
 use super::error::ErrorBody;
 use super::{ApiError, ApiResult, AppState};
 use crate::domain::subscriber_csv::{self, Columns};
+use crate::domain::{ListId, UserId};
 use crate::store::{RowError, Store, StoreError, UpsertReport};
 
 /// Rows per storage transaction.

@@ -10,7 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::auth::Auth;
 use super::error::ErrorBody;
 use super::lists::MAX_BULK;
-use super::{ApiJson, ApiResult, AppState, bulk_items, page_limit};
+use super::{ApiResult, AppState, JsonBody, bulk_items, page_limit};
 use crate::domain::suppression::{NewSuppression, Suppression, SuppressionReason};
 use crate::store::{SuppressReport, SuppressionPage};
 
@@ -69,7 +69,7 @@ fn parse(body: serde_json::Value) -> ApiResult<Vec<Suppression>> {
 pub async fn create(
     State(s): State<AppState>,
     Auth(user): Auth,
-    ApiJson(body): ApiJson<serde_json::Value>,
+    JsonBody(body): JsonBody,
 ) -> ApiResult<Json<SuppressReport>> {
     let items = parse(body)?;
     Ok(Json(s.db(move |st| st.suppress(user.id, &items)).await?))

@@ -6,8 +6,8 @@ use axum::extract::{Path, State};
 use axum::response::Html;
 
 use super::{ApiError, ApiResult, AppState};
-use crate::domain::ids::{CampaignId, MessageId, SubscriberId};
 use crate::domain::unsubscribe::verify;
+use crate::domain::{CampaignId, MessageId, SubscriberId};
 
 fn check(s: &AppState, campaign: CampaignId, subscriber: SubscriberId, token: &str) -> ApiResult<()> {
     if verify(&s.secret, MessageId { campaign, subscriber }, token) {

@@ -1,6 +1,5 @@
 //! /users/me/webhooks: outgoing event webhooks and their delivery log.
 
-use crate::domain::ids::WebhookId;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -11,6 +10,7 @@ use utoipa::ToSchema;
 use super::auth::Auth;
 use super::error::ErrorBody;
 use super::{ApiError, ApiJson, ApiResult, AppState, Paging};
+use crate::domain::WebhookId;
 use crate::domain::webhook::{EventKind, NewWebhook, Webhook};
 use crate::outbound::{Origin, OriginRule, PublicOnly};
 use crate::store::{Delivery, Page};

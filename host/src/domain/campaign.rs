@@ -5,9 +5,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::lifecycle::transition;
-use super::{
-    Action, CampaignId, FieldError, ListId, MessageId, Status, SubscriberId, UserId, validate_email, validate_len,
-};
+use super::{Action, CampaignId, Email, FieldError, ListId, MessageId, Status, SubscriberId, UserId, validate_len};
 
 /// Fastest `send_rate` accepted, emails per minute (over a million a
 /// second: "as fast as possible" is no rate at all).
@@ -311,7 +309,10 @@ impl Campaign {
             return Err(FieldError::new("subject", "must not be empty"));
         }
         validate_len("subject", &self.subject, MAX_SUBJECT)?;
-        validate_email("from_email", &self.from_email)?;
+        // Checked, not stored parsed: `Email` lower-cases the domain, and
+        // campaigns stored before kept it as typed; their Message-IDs (the
+        // transports' idempotency keys) must not change mid-send.
+        Email::parse(&self.from_email).map_err(|e| e.at("from_email"))?;
         validate_len("from_name", &self.from_name, 256)?;
         if self.html.trim().is_empty() && self.text.trim().is_empty() {
             return Err(FieldError::new("html", "html or text must be given"));

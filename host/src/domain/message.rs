@@ -187,7 +187,7 @@ impl MessageRecord {
         };
         Ok(MessageRecord {
             subscriber_id: sub.id,
-            email: sub.email.clone(),
+            email: sub.email.to_string(),
             message_id: c.message_id(sub.id),
             status,
             attempts: 0,

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{FieldError, ListId, SubscriberId, UserId, validate_email, validate_len};
+use super::{Email, FieldError, ListId, SubscriberId, UserId, validate_len};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct List {
@@ -59,7 +59,7 @@ impl SubscriberStatus {
 pub struct Subscriber {
     pub id: SubscriberId,
     pub list_id: ListId,
-    pub email: String,
+    pub email: Email,
     pub name: String,
     /// IANA timezone name, e.g. `Europe/Paris`.
     pub timezone: Option<String>,
@@ -141,7 +141,7 @@ impl SubscriberPatch {
 #[derive(Debug, Clone, PartialEq, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewSubscriber {
-    pub email: String,
+    pub email: Email,
     #[serde(default)]
     pub name: String,
     #[serde(default)]
@@ -157,8 +157,9 @@ pub const MAX_NAME: usize = 256;
 pub const MAX_ATTRIBUTES_BYTES: usize = 16 * 1024;
 
 impl NewSubscriber {
-    /// Validates and normalizes (trimmed, lower-cased domain); `field` is the
-    /// JSON path prefix used in errors, e.g. `subscribers[3]`.
+    /// Validates and normalizes the other fields (the email was parsed on
+    /// the way in); `field` is the JSON path prefix used in errors, e.g.
+    /// `subscribers[3]`.
     pub fn validate(mut self, field: &str) -> Result<NewSubscriber, FieldError> {
         let f = |name: &str| {
             if field.is_empty() {
@@ -167,8 +168,6 @@ impl NewSubscriber {
                 format!("{field}.{name}")
             }
         };
-        self.email = normalize_email(&self.email);
-        validate_email(&f("email"), &self.email)?;
         self.name = self.name.trim().to_string();
         validate_len(&f("name"), &self.name, MAX_NAME)?;
         if let Some(tz) = self.timezone.as_deref().map(str::trim) {
@@ -197,16 +196,6 @@ impl NewSubscriber {
     }
 }
 
-/// Emails are matched case-insensitively in the domain only: local parts are
-/// case-sensitive by RFC 5321, though rarely in practice.
-pub fn normalize_email(s: &str) -> String {
-    let s = s.trim();
-    match s.rsplit_once('@') {
-        Some((local, domain)) => format!("{local}@{}", domain.to_ascii_lowercase()),
-        None => s.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,7 +219,7 @@ mod tests {
 
     fn sub(email: &str, tz: Option<&str>) -> NewSubscriber {
         NewSubscriber {
-            email: email.into(),
+            email: Email::parse(email).unwrap(),
             name: " Ann ".into(),
             timezone: tz.map(Into::into),
             attributes: Default::default(),
@@ -241,7 +230,7 @@ mod tests {
     #[test]
     fn normalizes_and_validates() {
         let s = sub(" Ann@Example.ORG ", Some("Asia/Kathmandu")).validate("").unwrap();
-        assert_eq!(s.email, "Ann@example.org");
+        assert_eq!(s.email.as_str(), "Ann@example.org");
         assert_eq!(s.name, "Ann");
         assert_eq!(s.timezone.as_deref(), Some("Asia/Kathmandu"));
         assert_eq!(sub("a@b.co", Some(" ")).validate("").unwrap().timezone, None);
@@ -254,7 +243,5 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.field, "subscribers[2].timezone");
         assert!(err.message.contains("Mars/Olympus"));
-        let err = sub("nope", None).validate("").unwrap_err();
-        assert_eq!(err.field, "email");
     }
 }

@@ -6,8 +6,8 @@
 
 use serde_json::{Map, Value};
 
-use super::FieldError;
 use super::subscriber::{NewSubscriber, Subscriber, SubscriberStatus};
+use super::{Email, FieldError};
 
 /// Attribute columns one file may have, in and out: a header of a million
 /// columns would otherwise become a million keys on every subscriber.
@@ -90,8 +90,9 @@ impl Columns {
             .iter()
             .filter_map(|(i, key)| cell(Some(*i)).map(|v| (key.clone(), Value::String(v.to_string()))))
             .collect();
+        let email = cell(Some(self.email)).unwrap_or_default();
         NewSubscriber {
-            email: cell(Some(self.email)).unwrap_or_default().to_string(),
+            email: Email::parse(email).map_err(|e| e.at("email"))?,
             name: cell(self.name).unwrap_or_default().to_string(),
             timezone: cell(self.timezone).map(str::to_string),
             attributes,
@@ -113,7 +114,7 @@ pub fn header(keys: &[String]) -> Vec<String> {
 /// written as they are; other JSON values as their JSON text.
 pub fn row(s: &Subscriber, keys: &[String]) -> Vec<String> {
     let mut r = vec![
-        s.email.clone(),
+        s.email.to_string(),
         s.name.clone(),
         s.timezone.clone().unwrap_or_default(),
         s.status.as_str().to_string(),
@@ -134,7 +135,7 @@ mod tests {
     fn header_names_the_columns_in_any_order() {
         let c = Columns::from_header(["Plan", "Email", "name", "zip"]).unwrap();
         let s = c.row(&["pro", " Ada@Example.ORG ", "Ada", "01234"]).unwrap();
-        assert_eq!(s.email, "Ada@example.org");
+        assert_eq!(s.email.as_str(), "Ada@example.org");
         assert_eq!(s.name, "Ada");
         assert_eq!(s.attributes["zip"], "01234", "text stays text");
         assert_eq!(s.attributes["Plan"], "pro");

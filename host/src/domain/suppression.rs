@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{FieldError, validate_email};
+use super::{Email, FieldError};
 
 /// Why an address is suppressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
@@ -47,7 +47,7 @@ impl std::str::FromStr for SuppressionReason {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Suppression {
     /// Lower case: suppression matches addresses case-insensitively.
-    pub email: String,
+    pub email: Email,
     pub reason: SuppressionReason,
     /// Free text: the bounce's diagnostic, who added it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -59,7 +59,7 @@ pub struct Suppression {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewSuppression {
-    pub email: String,
+    pub email: Email,
     /// Defaults to `manual`.
     #[serde(default)]
     pub reason: Option<SuppressionReason>,
@@ -72,7 +72,8 @@ pub struct NewSuppression {
 const MAX_DETAIL: usize = 1024;
 
 impl NewSuppression {
-    /// Checks the address and normalizes it to the key it is stored under.
+    /// Checks the detail and turns the address into the key it is stored
+    /// under.
     pub fn validate(self, field: &str, now: DateTime<Utc>) -> Result<Suppression, FieldError> {
         let at = |name: &str| {
             if field.is_empty() {
@@ -81,12 +82,11 @@ impl NewSuppression {
                 format!("{field}.{name}")
             }
         };
-        validate_email(&at("email"), &self.email)?;
         if self.detail.as_ref().is_some_and(|d| d.len() > MAX_DETAIL) {
             return Err(FieldError::new(at("detail"), format!("longer than {MAX_DETAIL} bytes")));
         }
         Ok(Suppression {
-            email: normalize(&self.email),
+            email: self.email.suppression_key(),
             reason: self.reason.unwrap_or(SuppressionReason::Manual),
             detail: self.detail,
             created_at: now,
@@ -106,10 +106,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn addresses_are_checked_and_lower_cased() {
+    fn addresses_are_lower_cased_and_details_bounded() {
         let now = Utc::now();
         let s = NewSuppression {
-            email: "Ann@Example.ORG".into(),
+            email: Email::parse("Ann@Example.ORG").unwrap(),
             reason: None,
             detail: None,
         }
@@ -119,14 +119,14 @@ mod tests {
             (s.email.as_str(), s.reason),
             ("ann@example.org", SuppressionReason::Manual)
         );
-        let bad = NewSuppression {
-            email: "nobody".into(),
+        let long = NewSuppression {
+            email: Email::parse("a@b.co").unwrap(),
             reason: Some(SuppressionReason::Bounced),
-            detail: None,
+            detail: Some("x".repeat(MAX_DETAIL + 1)),
         }
         .validate("items[3]", now)
         .unwrap_err();
-        assert_eq!(bad.field, "items[3].email");
+        assert_eq!(long.field, "items[3].detail");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Stores outcomes in batches: one transaction for up to `MAX_BATCH`
 //! outcomes keeps storage off the critical path at high rates, while a
-//! lone outcome is stored at once.
+//! lone outcome is stored at once. It ends with the engine: when the runs
+//! map it was given is dropped.
 
 use std::collections::HashMap;
 use std::sync::Weak;
@@ -9,17 +10,18 @@ use std::sync::atomic::Ordering;
 use chrono::Utc;
 use tokio::sync::mpsc;
 
-use super::Inner;
+use super::Runs;
 use crate::domain::CampaignId;
 use crate::domain::message::Outcome;
+use crate::store::Store;
 
 const MAX_BATCH: usize = 256;
 
-pub(super) async fn run(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Outcome>) {
+pub(super) async fn run(store: Store, runs: Weak<Runs>, mut rx: mpsc::UnboundedReceiver<Outcome>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let Some(inner) = inner.upgrade() else { return };
-        let store = inner.store.clone();
+        let Some(runs) = runs.upgrade() else { return };
+        let store = store.clone();
         let outcomes = std::mem::take(&mut batch);
         let stored = tokio::task::spawn_blocking(move || {
             let r = store.record_outcomes(&outcomes, Utc::now());
@@ -43,7 +45,7 @@ pub(super) async fn run(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Outc
         for o in outcomes.iter().filter(|o| o.kind.ends_job()) {
             *per_campaign.entry(o.campaign_id).or_default() += 1;
         }
-        let runs = inner.runs.lock().expect("runs lock");
+        let runs = runs.lock().expect("runs lock");
         for (id, n) in per_campaign {
             if let Some(run) = runs.get(&id) {
                 run.in_flight.fetch_sub(n, Ordering::AcqRel);

@@ -8,9 +8,8 @@ use tokio::sync::{Notify, mpsc};
 
 use super::capacity::Capacity;
 use super::lane::{Lane, Reply};
-use crate::domain::MessageId;
 use crate::domain::message::{Job, Outcome, OutcomeKind};
-use crate::domain::{Campaign, unsubscribe};
+use crate::domain::{Campaign, MessageId, unsubscribe};
 use crate::plugins::Plugins;
 use crate::plugins::bindings::types;
 

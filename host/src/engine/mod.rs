@@ -30,10 +30,9 @@ use self::clock::Clock;
 use tokio::sync::{Notify, mpsc};
 
 use crate::config::Delivery;
-use crate::domain::CampaignId;
 use crate::domain::bounce::BouncePolicy;
 use crate::domain::message::Job;
-use crate::domain::{Campaign, Status, schedule};
+use crate::domain::{Campaign, CampaignId, Status, schedule};
 use crate::plugins::Plugins;
 use crate::store::{Store, StoreError};
 
@@ -44,6 +43,9 @@ struct Run {
     cancelled: Arc<AtomicBool>,
     wake: Notify,
 }
+
+/// The campaigns being driven, by id.
+type Runs = Mutex<HashMap<CampaignId, Arc<Run>>>;
 
 pub(crate) struct Inner {
     /// Where every engine task runs (see `Engine::start`).
@@ -56,7 +58,7 @@ pub(crate) struct Inner {
     /// What the message tasks use (`job`): plugins, capacity, the stop
     /// signal, the outcome channel, the retry policy.
     jobs: Arc<job::Shared>,
-    runs: Mutex<HashMap<CampaignId, Arc<Run>>>,
+    runs: Arc<Runs>,
     lanes: HashMap<String, lane::Lane>,
     /// Transport-wide rate limits, shared by every campaign on the transport.
     transport_rates: HashMap<String, Arc<rate::Limiter>>,
@@ -135,10 +137,10 @@ impl Engine {
             base_url,
             secret: store_secret,
             jobs,
-            runs: Mutex::new(HashMap::new()),
+            runs: Arc::new(Mutex::new(HashMap::new())),
             lanes,
         });
-        rt.spawn(collector::run(Arc::downgrade(&inner), rx));
+        rt.spawn(collector::run(inner.store.clone(), Arc::downgrade(&inner.runs), rx));
         let engine = Engine { inner };
         for c in engine.inner.store.active_campaigns()? {
             engine.kick(&c);

@@ -10,8 +10,7 @@ use utoipa::ToSchema;
 
 use super::Engine;
 use super::lane::Reply;
-use crate::domain::{Campaign, Subscriber, unsubscribe};
-use crate::domain::{MessageId, SubscriberId};
+use crate::domain::{Campaign, Email, MessageId, Subscriber, SubscriberId, unsubscribe};
 use crate::plugins::PluginError;
 use crate::plugins::bindings::types;
 
@@ -167,7 +166,7 @@ impl Engine {
         &self,
         c: &Campaign,
         sub: &Subscriber,
-        to: &[String],
+        to: &[Email],
     ) -> Result<Vec<TestDelivery>, RenderError> {
         let lane = self
             .inner
@@ -194,7 +193,7 @@ impl Engine {
                 Reply::Cancelled => (false, None, Some("the transport is stopping".into())),
             };
             out.push(TestDelivery {
-                email: email.clone(),
+                email: email.to_string(),
                 sent,
                 remote_id,
                 error,

@@ -42,7 +42,7 @@ impl From<&crate::domain::Subscriber> for types::Subscriber {
     fn from(s: &crate::domain::Subscriber) -> types::Subscriber {
         types::Subscriber {
             id: s.id.get(),
-            email: s.email.clone(),
+            email: s.email.to_string(),
             name: s.name.clone(),
             timezone: s.timezone.clone(),
             // Templates see the attributes as JSON; a map of JSON values

@@ -1,7 +1,6 @@
 //! Users and API keys. Keys are 32 random bytes shown once; only their
 //! SHA-256 is stored, so a leaked database leaks no usable key.
 
-use crate::domain::ids::{KeyId, UserId};
 use chrono::{DateTime, Utc};
 use rand::RngCore;
 use redb::{ReadableTable, ReadableTableMetadata, WriteTransaction};
@@ -10,7 +9,7 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use super::{API_KEYS, Page, Result, Store, StoreError, USER_KEYS, USERS, decode, encode, next_id};
-use crate::domain::User;
+use crate::domain::{Email, KeyId, User, UserId};
 
 /// An API key as an admin sees it: never the key, nor its hash.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -62,14 +61,14 @@ impl Store {
     /// Like `create_user`; the user is an admin if `admin` or if it is the
     /// first user.
     pub fn create_user_as(&self, email: &str, admin: bool) -> Result<(User, String)> {
-        crate::domain::validate_email("email", email)?;
+        let email = Email::parse(email).map_err(|e| e.at("email"))?;
         let tx = self.write()?;
         let user = {
             let mut users = tx.open_table(USERS)?;
             for entry in users.iter()? {
                 let (_, v) = entry?;
                 let existing: User = decode(v.value())?;
-                if existing.email.eq_ignore_ascii_case(email) {
+                if existing.email.as_str().eq_ignore_ascii_case(email.as_str()) {
                     return Err(StoreError::Conflict(format!("a user with email {email} exists")));
                 }
             }
@@ -78,7 +77,7 @@ impl Store {
             let user = User {
                 id,
                 admin: admin || first,
-                email: email.to_string(),
+                email,
                 created_at: Utc::now(),
             };
             users.insert(id.get(), encode(&user).as_slice())?;
@@ -111,7 +110,7 @@ impl Store {
         for entry in tx.open_table(USERS)?.iter()? {
             let (_, v) = entry?;
             let user: User = decode(v.value())?;
-            if user.email.eq_ignore_ascii_case(email) {
+            if user.email.as_str().eq_ignore_ascii_case(email.trim()) {
                 return Ok(user);
             }
         }
@@ -280,8 +279,7 @@ mod tests {
 
     #[test]
     fn keys_are_hashed_and_resolve() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db")).unwrap();
+        let (dir, store) = crate::store::temp_store();
         let (user, key) = store.create_user("a@example.org").unwrap();
         assert!(key.starts_with(KEY_PREFIX) && key.len() == KEY_PREFIX.len() + 64);
         assert_eq!(store.user_by_key(&key).unwrap(), Some(user));
@@ -299,8 +297,7 @@ mod tests {
 
     #[test]
     fn revoking_by_key_or_by_user() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db")).unwrap();
+        let (_dir, store) = crate::store::temp_store();
         let (_, k1) = store.create_user("a@example.org").unwrap();
         let (_, k2) = store.new_key("a@example.org").unwrap();
         let (_, other) = store.create_user("b@example.org").unwrap();
@@ -320,8 +317,7 @@ mod tests {
 
     #[test]
     fn the_first_user_is_admin() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db")).unwrap();
+        let (_dir, store) = crate::store::temp_store();
         assert!(store.create_user("a@example.org").unwrap().0.admin);
         assert!(!store.create_user("b@example.org").unwrap().0.admin);
         assert!(store.create_user_as("c@example.org", true).unwrap().0.admin);

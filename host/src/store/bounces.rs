@@ -2,7 +2,6 @@
 //! them), marked on their message and its campaign's stats, and turned
 //! into suppressions by the policy, all in one transaction.
 
-use crate::domain::ids::{MessageId, UserId};
 use chrono::{DateTime, Utc};
 use redb::ReadableTable;
 use serde::Serialize;
@@ -17,6 +16,7 @@ use crate::domain::bounce::{Bounce, BouncePolicy, BounceType};
 use crate::domain::message::MessageRecord;
 use crate::domain::suppression::{Suppression, SuppressionReason, normalize};
 use crate::domain::webhook::{EventKind, bounce_data};
+use crate::domain::{Email, MessageId, UserId};
 use redb::WriteTransaction;
 
 /// What recording a bounce did.
@@ -62,15 +62,20 @@ pub(super) fn file_bounce(
     } else {
         None
     };
-    let suppressed = policy.suppresses(bounce.kind, soft_in_window.unwrap_or(0));
-    if let Some(reason) = suppressed {
+    // An address that does not parse cannot be mailed, so it needs no
+    // suppression (a report may name anything); its bounce is still kept.
+    let address = Email::parse(&bounce.email).ok();
+    let suppressed = policy
+        .suppresses(bounce.kind, soft_in_window.unwrap_or(0))
+        .filter(|_| address.is_some());
+    if let (Some(reason), Some(email)) = (suppressed, address) {
         let detail = format!(
             "{} bounce{}",
             bounce.kind.as_str(),
             bounce.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
         );
         let s = Suppression {
-            email: bounce.email.clone(),
+            email: email.suppression_key(),
             reason,
             detail: Some(detail.chars().take(1024).collect()),
             created_at: now,
@@ -214,8 +219,7 @@ mod tests {
 
     #[test]
     fn soft_bounces_outside_the_window_do_not_count() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db")).unwrap();
+        let (_dir, store) = crate::store::temp_store();
         let (user, _) = store.create_user("a@example.org").unwrap();
         let policy = BouncePolicy::default();
         let now = Utc::now();

@@ -2,7 +2,6 @@
 //! queued messages (cursor and messages in one transaction), storing
 //! outcomes in batches, and finding the messages a crash left in flight.
 
-use crate::domain::ids::{CampaignId, MessageId, UserId};
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
@@ -19,7 +18,7 @@ use crate::domain::bounce::{Bounce, BouncePolicy, BounceType};
 use crate::domain::message::{Job, MAX_STORED_TEXT, MessageRecord, MessageStatus, Outcome, OutcomeKind, Settled, clip};
 use crate::domain::suppression::normalize;
 use crate::domain::webhook::{EventKind, bounce_data, campaign_data};
-use crate::domain::{Campaign, CampaignRun, Status, Subscriber, schedule};
+use crate::domain::{Campaign, CampaignId, CampaignRun, MessageId, Status, Subscriber, UserId, schedule};
 
 /// The result of one enqueue step.
 #[derive(Debug)]
@@ -470,13 +469,12 @@ mod tests {
 
     /// A campaign sending to `n` subscribers, the last one unsubscribed.
     fn sending(n: usize) -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db")).unwrap();
+        let (dir, store) = crate::store::temp_store();
         let (user, _) = store.create_user("a@example.org").unwrap();
         let list = store.create_list(user.id, "l").unwrap();
         let subs = (0..n)
             .map(|i| NewSubscriber {
-                email: format!("s{i}@example.org"),
+                email: crate::domain::Email::parse(&format!("s{i}@example.org")).unwrap(),
                 name: String::new(),
                 timezone: None,
                 attributes: Default::default(),
@@ -537,7 +535,7 @@ mod tests {
         let first = f.store.enqueue(f.campaign, 1, Utc::now()).unwrap();
         assert_eq!(first.jobs.len(), 1);
         let s = NewSuppression {
-            email: "S1@Example.ORG".into(),
+            email: crate::domain::Email::parse("S1@Example.ORG").unwrap(),
             reason: Some(SuppressionReason::Bounced),
             detail: Some("550 5.1.1".into()),
         }

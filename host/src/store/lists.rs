@@ -1,6 +1,5 @@
 //! Lists and their subscribers.
 
-use crate::domain::ids::{CampaignId, ListId, SubscriberId, UserId};
 use chrono::Utc;
 use redb::ReadableTable;
 use serde::Serialize;
@@ -14,6 +13,7 @@ use crate::domain::webhook::{EventKind, unsubscribed_data};
 use crate::domain::{
     Campaign, FieldError, List, NewSubscriber, Subscriber, SubscriberPatch, SubscriberStatus, validate_len,
 };
+use crate::domain::{CampaignId, ListId, SubscriberId, UserId};
 
 /// What a bulk upsert did.
 #[derive(Debug, Clone, Serialize, ToSchema)]

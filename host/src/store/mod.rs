@@ -452,6 +452,15 @@ pub(crate) fn page_ids(
     page_by(table, owner, after, limit, |id, _| Ok(id))
 }
 
+/// A store in a fresh temporary directory, for tests: the directory lives
+/// as long as the returned guard.
+#[cfg(test)]
+pub(crate) fn temp_store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let store = Store::open(&dir.path().join("posta.redb")).expect("a new store");
+    (dir, store)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -483,8 +492,7 @@ mod tests {
     /// holds the writer and commits with it.
     #[test]
     fn a_riding_write_commits_with_the_transaction_holding_the_writer() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("posta.redb")).unwrap();
+        let (_dir, store) = temp_store();
         let bulk = bulk_until_asked(&store);
         while counter(&store, "bulk") == 0 && store.writers.try_lock().is_some() {
             std::thread::yield_now();
@@ -509,8 +517,7 @@ mod tests {
     /// down with it rather than commit half of itself.
     #[test]
     fn a_failed_riding_write_is_isolated_and_a_broken_one_aborts_the_commit() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("posta.redb")).unwrap();
+        let (_dir, store) = temp_store();
 
         let bulk = bulk_until_asked(&store);
         while store.writers.try_lock().is_some() {
@@ -538,8 +545,7 @@ mod tests {
     /// not stop the engine's batches: each still gets a turn.
     #[test]
     fn bulk_writes_progress_under_a_flood_of_interactive_writes() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("posta.redb")).unwrap();
+        let (_dir, store) = temp_store();
         let stop = Arc::new(AtomicBool::new(false));
         let flood: Vec<_> = (0..4)
             .map(|_| {

@@ -1,12 +1,12 @@
 //! A user's suppression list, keyed (user, lower-case email).
 
-use crate::domain::ids::UserId;
 use redb::ReadableTable;
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{Result, SUPPRESSIONS, Store, StoreError, decode, encode};
 use crate::domain::suppression::{Suppression, SuppressionReason, normalize};
+use crate::domain::{Email, UserId};
 
 /// What a bulk suppression did.
 #[derive(Debug, Clone, Default, Serialize, ToSchema)]
@@ -29,10 +29,9 @@ pub struct SuppressionPage {
 pub(crate) fn suppressed(
     table: &impl ReadableTable<(u64, &'static str), &'static [u8]>,
     user_id: UserId,
-    email: &str,
+    email: &Email,
 ) -> Result<Option<SuppressionReason>> {
-    let key = normalize(email);
-    match table.get((user_id.get(), key.as_str()))? {
+    match table.get((user_id.get(), email.suppression_key().as_str()))? {
         Some(v) => Ok(Some(decode::<Suppression>(v.value())?.reason)),
         None => Ok(None),
     }

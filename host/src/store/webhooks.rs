@@ -7,7 +7,6 @@
 //! A crash during an attempt leaves the entry as it was: the event is
 //! delivered again after the restart, with the same id.
 
-use crate::domain::ids::{DeliveryId, UserId, WebhookId};
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
@@ -17,6 +16,7 @@ use utoipa::ToSchema;
 
 use super::{Page, Result, Store, StoreError, decode, encode, next_id, page_records};
 use crate::domain::webhook::{EventKind, MAX_PER_USER, Webhook, event_body};
+use crate::domain::{DeliveryId, UserId, WebhookId};
 
 use redb::TableDefinition;
 
@@ -402,8 +402,7 @@ mod tests {
     /// webhook must still get its turn at once.
     #[test]
     fn a_backlog_on_one_webhook_does_not_hold_up_another() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db")).unwrap();
+        let (_dir, store) = crate::store::temp_store();
         let (a, _) = store.create_user("a@example.org").unwrap();
         let (b, _) = store.create_user("b@example.org").unwrap();
         let now = Utc::now();

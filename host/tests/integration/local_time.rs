@@ -69,7 +69,7 @@ async fn fixture(now: DateTime<Utc>) -> Fixture {
     let subs = ZONES
         .iter()
         .map(|(email, tz, _)| NewSubscriber {
-            email: email.to_string(),
+            email: posta::domain::Email::parse(email).unwrap(),
             name: String::new(),
             timezone: tz.map(String::from),
             attributes: Default::default(),
