@@ -235,10 +235,13 @@ fn bad_input_gets_clear_errors() {
     );
     // Emails are parsed on the way in, and the error names the field once.
     let (status, body) = api.post("/bounces", json!({"email": "nope", "type": "hard"}));
-    assert_eq!((status, body["error"]["field"].as_str()), (422, Some("email")), "{body}");
     assert_eq!(
-        body["error"]["message"],
-        "email: \"nope\" is not a valid email address: missing @",
+        (status, body["error"]["field"].as_str()),
+        (422, Some("email")),
+        "{body}"
+    );
+    assert_eq!(
+        body["error"]["message"], "email: \"nope\" is not a valid email address: missing @",
         "{body}"
     );
 

@@ -380,6 +380,11 @@ impl Campaign {
 mod tests {
     use super::*;
 
+    /// A draft of user 1 with the given id.
+    fn campaign(id: u64, now: DateTime<Utc>) -> Campaign {
+        Campaign::from_draft(CampaignId::new(id), UserId::new(1), draft(), "log".into(), now)
+    }
+
     fn draft() -> CampaignDraft {
         CampaignDraft {
             name: "Launch".into(),
@@ -398,7 +403,7 @@ mod tests {
 
     #[test]
     fn progress_is_stored_flat_beside_the_campaign_and_never_shown() {
-        let c = Campaign::from_draft(CampaignId::new(7), UserId::new(1), draft(), "log".into(), Utc::now());
+        let c = campaign(7, Utc::now());
         let run = CampaignRun {
             campaign: c.clone(),
             progress: Progress {
@@ -423,13 +428,7 @@ mod tests {
     #[test]
     fn a_sending_run_completes_once_every_subscriber_has_a_final_message() {
         let now = Utc::now();
-        let mut run = CampaignRun::from(Campaign::from_draft(
-            CampaignId::new(7),
-            UserId::new(1),
-            draft(),
-            "log".into(),
-            now,
-        ));
+        let mut run = CampaignRun::from(campaign(7, now));
         run.status = Status::Sending;
         run.progress = Progress {
             last_subscriber: 10,
@@ -453,13 +452,7 @@ mod tests {
     #[test]
     fn a_send_starts_from_the_first_subscriber_with_fresh_counts() {
         let now = Utc::now();
-        let mut run = CampaignRun::from(Campaign::from_draft(
-            CampaignId::new(7),
-            UserId::new(1),
-            draft(),
-            "log".into(),
-            now,
-        ));
+        let mut run = CampaignRun::from(campaign(7, now));
         run.progress.cursor = 5;
         run.stats.sent = 3;
         run.begin_sending(40, 30, now);
@@ -478,7 +471,7 @@ mod tests {
     #[test]
     fn duplicate_keeps_settings_and_resets_state() {
         let now = Utc::now();
-        let mut c = Campaign::from_draft(CampaignId::new(7), UserId::new(1), draft(), "log".into(), now);
+        let mut c = campaign(7, now);
         c.status = Status::Sent;
         c.stats.sent = 5;
         c.started_at = Some(now);
@@ -514,7 +507,7 @@ mod tests {
     #[test]
     fn validation_names_fields() {
         let now = Utc::now();
-        let mut c = Campaign::from_draft(CampaignId::new(1), UserId::new(1), draft(), "log".into(), now);
+        let mut c = campaign(1, now);
         assert!(c.validate().is_ok());
         c.send_rate = Some(0);
         assert_eq!(c.validate().unwrap_err().field, "send_rate");
@@ -526,7 +519,7 @@ mod tests {
     #[test]
     fn patch_distinguishes_null_from_absent() {
         let now = Utc::now();
-        let mut c = Campaign::from_draft(CampaignId::new(1), UserId::new(1), draft(), "log".into(), now);
+        let mut c = campaign(1, now);
         c.apply(serde_json::from_str(r#"{"name":"New"}"#).unwrap());
         assert_eq!((c.name.as_str(), c.send_rate), ("New", Some(600)));
         c.apply(serde_json::from_str(r#"{"send_rate":null}"#).unwrap());
@@ -535,7 +528,7 @@ mod tests {
 
     #[test]
     fn message_ids_are_stable() {
-        let c = Campaign::from_draft(CampaignId::new(3), UserId::new(1), draft(), "log".into(), Utc::now());
+        let c = campaign(3, Utc::now());
         assert_eq!(c.message_id(SubscriberId::new(42)), "posta.3.42@example.org");
         assert_eq!(c.message_id(SubscriberId::new(42)), c.message_id(SubscriberId::new(42)));
     }
