@@ -183,7 +183,7 @@ async fn watch_plugins(plugins: Arc<Plugins>) {
     loop {
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         let p = plugins.clone();
-        if let Err(e) = tokio::task::spawn_blocking(move || p.reload(false)).await {
+        if let Err(e) = tokio::task::spawn_blocking(move || p.reload_changed()).await {
             tracing::error!("plugin watcher failed: {e}");
         }
     }

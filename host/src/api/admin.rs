@@ -127,7 +127,7 @@ pub async fn revoke_key(
 pub async fn reload(State(s): State<AppState>, Auth(user): Auth) -> ApiResult<Json<ReloadReport>> {
     admin_only(&user, "reload plugins")?;
     let plugins = s.engine.plugins().clone();
-    let report = tokio::task::spawn_blocking(move || plugins.reload(true))
+    let report = tokio::task::spawn_blocking(move || plugins.reload_all())
         .await
         .map_err(ApiError::internal)?;
     if !report.refused.is_empty() {

@@ -226,30 +226,41 @@ impl Plugins {
             .await
     }
 
-    /// Reloads every file-based component (`all`) or only those whose file
-    /// changed. A replacement that does not load or does not satisfy the
-    /// contract is refused and the old component stays in service.
-    pub fn reload(&self, all: bool) -> ReloadReport {
+    /// Reloads every file-based component (the admin's reload). A
+    /// replacement that does not load or does not satisfy the contract is
+    /// refused and the old component stays in service.
+    pub fn reload_all(&self) -> ReloadReport {
+        self.reload(Which::All)
+    }
+
+    /// Reloads the components whose file changed (the watcher), refusing
+    /// bad replacements as `reload_all` does.
+    pub fn reload_changed(&self) -> ReloadReport {
+        self.reload(Which::Changed)
+    }
+
+    fn reload(&self, which: Which) -> ReloadReport {
         let mut report = ReloadReport::default();
-        self.reload_one(&self.personalizer, all, &mut report);
+        self.reload_one(&self.personalizer, which, &mut report);
         for t in self.transports.values() {
-            self.reload_one(&t.loaded, all, &mut report);
+            self.reload_one(&t.loaded, which, &mut report);
         }
         report
     }
 
-    fn reload_one<W: World>(&self, loaded: &Loaded<W>, all: bool, report: &mut ReloadReport) {
-        let source = if all {
-            let s = loaded.source.lock().expect("source lock").clone();
-            if s.path.is_none() {
-                return;
+    fn reload_one<W: World>(&self, loaded: &Loaded<W>, which: Which, report: &mut ReloadReport) {
+        let source = match which {
+            Which::All => {
+                let s = loaded.source.lock().expect("source lock").clone();
+                if s.path.is_none() {
+                    return;
+                }
+                s
             }
-            s
-        } else {
-            match loaded.changed() {
+            Which::Changed => match loaded.changed() {
                 Some(s) => s,
                 None => return,
-            }
+            },
         };
         let old = loaded.pool();
         let label = format!("{} {} ({})", W::KIND, old.name(), source.name);
@@ -272,6 +283,13 @@ impl Plugins {
             }
         }
     }
+}
+
+/// Which file-based components a reload reads again.
+#[derive(Clone, Copy)]
+enum Which {
+    All,
+    Changed,
 }
 
 impl TransportEntry {
