@@ -158,6 +158,20 @@ fn csv_imports_report_bad_rows_by_line_and_exports_round_trip() {
         .collect();
     // Line numbers count the quoted line break inside Bob's name.
     assert_eq!(errors, [(3, "email"), (6, "timezone")], "{report}");
+    // The same file with LF line ends numbers its rows the same.
+    let lf_list = api.ok_post("/lists", json!({"name": "csv lf"}))["id"].as_u64().unwrap();
+    let (_, lf) = api.post_as(
+        &format!("/lists/{lf_list}/subscribers"),
+        "text/csv",
+        &file.replace("\r\n", "\n"),
+    );
+    let lf_errors: Vec<(u64, &str)> = lf["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["line"].as_u64().unwrap(), e["field"].as_str().unwrap()))
+        .collect();
+    assert_eq!(lf_errors, errors, "{lf}");
     let subs = api.ok_get(&format!("/lists/{list}/subscribers"))["items"].clone();
     let bob = subs
         .as_array()

@@ -100,7 +100,7 @@ pub async fn add_subscribers(
     if csv {
         let max = s.max_import_bytes;
         return Ok(Json(
-            super::subscribers_csv::import_csv(s, user.id, id, req.into_body(), max).await?,
+            super::subscribers_csv::import_csv(s, user.id, id, req.into_body().into_data_stream(), max).await?,
         ));
     }
     let JsonBody(body) = JsonBody::from_request(req, &s).await?;

@@ -98,7 +98,16 @@ enum Stop {
 }
 
 fn import(store: &Store, user_id: UserId, list_id: ListId, reader: BodyReader) -> Result<UpsertReport, Stop> {
-    let mut csv = csv::ReaderBuilder::new().flexible(true).from_reader(reader);
+    // Records end at `\n` only (a `\r` before it is trimmed with the last
+    // cell): the reader then counts a record's terminator within the
+    // record, so a position's line is the line the next record starts on,
+    // for LF and CRLF files alike. (With the default terminator a CRLF
+    // record ends at `\r`, its `\n` counted with the next record, and LF
+    // and CRLF files numbered their rows differently.)
+    let mut csv = csv::ReaderBuilder::new()
+        .flexible(true)
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_reader(reader);
     let columns = match csv.headers() {
         Ok(h) => Columns::from_header(h.iter()).map_err(Stop::Header)?,
         Err(e) => return Err(Stop::Header(format!("cannot read the header row: {e}"))),
@@ -136,9 +145,7 @@ fn import(store: &Store, user_id: UserId, list_id: ListId, reader: BodyReader) -
         }
     };
     loop {
-        // csv counts a record's line as that of the terminator before it;
-        // the file's line where the record starts is one more.
-        let next_line = csv.position().line() + 1;
+        let next_line = csv.position().line();
         match csv.read_record(&mut record) {
             Ok(false) => break,
             Ok(true) => {
@@ -149,7 +156,7 @@ fn import(store: &Store, user_id: UserId, list_id: ListId, reader: BodyReader) -
                 match columns.row(&cells) {
                     Ok(s) => batch.push(s),
                     Err(e) => {
-                        let line = record.position().map_or(next_line, |p| p.line() + 1);
+                        let line = record.position().map_or(next_line, |p| p.line());
                         reject(&mut report, line, &e.field, e.message)
                     }
                 }
@@ -159,7 +166,7 @@ fn import(store: &Store, user_id: UserId, list_id: ListId, reader: BodyReader) -
             }
             // Invalid UTF-8 spoils one record; the reader goes on.
             Err(e) if matches!(e.kind(), csv::ErrorKind::Utf8 { .. }) => {
-                let line = e.position().map_or(next_line, |p| p.line() + 1);
+                let line = e.position().map_or(next_line, |p| p.line());
                 reject(&mut report, line, "row", "not valid UTF-8".into());
             }
             Err(e) => {
@@ -175,12 +182,13 @@ fn import(store: &Store, user_id: UserId, list_id: ListId, reader: BodyReader) -
     Ok(report)
 }
 
-/// `POST /lists/{id}/subscribers` with `Content-Type: text/csv`.
-pub async fn import_csv(
+/// `POST /lists/{id}/subscribers` with `Content-Type: text/csv`, and the
+/// dashboard's upload: `body` is the file's chunks as they arrive.
+pub async fn import_csv<E: std::fmt::Display>(
     s: AppState,
     user_id: UserId,
     list_id: ListId,
-    body: Body,
+    mut stream: impl futures_util::Stream<Item = Result<Bytes, E>> + Unpin,
     max_bytes: u64,
 ) -> ApiResult<UpsertReport> {
     // A foreign or missing list is a 404 before a byte is read.
@@ -199,7 +207,6 @@ pub async fn import_csv(
             },
         )
     });
-    let mut stream = body.into_data_stream();
     let mut total = 0u64;
     let mut too_large = false;
     while let Some(chunk) = stream.next().await {
