@@ -10,6 +10,8 @@ rustup target add wasm32-wasip2
 # (tests/peers/smtp_server.py); the HTTP receiver needs only the stdlib.
 # Installed into a virtual environment under target/, first on PATH.
 source scripts/py-env.sh
+# Chromium and axe-core for the dashboard's browser test.
+source scripts/browser-env.sh
 
 # One build of everything; the end-to-end tests start target/debug/posta.
 cargo build --workspace --all-targets --locked

@@ -16,4 +16,5 @@ pub mod plugins;
 pub mod scheduling;
 pub mod server;
 pub mod store;
+pub mod web;
 pub mod webhooks;

@@ -119,11 +119,17 @@ impl Instance {
                 .map(Arc::from),
             allow_private_webhooks: self.config.webhooks.allow_private,
         };
+        let secure_cookies = self.config.base_url().starts_with("https://");
+        let dashboard = crate::web::router(
+            crate::web::Web::new(state.clone(), secure_cookies),
+            self.config.server.max_body_bytes,
+        );
         Ok(api::router(
             state,
             self.config.server.max_body_bytes,
             self.config.server.public_rate_per_ip,
-        ))
+        )
+        .merge(dashboard))
     }
 }
 

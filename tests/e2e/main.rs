@@ -1,6 +1,7 @@
 //! End-to-end tests: the real binary, real HTTP, the real plugins.
 
 mod crash;
+mod dashboard;
 mod deliverability;
 mod hostile;
 mod lifecycle;

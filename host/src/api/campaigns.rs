@@ -55,21 +55,25 @@ pub async fn create(
     Auth(user): Auth,
     ApiJson(draft): ApiJson<CampaignDraft>,
 ) -> ApiResult<(StatusCode, Json<Campaign>)> {
+    Ok((StatusCode::CREATED, Json(create_campaign(&s, user.id, draft).await?)))
+}
+
+/// Creates a draft after every check the API makes (transport, fields,
+/// templates); the dashboard creates through it too.
+pub(crate) async fn create_campaign(s: &AppState, user_id: UserId, draft: CampaignDraft) -> ApiResult<Campaign> {
     let transport = draft.transport.clone().unwrap_or_else(|| s.engine.default_transport());
     s.engine.check_transport(&transport)?;
     let preview = Campaign::from_draft(
         CampaignId::new(0),
-        user.id,
+        user_id,
         draft.clone(),
         transport.clone(),
         Utc::now(),
     );
     preview.validate()?;
-    check_templates(&s, &preview).await?;
-    let c = s
-        .db(move |st| st.create_campaign(user.id, draft, transport, Utc::now()))
-        .await?;
-    Ok((StatusCode::CREATED, Json(c)))
+    check_templates(s, &preview).await?;
+    s.db(move |st| st.create_campaign(user_id, draft, transport, Utc::now()))
+        .await
 }
 
 #[utoipa::path(get, path = "/api/v1/users/me/campaigns", params(CampaignFilter), tag = "campaigns",
@@ -113,18 +117,26 @@ pub async fn update(
     Path(id): Path<CampaignId>,
     ApiJson(patch): ApiJson<CampaignPatch>,
 ) -> ApiResult<Json<Campaign>> {
+    Ok(Json(update_campaign(&s, user.id, id, patch).await?))
+}
+
+/// Edits a draft after the same checks as creating one.
+pub(crate) async fn update_campaign(
+    s: &AppState,
+    user_id: UserId,
+    id: CampaignId,
+    patch: CampaignPatch,
+) -> ApiResult<Campaign> {
     if let Some(t) = &patch.transport {
         s.engine.check_transport(t)?;
     }
-    let mut preview = s.db(move |st| st.campaign(user.id, id)).await?;
+    let mut preview = s.db(move |st| st.campaign(user_id, id)).await?;
     crate::domain::lifecycle::transition(preview.status, Action::Edit)?;
     preview.apply(patch.clone());
     preview.validate()?;
-    check_templates(&s, &preview).await?;
-    let c = s
-        .db(move |st| st.act(user.id, id, Action::Edit, Utc::now(), |c| c.apply(patch)))
-        .await?;
-    Ok(Json(c))
+    check_templates(s, &preview).await?;
+    s.db(move |st| st.act(user_id, id, Action::Edit, Utc::now(), |c| c.apply(patch)))
+        .await
 }
 
 #[utoipa::path(delete, path = "/api/v1/users/me/campaigns/{id}", params(("id" = CampaignId, Path, description = "The campaign's id")), tag = "campaigns",
@@ -142,22 +154,27 @@ pub async fn send(
     Auth(user): Auth,
     Path(id): Path<CampaignId>,
 ) -> ApiResult<Json<Campaign>> {
-    let current = s.db(move |st| st.campaign(user.id, id)).await?;
+    Ok(Json(send_campaign(&s, user.id, id).await?))
+}
+
+/// Sends (or schedules) a draft whose transport and templates still check.
+pub(crate) async fn send_campaign(s: &AppState, user_id: UserId, id: CampaignId) -> ApiResult<Campaign> {
+    let current = s.db(move |st| st.campaign(user_id, id)).await?;
     crate::domain::lifecycle::transition(current.status, Action::Send { future: false })?;
     s.engine.check_transport(&current.transport)?;
-    check_templates(&s, &current).await?;
+    check_templates(s, &current).await?;
     let now = s.engine.now();
-    let c = s.db(move |st| st.send(user.id, id, now)).await?;
+    let c = s.db(move |st| st.send(user_id, id, now)).await?;
     s.engine.kick(&c);
-    Ok(Json(c))
+    Ok(c)
 }
 
 /// Pause, resume and cancel share their shape: transition, then let the
 /// engine react.
-async fn lifecycle(s: AppState, user_id: UserId, id: CampaignId, action: Action) -> ApiResult<Json<Campaign>> {
+pub(crate) async fn lifecycle(s: &AppState, user_id: UserId, id: CampaignId, action: Action) -> ApiResult<Campaign> {
     let c = s.db(move |st| st.act_riding(user_id, id, action, Utc::now())).await?;
     s.engine.kick(&c);
-    Ok(Json(c))
+    Ok(c)
 }
 
 #[utoipa::path(post, path = "/api/v1/users/me/campaigns/{id}/pause", params(("id" = CampaignId, Path, description = "The campaign's id")), tag = "campaigns",
@@ -168,7 +185,7 @@ pub async fn pause(
     Auth(user): Auth,
     Path(id): Path<CampaignId>,
 ) -> ApiResult<Json<Campaign>> {
-    lifecycle(s, user.id, id, Action::Pause).await
+    Ok(Json(lifecycle(&s, user.id, id, Action::Pause).await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/users/me/campaigns/{id}/resume", params(("id" = CampaignId, Path, description = "The campaign's id")), tag = "campaigns",
@@ -179,7 +196,7 @@ pub async fn resume(
     Auth(user): Auth,
     Path(id): Path<CampaignId>,
 ) -> ApiResult<Json<Campaign>> {
-    lifecycle(s, user.id, id, Action::Resume).await
+    Ok(Json(lifecycle(&s, user.id, id, Action::Resume).await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/users/me/campaigns/{id}/cancel", params(("id" = CampaignId, Path, description = "The campaign's id")), tag = "campaigns",
@@ -190,7 +207,7 @@ pub async fn cancel(
     Auth(user): Auth,
     Path(id): Path<CampaignId>,
 ) -> ApiResult<Json<Campaign>> {
-    lifecycle(s, user.id, id, Action::Cancel).await
+    Ok(Json(lifecycle(&s, user.id, id, Action::Cancel).await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/users/me/campaigns/{id}/duplicate", params(("id" = CampaignId, Path, description = "The campaign's id")), tag = "campaigns",

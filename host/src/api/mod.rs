@@ -4,14 +4,14 @@
 mod admin;
 mod auth;
 mod bounces;
-mod campaigns;
+pub(crate) mod campaigns;
 mod error;
 mod lists;
 mod metrics;
 mod openapi;
 mod per_client;
-mod previews;
-mod subscribers_csv;
+pub(crate) mod previews;
+pub(crate) mod subscribers_csv;
 mod suppressions;
 mod transports;
 mod unsubscribe;

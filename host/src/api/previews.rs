@@ -81,8 +81,20 @@ pub async fn preview(
     Path(id): Path<CampaignId>,
     Query(q): Query<PreviewQuery>,
 ) -> ApiResult<Json<Preview>> {
-    let (c, sub) = campaign_and_subscriber(&s, user.id, id, q.subscriber_id.map(SubscriberId::new)).await?;
-    Ok(Json(s.engine.preview(&c, &sub).await.map_err(render_error)?))
+    Ok(Json(
+        preview_for(&s, user.id, id, q.subscriber_id.map(SubscriberId::new)).await?,
+    ))
+}
+
+/// The campaign rendered for one of its list's subscribers, or sample data.
+pub(crate) async fn preview_for(
+    s: &AppState,
+    user_id: UserId,
+    id: CampaignId,
+    subscriber: Option<SubscriberId>,
+) -> ApiResult<Preview> {
+    let (c, sub) = campaign_and_subscriber(s, user_id, id, subscriber).await?;
+    s.engine.preview(&c, &sub).await.map_err(render_error)
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -23,15 +23,26 @@ pub enum MessageStatus {
 }
 
 impl MessageStatus {
-    pub fn parse(s: &str) -> Option<MessageStatus> {
-        match s {
-            "queued" => Some(MessageStatus::Queued),
-            "sent" => Some(MessageStatus::Sent),
-            "failed" => Some(MessageStatus::Failed),
-            "skipped" => Some(MessageStatus::Skipped),
-            "cancelled" => Some(MessageStatus::Cancelled),
-            _ => None,
+    const ALL: [MessageStatus; 5] = [
+        MessageStatus::Queued,
+        MessageStatus::Sent,
+        MessageStatus::Failed,
+        MessageStatus::Skipped,
+        MessageStatus::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageStatus::Queued => "queued",
+            MessageStatus::Sent => "sent",
+            MessageStatus::Failed => "failed",
+            MessageStatus::Skipped => "skipped",
+            MessageStatus::Cancelled => "cancelled",
         }
+    }
+
+    pub fn parse(s: &str) -> Option<MessageStatus> {
+        Self::ALL.into_iter().find(|m| m.as_str() == s)
     }
 }
 

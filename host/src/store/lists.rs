@@ -264,6 +264,45 @@ impl Store {
         page_records(&tx.open_table(SUBSCRIBERS)?, list_id.get(), after, limit)
     }
 
+    /// Subscribers with one status, in id order after `after`. There is no
+    /// index by status: a page reads past the others, at most `SCAN_LIMIT`
+    /// entries, then answers with fewer items and a cursor, so a rare
+    /// status on a million-subscriber list costs bounded pages, not a scan.
+    pub fn subscribers_with_status(
+        &self,
+        user_id: UserId,
+        list_id: ListId,
+        status: SubscriberStatus,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Page<Subscriber>> {
+        const SCAN_LIMIT: usize = 10_000;
+        let tx = self.read()?;
+        owned_list(&tx.open_table(LISTS)?, user_id, list_id)?;
+        let subs = tx.open_table(SUBSCRIBERS)?;
+        let list = list_id.get();
+        let start = after.map_or(0, |a| a.saturating_add(1));
+        let mut items = Vec::new();
+        let mut last = None;
+        let mut more = false;
+        for (scanned, entry) in subs.range((list, start)..=(list, u64::MAX))?.enumerate() {
+            if items.len() == limit || scanned == SCAN_LIMIT {
+                more = true;
+                break;
+            }
+            let (k, v) = entry?;
+            last = Some(k.value().1);
+            let s: Subscriber = decode(v.value())?;
+            if s.status == status {
+                items.push(s);
+            }
+        }
+        Ok(Page {
+            items,
+            next_after: if more { last } else { None },
+        })
+    }
+
     /// Calls `f` with every subscriber of the list in id order, from one
     /// snapshot, until it returns false.
     pub fn scan_subscribers(

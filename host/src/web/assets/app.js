@@ -1,0 +1,63 @@
+// Live progress for a campaign page (server-sent events), and a
+// confirmation before irreversible actions. Everything here enhances a page
+// that is complete without it.
+
+const section = document.querySelector("[data-events]");
+if (section) {
+  const bar = section.querySelector("progress");
+  const text = section.querySelector("[data-progress-text]");
+  const badge = section.querySelector("[data-status]");
+  const chart = section.querySelector("[data-chart]");
+  // Sent per minute: the last 30 minutes, from the deltas between events.
+  const minutes = new Map();
+  let lastSent = null;
+  let startStatus = badge ? badge.textContent : null;
+  const source = new EventSource(section.dataset.events);
+  source.addEventListener("progress", (e) => {
+    const p = JSON.parse(e.data);
+    const percent = p.total ? Math.floor((p.done * 100) / p.total) : 0;
+    bar.max = Math.max(p.total, 1);
+    bar.value = p.done;
+    bar.textContent = percent + "%";
+    text.textContent = `${p.done} of ${p.total} done (${percent}%): ${p.sent} sent, ${p.failed} failed, ` +
+      `${p.skipped} skipped, ${p.cancelled} cancelled, ${p.queued} queued.`;
+    if (badge) {
+      badge.textContent = p.status;
+      badge.className = "badge status-" + p.status;
+    }
+    const minute = Math.floor(Date.now() / 60000);
+    if (lastSent !== null) {
+      minutes.set(minute, (minutes.get(minute) || 0) + Math.max(p.sent - lastSent, 0));
+    }
+    lastSent = p.sent;
+    draw(minute);
+    // A status change changes which actions are allowed: show the page anew.
+    if (startStatus !== null && p.status !== startStatus && ["sent", "cancelled", "paused", "sending"].includes(p.status)) {
+      startStatus = p.status;
+      if (p.status === "sent" || p.status === "cancelled") {
+        source.close();
+      }
+    }
+  });
+  source.onerror = () => {
+    if (source.readyState === EventSource.CLOSED) return;
+  };
+  function draw(now) {
+    if (!chart) return;
+    const values = [];
+    for (let m = now - 29; m <= now; m++) values.push(minutes.get(m) || 0);
+    const max = Math.max(...values, 1);
+    chart.replaceChildren(...values.map((v, i) => {
+      const bar = document.createElement("span");
+      bar.style.height = `${(v * 100) / max}%`;
+      bar.title = `${v} sent, ${29 - i} min ago`;
+      return bar;
+    }));
+  }
+}
+
+for (const button of document.querySelectorAll("button[data-confirm]")) {
+  button.form.addEventListener("submit", (e) => {
+    if (!window.confirm(button.dataset.confirm)) e.preventDefault();
+  });
+}

@@ -1,0 +1,547 @@
+//! Campaigns: create and edit drafts with a preview, run the lifecycle
+//! from the page, watch a send's progress live, read its messages.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Form;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Redirect, Response};
+use maud::{Markup, html};
+use serde::Deserialize;
+
+use super::Web;
+use super::pages::{csrf, error_page, field_error, form_error, not_found, render, status_badge};
+use super::session::Signed;
+use crate::api::ApiError;
+use crate::api::campaigns::{create_campaign, lifecycle, send_campaign, update_campaign};
+use crate::domain::lifecycle::transition;
+use crate::domain::message::MessageStatus;
+use crate::domain::{Action, Campaign, CampaignDraft, CampaignId, CampaignPatch, List, ListId, Status, SubscriberId};
+
+const PAGE: usize = 50;
+
+#[derive(Deserialize)]
+pub struct After {
+    after: Option<u64>,
+}
+
+pub async fn index(State(web): State<Web>, signed: Signed, Query(q): Query<After>) -> Response {
+    let user = signed.user.id;
+    let campaigns = match web.app.db(move |st| st.campaigns(user, None, q.after, PAGE)).await {
+        Ok(c) => c,
+        Err(e) => return error_page(&signed, e),
+    };
+    let body = html! {
+        p { a.button href="/campaigns/new" { "New campaign" } }
+        @if campaigns.items.is_empty() {
+            p { "No campaigns yet." }
+        } @else {
+            table {
+                caption { "Your campaigns" }
+                thead { tr { th scope="col" { "Name" } th scope="col" { "Status" } th scope="col" { "Sent" } th scope="col" { "Of" } th scope="col" { "Created" } } }
+                tbody {
+                    @for c in &campaigns.items {
+                        tr {
+                            td { a href={"/campaigns/" (c.id)} { (c.name) } }
+                            td { (status_badge(c.status)) }
+                            td.num { (c.stats.sent) }
+                            td.num { (c.stats.total) }
+                            td { (c.created_at.format("%Y-%m-%d %H:%M")) }
+                        }
+                    }
+                }
+            }
+            @if let Some(next) = campaigns.next_after {
+                p { a href={"/campaigns?after=" (next)} { "Next page" } }
+            }
+        }
+    };
+    render("Campaigns", &signed, body)
+}
+
+/// The draft form's fields, as typed (so a refused form comes back as it
+/// was sent).
+#[derive(Deserialize, Default, Clone)]
+pub struct DraftForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    subject: String,
+    #[serde(default)]
+    from_email: String,
+    #[serde(default)]
+    from_name: String,
+    #[serde(default)]
+    list_id: String,
+    #[serde(default)]
+    transport: String,
+    #[serde(default)]
+    send_rate: String,
+    #[serde(default)]
+    html: String,
+    #[serde(default)]
+    text: String,
+}
+
+impl DraftForm {
+    fn of(c: &Campaign) -> DraftForm {
+        DraftForm {
+            csrf: String::new(),
+            name: c.name.clone(),
+            subject: c.subject.clone(),
+            from_email: c.from_email.clone(),
+            from_name: c.from_name.clone(),
+            list_id: c.list_id.to_string(),
+            transport: c.transport.clone(),
+            send_rate: c.send_rate.map(|r| r.to_string()).unwrap_or_default(),
+            html: c.html.clone(),
+            text: c.text.clone(),
+        }
+    }
+
+    /// The form as the API's draft body, so the same checks apply.
+    fn draft(&self) -> Result<CampaignDraft, ApiError> {
+        let list_id = self
+            .list_id
+            .parse::<ListId>()
+            .map_err(|_| ApiError::invalid("list_id", "choose a list"))?;
+        let send_rate = match self.send_rate.trim() {
+            "" => None,
+            r => Some(
+                r.parse::<u32>()
+                    .map_err(|_| ApiError::invalid("send_rate", "a whole number of emails per minute"))?,
+            ),
+        };
+        Ok(CampaignDraft {
+            name: self.name.clone(),
+            subject: self.subject.clone(),
+            from_email: self.from_email.clone(),
+            from_name: self.from_name.clone(),
+            list_id,
+            html: self.html.clone(),
+            text: self.text.clone(),
+            transport: Some(self.transport.clone()).filter(|t| !t.is_empty()),
+            send_rate,
+            send_at_local_time: false,
+            scheduled_at: None,
+        })
+    }
+}
+
+async fn draft_page(
+    web: &Web,
+    signed: &Signed,
+    editing: Option<CampaignId>,
+    form: &DraftForm,
+    error: Option<ApiError>,
+) -> Response {
+    let user = signed.user.id;
+    let lists: Vec<List> = match web.app.db(move |st| st.lists(user, None, 1000)).await {
+        Ok(p) => p.items,
+        Err(e) => return error_page(signed, e),
+    };
+    let plugins = web.app.engine.plugins();
+    let mut transports: Vec<&str> = plugins.transports.values().map(|t| t.info.name.as_str()).collect();
+    transports.sort_unstable();
+    let default = web.app.engine.default_transport();
+    let chosen = if form.transport.is_empty() {
+        default.as_str()
+    } else {
+        form.transport.as_str()
+    };
+    let action = match editing {
+        Some(id) => format!("/campaigns/{id}/edit"),
+        None => "/campaigns".to_string(),
+    };
+    let fields = [
+        "name",
+        "subject",
+        "from_email",
+        "from_name",
+        "list_id",
+        "transport",
+        "send_rate",
+        "html",
+        "text",
+    ];
+    let described = |f: &str| {
+        error
+            .as_ref()
+            .filter(|e| e.field.as_deref() == Some(f))
+            .map(|_| format!("error-{f}"))
+    };
+    let body = html! {
+        (form_error(&error, &fields))
+        form.draft method="post" action=(action) {
+            (csrf(signed))
+            label for="name" { "Name" }
+            input id="name" name="name" value=(form.name) required maxlength="256" aria-describedby=[described("name")];
+            (field_error(&error, "name"))
+            label for="subject" { "Subject" }
+            input id="subject" name="subject" value=(form.subject) required aria-describedby=[described("subject")];
+            (field_error(&error, "subject"))
+            label for="from_email" { "From address" }
+            input id="from_email" name="from_email" type="email" value=(form.from_email) required aria-describedby=[described("from_email")];
+            (field_error(&error, "from_email"))
+            label for="from_name" { "From name" }
+            input id="from_name" name="from_name" value=(form.from_name) aria-describedby=[described("from_name")];
+            (field_error(&error, "from_name"))
+            label for="list_id" { "List" }
+            select id="list_id" name="list_id" required aria-describedby=[described("list_id")] {
+                option value="" { "Choose a list" }
+                @for l in &lists {
+                    option value=(l.id) selected[form.list_id == l.id.to_string()] { (l.name) " (" (l.subscriber_count) ")" }
+                }
+            }
+            (field_error(&error, "list_id"))
+            label for="transport" { "Transport" }
+            select id="transport" name="transport" aria-describedby=[described("transport")] {
+                @for t in &transports {
+                    option value=(t) selected[*t == chosen] { (t) }
+                }
+            }
+            (field_error(&error, "transport"))
+            label for="send_rate" { "Emails per minute (empty: as fast as the transport allows)" }
+            input id="send_rate" name="send_rate" inputmode="numeric" value=(form.send_rate) aria-describedby=[described("send_rate")];
+            (field_error(&error, "send_rate"))
+            label for="html" { "HTML body (a template: " code { "{{ subscriber.name }}" } ")" }
+            textarea id="html" name="html" rows="10" aria-describedby=[described("html")] { (form.html) }
+            (field_error(&error, "html"))
+            label for="text" { "Text body" }
+            textarea id="text" name="text" rows="6" aria-describedby=[described("text")] { (form.text) }
+            (field_error(&error, "text"))
+            button type="submit" { @if editing.is_some() { "Save draft" } @else { "Create draft" } }
+        }
+    };
+    let status = error.as_ref().map_or(StatusCode::OK, |e| e.status);
+    let title = if editing.is_some() {
+        "Edit draft"
+    } else {
+        "New campaign"
+    };
+    (status, render(title, signed, body)).into_response()
+}
+
+pub async fn new(State(web): State<Web>, signed: Signed) -> Response {
+    draft_page(&web, &signed, None, &DraftForm::default(), None).await
+}
+
+pub async fn create(State(web): State<Web>, signed: Signed, Form(f): Form<DraftForm>) -> Response {
+    if let Some(r) = signed.forged(&f.csrf) {
+        return r;
+    }
+    let result = match f.draft() {
+        Ok(d) => create_campaign(&web.app, signed.user.id, d).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(c) => Redirect::to(&format!("/campaigns/{}", c.id)).into_response(),
+        Err(e) => draft_page(&web, &signed, None, &f, Some(e)).await,
+    }
+}
+
+pub async fn edit(State(web): State<Web>, signed: Signed, Path(id): Path<CampaignId>) -> Response {
+    let user = signed.user.id;
+    match web.app.db(move |st| st.campaign(user, id)).await {
+        Ok(c) if transition(c.status, Action::Edit).is_ok() => {
+            draft_page(&web, &signed, Some(id), &DraftForm::of(&c), None).await
+        }
+        Ok(_) => Redirect::to(&format!("/campaigns/{id}")).into_response(),
+        Err(e) => error_page(&signed, e),
+    }
+}
+
+pub async fn update(
+    State(web): State<Web>,
+    signed: Signed,
+    Path(id): Path<CampaignId>,
+    Form(f): Form<DraftForm>,
+) -> Response {
+    if let Some(r) = signed.forged(&f.csrf) {
+        return r;
+    }
+    let result = match f.draft() {
+        Ok(d) => {
+            let patch = CampaignPatch {
+                name: Some(d.name),
+                subject: Some(d.subject),
+                from_email: Some(d.from_email),
+                from_name: Some(d.from_name),
+                list_id: Some(d.list_id),
+                html: Some(d.html),
+                text: Some(d.text),
+                transport: d.transport,
+                send_rate: Some(d.send_rate),
+                send_at_local_time: None,
+                scheduled_at: None,
+            };
+            update_campaign(&web.app, signed.user.id, id, patch).await
+        }
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(_) => Redirect::to(&format!("/campaigns/{id}")).into_response(),
+        Err(e) if e.status == StatusCode::NOT_FOUND => not_found(Some(&signed)),
+        Err(e) => draft_page(&web, &signed, Some(id), &f, Some(e)).await,
+    }
+}
+
+#[derive(Deserialize)]
+pub struct ShowQuery {
+    status: Option<String>,
+    after: Option<u64>,
+    /// Preview for this subscriber ("sample" for sample data).
+    preview: Option<String>,
+}
+
+/// The actions the lifecycle allows now, as (form value, label).
+fn allowed(status: Status) -> Vec<(&'static str, &'static str)> {
+    [
+        (Action::Send { future: false }, "send", "Send now"),
+        (Action::Pause, "pause", "Pause"),
+        (Action::Resume, "resume", "Resume"),
+        (Action::Cancel, "cancel", "Cancel"),
+        (Action::Duplicate, "duplicate", "Duplicate"),
+    ]
+    .into_iter()
+    .filter(|(a, _, _)| transition(status, *a).is_ok())
+    .map(|(_, v, l)| (v, l))
+    .collect()
+}
+
+fn progress(c: &Campaign) -> Markup {
+    let s = &c.stats;
+    let done = s.finished();
+    let percent = (done * 100).checked_div(s.total).unwrap_or(0);
+    html! {
+        section.progress aria-labelledby="progress-h" data-events={"/campaigns/" (c.id) "/events"} {
+            h2 id="progress-h" { "Progress" }
+            p { "Status: " (status_badge(c.status)) }
+            progress id="progress-bar" max=(s.total.max(1)) value=(done) aria-labelledby="progress-text" { (percent) "%" }
+            p id="progress-text" data-progress-text {
+                (done) " of " (s.total) " done (" (percent) "%): "
+                (s.sent) " sent, " (s.failed) " failed, " (s.skipped) " skipped, " (s.cancelled) " cancelled, "
+                (s.queued) " queued."
+            }
+            figure {
+                figcaption { "Sent per minute" }
+                div.chart data-chart role="img" aria-label="Sent per minute, updated live" {}
+            }
+        }
+    }
+}
+
+pub async fn show(
+    State(web): State<Web>,
+    signed: Signed,
+    Path(id): Path<CampaignId>,
+    Query(q): Query<ShowQuery>,
+) -> Response {
+    campaign_page(&web, &signed, id, q, None).await
+}
+
+async fn campaign_page(web: &Web, signed: &Signed, id: CampaignId, q: ShowQuery, error: Option<ApiError>) -> Response {
+    let user = signed.user.id;
+    let status = q.status.as_deref().and_then(MessageStatus::parse);
+    let after = q.after;
+    let loaded = web
+        .app
+        .db(move |st| {
+            let c = st.campaign(user, id)?;
+            let messages = st.messages(user, id, status, after, PAGE)?;
+            // Up to 100 of the list's subscribers to preview with.
+            let subs = st.subscribers(user, c.list_id, None, 100)?;
+            Ok((c, messages, subs))
+        })
+        .await;
+    let (c, messages, subs) = match loaded {
+        Ok(x) => x,
+        Err(e) => return error_page(signed, e),
+    };
+    let preview_for = q.preview.clone();
+    let preview = match preview_for.as_deref() {
+        None => None,
+        Some(p) => {
+            let sub = p.parse::<SubscriberId>().ok();
+            Some(crate::api::previews::preview_for(&web.app, user, id, sub).await)
+        }
+    };
+    let filter = status.map(|s| s.as_str()).unwrap_or("");
+    let body = html! {
+        @if let Some(e) = &error { p.error role="alert" { (e.message) } }
+        dl.facts {
+            dt { "Subject" } dd { (c.subject) }
+            dt { "From" } dd { (c.from_name) " <" (c.from_email) ">" }
+            dt { "List" } dd { a href={"/lists/" (c.list_id)} { "list " (c.list_id) } }
+            dt { "Transport" } dd { (c.transport) }
+            dt { "Rate" } dd { @if let Some(r) = c.send_rate { (r) " per minute" } @else { "as fast as the transport allows" } }
+        }
+        div.actions {
+            @if transition(c.status, Action::Edit).is_ok() {
+                a.button href={"/campaigns/" (c.id) "/edit"} { "Edit draft" }
+            }
+            @for (value, label) in allowed(c.status) {
+                form method="post" action={"/campaigns/" (c.id) "/action"} {
+                    (csrf(signed))
+                    input type="hidden" name="do" value=(value);
+                    button type="submit" data-confirm=[(value == "cancel").then_some("Cancel this campaign for good?")] { (label) }
+                }
+            }
+        }
+        (progress(&c))
+        section aria-labelledby="preview-h" {
+            h2 id="preview-h" { "Preview" }
+            form method="get" action={"/campaigns/" (c.id)} {
+                label for="preview" { "Render for" }
+                select id="preview" name="preview" {
+                    option value="sample" { "Sample data" }
+                    @for s in &subs.items {
+                        option value=(s.id) selected[preview_for.as_deref() == Some(&s.id.to_string())] { (s.email) }
+                    }
+                }
+                button type="submit" { "Preview" }
+            }
+            @match &preview {
+                None => {}
+                Some(Ok(p)) => {
+                    dl.facts { dt { "Subject" } dd data-preview-subject { (p.subject) } }
+                    @if !p.html.is_empty() {
+                        // Sandboxed: the user's HTML runs no script and
+                        // reaches nothing of this page.
+                        iframe.preview sandbox="" title="HTML preview" srcdoc=(p.html) {}
+                    }
+                    h3 { "Text" }
+                    pre.preview-text { (p.text) }
+                }
+                Some(Err(e)) => { p.error role="alert" { (e.message) } }
+            }
+        }
+        section aria-labelledby="messages-h" {
+            h2 id="messages-h" { "Messages" }
+            form method="get" action={"/campaigns/" (c.id)} {
+                label for="status" { "Status" }
+                select id="status" name="status" {
+                    option value="" selected[filter.is_empty()] { "All" }
+                    @for s in ["queued", "sent", "failed", "skipped", "cancelled"] {
+                        option value=(s) selected[filter == s] { (s) }
+                    }
+                }
+                button type="submit" { "Filter" }
+            }
+            @if messages.items.is_empty() {
+                p { "No messages on this page." }
+            } @else {
+                table {
+                    caption { "Messages" }
+                    thead { tr { th scope="col" { "Email" } th scope="col" { "Status" } th scope="col" { "Attempts" } th scope="col" { "Error" } } }
+                    tbody {
+                        @for m in &messages.items {
+                            tr {
+                                td { (m.email) }
+                                td { span class={"badge msg-" (m.status.as_str())} { (m.status.as_str()) } }
+                                td.num { (m.attempts) }
+                                td { (m.last_error.as_deref().or(m.skip_reason.as_deref()).unwrap_or("")) }
+                            }
+                        }
+                    }
+                }
+                @if let Some(next) = messages.next_after {
+                    p { a href={"/campaigns/" (c.id) "?status=" (filter) "&after=" (next)} { "Next page" } }
+                }
+            }
+        }
+    };
+    let code = error.as_ref().map_or(StatusCode::OK, |e| e.status);
+    (code, render(&c.name, signed, body)).into_response()
+}
+
+#[derive(Deserialize)]
+pub struct ActionForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default, rename = "do")]
+    action: String,
+}
+
+pub async fn action(
+    State(web): State<Web>,
+    signed: Signed,
+    Path(id): Path<CampaignId>,
+    Form(f): Form<ActionForm>,
+) -> Response {
+    if let Some(r) = signed.forged(&f.csrf) {
+        return r;
+    }
+    let user = signed.user.id;
+    let result = match f.action.as_str() {
+        "send" => send_campaign(&web.app, user, id).await,
+        "pause" => lifecycle(&web.app, user, id, Action::Pause).await,
+        "resume" => lifecycle(&web.app, user, id, Action::Resume).await,
+        "cancel" => lifecycle(&web.app, user, id, Action::Cancel).await,
+        "duplicate" => {
+            web.app
+                .db(move |st| st.duplicate_campaign(user, id, chrono::Utc::now()))
+                .await
+        }
+        other => Err(ApiError::invalid("do", format!("unknown action {other:?}"))),
+    };
+    match result {
+        Ok(c) => Redirect::to(&format!("/campaigns/{}", c.id)).into_response(),
+        Err(e) if e.status == StatusCode::NOT_FOUND => not_found(Some(&signed)),
+        Err(e) => {
+            let q = ShowQuery {
+                status: None,
+                after: None,
+                preview: None,
+            };
+            campaign_page(&web, &signed, id, q, Some(e)).await
+        }
+    }
+}
+
+/// Server-sent events: the campaign's counters once a second while it may
+/// still change, then one last event and the end of the stream.
+pub async fn events(State(web): State<Web>, signed: Signed, Path(id): Path<CampaignId>) -> Response {
+    let user = signed.user.id;
+    if let Err(e) = web.app.db(move |st| st.campaign(user, id)).await {
+        return error_page(&signed, e);
+    }
+    let Ok(permit) = web.streams.clone().try_acquire_owned() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "too many live views; reload later").into_response();
+    };
+    let app = web.app.clone();
+    // (state, first, done): the first event goes at once, then one a second.
+    let stream = futures_util::stream::unfold(
+        (app, true, false, permit),
+        move |(app, first, done, permit)| async move {
+            if done {
+                return None;
+            }
+            if !first {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            let c = app.db(move |st| st.campaign(user, id)).await.ok()?;
+            let s = &c.stats;
+            let data = serde_json::json!({
+                "status": c.status,
+                "total": s.total,
+                "done": s.finished(),
+                "sent": s.sent,
+                "failed": s.failed,
+                "skipped": s.skipped,
+                "cancelled": s.cancelled,
+                "queued": s.queued,
+            });
+            let last = matches!(c.status, Status::Sent | Status::Cancelled if s.queued == 0)
+                || matches!(c.status, Status::Draft);
+            let event = Event::default().event("progress").data(data.to_string());
+            Some((Ok::<Event, Infallible>(event), (app, false, last, permit)))
+        },
+    );
+    Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
+}

@@ -1,0 +1,202 @@
+//! The page frame, the error pages and the read-only pages (suppressions,
+//! transports).
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use maud::{DOCTYPE, Markup, html};
+use serde::Deserialize;
+
+use super::Web;
+use super::session::Signed;
+use crate::api::ApiError;
+use crate::domain::Status;
+
+/// A whole page: navigation for the signed-in user, `body` in `<main>`.
+pub fn page(title: &str, signed: Option<&Signed>, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · Posta" }
+                link rel="stylesheet" href="/assets/app.css";
+                script type="module" src="/assets/app.js" {}
+            }
+            body {
+                a.skip href="#main" { "Skip to content" }
+                header {
+                    nav aria-label="Main" {
+                        a.brand href="/" { "Posta" }
+                        @if let Some(s) = signed {
+                            ul {
+                                li { a href="/campaigns" { "Campaigns" } }
+                                li { a href="/lists" { "Lists" } }
+                                li { a href="/suppressions" { "Suppressions" } }
+                                li { a href="/transports" { "Transports" } }
+                            }
+                            form.signout method="post" action="/signout" {
+                                (csrf(s))
+                                span { (s.user.email) }
+                                " "
+                                button type="submit" { "Sign out" }
+                            }
+                        }
+                    }
+                }
+                main id="main" {
+                    h1 { (title) }
+                    (body)
+                }
+            }
+        }
+    }
+}
+
+/// The hidden field every form of a session carries.
+pub fn csrf(s: &Signed) -> Markup {
+    html! { input type="hidden" name="csrf" value=(s.csrf); }
+}
+
+/// A status as text with its colour class: the colour never carries the
+/// meaning alone.
+pub fn status_badge(status: Status) -> Markup {
+    html! { span class={"badge status-" (status)} data-status { (status) } }
+}
+
+/// A field's error, shown next to it and announced.
+pub fn field_error(error: &Option<ApiError>, field: &str) -> Markup {
+    html! {
+        @if let Some(e) = error.as_ref().filter(|e| e.field.as_deref() == Some(field)) {
+            p.error id={"error-" (field)} role="alert" { (e.message) }
+        }
+    }
+}
+
+/// An error not tied to one field.
+pub fn form_error(error: &Option<ApiError>, fields: &[&str]) -> Markup {
+    html! {
+        @if let Some(e) = error.as_ref().filter(|e| e.field.as_deref().is_none_or(|f| !fields.contains(&f))) {
+            p.error role="alert" { (e.message) }
+        }
+    }
+}
+
+pub fn not_found(signed: Option<&Signed>) -> Response {
+    let body = html! { p { "There is nothing here, or it is not yours." } p { a href="/" { "Back to the start" } } };
+    (
+        StatusCode::NOT_FOUND,
+        Html(page("Not found", signed, body).into_string()),
+    )
+        .into_response()
+}
+
+pub fn forbidden(signed: Option<&Signed>) -> Response {
+    let body = html! {
+        p { "This form did not come from this page, or it has expired. Go back, reload the page and try again." }
+    };
+    (StatusCode::FORBIDDEN, Html(page("Refused", signed, body).into_string())).into_response()
+}
+
+/// A failed operation as a page: 404s look like any missing page; the
+/// rest say what went wrong.
+pub fn error_page(signed: &Signed, e: ApiError) -> Response {
+    if e.status == StatusCode::NOT_FOUND {
+        return not_found(Some(signed));
+    }
+    let body = html! { p.error role="alert" { (e.message) } p { a href="/" { "Back to the start" } } };
+    (
+        e.status,
+        Html(page("Something went wrong", Some(signed), body).into_string()),
+    )
+        .into_response()
+}
+
+pub fn render(title: &str, signed: &Signed, body: Markup) -> Response {
+    Html(page(title, Some(signed), body).into_string()).into_response()
+}
+
+pub async fn home(signed: Result<Signed, Response>) -> Redirect {
+    match signed {
+        Ok(_) => Redirect::to("/campaigns"),
+        Err(_) => Redirect::to("/signin"),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct AfterEmail {
+    after: Option<String>,
+}
+
+pub async fn suppressions(State(web): State<Web>, signed: Signed, Query(q): Query<AfterEmail>) -> Response {
+    let user = signed.user.id;
+    let after = q.after.clone();
+    let page_of = match web
+        .app
+        .db(move |st| st.suppressions(user, None, after.as_deref(), 100))
+        .await
+    {
+        Ok(p) => p,
+        Err(e) => return error_page(&signed, e),
+    };
+    let body = html! {
+        p { "Addresses no campaign mails: unsubscribed, bounced or complained, or added by hand." }
+        @if page_of.items.is_empty() {
+            p { "No suppressed addresses." }
+        } @else {
+            table {
+                caption { "Suppressed addresses" }
+                thead { tr { th scope="col" { "Email" } th scope="col" { "Reason" } th scope="col" { "Detail" } th scope="col" { "Since" } } }
+                tbody {
+                    @for s in &page_of.items {
+                        tr {
+                            td { (s.email) }
+                            td { (s.reason.as_str()) }
+                            td { (s.detail.as_deref().unwrap_or("")) }
+                            td { (s.created_at.format("%Y-%m-%d %H:%M UTC")) }
+                        }
+                    }
+                }
+            }
+        }
+        @if let Some(next) = &page_of.next_after {
+            p { a href={"/suppressions?after=" (urlencode(next))} { "Next page" } }
+        }
+    };
+    render("Suppressions", &signed, body)
+}
+
+pub async fn transports(State(web): State<Web>, signed: Signed) -> Response {
+    let plugins = web.app.engine.plugins();
+    let mut list: Vec<_> = plugins.transports.values().map(|t| &t.info).collect();
+    list.sort_by(|a, b| a.name.cmp(&b.name));
+    let body = html! {
+        p { "The transports campaigns can send through, as the operator configured them." }
+        table {
+            caption { "Transports" }
+            thead { tr { th scope="col" { "Name" } th scope="col" { "Component" } th scope="col" { "Rate limit" } th scope="col" { "Default" } } }
+            tbody {
+                @for t in &list {
+                    tr {
+                        td { (t.name) }
+                        td { (t.component) }
+                        td { @if let Some(r) = t.rate_limit { (r) " per minute" } @else { "none" } }
+                        td { @if t.default { "yes" } @else { "no" } }
+                    }
+                }
+            }
+        }
+    };
+    render("Transports", &signed, body)
+}
+
+/// Percent-encodes a query value.
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

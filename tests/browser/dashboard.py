@@ -1,0 +1,187 @@
+"""Drives the dashboard in Debian's Chromium with Playwright.
+
+Run by tests/e2e/dashboard.rs against a server it started with two users:
+    dashboard.py BASE_URL KEY_A KEY_B AXE_JS SHOTS_DIR
+Exits non-zero with the failed step on stderr. Every page visited is
+scanned with axe-core (serious and critical violations fail the run) and
+photographed into SHOTS_DIR.
+"""
+
+import json
+import re
+import shutil
+import sys
+
+from playwright.sync_api import expect, sync_playwright
+
+BASE, KEY_A, KEY_B, AXE, SHOTS = sys.argv[1:6]
+AXE_SOURCE = open(AXE, encoding="utf-8").read()
+scanned = []
+
+
+def check(page, name):
+    """Screenshot, then axe: no serious or critical violation."""
+    page.screenshot(path=f"{SHOTS}/{name}.png", full_page=True)
+    page.evaluate(AXE_SOURCE)
+    result = page.evaluate("async () => await axe.run(document, {resultTypes: ['violations']})")
+    bad = [
+        {"id": v["id"], "impact": v["impact"], "nodes": [n["html"][:120] for n in v["nodes"][:3]]}
+        for v in result["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
+    if bad:
+        raise AssertionError(f"axe on {name} ({page.url}): {json.dumps(bad, indent=1)}")
+    scanned.append(name)
+
+
+def sign_in(page, key):
+    page.goto(BASE + "/")
+    expect(page).to_have_url(re.compile(r"/signin$"))
+    page.get_by_label("API key").fill(key)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page).to_have_url(re.compile(r"/campaigns$"))
+
+
+def csv_file(name, text):
+    return {"name": name, "mimeType": "text/csv", "buffer": text.encode()}
+
+
+def main():
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"])
+        alice = browser.new_context()
+        page = alice.new_page()
+        csp_errors = []
+        page.on("console", lambda m: csp_errors.append(m.text) if "Content Security Policy" in m.text else None)
+
+        page.goto(BASE + "/")
+        check(page, "signin")
+        # A wrong key is refused on the page.
+        page.get_by_label("API key").fill("posta_wrong")
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.locator("#error-key")).to_contain_text("Unknown API key")
+        sign_in(page, KEY_A)
+        check(page, "campaigns-empty")
+
+        # A list, and a CSV with one bad row: the error names its line.
+        page.goto(BASE + "/lists")
+        page.get_by_label("Name", exact=True).fill("Readers")
+        page.get_by_role("button", name="Create list").click()
+        expect(page).to_have_url(re.compile(r"/lists/\d+$"))
+        list_url = page.url
+        page.get_by_label("CSV file").set_input_files(
+            csv_file("readers.csv", "email,name\nada@example.org,Ada\nnot-an-email,Bad\nbob@example.org,Bob\n")
+        )
+        page.get_by_role("button", name="Upload").click()
+        expect(page.get_by_role("status")).to_contain_text("2 created, 0 updated, 1 rejected")
+        row = page.locator("tr.row-error")
+        expect(row).to_have_count(1)
+        expect(row.locator("td").nth(0)).to_have_text("3")
+        expect(row.locator("td").nth(1)).to_have_text("email")
+        check(page, "list-import")
+        page.get_by_label("Status", exact=True).select_option("subscribed")
+        page.get_by_role("button", name="Filter").click()
+        expect(page.locator("table tbody tr")).to_have_count(2)
+        check(page, "list-subscribers")
+
+        # Bad input comes back next to the field, as the API words it.
+        page.goto(BASE + "/campaigns/new")
+        check(page, "campaign-new")
+        page.get_by_label("Name", exact=True).fill("Hello")
+        page.get_by_label("Subject").fill("Hi {{ subscriber.name }}")
+        page.get_by_label("From address").fill("news@example.org")
+        page.get_by_label("List", exact=True).select_option(value=list_url.rsplit("/", 1)[1])
+        page.get_by_label("HTML body").fill("<p>Hi {{ subscriber.name </p>")
+        page.get_by_label("Text body").fill("Hi {{ subscriber.name }}")
+        page.get_by_role("button", name="Create draft").click()
+        expect(page.locator("#error-html")).to_contain_text("syntax error")
+        check(page, "campaign-new-error")
+        page.get_by_label("HTML body").fill("<p>Hi {{ subscriber.name }}</p>")
+        page.get_by_role("button", name="Create draft").click()
+        expect(page).to_have_url(re.compile(r"/campaigns/\d+$"))
+        campaign_url = page.url
+
+        # Preview for a chosen subscriber.
+        page.get_by_label("Render for").select_option(label="bob@example.org")
+        page.get_by_role("button", name="Preview").click()
+        expect(page.locator("[data-preview-subject]")).to_have_text("Hi Bob")
+        expect(page.frame_locator("iframe.preview").locator("p")).to_have_text("Hi Bob")
+        check(page, "campaign-preview")
+
+        # Send, and watch the bar reach 100% and the status turn sent.
+        page.get_by_role("button", name="Send now").click()
+        expect(page.locator("#progress-text")).to_contain_text("(100%)", timeout=20_000)
+        expect(page.locator("[data-status]")).to_have_text("sent", timeout=20_000)
+        bar = page.locator("#progress-bar")
+        assert bar.get_attribute("value") == bar.get_attribute("max") == "2", bar.evaluate("b => b.outerHTML")
+        # The message table is read when the page is; reload it.
+        page.reload()
+        expect(page.locator("table tbody tr")).to_have_count(2)
+        check(page, "campaign-sent")
+
+        # A rate-limited send: pause and resume it from the page.
+        page.goto(list_url)
+        rows = "".join(f"r{i}@example.org,R{i}\n" for i in range(60))
+        page.get_by_label("CSV file").set_input_files(csv_file("many.csv", "email,name\n" + rows))
+        page.get_by_role("button", name="Upload").click()
+        expect(page.get_by_role("status")).to_contain_text("60 created")
+        page.goto(BASE + "/campaigns/new")
+        page.get_by_label("Name", exact=True).fill("Slow")
+        page.get_by_label("Subject").fill("Slow {{ subscriber.name }}")
+        page.get_by_label("From address").fill("news@example.org")
+        page.get_by_label("List", exact=True).select_option(value=list_url.rsplit("/", 1)[1])
+        page.get_by_label("Emails per minute").fill("60")
+        page.get_by_label("Text body").fill("Hi")
+        page.get_by_role("button", name="Create draft").click()
+        expect(page).to_have_url(re.compile(r"/campaigns/\d+$"))
+        page.get_by_role("button", name="Send now").click()
+        expect(page.locator("[data-status]")).to_have_text("sending")
+        page.get_by_role("button", name="Pause").click()
+        expect(page.locator("[data-status]")).to_have_text("paused")
+        expect(page.get_by_role("button", name="Resume")).to_be_visible()
+        check(page, "campaign-paused")
+        page.get_by_role("button", name="Resume").click()
+        expect(page.locator("[data-status]")).to_have_text("sending")
+        page.once("dialog", lambda d: d.accept())
+        page.get_by_role("button", name="Cancel").click()
+        expect(page.locator("[data-status]")).to_have_text("cancelled")
+
+        page.goto(BASE + "/campaigns")
+        expect(page.locator("table tbody tr")).to_have_count(2)
+        check(page, "campaigns")
+        for name in ("suppressions", "transports"):
+            page.goto(f"{BASE}/{name}")
+            check(page, name)
+
+        # A second user sees none of it: another user's ids are a 404 page.
+        bob = browser.new_context()
+        other = bob.new_page()
+        sign_in(other, KEY_B)
+        expect(other.locator("table")).to_have_count(0)
+        for url in (list_url, campaign_url):
+            response = other.goto(url)
+            assert response.status == 404, (url, response.status)
+            expect(other.locator("h1")).to_have_text("Not found")
+        check(other, "not-found")
+
+        # A forged form post (no CSRF token) is refused, and changes nothing.
+        forged = other.request.post(BASE + "/lists", form={"name": "forged"}, max_redirects=0)
+        assert forged.status == 403, forged.status
+        forged = other.request.post(campaign_url + "/action", form={"do": "duplicate"}, max_redirects=0)
+        assert forged.status == 403, forged.status
+        other.goto(BASE + "/lists")
+        expect(other.locator("table")).to_have_count(0)
+
+        # Signing out ends the session.
+        other.get_by_role("button", name="Sign out").click()
+        expect(other).to_have_url(re.compile(r"/signin$"))
+        other.goto(BASE + "/lists")
+        expect(other).to_have_url(re.compile(r"/signin$"))
+
+        assert not csp_errors, csp_errors
+        browser.close()
+    print(json.dumps({"scanned": scanned}))
+
+
+if __name__ == "__main__":
+    main()
