@@ -288,7 +288,7 @@ mod tests {
             store.create_user("A@example.org"),
             Err(StoreError::Conflict(_))
         ));
-        let raw = std::fs::read(dir.path().join("db")).unwrap();
+        let raw = std::fs::read(dir.path().join("posta.redb")).unwrap();
         assert!(
             !raw.windows(key.len()).any(|w| w == key.as_bytes()),
             "key stored in clear"

@@ -11,8 +11,8 @@ use super::bounces::file_bounce;
 use super::campaigns::{load, save};
 use super::suppressions::suppressed;
 use super::{
-    CAMPAIGNS, DEFERRED, DUE, Events, IN_FLIGHT, MESSAGES, Page, Result, SUBSCRIBERS, SUPPRESSIONS, Store, StoreError,
-    decode, encode,
+    CAMPAIGNS, DEFERRED, DUE, Events, IN_FLIGHT, MESSAGES, Page, Result, SCAN_LIMIT, SUBSCRIBERS, SUPPRESSIONS, Store,
+    StoreError, decode, encode, page_filtered,
 };
 use crate::domain::bounce::{Bounce, BouncePolicy, BounceType};
 use crate::domain::message::{Job, MAX_STORED_TEXT, MessageRecord, MessageStatus, Outcome, OutcomeKind, Settled, clip};
@@ -416,7 +416,9 @@ impl Store {
         Ok(jobs)
     }
 
-    /// A campaign's messages in subscriber order, optionally by status.
+    /// A campaign's messages in subscriber order, optionally by status. A
+    /// status filter reads at most `SCAN_LIMIT` messages per page, then
+    /// answers with fewer items and a cursor.
     pub fn messages(
         &self,
         user_id: UserId,
@@ -431,27 +433,10 @@ impl Store {
             return Err(StoreError::NotFound);
         }
         let table = tx.open_table(MESSAGES)?;
-        let start = after.map(|a| a.saturating_add(1)).unwrap_or(0);
-        let mut items = Vec::new();
-        let mut more = false;
-        for entry in table.range((campaign_id.get(), start)..=(campaign_id.get(), u64::MAX))? {
-            let (_, v) = entry?;
+        page_filtered(&table, campaign_id.get(), after, limit, SCAN_LIMIT, |_, v| {
             let m: MessageRecord = decode(v.value())?;
-            if status.is_some_and(|s| s != m.status) {
-                continue;
-            }
-            if items.len() == limit {
-                more = true;
-                break;
-            }
-            items.push(m);
-        }
-        let next_after = if more {
-            items.last().map(|m: &MessageRecord| m.subscriber_id.get())
-        } else {
-            None
-        };
-        Ok(Page { items, next_after })
+            Ok(status.is_none_or(|s| s == m.status).then_some(m))
+        })
     }
 }
 

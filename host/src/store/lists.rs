@@ -6,8 +6,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{
-    CAMPAIGNS, Events, LISTS, Page, Result, SUBSCRIBER_EMAILS, SUBSCRIBERS, Store, StoreError, USER_CAMPAIGNS,
-    USER_LISTS, decode, encode, next_id, page_ids, page_records,
+    CAMPAIGNS, Events, LISTS, Page, Result, SCAN_LIMIT, SUBSCRIBER_EMAILS, SUBSCRIBERS, Store, StoreError,
+    USER_CAMPAIGNS, USER_LISTS, decode, encode, next_id, page_filtered, page_ids, page_records,
 };
 use crate::domain::webhook::{EventKind, unsubscribed_data};
 use crate::domain::{
@@ -266,8 +266,7 @@ impl Store {
 
     /// Subscribers with one status, in id order after `after`. There is no
     /// index by status: a page reads past the others, at most `SCAN_LIMIT`
-    /// entries, then answers with fewer items and a cursor, so a rare
-    /// status on a million-subscriber list costs bounded pages, not a scan.
+    /// entries, then answers with fewer items and a cursor.
     pub fn subscribers_with_status(
         &self,
         user_id: UserId,
@@ -276,30 +275,12 @@ impl Store {
         after: Option<u64>,
         limit: usize,
     ) -> Result<Page<Subscriber>> {
-        const SCAN_LIMIT: usize = 10_000;
         let tx = self.read()?;
         owned_list(&tx.open_table(LISTS)?, user_id, list_id)?;
         let subs = tx.open_table(SUBSCRIBERS)?;
-        let list = list_id.get();
-        let start = after.map_or(0, |a| a.saturating_add(1));
-        let mut items = Vec::new();
-        let mut last = None;
-        let mut more = false;
-        for (scanned, entry) in subs.range((list, start)..=(list, u64::MAX))?.enumerate() {
-            if items.len() == limit || scanned == SCAN_LIMIT {
-                more = true;
-                break;
-            }
-            let (k, v) = entry?;
-            last = Some(k.value().1);
+        page_filtered(&subs, list_id.get(), after, limit, SCAN_LIMIT, |_, v| {
             let s: Subscriber = decode(v.value())?;
-            if s.status == status {
-                items.push(s);
-            }
-        }
-        Ok(Page {
-            items,
-            next_after: if more { last } else { None },
+            Ok((s.status == status).then_some(s))
         })
     }
 

@@ -403,8 +403,7 @@ pub(crate) fn next_id(tx: &redb::WriteTransaction, kind: &str) -> Result<u64> {
     Ok(id)
 }
 
-/// Reads up to `limit` entries of a table keyed (owner, id) after the id
-/// `after`, each made an item by `item(id, value)`.
+/// Reads up to `limit` items from a table keyed (owner, id), after `after`.
 fn page_by<V: redb::Value + 'static, T>(
     table: &impl ReadableTable<(u64, u64), V>,
     owner: u64,
@@ -412,19 +411,40 @@ fn page_by<V: redb::Value + 'static, T>(
     limit: usize,
     mut item: impl FnMut(u64, redb::AccessGuard<'_, V>) -> Result<T>,
 ) -> Result<Page<T>> {
+    page_filtered(table, owner, after, limit, usize::MAX, |id, v| item(id, v).map(Some))
+}
+
+/// Entries a filtered page reads at most: a page of a rare kind (bounced
+/// subscribers, failed messages) on a million-entry table then comes back
+/// with fewer items and a cursor instead of scanning the whole table.
+pub(crate) const SCAN_LIMIT: usize = 10_000;
+
+/// Reads up to `limit` items that `keep` accepts from a table keyed
+/// (owner, id), after `after`, looking at no more than `scan` entries. The
+/// cursor is the last entry looked at, so the next page goes on from there.
+pub(crate) fn page_filtered<V: redb::Value + 'static, T>(
+    table: &impl ReadableTable<(u64, u64), V>,
+    owner: u64,
+    after: Option<u64>,
+    limit: usize,
+    scan: usize,
+    mut keep: impl FnMut(u64, redb::AccessGuard<'_, V>) -> Result<Option<T>>,
+) -> Result<Page<T>> {
     let start = after.map(|a| a.saturating_add(1)).unwrap_or(0);
     let mut items = Vec::with_capacity(limit.min(1024));
     let mut last = None;
     let mut more = false;
-    for entry in table.range((owner, start)..=(owner, u64::MAX))? {
-        let (k, v) = entry?;
-        if items.len() == limit {
+    for (looked, entry) in table.range((owner, start)..=(owner, u64::MAX))?.enumerate() {
+        if items.len() == limit || looked == scan {
             more = true;
             break;
         }
+        let (k, v) = entry?;
         let id = k.value().1;
         last = Some(id);
-        items.push(item(id, v)?);
+        if let Some(item) = keep(id, v)? {
+            items.push(item);
+        }
     }
     Ok(Page {
         items,
@@ -466,6 +486,36 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicBool;
     use std::time::Duration;
+
+    #[test]
+    fn a_filtered_page_reads_no_more_than_its_scan_limit_and_goes_on_from_there() {
+        const T: TableDefinition<(u64, u64), ()> = TableDefinition::new("t");
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("t.redb")).unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            let mut t = tx.open_table(T).unwrap();
+            for id in 1..=10 {
+                t.insert((7, id), ()).unwrap();
+            }
+            t.insert((8, 1), ()).unwrap();
+        }
+        let t = tx.open_table(T).unwrap();
+        fn even(id: u64, _: redb::AccessGuard<'_, ()>) -> Result<Option<u64>> {
+            Ok((id % 2 == 0).then_some(id))
+        }
+        // Four entries looked at: two kept, and a cursor to go on from.
+        let p = page_filtered(&t, 7, None, 100, 4, even).unwrap();
+        assert_eq!((p.items, p.next_after), (vec![2, 4], Some(4)));
+        let p = page_filtered(&t, 7, Some(4), 100, 4, even).unwrap();
+        assert_eq!((p.items, p.next_after), (vec![6, 8], Some(8)));
+        // The end of the owner's range: no cursor, nothing of owner 8.
+        let p = page_filtered(&t, 7, Some(8), 100, 4, even).unwrap();
+        assert_eq!((p.items, p.next_after), (vec![10], None));
+        // The page's limit still holds.
+        let p = page_filtered(&t, 7, None, 2, 100, even).unwrap();
+        assert_eq!((p.items, p.next_after), (vec![2, 4], Some(4)));
+    }
 
     fn counter(store: &Store, kind: &str) -> u64 {
         let tx = store.read().unwrap();

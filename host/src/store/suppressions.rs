@@ -4,7 +4,7 @@ use redb::ReadableTable;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::{Result, SUPPRESSIONS, Store, StoreError, decode, encode};
+use super::{Result, SCAN_LIMIT, SUPPRESSIONS, Store, StoreError, decode, encode};
 use crate::domain::suppression::{Suppression, SuppressionReason, normalize};
 use crate::domain::{Email, UserId};
 
@@ -117,7 +117,6 @@ impl Store {
         after: Option<&str>,
         limit: usize,
     ) -> Result<SuppressionPage> {
-        const SCAN_LIMIT: usize = 10_000;
         let tx = self.read()?;
         let table = tx.open_table(SUPPRESSIONS)?;
         let start = after.map(normalize).unwrap_or_default();
