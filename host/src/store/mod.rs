@@ -502,7 +502,7 @@ mod tests {
         }
         let t = tx.open_table(T).unwrap();
         fn even(id: u64, _: redb::AccessGuard<'_, ()>) -> Result<Option<u64>> {
-            Ok((id % 2 == 0).then_some(id))
+            Ok(id.is_multiple_of(2).then_some(id))
         }
         // Four entries looked at: two kept, and a cursor to go on from.
         let p = page_filtered(&t, 7, None, 100, 4, even).unwrap();
