@@ -149,9 +149,17 @@ def main():
         page.goto(BASE + "/campaigns")
         expect(page.locator("table tbody tr")).to_have_count(2)
         check(page, "campaigns")
-        for name in ("suppressions", "transports"):
+        # A hard bounce through the API shows on the bounces page and
+        # suppresses the address.
+        api = pw.request.new_context(extra_http_headers={"Authorization": f"Bearer {KEY_A}"})
+        bounced = api.post(BASE + "/api/v1/users/me/bounces", data={"email": "ada@example.org", "type": "hard"})
+        assert bounced.ok, bounced.text()
+        for name in ("suppressions", "bounces", "transports"):
             page.goto(f"{BASE}/{name}")
             check(page, name)
+            if name != "transports":
+                expect(page.locator("table tbody tr")).to_have_count(1)
+                expect(page.locator("table tbody tr td").first).to_have_text("ada@example.org")
 
         # A second user sees none of it: another user's ids are a 404 page.
         bob = browser.new_context()

@@ -141,7 +141,42 @@ fn suppression_of(tx: &WriteTransaction, user_id: UserId, email: &str) -> Result
         .map(|s| s.reason))
 }
 
+/// A page of a user's bounces in address order; `next_after` is the
+/// (address, bounce id) to go on after.
+#[derive(Debug, Clone)]
+pub struct BouncePage {
+    pub items: Vec<Bounce>,
+    pub next_after: Option<(String, u64)>,
+}
+
 impl Store {
+    /// The user's bounces by address (then in the order they came), after
+    /// `after`.
+    pub fn bounces(&self, user_id: UserId, after: Option<(&str, u64)>, limit: usize) -> Result<BouncePage> {
+        let tx = self.read()?;
+        let table = tx.open_table(BOUNCES)?;
+        let user = user_id.get();
+        let (email, id) = after.map_or(("", 0), |(e, id)| (e, id.saturating_add(1)));
+        let mut items = Vec::new();
+        let mut last = None;
+        for entry in table.range((user, email, id)..(user.saturating_add(1), "", 0))? {
+            if items.len() == limit {
+                return Ok(BouncePage {
+                    items,
+                    next_after: last,
+                });
+            }
+            let (k, v) = entry?;
+            let (_, email, id) = k.value();
+            last = Some((email.to_string(), id));
+            items.push(decode(v.value())?);
+        }
+        Ok(BouncePage {
+            items,
+            next_after: None,
+        })
+    }
+
     /// Records a bounce for `user_id`. With `message` (campaign,
     /// subscriber) the bounce belongs to that message, which must be the
     /// user's (else `NotFound`), and its address is the message's.

@@ -15,7 +15,7 @@ mod suppressions;
 mod webhooks;
 
 pub use accounts::KeyInfo;
-pub use bounces::BounceReport;
+pub use bounces::{BouncePage, BounceReport};
 pub use delivery::Enqueued;
 pub use lists::{RowError, UpsertReport};
 pub use suppressions::{SuppressReport, SuppressionPage};

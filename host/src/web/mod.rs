@@ -87,6 +87,7 @@ pub fn router(web: Web, max_body_bytes: usize) -> Router {
         .route("/campaigns/{id}/action", post(campaigns::action))
         .route("/campaigns/{id}/events", get(campaigns::events))
         .route("/suppressions", get(pages::suppressions))
+        .route("/bounces", get(pages::bounces))
         .route("/transports", get(pages::transports))
         .route("/assets/{file}", get(assets::serve))
         .layer(DefaultBodyLimit::max(max_body_bytes))

@@ -34,6 +34,7 @@ pub fn page(title: &str, signed: Option<&Signed>, body: Markup) -> Markup {
                                 li { a href="/campaigns" { "Campaigns" } }
                                 li { a href="/lists" { "Lists" } }
                                 li { a href="/suppressions" { "Suppressions" } }
+                                li { a href="/bounces" { "Bounces" } }
                                 li { a href="/transports" { "Transports" } }
                             }
                             form.signout method="post" action="/signout" {
@@ -165,6 +166,54 @@ pub async fn suppressions(State(web): State<Web>, signed: Signed, Query(q): Quer
         }
     };
     render("Suppressions", &signed, body)
+}
+
+#[derive(Deserialize)]
+pub struct AfterBounce {
+    email: Option<String>,
+    id: Option<u64>,
+}
+
+pub async fn bounces(State(web): State<Web>, signed: Signed, Query(q): Query<AfterBounce>) -> Response {
+    let user = signed.user.id;
+    let loaded = web
+        .app
+        .db(move |st| {
+            let after = q.email.as_deref().zip(q.id);
+            st.bounces(user, after, 100)
+        })
+        .await;
+    let page_of = match loaded {
+        Ok(p) => p,
+        Err(e) => return error_page(&signed, e),
+    };
+    let body = html! {
+        p { "Bounces and complaints, by address: reported to the API, read from DSN or ARF reports, or "
+            "answered by the transport with a permanent rejection. Suppressions follow the bounce policy." }
+        @if page_of.items.is_empty() {
+            p { "No bounces." }
+        } @else {
+            table {
+                caption { "Bounces" }
+                thead { tr { th scope="col" { "Email" } th scope="col" { "Type" } th scope="col" { "Reason" } th scope="col" { "Message" } th scope="col" { "When" } } }
+                tbody {
+                    @for b in &page_of.items {
+                        tr {
+                            td { (b.email) }
+                            td { (b.kind.as_str()) }
+                            td { (b.reason.as_deref().unwrap_or("")) }
+                            td { (b.message_id.as_deref().unwrap_or("")) }
+                            td { (b.at.format("%Y-%m-%d %H:%M UTC")) }
+                        }
+                    }
+                }
+            }
+        }
+        @if let Some((email, id)) = &page_of.next_after {
+            p { a href={"/bounces?email=" (urlencode(email)) "&id=" (id)} { "Next page" } }
+        }
+    };
+    render("Bounces", &signed, body)
 }
 
 pub async fn transports(State(web): State<Web>, signed: Signed) -> Response {
