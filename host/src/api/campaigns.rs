@@ -238,7 +238,7 @@ pub struct MessageFilter {
 }
 
 #[utoipa::path(get, path = "/api/v1/users/me/campaigns/{id}/messages", params(("id" = CampaignId, Path, description = "The campaign's id"), MessageFilter), tag = "campaigns",
-    description = "messages in subscriber order; with `status`, a page reads at most 10,000 messages, so it may hold fewer items than `limit` and still have a `next_after`",
+    description = "messages in subscriber order; with `status`, a page reads at most 5,000 messages, so it may hold fewer items than `limit` and still have a `next_after`",
     responses((status = 200, body = Page<MessageRecord>), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn messages(
     State(s): State<AppState>,

@@ -11,8 +11,8 @@ use super::bounces::file_bounce;
 use super::campaigns::{load, save};
 use super::suppressions::suppressed;
 use super::{
-    CAMPAIGNS, DEFERRED, DUE, Events, IN_FLIGHT, MESSAGES, Page, Result, SCAN_LIMIT, SUBSCRIBERS, SUPPRESSIONS, Store,
-    StoreError, decode, encode, page_filtered,
+    CAMPAIGNS, DEFERRED, DUE, Events, IN_FLIGHT, MESSAGES, Page, Result, SCAN_LIMIT, SUBSCRIBERS, SUPPRESSIONS,
+    StatusOf, Store, StoreError, decode, encode, page_filtered,
 };
 use crate::domain::bounce::{Bounce, BouncePolicy, BounceType};
 use crate::domain::message::{Job, MAX_STORED_TEXT, MessageRecord, MessageStatus, Outcome, OutcomeKind, Settled, clip};
@@ -434,8 +434,11 @@ impl Store {
         }
         let table = tx.open_table(MESSAGES)?;
         page_filtered(&table, campaign_id.get(), after, limit, SCAN_LIMIT, |_, v| {
-            let m: MessageRecord = decode(v.value())?;
-            Ok(status.is_none_or(|s| s == m.status).then_some(m))
+            let wanted = match status {
+                None => true,
+                Some(s) => decode::<StatusOf<MessageStatus>>(v.value())?.status == s,
+            };
+            wanted.then(|| decode(v.value())).transpose()
         })
     }
 }

@@ -6,7 +6,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{
-    CAMPAIGNS, Events, LISTS, Page, Result, SCAN_LIMIT, SUBSCRIBER_EMAILS, SUBSCRIBERS, Store, StoreError,
+    CAMPAIGNS, Events, LISTS, Page, Result, SCAN_LIMIT, SUBSCRIBER_EMAILS, SUBSCRIBERS, StatusOf, Store, StoreError,
     USER_CAMPAIGNS, USER_LISTS, decode, encode, next_id, page_filtered, page_ids, page_records,
 };
 use crate::domain::webhook::{EventKind, unsubscribed_data};
@@ -279,8 +279,8 @@ impl Store {
         owned_list(&tx.open_table(LISTS)?, user_id, list_id)?;
         let subs = tx.open_table(SUBSCRIBERS)?;
         page_filtered(&subs, list_id.get(), after, limit, SCAN_LIMIT, |_, v| {
-            let s: Subscriber = decode(v.value())?;
-            Ok((s.status == status).then_some(s))
+            let of: StatusOf<SubscriberStatus> = decode(v.value())?;
+            (of.status == status).then(|| decode(v.value())).transpose()
         })
     }
 
