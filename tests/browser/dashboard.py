@@ -91,8 +91,12 @@ def main():
         page.get_by_label("Subject").fill("Hi {{ subscriber.name }}")
         page.get_by_label("From address").fill("news@example.org")
         page.get_by_label("List", exact=True).select_option(value=list_url.rsplit("/", 1)[1])
-        page.get_by_label("HTML body").fill("<p>Hi {{ subscriber.name </p>")
+        # The live preview renders the form as it is typed, sample data first.
         page.get_by_label("Text body").fill("Hi {{ subscriber.name }}")
+        expect(page.locator("[data-live-subject]")).to_have_text("Hi Sample Subscriber")
+        expect(page.locator("[data-live-text]")).to_have_text("Hi Sample Subscriber")
+        page.get_by_label("HTML body").fill("<p>Hi {{ subscriber.name </p>")
+        expect(page.locator("[data-live-error]")).to_contain_text("syntax error")
         page.get_by_role("button", name="Create draft").click()
         expect(page.locator("#error-html")).to_contain_text("syntax error")
         check(page, "campaign-new-error")
@@ -101,11 +105,22 @@ def main():
         expect(page).to_have_url(re.compile(r"/campaigns/\d+$"))
         campaign_url = page.url
 
+        # Editing the draft, the preview follows the chosen subscriber and
+        # each change; saving keeps the edit.
+        page.get_by_role("link", name="Edit draft").click()
+        page.get_by_label("Render for").select_option(label="bob@example.org")
+        expect(page.frame_locator("iframe.preview").locator("p")).to_have_text("Hi Bob")
+        page.get_by_label("HTML body").fill("<p>Hello {{ subscriber.name }}</p>")
+        expect(page.frame_locator("iframe.preview").locator("p")).to_have_text("Hello Bob")
+        check(page, "campaign-edit")
+        page.get_by_role("button", name="Save draft").click()
+        expect(page).to_have_url(campaign_url)
+
         # Preview for a chosen subscriber.
         page.get_by_label("Render for").select_option(label="bob@example.org")
         page.get_by_role("button", name="Preview").click()
         expect(page.locator("[data-preview-subject]")).to_have_text("Hi Bob")
-        expect(page.frame_locator("iframe.preview").locator("p")).to_have_text("Hi Bob")
+        expect(page.frame_locator("iframe.preview").locator("p")).to_have_text("Hello Bob")
         check(page, "campaign-preview")
 
         # Send, and watch the bar reach 100% and the status turn sent.
@@ -146,8 +161,25 @@ def main():
         page.get_by_role("button", name="Cancel").click()
         expect(page.locator("[data-status]")).to_have_text("cancelled")
 
+        # A send set for later is scheduled from the page, and cancelled.
+        page.goto(BASE + "/campaigns/new")
+        page.get_by_label("Name", exact=True).fill("Later")
+        page.get_by_label("Subject").fill("Later")
+        page.get_by_label("From address").fill("news@example.org")
+        page.get_by_label("List", exact=True).select_option(value=list_url.rsplit("/", 1)[1])
+        page.get_by_label("Send at").fill("2099-01-31T09:00")
+        page.get_by_label("At that time in each subscriber's time zone").check()
+        page.get_by_label("Text body").fill("Later")
+        page.get_by_role("button", name="Create draft").click()
+        page.get_by_role("button", name="Schedule").click()
+        expect(page.locator("[data-status]")).to_have_text("scheduled")
+        expect(page.get_by_role("button", name="Pause")).to_have_count(0)
+        page.once("dialog", lambda d: d.accept())
+        page.get_by_role("button", name="Cancel").click()
+        expect(page.locator("[data-status]")).to_have_text("cancelled")
+
         page.goto(BASE + "/campaigns")
-        expect(page.locator("table tbody tr")).to_have_count(2)
+        expect(page.locator("table tbody tr")).to_have_count(3)
         check(page, "campaigns")
         # A hard bounce through the API shows on the bounces page and
         # suppresses the address.

@@ -86,6 +86,27 @@ pub async fn preview(
     ))
 }
 
+/// `c` as it would be sent (saved or not: the dashboard previews a draft
+/// while it is edited) for one of its list's subscribers, or sample data.
+pub(crate) async fn preview_unsaved(
+    s: &AppState,
+    user_id: UserId,
+    c: Campaign,
+    subscriber: Option<SubscriberId>,
+) -> ApiResult<Preview> {
+    let list = c.list_id;
+    let sub = s
+        .db(move |st| match subscriber {
+            Some(sid) => st.subscriber(user_id, list, sid),
+            None => {
+                st.list(user_id, list)?;
+                Ok(sample(Email::parse("subscriber@example.org").expect("a valid address")))
+            }
+        })
+        .await?;
+    s.engine.preview(&c, &sub).await.map_err(render_error)
+}
+
 /// The campaign rendered for one of its list's subscribers, or sample data.
 pub(crate) async fn preview_for(
     s: &AppState,

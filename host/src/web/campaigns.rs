@@ -86,7 +86,19 @@ pub struct DraftForm {
     html: String,
     #[serde(default)]
     text: String,
+    /// `YYYY-MM-DDTHH:MM` in UTC (a `datetime-local` field), or empty.
+    #[serde(default)]
+    scheduled_at: String,
+    /// The checkbox: present when ticked.
+    #[serde(default)]
+    local_time: Option<String>,
+    /// Whom the live preview renders for: a subscriber id or `sample`.
+    #[serde(default)]
+    preview: String,
 }
+
+/// The `datetime-local` form of a time, in UTC.
+const LOCAL_INPUT: &str = "%Y-%m-%dT%H:%M";
 
 impl DraftForm {
     fn of(c: &Campaign) -> DraftForm {
@@ -101,6 +113,12 @@ impl DraftForm {
             send_rate: c.send_rate.map(|r| r.to_string()).unwrap_or_default(),
             html: c.html.clone(),
             text: c.text.clone(),
+            scheduled_at: c
+                .scheduled_at
+                .map(|t| t.format(LOCAL_INPUT).to_string())
+                .unwrap_or_default(),
+            local_time: c.send_at_local_time.then(|| "on".to_string()),
+            preview: String::new(),
         }
     }
 
@@ -117,6 +135,14 @@ impl DraftForm {
                     .map_err(|_| ApiError::invalid("send_rate", "a whole number of emails per minute"))?,
             ),
         };
+        let scheduled_at = match self.scheduled_at.trim() {
+            "" => None,
+            t => Some(
+                chrono::NaiveDateTime::parse_from_str(t, LOCAL_INPUT)
+                    .map_err(|_| ApiError::invalid("scheduled_at", "a date and time, such as 2030-01-31T09:00"))?
+                    .and_utc(),
+            ),
+        };
         Ok(CampaignDraft {
             name: self.name.clone(),
             subject: self.subject.clone(),
@@ -127,8 +153,8 @@ impl DraftForm {
             text: self.text.clone(),
             transport: Some(self.transport.clone()).filter(|t| !t.is_empty()),
             send_rate,
-            send_at_local_time: false,
-            scheduled_at: None,
+            send_at_local_time: self.local_time.is_some(),
+            scheduled_at,
         })
     }
 }
@@ -149,6 +175,34 @@ async fn draft_page(
     let mut transports: Vec<&str> = plugins.transports.values().map(|t| t.info.name.as_str()).collect();
     transports.sort_unstable();
     let default = web.app.engine.default_transport();
+    // The preview as the page opens (the saved draft); the script renders
+    // it again from the form as it changes.
+    let (rendered, subscribers) = match editing {
+        Some(id) => {
+            let list = form.list_id.parse::<ListId>().ok();
+            let subs = match list {
+                Some(l) => web
+                    .app
+                    .db(move |st| st.subscribers(user, l, None, 100))
+                    .await
+                    .map(|p| p.items)
+                    .unwrap_or_default(),
+                None => Vec::new(),
+            };
+            let chosen = form.preview.parse::<SubscriberId>().ok();
+            (
+                Some(crate::api::previews::preview_for(&web.app, user, id, chosen).await),
+                subs,
+            )
+        }
+        None => (None, Vec::new()),
+    };
+    let preview_error = match &rendered {
+        Some(Err(e)) => Some(e.message.as_str()),
+        _ => None,
+    };
+    let preview = rendered.as_ref().and_then(|p| p.as_ref().ok());
+    let subscribers = &subscribers;
     let chosen = if form.transport.is_empty() {
         default.as_str()
     } else {
@@ -166,8 +220,11 @@ async fn draft_page(
         "list_id",
         "transport",
         "send_rate",
+        "scheduled_at",
+        "send_at_local_time",
         "html",
         "text",
+        "templates",
     ];
     let described = |f: &str| {
         error
@@ -209,12 +266,37 @@ async fn draft_page(
             label for="send_rate" { "Emails per minute (empty: as fast as the transport allows)" }
             input id="send_rate" name="send_rate" inputmode="numeric" value=(form.send_rate) aria-describedby=[described("send_rate")];
             (field_error(&error, "send_rate"))
+            label for="scheduled_at" { "Send at (UTC; empty: when you press Send)" }
+            input id="scheduled_at" name="scheduled_at" type="datetime-local" value=(form.scheduled_at)
+                aria-describedby=[described("scheduled_at")];
+            (field_error(&error, "scheduled_at"))
+            div.check {
+                input id="local_time" name="local_time" type="checkbox" checked[form.local_time.is_some()]
+                    aria-describedby=[described("send_at_local_time")];
+                label for="local_time" { "At that time in each subscriber's time zone" }
+            }
+            (field_error(&error, "send_at_local_time"))
             label for="html" { "HTML body (a template: " code { "{{ subscriber.name }}" } ")" }
             textarea id="html" name="html" rows="10" aria-describedby=[described("html")] { (form.html) }
             (field_error(&error, "html"))
             label for="text" { "Text body" }
             textarea id="text" name="text" rows="6" aria-describedby=[described("text")] { (form.text) }
             (field_error(&error, "text"))
+            section.live-preview aria-labelledby="preview-h" {
+                h2 id="preview-h" { "Preview" }
+                label for="preview" { "Render for" }
+                select id="preview" name="preview" {
+                    option value="sample" { "Sample data" }
+                    @for s in subscribers {
+                        option value=(s.id) selected[form.preview == s.id.to_string()] { (s.email) }
+                    }
+                }
+                p { "Subject: " strong data-live-subject { (preview.map(|p| p.subject.as_str()).unwrap_or("")) } }
+                p.error data-live-error role="status" { (preview_error.unwrap_or("")) }
+                iframe.preview sandbox="" title="HTML preview" data-live-html
+                    srcdoc=(preview.map(|p| p.html.as_str()).unwrap_or("")) {}
+                pre.preview-text data-live-text { (preview.map(|p| p.text.as_str()).unwrap_or("")) }
+            }
             button type="submit" { @if editing.is_some() { "Save draft" } @else { "Create draft" } }
         }
     };
@@ -243,6 +325,31 @@ pub async fn create(State(web): State<Web>, signed: Signed, Form(f): Form<DraftF
         Ok(c) => Redirect::to(&format!("/campaigns/{}", c.id)).into_response(),
         Err(e) => draft_page(&web, &signed, None, &f, Some(e)).await,
     }
+}
+
+/// The draft form rendered as it stands, unsaved: the live preview.
+pub async fn preview(State(web): State<Web>, signed: Signed, Form(f): Form<DraftForm>) -> Response {
+    if let Some(r) = signed.forged(&f.csrf) {
+        return r;
+    }
+    let user = signed.user.id;
+    let rendered = match f.draft() {
+        Ok(d) => {
+            let transport = d
+                .transport
+                .clone()
+                .unwrap_or_else(|| web.app.engine.default_transport());
+            let c = Campaign::from_draft(CampaignId::new(0), user, d, transport, chrono::Utc::now());
+            let chosen = f.preview.parse::<SubscriberId>().ok();
+            crate::api::previews::preview_unsaved(&web.app, user, c, chosen).await
+        }
+        Err(e) => Err(e),
+    };
+    let body = match rendered {
+        Ok(p) => serde_json::json!({"subject": p.subject, "html": p.html, "text": p.text}),
+        Err(e) => serde_json::json!({"error": e.message}),
+    };
+    axum::Json(body).into_response()
 }
 
 pub async fn edit(State(web): State<Web>, signed: Signed, Path(id): Path<CampaignId>) -> Response {
@@ -277,8 +384,8 @@ pub async fn update(
                 text: Some(d.text),
                 transport: d.transport,
                 send_rate: Some(d.send_rate),
-                send_at_local_time: None,
-                scheduled_at: None,
+                send_at_local_time: Some(d.send_at_local_time),
+                scheduled_at: Some(d.scheduled_at),
             };
             update_campaign(&web.app, signed.user.id, id, patch).await
         }
@@ -386,6 +493,7 @@ async fn campaign_page(web: &Web, signed: &Signed, id: CampaignId, q: ShowQuery,
                 a.button href={"/campaigns/" (c.id) "/edit"} { "Edit draft" }
             }
             @for (value, label) in allowed(c.status) {
+                @let label = if value == "send" && c.starts_after(chrono::Utc::now()) { "Schedule" } else { label };
                 form method="post" action={"/campaigns/" (c.id) "/action"} {
                     (csrf(signed))
                     input type="hidden" name="do" value=(value);

@@ -82,6 +82,7 @@ pub fn router(web: Web, max_body_bytes: usize) -> Router {
         )
         .route("/campaigns", get(campaigns::index).post(campaigns::create))
         .route("/campaigns/new", get(campaigns::new))
+        .route("/campaigns/preview", post(campaigns::preview))
         .route("/campaigns/{id}", get(campaigns::show))
         .route("/campaigns/{id}/edit", get(campaigns::edit).post(campaigns::update))
         .route("/campaigns/{id}/action", post(campaigns::action))

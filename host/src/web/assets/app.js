@@ -61,3 +61,43 @@ for (const button of document.querySelectorAll("button[data-confirm]")) {
     if (!window.confirm(button.dataset.confirm)) e.preventDefault();
   });
 }
+
+// The draft form's live preview: the form as it stands, rendered by the
+// server (the personalizer, as a send would) a moment after each change.
+const draft = document.querySelector("form.draft");
+if (draft && draft.querySelector("[data-live-html]")) {
+  const subject = draft.querySelector("[data-live-subject]");
+  const html = draft.querySelector("[data-live-html]");
+  const text = draft.querySelector("[data-live-text]");
+  const error = draft.querySelector("[data-live-error]");
+  let timer = null;
+  let latest = 0;
+  const render = async () => {
+    const mine = ++latest;
+    try {
+      const res = await fetch("/campaigns/preview", {
+        method: "POST",
+        body: new URLSearchParams(new FormData(draft)),
+      });
+      const p = await res.json();
+      if (mine !== latest) return; // a newer render is on its way
+      if (p.error) {
+        error.textContent = p.error;
+        return;
+      }
+      error.textContent = "";
+      subject.textContent = p.subject;
+      html.srcdoc = p.html;
+      text.textContent = p.text;
+    } catch {
+      if (mine === latest) error.textContent = "The preview cannot be rendered right now.";
+    }
+  };
+  const soon = (ms) => () => {
+    clearTimeout(timer);
+    timer = setTimeout(render, ms);
+  };
+  draft.addEventListener("input", soon(400));
+  draft.addEventListener("change", soon(50));
+  render();
+}
