@@ -619,8 +619,13 @@ pub async fn events(State(web): State<Web>, signed: Signed, Path(id): Path<Campa
     if let Err(e) = web.app.db(move |st| st.campaign(user, id)).await {
         return error_page(&signed, e);
     }
-    let Ok(permit) = web.streams.clone().try_acquire_owned() else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "too many live views; reload later").into_response();
+    let Some(permit) = web.streams.open(user) else {
+        // The page still shows the figures it was rendered with.
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many live views open; close some and reload",
+        )
+            .into_response();
     };
     let app = web.app.clone();
     // (state, first, done): the first event goes at once, then one a second.

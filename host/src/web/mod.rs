@@ -11,6 +11,7 @@ mod lists;
 pub(crate) mod pages;
 mod session;
 mod signin;
+mod streams;
 
 use std::sync::Arc;
 
@@ -24,17 +25,13 @@ use axum::routing::{get, post};
 use crate::api::AppState;
 pub use session::Sessions;
 
-/// Live progress streams open at once, across users: each polls the store
-/// once a second.
-const MAX_EVENT_STREAMS: usize = 256;
-
 #[derive(Clone)]
 pub struct Web {
     pub app: AppState,
     pub sessions: Arc<Sessions>,
     /// Cookies marked `Secure`: the dashboard's public URL is https.
     pub secure_cookies: bool,
-    pub streams: Arc<tokio::sync::Semaphore>,
+    pub streams: Arc<streams::Streams>,
 }
 
 impl Web {
@@ -43,7 +40,7 @@ impl Web {
             app,
             sessions: Arc::new(Sessions::default()),
             secure_cookies,
-            streams: Arc::new(tokio::sync::Semaphore::new(MAX_EVENT_STREAMS)),
+            streams: Arc::new(streams::Streams::default()),
         }
     }
 }
