@@ -113,5 +113,9 @@ pub async fn run(mut config: Config, data_dir: Option<PathBuf>, subscribers: usi
         "  curl -H 'Authorization: Bearer {key}' http://{}/api/v1/users/me/campaigns/{}",
         instance.config.server.listen, done.id
     );
+    println!(
+        "  or open http://{}/ and sign in with that key (the dashboard)",
+        instance.config.server.listen
+    );
     Ok(())
 }
