@@ -61,19 +61,26 @@ pub async fn create(
 /// Creates a draft after every check the API makes (transport, fields,
 /// templates); the dashboard creates through it too.
 pub(crate) async fn create_campaign(s: &AppState, user_id: UserId, draft: CampaignDraft) -> ApiResult<Campaign> {
-    let transport = draft.transport.clone().unwrap_or_else(|| s.engine.default_transport());
-    s.engine.check_transport(&transport)?;
-    let preview = Campaign::from_draft(
-        CampaignId::new(0),
-        user_id,
-        draft.clone(),
-        transport.clone(),
-        Utc::now(),
-    );
+    let preview = unsaved(s, user_id, draft.clone())?;
     preview.validate()?;
     check_templates(s, &preview).await?;
+    let transport = preview.transport;
     s.db(move |st| st.create_campaign(user_id, draft, transport, Utc::now()))
         .await
+}
+
+/// The campaign a draft body would make, not stored (id 0): its transport
+/// defaulted and checked. What create validates, and the dashboard previews.
+pub(crate) fn unsaved(s: &AppState, user_id: UserId, draft: CampaignDraft) -> ApiResult<Campaign> {
+    let transport = draft.transport.clone().unwrap_or_else(|| s.engine.default_transport());
+    s.engine.check_transport(&transport)?;
+    Ok(Campaign::from_draft(
+        CampaignId::new(0),
+        user_id,
+        draft,
+        transport,
+        Utc::now(),
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/users/me/campaigns", params(CampaignFilter), tag = "campaigns",

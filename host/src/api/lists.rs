@@ -117,7 +117,10 @@ pub async fn subscribers(
     Query(p): Query<Paging>,
 ) -> ApiResult<Json<Page<Subscriber>>> {
     let limit = p.limit()?;
-    Ok(Json(s.db(move |st| st.subscribers(user.id, id, p.after, limit)).await?))
+    Ok(Json(
+        s.db(move |st| st.subscribers(user.id, id, None, p.after, limit))
+            .await?,
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/users/me/lists/{id}/subscribers/{sid}", tag = "lists",

@@ -676,7 +676,7 @@ mod tests {
         ));
         f.store.unsubscribe(f.campaign, jobs[0].subscriber.id).unwrap();
         let list = f.store.lists(f.user, None, 10).unwrap().items[0].id;
-        let subs = f.store.subscribers(f.user, list, None, 10).unwrap().items;
+        let subs = f.store.subscribers(f.user, list, None, None, 10).unwrap().items;
         assert_eq!(subs[0].status, SubscriberStatus::Unsubscribed);
     }
 }

@@ -16,7 +16,7 @@ use super::Web;
 use super::pages::{csrf, error_page, field_error, form_error, not_found, render, status_badge};
 use super::session::Signed;
 use crate::api::ApiError;
-use crate::api::campaigns::{create_campaign, lifecycle, send_campaign, update_campaign};
+use crate::api::campaigns::{create_campaign, lifecycle, send_campaign, unsaved, update_campaign};
 use crate::domain::lifecycle::transition;
 use crate::domain::message::MessageStatus;
 use crate::domain::{Action, Campaign, CampaignDraft, CampaignId, CampaignPatch, List, ListId, Status, SubscriberId};
@@ -183,7 +183,7 @@ async fn draft_page(
             let subs = match list {
                 Some(l) => web
                     .app
-                    .db(move |st| st.subscribers(user, l, None, 100))
+                    .db(move |st| st.subscribers(user, l, None, None, 100))
                     .await
                     .map(|p| p.items)
                     .unwrap_or_default(),
@@ -333,16 +333,9 @@ pub async fn preview(State(web): State<Web>, signed: Signed, Form(f): Form<Draft
         return r;
     }
     let user = signed.user.id;
-    let rendered = match f.draft() {
-        Ok(d) => {
-            let transport = d
-                .transport
-                .clone()
-                .unwrap_or_else(|| web.app.engine.default_transport());
-            let c = Campaign::from_draft(CampaignId::new(0), user, d, transport, chrono::Utc::now());
-            let chosen = f.preview.parse::<SubscriberId>().ok();
-            crate::api::previews::preview_unsaved(&web.app, user, c, chosen).await
-        }
+    let chosen = f.preview.parse::<SubscriberId>().ok();
+    let rendered = match f.draft().and_then(|d| unsaved(&web.app, user, d)) {
+        Ok(c) => crate::api::previews::preview_unsaved(&web.app, user, c, chosen).await,
         Err(e) => Err(e),
     };
     let body = match rendered {
@@ -462,7 +455,7 @@ async fn campaign_page(web: &Web, signed: &Signed, id: CampaignId, q: ShowQuery,
             let c = st.campaign(user, id)?;
             let messages = st.messages(user, id, status, after, PAGE)?;
             // Up to 100 of the list's subscribers to preview with.
-            let subs = st.subscribers(user, c.list_id, None, 100)?;
+            let subs = st.subscribers(user, c.list_id, None, None, 100)?;
             Ok((c, messages, subs))
         })
         .await;

@@ -118,10 +118,7 @@ async fn list_page(
         .app
         .db(move |st| {
             let list = st.list(user, id)?;
-            let subs = match status {
-                Some(s) => st.subscribers_with_status(user, id, s, after, PAGE)?,
-                None => st.subscribers(user, id, after, PAGE)?,
-            };
+            let subs = st.subscribers(user, id, status, after, PAGE)?;
             Ok((list, subs))
         })
         .await;

@@ -240,12 +240,7 @@ pub async fn transports(State(web): State<Web>, signed: Signed) -> Response {
     render("Transports", &signed, body)
 }
 
-/// Percent-encodes a query value.
+/// A query value, percent-encoded.
 pub fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
