@@ -12,6 +12,8 @@ rustup target add wasm32-wasip2
 source scripts/py-env.sh
 # Chromium and axe-core for the dashboard's browser test.
 source scripts/browser-env.sh
+# PostgreSQL's server binaries for the PostgreSQL store's tests.
+source scripts/pg-env.sh
 
 # One build of everything; the end-to-end tests start target/debug/posta.
 cargo build --workspace --all-targets --locked

@@ -111,7 +111,7 @@ impl From<StoreError> for ApiError {
             StoreError::Transition(t) => t.into(),
             StoreError::Invalid(f) => f.into(),
             StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
-            e @ (StoreError::Db(_) | StoreError::Corrupt(_)) => ApiError::internal(e),
+            e @ (StoreError::Db(_) | StoreError::Corrupt(_) | StoreError::LeaseLapsed) => ApiError::internal(e),
         }
     }
 }

@@ -14,6 +14,9 @@ mod lists;
 mod suppressions;
 mod webhooks;
 
+#[cfg(feature = "postgres")]
+pub mod pg;
+
 pub use accounts::KeyInfo;
 pub use bounces::{BouncePage, BounceReport};
 pub use delivery::Enqueued;
@@ -96,6 +99,10 @@ pub enum StoreError {
     Db(String),
     #[error("corrupt record: {0}")]
     Corrupt(String),
+    /// This node's lease on its work lapsed (PostgreSQL): another node may
+    /// have taken it over, so this one must register again to go on.
+    #[error("this node's lease lapsed")]
+    LeaseLapsed,
 }
 
 macro_rules! db_errors {

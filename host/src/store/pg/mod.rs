@@ -1,0 +1,90 @@
+//! PostgreSQL: the store several Posta nodes share (feature `postgres`).
+//!
+//! Built so far: the schema and its migrations, node membership with
+//! heartbeats and a local fence (`nodes`), pacers every node obeys
+//! (`pacer`), the scheduler's leader lock (`leader`) and the delivery
+//! queue — cursor batches claimed in turn, messages leased to a node,
+//! outcomes accepted only under the lease, expired leases re-delivered as
+//! possible duplicates (`queue`). Not yet behind `Store`: the server still
+//! runs on redb alone (ARCHITECTURE.md, "PostgreSQL").
+
+mod leader;
+mod nodes;
+mod pacer;
+mod queue;
+pub mod schema;
+pub mod test_server;
+
+pub use leader::Leader;
+pub use nodes::{Fence, Node, NodeId};
+pub use pacer::SharedPacer;
+pub use queue::{Claimed, Recorded};
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::NoTls;
+
+use super::{Result, StoreError};
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        StoreError::Db(e.to_string())
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        StoreError::Db(e.to_string())
+    }
+}
+
+impl From<schema::MigrateError> for StoreError {
+    fn from(e: schema::MigrateError) -> Self {
+        StoreError::Db(e.to_string())
+    }
+}
+
+/// A connection pool on one Posta database.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+    config: tokio_postgres::Config,
+}
+
+impl PgStore {
+    /// Connects to `url` (a `postgres://` URL or a libpq key/value string)
+    /// and brings the schema up to date.
+    pub async fn connect(url: &str, max_connections: usize) -> Result<PgStore> {
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e: tokio_postgres::Error| StoreError::Db(format!("database url: {e}")))?;
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(max_connections)
+            .build()
+            .map_err(|e| StoreError::Db(e.to_string()))?;
+        let mut client = pool.get().await?;
+        schema::migrate(&mut client).await?;
+        Ok(PgStore { pool, config })
+    }
+
+    /// A connection of its own, outside the pool: for what is bound to a
+    /// session (the leader's advisory lock, LISTEN).
+    async fn dedicated(&self) -> Result<tokio_postgres::Client> {
+        let (client, conn) = self.config.connect(NoTls).await?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "dedicated database connection ended");
+            }
+        });
+        Ok(client)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,128 @@
+//! Node membership: each node incarnation has a row whose `lease_until`
+//! its heartbeats move on the database's clock. While the lease holds, the
+//! node's queued messages are its own; once it lapses, any node may take
+//! them over (flagged as possible duplicates) and the old incarnation's
+//! outcomes are refused.
+//!
+//! The fence is the node's own side of that bargain: it may start a
+//! transport call only before `sent + ttl - margin`, where `sent` is the
+//! local time a successful heartbeat was sent. The database set the lease
+//! to its own `now + ttl` after that moment, so the fence always falls
+//! before the lease can lapse (by `margin`, which also covers a call in
+//! progress when the fence falls); a node that froze wakes up fenced and
+//! makes no call until a heartbeat succeeds, which it cannot once the lease
+//! has lapsed.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use super::PgStore;
+use crate::store::Result;
+
+/// A node incarnation's id (its `nodes` row).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct NodeId(pub i64);
+
+/// When this node must stop starting transport calls, readable from any
+/// thread without a lock.
+#[derive(Debug)]
+pub struct Fence {
+    base: Instant,
+    /// Nanoseconds after `base`.
+    until: AtomicU64,
+}
+
+impl Fence {
+    fn new(until: Instant) -> Fence {
+        let base = Instant::now();
+        let fence = Fence {
+            base,
+            until: AtomicU64::new(0),
+        };
+        fence.extend(until);
+        fence
+    }
+
+    /// Moves the fence to `until` unless it is already later (heartbeats
+    /// may finish out of order).
+    fn extend(&self, until: Instant) {
+        let nanos = u64::try_from(until.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX);
+        self.until.fetch_max(nanos, Ordering::AcqRel);
+    }
+
+    /// The instant calls must stop.
+    pub fn at(&self) -> Instant {
+        self.base + Duration::from_nanos(self.until.load(Ordering::Acquire))
+    }
+
+    /// Whether a transport call may start now.
+    pub fn open(&self) -> bool {
+        Instant::now() < self.at()
+    }
+}
+
+/// This process's membership in the cluster.
+pub struct Node {
+    pub id: NodeId,
+    pub ttl: Duration,
+    pub margin: Duration,
+    pub fence: Arc<Fence>,
+}
+
+impl PgStore {
+    /// Registers a new incarnation named `name` with a lease of `ttl`; its
+    /// fence opens for `ttl - margin`.
+    pub async fn register_node(&self, name: &str, ttl: Duration, margin: Duration) -> Result<Node> {
+        assert!(margin < ttl, "the fence margin must be shorter than the lease");
+        let client = self.pool.get().await?;
+        let sent = Instant::now();
+        let row = client
+            .query_one(
+                "INSERT INTO nodes (name, lease_until)
+                 VALUES ($1, clock_timestamp() + make_interval(secs => $2))
+                 RETURNING id",
+                &[&name, &ttl.as_secs_f64()],
+            )
+            .await?;
+        Ok(Node {
+            id: NodeId(row.get(0)),
+            ttl,
+            margin,
+            fence: Arc::new(Fence::new(sent + ttl - margin)),
+        })
+    }
+
+    /// Renews `node`'s lease; false when it had already lapsed (the
+    /// incarnation is over: its messages belong to whoever takes them, and
+    /// the process must register again to go on).
+    pub async fn heartbeat(&self, node: &Node) -> Result<bool> {
+        let client = self.pool.get().await?;
+        let sent = Instant::now();
+        let renewed = client
+            .execute(
+                "UPDATE nodes SET lease_until = clock_timestamp() + make_interval(secs => $2)
+                 WHERE id = $1 AND lease_until > clock_timestamp()",
+                &[&node.id.0, &node.ttl.as_secs_f64()],
+            )
+            .await?
+            == 1;
+        if renewed {
+            node.fence.extend(sent + node.ttl - node.margin);
+        }
+        Ok(renewed)
+    }
+
+    /// Ends `node`'s lease now (a clean stop), so others take over its
+    /// queued messages without waiting for it to lapse.
+    pub async fn retire_node(&self, node: &Node) -> Result<()> {
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "UPDATE nodes SET lease_until = clock_timestamp() WHERE id = $1",
+                &[&node.id.0],
+            )
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,639 @@
+//! The delivery queue several nodes share.
+//!
+//! - A node *claims* a step of a campaign's send in one transaction under
+//!   the campaign's row lock, as redb's `Store::enqueue` does under its one
+//!   writer: messages whose node's lease lapsed (or that a clean stop left
+//!   unleased) come first, then the next cursor batch of the list (or the
+//!   local-time entries that came due). Messages it queues are leased to
+//!   it. Nodes take turns on the lock, so each subscriber gets one message.
+//! - A node's outcomes are accepted only for messages still leased to it,
+//!   and only while its lease holds (checked under the same campaign lock a
+//!   takeover needs), so an outcome and a takeover never both count.
+//! - A message taken over from a node whose lease lapsed may have been
+//!   delivered already: it is flagged `possible_duplicate` and counted.
+//!
+//! The rules are the domain's (`MessageRecord::create`, `settle`,
+//! `CampaignRun::complete_if_done`); this module stores what they decide.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::Transaction;
+use tokio_postgres::types::Json;
+
+use super::{Node, PgStore};
+use crate::domain::bounce::{Bounce, BouncePolicy, BounceType};
+use crate::domain::lifecycle::transition;
+use crate::domain::message::{Job, MAX_STORED_TEXT, MessageRecord, MessageStatus, Outcome, OutcomeKind, Settled, clip};
+use crate::domain::suppression::{Suppression, SuppressionReason, normalize};
+use crate::domain::{
+    Action, Campaign, CampaignId, CampaignRun, Email, Status, Subscriber, SubscriberId, UserId, schedule,
+};
+use crate::store::{Result, StoreError};
+
+/// What one claim did.
+#[derive(Debug)]
+pub struct Claimed {
+    /// Messages this node now delivers.
+    pub jobs: Vec<Job>,
+    /// Of those, taken over from a node whose lease lapsed.
+    pub taken_over: usize,
+    /// Whether the step changed anything.
+    pub progressed: bool,
+    /// When the next local-time entry comes due, if one waits.
+    pub next_due: Option<DateTime<Utc>>,
+    /// The campaign after the step.
+    pub campaign: Campaign,
+}
+
+/// What storing a batch of outcomes did.
+#[derive(Debug, Default)]
+pub struct Recorded {
+    /// Campaigns a final outcome counted into, after it.
+    pub campaigns: Vec<Campaign>,
+    /// Outcomes refused: the message is no longer this node's (its lease
+    /// lapsed and it was or will be delivered again, flagged).
+    pub rejected: usize,
+}
+
+/// A queued message about to be written: its record and its lease.
+struct NewMessage {
+    record: MessageRecord,
+    leased: bool,
+}
+
+impl PgStore {
+    /// Stores a campaign run as it is (creating it or replacing it).
+    pub async fn put_campaign(&self, run: &CampaignRun) -> Result<()> {
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "INSERT INTO campaigns (id, user_id, status, run) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (id) DO UPDATE SET user_id = $2, status = $3, run = $4",
+                &[
+                    &key(run.id.get()),
+                    &key(run.user_id.get()),
+                    &run.status.as_str(),
+                    &Json(run),
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Adds subscribers to `list` (ids from the shared sequence; the ids
+    /// in `subs` are ignored) and returns them as stored. Holds the list's
+    /// shared lock from taking ids to commit, so a send that starts
+    /// meanwhile waits and its recipients are exactly the subscribers
+    /// stored before it.
+    pub async fn add_subscribers(&self, list: crate::domain::ListId, subs: Vec<Subscriber>) -> Result<Vec<Subscriber>> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        tx.execute("SELECT pg_advisory_xact_lock_shared($1)", &[&list_lock(list)])
+            .await?;
+        let mut stored = Vec::with_capacity(subs.len());
+        for mut s in subs {
+            let id: i64 = tx.query_one("SELECT nextval('subscriber_ids')", &[]).await?.get(0);
+            s.id = SubscriberId::new(id as u64);
+            s.list_id = list;
+            tx.execute(
+                "INSERT INTO subscribers (list_id, id, email, record) VALUES ($1, $2, $3, $4)",
+                &[&key(list.get()), &id, &s.email.as_str(), &Json(&s)],
+            )
+            .await?;
+            stored.push(s);
+        }
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    /// Puts addresses on `user`'s suppression list (replacing the reason of
+    /// ones already there).
+    pub async fn suppress(&self, user: UserId, items: &[Suppression]) -> Result<()> {
+        let client = self.pool.get().await?;
+        for s in items {
+            client
+                .execute(
+                    "INSERT INTO suppressions (user_id, email, record) VALUES ($1, $2, $3)
+                     ON CONFLICT (user_id, email) DO UPDATE SET record = $3",
+                    &[&key(user.get()), &s.email.as_str(), &Json(s)],
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Applies a lifecycle action under the campaign's row lock; starting
+    /// to send fixes the recipients (the list's subscribers now, after any
+    /// import under way has committed). Tells the other nodes at commit.
+    pub async fn act(
+        &self,
+        id: CampaignId,
+        action: impl FnOnce(&Campaign) -> Action,
+        now: DateTime<Utc>,
+    ) -> Result<Campaign> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let mut c = lock_campaign(&tx, id).await?;
+        let action = action(&c);
+        c.status = transition(c.status, action)?;
+        if c.status == Status::Sending && matches!(action, Action::Send { .. } | Action::Fire) {
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&list_lock(c.list_id)])
+                .await?;
+            let row = tx
+                .query_one(
+                    "SELECT coalesce(max(id), 0), count(*) FROM subscribers WHERE list_id = $1",
+                    &[&key(c.list_id.get())],
+                )
+                .await?;
+            let (last, total): (i64, i64) = (row.get(0), row.get(1));
+            c.begin_sending(last as u64, total as u64, now);
+        }
+        c.updated_at = now;
+        save_campaign(&tx, &c).await?;
+        tx.execute("SELECT pg_notify('posta_campaigns', $1)", &[&c.id.to_string()])
+            .await?;
+        tx.commit().await?;
+        Ok(c.campaign)
+    }
+
+    /// Starts every scheduled campaign whose time has come; the transition
+    /// is the guard, so a campaign starts once however many nodes try.
+    pub async fn fire_due(&self, now: DateTime<Utc>) -> Result<Vec<Campaign>> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query("SELECT run FROM campaigns WHERE status = 'scheduled'", &[])
+            .await?;
+        drop(client);
+        let mut fired = Vec::new();
+        for row in rows {
+            let Json(c): Json<CampaignRun> = row.get(0);
+            if c.starts_after(now) {
+                continue;
+            }
+            match self.act(c.id, |_| Action::Fire, now).await {
+                Ok(c) => fired.push(c),
+                // Another node fired it first, or it was cancelled.
+                Err(StoreError::Transition(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(fired)
+    }
+
+    /// One step of a campaign's send for `node` (see the module's docs).
+    pub async fn claim(&self, node: &Node, id: CampaignId, batch: usize, now: DateTime<Utc>) -> Result<Claimed> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let mut c = lock_campaign(&tx, id).await?;
+        if !lease_holds(&tx, node).await? {
+            return Err(StoreError::LeaseLapsed);
+        }
+        let mut step = Claimed {
+            jobs: Vec::new(),
+            taken_over: 0,
+            progressed: false,
+            next_due: None,
+            campaign: c.campaign.clone(),
+        };
+        if matches!(c.status, Status::Sending | Status::Cancelled) {
+            take_over(&tx, node, &mut c, batch, now, &mut step).await?;
+            let room = batch.saturating_sub(step.jobs.len()).max(1);
+            let mut fresh = Vec::new();
+            if c.progress.cursor < c.progress.last_subscriber {
+                walk_list(&tx, &mut c, room, now, &mut fresh).await?;
+                step.progressed = true;
+            } else if c.progress.planned > 0 {
+                step.progressed |= release_due(&tx, &mut c, room, now, &mut fresh).await?;
+                if !step.progressed {
+                    step.next_due = tx
+                        .query_one("SELECT min(due_at) FROM due WHERE campaign_id = $1", &[&key(id.get())])
+                        .await?
+                        .get(0);
+                }
+            }
+            insert_messages(&tx, node, id, &fresh).await?;
+            step.jobs.extend(fresh.into_iter().filter_map(|(m, sub)| {
+                m.leased.then_some(Job {
+                    campaign_id: id,
+                    subscriber: sub,
+                    attempts: 0,
+                })
+            }));
+            c.stats = c.stats.with_pending();
+        }
+        c.complete_if_done(now);
+        save_campaign(&tx, &c).await?;
+        tx.commit().await?;
+        step.campaign = c.campaign;
+        Ok(step)
+    }
+
+    /// Stores `node`'s outcomes, campaign by campaign in id order (the
+    /// order every writer locks campaigns in), each campaign's in one
+    /// transaction with its counters.
+    pub async fn record_outcomes(&self, node: &Node, outcomes: &[Outcome], now: DateTime<Utc>) -> Result<Recorded> {
+        let mut by_campaign: BTreeMap<CampaignId, Vec<&Outcome>> = BTreeMap::new();
+        for o in outcomes {
+            by_campaign.entry(o.campaign_id).or_default().push(o);
+        }
+        let mut recorded = Recorded::default();
+        let mut client = self.pool.get().await?;
+        for (id, outcomes) in by_campaign {
+            let tx = client.transaction().await?;
+            let mut c = match lock_campaign(&tx, id).await {
+                Ok(c) => c,
+                // Deleted meanwhile: nothing left to count into.
+                Err(StoreError::NotFound) => continue,
+                Err(e) => return Err(e),
+            };
+            if !lease_holds(&tx, node).await? {
+                recorded.rejected += outcomes.len();
+                continue;
+            }
+            let ids: Vec<i64> = outcomes.iter().map(|o| key(o.subscriber_id.get())).collect();
+            let rows = tx
+                .query(
+                    "SELECT subscriber_id, record FROM messages
+                     WHERE campaign_id = $1 AND subscriber_id = ANY($2) AND status = 'queued' AND lease_node = $3
+                     FOR UPDATE",
+                    &[&key(id.get()), &ids, &node.id.0],
+                )
+                .await?;
+            let mut records: HashMap<i64, MessageRecord> = rows
+                .into_iter()
+                .map(|r| (r.get(0), r.get::<_, Json<MessageRecord>>(1).0))
+                .collect();
+            let mut any_final = false;
+            for o in outcomes {
+                let sub = key(o.subscriber_id.get());
+                let Some(mut record) = records.remove(&sub) else {
+                    recorded.rejected += 1;
+                    continue;
+                };
+                let lease = match record.settle(o, &mut c.stats, now) {
+                    None => continue,
+                    Some(Settled::Retrying) => Some(node.id.0),
+                    Some(Settled::Deferred) => None,
+                    Some(Settled::Final) => {
+                        any_final = true;
+                        if let OutcomeKind::Rejected { error } = &o.kind {
+                            let reason = Some(clip(error, MAX_STORED_TEXT));
+                            if record.mark_bounce(&mut c.stats, BounceType::Hard, reason.clone(), now) {
+                                let bounce = Bounce {
+                                    email: normalize(&record.email),
+                                    kind: BounceType::Hard,
+                                    reason,
+                                    message_id: Some(record.message_id.clone()),
+                                    at: now,
+                                };
+                                file_bounce(&tx, c.user_id, &bounce, &BouncePolicy::default(), now).await?;
+                            }
+                        }
+                        None
+                    }
+                };
+                tx.execute(
+                    "UPDATE messages SET status = $3, lease_node = $4, record = $5
+                     WHERE campaign_id = $1 AND subscriber_id = $2",
+                    &[&key(id.get()), &sub, &record.status.as_str(), &lease, &Json(&record)],
+                )
+                .await?;
+            }
+            if any_final {
+                c.stats = c.stats.with_pending();
+                c.complete_if_done(now);
+                save_campaign(&tx, &c).await?;
+                recorded.campaigns.push(c.campaign);
+            }
+            tx.commit().await?;
+        }
+        Ok(recorded)
+    }
+}
+
+/// Table keys are `bigint`; Posta's ids stay below 2^63.
+fn key(id: u64) -> i64 {
+    i64::try_from(id).expect("ids fit in a bigint")
+}
+
+/// The advisory lock a list's imports share and a send takes alone.
+fn list_lock(list: crate::domain::ListId) -> i64 {
+    // Distinct from the other advisory keys: those are large constants.
+    key(list.get())
+}
+
+async fn lock_campaign(tx: &Transaction<'_>, id: CampaignId) -> Result<CampaignRun> {
+    let row = tx
+        .query_opt("SELECT run FROM campaigns WHERE id = $1 FOR UPDATE", &[&key(id.get())])
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    Ok(row.get::<_, Json<CampaignRun>>(0).0)
+}
+
+async fn save_campaign(tx: &Transaction<'_>, c: &CampaignRun) -> Result<()> {
+    tx.execute(
+        "UPDATE campaigns SET status = $2, run = $3 WHERE id = $1",
+        &[&key(c.id.get()), &c.status.as_str(), &Json(c)],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Whether `node`'s lease holds, on the database's clock.
+async fn lease_holds(tx: &Transaction<'_>, node: &Node) -> Result<bool> {
+    Ok(tx
+        .query_opt(
+            "SELECT 1 FROM nodes WHERE id = $1 AND lease_until > clock_timestamp()",
+            &[&node.id.0],
+        )
+        .await?
+        .is_some())
+}
+
+/// Takes over queued messages of lapsed nodes (flagged: their delivery
+/// may have happened) and unleased ones (not flagged: a clean stop put
+/// them off before any call). A cancelled campaign's are cancelled instead.
+async fn take_over(
+    tx: &Transaction<'_>,
+    node: &Node,
+    c: &mut CampaignRun,
+    batch: usize,
+    now: DateTime<Utc>,
+    step: &mut Claimed,
+) -> Result<()> {
+    let rows = tx
+        .query(
+            "SELECT m.subscriber_id, m.lease_node, m.record, s.record
+             FROM messages m LEFT JOIN subscribers s ON s.list_id = $2 AND s.id = m.subscriber_id
+             WHERE m.campaign_id = $1 AND m.status = 'queued'
+               AND (m.lease_node IS NULL
+                    OR m.lease_node IN (SELECT id FROM nodes WHERE lease_until <= clock_timestamp()))
+             ORDER BY m.subscriber_id
+             LIMIT $3
+             FOR UPDATE OF m",
+            &[&key(c.id.get()), &key(c.list_id.get()), &(batch as i64)],
+        )
+        .await?;
+    for row in rows {
+        let sub_id: i64 = row.get(0);
+        let was_leased = row.get::<_, Option<i64>>(1).is_some();
+        let Json(mut record): Json<MessageRecord> = row.get(2);
+        let sub: Option<Json<Subscriber>> = row.get(3);
+        record.updated_at = now;
+        let lease = match sub {
+            Some(Json(sub)) if c.status != Status::Cancelled => {
+                if was_leased && !record.possible_duplicate {
+                    record.possible_duplicate = true;
+                    c.stats.possible_duplicates += 1;
+                }
+                step.jobs.push(Job {
+                    campaign_id: c.id,
+                    subscriber: sub,
+                    attempts: record.attempts,
+                });
+                step.taken_over += 1;
+                Some(node.id.0)
+            }
+            // Cancelled, or the subscriber is gone (its list was deleted):
+            // nothing is left to deliver.
+            _ => {
+                let settle = Outcome {
+                    campaign_id: c.id,
+                    subscriber_id: record.subscriber_id,
+                    attempts: record.attempts,
+                    kind: OutcomeKind::Cancelled,
+                };
+                record.settle(&settle, &mut c.stats, now);
+                None
+            }
+        };
+        tx.execute(
+            "UPDATE messages SET status = $3, lease_node = $4, record = $5
+             WHERE campaign_id = $1 AND subscriber_id = $2",
+            &[
+                &key(c.id.get()),
+                &sub_id,
+                &record.status.as_str(),
+                &lease,
+                &Json(&record),
+            ],
+        )
+        .await?;
+        step.progressed = true;
+    }
+    Ok(())
+}
+
+/// Moves the cursor over the next `batch` subscribers: messages for those
+/// whose time is now, due entries for local-time ones still ahead.
+async fn walk_list(
+    tx: &Transaction<'_>,
+    c: &mut CampaignRun,
+    batch: usize,
+    now: DateTime<Utc>,
+    out: &mut Vec<(NewMessage, Subscriber)>,
+) -> Result<()> {
+    let rows = tx
+        .query(
+            "SELECT record FROM subscribers WHERE list_id = $1 AND id > $2 AND id <= $3 ORDER BY id LIMIT $4",
+            &[
+                &key(c.list_id.get()),
+                &key(c.progress.cursor),
+                &key(c.progress.last_subscriber),
+                &(batch as i64),
+            ],
+        )
+        .await?;
+    let subs: Vec<Subscriber> = rows.into_iter().map(|r| r.get::<_, Json<Subscriber>>(0).0).collect();
+    let suppressed = suppressions_of(tx, c.user_id, subs.iter().map(|s| &s.email)).await?;
+    let local_at = c.scheduled_at.filter(|_| c.send_at_local_time);
+    let (mut due_subs, mut due_times) = (Vec::new(), Vec::new());
+    let full = subs.len() == batch;
+    for sub in subs {
+        c.progress.cursor = sub.id.get();
+        let due_at = local_at.map(|at| schedule::due_at(at, schedule::parse_tz(sub.timezone.as_deref())));
+        match due_at {
+            Some(d) if d > now && c.status != Status::Cancelled => {
+                due_subs.push(key(sub.id.get()));
+                due_times.push(d);
+                c.progress.planned += 1;
+            }
+            _ => out.push(new_message(c, sub, &suppressed, due_at, now)),
+        }
+    }
+    if !full {
+        // The list ran out: subscribers up to `last_subscriber` that were
+        // removed leave no row to move the cursor over.
+        c.progress.cursor = c.progress.last_subscriber;
+    }
+    if !due_subs.is_empty() {
+        tx.execute(
+            "INSERT INTO due (campaign_id, due_at, subscriber_id) SELECT $1, * FROM unnest($2::timestamptz[], $3::bigint[])",
+            &[&key(c.id.get()), &due_times, &due_subs],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// The message `sub` gets now (the domain decides queued, skipped or
+/// cancelled); only queued ones are leased.
+fn new_message(
+    c: &mut CampaignRun,
+    sub: Subscriber,
+    suppressed: &HashMap<String, SuppressionReason>,
+    due_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> (NewMessage, Subscriber) {
+    let reason = suppressed.get(sub.email.suppression_key().as_str()).copied();
+    let record = MessageRecord::create::<std::convert::Infallible>(&mut c.campaign, &sub, || Ok(reason), due_at, now)
+        .unwrap_or_else(|never| match never {});
+    let leased = record.status == MessageStatus::Queued;
+    (NewMessage { record, leased }, sub)
+}
+
+/// The suppression reasons of those of `emails` on `user`'s list, by
+/// lower-case address: one query for a batch.
+async fn suppressions_of<'e>(
+    tx: &Transaction<'_>,
+    user: UserId,
+    emails: impl Iterator<Item = &'e Email>,
+) -> Result<HashMap<String, SuppressionReason>> {
+    let keys: Vec<String> = emails.map(|e| e.suppression_key().as_str().to_string()).collect();
+    if keys.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows = tx
+        .query(
+            "SELECT email, record FROM suppressions WHERE user_id = $1 AND email = ANY($2)",
+            &[&key(user.get()), &keys],
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, Json<Suppression>>(1).0.reason))
+        .collect())
+}
+
+/// Turns due entries whose time has come (all of them once cancelled)
+/// into messages; says whether there were any.
+async fn release_due(
+    tx: &Transaction<'_>,
+    c: &mut CampaignRun,
+    batch: usize,
+    now: DateTime<Utc>,
+    out: &mut Vec<(NewMessage, Subscriber)>,
+) -> Result<bool> {
+    let until = if c.status == Status::Cancelled {
+        DateTime::<Utc>::MAX_UTC
+    } else {
+        now
+    };
+    let rows = tx
+        .query(
+            "DELETE FROM due WHERE (campaign_id, due_at, subscriber_id) IN (
+                 SELECT campaign_id, due_at, subscriber_id FROM due
+                 WHERE campaign_id = $1 AND due_at <= $2 ORDER BY due_at LIMIT $3)
+             RETURNING due_at, (SELECT record FROM subscribers s WHERE s.list_id = $4 AND s.id = subscriber_id)",
+            &[&key(c.id.get()), &until, &(batch as i64), &key(c.list_id.get())],
+        )
+        .await?;
+    let released = !rows.is_empty();
+    let mut found = Vec::with_capacity(rows.len());
+    for row in rows {
+        c.progress.planned -= 1;
+        match row.get::<_, Option<Json<Subscriber>>>(1) {
+            Some(Json(sub)) => found.push((row.get::<_, DateTime<Utc>>(0), sub)),
+            // Gone from the list meanwhile: no longer a recipient.
+            None => c.stats.total = c.stats.total.saturating_sub(1),
+        }
+    }
+    let suppressed = suppressions_of(tx, c.user_id, found.iter().map(|(_, s)| &s.email)).await?;
+    for (due_at, sub) in found {
+        out.push(new_message(c, sub, &suppressed, Some(due_at), now));
+    }
+    Ok(released)
+}
+
+/// Writes a step's new messages in one statement, the queued ones leased
+/// to `node`.
+async fn insert_messages(
+    tx: &Transaction<'_>,
+    node: &Node,
+    id: CampaignId,
+    fresh: &[(NewMessage, Subscriber)],
+) -> Result<()> {
+    if fresh.is_empty() {
+        return Ok(());
+    }
+    let subs: Vec<i64> = fresh.iter().map(|(m, _)| key(m.record.subscriber_id.get())).collect();
+    let statuses: Vec<&str> = fresh.iter().map(|(m, _)| m.record.status.as_str()).collect();
+    let leases: Vec<Option<i64>> = fresh.iter().map(|(m, _)| m.leased.then_some(node.id.0)).collect();
+    let records: Vec<Json<&MessageRecord>> = fresh.iter().map(|(m, _)| Json(&m.record)).collect();
+    tx.execute(
+        "INSERT INTO messages (campaign_id, subscriber_id, status, lease_node, record)
+         SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::bigint[], $5::jsonb[])",
+        &[&key(id.get()), &subs, &statuses, &leases, &records],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Keeps a bounce and suppresses its address when the policy says so, in
+/// the caller's transaction (redb's `bounces::file_bounce`, on tables).
+async fn file_bounce(
+    tx: &Transaction<'_>,
+    user: UserId,
+    bounce: &Bounce,
+    policy: &BouncePolicy,
+    now: DateTime<Utc>,
+) -> Result<Option<SuppressionReason>> {
+    tx.execute(
+        "INSERT INTO bounces (user_id, email, record) VALUES ($1, $2, $3)",
+        &[&key(user.get()), &bounce.email, &Json(bounce)],
+    )
+    .await?;
+    let soft_in_window = if bounce.kind == BounceType::Soft {
+        let rows = tx
+            .query(
+                "SELECT record FROM bounces WHERE user_id = $1 AND email = $2",
+                &[&key(user.get()), &bounce.email],
+            )
+            .await?;
+        let since = policy.soft_since(now);
+        rows.into_iter()
+            .map(|r| r.get::<_, Json<Bounce>>(0).0)
+            .filter(|b| b.kind == BounceType::Soft && b.at >= since)
+            .count() as u64
+    } else {
+        0
+    };
+    // An address that does not parse cannot be mailed: nothing to suppress.
+    let Ok(email) = Email::parse(&bounce.email) else {
+        return Ok(None);
+    };
+    let Some(reason) = policy.suppresses(bounce.kind, soft_in_window) else {
+        return Ok(None);
+    };
+    let detail = format!(
+        "{} bounce{}",
+        bounce.kind.as_str(),
+        bounce.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
+    );
+    let s = Suppression {
+        email: email.suppression_key(),
+        reason,
+        detail: Some(detail.chars().take(1024).collect()),
+        created_at: now,
+    };
+    // The first suppression's time is kept: it says since when.
+    tx.execute(
+        "INSERT INTO suppressions (user_id, email, record) VALUES ($1, $2, $3)
+         ON CONFLICT (user_id, email) DO UPDATE
+         SET record = jsonb_set($3, '{created_at}', suppressions.record->'created_at')",
+        &[&key(user.get()), &s.email.as_str(), &Json(&s)],
+    )
+    .await?;
+    Ok(Some(reason))
+}

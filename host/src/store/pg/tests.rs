@@ -1,0 +1,497 @@
+//! The PostgreSQL store against a real server (`test_server`): several
+//! nodes are several `Node`s (and pools) on one database, run concurrently.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+
+use super::test_server::TestServer;
+use super::{Node, PgStore};
+use crate::domain::message::{Outcome, OutcomeKind};
+use crate::domain::suppression::{Suppression, SuppressionReason};
+use crate::domain::{
+    Action, Campaign, CampaignDraft, CampaignId, CampaignRun, Email, ListId, Status, Subscriber, SubscriberId,
+    SubscriberStatus, UserId,
+};
+
+const TTL: Duration = Duration::from_secs(30);
+const MARGIN: Duration = Duration::from_secs(5);
+const LIST: ListId = ListId::new(7);
+const USER: UserId = UserId::new(1);
+
+async fn store() -> PgStore {
+    let db = TestServer::get().database();
+    PgStore::connect(&db.url, 8).await.expect("connects")
+}
+
+fn subscriber(i: usize, status: SubscriberStatus) -> Subscriber {
+    let now = Utc::now();
+    Subscriber {
+        id: SubscriberId::new(0),
+        list_id: LIST,
+        email: Email::parse(&format!("s{i}@example.com")).unwrap(),
+        name: String::new(),
+        timezone: None,
+        attributes: Default::default(),
+        status,
+        status_changed: None,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+/// A draft campaign `id` over `LIST`.
+async fn campaign(store: &PgStore, id: u64) -> CampaignId {
+    let id = CampaignId::new(id);
+    let c = Campaign::from_draft(id, USER, CampaignDraft::minimal(LIST), "log".into(), Utc::now());
+    store.put_campaign(&CampaignRun::from(c)).await.unwrap();
+    id
+}
+
+async fn send(store: &PgStore, id: CampaignId) -> Campaign {
+    store
+        .act(id, |_| Action::Send { future: false }, Utc::now())
+        .await
+        .unwrap()
+}
+
+fn sent(id: CampaignId, sub: &Subscriber) -> Outcome {
+    Outcome {
+        campaign_id: id,
+        subscriber_id: sub.id,
+        attempts: 1,
+        kind: OutcomeKind::Sent { remote_id: None },
+    }
+}
+
+/// Message counts by status, and how many are flagged.
+async fn counts(store: &PgStore, id: CampaignId) -> (std::collections::BTreeMap<String, i64>, i64) {
+    let client = store.pool.get().await.unwrap();
+    let rows = client
+        .query(
+            "SELECT status, count(*) FROM messages WHERE campaign_id = $1 GROUP BY status",
+            &[&(id.get() as i64)],
+        )
+        .await
+        .unwrap();
+    let flagged: i64 = client
+        .query_one(
+            "SELECT count(*) FROM messages WHERE campaign_id = $1 AND (record->>'possible_duplicate')::boolean",
+            &[&(id.get() as i64)],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    (rows.into_iter().map(|r| (r.get(0), r.get(1))).collect(), flagged)
+}
+
+async fn stored(store: &PgStore, id: CampaignId) -> CampaignRun {
+    let client = store.pool.get().await.unwrap();
+    let row = client
+        .query_one("SELECT run FROM campaigns WHERE id = $1", &[&(id.get() as i64)])
+        .await
+        .unwrap();
+    row.get::<_, tokio_postgres::types::Json<CampaignRun>>(0).0
+}
+
+#[tokio::test]
+async fn migrations_apply_once_when_nodes_start_together() {
+    let db = TestServer::get().database();
+    let starts = (0..4).map(|_| {
+        let url = db.url.clone();
+        async move { PgStore::connect(&url, 2).await.map(|_| ()) }
+    });
+    for s in futures_join(starts).await {
+        s.expect("every node starts");
+    }
+    let store = PgStore::connect(&db.url, 2).await.unwrap();
+    let client = store.pool.get().await.unwrap();
+    let versions: i64 = client
+        .query_one("SELECT count(*) FROM schema_migrations", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(versions, i64::from(super::schema::latest()));
+}
+
+async fn futures_join<F: std::future::Future + Send + 'static>(fs: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F::Output: Send,
+{
+    let handles: Vec<_> = fs.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
+/// Three nodes claim one campaign's batches concurrently: every
+/// subscriber gets exactly one message, the unsubscribed and suppressed
+/// are skipped, and the counters equal a count over the messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_claim_batches_in_turn_and_each_subscriber_gets_one_message() {
+    let store = store().await;
+    let mut subs: Vec<Subscriber> = (0..2_000)
+        .map(|i| subscriber(i, SubscriberStatus::Subscribed))
+        .collect();
+    subs[5].status = SubscriberStatus::Unsubscribed;
+    let subs = store.add_subscribers(LIST, subs).await.unwrap();
+    let blocked = Suppression {
+        email: subs[9].email.suppression_key(),
+        reason: SuppressionReason::Manual,
+        detail: None,
+        created_at: Utc::now(),
+    };
+    store.suppress(USER, &[blocked]).await.unwrap();
+    let id = campaign(&store, 1).await;
+    send(&store, id).await;
+
+    let mut tasks = Vec::new();
+    for n in 0..3 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let node = store.register_node(&format!("n{n}"), TTL, MARGIN).await.unwrap();
+            let mut delivered = Vec::new();
+            loop {
+                let step = store.claim(&node, id, 64, Utc::now()).await.unwrap();
+                let outcomes: Vec<Outcome> = step.jobs.iter().map(|j| sent(id, &j.subscriber)).collect();
+                delivered.extend(step.jobs.iter().map(|j| j.subscriber.id));
+                let recorded = store.record_outcomes(&node, &outcomes, Utc::now()).await.unwrap();
+                assert_eq!(recorded.rejected, 0);
+                if step.campaign.status == Status::Sent || !step.progressed {
+                    break;
+                }
+            }
+            delivered
+        }));
+    }
+    let mut all = Vec::new();
+    let mut per_node = Vec::new();
+    for t in tasks {
+        let d = t.await.unwrap();
+        per_node.push(d.len());
+        all.extend(d);
+    }
+    let unique: HashSet<SubscriberId> = all.iter().copied().collect();
+    assert_eq!(all.len(), 1_998, "one delivery per subscribed, unsuppressed subscriber");
+    assert_eq!(unique.len(), all.len(), "no subscriber delivered twice");
+    assert!(
+        per_node.iter().filter(|&&n| n > 0).count() >= 2,
+        "the nodes shared the work: {per_node:?}"
+    );
+
+    let c = stored(&store, id).await;
+    assert_eq!(c.status, Status::Sent);
+    let (by_status, flagged) = counts(&store, id).await;
+    assert_eq!(by_status.get("sent"), Some(&1_998));
+    assert_eq!(by_status.get("skipped"), Some(&2));
+    assert_eq!(c.stats.sent, 1_998);
+    assert_eq!(c.stats.skipped, 2);
+    assert_eq!(c.stats.total, 2_000);
+    assert_eq!((c.stats.queued, c.stats.pending), (0, 0));
+    assert_eq!(flagged, 0);
+}
+
+/// A node whose lease lapsed loses its queued messages to the next claim
+/// (flagged possible duplicates, counted once), and its late outcomes are
+/// refused while the new holder's count.
+#[tokio::test]
+async fn a_lapsed_lease_hands_messages_over_flagged_and_refuses_the_old_outcomes() {
+    let store = store().await;
+    let subs = store
+        .add_subscribers(
+            LIST,
+            (0..10).map(|i| subscriber(i, SubscriberStatus::Subscribed)).collect(),
+        )
+        .await
+        .unwrap();
+    let id = campaign(&store, 2).await;
+    send(&store, id).await;
+
+    let short = store
+        .register_node("frozen", Duration::from_secs(1), Duration::from_millis(300))
+        .await
+        .unwrap();
+    let a = store.claim(&short, id, 100, Utc::now()).await.unwrap();
+    assert_eq!(a.jobs.len(), 10);
+    // One outcome lands in time; then the node freezes past its lease.
+    store
+        .record_outcomes(&short, &[sent(id, &subs[0])], Utc::now())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert!(!short.fence.open(), "the fence fell before the lease lapsed");
+    assert!(!store.heartbeat(&short).await.unwrap(), "a lapsed lease is not renewed");
+
+    // The old node wakes up and reports: refused before another node took
+    // the message over (the lease lapsed) and after (it is not its own).
+    let refused = store
+        .record_outcomes(&short, &[sent(id, &subs[1])], Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(refused.rejected, 1);
+    let b_node = store.register_node("b", TTL, MARGIN).await.unwrap();
+    let b = store.claim(&b_node, id, 100, Utc::now()).await.unwrap();
+    assert_eq!((b.jobs.len(), b.taken_over), (9, 9));
+    let late: Vec<Outcome> = subs[2..].iter().map(|s| sent(id, s)).collect();
+    let refused = store.record_outcomes(&short, &late, Utc::now()).await.unwrap();
+    assert_eq!(refused.rejected, 8);
+    assert!(matches!(
+        store.claim(&short, id, 100, Utc::now()).await,
+        Err(crate::store::StoreError::LeaseLapsed)
+    ));
+    let outcomes: Vec<Outcome> = b.jobs.iter().map(|j| sent(id, &j.subscriber)).collect();
+    let done = store.record_outcomes(&b_node, &outcomes, Utc::now()).await.unwrap();
+    assert_eq!(done.rejected, 0);
+    assert_eq!(done.campaigns[0].status, Status::Sent);
+    let c = stored(&store, id).await;
+    assert_eq!((c.stats.sent, c.stats.possible_duplicates), (10, 9));
+    assert_eq!(counts(&store, id).await.1, 9);
+}
+
+/// A clean stop's deferred messages go back unleased and unflagged; a
+/// cancel settles whatever a lapsed node held.
+#[tokio::test]
+async fn deferred_messages_return_unflagged_and_cancel_settles_lapsed_ones() {
+    let store = store().await;
+    let subs = store
+        .add_subscribers(
+            LIST,
+            (0..4).map(|i| subscriber(i, SubscriberStatus::Subscribed)).collect(),
+        )
+        .await
+        .unwrap();
+    let id = campaign(&store, 3).await;
+    send(&store, id).await;
+    let a = store.register_node("a", TTL, MARGIN).await.unwrap();
+    let step = store.claim(&a, id, 100, Utc::now()).await.unwrap();
+    assert_eq!(step.jobs.len(), 4);
+    let deferred = Outcome {
+        kind: OutcomeKind::Deferred,
+        ..sent(id, &subs[0])
+    };
+    store.record_outcomes(&a, &[deferred], Utc::now()).await.unwrap();
+    store.retire_node(&a).await.unwrap();
+
+    let b = store.register_node("b", TTL, MARGIN).await.unwrap();
+    let again = store.claim(&b, id, 1, Utc::now()).await.unwrap();
+    // The unleased one comes first (lowest id) and is not flagged.
+    assert_eq!(again.jobs.len(), 1);
+    assert_eq!(again.jobs[0].subscriber.id, subs[0].id);
+    assert_eq!(stored(&store, id).await.stats.possible_duplicates, 0);
+
+    store.act(id, |_| Action::Cancel, Utc::now()).await.unwrap();
+    store.retire_node(&b).await.unwrap();
+    let c_node = store.register_node("c", TTL, MARGIN).await.unwrap();
+    let last = store.claim(&c_node, id, 100, Utc::now()).await.unwrap();
+    assert!(last.jobs.is_empty(), "a cancelled campaign hands out nothing");
+    let (by_status, _) = counts(&store, id).await;
+    assert_eq!(by_status.get("cancelled"), Some(&4));
+    let c = stored(&store, id).await;
+    assert_eq!((c.stats.cancelled, c.stats.queued), (4, 0));
+}
+
+/// A hard rejection counts a bounce and suppresses the address for the
+/// user's next campaign.
+#[tokio::test]
+async fn a_rejected_recipient_is_suppressed() {
+    let store = store().await;
+    let subs = store
+        .add_subscribers(
+            LIST,
+            (0..2).map(|i| subscriber(i, SubscriberStatus::Subscribed)).collect(),
+        )
+        .await
+        .unwrap();
+    let id = campaign(&store, 4).await;
+    send(&store, id).await;
+    let node = store.register_node("a", TTL, MARGIN).await.unwrap();
+    store.claim(&node, id, 100, Utc::now()).await.unwrap();
+    let rejected = Outcome {
+        kind: OutcomeKind::Rejected {
+            error: "550 no such user".into(),
+        },
+        ..sent(id, &subs[1])
+    };
+    store
+        .record_outcomes(&node, &[sent(id, &subs[0]), rejected], Utc::now())
+        .await
+        .unwrap();
+    let c = stored(&store, id).await;
+    assert_eq!((c.stats.sent, c.stats.failed, c.stats.bounced), (1, 1, 1));
+
+    let next = campaign(&store, 5).await;
+    send(&store, next).await;
+    let step = store.claim(&node, next, 100, Utc::now()).await.unwrap();
+    assert_eq!(step.jobs.len(), 1, "the rejected address is not mailed again");
+    assert_eq!(step.campaign.stats.skipped, 1);
+}
+
+/// Subscribers imported while a send starts are either all recipients or
+/// none: the send waits for the import under way, later ones get ids past
+/// its last recipient.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recipients_are_fixed_when_the_send_starts() {
+    let store = store().await;
+    store
+        .add_subscribers(
+            LIST,
+            (0..10).map(|i| subscriber(i, SubscriberStatus::Subscribed)).collect(),
+        )
+        .await
+        .unwrap();
+    let id = campaign(&store, 6).await;
+    let importer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for round in 0..20 {
+                let batch = (0..50).map(|i| subscriber(1_000 + round * 50 + i, SubscriberStatus::Subscribed));
+                store.add_subscribers(LIST, batch.collect()).await.unwrap();
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let started = send(&store, id).await;
+    importer.await.unwrap();
+    let node = store.register_node("a", TTL, MARGIN).await.unwrap();
+    let mut jobs = 0;
+    loop {
+        let step = store.claim(&node, id, 500, Utc::now()).await.unwrap();
+        jobs += step.jobs.len() as u64;
+        let outcomes: Vec<Outcome> = step.jobs.iter().map(|j| sent(id, &j.subscriber)).collect();
+        store.record_outcomes(&node, &outcomes, Utc::now()).await.unwrap();
+        if !step.progressed {
+            break;
+        }
+    }
+    assert_eq!(
+        jobs, started.stats.total,
+        "exactly the subscribers counted at the start"
+    );
+    assert_eq!(stored(&store, id).await.status, Status::Sent);
+}
+
+/// Several nodes firing due scheduled campaigns together start each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_campaign_fires_once_across_nodes() {
+    let store = store().await;
+    store
+        .add_subscribers(LIST, vec![subscriber(0, SubscriberStatus::Subscribed)])
+        .await
+        .unwrap();
+    let id = campaign(&store, 8).await;
+    let at = Utc::now() + chrono::Duration::milliseconds(200);
+    let mut c = stored(&store, id).await;
+    c.scheduled_at = Some(at);
+    store.put_campaign(&c).await.unwrap();
+    store
+        .act(id, |_| Action::Send { future: true }, Utc::now())
+        .await
+        .unwrap();
+    assert!(
+        store.fire_due(Utc::now()).await.unwrap().is_empty(),
+        "not before its time"
+    );
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let fired = futures_join((0..6).map(|_| {
+        let store = store.clone();
+        async move { store.fire_due(Utc::now()).await.unwrap().len() }
+    }))
+    .await;
+    assert_eq!(fired.iter().sum::<usize>(), 1, "fired by exactly one caller: {fired:?}");
+    assert_eq!(stored(&store, id).await.status, Status::Sending);
+}
+
+/// One leader at a time; its lock frees when it goes.
+#[tokio::test]
+async fn one_scheduler_leader_and_a_successor_when_it_goes() {
+    let store = store().await;
+    let first = store.try_lead().await.unwrap().expect("the first node leads");
+    assert!(first.holds());
+    assert!(store.try_lead().await.unwrap().is_none(), "a second node does not");
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if store.try_lead().await.unwrap().is_some() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the lock freed when its connection closed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Each heartbeat moves the fence to `ttl - margin` after it was sent; the
+/// fence falls there without one, and a lapsed lease is not renewed.
+#[tokio::test]
+async fn the_fence_follows_heartbeats() {
+    let store = store().await;
+    let (ttl, margin) = (Duration::from_millis(600), Duration::from_millis(200));
+    let node: Node = store.register_node("a", ttl, margin).await.unwrap();
+    let first = node.fence.at();
+    assert!(node.fence.open());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let sent = Instant::now();
+    assert!(store.heartbeat(&node).await.unwrap());
+    let returned = Instant::now();
+    assert!(node.fence.at() > first, "the heartbeat moved the fence");
+    assert!(node.fence.at() >= sent + ttl - margin && node.fence.at() <= returned + ttl - margin);
+    tokio::time::sleep_until(node.fence.at().into()).await;
+    assert!(!node.fence.open(), "fenced without a heartbeat");
+    // The database set the lease after `sent`; `ttl` after the reply it
+    // has lapsed whatever the query took.
+    tokio::time::sleep_until((returned + ttl).into()).await;
+    assert!(!store.heartbeat(&node).await.unwrap(), "a lapsed lease is not renewed");
+}
+
+/// Three nodes sharing one 6,000/min pacer for three seconds: together
+/// they send at the rate (±2%), and no second holds more than 100 + 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_pacer_holds_the_rate_across_nodes() {
+    let store = store().await;
+    let start = Instant::now();
+    let run_for = Duration::from_secs(3);
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        let pacer = Arc::new(super::SharedPacer::new(&store, "transport:t", 6_000).await.unwrap());
+        tasks.push(tokio::spawn(async move {
+            let mut at = Vec::new();
+            loop {
+                pacer.acquire().await.unwrap();
+                let now = Instant::now();
+                if now.duration_since(start) >= run_for {
+                    break;
+                }
+                at.push(now);
+            }
+            at
+        }));
+    }
+    // When each send would start, on every node.
+    let mut slots: Vec<Instant> = Vec::new();
+    let mut per_node = Vec::new();
+    for t in tasks {
+        let s = t.await.unwrap();
+        per_node.push(s.len());
+        slots.extend(s);
+    }
+    slots.sort();
+    let n = slots.len() as f64;
+    let expected = 300.0;
+    assert!(
+        (n - expected).abs() <= expected * 0.02 + 1.0,
+        "{n} slots in 3 s at 100/s"
+    );
+    assert!(per_node.iter().all(|&n| n > 0), "every node got slots: {per_node:?}");
+    let mut most = 0;
+    for (i, s) in slots.iter().enumerate() {
+        let in_window = slots[i..]
+            .iter()
+            .take_while(|t| t.duration_since(*s) < Duration::from_secs(1))
+            .count();
+        most = most.max(in_window);
+    }
+    assert!(most <= 101, "{most} slots in one second");
+}
