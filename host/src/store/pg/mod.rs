@@ -5,7 +5,8 @@
 //! (`pacer`), the scheduler's leader lock (`leader`) and the delivery
 //! queue — cursor batches claimed in turn, messages leased to a node,
 //! outcomes accepted only under the lease, expired leases re-delivered as
-//! possible duplicates (`queue`). Not yet behind `Store`: the server still
+//! possible duplicates (`queue`), and status changes reaching every node
+//! (`watch`: LISTEN/NOTIFY, with a poll as the safety net). Not yet behind `Store`: the server still
 //! runs on redb alone (ARCHITECTURE.md, "PostgreSQL").
 
 mod leader;
@@ -14,11 +15,13 @@ mod pacer;
 mod queue;
 pub mod schema;
 pub mod test_server;
+mod watch;
 
 pub use leader::Leader;
 pub use nodes::{Fence, Node, NodeId};
 pub use pacer::SharedPacer;
 pub use queue::{Claimed, Recorded};
+pub use watch::CampaignWatch;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::PgStore;
-use crate::store::Result;
+use crate::store::{Result, StoreError};
 
 /// A node incarnation's id (its `nodes` row).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -111,6 +111,23 @@ impl PgStore {
             node.fence.extend(sent + node.ttl - node.margin);
         }
         Ok(renewed)
+    }
+
+    /// Heartbeats `node` four times per lease until the lease lapses
+    /// (then returns: the incarnation is over). A failed heartbeat is
+    /// retried at the next beat; meanwhile the fence, not this loop, keeps
+    /// the node from calling transports on a lease it may have lost.
+    pub async fn keep_alive(&self, node: &Node) -> StoreError {
+        let mut beat = tokio::time::interval(node.ttl / 4);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            beat.tick().await;
+            match self.heartbeat(node).await {
+                Ok(true) => {}
+                Ok(false) => return StoreError::LeaseLapsed,
+                Err(e) => tracing::warn!(error = %e, node = node.id.0, "heartbeat failed"),
+            }
+        }
     }
 
     /// Ends `node`'s lease now (a clean stop), so others take over its

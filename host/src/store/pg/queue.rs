@@ -151,8 +151,11 @@ impl PgStore {
         }
         c.updated_at = now;
         save_campaign(&tx, &c).await?;
-        tx.execute("SELECT pg_notify('posta_campaigns', $1)", &[&c.id.to_string()])
-            .await?;
+        tx.execute(
+            "SELECT pg_notify($1, $2)",
+            &[&super::watch::CHANNEL, &super::watch::payload(c.id, c.status)],
+        )
+        .await?;
         tx.commit().await?;
         Ok(c.campaign)
     }

@@ -495,3 +495,73 @@ async fn a_shared_pacer_holds_the_rate_across_nodes() {
     }
     assert!(most <= 101, "{most} slots in one second");
 }
+
+/// A pause through one node reaches another's watch by notification
+/// (the poll is too slow to be what delivered it), once.
+#[tokio::test]
+async fn a_status_change_reaches_every_watching_node_at_once() {
+    let store = store().await;
+    let other = PgStore::connect(&TestServer::get().url(&store_name(&store)), 2)
+        .await
+        .unwrap();
+    store
+        .add_subscribers(LIST, vec![subscriber(0, SubscriberStatus::Subscribed)])
+        .await
+        .unwrap();
+    let id = campaign(&store, 9).await;
+    send(&store, id).await;
+    let mut watch = other.watch_campaigns(Duration::from_secs(60)).await.unwrap();
+    // The first poll reports what is under way.
+    assert_eq!(watch.next().await, Some((id, Status::Sending)));
+    let paused_at = Instant::now();
+    store.act(id, |_| Action::Pause, Utc::now()).await.unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(1), watch.next()).await;
+    assert_eq!(seen.expect("notified within a second"), Some((id, Status::Paused)));
+    assert!(paused_at.elapsed() < Duration::from_secs(1));
+    store.act(id, |_| Action::Cancel, Utc::now()).await.unwrap();
+    assert_eq!(watch.next().await, Some((id, Status::Cancelled)));
+}
+
+/// Without notifications (a node that missed them), the poll reports the
+/// change.
+#[tokio::test]
+async fn the_poll_catches_a_change_without_a_notification() {
+    let store = store().await;
+    let id = campaign(&store, 10).await;
+    let mut watch = store.watch_campaigns(Duration::from_millis(100)).await.unwrap();
+    // Written behind the notifications' back.
+    let mut c = stored(&store, id).await;
+    c.status = Status::Scheduled;
+    store.put_campaign(&c).await.unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(2), watch.next()).await;
+    assert_eq!(seen.expect("polled"), Some((id, Status::Scheduled)));
+}
+
+/// The keeper holds the lease past its length; stopped, the lease lapses
+/// and the keeper of a lapsed node gives up.
+#[tokio::test]
+async fn the_keeper_holds_the_lease() {
+    let store = store().await;
+    let node = Arc::new(
+        store
+            .register_node("a", Duration::from_millis(800), Duration::from_millis(100))
+            .await
+            .unwrap(),
+    );
+    let keeper = {
+        let (store, node) = (store.clone(), node.clone());
+        tokio::spawn(async move { store.keep_alive(&node).await })
+    };
+    tokio::time::sleep(Duration::from_millis(1_800)).await;
+    assert!(node.fence.open(), "kept open past the lease's length");
+    assert!(store.heartbeat(&node).await.unwrap());
+    keeper.abort();
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert!(!node.fence.open());
+    let gave_up = tokio::time::timeout(Duration::from_secs(2), store.keep_alive(&node)).await;
+    assert!(matches!(gave_up, Ok(crate::store::StoreError::LeaseLapsed)));
+}
+
+fn store_name(store: &PgStore) -> String {
+    store.config.get_dbname().expect("a database name").to_string()
+}
