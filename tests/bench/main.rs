@@ -7,7 +7,8 @@
 //! 1,000,000-subscriber import and send (time, peak RSS, database size);
 //! send_rate accuracy at 6,000/min for 60 s; SMTP into Postfix's
 //! smtp-sink beside smtp-source, and the webhook into a local receiver
-//! beside its own limit (`delivery`). Numbers are printed, never
+//! beside its own limit (`delivery`); the PostgreSQL delivery queue with
+//! 1, 2 and 3 nodes (`cluster`). Numbers are printed, never
 //! asserted: the machine is shared and noisy.
 //!
 //! Needs `POSTA_BIN` pointing at a release `posta` built with
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use posta_e2e::{Api, Server, Value, json};
 
+mod cluster;
 mod delivery;
 
 struct Args {
@@ -27,7 +29,7 @@ struct Args {
     /// Small sizes, for checking the harness itself.
     quick: bool,
     /// Run only these sections (throughput, latency, million, csv, rate,
-    /// smtp, webhook, micro).
+    /// smtp, webhook, cluster, micro).
     only: Vec<String>,
 }
 
@@ -788,6 +790,9 @@ fn main() {
     }
     if args.runs("webhook") {
         delivery::webhook(&mut r, if q { 1_000 } else { 10_000 }, if q { 1 } else { 3 });
+    }
+    if args.runs("cluster") {
+        cluster::cluster(&mut r, if q { 10_000 } else { 100_000 }, if q { 2_000 } else { 20_000 });
     }
     if args.runs("micro") {
         micro(&mut r, &root.join("target"));

@@ -91,18 +91,28 @@ impl PgStore {
         let tx = client.transaction().await?;
         tx.execute("SELECT pg_advisory_xact_lock_shared($1)", &[&list_lock(list)])
             .await?;
-        let mut stored = Vec::with_capacity(subs.len());
-        for mut s in subs {
-            let id: i64 = tx.query_one("SELECT nextval('subscriber_ids')", &[]).await?.get(0);
-            s.id = SubscriberId::new(id as u64);
-            s.list_id = list;
-            tx.execute(
-                "INSERT INTO subscribers (list_id, id, email, record) VALUES ($1, $2, $3, $4)",
-                &[&key(list.get()), &id, &s.email.as_str(), &Json(&s)],
+        let ids: Vec<i64> = tx
+            .query(
+                "SELECT nextval('subscriber_ids') FROM generate_series(1, $1::bigint)",
+                &[&(subs.len() as i64)],
             )
-            .await?;
-            stored.push(s);
+            .await?
+            .into_iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut stored = subs;
+        for (s, id) in stored.iter_mut().zip(&ids) {
+            s.id = SubscriberId::new(*id as u64);
+            s.list_id = list;
         }
+        let emails: Vec<&str> = stored.iter().map(|s| s.email.as_str()).collect();
+        let records: Vec<Json<&Subscriber>> = stored.iter().map(Json).collect();
+        tx.execute(
+            "INSERT INTO subscribers (list_id, id, email, record)
+             SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::jsonb[])",
+            &[&key(list.get()), &ids, &emails, &records],
+        )
+        .await?;
         tx.commit().await?;
         Ok(stored)
     }
@@ -268,6 +278,7 @@ impl PgStore {
                 .map(|r| (r.get(0), r.get::<_, Json<MessageRecord>>(1).0))
                 .collect();
             let mut any_final = false;
+            let mut updates = Updates::default();
             for o in outcomes {
                 let sub = key(o.subscriber_id.get());
                 let Some(mut record) = records.remove(&sub) else {
@@ -296,13 +307,9 @@ impl PgStore {
                         None
                     }
                 };
-                tx.execute(
-                    "UPDATE messages SET status = $3, lease_node = $4, record = $5
-                     WHERE campaign_id = $1 AND subscriber_id = $2",
-                    &[&key(id.get()), &sub, &record.status.as_str(), &lease, &Json(&record)],
-                )
-                .await?;
+                updates.push(sub, lease, record);
             }
+            updates.write(&tx, id).await?;
             if any_final {
                 c.stats = c.stats.with_pending();
                 c.complete_if_done(now);
@@ -378,6 +385,7 @@ async fn take_over(
             &[&key(c.id.get()), &key(c.list_id.get()), &(batch as i64)],
         )
         .await?;
+    let mut updates = Updates::default();
     for row in rows {
         let sub_id: i64 = row.get(0);
         let was_leased = row.get::<_, Option<i64>>(1).is_some();
@@ -411,21 +419,42 @@ async fn take_over(
                 None
             }
         };
-        tx.execute(
-            "UPDATE messages SET status = $3, lease_node = $4, record = $5
-             WHERE campaign_id = $1 AND subscriber_id = $2",
-            &[
-                &key(c.id.get()),
-                &sub_id,
-                &record.status.as_str(),
-                &lease,
-                &Json(&record),
-            ],
-        )
-        .await?;
+        updates.push(sub_id, lease, record);
         step.progressed = true;
     }
-    Ok(())
+    updates.write(tx, c.id).await
+}
+
+/// Changed messages of one campaign, written in one statement.
+#[derive(Default)]
+struct Updates {
+    subs: Vec<i64>,
+    leases: Vec<Option<i64>>,
+    records: Vec<MessageRecord>,
+}
+
+impl Updates {
+    fn push(&mut self, sub: i64, lease: Option<i64>, record: MessageRecord) {
+        self.subs.push(sub);
+        self.leases.push(lease);
+        self.records.push(record);
+    }
+
+    async fn write(self, tx: &Transaction<'_>, id: CampaignId) -> Result<()> {
+        if self.subs.is_empty() {
+            return Ok(());
+        }
+        let statuses: Vec<&str> = self.records.iter().map(|r| r.status.as_str()).collect();
+        let records: Vec<Json<&MessageRecord>> = self.records.iter().map(Json).collect();
+        tx.execute(
+            "UPDATE messages m SET status = u.status, lease_node = u.lease, record = u.record
+             FROM unnest($2::bigint[], $3::text[], $4::bigint[], $5::jsonb[]) AS u(sub, status, lease, record)
+             WHERE m.campaign_id = $1 AND m.subscriber_id = u.sub",
+            &[&key(id.get()), &self.subs, &statuses, &self.leases, &records],
+        )
+        .await?;
+        Ok(())
+    }
 }
 
 /// Moves the cursor over the next `batch` subscribers: messages for those

@@ -39,7 +39,15 @@ impl TestServer {
     /// PostgreSQL is not installed (`scripts/test.sh` installs it).
     pub fn get() -> &'static TestServer {
         static SERVER: OnceLock<TestServer> = OnceLock::new();
-        SERVER.get_or_init(|| TestServer::start().unwrap_or_else(|e| panic!("test PostgreSQL: {e}")))
+        SERVER.get_or_init(|| TestServer::start(false).unwrap_or_else(|e| panic!("test PostgreSQL: {e}")))
+    }
+
+    /// A second server with PostgreSQL's default durability (fsync,
+    /// synchronous commit), for benchmarks: numbers from a server that may
+    /// lose commits would flatter the queue.
+    pub fn durable() -> &'static TestServer {
+        static SERVER: OnceLock<TestServer> = OnceLock::new();
+        SERVER.get_or_init(|| TestServer::start(true).unwrap_or_else(|e| panic!("test PostgreSQL: {e}")))
     }
 
     /// A new empty database with the current schema.
@@ -59,7 +67,7 @@ impl TestServer {
         format!("host={} user={ROLE} dbname={database}", self.dir.display())
     }
 
-    fn start() -> Result<TestServer, String> {
+    fn start(durable: bool) -> Result<TestServer, String> {
         let bindir = bindir()?;
         remove_stale();
         let dir = tempfile::Builder::new()
@@ -91,7 +99,7 @@ impl TestServer {
                 "--no-sync".as_ref(),
             ],
         )?;
-        server.spawn_postmaster(&data)?;
+        server.spawn_postmaster(&data, durable)?;
         server.wait_ready()?;
         server.psql(&format!("CREATE DATABASE {TEMPLATE}"))?;
         let url = server.url(TEMPLATE);
@@ -163,24 +171,26 @@ impl TestServer {
 
     /// Starts the postmaster from a thread that never ends, so the parent
     /// death signal (sent when the spawning thread exits) comes only when
-    /// the process does. Settings trade durability for speed: a test
-    /// cluster is thrown away.
-    fn spawn_postmaster(&self, data: &Path) -> Result<(), String> {
+    /// the process does. Unless `durable`, settings trade durability for
+    /// speed: a test cluster is thrown away.
+    fn spawn_postmaster(&self, data: &Path, durable: bool) -> Result<(), String> {
         let mut cmd = self.command("postgres");
         cmd.arg("-D")
             .arg(data)
             .arg("-k")
             .arg(&self.dir)
-            .args([
-                "-c",
-                "listen_addresses=",
+            .args(["-c", "listen_addresses=", "-c", "max_connections=300"]);
+        if !durable {
+            cmd.args([
                 "-c",
                 "fsync=off",
                 "-c",
                 "synchronous_commit=off",
-            ])
-            .args(["-c", "full_page_writes=off", "-c", "max_connections=300"])
-            .stdin(Stdio::null())
+                "-c",
+                "full_page_writes=off",
+            ]);
+        }
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(self.dir.join("postgres.log")).map_err(|e| e.to_string())?);
         unsafe {
