@@ -12,6 +12,8 @@ if ! [ -x /usr/sbin/smtp-sink ] && ! command -v smtp-sink >/dev/null; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postfix
 fi
+# The cluster section runs a PostgreSQL server of its own.
+source scripts/pg-env.sh
 cargo build --release --locked -p posta -p posta-e2e --features posta/native-bench --bin posta --bin bench
 if [[ " $* " != *" --quick "* ]]; then
   rm -rf target/criterion

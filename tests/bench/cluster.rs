@@ -17,8 +17,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use posta::domain::message::{Job, Outcome, OutcomeKind};
 use posta::domain::{
-    Action, Campaign, CampaignDraft, CampaignId, CampaignRun, Email, ListId, Status, Subscriber, SubscriberId,
-    SubscriberStatus, UserId,
+    Action, Campaign, CampaignDraft, CampaignId, CampaignRun, Email, NewSubscriber, Status, SubscriberStatus, UserId,
 };
 use posta::store::pg::test_server::TestServer;
 use posta::store::pg::{Node, PgStore};
@@ -26,7 +25,6 @@ use tokio::sync::mpsc;
 
 use super::Report;
 
-const LIST: ListId = ListId::new(1);
 const CALLS_PER_NODE: usize = 32;
 
 pub fn cluster(r: &mut Report, ceiling_n: usize, paced_n: usize) {
@@ -77,19 +75,13 @@ pub fn cluster(r: &mut Report, ceiling_n: usize, paced_n: usize) {
     );
 }
 
-fn subscriber(i: usize) -> Subscriber {
-    let now = Utc::now();
-    Subscriber {
-        id: SubscriberId::new(0),
-        list_id: LIST,
+fn subscriber(i: usize) -> NewSubscriber {
+    NewSubscriber {
         email: Email::parse(&format!("s{i}@example.com")).unwrap(),
         name: String::new(),
         timezone: None,
         attributes: Default::default(),
         status: SubscriberStatus::Subscribed,
-        status_changed: None,
-        created_at: now,
-        updated_at: now,
     }
 }
 
@@ -98,20 +90,16 @@ fn subscriber(i: usize) -> Subscriber {
 async fn run(nodes: usize, n: usize, call: Option<Duration>) -> (f64, String) {
     let db = TestServer::durable().database();
     let store = PgStore::connect(&db.url, 4).await.unwrap();
+    let user = UserId::new(1);
+    let list = store.create_list(user, "bench").await.unwrap().id;
     for chunk in (0..n).collect::<Vec<_>>().chunks(10_000) {
         store
-            .add_subscribers(LIST, chunk.iter().map(|&i| subscriber(i)).collect())
+            .upsert_subscribers(user, list, chunk.iter().map(|&i| subscriber(i)).collect())
             .await
             .unwrap();
     }
     let id = CampaignId::new(1);
-    let c = Campaign::from_draft(
-        id,
-        UserId::new(1),
-        CampaignDraft::minimal(LIST),
-        "log".into(),
-        Utc::now(),
-    );
+    let c = Campaign::from_draft(id, user, CampaignDraft::minimal(list), "log".into(), Utc::now());
     store.put_campaign(&CampaignRun::from(c)).await.unwrap();
     let start = Instant::now();
     store

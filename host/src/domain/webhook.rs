@@ -155,6 +155,18 @@ pub fn event_body(id: &str, kind: EventKind, at: DateTime<Utc>, data: &serde_jso
     .to_string()
 }
 
+/// The `data` of `message.failed`.
+pub fn message_data(campaign_id: CampaignId, m: &super::message::MessageRecord) -> serde_json::Value {
+    serde_json::json!({
+        "campaign_id": campaign_id,
+        "subscriber_id": m.subscriber_id,
+        "email": m.email,
+        "message_id": m.message_id,
+        "attempts": m.attempts,
+        "error": m.last_error,
+    })
+}
+
 /// The `data` of a campaign event.
 pub fn campaign_data(c: &super::Campaign) -> serde_json::Value {
     serde_json::json!({

@@ -17,7 +17,7 @@ use super::{
 use crate::domain::bounce::{Bounce, BouncePolicy, BounceType};
 use crate::domain::message::{Job, MAX_STORED_TEXT, MessageRecord, MessageStatus, Outcome, OutcomeKind, Settled, clip};
 use crate::domain::suppression::normalize;
-use crate::domain::webhook::{EventKind, bounce_data, campaign_data};
+use crate::domain::webhook::{EventKind, bounce_data, campaign_data, message_data};
 use crate::domain::{Campaign, CampaignId, CampaignRun, MessageId, Status, Subscriber, UserId, schedule};
 
 /// The result of one enqueue step.
@@ -162,18 +162,6 @@ fn release_due(
             .and_then(|(k, _)| DateTime::from_timestamp_millis(k.value().1 as i64));
     }
     Ok(())
-}
-
-/// The `data` of `message.failed`.
-fn message_data(campaign_id: CampaignId, m: &MessageRecord) -> serde_json::Value {
-    serde_json::json!({
-        "campaign_id": campaign_id,
-        "subscriber_id": m.subscriber_id,
-        "email": m.email,
-        "message_id": m.message_id,
-        "attempts": m.attempts,
-        "error": m.last_error,
-    })
 }
 
 impl Store {

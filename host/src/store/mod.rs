@@ -14,6 +14,8 @@ mod lists;
 mod suppressions;
 mod webhooks;
 
+#[cfg(test)]
+mod conformance;
 #[cfg(feature = "postgres")]
 pub mod pg;
 

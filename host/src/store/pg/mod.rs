@@ -10,12 +10,14 @@
 //! runs on redb alone (ARCHITECTURE.md, "PostgreSQL").
 
 mod leader;
+mod lists;
 mod nodes;
 mod pacer;
 mod queue;
 pub mod schema;
 pub mod test_server;
 mod watch;
+mod webhooks;
 
 pub use leader::Leader;
 pub use nodes::{Fence, Node, NodeId};
@@ -27,6 +29,11 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
 use super::{Result, StoreError};
+
+/// Table keys are `bigint`; Posta's ids stay below 2^63.
+fn key(id: u64) -> i64 {
+    i64::try_from(id).expect("ids fit in a bigint")
+}
 
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {

@@ -21,13 +21,15 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::Transaction;
 use tokio_postgres::types::Json;
 
-use super::{Node, PgStore};
+use super::webhooks::Events;
+use super::{Node, PgStore, key};
 use crate::domain::bounce::{Bounce, BouncePolicy, BounceType};
 use crate::domain::lifecycle::transition;
 use crate::domain::message::{Job, MAX_STORED_TEXT, MessageRecord, MessageStatus, Outcome, OutcomeKind, Settled, clip};
 use crate::domain::suppression::{Suppression, SuppressionReason, normalize};
+use crate::domain::webhook::{EventKind, bounce_data, campaign_data, message_data};
 use crate::domain::{
-    Action, Campaign, CampaignId, CampaignRun, Email, Status, Subscriber, SubscriberId, UserId, schedule,
+    Action, Campaign, CampaignId, CampaignRun, Email, List, MessageId, Status, Subscriber, UserId, schedule,
 };
 use crate::store::{Result, StoreError};
 
@@ -81,42 +83,6 @@ impl PgStore {
         Ok(())
     }
 
-    /// Adds subscribers to `list` (ids from the shared sequence; the ids
-    /// in `subs` are ignored) and returns them as stored. Holds the list's
-    /// shared lock from taking ids to commit, so a send that starts
-    /// meanwhile waits and its recipients are exactly the subscribers
-    /// stored before it.
-    pub async fn add_subscribers(&self, list: crate::domain::ListId, subs: Vec<Subscriber>) -> Result<Vec<Subscriber>> {
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        tx.execute("SELECT pg_advisory_xact_lock_shared($1)", &[&list_lock(list)])
-            .await?;
-        let ids: Vec<i64> = tx
-            .query(
-                "SELECT nextval('subscriber_ids') FROM generate_series(1, $1::bigint)",
-                &[&(subs.len() as i64)],
-            )
-            .await?
-            .into_iter()
-            .map(|r| r.get(0))
-            .collect();
-        let mut stored = subs;
-        for (s, id) in stored.iter_mut().zip(&ids) {
-            s.id = SubscriberId::new(*id as u64);
-            s.list_id = list;
-        }
-        let emails: Vec<&str> = stored.iter().map(|s| s.email.as_str()).collect();
-        let records: Vec<Json<&Subscriber>> = stored.iter().map(Json).collect();
-        tx.execute(
-            "INSERT INTO subscribers (list_id, id, email, record)
-             SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::jsonb[])",
-            &[&key(list.get()), &ids, &emails, &records],
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(stored)
-    }
-
     /// Puts addresses on `user`'s suppression list (replacing the reason of
     /// ones already there).
     pub async fn suppress(&self, user: UserId, items: &[Suppression]) -> Result<()> {
@@ -145,22 +111,38 @@ impl PgStore {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let mut c = lock_campaign(&tx, id).await?;
+        let from = c.status;
         let action = action(&c);
         c.status = transition(c.status, action)?;
         if c.status == Status::Sending && matches!(action, Action::Send { .. } | Action::Fire) {
-            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&list_lock(c.list_id)])
-                .await?;
-            let row = tx
+            // FOR SHARE waits for imports under way (they hold the row) and
+            // holds off new ones until the commit: the recipients are the
+            // subscribers stored before this moment, no more, no fewer.
+            let list = tx
+                .query_opt(
+                    "SELECT record FROM lists WHERE id = $1 AND user_id = $2 FOR SHARE",
+                    &[&key(c.list_id.get()), &key(c.user_id.get())],
+                )
+                .await?
+                .ok_or(StoreError::NotFound)?
+                .get::<_, Json<List>>(0)
+                .0;
+            let last: i64 = tx
                 .query_one(
-                    "SELECT coalesce(max(id), 0), count(*) FROM subscribers WHERE list_id = $1",
+                    "SELECT coalesce(max(id), 0) FROM subscribers WHERE list_id = $1",
                     &[&key(c.list_id.get())],
                 )
-                .await?;
-            let (last, total): (i64, i64) = (row.get(0), row.get(1));
-            c.begin_sending(last as u64, total as u64, now);
+                .await?
+                .get(0);
+            c.begin_sending(last as u64, list.subscriber_count, now);
         }
         c.updated_at = now;
         save_campaign(&tx, &c).await?;
+        if let Some(kind) = EventKind::of_transition(from, c.status) {
+            Events::default()
+                .emit(&tx, c.user_id, kind, now, || campaign_data(&c))
+                .await?;
+        }
         tx.execute(
             "SELECT pg_notify($1, $2)",
             &[&super::watch::CHANNEL, &super::watch::payload(c.id, c.status)],
@@ -235,7 +217,11 @@ impl PgStore {
             }));
             c.stats = c.stats.with_pending();
         }
-        c.complete_if_done(now);
+        if c.complete_if_done(now) {
+            Events::default()
+                .emit(&tx, c.user_id, EventKind::CampaignSent, now, || campaign_data(&c))
+                .await?;
+        }
         save_campaign(&tx, &c).await?;
         tx.commit().await?;
         step.campaign = c.campaign;
@@ -279,6 +265,7 @@ impl PgStore {
                 .collect();
             let mut any_final = false;
             let mut updates = Updates::default();
+            let mut events = Events::default();
             for o in outcomes {
                 let sub = key(o.subscriber_id.get());
                 let Some(mut record) = records.remove(&sub) else {
@@ -291,6 +278,13 @@ impl PgStore {
                     Some(Settled::Deferred) => None,
                     Some(Settled::Final) => {
                         any_final = true;
+                        if record.status == MessageStatus::Failed {
+                            events
+                                .emit(&tx, c.user_id, EventKind::MessageFailed, now, || {
+                                    message_data(id, &record)
+                                })
+                                .await?;
+                        }
                         if let OutcomeKind::Rejected { error } = &o.kind {
                             let reason = Some(clip(error, MAX_STORED_TEXT));
                             if record.mark_bounce(&mut c.stats, BounceType::Hard, reason.clone(), now) {
@@ -302,6 +296,15 @@ impl PgStore {
                                     at: now,
                                 };
                                 file_bounce(&tx, c.user_id, &bounce, &BouncePolicy::default(), now).await?;
+                                let message = MessageId {
+                                    campaign: id,
+                                    subscriber: record.subscriber_id,
+                                };
+                                events
+                                    .emit(&tx, c.user_id, EventKind::MessageBounced, now, || {
+                                        bounce_data(&bounce, Some(message))
+                                    })
+                                    .await?;
                             }
                         }
                         None
@@ -312,7 +315,11 @@ impl PgStore {
             updates.write(&tx, id).await?;
             if any_final {
                 c.stats = c.stats.with_pending();
-                c.complete_if_done(now);
+                if c.complete_if_done(now) {
+                    events
+                        .emit(&tx, c.user_id, EventKind::CampaignSent, now, || campaign_data(&c))
+                        .await?;
+                }
                 save_campaign(&tx, &c).await?;
                 recorded.campaigns.push(c.campaign);
             }
@@ -320,17 +327,6 @@ impl PgStore {
         }
         Ok(recorded)
     }
-}
-
-/// Table keys are `bigint`; Posta's ids stay below 2^63.
-fn key(id: u64) -> i64 {
-    i64::try_from(id).expect("ids fit in a bigint")
-}
-
-/// The advisory lock a list's imports share and a send takes alone.
-fn list_lock(list: crate::domain::ListId) -> i64 {
-    // Distinct from the other advisory keys: those are large constants.
-    key(list.get())
 }
 
 async fn lock_campaign(tx: &Transaction<'_>, id: CampaignId) -> Result<CampaignRun> {

@@ -5,7 +5,10 @@
 use tokio_postgres::Client;
 
 /// Versions in order; a released version is never edited, only followed.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("migrations/0001_delivery.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("migrations/0001_delivery.sql")),
+    (2, include_str!("migrations/0002_lists_events.sql")),
+];
 
 /// The advisory lock key migrations hold ("posta_mg").
 const MIGRATION_LOCK: i64 = 0x706f_7374_615f_6d67;

@@ -12,13 +12,12 @@ use super::{Node, PgStore};
 use crate::domain::message::{Outcome, OutcomeKind};
 use crate::domain::suppression::{Suppression, SuppressionReason};
 use crate::domain::{
-    Action, Campaign, CampaignDraft, CampaignId, CampaignRun, Email, ListId, Status, Subscriber, SubscriberId,
-    SubscriberStatus, UserId,
+    Action, Campaign, CampaignDraft, CampaignId, CampaignRun, Email, ListId, NewSubscriber, Status, Subscriber,
+    SubscriberId, SubscriberStatus, UserId,
 };
 
 const TTL: Duration = Duration::from_secs(30);
 const MARGIN: Duration = Duration::from_secs(5);
-const LIST: ListId = ListId::new(7);
 const USER: UserId = UserId::new(1);
 
 async fn store() -> PgStore {
@@ -26,26 +25,35 @@ async fn store() -> PgStore {
     PgStore::connect(&db.url, 8).await.expect("connects")
 }
 
-fn subscriber(i: usize, status: SubscriberStatus) -> Subscriber {
-    let now = Utc::now();
-    Subscriber {
-        id: SubscriberId::new(0),
-        list_id: LIST,
+fn subscriber(i: usize, status: SubscriberStatus) -> NewSubscriber {
+    NewSubscriber {
         email: Email::parse(&format!("s{i}@example.com")).unwrap(),
         name: String::new(),
         timezone: None,
         attributes: Default::default(),
         status,
-        status_changed: None,
-        created_at: now,
-        updated_at: now,
     }
+}
+
+/// The user's one list, made on first use.
+async fn the_list(store: &PgStore) -> ListId {
+    match store.lists(USER, None, 1).await.unwrap().items.first() {
+        Some(l) => l.id,
+        None => store.create_list(USER, "list").await.unwrap().id,
+    }
+}
+
+/// Imports `subs` into the user's list.
+async fn add(store: &PgStore, subs: Vec<NewSubscriber>) -> Result<Vec<Subscriber>, crate::store::StoreError> {
+    let list = the_list(store).await;
+    Ok(store.upsert_subscribers(USER, list, subs).await?.subscribers)
 }
 
 /// A draft campaign `id` over `LIST`.
 async fn campaign(store: &PgStore, id: u64) -> CampaignId {
     let id = CampaignId::new(id);
-    let c = Campaign::from_draft(id, USER, CampaignDraft::minimal(LIST), "log".into(), Utc::now());
+    let list = the_list(store).await;
+    let c = Campaign::from_draft(id, USER, CampaignDraft::minimal(list), "log".into(), Utc::now());
     store.put_campaign(&CampaignRun::from(c)).await.unwrap();
     id
 }
@@ -134,11 +142,11 @@ where
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_claim_batches_in_turn_and_each_subscriber_gets_one_message() {
     let store = store().await;
-    let mut subs: Vec<Subscriber> = (0..2_000)
+    let mut subs: Vec<NewSubscriber> = (0..2_000)
         .map(|i| subscriber(i, SubscriberStatus::Subscribed))
         .collect();
     subs[5].status = SubscriberStatus::Unsubscribed;
-    let subs = store.add_subscribers(LIST, subs).await.unwrap();
+    let subs = add(&store, subs).await.unwrap();
     let blocked = Suppression {
         email: subs[9].email.suppression_key(),
         reason: SuppressionReason::Manual,
@@ -201,13 +209,12 @@ async fn nodes_claim_batches_in_turn_and_each_subscriber_gets_one_message() {
 #[tokio::test]
 async fn a_lapsed_lease_hands_messages_over_flagged_and_refuses_the_old_outcomes() {
     let store = store().await;
-    let subs = store
-        .add_subscribers(
-            LIST,
-            (0..10).map(|i| subscriber(i, SubscriberStatus::Subscribed)).collect(),
-        )
-        .await
-        .unwrap();
+    let subs = add(
+        &store,
+        (0..10).map(|i| subscriber(i, SubscriberStatus::Subscribed)).collect(),
+    )
+    .await
+    .unwrap();
     let id = campaign(&store, 2).await;
     send(&store, id).await;
 
@@ -257,13 +264,12 @@ async fn a_lapsed_lease_hands_messages_over_flagged_and_refuses_the_old_outcomes
 #[tokio::test]
 async fn deferred_messages_return_unflagged_and_cancel_settles_lapsed_ones() {
     let store = store().await;
-    let subs = store
-        .add_subscribers(
-            LIST,
-            (0..4).map(|i| subscriber(i, SubscriberStatus::Subscribed)).collect(),
-        )
-        .await
-        .unwrap();
+    let subs = add(
+        &store,
+        (0..4).map(|i| subscriber(i, SubscriberStatus::Subscribed)).collect(),
+    )
+    .await
+    .unwrap();
     let id = campaign(&store, 3).await;
     send(&store, id).await;
     let a = store.register_node("a", TTL, MARGIN).await.unwrap();
@@ -299,13 +305,12 @@ async fn deferred_messages_return_unflagged_and_cancel_settles_lapsed_ones() {
 #[tokio::test]
 async fn a_rejected_recipient_is_suppressed() {
     let store = store().await;
-    let subs = store
-        .add_subscribers(
-            LIST,
-            (0..2).map(|i| subscriber(i, SubscriberStatus::Subscribed)).collect(),
-        )
-        .await
-        .unwrap();
+    let subs = add(
+        &store,
+        (0..2).map(|i| subscriber(i, SubscriberStatus::Subscribed)).collect(),
+    )
+    .await
+    .unwrap();
     let id = campaign(&store, 4).await;
     send(&store, id).await;
     let node = store.register_node("a", TTL, MARGIN).await.unwrap();
@@ -336,20 +341,19 @@ async fn a_rejected_recipient_is_suppressed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recipients_are_fixed_when_the_send_starts() {
     let store = store().await;
-    store
-        .add_subscribers(
-            LIST,
-            (0..10).map(|i| subscriber(i, SubscriberStatus::Subscribed)).collect(),
-        )
-        .await
-        .unwrap();
+    add(
+        &store,
+        (0..10).map(|i| subscriber(i, SubscriberStatus::Subscribed)).collect(),
+    )
+    .await
+    .unwrap();
     let id = campaign(&store, 6).await;
     let importer = {
         let store = store.clone();
         tokio::spawn(async move {
             for round in 0..20 {
                 let batch = (0..50).map(|i| subscriber(1_000 + round * 50 + i, SubscriberStatus::Subscribed));
-                store.add_subscribers(LIST, batch.collect()).await.unwrap();
+                add(&store, batch.collect()).await.unwrap();
             }
         })
     };
@@ -378,8 +382,7 @@ async fn recipients_are_fixed_when_the_send_starts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scheduled_campaign_fires_once_across_nodes() {
     let store = store().await;
-    store
-        .add_subscribers(LIST, vec![subscriber(0, SubscriberStatus::Subscribed)])
+    add(&store, vec![subscriber(0, SubscriberStatus::Subscribed)])
         .await
         .unwrap();
     let id = campaign(&store, 8).await;
@@ -504,8 +507,7 @@ async fn a_status_change_reaches_every_watching_node_at_once() {
     let other = PgStore::connect(&TestServer::get().url(&store_name(&store)), 2)
         .await
         .unwrap();
-    store
-        .add_subscribers(LIST, vec![subscriber(0, SubscriberStatus::Subscribed)])
+    add(&store, vec![subscriber(0, SubscriberStatus::Subscribed)])
         .await
         .unwrap();
     let id = campaign(&store, 9).await;
@@ -564,4 +566,66 @@ async fn the_keeper_holds_the_lease() {
 
 fn store_name(store: &PgStore) -> String {
     store.config.get_dbname().expect("a database name").to_string()
+}
+
+/// The unsubscribe link works on PostgreSQL as on redb: the subscriber
+/// leaves (once: repeating it writes nothing), and the events a user's
+/// webhook asked for are in the outbox with the changes that caused them.
+#[tokio::test]
+async fn unsubscribing_and_events_commit_with_their_change() {
+    use crate::domain::webhook::EventKind;
+    let store = store().await;
+    store
+        .create_webhook(
+            USER,
+            "https://hooks.example/x".into(),
+            vec![
+                EventKind::SubscriberUnsubscribed,
+                EventKind::CampaignSent,
+                EventKind::MessageFailed,
+            ],
+            "secret".into(),
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    let subs = add(
+        &store,
+        (0..2).map(|i| subscriber(i, SubscriberStatus::Subscribed)).collect(),
+    )
+    .await
+    .unwrap();
+    let id = campaign(&store, 11).await;
+    send(&store, id).await;
+    let node = store.register_node("a", TTL, MARGIN).await.unwrap();
+    store.claim(&node, id, 100, Utc::now()).await.unwrap();
+    let failed = Outcome {
+        kind: OutcomeKind::Failed { error: "boom".into() },
+        ..sent(id, &subs[1])
+    };
+    let done = store
+        .record_outcomes(&node, &[sent(id, &subs[0]), failed], Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(done.campaigns[0].status, Status::Sent);
+
+    store.unsubscribe(id, subs[0].id).await.unwrap();
+    store.unsubscribe(id, subs[0].id).await.unwrap();
+    let list = the_list(&store).await;
+    let gone = store.subscriber(USER, list, subs[0].id).await.unwrap();
+    assert_eq!(gone.status, SubscriberStatus::Unsubscribed);
+    assert!(matches!(
+        store.unsubscribe(CampaignId::new(999), subs[0].id).await,
+        Err(crate::store::StoreError::NotFound)
+    ));
+
+    let client = store.pool.get().await.unwrap();
+    let events: Vec<String> = client
+        .query("SELECT record->>'event' FROM webhook_deliveries ORDER BY id", &[])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(events, ["message.failed", "campaign.sent", "subscriber.unsubscribed"]);
 }
