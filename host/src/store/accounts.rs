@@ -40,13 +40,13 @@ impl From<KeyRecord> for KeyInfo {
     }
 }
 
-const KEY_PREFIX: &str = "posta_";
+pub(crate) const KEY_PREFIX: &str = "posta_";
 
 pub fn hash_key(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 
-fn new_key() -> String {
+pub(crate) fn new_key() -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     format!("{KEY_PREFIX}{}", hex::encode(bytes))
@@ -232,6 +232,11 @@ impl Store {
     }
 }
 
+/// A key's first characters, shown to tell keys apart.
+pub(crate) fn key_hint(key: &str) -> String {
+    key.chars().take(KEY_PREFIX.len() + 4).collect()
+}
+
 /// Makes a key for `user_id`, stored by hash and in the user's key index.
 fn issue(tx: &WriteTransaction, user_id: UserId) -> Result<(String, KeyInfo)> {
     let key = new_key();
@@ -239,7 +244,7 @@ fn issue(tx: &WriteTransaction, user_id: UserId) -> Result<(String, KeyInfo)> {
     tx.open_table(API_KEYS)?.insert(hash.as_slice(), user_id.get())?;
     let record = KeyRecord {
         id: KeyId::new(next_id(tx, "key")?),
-        hint: key.chars().take(KEY_PREFIX.len() + 4).collect(),
+        hint: key_hint(&key),
         created_at: Utc::now(),
         hash: hex::encode(hash),
     };

@@ -3,13 +3,37 @@
 //! test server). A part of the store joins `Backend` when the PostgreSQL
 //! store has it; the trait is the seam the server will later call through.
 
-use super::{Page, Result, Store, StoreError, UpsertReport};
+use chrono::{Duration, Utc};
+
+use super::{KeyInfo, Page, Result, Store, StoreError, SuppressReport, SuppressionPage, UpsertReport};
+use crate::domain::suppression::{Suppression, SuppressionReason};
 use crate::domain::{
-    Email, List, ListId, NewSubscriber, Subscriber, SubscriberId, SubscriberPatch, SubscriberStatus, UserId,
+    Email, KeyId, List, ListId, NewSubscriber, Subscriber, SubscriberId, SubscriberPatch, SubscriberStatus, User,
+    UserId,
 };
 
 /// What the scenarios call: the backends' own methods, awaited or not.
 trait Backend {
+    async fn create_user_as(&self, email: &str, admin: bool) -> Result<(User, String)>;
+    async fn user_by_key(&self, key: &str) -> Result<Option<User>>;
+    async fn new_key(&self, email: &str) -> Result<(User, String)>;
+    async fn issue_key(&self, user: UserId) -> Result<(String, KeyInfo)>;
+    async fn keys(&self, user: UserId) -> Result<Vec<KeyInfo>>;
+    async fn revoke_key(&self, user: UserId, id: KeyId) -> Result<()>;
+    async fn users(&self, after: Option<u64>, limit: usize) -> Result<Page<User>>;
+    async fn user(&self, id: UserId) -> Result<User>;
+    async fn revoke(&self, key_or_email: &str) -> Result<usize>;
+    async fn user_count(&self) -> Result<u64>;
+    async fn suppress(&self, user: UserId, items: &[Suppression]) -> Result<SuppressReport>;
+    async fn unsuppress(&self, user: UserId, email: &str) -> Result<()>;
+    async fn suppression(&self, user: UserId, email: &str) -> Result<Suppression>;
+    async fn suppressions(
+        &self,
+        user: UserId,
+        reason: Option<SuppressionReason>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<SuppressionPage>;
     async fn create_list(&self, user: UserId, name: &str) -> Result<List>;
     async fn list(&self, user: UserId, list: ListId) -> Result<List>;
     async fn lists(&self, user: UserId, after: Option<u64>, limit: usize) -> Result<Page<List>>;
@@ -38,6 +62,54 @@ trait Backend {
 macro_rules! forward {
     ($t:ty $(, $aw:tt)?) => {
         impl Backend for $t {
+            async fn create_user_as(&self, email: &str, admin: bool) -> Result<(User, String)> {
+                <$t>::create_user_as(self, email, admin)$(.$aw)?
+            }
+            async fn user_by_key(&self, key: &str) -> Result<Option<User>> {
+                <$t>::user_by_key(self, key)$(.$aw)?
+            }
+            async fn new_key(&self, email: &str) -> Result<(User, String)> {
+                <$t>::new_key(self, email)$(.$aw)?
+            }
+            async fn issue_key(&self, user: UserId) -> Result<(String, KeyInfo)> {
+                <$t>::issue_key(self, user)$(.$aw)?
+            }
+            async fn keys(&self, user: UserId) -> Result<Vec<KeyInfo>> {
+                <$t>::keys(self, user)$(.$aw)?
+            }
+            async fn revoke_key(&self, user: UserId, id: KeyId) -> Result<()> {
+                <$t>::revoke_key(self, user, id)$(.$aw)?
+            }
+            async fn users(&self, after: Option<u64>, limit: usize) -> Result<Page<User>> {
+                <$t>::users(self, after, limit)$(.$aw)?
+            }
+            async fn user(&self, id: UserId) -> Result<User> {
+                <$t>::user(self, id)$(.$aw)?
+            }
+            async fn revoke(&self, key_or_email: &str) -> Result<usize> {
+                <$t>::revoke(self, key_or_email)$(.$aw)?
+            }
+            async fn user_count(&self) -> Result<u64> {
+                <$t>::user_count(self)$(.$aw)?
+            }
+            async fn suppress(&self, user: UserId, items: &[Suppression]) -> Result<SuppressReport> {
+                <$t>::suppress(self, user, items)$(.$aw)?
+            }
+            async fn unsuppress(&self, user: UserId, email: &str) -> Result<()> {
+                <$t>::unsuppress(self, user, email)$(.$aw)?
+            }
+            async fn suppression(&self, user: UserId, email: &str) -> Result<Suppression> {
+                <$t>::suppression(self, user, email)$(.$aw)?
+            }
+            async fn suppressions(
+                &self,
+                user: UserId,
+                reason: Option<SuppressionReason>,
+                after: Option<&str>,
+                limit: usize,
+            ) -> Result<SuppressionPage> {
+                <$t>::suppressions(self, user, reason, after, limit)$(.$aw)?
+            }
             async fn create_list(&self, user: UserId, name: &str) -> Result<List> {
                 <$t>::create_list(self, user, name)$(.$aw)?
             }
@@ -243,6 +315,117 @@ async fn subscriber_pages_and_status_filters(s: &impl Backend) {
     ));
 }
 
+async fn users_and_their_keys(s: &impl Backend) {
+    assert_eq!(s.user_count().await.unwrap(), 0);
+    let (first, key1) = s.create_user_as("Ann@Example.org", false).await.unwrap();
+    assert!(first.admin, "the first user is the admin");
+    let (second, key2) = s.create_user_as("bo@example.org", false).await.unwrap();
+    assert!(!second.admin);
+    assert!(matches!(
+        s.create_user_as("ann@example.org", false).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        s.create_user_as("nope", false).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert_eq!(s.user_by_key(&key1).await.unwrap(), Some(first.clone()));
+    assert_eq!(s.user_by_key("posta_unknown").await.unwrap(), None);
+
+    let (_, key3) = s.new_key("ANN@example.org").await.unwrap();
+    let (key4, info4) = s.issue_key(first.id).await.unwrap();
+    let keys = s.keys(first.id).await.unwrap();
+    assert_eq!(keys.len(), 3);
+    assert_eq!(keys.last().map(|k| k.id), Some(info4.id));
+    assert!(
+        keys.iter()
+            .all(|k| k.hint.starts_with("posta_") && key1.starts_with("posta_"))
+    );
+    s.revoke_key(first.id, info4.id).await.unwrap();
+    assert_eq!(s.user_by_key(&key4).await.unwrap(), None);
+    assert!(matches!(
+        s.revoke_key(second.id, keys[0].id).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(s.revoke(&key3).await.unwrap(), 1);
+    assert_eq!(s.revoke("ann@example.org").await.unwrap(), 1, "the one key left");
+    assert_eq!(s.user_by_key(&key1).await.unwrap(), None);
+    assert_eq!(s.user_by_key(&key2).await.unwrap(), Some(second.clone()));
+    assert!(matches!(s.revoke("who@example.org").await, Err(StoreError::NotFound)));
+
+    let page = s.users(None, 1).await.unwrap();
+    assert_eq!(page.items, [first.clone()]);
+    assert_eq!(s.users(page.next_after, 5).await.unwrap().items, [second.clone()]);
+    assert_eq!(s.user(second.id).await.unwrap(), second);
+    assert!(matches!(s.user(UserId::new(999)).await, Err(StoreError::NotFound)));
+    assert!(matches!(s.keys(UserId::new(999)).await, Err(StoreError::NotFound)));
+    assert_eq!(s.user_count().await.unwrap(), 2);
+}
+
+fn suppression(email: &str, reason: SuppressionReason, detail: Option<&str>, minutes_ago: i64) -> Suppression {
+    Suppression {
+        email: Email::parse(email).unwrap().suppression_key(),
+        reason,
+        detail: detail.map(str::to_string),
+        created_at: Utc::now() - Duration::minutes(minutes_ago),
+    }
+}
+
+async fn suppression_lists(s: &impl Backend) {
+    use SuppressionReason::*;
+    let first = suppression("b@x.org", Manual, None, 10);
+    let report = s
+        .suppress(
+            ALICE,
+            &[
+                first.clone(),
+                suppression("a@x.org", Bounced, Some("550"), 5),
+                suppression("c@x.org", Manual, None, 5),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!((report.added, report.updated, report.unchanged), (3, 0, 0));
+    let again = s
+        .suppress(
+            ALICE,
+            &[
+                suppression("b@x.org", Complained, None, 0),
+                suppression("c@x.org", Manual, None, 0),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!((again.added, again.updated, again.unchanged), (0, 1, 1));
+    let b = s.suppression(ALICE, "B@X.org").await.unwrap();
+    assert_eq!(b.reason, Complained);
+    assert_eq!(b.created_at, first.created_at, "since when is kept");
+    assert!(matches!(s.suppression(BOB, "b@x.org").await, Err(StoreError::NotFound)));
+
+    let page = s.suppressions(ALICE, None, None, 2).await.unwrap();
+    let emails: Vec<&str> = page.items.iter().map(|s| s.email.as_str()).collect();
+    assert_eq!(emails, ["a@x.org", "b@x.org"]);
+    assert_eq!(page.next_after.as_deref(), Some("b@x.org"));
+    let rest = s
+        .suppressions(ALICE, None, page.next_after.as_deref(), 2)
+        .await
+        .unwrap();
+    assert_eq!(rest.items.len(), 1);
+    assert_eq!(rest.next_after, None);
+    let manual = s.suppressions(ALICE, Some(Manual), None, 10).await.unwrap();
+    assert_eq!(
+        manual.items.iter().map(|s| s.email.as_str()).collect::<Vec<_>>(),
+        ["c@x.org"]
+    );
+
+    s.unsuppress(ALICE, "A@x.org").await.unwrap();
+    assert!(matches!(
+        s.unsuppress(ALICE, "a@x.org").await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(s.suppressions(ALICE, None, None, 10).await.unwrap().items.len(), 2);
+}
+
 macro_rules! conformance {
     ($($scenario:ident),* $(,)?) => {
         mod redb {
@@ -270,6 +453,8 @@ macro_rules! conformance {
 }
 
 conformance!(
+    users_and_their_keys,
+    suppression_lists,
     lists_belong_to_their_user,
     upserts_create_update_and_keep_unsubscribes,
     subscriber_pages_and_status_filters,

@@ -6,7 +6,7 @@
 //! migration); keys are redb tuples so that ranges serve paging and the
 //! delivery cursor.
 
-mod accounts;
+pub(crate) mod accounts;
 mod bounces;
 mod campaigns;
 mod delivery;

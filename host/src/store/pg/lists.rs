@@ -364,7 +364,7 @@ async fn save_subscriber(tx: &Transaction<'_>, s: &Subscriber) -> Result<()> {
 }
 
 /// A page from `limit + 1` rows: the extra one says there is more.
-fn page<T>(mut items: Vec<T>, limit: usize, id: impl Fn(&T) -> u64) -> Page<T> {
+pub(super) fn page<T>(mut items: Vec<T>, limit: usize, id: impl Fn(&T) -> u64) -> Page<T> {
     let more = items.len() > limit;
     items.truncate(limit);
     let next_after = if more { items.last().map(id) } else { None };

@@ -9,12 +9,14 @@
 //! (`watch`: LISTEN/NOTIFY, with a poll as the safety net). Not yet behind `Store`: the server still
 //! runs on redb alone (ARCHITECTURE.md, "PostgreSQL").
 
+mod accounts;
 mod leader;
 mod lists;
 mod nodes;
 mod pacer;
 mod queue;
 pub mod schema;
+mod suppressions;
 pub mod test_server;
 mod watch;
 mod webhooks;

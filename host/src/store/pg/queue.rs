@@ -83,22 +83,6 @@ impl PgStore {
         Ok(())
     }
 
-    /// Puts addresses on `user`'s suppression list (replacing the reason of
-    /// ones already there).
-    pub async fn suppress(&self, user: UserId, items: &[Suppression]) -> Result<()> {
-        let client = self.pool.get().await?;
-        for s in items {
-            client
-                .execute(
-                    "INSERT INTO suppressions (user_id, email, record) VALUES ($1, $2, $3)
-                     ON CONFLICT (user_id, email) DO UPDATE SET record = $3",
-                    &[&key(user.get()), &s.email.as_str(), &Json(s)],
-                )
-                .await?;
-        }
-        Ok(())
-    }
-
     /// Applies a lifecycle action under the campaign's row lock; starting
     /// to send fixes the recipients (the list's subscribers now, after any
     /// import under way has committed). Tells the other nodes at commit.

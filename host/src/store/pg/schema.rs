@@ -8,6 +8,7 @@ use tokio_postgres::Client;
 const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("migrations/0001_delivery.sql")),
     (2, include_str!("migrations/0002_lists_events.sql")),
+    (3, include_str!("migrations/0003_accounts.sql")),
 ];
 
 /// The advisory lock key migrations hold ("posta_mg").
