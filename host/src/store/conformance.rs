@@ -354,7 +354,7 @@ async fn users_and_their_keys(s: &impl Backend) {
     assert!(matches!(s.revoke("who@example.org").await, Err(StoreError::NotFound)));
 
     let page = s.users(None, 1).await.unwrap();
-    assert_eq!(page.items, [first.clone()]);
+    assert_eq!(page.items, std::slice::from_ref(&first));
     assert_eq!(s.users(page.next_after, 5).await.unwrap().items, [second.clone()]);
     assert_eq!(s.user(second.id).await.unwrap(), second);
     assert!(matches!(s.user(UserId::new(999)).await, Err(StoreError::NotFound)));
