@@ -16,9 +16,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use posta::domain::message::{Job, Outcome, OutcomeKind};
-use posta::domain::{
-    Action, Campaign, CampaignDraft, CampaignId, CampaignRun, Email, NewSubscriber, Status, SubscriberStatus, UserId,
-};
+use posta::domain::{CampaignDraft, CampaignId, Email, NewSubscriber, Status, SubscriberStatus, UserId};
 use posta::store::pg::test_server::TestServer;
 use posta::store::pg::{Node, PgStore};
 use tokio::sync::mpsc;
@@ -98,14 +96,13 @@ async fn run(nodes: usize, n: usize, call: Option<Duration>) -> (f64, String) {
             .await
             .unwrap();
     }
-    let id = CampaignId::new(1);
-    let c = Campaign::from_draft(id, user, CampaignDraft::minimal(list), "log".into(), Utc::now());
-    store.put_campaign(&CampaignRun::from(c)).await.unwrap();
-    let start = Instant::now();
-    store
-        .act(id, |_| Action::Send { future: false }, Utc::now())
+    let id = store
+        .create_campaign(user, CampaignDraft::minimal(list), "log".into(), Utc::now())
         .await
-        .unwrap();
+        .unwrap()
+        .id;
+    let start = Instant::now();
+    store.send(user, id, Utc::now()).await.unwrap();
     let done = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for i in 0..nodes {
@@ -131,9 +128,9 @@ async fn run(nodes: usize, n: usize, call: Option<Duration>) -> (f64, String) {
             .query_one(
                 "SELECT count(*) FILTER (WHERE status = 'sent'),
                         count(*) FILTER (WHERE (record->>'possible_duplicate')::boolean),
-                        (SELECT (run->'stats'->>'sent')::bigint FROM campaigns WHERE id = 1)
-                 FROM messages WHERE campaign_id = 1",
-                &[],
+                        (SELECT (run->'stats'->>'sent')::bigint FROM campaigns WHERE id = $1)
+                 FROM messages WHERE campaign_id = $1",
+                &[&(id.get() as i64)],
             )
             .await
             .unwrap();

@@ -8,9 +8,10 @@ use chrono::{Duration, Utc};
 use super::{KeyInfo, Page, Result, Store, StoreError, SuppressReport, SuppressionPage, UpsertReport};
 use crate::domain::suppression::{Suppression, SuppressionReason};
 use crate::domain::{
-    Email, KeyId, List, ListId, NewSubscriber, Subscriber, SubscriberId, SubscriberPatch, SubscriberStatus, User,
-    UserId,
+    Action, Campaign, CampaignDraft, CampaignId, Email, KeyId, List, ListId, NewSubscriber, Status, Subscriber,
+    SubscriberId, SubscriberPatch, SubscriberStatus, User, UserId,
 };
+use chrono::DateTime;
 
 /// What the scenarios call: the backends' own methods, awaited or not.
 trait Backend {
@@ -34,6 +35,27 @@ trait Backend {
         after: Option<&str>,
         limit: usize,
     ) -> Result<SuppressionPage>;
+    async fn create_campaign(&self, user: UserId, draft: CampaignDraft, transport: String) -> Result<Campaign>;
+    async fn campaign(&self, user: UserId, id: CampaignId) -> Result<Campaign>;
+    async fn campaign_by_id(&self, id: CampaignId) -> Result<Campaign>;
+    async fn campaigns(
+        &self,
+        user: UserId,
+        status: Option<Status>,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Page<Campaign>>;
+    async fn act(
+        &self,
+        user: UserId,
+        id: CampaignId,
+        action: Action,
+        f: impl FnOnce(&mut Campaign) + Send,
+    ) -> Result<Campaign>;
+    async fn send(&self, user: UserId, id: CampaignId, now: DateTime<Utc>) -> Result<Campaign>;
+    async fn duplicate_campaign(&self, user: UserId, id: CampaignId) -> Result<Campaign>;
+    async fn delete_campaign(&self, user: UserId, id: CampaignId) -> Result<()>;
+    async fn active_campaigns(&self) -> Result<Vec<Campaign>>;
     async fn create_list(&self, user: UserId, name: &str) -> Result<List>;
     async fn list(&self, user: UserId, list: ListId) -> Result<List>;
     async fn lists(&self, user: UserId, after: Option<u64>, limit: usize) -> Result<Page<List>>;
@@ -109,6 +131,45 @@ macro_rules! forward {
                 limit: usize,
             ) -> Result<SuppressionPage> {
                 <$t>::suppressions(self, user, reason, after, limit)$(.$aw)?
+            }
+            async fn create_campaign(&self, user: UserId, draft: CampaignDraft, transport: String) -> Result<Campaign> {
+                <$t>::create_campaign(self, user, draft, transport, Utc::now())$(.$aw)?
+            }
+            async fn campaign(&self, user: UserId, id: CampaignId) -> Result<Campaign> {
+                <$t>::campaign(self, user, id)$(.$aw)?
+            }
+            async fn campaign_by_id(&self, id: CampaignId) -> Result<Campaign> {
+                <$t>::campaign_by_id(self, id)$(.$aw)?
+            }
+            async fn campaigns(
+                &self,
+                user: UserId,
+                status: Option<Status>,
+                after: Option<u64>,
+                limit: usize,
+            ) -> Result<Page<Campaign>> {
+                <$t>::campaigns(self, user, status, after, limit)$(.$aw)?
+            }
+            async fn act(
+                &self,
+                user: UserId,
+                id: CampaignId,
+                action: Action,
+                f: impl FnOnce(&mut Campaign) + Send,
+            ) -> Result<Campaign> {
+                <$t>::act(self, user, id, action, Utc::now(), f)$(.$aw)?
+            }
+            async fn send(&self, user: UserId, id: CampaignId, now: DateTime<Utc>) -> Result<Campaign> {
+                <$t>::send(self, user, id, now)$(.$aw)?
+            }
+            async fn duplicate_campaign(&self, user: UserId, id: CampaignId) -> Result<Campaign> {
+                <$t>::duplicate_campaign(self, user, id, Utc::now())$(.$aw)?
+            }
+            async fn delete_campaign(&self, user: UserId, id: CampaignId) -> Result<()> {
+                <$t>::delete_campaign(self, user, id)$(.$aw)?
+            }
+            async fn active_campaigns(&self) -> Result<Vec<Campaign>> {
+                <$t>::active_campaigns(self)$(.$aw)?
             }
             async fn create_list(&self, user: UserId, name: &str) -> Result<List> {
                 <$t>::create_list(self, user, name)$(.$aw)?
@@ -355,7 +416,10 @@ async fn users_and_their_keys(s: &impl Backend) {
 
     let page = s.users(None, 1).await.unwrap();
     assert_eq!(page.items, std::slice::from_ref(&first));
-    assert_eq!(s.users(page.next_after, 5).await.unwrap().items, [second.clone()]);
+    assert_eq!(
+        s.users(page.next_after, 5).await.unwrap().items,
+        std::slice::from_ref(&second)
+    );
     assert_eq!(s.user(second.id).await.unwrap(), second);
     assert!(matches!(s.user(UserId::new(999)).await, Err(StoreError::NotFound)));
     assert!(matches!(s.keys(UserId::new(999)).await, Err(StoreError::NotFound)));
@@ -426,6 +490,95 @@ async fn suppression_lists(s: &impl Backend) {
     assert_eq!(s.suppressions(ALICE, None, None, 10).await.unwrap().items.len(), 2);
 }
 
+async fn campaigns_and_their_lifecycle(s: &impl Backend) {
+    use SubscriberStatus::Subscribed;
+    let list = s.create_list(ALICE, "l").await.unwrap();
+    let bobs = s.create_list(BOB, "b").await.unwrap();
+    s.upsert(
+        ALICE,
+        list.id,
+        vec![new("a@x.org", Subscribed), new("b@x.org", Subscribed)],
+    )
+    .await
+    .unwrap();
+    let draft = CampaignDraft::minimal(list.id);
+    let c = s.create_campaign(ALICE, draft.clone(), "log".into()).await.unwrap();
+    assert_eq!(c.status, Status::Draft);
+    assert!(matches!(
+        s.create_campaign(ALICE, CampaignDraft::minimal(bobs.id), "log".into()).await,
+        Err(StoreError::Invalid(e)) if e.field == "list_id"
+    ));
+    let bad = CampaignDraft {
+        subject: String::new(),
+        ..draft.clone()
+    };
+    assert!(matches!(
+        s.create_campaign(ALICE, bad, "log".into()).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert_eq!(s.campaign(ALICE, c.id).await.unwrap(), c);
+    assert!(matches!(s.campaign(BOB, c.id).await, Err(StoreError::NotFound)));
+    assert_eq!(s.campaign_by_id(c.id).await.unwrap(), c);
+
+    let edited = s
+        .act(ALICE, c.id, Action::Edit, |c| c.name = "renamed".into())
+        .await
+        .unwrap();
+    assert_eq!(edited.name, "renamed");
+    let invalid = s.act(ALICE, c.id, Action::Edit, |c| c.subject = String::new()).await;
+    assert!(matches!(invalid, Err(StoreError::Invalid(_))));
+    assert_eq!(s.campaign(ALICE, c.id).await.unwrap().name, "renamed", "nothing stored");
+    assert!(matches!(
+        s.act(BOB, c.id, Action::Edit, |_| {}).await,
+        Err(StoreError::NotFound)
+    ));
+
+    let copy = s.duplicate_campaign(ALICE, c.id).await.unwrap();
+    assert!(copy.id > c.id);
+    assert_eq!(copy.status, Status::Draft);
+    let later = Utc::now() + Duration::hours(1);
+    s.act(ALICE, copy.id, Action::Edit, |c| c.scheduled_at = Some(later))
+        .await
+        .unwrap();
+    let scheduled = s.send(ALICE, copy.id, Utc::now()).await.unwrap();
+    assert_eq!(scheduled.status, Status::Scheduled);
+
+    let sending = s.send(ALICE, c.id, Utc::now()).await.unwrap();
+    assert_eq!(sending.status, Status::Sending);
+    assert_eq!(
+        (sending.stats.total, sending.stats.pending),
+        (2, 2),
+        "recipients fixed at send"
+    );
+    assert!(sending.started_at.is_some());
+    assert!(matches!(
+        s.act(ALICE, c.id, Action::Edit, |_| {}).await,
+        Err(StoreError::Transition(_))
+    ));
+    assert!(matches!(
+        s.delete_campaign(ALICE, c.id).await,
+        Err(StoreError::Transition(_))
+    ));
+    let paused = s.act(ALICE, c.id, Action::Pause, |_| {}).await.unwrap();
+    assert_eq!(paused.status, Status::Paused);
+
+    let mut active: Vec<CampaignId> = s.active_campaigns().await.unwrap().iter().map(|c| c.id).collect();
+    active.sort();
+    assert_eq!(active, [c.id, copy.id]);
+    let page = s.campaigns(ALICE, None, None, 1).await.unwrap();
+    assert_eq!(page.items.iter().map(|c| c.id).collect::<Vec<_>>(), [c.id]);
+    let rest = s.campaigns(ALICE, None, page.next_after, 5).await.unwrap();
+    assert_eq!(rest.items.iter().map(|c| c.id).collect::<Vec<_>>(), [copy.id]);
+    let only = s.campaigns(ALICE, Some(Status::Scheduled), None, 5).await.unwrap();
+    assert_eq!(only.items.iter().map(|c| c.id).collect::<Vec<_>>(), [copy.id]);
+    assert!(s.campaigns(BOB, None, None, 5).await.unwrap().items.is_empty());
+
+    s.act(ALICE, copy.id, Action::Cancel, |_| {}).await.unwrap();
+    s.delete_campaign(ALICE, copy.id).await.unwrap();
+    assert!(matches!(s.campaign(ALICE, copy.id).await, Err(StoreError::NotFound)));
+    assert!(matches!(s.delete_campaign(BOB, c.id).await, Err(StoreError::NotFound)));
+}
+
 macro_rules! conformance {
     ($($scenario:ident),* $(,)?) => {
         mod redb {
@@ -453,6 +606,7 @@ macro_rules! conformance {
 }
 
 conformance!(
+    campaigns_and_their_lifecycle,
     users_and_their_keys,
     suppression_lists,
     lists_belong_to_their_user,

@@ -10,6 +10,7 @@
 //! runs on redb alone (ARCHITECTURE.md, "PostgreSQL").
 
 mod accounts;
+mod campaigns;
 mod leader;
 mod lists;
 mod nodes;

@@ -21,16 +21,14 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::Transaction;
 use tokio_postgres::types::Json;
 
+use super::campaigns::{lock_campaign, save_campaign};
 use super::webhooks::Events;
 use super::{Node, PgStore, key};
 use crate::domain::bounce::{Bounce, BouncePolicy, BounceType};
-use crate::domain::lifecycle::transition;
 use crate::domain::message::{Job, MAX_STORED_TEXT, MessageRecord, MessageStatus, Outcome, OutcomeKind, Settled, clip};
 use crate::domain::suppression::{Suppression, SuppressionReason, normalize};
 use crate::domain::webhook::{EventKind, bounce_data, campaign_data, message_data};
-use crate::domain::{
-    Action, Campaign, CampaignId, CampaignRun, Email, List, MessageId, Status, Subscriber, UserId, schedule,
-};
+use crate::domain::{Campaign, CampaignId, CampaignRun, Email, MessageId, Status, Subscriber, UserId, schedule};
 use crate::store::{Result, StoreError};
 
 /// What one claim did.
@@ -65,101 +63,6 @@ struct NewMessage {
 }
 
 impl PgStore {
-    /// Stores a campaign run as it is (creating it or replacing it).
-    pub async fn put_campaign(&self, run: &CampaignRun) -> Result<()> {
-        let client = self.pool.get().await?;
-        client
-            .execute(
-                "INSERT INTO campaigns (id, user_id, status, run) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (id) DO UPDATE SET user_id = $2, status = $3, run = $4",
-                &[
-                    &key(run.id.get()),
-                    &key(run.user_id.get()),
-                    &run.status.as_str(),
-                    &Json(run),
-                ],
-            )
-            .await?;
-        Ok(())
-    }
-
-    /// Applies a lifecycle action under the campaign's row lock; starting
-    /// to send fixes the recipients (the list's subscribers now, after any
-    /// import under way has committed). Tells the other nodes at commit.
-    pub async fn act(
-        &self,
-        id: CampaignId,
-        action: impl FnOnce(&Campaign) -> Action,
-        now: DateTime<Utc>,
-    ) -> Result<Campaign> {
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        let mut c = lock_campaign(&tx, id).await?;
-        let from = c.status;
-        let action = action(&c);
-        c.status = transition(c.status, action)?;
-        if c.status == Status::Sending && matches!(action, Action::Send { .. } | Action::Fire) {
-            // FOR SHARE waits for imports under way (they hold the row) and
-            // holds off new ones until the commit: the recipients are the
-            // subscribers stored before this moment, no more, no fewer.
-            let list = tx
-                .query_opt(
-                    "SELECT record FROM lists WHERE id = $1 AND user_id = $2 FOR SHARE",
-                    &[&key(c.list_id.get()), &key(c.user_id.get())],
-                )
-                .await?
-                .ok_or(StoreError::NotFound)?
-                .get::<_, Json<List>>(0)
-                .0;
-            let last: i64 = tx
-                .query_one(
-                    "SELECT coalesce(max(id), 0) FROM subscribers WHERE list_id = $1",
-                    &[&key(c.list_id.get())],
-                )
-                .await?
-                .get(0);
-            c.begin_sending(last as u64, list.subscriber_count, now);
-        }
-        c.updated_at = now;
-        save_campaign(&tx, &c).await?;
-        if let Some(kind) = EventKind::of_transition(from, c.status) {
-            Events::default()
-                .emit(&tx, c.user_id, kind, now, || campaign_data(&c))
-                .await?;
-        }
-        tx.execute(
-            "SELECT pg_notify($1, $2)",
-            &[&super::watch::CHANNEL, &super::watch::payload(c.id, c.status)],
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(c.campaign)
-    }
-
-    /// Starts every scheduled campaign whose time has come; the transition
-    /// is the guard, so a campaign starts once however many nodes try.
-    pub async fn fire_due(&self, now: DateTime<Utc>) -> Result<Vec<Campaign>> {
-        let client = self.pool.get().await?;
-        let rows = client
-            .query("SELECT run FROM campaigns WHERE status = 'scheduled'", &[])
-            .await?;
-        drop(client);
-        let mut fired = Vec::new();
-        for row in rows {
-            let Json(c): Json<CampaignRun> = row.get(0);
-            if c.starts_after(now) {
-                continue;
-            }
-            match self.act(c.id, |_| Action::Fire, now).await {
-                Ok(c) => fired.push(c),
-                // Another node fired it first, or it was cancelled.
-                Err(StoreError::Transition(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(fired)
-    }
-
     /// One step of a campaign's send for `node` (see the module's docs).
     pub async fn claim(&self, node: &Node, id: CampaignId, batch: usize, now: DateTime<Utc>) -> Result<Claimed> {
         let mut client = self.pool.get().await?;
@@ -311,23 +214,6 @@ impl PgStore {
         }
         Ok(recorded)
     }
-}
-
-async fn lock_campaign(tx: &Transaction<'_>, id: CampaignId) -> Result<CampaignRun> {
-    let row = tx
-        .query_opt("SELECT run FROM campaigns WHERE id = $1 FOR UPDATE", &[&key(id.get())])
-        .await?
-        .ok_or(StoreError::NotFound)?;
-    Ok(row.get::<_, Json<CampaignRun>>(0).0)
-}
-
-async fn save_campaign(tx: &Transaction<'_>, c: &CampaignRun) -> Result<()> {
-    tx.execute(
-        "UPDATE campaigns SET status = $2, run = $3 WHERE id = $1",
-        &[&key(c.id.get()), &c.status.as_str(), &Json(c)],
-    )
-    .await?;
-    Ok(())
 }
 
 /// Whether `node`'s lease holds, on the database's clock.

@@ -9,6 +9,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("migrations/0001_delivery.sql")),
     (2, include_str!("migrations/0002_lists_events.sql")),
     (3, include_str!("migrations/0003_accounts.sql")),
+    (4, include_str!("migrations/0004_campaign_ids.sql")),
 ];
 
 /// The advisory lock key migrations hold ("posta_mg").

@@ -49,20 +49,23 @@ async fn add(store: &PgStore, subs: Vec<NewSubscriber>) -> Result<Vec<Subscriber
     Ok(store.upsert_subscribers(USER, list, subs).await?.subscribers)
 }
 
-/// A draft campaign `id` over `LIST`.
-async fn campaign(store: &PgStore, id: u64) -> CampaignId {
-    let id = CampaignId::new(id);
+/// A draft campaign over the user's list.
+async fn campaign(store: &PgStore) -> CampaignId {
     let list = the_list(store).await;
-    let c = Campaign::from_draft(id, USER, CampaignDraft::minimal(list), "log".into(), Utc::now());
-    store.put_campaign(&CampaignRun::from(c)).await.unwrap();
-    id
+    let c = store
+        .create_campaign(USER, CampaignDraft::minimal(list), "log".into(), Utc::now())
+        .await
+        .unwrap();
+    c.id
 }
 
 async fn send(store: &PgStore, id: CampaignId) -> Campaign {
-    store
-        .act(id, |_| Action::Send { future: false }, Utc::now())
-        .await
-        .unwrap()
+    store.send(USER, id, Utc::now()).await.unwrap()
+}
+
+/// A pause, resume or cancel by the campaign's owner.
+async fn act(store: &PgStore, id: CampaignId, action: Action) -> Campaign {
+    store.act(USER, id, action, Utc::now(), |_| {}).await.unwrap()
 }
 
 fn sent(id: CampaignId, sub: &Subscriber) -> Outcome {
@@ -154,7 +157,7 @@ async fn nodes_claim_batches_in_turn_and_each_subscriber_gets_one_message() {
         created_at: Utc::now(),
     };
     store.suppress(USER, &[blocked]).await.unwrap();
-    let id = campaign(&store, 1).await;
+    let id = campaign(&store).await;
     send(&store, id).await;
 
     let mut tasks = Vec::new();
@@ -215,7 +218,7 @@ async fn a_lapsed_lease_hands_messages_over_flagged_and_refuses_the_old_outcomes
     )
     .await
     .unwrap();
-    let id = campaign(&store, 2).await;
+    let id = campaign(&store).await;
     send(&store, id).await;
 
     let short = store
@@ -270,7 +273,7 @@ async fn deferred_messages_return_unflagged_and_cancel_settles_lapsed_ones() {
     )
     .await
     .unwrap();
-    let id = campaign(&store, 3).await;
+    let id = campaign(&store).await;
     send(&store, id).await;
     let a = store.register_node("a", TTL, MARGIN).await.unwrap();
     let step = store.claim(&a, id, 100, Utc::now()).await.unwrap();
@@ -289,7 +292,7 @@ async fn deferred_messages_return_unflagged_and_cancel_settles_lapsed_ones() {
     assert_eq!(again.jobs[0].subscriber.id, subs[0].id);
     assert_eq!(stored(&store, id).await.stats.possible_duplicates, 0);
 
-    store.act(id, |_| Action::Cancel, Utc::now()).await.unwrap();
+    act(&store, id, Action::Cancel).await;
     store.retire_node(&b).await.unwrap();
     let c_node = store.register_node("c", TTL, MARGIN).await.unwrap();
     let last = store.claim(&c_node, id, 100, Utc::now()).await.unwrap();
@@ -311,7 +314,7 @@ async fn a_rejected_recipient_is_suppressed() {
     )
     .await
     .unwrap();
-    let id = campaign(&store, 4).await;
+    let id = campaign(&store).await;
     send(&store, id).await;
     let node = store.register_node("a", TTL, MARGIN).await.unwrap();
     store.claim(&node, id, 100, Utc::now()).await.unwrap();
@@ -328,7 +331,7 @@ async fn a_rejected_recipient_is_suppressed() {
     let c = stored(&store, id).await;
     assert_eq!((c.stats.sent, c.stats.failed, c.stats.bounced), (1, 1, 1));
 
-    let next = campaign(&store, 5).await;
+    let next = campaign(&store).await;
     send(&store, next).await;
     let step = store.claim(&node, next, 100, Utc::now()).await.unwrap();
     assert_eq!(step.jobs.len(), 1, "the rejected address is not mailed again");
@@ -347,7 +350,7 @@ async fn recipients_are_fixed_when_the_send_starts() {
     )
     .await
     .unwrap();
-    let id = campaign(&store, 6).await;
+    let id = campaign(&store).await;
     let importer = {
         let store = store.clone();
         tokio::spawn(async move {
@@ -385,13 +388,12 @@ async fn a_scheduled_campaign_fires_once_across_nodes() {
     add(&store, vec![subscriber(0, SubscriberStatus::Subscribed)])
         .await
         .unwrap();
-    let id = campaign(&store, 8).await;
+    let id = campaign(&store).await;
     let at = Utc::now() + chrono::Duration::milliseconds(200);
-    let mut c = stored(&store, id).await;
-    c.scheduled_at = Some(at);
-    store.put_campaign(&c).await.unwrap();
     store
-        .act(id, |_| Action::Send { future: true }, Utc::now())
+        .act(USER, id, Action::Send { future: true }, Utc::now(), |c| {
+            c.scheduled_at = Some(at)
+        })
         .await
         .unwrap();
     assert!(
@@ -510,17 +512,17 @@ async fn a_status_change_reaches_every_watching_node_at_once() {
     add(&store, vec![subscriber(0, SubscriberStatus::Subscribed)])
         .await
         .unwrap();
-    let id = campaign(&store, 9).await;
+    let id = campaign(&store).await;
     send(&store, id).await;
     let mut watch = other.watch_campaigns(Duration::from_secs(60)).await.unwrap();
     // The first poll reports what is under way.
     assert_eq!(watch.next().await, Some((id, Status::Sending)));
     let paused_at = Instant::now();
-    store.act(id, |_| Action::Pause, Utc::now()).await.unwrap();
+    act(&store, id, Action::Pause).await;
     let seen = tokio::time::timeout(Duration::from_secs(1), watch.next()).await;
     assert_eq!(seen.expect("notified within a second"), Some((id, Status::Paused)));
     assert!(paused_at.elapsed() < Duration::from_secs(1));
-    store.act(id, |_| Action::Cancel, Utc::now()).await.unwrap();
+    act(&store, id, Action::Cancel).await;
     assert_eq!(watch.next().await, Some((id, Status::Cancelled)));
 }
 
@@ -529,7 +531,7 @@ async fn a_status_change_reaches_every_watching_node_at_once() {
 #[tokio::test]
 async fn the_poll_catches_a_change_without_a_notification() {
     let store = store().await;
-    let id = campaign(&store, 10).await;
+    let id = campaign(&store).await;
     let mut watch = store.watch_campaigns(Duration::from_millis(100)).await.unwrap();
     // Written behind the notifications' back.
     let mut c = stored(&store, id).await;
@@ -595,7 +597,7 @@ async fn unsubscribing_and_events_commit_with_their_change() {
     )
     .await
     .unwrap();
-    let id = campaign(&store, 11).await;
+    let id = campaign(&store).await;
     send(&store, id).await;
     let node = store.register_node("a", TTL, MARGIN).await.unwrap();
     store.claim(&node, id, 100, Utc::now()).await.unwrap();

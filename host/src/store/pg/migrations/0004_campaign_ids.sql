@@ -1,0 +1,2 @@
+-- Campaign ids, unique across users.
+CREATE SEQUENCE campaign_ids;
