@@ -5,7 +5,12 @@
 
 use chrono::{Duration, Utc};
 
-use super::{KeyInfo, Page, Result, Store, StoreError, SuppressReport, SuppressionPage, UpsertReport};
+use super::{
+    BouncePage, BounceReport, KeyInfo, Page, Result, Store, StoreError, SuppressReport, SuppressionPage, UpsertReport,
+};
+use crate::domain::MessageId;
+use crate::domain::bounce::{Bounce, BouncePolicy, BounceType};
+use crate::domain::message::{MessageRecord, MessageStatus, Outcome, OutcomeKind};
 use crate::domain::suppression::{Suppression, SuppressionReason};
 use crate::domain::{
     Action, Campaign, CampaignDraft, CampaignId, Email, KeyId, List, ListId, NewSubscriber, Status, Subscriber,
@@ -56,6 +61,27 @@ trait Backend {
     async fn duplicate_campaign(&self, user: UserId, id: CampaignId) -> Result<Campaign>;
     async fn delete_campaign(&self, user: UserId, id: CampaignId) -> Result<()>;
     async fn active_campaigns(&self) -> Result<Vec<Campaign>>;
+    async fn messages(
+        &self,
+        user: UserId,
+        id: CampaignId,
+        status: Option<MessageStatus>,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Page<MessageRecord>>;
+    async fn bounces(&self, user: UserId, after: Option<(&str, u64)>, limit: usize) -> Result<BouncePage>;
+    async fn record_bounce(&self, user: UserId, bounce: Bounce, message: Option<MessageId>) -> Result<BounceReport>;
+    async fn record_report(
+        &self,
+        user: UserId,
+        report_id: Option<&str>,
+        bounces: Vec<(Bounce, Option<MessageId>)>,
+    ) -> Result<Vec<BounceReport>>;
+    async fn secret(&self, name: &str) -> Result<[u8; 32]>;
+    /// Backend glue, not a store operation: delivers every message of a
+    /// sending campaign as sent, the backend's own way (redb's enqueue,
+    /// a PostgreSQL node's claims).
+    async fn deliver_all(&self, id: CampaignId);
     async fn create_list(&self, user: UserId, name: &str) -> Result<List>;
     async fn list(&self, user: UserId, list: ListId) -> Result<List>;
     async fn lists(&self, user: UserId, after: Option<u64>, limit: usize) -> Result<Page<List>>;
@@ -82,7 +108,7 @@ trait Backend {
 /// Forwards each method to the type's own, appending `.await` for the
 /// async backend.
 macro_rules! forward {
-    ($t:ty $(, $aw:tt)?) => {
+    ($t:ty, $deliver:ident $(, $aw:tt)?) => {
         impl Backend for $t {
             async fn create_user_as(&self, email: &str, admin: bool) -> Result<(User, String)> {
                 <$t>::create_user_as(self, email, admin)$(.$aw)?
@@ -171,6 +197,41 @@ macro_rules! forward {
             async fn active_campaigns(&self) -> Result<Vec<Campaign>> {
                 <$t>::active_campaigns(self)$(.$aw)?
             }
+            async fn messages(
+                &self,
+                user: UserId,
+                id: CampaignId,
+                status: Option<MessageStatus>,
+                after: Option<u64>,
+                limit: usize,
+            ) -> Result<Page<MessageRecord>> {
+                <$t>::messages(self, user, id, status, after, limit)$(.$aw)?
+            }
+            async fn bounces(&self, user: UserId, after: Option<(&str, u64)>, limit: usize) -> Result<BouncePage> {
+                <$t>::bounces(self, user, after, limit)$(.$aw)?
+            }
+            async fn record_bounce(
+                &self,
+                user: UserId,
+                bounce: Bounce,
+                message: Option<MessageId>,
+            ) -> Result<BounceReport> {
+                <$t>::record_bounce(self, user, bounce, message, &BouncePolicy::default(), Utc::now())$(.$aw)?
+            }
+            async fn record_report(
+                &self,
+                user: UserId,
+                report_id: Option<&str>,
+                bounces: Vec<(Bounce, Option<MessageId>)>,
+            ) -> Result<Vec<BounceReport>> {
+                <$t>::record_report(self, user, report_id, bounces, &BouncePolicy::default(), Utc::now())$(.$aw)?
+            }
+            async fn secret(&self, name: &str) -> Result<[u8; 32]> {
+                <$t>::secret(self, name)$(.$aw)?
+            }
+            async fn deliver_all(&self, id: CampaignId) {
+                $deliver(self, id)$(.$aw)?
+            }
             async fn create_list(&self, user: UserId, name: &str) -> Result<List> {
                 <$t>::create_list(self, user, name)$(.$aw)?
             }
@@ -212,9 +273,53 @@ macro_rules! forward {
     };
 }
 
-forward!(Store);
+forward!(Store, deliver_all);
 #[cfg(feature = "postgres")]
-forward!(super::pg::PgStore, await);
+forward!(super::pg::PgStore, deliver_all_pg, await);
+
+fn sent(id: CampaignId, jobs: &[crate::domain::message::Job]) -> Vec<Outcome> {
+    jobs.iter()
+        .map(|j| Outcome {
+            campaign_id: id,
+            subscriber_id: j.subscriber.id,
+            attempts: 1,
+            kind: OutcomeKind::Sent { remote_id: None },
+        })
+        .collect()
+}
+
+/// redb: enqueue steps, each step's messages sent.
+fn deliver_all(s: &Store, id: CampaignId) {
+    loop {
+        let step = s.enqueue(id, 100, Utc::now()).unwrap();
+        s.record_outcomes(&sent(id, &step.jobs), Utc::now()).unwrap();
+        if !step.progressed && step.jobs.is_empty() {
+            return;
+        }
+    }
+}
+
+/// PostgreSQL: one node's claims, each claim's messages sent.
+#[cfg(feature = "postgres")]
+async fn deliver_all_pg(s: &super::pg::PgStore, id: CampaignId) {
+    let node = s
+        .register_node(
+            "conformance",
+            std::time::Duration::from_secs(30),
+            std::time::Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    loop {
+        let step = s.claim(&node, id, 100, Utc::now()).await.unwrap();
+        s.record_outcomes(&node, &sent(id, &step.jobs), Utc::now())
+            .await
+            .unwrap();
+        if !step.progressed && step.jobs.is_empty() {
+            return;
+        }
+    }
+}
 
 const ALICE: UserId = UserId::new(1);
 const BOB: UserId = UserId::new(2);
@@ -579,6 +684,127 @@ async fn campaigns_and_their_lifecycle(s: &impl Backend) {
     assert!(matches!(s.delete_campaign(BOB, c.id).await, Err(StoreError::NotFound)));
 }
 
+fn bounce(email: &str, kind: BounceType) -> Bounce {
+    Bounce {
+        email: email.into(),
+        kind,
+        reason: Some("550 gone".into()),
+        message_id: None,
+        at: Utc::now(),
+    }
+}
+
+async fn bounces_mark_messages_and_suppress(s: &impl Backend) {
+    use SubscriberStatus::Subscribed;
+    let list = s.create_list(ALICE, "l").await.unwrap();
+    let subs = s
+        .upsert(
+            ALICE,
+            list.id,
+            (0..3).map(|i| new(&format!("r{i}@x.org"), Subscribed)).collect(),
+        )
+        .await
+        .unwrap()
+        .subscribers;
+    let c = s
+        .create_campaign(ALICE, CampaignDraft::minimal(list.id), "log".into())
+        .await
+        .unwrap();
+    s.send(ALICE, c.id, Utc::now()).await.unwrap();
+    s.deliver_all(c.id).await;
+    assert_eq!(s.campaign(ALICE, c.id).await.unwrap().status, Status::Sent);
+    let page = s.messages(ALICE, c.id, None, None, 2).await.unwrap();
+    assert_eq!(page.items.len(), 2);
+    assert_eq!(page.next_after, Some(subs[1].id.get()));
+    let rest = s.messages(ALICE, c.id, None, page.next_after, 2).await.unwrap();
+    assert_eq!((rest.items.len(), rest.next_after), (1, None));
+    assert!(
+        s.messages(ALICE, c.id, Some(MessageStatus::Failed), None, 10)
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert_eq!(
+        s.messages(ALICE, c.id, Some(MessageStatus::Sent), None, 10)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        3
+    );
+    assert!(matches!(
+        s.messages(BOB, c.id, None, None, 10).await,
+        Err(StoreError::NotFound)
+    ));
+
+    let of = |i: usize| MessageId {
+        campaign: c.id,
+        subscriber: subs[i].id,
+    };
+    let hard = s
+        .record_bounce(ALICE, bounce("ignored@x.org", BounceType::Hard), Some(of(0)))
+        .await
+        .unwrap();
+    assert!(!hard.duplicate);
+    assert_eq!(hard.bounce.email, "r0@x.org", "the message's address");
+    assert_eq!(hard.suppressed, Some(SuppressionReason::Bounced));
+    let again = s
+        .record_bounce(ALICE, bounce("r0@x.org", BounceType::Hard), Some(of(0)))
+        .await
+        .unwrap();
+    assert!(again.duplicate);
+    assert_eq!(s.campaign(ALICE, c.id).await.unwrap().stats.bounced, 1);
+    let m0 = &s.messages(ALICE, c.id, None, None, 1).await.unwrap().items[0];
+    assert_eq!(m0.bounces.len(), 1);
+    assert!(matches!(
+        s.record_bounce(BOB, bounce("r1@x.org", BounceType::Hard), Some(of(1)))
+            .await,
+        Err(StoreError::NotFound)
+    ));
+
+    let soft = s
+        .record_bounce(ALICE, bounce("Soft@X.org", BounceType::Soft), None)
+        .await
+        .unwrap();
+    assert_eq!((soft.soft_in_window, soft.suppressed), (Some(1), None));
+    assert_eq!(soft.bounce.email, "soft@x.org");
+
+    let report = vec![
+        (bounce("r1@x.org", BounceType::Complaint), Some(of(1))),
+        (bounce("soft@x.org", BounceType::Soft), None),
+    ];
+    let first = s.record_report(ALICE, Some("<r1@mx>"), report.clone()).await.unwrap();
+    assert!(first.iter().all(|r| !r.duplicate));
+    assert_eq!(first[0].suppressed, Some(SuppressionReason::Complained));
+    assert_eq!(first[1].soft_in_window, Some(2));
+    let twice = s.record_report(ALICE, Some("<r1@mx>"), report).await.unwrap();
+    assert!(twice.iter().all(|r| r.duplicate));
+    assert_eq!(twice[0].suppressed, Some(SuppressionReason::Complained));
+
+    let all = s.bounces(ALICE, None, 10).await.unwrap();
+    let order: Vec<(&str, BounceType)> = all.items.iter().map(|b| (b.email.as_str(), b.kind)).collect();
+    assert_eq!(
+        order,
+        [
+            ("r0@x.org", BounceType::Hard),
+            ("r1@x.org", BounceType::Complaint),
+            ("soft@x.org", BounceType::Soft),
+            ("soft@x.org", BounceType::Soft),
+        ]
+    );
+    let one = s.bounces(ALICE, None, 3).await.unwrap();
+    let after = one.next_after.clone().expect("a cursor");
+    assert_eq!(after.0, "soft@x.org");
+    let last = s.bounces(ALICE, Some((after.0.as_str(), after.1)), 3).await.unwrap();
+    assert_eq!((last.items.len(), last.next_after), (1, None));
+    assert!(s.bounces(BOB, None, 10).await.unwrap().items.is_empty());
+
+    let key = s.secret("unsubscribe").await.unwrap();
+    assert_eq!(s.secret("unsubscribe").await.unwrap(), key);
+    assert_ne!(s.secret("other").await.unwrap(), key);
+}
+
 macro_rules! conformance {
     ($($scenario:ident),* $(,)?) => {
         mod redb {
@@ -606,6 +832,7 @@ macro_rules! conformance {
 }
 
 conformance!(
+    bounces_mark_messages_and_suppress,
     campaigns_and_their_lifecycle,
     users_and_their_keys,
     suppression_lists,

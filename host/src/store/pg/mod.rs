@@ -10,6 +10,7 @@
 //! runs on redb alone (ARCHITECTURE.md, "PostgreSQL").
 
 mod accounts;
+mod bounces;
 mod campaigns;
 mod leader;
 mod lists;
@@ -84,6 +85,23 @@ impl PgStore {
         let mut client = pool.get().await?;
         schema::migrate(&mut client).await?;
         Ok(PgStore { pool, config })
+    }
+
+    /// A 32-byte secret by name, created randomly the first time (by
+    /// whichever node asks first; the others read it).
+    pub async fn secret(&self, name: &str) -> Result<[u8; 32]> {
+        let client = self.pool.get().await?;
+        let fresh: [u8; 32] = rand::random();
+        let row = client
+            .query_one(
+                "WITH made AS (
+                     INSERT INTO secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING RETURNING value)
+                 SELECT value FROM made UNION ALL SELECT value FROM secrets WHERE name = $1 LIMIT 1",
+                &[&name, &fresh.as_slice()],
+            )
+            .await?;
+        let value: Vec<u8> = row.get(0);
+        <[u8; 32]>::try_from(value).map_err(|_| StoreError::Corrupt(format!("secret {name}: not 32 bytes")))
     }
 
     /// A connection of its own, outside the pool: for what is bound to a

@@ -21,6 +21,7 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::Transaction;
 use tokio_postgres::types::Json;
 
+use super::bounces::file_bounce;
 use super::campaigns::{lock_campaign, save_campaign};
 use super::webhooks::Events;
 use super::{Node, PgStore, key};
@@ -29,7 +30,7 @@ use crate::domain::message::{Job, MAX_STORED_TEXT, MessageRecord, MessageStatus,
 use crate::domain::suppression::{Suppression, SuppressionReason, normalize};
 use crate::domain::webhook::{EventKind, bounce_data, campaign_data, message_data};
 use crate::domain::{Campaign, CampaignId, CampaignRun, Email, MessageId, Status, Subscriber, UserId, schedule};
-use crate::store::{Result, StoreError};
+use crate::store::{Page, Result, SCAN_LIMIT, StoreError};
 
 /// What one claim did.
 #[derive(Debug)]
@@ -213,6 +214,51 @@ impl PgStore {
             tx.commit().await?;
         }
         Ok(recorded)
+    }
+}
+
+impl PgStore {
+    /// A campaign's messages in subscriber order, optionally by status;
+    /// like redb's, a status filter reads at most `SCAN_LIMIT` messages per
+    /// page and the cursor is the last one read.
+    pub async fn messages(
+        &self,
+        user: UserId,
+        id: CampaignId,
+        status: Option<MessageStatus>,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Page<MessageRecord>> {
+        let client = self.pool.get().await?;
+        let owner = client
+            .query_opt("SELECT user_id FROM campaigns WHERE id = $1", &[&key(id.get())])
+            .await?;
+        if owner.map(|r| r.get::<_, i64>(0)) != Some(key(user.get())) {
+            return Err(StoreError::NotFound);
+        }
+        let window = if status.is_some() { SCAN_LIMIT } else { limit };
+        let rows = client
+            .query(
+                "SELECT subscriber_id, status, record FROM messages
+                 WHERE campaign_id = $1 AND subscriber_id > $2 ORDER BY subscriber_id LIMIT $3",
+                &[&key(id.get()), &key(after.unwrap_or(0)), &(window as i64 + 1)],
+            )
+            .await?;
+        let (mut items, mut last, mut more) = (Vec::new(), None, false);
+        for (looked, row) in rows.iter().enumerate() {
+            if items.len() == limit || looked == SCAN_LIMIT {
+                more = true;
+                break;
+            }
+            last = Some(row.get::<_, i64>(0) as u64);
+            if status.is_none_or(|s| s.as_str() == row.get::<_, &str>(1)) {
+                items.push(row.get::<_, Json<MessageRecord>>(2).0);
+            }
+        }
+        Ok(Page {
+            items,
+            next_after: if more { last } else { None },
+        })
     }
 }
 
@@ -476,62 +522,4 @@ async fn insert_messages(
     )
     .await?;
     Ok(())
-}
-
-/// Keeps a bounce and suppresses its address when the policy says so, in
-/// the caller's transaction (redb's `bounces::file_bounce`, on tables).
-async fn file_bounce(
-    tx: &Transaction<'_>,
-    user: UserId,
-    bounce: &Bounce,
-    policy: &BouncePolicy,
-    now: DateTime<Utc>,
-) -> Result<Option<SuppressionReason>> {
-    tx.execute(
-        "INSERT INTO bounces (user_id, email, record) VALUES ($1, $2, $3)",
-        &[&key(user.get()), &bounce.email, &Json(bounce)],
-    )
-    .await?;
-    let soft_in_window = if bounce.kind == BounceType::Soft {
-        let rows = tx
-            .query(
-                "SELECT record FROM bounces WHERE user_id = $1 AND email = $2",
-                &[&key(user.get()), &bounce.email],
-            )
-            .await?;
-        let since = policy.soft_since(now);
-        rows.into_iter()
-            .map(|r| r.get::<_, Json<Bounce>>(0).0)
-            .filter(|b| b.kind == BounceType::Soft && b.at >= since)
-            .count() as u64
-    } else {
-        0
-    };
-    // An address that does not parse cannot be mailed: nothing to suppress.
-    let Ok(email) = Email::parse(&bounce.email) else {
-        return Ok(None);
-    };
-    let Some(reason) = policy.suppresses(bounce.kind, soft_in_window) else {
-        return Ok(None);
-    };
-    let detail = format!(
-        "{} bounce{}",
-        bounce.kind.as_str(),
-        bounce.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
-    );
-    let s = Suppression {
-        email: email.suppression_key(),
-        reason,
-        detail: Some(detail.chars().take(1024).collect()),
-        created_at: now,
-    };
-    // The first suppression's time is kept: it says since when.
-    tx.execute(
-        "INSERT INTO suppressions (user_id, email, record) VALUES ($1, $2, $3)
-         ON CONFLICT (user_id, email) DO UPDATE
-         SET record = jsonb_set($3, '{created_at}', suppressions.record->'created_at')",
-        &[&key(user.get()), &s.email.as_str(), &Json(&s)],
-    )
-    .await?;
-    Ok(Some(reason))
 }

@@ -10,6 +10,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (2, include_str!("migrations/0002_lists_events.sql")),
     (3, include_str!("migrations/0003_accounts.sql")),
     (4, include_str!("migrations/0004_campaign_ids.sql")),
+    (5, include_str!("migrations/0005_reports_secrets.sql")),
 ];
 
 /// The advisory lock key migrations hold ("posta_mg").
