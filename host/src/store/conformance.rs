@@ -5,17 +5,19 @@
 
 use chrono::{Duration, Utc};
 
+use super::{Attempt, Delivery, DeliveryState, DueDelivery};
 use super::{
     BouncePage, BounceReport, KeyInfo, Page, Result, Store, StoreError, SuppressReport, SuppressionPage, UpsertReport,
 };
-use crate::domain::MessageId;
 use crate::domain::bounce::{Bounce, BouncePolicy, BounceType};
 use crate::domain::message::{MessageRecord, MessageStatus, Outcome, OutcomeKind};
 use crate::domain::suppression::{Suppression, SuppressionReason};
+use crate::domain::webhook::{EventKind, Webhook};
 use crate::domain::{
     Action, Campaign, CampaignDraft, CampaignId, Email, KeyId, List, ListId, NewSubscriber, Status, Subscriber,
     SubscriberId, SubscriberPatch, SubscriberStatus, User, UserId,
 };
+use crate::domain::{DeliveryId, MessageId, WebhookId};
 use chrono::DateTime;
 
 /// What the scenarios call: the backends' own methods, awaited or not.
@@ -78,6 +80,33 @@ trait Backend {
         bounces: Vec<(Bounce, Option<MessageId>)>,
     ) -> Result<Vec<BounceReport>>;
     async fn secret(&self, name: &str) -> Result<[u8; 32]>;
+    /// The first `stop_after` subscribers a scan hands over.
+    async fn scan(&self, user: UserId, list: ListId, stop_after: usize) -> Result<Vec<SubscriberId>>;
+    async fn create_webhook(&self, user: UserId, events: Vec<EventKind>) -> Result<Webhook>;
+    async fn webhooks(&self, user: UserId) -> Result<Vec<Webhook>>;
+    async fn delete_webhook(&self, user: UserId, id: WebhookId) -> Result<()>;
+    async fn deliveries(
+        &self,
+        user: UserId,
+        webhook: WebhookId,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Page<Delivery>>;
+    async fn due_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        room: usize,
+        busy: Option<DeliveryId>,
+    ) -> Result<(Vec<DueDelivery>, Option<DateTime<Utc>>)>;
+    async fn finish_attempt(
+        &self,
+        webhook: WebhookId,
+        id: DeliveryId,
+        attempt: Attempt,
+        delivered: bool,
+        next: Option<DateTime<Utc>>,
+    ) -> Result<()>;
+    async fn prune_deliveries(&self, cutoff: DateTime<Utc>) -> Result<usize>;
     /// Backend glue, not a store operation: delivers every message of a
     /// sending campaign as sent, the backend's own way (redb's enqueue,
     /// a PostgreSQL node's claims).
@@ -228,6 +257,54 @@ macro_rules! forward {
             }
             async fn secret(&self, name: &str) -> Result<[u8; 32]> {
                 <$t>::secret(self, name)$(.$aw)?
+            }
+            async fn scan(&self, user: UserId, list: ListId, stop_after: usize) -> Result<Vec<SubscriberId>> {
+                let mut seen = Vec::new();
+                let scanned = <$t>::scan_subscribers(self, user, list, |sub| {
+                    seen.push(sub.id);
+                    Ok(seen.len() < stop_after)
+                })$(.$aw)?;
+                scanned.map(|()| seen)
+            }
+            async fn create_webhook(&self, user: UserId, events: Vec<EventKind>) -> Result<Webhook> {
+                let url = "https://hooks.example.com/".to_string();
+                <$t>::create_webhook(self, user, url, events, "0123456789abcdef".into(), Utc::now())$(.$aw)?
+            }
+            async fn webhooks(&self, user: UserId) -> Result<Vec<Webhook>> {
+                <$t>::webhooks(self, user)$(.$aw)?
+            }
+            async fn delete_webhook(&self, user: UserId, id: WebhookId) -> Result<()> {
+                <$t>::delete_webhook(self, user, id)$(.$aw)?
+            }
+            async fn deliveries(
+                &self,
+                user: UserId,
+                webhook: WebhookId,
+                after: Option<u64>,
+                limit: usize,
+            ) -> Result<Page<Delivery>> {
+                <$t>::deliveries(self, user, webhook, after, limit)$(.$aw)?
+            }
+            async fn due_deliveries(
+                &self,
+                now: DateTime<Utc>,
+                room: usize,
+                busy: Option<DeliveryId>,
+            ) -> Result<(Vec<DueDelivery>, Option<DateTime<Utc>>)> {
+                <$t>::due_deliveries(self, now, |_| room, |d| Some(d) == busy)$(.$aw)?
+            }
+            async fn finish_attempt(
+                &self,
+                webhook: WebhookId,
+                id: DeliveryId,
+                attempt: Attempt,
+                delivered: bool,
+                next: Option<DateTime<Utc>>,
+            ) -> Result<()> {
+                <$t>::finish_attempt(self, webhook, id, attempt, delivered, next)$(.$aw)?
+            }
+            async fn prune_deliveries(&self, cutoff: DateTime<Utc>) -> Result<usize> {
+                <$t>::prune_deliveries(self, cutoff)$(.$aw)?
             }
             async fn deliver_all(&self, id: CampaignId) {
                 $deliver(self, id)$(.$aw)?
@@ -479,6 +556,10 @@ async fn subscriber_pages_and_status_filters(s: &impl Backend) {
         s.subscribers(BOB, list.id, None, None, 10).await,
         Err(StoreError::NotFound)
     ));
+    let all: Vec<_> = stored.iter().map(|s| s.id).collect();
+    assert_eq!(s.scan(ALICE, list.id, usize::MAX).await.unwrap(), all);
+    assert_eq!(s.scan(ALICE, list.id, 3).await.unwrap(), all[..3]);
+    assert!(matches!(s.scan(BOB, list.id, 1).await, Err(StoreError::NotFound)));
 }
 
 async fn users_and_their_keys(s: &impl Backend) {
@@ -805,6 +886,98 @@ async fn bounces_mark_messages_and_suppress(s: &impl Backend) {
     assert_ne!(s.secret("other").await.unwrap(), key);
 }
 
+/// Each webhook has a queue of its own: a backlog on one does not hold up
+/// another, a failed attempt waits for its retry, a deleted webhook's
+/// queue is gone.
+async fn webhook_outboxes(s: &impl Backend) {
+    use SubscriberStatus::{Subscribed, Unsubscribed};
+    let hook_a = s
+        .create_webhook(ALICE, vec![EventKind::SubscriberUnsubscribed])
+        .await
+        .unwrap();
+    let hook_b = s
+        .create_webhook(BOB, vec![EventKind::SubscriberUnsubscribed])
+        .await
+        .unwrap();
+    let ids: Vec<WebhookId> = s.webhooks(ALICE).await.unwrap().iter().map(|w| w.id).collect();
+    assert_eq!(ids, [hook_a.id]);
+    let leave = |user: UserId, n: usize| async move {
+        let list = s.create_list(user, "l").await.unwrap();
+        let subs = s
+            .upsert(
+                user,
+                list.id,
+                (0..n).map(|i| new(&format!("w{i}@x.org"), Subscribed)).collect(),
+            )
+            .await
+            .unwrap()
+            .subscribers;
+        for sub in subs {
+            let patch = SubscriberPatch {
+                name: None,
+                timezone: None,
+                attributes: None,
+                status: Some(Unsubscribed),
+            };
+            s.update_subscriber(user, list.id, sub.id, patch).await.unwrap();
+        }
+    };
+    leave(ALICE, 4).await;
+    leave(BOB, 1).await;
+    let now = Utc::now() + Duration::seconds(1);
+    let (due, _) = s.due_deliveries(now, 2, None).await.unwrap();
+    let count = |due: &[DueDelivery], id| due.iter().filter(|d| d.webhook.id == id).count();
+    assert_eq!((count(&due, hook_a.id), count(&due, hook_b.id)), (2, 1));
+    let first = due.iter().find(|d| d.webhook.id == hook_a.id).unwrap().delivery.clone();
+    let (again, _) = s.due_deliveries(now, 10, Some(first.id)).await.unwrap();
+    assert!(
+        again.iter().all(|d| d.delivery.id != first.id),
+        "under way: passed over"
+    );
+
+    let retry_at = now + Duration::seconds(10);
+    let attempt = Attempt {
+        at: now,
+        status: Some(500),
+        error: Some("HTTP 500".into()),
+        duration_ms: 1,
+    };
+    s.finish_attempt(hook_a.id, first.id, attempt.clone(), false, Some(retry_at))
+        .await
+        .unwrap();
+    let (due_now, next) = s.due_deliveries(now, 10, None).await.unwrap();
+    assert!(
+        due_now.iter().all(|d| d.delivery.id != first.id),
+        "not before its retry"
+    );
+    assert!(next.is_some_and(|n| n <= retry_at));
+    let page = s.deliveries(ALICE, hook_a.id, None, 10).await.unwrap();
+    let stored = page.items.iter().find(|d| d.id == first.id).unwrap();
+    assert_eq!((stored.state, stored.attempts.len()), (DeliveryState::Pending, 1));
+    assert!(matches!(
+        s.deliveries(BOB, hook_a.id, None, 10).await,
+        Err(StoreError::NotFound)
+    ));
+
+    let (at_retry, _) = s.due_deliveries(retry_at, 10, None).await.unwrap();
+    assert!(at_retry.iter().any(|d| d.delivery.id == first.id));
+    s.finish_attempt(hook_a.id, first.id, attempt, true, None)
+        .await
+        .unwrap();
+    let done = s.deliveries(ALICE, hook_a.id, None, 10).await.unwrap();
+    let stored = done.items.iter().find(|d| d.id == first.id).unwrap();
+    assert_eq!((stored.state, stored.attempts.len()), (DeliveryState::Delivered, 2));
+    assert_eq!(s.prune_deliveries(Utc::now() + Duration::hours(1)).await.unwrap(), 1);
+
+    s.delete_webhook(ALICE, hook_a.id).await.unwrap();
+    assert!(matches!(
+        s.delete_webhook(ALICE, hook_a.id).await,
+        Err(StoreError::NotFound)
+    ));
+    let (left, _) = s.due_deliveries(retry_at + Duration::hours(1), 10, None).await.unwrap();
+    assert!(left.iter().all(|d| d.webhook.id == hook_b.id));
+}
+
 macro_rules! conformance {
     ($($scenario:ident),* $(,)?) => {
         mod redb {
@@ -832,6 +1005,7 @@ macro_rules! conformance {
 }
 
 conformance!(
+    webhook_outboxes,
     bounces_mark_messages_and_suppress,
     campaigns_and_their_lifecycle,
     users_and_their_keys,

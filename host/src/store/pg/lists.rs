@@ -300,6 +300,41 @@ impl PgStore {
         Ok(Page { items, next_after })
     }
 
+    /// Calls `f` with every subscriber of the list in id order, from one
+    /// snapshot (a repeatable-read transaction read through a portal, 1,000
+    /// rows at a time), until it returns false.
+    pub async fn scan_subscribers(
+        &self,
+        user: UserId,
+        list: ListId,
+        mut f: impl FnMut(Subscriber) -> Result<bool>,
+    ) -> Result<()> {
+        let mut client = self.pool.get().await?;
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
+        owned_list(&tx, user, list, "").await?;
+        let statement = tx
+            .prepare("SELECT record FROM subscribers WHERE list_id = $1 ORDER BY id")
+            .await?;
+        let list_key = key(list.get());
+        let portal = tx.bind(&statement, &[&list_key]).await?;
+        loop {
+            let rows = tx.query_portal(&portal, 1_000).await?;
+            if rows.is_empty() {
+                return Ok(());
+            }
+            for row in rows {
+                if !f(row.get::<_, Json<Subscriber>>(0).0)? {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
     /// Marks the subscriber a campaign was sent to as unsubscribed, also
     /// after the campaign was deleted; a subscriber no longer subscribed
     /// costs a read, not a write (the link is public).

@@ -1,8 +1,13 @@
 //! Webhooks and their outbox on PostgreSQL: `Events::emit` writes an
 //! event's deliveries in the transaction of the change it reports, as
 //! redb's `store::Events` does, so it commits with that change or not at
-//! all. (The deliverer's side — due deliveries, attempts — is still
-//! redb's alone.)
+//! all.
+//!
+//! Several nodes' deliverers share the outbox: `due_deliveries` takes what
+//! it returns (`FOR UPDATE SKIP LOCKED`, then moves each one's due time
+//! `CLAIM` ahead), so two nodes never attempt one delivery at once, and
+//! one whose node died is due again after `CLAIM` — delivered at least
+//! once, with the same event id for the receiver to deduplicate.
 
 use std::collections::HashMap;
 
@@ -14,7 +19,11 @@ use super::PgStore;
 use super::key;
 use crate::domain::webhook::{EventKind, MAX_PER_USER, Webhook, event_body};
 use crate::domain::{DeliveryId, UserId, WebhookId};
-use crate::store::{Delivery, DeliveryState, Result, StoreError};
+
+/// How long a delivery taken by `due_deliveries` is kept from the other
+/// deliverers: well past an attempt's timeout.
+const CLAIM: chrono::Duration = chrono::Duration::minutes(2);
+use crate::store::{Attempt, Delivery, DeliveryState, DueDelivery, Page, Result, StoreError};
 
 /// Writes events into the outbox of one transaction. Each user's webhooks
 /// are read once per transaction.
@@ -125,6 +134,174 @@ impl PgStore {
         .await?;
         tx.commit().await?;
         Ok(hook)
+    }
+
+    pub async fn webhook(&self, user: UserId, id: WebhookId) -> Result<Webhook> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                "SELECT record FROM webhooks WHERE user_id = $1 AND id = $2",
+                &[&key(user.get()), &key(id.get())],
+            )
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        Ok(row.get::<_, Json<Webhook>>(0).0)
+    }
+
+    /// Deletes a webhook with its deliveries; pending ones are dropped.
+    pub async fn delete_webhook(&self, user: UserId, id: WebhookId) -> Result<()> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let gone = tx
+            .execute(
+                "DELETE FROM webhooks WHERE user_id = $1 AND id = $2",
+                &[&key(user.get()), &key(id.get())],
+            )
+            .await?;
+        if gone == 0 {
+            return Err(StoreError::NotFound);
+        }
+        tx.execute(
+            "DELETE FROM webhook_deliveries WHERE webhook_id = $1",
+            &[&key(id.get())],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A webhook's deliveries, oldest first.
+    pub async fn deliveries(
+        &self,
+        user: UserId,
+        webhook: WebhookId,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Page<Delivery>> {
+        let client = self.pool.get().await?;
+        self.webhook(user, webhook).await?;
+        let rows = client
+            .query(
+                "SELECT record FROM webhook_deliveries WHERE webhook_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+                &[&key(webhook.get()), &key(after.unwrap_or(0)), &(limit as i64 + 1)],
+            )
+            .await?;
+        let items = rows.into_iter().map(|r| r.get::<_, Json<Delivery>>(0).0).collect();
+        Ok(super::lists::page(items, limit, |d: &Delivery| d.id.get()))
+    }
+
+    /// Deliveries due at `now`, taken for this deliverer (see the module's
+    /// docs): from each webhook's queue, oldest due first, as many as
+    /// `room(webhook)` allows and none that `busy` names; with when the
+    /// next one not yet due is. Every webhook gets its turn whatever the
+    /// others have waiting.
+    pub async fn due_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        room: impl Fn(WebhookId) -> usize,
+        busy: impl Fn(DeliveryId) -> bool,
+    ) -> Result<(Vec<DueDelivery>, Option<DateTime<Utc>>)> {
+        let mut client = self.pool.get().await?;
+        let hooks: Vec<Webhook> = client
+            .query("SELECT record FROM webhooks ORDER BY user_id, id", &[])
+            .await?
+            .into_iter()
+            .map(|r| r.get::<_, Json<Webhook>>(0).0)
+            .collect();
+        let mut due = Vec::new();
+        let tx = client.transaction().await?;
+        for webhook in hooks {
+            let room = room(webhook.id);
+            if room == 0 {
+                continue;
+            }
+            let rows = tx
+                .query(
+                    "SELECT id, record FROM webhook_deliveries
+                     WHERE webhook_id = $1 AND due_at <= $2
+                     ORDER BY due_at, id LIMIT $3
+                     FOR UPDATE SKIP LOCKED",
+                    &[&key(webhook.id.get()), &now, &(room as i64 * 2)],
+                )
+                .await?;
+            let taken: Vec<Delivery> = rows
+                .into_iter()
+                .map(|r| r.get::<_, Json<Delivery>>(1).0)
+                .filter(|d| !busy(d.id))
+                .take(room)
+                .collect();
+            let ids: Vec<i64> = taken.iter().map(|d| key(d.id.get())).collect();
+            tx.execute(
+                "UPDATE webhook_deliveries SET due_at = $3 WHERE webhook_id = $1 AND id = ANY($2)",
+                &[&key(webhook.id.get()), &ids, &(now + CLAIM)],
+            )
+            .await?;
+            due.extend(taken.into_iter().map(|delivery| DueDelivery {
+                delivery,
+                webhook: webhook.clone(),
+            }));
+        }
+        let next: Option<DateTime<Utc>> = tx
+            .query_one("SELECT min(due_at) FROM webhook_deliveries WHERE due_at > $1", &[&now])
+            .await?
+            .get(0);
+        tx.commit().await?;
+        Ok((due, next))
+    }
+
+    /// Stores one attempt: the delivery is done (`next` None: delivered if
+    /// `delivered`, else failed for good) or due again at `next`.
+    pub async fn finish_attempt(
+        &self,
+        webhook: WebhookId,
+        id: DeliveryId,
+        attempt: Attempt,
+        delivered: bool,
+        next: Option<DateTime<Utc>>,
+    ) -> Result<()> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let row = tx
+            .query_opt(
+                "SELECT record FROM webhook_deliveries WHERE webhook_id = $1 AND id = $2 FOR UPDATE",
+                &[&key(webhook.get()), &key(id.get())],
+            )
+            .await?;
+        // The webhook was deleted meanwhile.
+        let Some(row) = row else {
+            return Ok(());
+        };
+        let mut d = row.get::<_, Json<Delivery>>(0).0;
+        if d.next_attempt_at.is_none() {
+            return Ok(());
+        }
+        d.attempts.push(attempt);
+        d.next_attempt_at = if delivered { None } else { next };
+        d.state = match (delivered, d.next_attempt_at) {
+            (true, _) => DeliveryState::Delivered,
+            (false, Some(_)) => DeliveryState::Pending,
+            (false, None) => DeliveryState::Failed,
+        };
+        tx.execute(
+            "UPDATE webhook_deliveries SET due_at = $3, record = $4 WHERE webhook_id = $1 AND id = $2",
+            &[&key(webhook.get()), &key(id.get()), &d.next_attempt_at, &Json(&d)],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Drops finished deliveries created before `cutoff`; returns how many.
+    pub async fn prune_deliveries(&self, cutoff: DateTime<Utc>) -> Result<usize> {
+        let client = self.pool.get().await?;
+        let gone = client
+            .execute(
+                "DELETE FROM webhook_deliveries
+                 WHERE due_at IS NULL AND (record->>'created_at')::timestamptz < $1",
+                &[&cutoff],
+            )
+            .await?;
+        Ok(gone as usize)
     }
 
     /// A user's webhooks in id order.
