@@ -10,7 +10,7 @@ use super::{
     BouncePage, BounceReport, KeyInfo, Page, Result, Store, StoreError, SuppressReport, SuppressionPage, UpsertReport,
 };
 use crate::domain::bounce::{Bounce, BouncePolicy, BounceType};
-use crate::domain::message::{MessageRecord, MessageStatus, Outcome, OutcomeKind};
+use crate::domain::message::{Job, MessageRecord, MessageStatus, Outcome, OutcomeKind};
 use crate::domain::suppression::{Suppression, SuppressionReason};
 use crate::domain::webhook::{EventKind, Webhook};
 use crate::domain::{
@@ -107,10 +107,10 @@ trait Backend {
         next: Option<DateTime<Utc>>,
     ) -> Result<()>;
     async fn prune_deliveries(&self, cutoff: DateTime<Utc>) -> Result<usize>;
-    /// Backend glue, not a store operation: delivers every message of a
-    /// sending campaign as sent, the backend's own way (redb's enqueue,
-    /// a PostgreSQL node's claims).
-    async fn deliver_all(&self, id: CampaignId);
+    /// The delivery queue, each backend its own way (redb's `enqueue`, a
+    /// PostgreSQL node's claims): one step, and outcomes stored.
+    async fn step(&self, id: CampaignId, batch: usize, now: DateTime<Utc>) -> Result<Step>;
+    async fn settle(&self, outcomes: &[Outcome], now: DateTime<Utc>) -> Result<Vec<Campaign>>;
     async fn create_list(&self, user: UserId, name: &str) -> Result<List>;
     async fn list(&self, user: UserId, list: ListId) -> Result<List>;
     async fn lists(&self, user: UserId, after: Option<u64>, limit: usize) -> Result<Page<List>>;
@@ -137,7 +137,7 @@ trait Backend {
 /// Forwards each method to the type's own, appending `.await` for the
 /// async backend.
 macro_rules! forward {
-    ($t:ty, $deliver:ident $(, $aw:tt)?) => {
+    ($t:ty, $queue:ident $(, $aw:tt)?) => {
         impl Backend for $t {
             async fn create_user_as(&self, email: &str, admin: bool) -> Result<(User, String)> {
                 <$t>::create_user_as(self, email, admin)$(.$aw)?
@@ -306,8 +306,11 @@ macro_rules! forward {
             async fn prune_deliveries(&self, cutoff: DateTime<Utc>) -> Result<usize> {
                 <$t>::prune_deliveries(self, cutoff)$(.$aw)?
             }
-            async fn deliver_all(&self, id: CampaignId) {
-                $deliver(self, id)$(.$aw)?
+            async fn step(&self, id: CampaignId, batch: usize, now: DateTime<Utc>) -> Result<Step> {
+                $queue::step(self, id, batch, now)$(.$aw)?
+            }
+            async fn settle(&self, outcomes: &[Outcome], now: DateTime<Utc>) -> Result<Vec<Campaign>> {
+                $queue::settle(self, outcomes, now)$(.$aw)?
             }
             async fn create_list(&self, user: UserId, name: &str) -> Result<List> {
                 <$t>::create_list(self, user, name)$(.$aw)?
@@ -350,48 +353,95 @@ macro_rules! forward {
     };
 }
 
-forward!(Store, deliver_all);
+forward!(Store, redb_queue);
 #[cfg(feature = "postgres")]
-forward!(super::pg::PgStore, deliver_all_pg, await);
+forward!(super::pg::PgStore, pg_queue, await);
 
-fn sent(id: CampaignId, jobs: &[crate::domain::message::Job]) -> Vec<Outcome> {
+/// One step of a campaign's send, as the engine sees it on either backend.
+struct Step {
+    jobs: Vec<Job>,
+    progressed: bool,
+    next_due: Option<DateTime<Utc>>,
+    campaign: Campaign,
+}
+
+/// redb's queue: `enqueue` and `record_outcomes`.
+mod redb_queue {
+    use super::*;
+
+    pub fn step(s: &Store, id: CampaignId, batch: usize, now: DateTime<Utc>) -> Result<Step> {
+        let e = s.enqueue(id, batch, now)?;
+        Ok(Step {
+            jobs: e.jobs,
+            progressed: e.progressed,
+            next_due: e.next_due,
+            campaign: e.campaign,
+        })
+    }
+
+    pub fn settle(s: &Store, outcomes: &[Outcome], now: DateTime<Utc>) -> Result<Vec<Campaign>> {
+        s.record_outcomes(outcomes, now)
+    }
+}
+
+/// PostgreSQL's queue: one node per test database claims and settles.
+#[cfg(feature = "postgres")]
+mod pg_queue {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock};
+
+    use super::*;
+    use crate::store::pg::{Node, PgStore};
+
+    async fn node(s: &PgStore) -> Arc<Node> {
+        static NODES: OnceLock<Mutex<HashMap<String, Arc<Node>>>> = OnceLock::new();
+        let db = s.database_name();
+        if let Some(n) = NODES.get_or_init(Default::default).lock().unwrap().get(&db) {
+            return n.clone();
+        }
+        let ttl = std::time::Duration::from_secs(60);
+        let node = Arc::new(s.register_node("conformance", ttl, ttl / 4).await.unwrap());
+        NODES.get().unwrap().lock().unwrap().insert(db, node.clone());
+        node
+    }
+
+    pub async fn step(s: &PgStore, id: CampaignId, batch: usize, now: DateTime<Utc>) -> Result<Step> {
+        let c = s.claim(&*node(s).await, id, batch, now).await?;
+        Ok(Step {
+            jobs: c.jobs,
+            progressed: c.progressed,
+            next_due: c.next_due,
+            campaign: c.campaign,
+        })
+    }
+
+    pub async fn settle(s: &PgStore, outcomes: &[Outcome], now: DateTime<Utc>) -> Result<Vec<Campaign>> {
+        // Outcomes refused (for messages already settled) count nothing,
+        // as redb ignores them.
+        Ok(s.record_outcomes(&*node(s).await, outcomes, now).await?.campaigns)
+    }
+}
+
+fn sent(id: CampaignId, jobs: &[Job]) -> Vec<Outcome> {
+    outcomes(id, jobs, |_| OutcomeKind::Sent { remote_id: None })
+}
+
+fn outcomes(id: CampaignId, jobs: &[Job], kind: impl Fn(&Job) -> OutcomeKind) -> Vec<Outcome> {
     jobs.iter()
         .map(|j| Outcome {
             campaign_id: id,
             subscriber_id: j.subscriber.id,
             attempts: 1,
-            kind: OutcomeKind::Sent { remote_id: None },
+            kind: kind(j),
         })
         .collect()
 }
 
-/// redb: enqueue steps, each step's messages sent.
-fn deliver_all(s: &Store, id: CampaignId) {
+/// Every message of a sending campaign sent, step by step.
+async fn deliver_all(s: &impl Backend, id: CampaignId) {
     loop {
-        let step = s.enqueue(id, 100, Utc::now()).unwrap();
-        s.record_outcomes(&sent(id, &step.jobs), Utc::now()).unwrap();
-        if !step.progressed && step.jobs.is_empty() {
-            return;
-        }
-    }
-}
-
-/// PostgreSQL: one node's claims, each claim's messages sent.
-#[cfg(feature = "postgres")]
-async fn deliver_all_pg(s: &super::pg::PgStore, id: CampaignId) {
-    let node = s
-        .register_node(
-            "conformance",
-            std::time::Duration::from_secs(30),
-            std::time::Duration::from_secs(5),
-        )
-        .await
-        .unwrap();
-    loop {
-        let step = s.claim(&node, id, 100, Utc::now()).await.unwrap();
-        s.record_outcomes(&node, &sent(id, &step.jobs), Utc::now())
-            .await
-            .unwrap();
+        let step = s.step(id, 100, Utc::now()).await.unwrap();
+        s.settle(&sent(id, &step.jobs), Utc::now()).await.unwrap();
         if !step.progressed && step.jobs.is_empty() {
             return;
         }
@@ -792,7 +842,7 @@ async fn bounces_mark_messages_and_suppress(s: &impl Backend) {
         .await
         .unwrap();
     s.send(ALICE, c.id, Utc::now()).await.unwrap();
-    s.deliver_all(c.id).await;
+    deliver_all(s, c.id).await;
     assert_eq!(s.campaign(ALICE, c.id).await.unwrap().status, Status::Sent);
     let page = s.messages(ALICE, c.id, None, None, 2).await.unwrap();
     assert_eq!(page.items.len(), 2);
@@ -978,6 +1028,128 @@ async fn webhook_outboxes(s: &impl Backend) {
     assert!(left.iter().all(|d| d.webhook.id == hook_b.id));
 }
 
+fn at(s: &str) -> DateTime<Utc> {
+    s.parse().unwrap()
+}
+
+/// A local-time campaign: each subscriber's message comes due when their
+/// wall clock shows the campaign's time; until then they wait as due
+/// entries, released in due order.
+async fn local_time_sends_release_in_due_order(s: &impl Backend) {
+    use SubscriberStatus::{Subscribed, Unsubscribed};
+    let list = s.create_list(ALICE, "l").await.unwrap();
+    let with_tz = |email: &str, tz: Option<&str>, status| NewSubscriber {
+        timezone: tz.map(str::to_string),
+        ..new(email, status)
+    };
+    let subs = s
+        .upsert(
+            ALICE,
+            list.id,
+            vec![
+                with_tz("kiritimati@x.org", Some("Pacific/Kiritimati"), Subscribed),
+                with_tz("pago@x.org", Some("Pacific/Pago_Pago"), Subscribed),
+                with_tz("utc@x.org", None, Subscribed),
+                with_tz("gone@x.org", Some("Pacific/Kiritimati"), Unsubscribed),
+            ],
+        )
+        .await
+        .unwrap()
+        .subscribers;
+    let c = s
+        .create_campaign(ALICE, local_draft(list.id), "log".into())
+        .await
+        .unwrap();
+    // 12:00 in Kiritimati (UTC+14) is 22:00 UTC the day before: sent
+    // earlier, the campaign waits as scheduled.
+    let early = at("2029-12-31T21:00:00Z");
+    assert_eq!(s.send(ALICE, c.id, early).await.unwrap().status, Status::Scheduled);
+    s.act(ALICE, c.id, Action::Cancel, |_| {}).await.unwrap();
+    let c = s
+        .create_campaign(ALICE, local_draft(list.id), "log".into())
+        .await
+        .unwrap();
+    let now = at("2030-01-01T00:00:00Z");
+    assert_eq!(s.send(ALICE, c.id, now).await.unwrap().status, Status::Sending);
+
+    let first = s.step(c.id, 100, now).await.unwrap();
+    let ids = |jobs: &[Job]| jobs.iter().map(|j| j.subscriber.id).collect::<Vec<_>>();
+    assert_eq!(ids(&first.jobs), [subs[0].id], "only Kiritimati's time has come");
+    assert_eq!(first.campaign.stats.skipped, 1);
+    assert_eq!(first.campaign.stats.pending, 2, "two wait for their time");
+    s.settle(&sent(c.id, &first.jobs), now).await.unwrap();
+    let idle = s.step(c.id, 100, now).await.unwrap();
+    assert!(idle.jobs.is_empty() && !idle.progressed);
+    assert_eq!(idle.next_due, Some(at("2030-01-01T12:00:00Z")), "no timezone: UTC");
+
+    let noon = at("2030-01-01T12:00:00Z");
+    let second = s.step(c.id, 100, noon).await.unwrap();
+    assert_eq!(ids(&second.jobs), [subs[2].id]);
+    s.settle(&sent(c.id, &second.jobs), noon).await.unwrap();
+    let idle = s.step(c.id, 100, noon).await.unwrap();
+    // 12:00 in Pago Pago (UTC-11) is 23:00 UTC.
+    assert_eq!(idle.next_due, Some(at("2030-01-01T23:00:00Z")));
+    let late = at("2030-01-01T23:00:00Z");
+    let third = s.step(c.id, 100, late).await.unwrap();
+    assert_eq!(ids(&third.jobs), [subs[1].id]);
+    let done = s.settle(&sent(c.id, &third.jobs), late).await.unwrap();
+    assert_eq!(done[0].status, Status::Sent);
+    assert_eq!(
+        (done[0].stats.sent, done[0].stats.skipped, done[0].stats.pending),
+        (3, 1, 0)
+    );
+    let due_at = |i: usize| async move { s.messages(ALICE, c.id, None, None, 10).await.unwrap().items[i].due_at };
+    assert_eq!(due_at(1).await, Some(at("2030-01-01T23:00:00Z")));
+}
+
+/// Due at 12:00 on each subscriber's wall clock, 1 January 2030.
+fn local_draft(list: ListId) -> CampaignDraft {
+    CampaignDraft {
+        send_at_local_time: true,
+        scheduled_at: Some(at("2030-01-01T12:00:00Z")),
+        ..CampaignDraft::minimal(list)
+    }
+}
+
+/// Cancel mid-send: the messages not yet created are cancelled, a queued
+/// one whose job reports `cancelled` is counted so, and the counters agree
+/// with the messages.
+async fn cancel_settles_everything_left(s: &impl Backend) {
+    use SubscriberStatus::Subscribed;
+    let list = s.create_list(ALICE, "l").await.unwrap();
+    s.upsert(
+        ALICE,
+        list.id,
+        (0..5).map(|i| new(&format!("c{i}@x.org"), Subscribed)).collect(),
+    )
+    .await
+    .unwrap();
+    let c = s
+        .create_campaign(ALICE, CampaignDraft::minimal(list.id), "log".into())
+        .await
+        .unwrap();
+    s.send(ALICE, c.id, Utc::now()).await.unwrap();
+    let step = s.step(c.id, 2, Utc::now()).await.unwrap();
+    assert_eq!(step.jobs.len(), 2);
+    s.settle(&sent(c.id, &step.jobs[..1]), Utc::now()).await.unwrap();
+    s.act(ALICE, c.id, Action::Cancel, |_| {}).await.unwrap();
+    let rest = s.step(c.id, 100, Utc::now()).await.unwrap();
+    assert!(rest.jobs.is_empty(), "nothing more is handed out");
+    let after = s
+        .settle(&outcomes(c.id, &step.jobs[1..], |_| OutcomeKind::Cancelled), Utc::now())
+        .await
+        .unwrap();
+    let stats = after[0].stats;
+    assert_eq!((stats.sent, stats.cancelled, stats.queued, stats.pending), (1, 4, 0, 0));
+    let messages = s.messages(ALICE, c.id, None, None, 10).await.unwrap().items;
+    let count = |st: MessageStatus| messages.iter().filter(|m| m.status == st).count() as u64;
+    assert_eq!((count(MessageStatus::Sent), count(MessageStatus::Cancelled)), (1, 4));
+    // A late outcome for a settled message counts nothing.
+    let again = s.settle(&sent(c.id, &step.jobs[..1]), Utc::now()).await.unwrap();
+    assert!(again.is_empty());
+    assert_eq!(s.campaign(ALICE, c.id).await.unwrap().stats, stats);
+}
+
 macro_rules! conformance {
     ($($scenario:ident),* $(,)?) => {
         mod redb {
@@ -1005,6 +1177,8 @@ macro_rules! conformance {
 }
 
 conformance!(
+    local_time_sends_release_in_due_order,
+    cancel_settles_everything_left,
     webhook_outboxes,
     bounces_mark_messages_and_suppress,
     campaigns_and_their_lifecycle,

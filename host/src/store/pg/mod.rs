@@ -87,6 +87,11 @@ impl PgStore {
         Ok(PgStore { pool, config })
     }
 
+    /// The database this store is connected to.
+    pub fn database_name(&self) -> String {
+        self.config.get_dbname().unwrap_or_default().to_string()
+    }
+
     /// A 32-byte secret by name, created randomly the first time (by
     /// whichever node asks first; the others read it).
     pub async fn secret(&self, name: &str) -> Result<[u8; 32]> {
