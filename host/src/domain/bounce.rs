@@ -56,6 +56,20 @@ pub struct BouncePolicy {
     pub hard_on_reject: bool,
 }
 
+impl Bounce {
+    /// The hard bounce a receiving server's refusal of `message`'s
+    /// recipient is (`OutcomeKind::Rejected`).
+    pub fn rejection(message: &super::message::MessageRecord, reason: Option<String>, at: DateTime<Utc>) -> Bounce {
+        Bounce {
+            email: super::suppression::normalize(&message.email),
+            kind: BounceType::Hard,
+            reason,
+            message_id: Some(message.message_id.clone()),
+            at,
+        }
+    }
+}
+
 impl Default for BouncePolicy {
     fn default() -> Self {
         BouncePolicy {

@@ -84,6 +84,38 @@ pub struct StatusChange {
 }
 
 impl Subscriber {
+    /// A new subscriber `id` of `list_id` as an import brings them.
+    pub fn imported(id: SubscriberId, list_id: ListId, new: NewSubscriber, now: DateTime<Utc>) -> Subscriber {
+        Subscriber {
+            id,
+            list_id,
+            email: new.email,
+            name: new.name,
+            timezone: new.timezone,
+            attributes: new.attributes,
+            status: new.status,
+            status_changed: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    /// This subscriber imported again: the import's fields replace theirs,
+    /// but an import never re-subscribes someone who left or bounced. Says
+    /// whether the status the import asked for was kept back.
+    pub fn reimported(&self, new: NewSubscriber, now: DateTime<Utc>) -> (Subscriber, bool) {
+        let status = self.status.after_import(new.status);
+        let mut sub = Subscriber {
+            name: new.name,
+            timezone: new.timezone,
+            attributes: new.attributes,
+            updated_at: now,
+            ..self.clone()
+        };
+        sub.set_status(status, "import", now);
+        (sub, status != new.status)
+    }
+
     /// Sets `status`, recording the change when there is one.
     pub fn set_status(&mut self, status: SubscriberStatus, by: &str, at: DateTime<Utc>) {
         if status != self.status {

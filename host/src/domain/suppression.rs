@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::bounce::Bounce;
 use super::{Email, FieldError};
 
 /// Why an address is suppressed.
@@ -53,6 +54,46 @@ pub struct Suppression {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
     pub created_at: DateTime<Utc>,
+}
+
+/// What storing a suppression over the one stored for its address does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Merged {
+    Added(Suppression),
+    /// Reason or detail changed; the first suppression's time is kept (it
+    /// says since when).
+    Updated(Suppression),
+    Unchanged,
+}
+
+impl Suppression {
+    /// `new` stored over `old`.
+    pub fn merged(old: Option<&Suppression>, new: &Suppression) -> Merged {
+        match old {
+            None => Merged::Added(new.clone()),
+            Some(old) if old.reason != new.reason || old.detail != new.detail => Merged::Updated(Suppression {
+                created_at: old.created_at,
+                ..new.clone()
+            }),
+            Some(_) => Merged::Unchanged,
+        }
+    }
+
+    /// The suppression a bounce causes (its detail: the bounce's type and
+    /// diagnostic, at most 1,024 characters).
+    pub fn for_bounce(email: &Email, reason: SuppressionReason, bounce: &Bounce, now: DateTime<Utc>) -> Suppression {
+        let detail = format!(
+            "{} bounce{}",
+            bounce.kind.as_str(),
+            bounce.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
+        );
+        Suppression {
+            email: email.suppression_key(),
+            reason,
+            detail: Some(detail.chars().take(1024).collect()),
+            created_at: now,
+        }
+    }
 }
 
 /// `POST /suppressions` item.

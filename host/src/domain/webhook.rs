@@ -155,6 +155,12 @@ pub fn event_body(id: &str, kind: EventKind, at: DateTime<Utc>, data: &serde_jso
     .to_string()
 }
 
+/// A new event's id (`evt_` and 32 hex digits): the same on every attempt
+/// and for every webhook it goes to.
+pub fn new_event_id() -> String {
+    format!("evt_{}", hex::encode(rand::random::<[u8; 16]>()))
+}
+
 /// The `data` of `message.failed`.
 pub fn message_data(campaign_id: CampaignId, m: &super::message::MessageRecord) -> serde_json::Value {
     serde_json::json!({

@@ -69,17 +69,7 @@ pub(super) fn file_bounce(
         .suppresses(bounce.kind, soft_in_window.unwrap_or(0))
         .filter(|_| address.is_some());
     if let (Some(reason), Some(email)) = (suppressed, address) {
-        let detail = format!(
-            "{} bounce{}",
-            bounce.kind.as_str(),
-            bounce.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
-        );
-        let s = Suppression {
-            email: email.suppression_key(),
-            reason,
-            detail: Some(detail.chars().take(1024).collect()),
-            created_at: now,
-        };
+        let s = Suppression::for_bounce(&email, reason, bounce, now);
         let mut table = tx.open_table(SUPPRESSIONS)?;
         suppress_in(&mut table, user_id, &[s], &mut SuppressReport::default())?;
     }

@@ -16,7 +16,6 @@ use super::{
 };
 use crate::domain::bounce::{Bounce, BouncePolicy, BounceType};
 use crate::domain::message::{Job, MAX_STORED_TEXT, MessageRecord, MessageStatus, Outcome, OutcomeKind, Settled, clip};
-use crate::domain::suppression::normalize;
 use crate::domain::webhook::{EventKind, bounce_data, campaign_data, message_data};
 use crate::domain::{Campaign, CampaignId, CampaignRun, MessageId, Status, Subscriber, UserId, schedule};
 
@@ -297,13 +296,7 @@ impl Store {
                 if let OutcomeKind::Rejected { error } = &o.kind {
                     let reason = Some(clip(error, MAX_STORED_TEXT));
                     if record.mark_bounce(&mut c.stats, BounceType::Hard, reason.clone(), now) {
-                        let bounce = Bounce {
-                            email: normalize(&record.email),
-                            kind: BounceType::Hard,
-                            reason,
-                            message_id: Some(record.message_id.clone()),
-                            at: now,
-                        };
+                        let bounce = Bounce::rejection(&record, reason, now);
                         // Hard bounces suppress whatever the soft window.
                         file_bounce(&tx, c.user_id, &bounce, &BouncePolicy::default(), now)?;
                         events.emit(c.user_id, EventKind::MessageBounced, now, || {

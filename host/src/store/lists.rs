@@ -167,16 +167,8 @@ impl Store {
                             None => return Err(StoreError::Corrupt(format!("subscriber {id} indexed but missing"))),
                         };
                         report.updated += 1;
-                        let status = old.status.after_import(new.status);
-                        report.kept_unsubscribed += u64::from(status != new.status);
-                        let mut sub = Subscriber {
-                            name: new.name,
-                            timezone: new.timezone,
-                            attributes: new.attributes,
-                            updated_at: now,
-                            ..old
-                        };
-                        sub.set_status(status, "import", now);
+                        let (sub, kept) = old.reimported(new, now);
+                        report.kept_unsubscribed += u64::from(kept);
                         sub
                     }
                     None => {
@@ -184,18 +176,7 @@ impl Store {
                         emails.insert((list_key, new.email.as_str()), id)?;
                         report.created += 1;
                         list.subscriber_count += 1;
-                        Subscriber {
-                            id: SubscriberId::new(id),
-                            list_id,
-                            email: new.email,
-                            name: new.name,
-                            timezone: new.timezone,
-                            attributes: new.attributes,
-                            status: new.status,
-                            status_changed: None,
-                            created_at: now,
-                            updated_at: now,
-                        }
+                        Subscriber::imported(SubscriberId::new(id), list_id, new, now)
                     }
                 };
                 subs.insert((list_key, sub.id.get()), encode(&sub).as_slice())?;

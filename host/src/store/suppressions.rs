@@ -5,7 +5,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{Result, SCAN_LIMIT, SUPPRESSIONS, Store, StoreError, decode, encode};
-use crate::domain::suppression::{Suppression, SuppressionReason, normalize};
+use crate::domain::suppression::{Merged, Suppression, SuppressionReason, normalize};
 use crate::domain::{Email, UserId};
 
 /// What a bulk suppression did.
@@ -49,20 +49,16 @@ pub(crate) fn suppress_in(
             .get((user_id.get(), s.email.as_str()))?
             .map(|v| decode::<Suppression>(v.value()))
             .transpose()?;
-        let stored = match existing {
-            None => {
+        let stored = match Suppression::merged(existing.as_ref(), s) {
+            Merged::Added(s) => {
                 report.added += 1;
-                s.clone()
+                s
             }
-            // The first suppression's time is kept: it says since when.
-            Some(old) if old.reason != s.reason || old.detail != s.detail => {
+            Merged::Updated(s) => {
                 report.updated += 1;
-                Suppression {
-                    created_at: old.created_at,
-                    ..s.clone()
-                }
+                s
             }
-            Some(_) => {
+            Merged::Unchanged => {
                 report.unchanged += 1;
                 continue;
             }

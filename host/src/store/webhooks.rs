@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{Page, Result, Store, StoreError, decode, encode, next_id, page_records};
-use crate::domain::webhook::{EventKind, MAX_PER_USER, Webhook, event_body};
+use crate::domain::webhook::{EventKind, MAX_PER_USER, Webhook, event_body, new_event_id};
 use crate::domain::{DeliveryId, UserId, WebhookId};
 
 use redb::TableDefinition;
@@ -79,6 +79,30 @@ pub struct Delivery {
     pub body: String,
 }
 
+impl Delivery {
+    /// A new event's delivery to one webhook, due at once.
+    pub(crate) fn pending(
+        id: DeliveryId,
+        webhook_id: WebhookId,
+        event_id: &str,
+        event: EventKind,
+        body: &str,
+        now: DateTime<Utc>,
+    ) -> Delivery {
+        Delivery {
+            id,
+            webhook_id,
+            event_id: event_id.to_string(),
+            event,
+            state: DeliveryState::Pending,
+            created_at: now,
+            next_attempt_at: Some(now),
+            attempts: Vec::new(),
+            body: body.to_string(),
+        }
+    }
+}
+
 /// A user's webhooks, in id order (at most `MAX_PER_USER`).
 fn webhooks_of(table: &impl ReadableTable<(u64, u64), &'static [u8]>, user_id: UserId) -> Result<Vec<Webhook>> {
     let mut out = Vec::new();
@@ -131,21 +155,11 @@ impl<'tx> Events<'tx> {
         if targets.is_empty() {
             return Ok(());
         }
-        let event_id = format!("evt_{}", hex::encode(rand::random::<[u8; 16]>()));
+        let event_id = new_event_id();
         let body = event_body(&event_id, kind, now, &data());
         for webhook_id in targets {
             let id = DeliveryId::new(next_id(self.tx, "webhook_delivery")?);
-            let d = Delivery {
-                id,
-                webhook_id,
-                event_id: event_id.clone(),
-                event: kind,
-                state: DeliveryState::Pending,
-                created_at: now,
-                next_attempt_at: Some(now),
-                attempts: Vec::new(),
-                body: body.clone(),
-            };
+            let d = Delivery::pending(id, webhook_id, &event_id, kind, &body, now);
             self.tx
                 .open_table(DELIVERIES)?
                 .insert((webhook_id.get(), id.get()), encode(&d).as_slice())?;

@@ -8,6 +8,7 @@ use tokio_postgres::Transaction;
 use tokio_postgres::types::Json;
 
 use super::campaigns::{lock_campaign, save_campaign};
+use super::suppressions::suppress_in;
 use super::webhooks::Events;
 use super::{PgStore, key};
 use crate::domain::bounce::{Bounce, BouncePolicy, BounceType};
@@ -15,7 +16,7 @@ use crate::domain::message::MessageRecord;
 use crate::domain::suppression::{Suppression, SuppressionReason, normalize};
 use crate::domain::webhook::{EventKind, bounce_data};
 use crate::domain::{Email, MessageId, UserId};
-use crate::store::{BouncePage, BounceReport, Result, StoreError};
+use crate::store::{BouncePage, BounceReport, Result, StoreError, SuppressReport};
 
 impl PgStore {
     /// The user's bounces by address (then in the order they came), after
@@ -224,24 +225,7 @@ pub(super) async fn file_bounce(
     let Some(reason) = policy.suppresses(bounce.kind, soft_in_window.unwrap_or(0)) else {
         return Ok((soft_in_window, None));
     };
-    let detail = format!(
-        "{} bounce{}",
-        bounce.kind.as_str(),
-        bounce.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
-    );
-    let s = Suppression {
-        email: email.suppression_key(),
-        reason,
-        detail: Some(detail.chars().take(1024).collect()),
-        created_at: now,
-    };
-    // The first suppression's time is kept: it says since when.
-    tx.execute(
-        "INSERT INTO suppressions (user_id, email, record) VALUES ($1, $2, $3)
-         ON CONFLICT (user_id, email) DO UPDATE
-         SET record = jsonb_set($3, '{created_at}', suppressions.record->'created_at')",
-        &[&key(user.get()), &s.email.as_str(), &Json(&s)],
-    )
-    .await?;
+    let s = Suppression::for_bounce(&email, reason, bounce, now);
+    suppress_in(tx, user, &[s], &mut SuppressReport::default()).await?;
     Ok((soft_in_window, Some(reason)))
 }

@@ -9,7 +9,7 @@ use tokio_postgres::Transaction;
 use tokio_postgres::types::Json;
 
 use super::webhooks::Events;
-use super::{PgStore, key};
+use super::{PgStore, key, scan_page};
 use crate::domain::webhook::{EventKind, unsubscribed_data};
 use crate::domain::{
     CampaignId, FieldError, List, ListId, NewSubscriber, Subscriber, SubscriberId, SubscriberPatch, SubscriberStatus,
@@ -162,34 +162,15 @@ impl PgStore {
             let sub = match known.get(new.email.as_str()) {
                 Some(old) => {
                     report.updated += 1;
-                    let status = old.status.after_import(new.status);
-                    report.kept_unsubscribed += u64::from(status != new.status);
-                    let mut sub = Subscriber {
-                        name: new.name,
-                        timezone: new.timezone,
-                        attributes: new.attributes,
-                        updated_at: now,
-                        ..old.clone()
-                    };
-                    sub.set_status(status, "import", now);
+                    let (sub, kept) = old.reimported(new, now);
+                    report.kept_unsubscribed += u64::from(kept);
                     sub
                 }
                 None => {
                     report.created += 1;
                     list.subscriber_count += 1;
                     let id = ids.next().expect("an id per new address");
-                    Subscriber {
-                        id: SubscriberId::new(id as u64),
-                        list_id,
-                        email: new.email,
-                        name: new.name,
-                        timezone: new.timezone,
-                        attributes: new.attributes,
-                        status: new.status,
-                        status_changed: None,
-                        created_at: now,
-                        updated_at: now,
-                    }
+                    Subscriber::imported(SubscriberId::new(id as u64), list_id, new, now)
                 }
             };
             known.insert(sub.email.as_str().to_string(), sub.clone());
@@ -283,20 +264,12 @@ impl PgStore {
                 &[&key(list.get()), &after, &((SCAN_LIMIT + 1) as i64), &status.as_str()],
             )
             .await?;
-        // As redb's `page_filtered`: the cursor is the last row looked at.
-        let mut items = Vec::new();
-        let (mut last, mut more) = (None, false);
-        for (looked, row) in rows.iter().enumerate() {
-            if items.len() == limit || looked == SCAN_LIMIT {
-                more = true;
-                break;
-            }
-            last = Some(row.get::<_, i64>(0) as u64);
-            if row.get::<_, bool>(1) {
-                items.push(row.get::<_, Json<Subscriber>>(2).0);
-            }
-        }
-        let next_after = if more { last } else { None };
+        let (items, next_after) = scan_page(
+            &rows,
+            limit,
+            |row| row.get::<_, i64>(0) as u64,
+            |row| row.get::<_, bool>(1).then(|| row.get::<_, Json<Subscriber>>(2).0),
+        );
         Ok(Page { items, next_after })
     }
 

@@ -39,6 +39,27 @@ fn key(id: u64) -> i64 {
     i64::try_from(id).expect("ids fit in a bigint")
 }
 
+/// A page from rows read in key order, as redb's `page_filtered` makes
+/// one: up to `limit` items `keep` accepts, looking at no more than
+/// `SCAN_LIMIT` rows; when it stops early the cursor is the last row looked
+/// at, so the next page goes on from there.
+fn scan_page<K, T>(
+    rows: &[tokio_postgres::Row],
+    limit: usize,
+    cursor: impl Fn(&tokio_postgres::Row) -> K,
+    keep: impl Fn(&tokio_postgres::Row) -> Option<T>,
+) -> (Vec<T>, Option<K>) {
+    let (mut items, mut last) = (Vec::new(), None);
+    for (looked, row) in rows.iter().enumerate() {
+        if items.len() == limit || looked == super::SCAN_LIMIT {
+            return (items, last);
+        }
+        last = Some(cursor(row));
+        items.extend(keep(row));
+    }
+    (items, None)
+}
+
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
         StoreError::Db(e.to_string())

@@ -24,10 +24,10 @@ use tokio_postgres::types::Json;
 use super::bounces::file_bounce;
 use super::campaigns::{lock_campaign, save_campaign};
 use super::webhooks::Events;
-use super::{Node, PgStore, key};
+use super::{Node, PgStore, key, scan_page};
 use crate::domain::bounce::{Bounce, BouncePolicy, BounceType};
 use crate::domain::message::{Job, MAX_STORED_TEXT, MessageRecord, MessageStatus, Outcome, OutcomeKind, Settled, clip};
-use crate::domain::suppression::{Suppression, SuppressionReason, normalize};
+use crate::domain::suppression::{Suppression, SuppressionReason};
 use crate::domain::webhook::{EventKind, bounce_data, campaign_data, message_data};
 use crate::domain::{Campaign, CampaignId, CampaignRun, Email, MessageId, Status, Subscriber, UserId, schedule};
 use crate::store::{Page, Result, SCAN_LIMIT, StoreError};
@@ -176,13 +176,7 @@ impl PgStore {
                         if let OutcomeKind::Rejected { error } = &o.kind {
                             let reason = Some(clip(error, MAX_STORED_TEXT));
                             if record.mark_bounce(&mut c.stats, BounceType::Hard, reason.clone(), now) {
-                                let bounce = Bounce {
-                                    email: normalize(&record.email),
-                                    kind: BounceType::Hard,
-                                    reason,
-                                    message_id: Some(record.message_id.clone()),
-                                    at: now,
-                                };
+                                let bounce = Bounce::rejection(&record, reason, now);
                                 file_bounce(&tx, c.user_id, &bounce, &BouncePolicy::default(), now).await?;
                                 let message = MessageId {
                                     campaign: id,
@@ -244,21 +238,17 @@ impl PgStore {
                 &[&key(id.get()), &key(after.unwrap_or(0)), &(window as i64 + 1)],
             )
             .await?;
-        let (mut items, mut last, mut more) = (Vec::new(), None, false);
-        for (looked, row) in rows.iter().enumerate() {
-            if items.len() == limit || looked == SCAN_LIMIT {
-                more = true;
-                break;
-            }
-            last = Some(row.get::<_, i64>(0) as u64);
-            if status.is_none_or(|s| s.as_str() == row.get::<_, &str>(1)) {
-                items.push(row.get::<_, Json<MessageRecord>>(2).0);
-            }
-        }
-        Ok(Page {
-            items,
-            next_after: if more { last } else { None },
-        })
+        let (items, next_after) = scan_page(
+            &rows,
+            limit,
+            |row| row.get::<_, i64>(0) as u64,
+            |row| {
+                status
+                    .is_none_or(|s| s.as_str() == row.get::<_, &str>(1))
+                    .then(|| row.get::<_, Json<MessageRecord>>(2).0)
+            },
+        );
+        Ok(Page { items, next_after })
     }
 }
 

@@ -5,11 +5,12 @@
 
 use std::collections::HashMap;
 
+use tokio_postgres::Transaction;
 use tokio_postgres::types::Json;
 
-use super::{PgStore, key};
+use super::{PgStore, key, scan_page};
 use crate::domain::UserId;
-use crate::domain::suppression::{Suppression, SuppressionReason, normalize};
+use crate::domain::suppression::{Merged, Suppression, SuppressionReason, normalize};
 use crate::store::{Result, SCAN_LIMIT, StoreError, SuppressReport, SuppressionPage};
 
 impl PgStore {
@@ -18,50 +19,8 @@ impl PgStore {
     pub async fn suppress(&self, user: UserId, items: &[Suppression]) -> Result<SuppressReport> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let emails: Vec<&str> = items.iter().map(|s| s.email.as_str()).collect();
-        let rows = tx
-            .query(
-                "SELECT email, record FROM suppressions WHERE user_id = $1 AND email = ANY($2) FOR UPDATE",
-                &[&key(user.get()), &emails],
-            )
-            .await?;
-        let mut known: HashMap<String, Suppression> = rows
-            .into_iter()
-            .map(|r| (r.get(0), r.get::<_, Json<Suppression>>(1).0))
-            .collect();
         let mut report = SuppressReport::default();
-        let mut changed: Vec<String> = Vec::new();
-        for s in items {
-            let stored = match known.get(s.email.as_str()) {
-                None => {
-                    report.added += 1;
-                    s.clone()
-                }
-                Some(old) if old.reason != s.reason || old.detail != s.detail => {
-                    report.updated += 1;
-                    Suppression {
-                        created_at: old.created_at,
-                        ..s.clone()
-                    }
-                }
-                Some(_) => {
-                    report.unchanged += 1;
-                    continue;
-                }
-            };
-            changed.push(stored.email.as_str().to_string());
-            known.insert(stored.email.as_str().to_string(), stored);
-        }
-        changed.sort();
-        changed.dedup();
-        let records: Vec<Json<&Suppression>> = changed.iter().map(|e| Json(&known[e])).collect();
-        tx.execute(
-            "INSERT INTO suppressions (user_id, email, record)
-             SELECT $1, * FROM unnest($2::text[], $3::jsonb[])
-             ON CONFLICT (user_id, email) DO UPDATE SET record = excluded.record",
-            &[&key(user.get()), &changed, &records],
-        )
-        .await?;
+        suppress_in(&tx, user, items, &mut report).await?;
         tx.commit().await?;
         Ok(report)
     }
@@ -114,21 +73,65 @@ impl PgStore {
                 &[&key(user.get()), &start, &(window as i64 + 1)],
             )
             .await?;
-        let (mut items, mut last, mut more) = (Vec::new(), None, false);
-        for (scanned, row) in rows.iter().enumerate() {
-            if items.len() == limit || scanned == SCAN_LIMIT {
-                more = true;
-                break;
-            }
-            last = Some(row.get::<_, String>(0));
-            let s = row.get::<_, Json<Suppression>>(1).0;
-            if reason.is_none_or(|r| r == s.reason) {
-                items.push(s);
-            }
-        }
-        Ok(SuppressionPage {
-            items,
-            next_after: if more { last } else { None },
-        })
+        let (items, next_after) = scan_page(
+            &rows,
+            limit,
+            |row| row.get::<_, String>(0),
+            |row| {
+                let s = row.get::<_, Json<Suppression>>(1).0;
+                reason.is_none_or(|r| r == s.reason).then_some(s)
+            },
+        );
+        Ok(SuppressionPage { items, next_after })
     }
+}
+
+/// Adds or updates suppressions inside a caller's transaction.
+pub(super) async fn suppress_in(
+    tx: &Transaction<'_>,
+    user: UserId,
+    items: &[Suppression],
+    report: &mut SuppressReport,
+) -> Result<()> {
+    let emails: Vec<&str> = items.iter().map(|s| s.email.as_str()).collect();
+    let rows = tx
+        .query(
+            "SELECT email, record FROM suppressions WHERE user_id = $1 AND email = ANY($2) FOR UPDATE",
+            &[&key(user.get()), &emails],
+        )
+        .await?;
+    let mut known: HashMap<String, Suppression> = rows
+        .into_iter()
+        .map(|r| (r.get(0), r.get::<_, Json<Suppression>>(1).0))
+        .collect();
+    let mut changed: Vec<String> = Vec::new();
+    for s in items {
+        let stored = match Suppression::merged(known.get(s.email.as_str()), s) {
+            Merged::Added(s) => {
+                report.added += 1;
+                s
+            }
+            Merged::Updated(s) => {
+                report.updated += 1;
+                s
+            }
+            Merged::Unchanged => {
+                report.unchanged += 1;
+                continue;
+            }
+        };
+        changed.push(stored.email.as_str().to_string());
+        known.insert(stored.email.as_str().to_string(), stored);
+    }
+    changed.sort();
+    changed.dedup();
+    let records: Vec<Json<&Suppression>> = changed.iter().map(|e| Json(&known[e])).collect();
+    tx.execute(
+        "INSERT INTO suppressions (user_id, email, record)
+         SELECT $1, * FROM unnest($2::text[], $3::jsonb[])
+         ON CONFLICT (user_id, email) DO UPDATE SET record = excluded.record",
+        &[&key(user.get()), &changed, &records],
+    )
+    .await?;
+    Ok(())
 }

@@ -17,7 +17,7 @@ use tokio_postgres::types::Json;
 
 use super::PgStore;
 use super::key;
-use crate::domain::webhook::{EventKind, MAX_PER_USER, Webhook, event_body};
+use crate::domain::webhook::{EventKind, MAX_PER_USER, Webhook, event_body, new_event_id};
 use crate::domain::{DeliveryId, UserId, WebhookId};
 
 /// How long a delivery taken by `due_deliveries` is kept from the other
@@ -62,24 +62,14 @@ impl Events {
         if targets.is_empty() {
             return Ok(());
         }
-        let event_id = format!("evt_{}", hex::encode(rand::random::<[u8; 16]>()));
+        let event_id = new_event_id();
         let body = event_body(&event_id, kind, now, &data());
         for webhook_id in targets {
             let id: i64 = tx
                 .query_one("SELECT nextval('webhook_delivery_ids')", &[])
                 .await?
                 .get(0);
-            let d = Delivery {
-                id: DeliveryId::new(id as u64),
-                webhook_id,
-                event_id: event_id.clone(),
-                event: kind,
-                state: DeliveryState::Pending,
-                created_at: now,
-                next_attempt_at: Some(now),
-                attempts: Vec::new(),
-                body: body.clone(),
-            };
+            let d = Delivery::pending(DeliveryId::new(id as u64), webhook_id, &event_id, kind, &body, now);
             tx.execute(
                 "INSERT INTO webhook_deliveries (webhook_id, id, due_at, record) VALUES ($1, $2, $3, $4)",
                 &[&key(webhook_id.get()), &id, &now, &Json(&d)],
