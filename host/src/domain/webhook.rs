@@ -155,6 +155,11 @@ pub fn event_body(id: &str, kind: EventKind, at: DateTime<Utc>, data: &serde_jso
     .to_string()
 }
 
+/// The ones of `hooks` that want `kind`.
+pub fn wanting(hooks: &[Webhook], kind: EventKind) -> Vec<WebhookId> {
+    hooks.iter().filter(|w| w.wants(kind)).map(|w| w.id).collect()
+}
+
 /// A new event's id (`evt_` and 32 hex digits): the same on every attempt
 /// and for every webhook it goes to.
 pub fn new_event_id() -> String {

@@ -1056,19 +1056,14 @@ async fn local_time_sends_release_in_due_order(s: &impl Backend) {
         .await
         .unwrap()
         .subscribers;
-    let c = s
-        .create_campaign(ALICE, local_draft(list.id), "log".into())
-        .await
-        .unwrap();
+    let draft = || s.create_campaign(ALICE, local_draft(list.id), "log".into());
+    let c = draft().await.unwrap();
     // 12:00 in Kiritimati (UTC+14) is 22:00 UTC the day before: sent
     // earlier, the campaign waits as scheduled.
     let early = at("2029-12-31T21:00:00Z");
     assert_eq!(s.send(ALICE, c.id, early).await.unwrap().status, Status::Scheduled);
     s.act(ALICE, c.id, Action::Cancel, |_| {}).await.unwrap();
-    let c = s
-        .create_campaign(ALICE, local_draft(list.id), "log".into())
-        .await
-        .unwrap();
+    let c = draft().await.unwrap();
     let now = at("2030-01-01T00:00:00Z");
     assert_eq!(s.send(ALICE, c.id, now).await.unwrap().status, Status::Sending);
 

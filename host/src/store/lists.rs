@@ -34,6 +34,20 @@ pub struct UpsertReport {
     pub rejected: u64,
 }
 
+impl UpsertReport {
+    /// An empty report for a batch of `n`.
+    pub(crate) fn for_batch(n: usize) -> UpsertReport {
+        UpsertReport {
+            created: 0,
+            updated: 0,
+            kept_unsubscribed: 0,
+            subscribers: Vec::with_capacity(n),
+            errors: Vec::new(),
+            rejected: 0,
+        }
+    }
+}
+
 fn is_zero(n: &u64) -> bool {
     *n == 0
 }
@@ -144,14 +158,7 @@ impl Store {
     ) -> Result<UpsertReport> {
         let now = Utc::now();
         let tx = self.write()?;
-        let mut report = UpsertReport {
-            created: 0,
-            updated: 0,
-            kept_unsubscribed: 0,
-            subscribers: Vec::with_capacity(batch.len()),
-            errors: Vec::new(),
-            rejected: 0,
-        };
+        let mut report = UpsertReport::for_batch(batch.len());
         {
             let mut lists = tx.open_table(LISTS)?;
             let mut list = owned_list(&lists, user_id, list_id)?;

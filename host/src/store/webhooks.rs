@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{Page, Result, Store, StoreError, decode, encode, next_id, page_records};
-use crate::domain::webhook::{EventKind, MAX_PER_USER, Webhook, event_body, new_event_id};
+use crate::domain::webhook::{EventKind, MAX_PER_USER, Webhook, event_body, new_event_id, wanting};
 use crate::domain::{DeliveryId, UserId, WebhookId};
 
 use redb::TableDefinition;
@@ -147,11 +147,7 @@ impl<'tx> Events<'tx> {
             let found = webhooks_of(&self.tx.open_table(WEBHOOKS)?, user_id)?;
             self.hooks.insert(user_id, found);
         }
-        let targets: Vec<WebhookId> = self.hooks[&user_id]
-            .iter()
-            .filter(|w| w.wants(kind))
-            .map(|w| w.id)
-            .collect();
+        let targets = wanting(&self.hooks[&user_id], kind);
         if targets.is_empty() {
             return Ok(());
         }

@@ -150,14 +150,7 @@ impl PgStore {
             .await?
             .into_iter()
             .map(|r| r.get::<_, i64>(0));
-        let mut report = UpsertReport {
-            created: 0,
-            updated: 0,
-            kept_unsubscribed: 0,
-            subscribers: Vec::with_capacity(batch.len()),
-            errors: Vec::new(),
-            rejected: 0,
-        };
+        let mut report = UpsertReport::for_batch(batch.len());
         for new in batch {
             let sub = match known.get(new.email.as_str()) {
                 Some(old) => {

@@ -43,6 +43,15 @@ async fn the_list(store: &PgStore) -> ListId {
     }
 }
 
+/// `n` subscribed subscribers imported into the user's list.
+async fn subscribed(store: &PgStore, n: usize) -> Result<Vec<Subscriber>, crate::store::StoreError> {
+    add(
+        store,
+        (0..n).map(|i| subscriber(i, SubscriberStatus::Subscribed)).collect(),
+    )
+    .await
+}
+
 /// Imports `subs` into the user's list.
 async fn add(store: &PgStore, subs: Vec<NewSubscriber>) -> Result<Vec<Subscriber>, crate::store::StoreError> {
     let list = the_list(store).await;
@@ -212,12 +221,7 @@ async fn nodes_claim_batches_in_turn_and_each_subscriber_gets_one_message() {
 #[tokio::test]
 async fn a_lapsed_lease_hands_messages_over_flagged_and_refuses_the_old_outcomes() {
     let store = store().await;
-    let subs = add(
-        &store,
-        (0..10).map(|i| subscriber(i, SubscriberStatus::Subscribed)).collect(),
-    )
-    .await
-    .unwrap();
+    let subs = subscribed(&store, 10).await.unwrap();
     let id = campaign(&store).await;
     send(&store, id).await;
 
@@ -267,12 +271,7 @@ async fn a_lapsed_lease_hands_messages_over_flagged_and_refuses_the_old_outcomes
 #[tokio::test]
 async fn deferred_messages_return_unflagged_and_cancel_settles_lapsed_ones() {
     let store = store().await;
-    let subs = add(
-        &store,
-        (0..4).map(|i| subscriber(i, SubscriberStatus::Subscribed)).collect(),
-    )
-    .await
-    .unwrap();
+    let subs = subscribed(&store, 4).await.unwrap();
     let id = campaign(&store).await;
     send(&store, id).await;
     let a = store.register_node("a", TTL, MARGIN).await.unwrap();
@@ -308,12 +307,7 @@ async fn deferred_messages_return_unflagged_and_cancel_settles_lapsed_ones() {
 #[tokio::test]
 async fn a_rejected_recipient_is_suppressed() {
     let store = store().await;
-    let subs = add(
-        &store,
-        (0..2).map(|i| subscriber(i, SubscriberStatus::Subscribed)).collect(),
-    )
-    .await
-    .unwrap();
+    let subs = subscribed(&store, 2).await.unwrap();
     let id = campaign(&store).await;
     send(&store, id).await;
     let node = store.register_node("a", TTL, MARGIN).await.unwrap();
@@ -344,12 +338,7 @@ async fn a_rejected_recipient_is_suppressed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recipients_are_fixed_when_the_send_starts() {
     let store = store().await;
-    add(
-        &store,
-        (0..10).map(|i| subscriber(i, SubscriberStatus::Subscribed)).collect(),
-    )
-    .await
-    .unwrap();
+    subscribed(&store, 10).await.unwrap();
     let id = campaign(&store).await;
     let importer = {
         let store = store.clone();
@@ -591,12 +580,7 @@ async fn unsubscribing_and_events_commit_with_their_change() {
         )
         .await
         .unwrap();
-    let subs = add(
-        &store,
-        (0..2).map(|i| subscriber(i, SubscriberStatus::Subscribed)).collect(),
-    )
-    .await
-    .unwrap();
+    let subs = subscribed(&store, 2).await.unwrap();
     let id = campaign(&store).await;
     send(&store, id).await;
     let node = store.register_node("a", TTL, MARGIN).await.unwrap();

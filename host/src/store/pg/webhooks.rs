@@ -17,7 +17,7 @@ use tokio_postgres::types::Json;
 
 use super::PgStore;
 use super::key;
-use crate::domain::webhook::{EventKind, MAX_PER_USER, Webhook, event_body, new_event_id};
+use crate::domain::webhook::{EventKind, MAX_PER_USER, Webhook, event_body, new_event_id, wanting};
 use crate::domain::{DeliveryId, UserId, WebhookId};
 
 /// How long a delivery taken by `due_deliveries` is kept from the other
@@ -54,11 +54,7 @@ impl Events {
             let found = rows.into_iter().map(|r| r.get::<_, Json<Webhook>>(0).0).collect();
             e.insert(found);
         }
-        let targets: Vec<WebhookId> = self.hooks[&user]
-            .iter()
-            .filter(|w| w.wants(kind))
-            .map(|w| w.id)
-            .collect();
+        let targets = wanting(&self.hooks[&user], kind);
         if targets.is_empty() {
             return Ok(());
         }
