@@ -17,6 +17,27 @@ pub struct SuppressReport {
     pub unchanged: u64,
 }
 
+impl SuppressReport {
+    /// Counts what storing one suppression did; the record to write, if
+    /// any.
+    pub(crate) fn count(&mut self, merged: Merged) -> Option<Suppression> {
+        match merged {
+            Merged::Added(s) => {
+                self.added += 1;
+                Some(s)
+            }
+            Merged::Updated(s) => {
+                self.updated += 1;
+                Some(s)
+            }
+            Merged::Unchanged => {
+                self.unchanged += 1;
+                None
+            }
+        }
+    }
+}
+
 /// A page of suppressions; `next_after` is the last email, for `after`.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct SuppressionPage {
@@ -49,19 +70,8 @@ pub(crate) fn suppress_in(
             .get((user_id.get(), s.email.as_str()))?
             .map(|v| decode::<Suppression>(v.value()))
             .transpose()?;
-        let stored = match Suppression::merged(existing.as_ref(), s) {
-            Merged::Added(s) => {
-                report.added += 1;
-                s
-            }
-            Merged::Updated(s) => {
-                report.updated += 1;
-                s
-            }
-            Merged::Unchanged => {
-                report.unchanged += 1;
-                continue;
-            }
+        let Some(stored) = report.count(Suppression::merged(existing.as_ref(), s)) else {
+            continue;
         };
         table.insert((user_id.get(), s.email.as_str()), encode(&stored).as_slice())?;
     }

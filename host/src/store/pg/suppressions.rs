@@ -10,7 +10,7 @@ use tokio_postgres::types::Json;
 
 use super::{PgStore, key, scan_page};
 use crate::domain::UserId;
-use crate::domain::suppression::{Merged, Suppression, SuppressionReason, normalize};
+use crate::domain::suppression::{Suppression, SuppressionReason, normalize};
 use crate::store::{Result, SCAN_LIMIT, StoreError, SuppressReport, SuppressionPage};
 
 impl PgStore {
@@ -106,19 +106,8 @@ pub(super) async fn suppress_in(
         .collect();
     let mut changed: Vec<String> = Vec::new();
     for s in items {
-        let stored = match Suppression::merged(known.get(s.email.as_str()), s) {
-            Merged::Added(s) => {
-                report.added += 1;
-                s
-            }
-            Merged::Updated(s) => {
-                report.updated += 1;
-                s
-            }
-            Merged::Unchanged => {
-                report.unchanged += 1;
-                continue;
-            }
+        let Some(stored) = report.count(Suppression::merged(known.get(s.email.as_str()), s)) else {
+            continue;
         };
         changed.push(stored.email.as_str().to_string());
         known.insert(stored.email.as_str().to_string(), stored);
