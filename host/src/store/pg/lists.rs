@@ -1,7 +1,7 @@
 //! Lists and their subscribers on PostgreSQL: the same operations and
 //! answers as redb's `store::lists` (the conformance tests run both).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::Utc;
 use deadpool_postgres::GenericClient;
@@ -170,8 +170,9 @@ impl PgStore {
             report.subscribers.push(sub);
         }
         // One row per subscriber, last version wins (the batch may name
-        // one twice).
-        let mut last: HashMap<SubscriberId, &Subscriber> = HashMap::new();
+        // one twice), written in id order: rows land in the table in the
+        // order a send's walk reads them.
+        let mut last: BTreeMap<SubscriberId, &Subscriber> = BTreeMap::new();
         for s in &report.subscribers {
             last.insert(s.id, s);
         }
