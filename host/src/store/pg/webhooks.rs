@@ -280,14 +280,24 @@ impl PgStore {
     /// Drops finished deliveries created before `cutoff`; returns how many.
     pub async fn prune_deliveries(&self, cutoff: DateTime<Utc>) -> Result<usize> {
         let client = self.pool.get().await?;
-        let gone = client
-            .execute(
-                "DELETE FROM webhook_deliveries
-                 WHERE due_at IS NULL AND (record->>'created_at')::timestamptz < $1",
-                &[&cutoff],
-            )
-            .await?;
-        Ok(gone as usize)
+        // 10,000 rows a statement, as redb prunes: a backlog of millions
+        // never becomes one long transaction holding its locks.
+        let mut pruned = 0;
+        loop {
+            let gone = client
+                .execute(
+                    "DELETE FROM webhook_deliveries WHERE (webhook_id, id) IN (
+                         SELECT webhook_id, id FROM webhook_deliveries
+                         WHERE due_at IS NULL AND (record->>'created_at')::timestamptz < $1
+                         LIMIT 10000)",
+                    &[&cutoff],
+                )
+                .await? as usize;
+            pruned += gone;
+            if gone < 10_000 {
+                return Ok(pruned);
+            }
+        }
     }
 
     /// A user's webhooks in id order.
