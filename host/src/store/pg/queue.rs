@@ -57,12 +57,6 @@ pub struct Recorded {
     pub rejected: usize,
 }
 
-/// A queued message about to be written: its record and its lease.
-struct NewMessage {
-    record: MessageRecord,
-    leased: bool,
-}
-
 impl PgStore {
     /// One step of a campaign's send for `node` (see the module's docs).
     pub async fn claim(&self, node: &Node, id: CampaignId, batch: usize, now: DateTime<Utc>) -> Result<Claimed> {
@@ -97,7 +91,7 @@ impl PgStore {
             }
             insert_messages(&tx, node, id, &fresh).await?;
             step.jobs.extend(fresh.into_iter().filter_map(|(m, sub)| {
-                m.leased.then_some(Job {
+                leased(&m).then_some(Job {
                     campaign_id: id,
                     subscriber: sub,
                     attempts: 0,
@@ -366,7 +360,7 @@ async fn walk_list(
     c: &mut CampaignRun,
     batch: usize,
     now: DateTime<Utc>,
-    out: &mut Vec<(NewMessage, Subscriber)>,
+    out: &mut Vec<(MessageRecord, Subscriber)>,
 ) -> Result<()> {
     let rows = tx
         .query(
@@ -419,12 +413,11 @@ fn new_message(
     suppressed: &HashMap<String, SuppressionReason>,
     due_at: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
-) -> (NewMessage, Subscriber) {
+) -> (MessageRecord, Subscriber) {
     let reason = suppressed.get(sub.email.suppression_key().as_str()).copied();
     let record = MessageRecord::create::<std::convert::Infallible>(&mut c.campaign, &sub, || Ok(reason), due_at, now)
         .unwrap_or_else(|never| match never {});
-    let leased = record.status == MessageStatus::Queued;
-    (NewMessage { record, leased }, sub)
+    (record, sub)
 }
 
 /// The suppression reasons of those of `emails` on `user`'s list, by
@@ -457,7 +450,7 @@ async fn release_due(
     c: &mut CampaignRun,
     batch: usize,
     now: DateTime<Utc>,
-    out: &mut Vec<(NewMessage, Subscriber)>,
+    out: &mut Vec<(MessageRecord, Subscriber)>,
 ) -> Result<bool> {
     let until = if c.status == Status::Cancelled {
         DateTime::<Utc>::MAX_UTC
@@ -490,21 +483,27 @@ async fn release_due(
     Ok(released)
 }
 
+/// Whether a new message is leased to the node that made it: only queued
+/// ones are to be delivered.
+fn leased(m: &MessageRecord) -> bool {
+    m.status == MessageStatus::Queued
+}
+
 /// Writes a step's new messages in one statement, the queued ones leased
 /// to `node`.
 async fn insert_messages(
     tx: &Transaction<'_>,
     node: &Node,
     id: CampaignId,
-    fresh: &[(NewMessage, Subscriber)],
+    fresh: &[(MessageRecord, Subscriber)],
 ) -> Result<()> {
     if fresh.is_empty() {
         return Ok(());
     }
-    let subs: Vec<i64> = fresh.iter().map(|(m, _)| key(m.record.subscriber_id.get())).collect();
-    let statuses: Vec<&str> = fresh.iter().map(|(m, _)| m.record.status.as_str()).collect();
-    let leases: Vec<Option<i64>> = fresh.iter().map(|(m, _)| m.leased.then_some(node.id.0)).collect();
-    let records: Vec<Json<&MessageRecord>> = fresh.iter().map(|(m, _)| Json(&m.record)).collect();
+    let subs: Vec<i64> = fresh.iter().map(|(m, _)| key(m.subscriber_id.get())).collect();
+    let statuses: Vec<&str> = fresh.iter().map(|(m, _)| m.status.as_str()).collect();
+    let leases: Vec<Option<i64>> = fresh.iter().map(|(m, _)| leased(m).then_some(node.id.0)).collect();
+    let records: Vec<Json<&MessageRecord>> = fresh.iter().map(|(m, _)| Json(m)).collect();
     tx.execute(
         "INSERT INTO messages (campaign_id, subscriber_id, status, lease_node, record)
          SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::bigint[], $5::jsonb[])",

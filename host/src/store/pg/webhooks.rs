@@ -165,7 +165,13 @@ impl PgStore {
         limit: usize,
     ) -> Result<Page<Delivery>> {
         let client = self.pool.get().await?;
-        self.webhook(user, webhook).await?;
+        client
+            .query_opt(
+                "SELECT 1 FROM webhooks WHERE user_id = $1 AND id = $2",
+                &[&key(user.get()), &key(webhook.get())],
+            )
+            .await?
+            .ok_or(StoreError::NotFound)?;
         let rows = client
             .query(
                 "SELECT record FROM webhook_deliveries WHERE webhook_id = $1 AND id > $2 ORDER BY id LIMIT $3",
