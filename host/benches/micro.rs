@@ -123,9 +123,9 @@ fn bench_plugins(c: &mut Criterion) {
 fn bench_storage(c: &mut Criterion) {
     use posta::domain::message::{Outcome, OutcomeKind};
     use posta::domain::{CampaignDraft, NewSubscriber};
-    use posta::store::Store;
+    use posta::store::Redb;
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("posta.redb")).unwrap();
+    let store = Redb::open(&dir.path().join("posta.redb")).unwrap();
     let (user, _) = store.create_user("bench@example.org").unwrap();
     let list = store.create_list(user.id, "bench").unwrap();
     const N: usize = 200_000;

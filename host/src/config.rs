@@ -49,6 +49,10 @@ pub struct Config {
     /// How users' event webhooks are delivered.
     #[serde(default)]
     pub webhooks: Webhooks,
+    /// Where data lives: redb in the data directory, or a PostgreSQL
+    /// database several nodes share.
+    #[serde(default)]
+    pub database: Database,
     /// The config file's directory: relative key paths are read from it.
     #[serde(skip)]
     pub config_dir: Option<PathBuf>,
@@ -159,6 +163,44 @@ impl Default for Server {
             public_rate_per_ip: 50,
             metrics_token: None,
             max_import_bytes: 256 << 20,
+        }
+    }
+}
+
+/// `[database]`: without a `url` the server keeps its data in redb under
+/// `server.data_dir`, one process at a time. With one (or
+/// `POSTA_DATABASE_URL`), every node given the same URL shares the
+/// database's campaigns, queue and rates (ARCHITECTURE.md, "PostgreSQL").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Database {
+    /// `postgres://user:password@host:port/database` or a libpq key/value
+    /// string (`host=/run/postgresql dbname=posta`).
+    pub url: Option<String>,
+    /// Connections this node keeps to the database at most.
+    pub max_connections: usize,
+    /// This node's name in the `nodes` table and the logs (default: the
+    /// host name and process id).
+    pub node_name: Option<String>,
+    /// How long a node's claim on its queued messages lasts without a
+    /// heartbeat (it sends four per lease). A node that crashed or froze
+    /// has its messages re-delivered by the others this long after its
+    /// last heartbeat, flagged as possible duplicates.
+    pub lease_ms: u64,
+    /// How long before its lease could lapse a node stops starting
+    /// transport calls (the fence): room for a call under way and for
+    /// clock drift between a heartbeat's send and the database's commit.
+    pub fence_margin_ms: u64,
+}
+
+impl Default for Database {
+    fn default() -> Self {
+        Database {
+            url: None,
+            max_connections: 16,
+            node_name: None,
+            lease_ms: 10_000,
+            fence_margin_ms: 3_000,
         }
     }
 }
@@ -315,6 +357,11 @@ impl Config {
         if config.personalizer.is_empty() {
             config.personalizer = default_personalizer();
         }
+        if let Ok(url) = std::env::var("POSTA_DATABASE_URL")
+            && !url.is_empty()
+        {
+            config.database.url = Some(url);
+        }
         config.add_default_log_transport();
         config.check()?;
         Ok(config)
@@ -349,6 +396,13 @@ impl Config {
             )));
         }
         self.limits.check("limits")?;
+        let d = &self.database;
+        if d.max_connections < 4 || d.fence_margin_ms == 0 || d.fence_margin_ms >= d.lease_ms {
+            return Err(ConfigError::Invalid(
+                "database.max_connections must be at least 4 and database.fence_margin_ms between 0 and lease_ms"
+                    .into(),
+            ));
+        }
         let w = &self.webhooks;
         if w.max_attempts == 0 || w.concurrency == 0 || w.per_webhook == 0 || w.timeout_ms == 0 || w.retry_base_ms == 0
         {

@@ -131,11 +131,15 @@ fn load(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result<Co
     Ok(cfg)
 }
 
-/// The store of a stopped server (redb allows one process at a time).
-fn open(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result<posta::store::Store> {
+/// The store of a stopped server (redb allows one process at a time), or
+/// the shared PostgreSQL database, which running nodes use meanwhile.
+async fn open(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result<posta::store::Store> {
     let cfg = load(config, data_dir)?;
     let dir = posta::server::prepare_data_dir(&cfg.server.data_dir)?;
-    posta::server::open_store(&dir, cfg.server.db_cache_mib).map_err(|e| {
+    posta::server::connect_store(&cfg, &dir).await.map_err(|e| {
+        if cfg.database.url.is_some() {
+            return e;
+        }
         anyhow::anyhow!(
             "{e}\nwhile the server runs, manage users over its API with an admin key: \
              POST /api/v1/admin/users {{\"email\": …}}, POST /api/v1/admin/users/ID/keys, \
@@ -166,7 +170,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     config,
                 },
         } => {
-            let store = open(config, data_dir)?;
+            let store = open(config, data_dir).await?;
             let (user, key) = store.create_user_as(email.trim(), admin)?;
             let role = if user.admin { ", admin" } else { "" };
             println!("created user {} (id {}{role})", user.email, user.id);
@@ -181,7 +185,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     config,
                 },
         } => {
-            let store = open(config, data_dir)?;
+            let store = open(config, data_dir).await?;
             let n = store.revoke(key_or_email.trim()).map_err(|e| match e {
                 posta::store::StoreError::NotFound => anyhow::anyhow!("no user {key_or_email}"),
                 e => e.into(),
@@ -197,7 +201,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     config,
                 },
         } => {
-            let store = open(config, data_dir)?;
+            let store = open(config, data_dir).await?;
             let (user, key) = store.new_key(email.trim()).map_err(|e| match e {
                 posta::store::StoreError::NotFound => anyhow::anyhow!("no user {email}"),
                 e => e.into(),

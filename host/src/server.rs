@@ -32,6 +32,23 @@ pub fn open_store(data_dir: &Path, cache_mib: usize) -> anyhow::Result<Store> {
     })
 }
 
+/// The store `config` names: its `[database] url` (PostgreSQL, shared by
+/// every node given it) or redb in the data directory.
+pub async fn connect_store(config: &Config, data_dir: &Path) -> anyhow::Result<Store> {
+    match &config.database.url {
+        None => open_store(data_dir, config.server.db_cache_mib),
+        #[cfg(feature = "postgres")]
+        Some(url) => Store::connect(url, config.database.max_connections)
+            .await
+            .map_err(|e| anyhow::anyhow!("database: {e}")),
+        #[cfg(not(feature = "postgres"))]
+        Some(_) => anyhow::bail!(
+            "database.url (or POSTA_DATABASE_URL) names PostgreSQL, but this posta was built without it: \
+             build with `cargo build --release --features postgres`"
+        ),
+    }
+}
+
 /// A running instance: everything `serve` and the demo need.
 pub struct Instance {
     pub store: Store,
@@ -76,7 +93,7 @@ impl Instance {
         // The recorder first, so that start-up work is counted too.
         crate::metrics::handle();
         let data_dir = prepare_data_dir(&config.server.data_dir)?;
-        let store = open_store(&data_dir, config.server.db_cache_mib)?;
+        let store = connect_store(&config, &data_dir).await?;
         let plugins = {
             let (config, data_dir) = (config.clone(), data_dir.clone());
             tokio::task::spawn_blocking(move || Plugins::load(&config, &data_dir)).await??
@@ -92,7 +109,9 @@ impl Instance {
             config.bounces,
             config.base_url(),
             Arc::new(crate::engine::clock::SystemClock),
-        )?;
+            &config.database,
+        )
+        .await?;
         Ok(Instance {
             store,
             engine,
@@ -152,9 +171,15 @@ pub async fn run(listener: TcpListener, mut config: Config, shutdown: impl Futur
     config.server.listen = addr;
     let instance = Instance::start(config).await?;
     if instance.store.user_count()? == 0 {
-        let (user, key) = instance.store.create_user("admin@posta.localhost")?;
-        println!("created user {} (first start); API key:", user.email);
-        println!("{key}");
+        match instance.store.create_user("admin@posta.localhost") {
+            Ok((user, key)) => {
+                println!("created user {} (first start); API key:", user.email);
+                println!("{key}");
+            }
+            // Another node sharing the database created it first.
+            Err(crate::store::StoreError::Conflict(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     // Tests and scripts read this line to learn an ephemeral port.
     println!("posta listening on http://{addr}");

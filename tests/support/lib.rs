@@ -2,6 +2,7 @@
 //! ephemeral port with a temporary data directory, and talks to it over
 //! HTTP like any client would.
 
+pub mod cluster;
 pub mod peers;
 
 use std::ffi::OsStr;
@@ -81,15 +82,62 @@ pub fn posta(args: &[&OsStr]) -> String {
 }
 
 /// Runs `posta user add EMAIL` and returns the key (the last line).
-pub fn add_user(data_dir: &Path, email: &str) -> String {
-    let stdout = posta(&[
-        "user".as_ref(),
-        "add".as_ref(),
-        email.as_ref(),
-        "--data-dir".as_ref(),
-        data_dir.as_ref(),
-    ]);
+pub fn add_user(data_dir: &Path, email: &str, env: &[(String, String)]) -> String {
+    let out = Command::new(posta_bin())
+        .args(["user", "add", email, "--data-dir"])
+        .arg(data_dir)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .expect("run posta");
+    assert!(
+        out.status.success(),
+        "posta user add failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).expect("utf-8");
     stdout.lines().last().expect("key line").trim().to_string()
+}
+
+/// The store the servers of this test process run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Redb,
+    /// A database of its own per server on the test PostgreSQL server
+    /// (`posta::store::pg::test_server`), given as `POSTA_DATABASE_URL`.
+    Postgres,
+}
+
+/// `POSTA_E2E_BACKEND` (`redb` or `postgres`) if set; otherwise PostgreSQL
+/// for the `postgres` test binary (the suites it runs again there) and
+/// redb for every other.
+pub fn backend() -> Backend {
+    static BACKEND: std::sync::OnceLock<Backend> = std::sync::OnceLock::new();
+    *BACKEND.get_or_init(|| match std::env::var("POSTA_E2E_BACKEND").as_deref() {
+        Ok("postgres") => Backend::Postgres,
+        Ok("redb") => Backend::Redb,
+        Ok(other) => panic!("POSTA_E2E_BACKEND={other}: expected redb or postgres"),
+        Err(_) => {
+            let exe = std::env::current_exe().expect("test binary path");
+            let name = exe.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            if name.starts_with("postgres-") {
+                Backend::Postgres
+            } else {
+                Backend::Redb
+            }
+        }
+    })
+}
+
+/// The environment a server and its CLI need for `backend()`: on
+/// PostgreSQL a new database.
+fn backend_env() -> Vec<(String, String)> {
+    match backend() {
+        Backend::Redb => Vec::new(),
+        Backend::Postgres => {
+            let db = posta::store::pg::test_server::TestServer::get().database();
+            vec![("POSTA_DATABASE_URL".to_string(), db.url)]
+        }
+    }
 }
 
 pub struct Server {
@@ -117,8 +165,10 @@ impl Server {
     /// Like `with_config`, with environment variables for the server.
     pub fn with_config_env(toml: &str, env: &[(&str, &str)]) -> (Server, String, String) {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let a = add_user(tmp.path(), "alice@example.org");
-        let b = add_user(tmp.path(), "bob@example.org");
+        let mut env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        env.extend(backend_env());
+        let a = add_user(tmp.path(), "alice@example.org", &env);
+        let b = add_user(tmp.path(), "bob@example.org", &env);
         let config = tmp.path().join("posta.toml");
         let text = if toml.contains("[server]") {
             toml.to_string()
@@ -131,7 +181,7 @@ impl Server {
             base: String::new(),
             data_dir: tmp.path().to_path_buf(),
             config: Some(config),
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            env,
             _tmp: None,
         };
         s.spawn();
@@ -145,7 +195,7 @@ impl Server {
             base: String::new(),
             data_dir,
             config,
-            env: Vec::new(),
+            env: backend_env(),
             _tmp: None,
         };
         s.spawn();

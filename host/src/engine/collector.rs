@@ -11,39 +11,28 @@ use chrono::Utc;
 use tokio::sync::mpsc;
 
 use super::Runs;
+use super::queue::Queue;
 use crate::domain::CampaignId;
 use crate::domain::message::Outcome;
-use crate::store::Store;
 
 const MAX_BATCH: usize = 256;
 
-pub(super) async fn run(store: Store, runs: Weak<Runs>, mut rx: mpsc::UnboundedReceiver<Outcome>) {
+pub(super) async fn run(queue: Queue, runs: Weak<Runs>, mut rx: mpsc::UnboundedReceiver<Outcome>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let Some(runs) = runs.upgrade() else { return };
-        let store = store.clone();
         let outcomes = std::mem::take(&mut batch);
-        let stored = tokio::task::spawn_blocking(move || {
-            let r = store.record_outcomes(&outcomes, Utc::now());
-            (r, outcomes)
-        })
-        .await;
-        let (result, outcomes) = match stored {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::error!("outcome writer failed: {e}");
-                continue;
-            }
-        };
-        if let Err(e) = result {
-            // The messages stay queued in storage and are re-delivered on
-            // the next start; counting them done here would lose them.
-            tracing::error!(count = outcomes.len(), "cannot store outcomes: {e}");
-            continue;
-        }
         let mut per_campaign: HashMap<CampaignId, usize> = HashMap::new();
         for o in outcomes.iter().filter(|o| o.kind.ends_job()) {
             *per_campaign.entry(o.campaign_id).or_default() += 1;
+        }
+        let count = outcomes.len();
+        if let Err(e) = queue.record(outcomes, Utc::now()).await {
+            // The messages stay queued in storage and are re-delivered on
+            // the next start (or, on PostgreSQL, once this node's lease
+            // lapses); counting them done here would lose them.
+            tracing::error!(count, "cannot store outcomes: {e}");
+            continue;
         }
         let runs = runs.lock().expect("runs lock");
         for (id, n) in per_campaign {

@@ -12,6 +12,7 @@ use crate::domain::message::{Job, Outcome, OutcomeKind};
 use crate::domain::{Campaign, MessageId, unsubscribe};
 use crate::plugins::Plugins;
 use crate::plugins::bindings::types;
+use crate::store::fence::Fence;
 
 /// What every message's delivery uses whatever its campaign: made once by
 /// the engine and passed in, so a job sees nothing else of it.
@@ -19,7 +20,7 @@ pub(super) struct Shared {
     pub(super) plugins: Arc<Plugins>,
     /// Personalize slots and the budget for rendered messages.
     pub(super) capacity: Capacity,
-    pub(super) stop: Stop,
+    pub(super) stop: Arc<Stop>,
     /// Where outcomes go (the collector); a retry's attempt too.
     pub(super) outcomes: mpsc::UnboundedSender<Outcome>,
     pub(super) retry: Retry,
@@ -79,8 +80,9 @@ pub(super) struct Context {
     pub(super) campaign: Campaign,
     pub(super) wit: Arc<types::Campaign>,
     pub(super) transport: Option<Lane>,
-    pub(super) campaign_rate: Option<super::rate::Limiter>,
-    pub(super) transport_rate: Option<Arc<super::rate::Limiter>>,
+    /// The campaign's `send_rate` (the transport's own limit is the
+    /// lane's).
+    pub(super) campaign_rate: Option<super::rate::Pace>,
     pub(super) unsubscribe_base: String,
     pub(super) secret: [u8; 32],
     /// The campaign owner's share of personalize slots.
@@ -110,11 +112,14 @@ enum Failure {
     /// The receiving server refused the recipient for good.
     Rejected(String),
     Cancelled,
-    /// The server is stopping and the transport was not called.
+    /// The server is stopping, or this node's fence fell (its claim on the
+    /// message may lapse), and the transport was not called.
     Stopped,
 }
 
-pub(super) async fn deliver(shared: &Shared, ctx: &Context, job: Job) -> Outcome {
+/// Delivers `job`, its transport calls starting before `fence` if there
+/// is one; past it the message is handed back (`Deferred`) uncalled.
+pub(super) async fn deliver(shared: &Shared, ctx: &Context, job: Job, fence: Option<Arc<Fence>>) -> Outcome {
     let sub = &job.subscriber;
     let outcome = |attempts, kind| Outcome {
         campaign_id: job.campaign_id,
@@ -134,7 +139,7 @@ pub(super) async fn deliver(shared: &Shared, ctx: &Context, job: Job) -> Outcome
             };
         }
         attempts += 1;
-        match attempt(shared, ctx, &job, &mut message).await {
+        match attempt(shared, ctx, &job, &mut message, fence.as_ref()).await {
             Ok(remote_id) => break OutcomeKind::Sent { remote_id },
             Err(Failure::Permanent(error)) => break OutcomeKind::Failed { error },
             Err(Failure::Rejected(error)) if shared.retry.hard_on_reject => break OutcomeKind::Rejected { error },
@@ -193,6 +198,7 @@ async fn attempt(
     ctx: &Context,
     job: &Job,
     message: &mut Option<Held>,
+    fence: Option<&Arc<Fence>>,
 ) -> Result<Option<String>, Failure> {
     let Some(lane) = &ctx.transport else {
         return Err(Failure::Permanent(format!(
@@ -204,19 +210,18 @@ async fn attempt(
         *message = Some(personalize(shared, ctx, job).await?);
     }
     let msg = message.as_ref().expect("personalized above").message.clone();
-    // Both limits hold: the campaign's send_rate and the transport's own.
+    // Both limits hold: the campaign's send_rate here, the transport's own
+    // in its lane.
     if let Some(l) = &ctx.campaign_rate {
-        l.until_ready().await;
-    }
-    if let Some(l) = &ctx.transport_rate {
         l.until_ready().await;
     }
     // After SIGTERM only calls already under way finish.
     if shared.stop.is_stopping() {
         return Err(Failure::Stopped);
     }
-    match lane.deliver(msg, ctx.run.cancelled.clone()).await {
+    match lane.deliver(msg, ctx.run.cancelled.clone(), fence.cloned()).await {
         Reply::Cancelled => Err(Failure::Cancelled),
+        Reply::Fenced | Reply::Stopped => Err(Failure::Stopped),
         Reply::Delivered(Ok(Ok(receipt))) => Ok(receipt.remote_id),
         Reply::Delivered(Ok(Err(types::DeliveryError::Permanent(e)))) => Err(Failure::Permanent(e)),
         Reply::Delivered(Ok(Err(types::DeliveryError::Transient(e)))) => Err(Failure::Transient(e)),

@@ -1,6 +1,10 @@
 //! A transport's delivery lane: `max_in_flight` worker tasks that take
 //! personalized messages from a bounded queue and call the transport one
-//! after another.
+//! after another, each call on a slot of the transport's rate limit when
+//! it has one. The slot is taken here, right before the call, so the
+//! calls keep the slots' spacing: taken earlier (in the message's task),
+//! the hand-off to a worker added a delay that varies under load, and two
+//! seconds' calls could bunch into one.
 //!
 //! A worker goes straight from one call to the next while the queue has
 //! work. With a semaphore per call instead, every call had to wait until
@@ -13,9 +17,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::{Mutex, mpsc, oneshot};
 
+use super::job::Stop;
+use super::rate::Pace;
 use crate::plugins::PluginError;
 use crate::plugins::bindings::types;
 use crate::plugins::registry::TransportEntry;
+use crate::store::fence::Fence;
 
 pub(super) type Delivered = Result<Result<types::Receipt, types::DeliveryError>, PluginError>;
 
@@ -23,11 +30,16 @@ pub(super) enum Reply {
     Delivered(Delivered),
     /// The campaign was cancelled while the message waited in the queue.
     Cancelled,
+    /// The fence of the node that claimed the message fell while it waited.
+    Fenced,
+    /// The server is stopping (SIGTERM came while it waited for its slot).
+    Stopped,
 }
 
 struct Request {
     message: Arc<types::Message>,
     cancelled: Arc<AtomicBool>,
+    fence: Option<Arc<Fence>>,
     reply: oneshot::Sender<Reply>,
 }
 
@@ -37,7 +49,12 @@ pub(super) struct Lane {
 }
 
 impl Lane {
-    pub(super) fn start(rt: &tokio::runtime::Handle, transport: Arc<TransportEntry>) -> Lane {
+    pub(super) fn start(
+        rt: &tokio::runtime::Handle,
+        transport: Arc<TransportEntry>,
+        pace: Option<Arc<Pace>>,
+        stop: Arc<Stop>,
+    ) -> Lane {
         let workers = transport.info.max_in_flight.max(1);
         // Room for each worker's next message, so none waits on a wake-up.
         let (tx, rx) = mpsc::channel::<Request>(workers * 2);
@@ -45,16 +62,31 @@ impl Lane {
         for _ in 0..workers {
             let rx = rx.clone();
             let transport = transport.clone();
+            let (pace, stop) = (pace.clone(), stop.clone());
             let call_seconds =
                 metrics::histogram!(crate::metrics::TRANSPORT_CALL, "transport" => transport.info.name.clone());
             rt.spawn(async move {
                 loop {
                     let next = rx.lock().await.recv().await;
                     let Some(req) = next else { return };
+                    if let Some(pace) = &pace {
+                        pace.until_ready().await;
+                    }
                     // Checked at the last moment: a cancel must stop every
-                    // message that has not reached its transport yet.
+                    // message that has not reached its transport yet, and
+                    // after SIGTERM only calls already under way finish.
+                    if stop.is_stopping() {
+                        let _ = req.reply.send(Reply::Stopped);
+                        continue;
+                    }
                     if req.cancelled.load(Ordering::Acquire) {
                         let _ = req.reply.send(Reply::Cancelled);
+                        continue;
+                    }
+                    // Likewise the fence: past it another node may own the
+                    // message (PostgreSQL).
+                    if req.fence.as_ref().is_some_and(|f| !f.open()) {
+                        let _ = req.reply.send(Reply::Fenced);
                         continue;
                     }
                     let started = std::time::Instant::now();
@@ -68,11 +100,17 @@ impl Lane {
     }
 
     /// Hands a message to the transport and waits for its result.
-    pub(super) async fn deliver(&self, message: Arc<types::Message>, cancelled: Arc<AtomicBool>) -> Reply {
+    pub(super) async fn deliver(
+        &self,
+        message: Arc<types::Message>,
+        cancelled: Arc<AtomicBool>,
+        fence: Option<Arc<Fence>>,
+    ) -> Reply {
         let (reply, rx) = oneshot::channel();
         let req = Request {
             message,
             cancelled,
+            fence,
             reply,
         };
         if self.tx.send(req).await.is_err() {

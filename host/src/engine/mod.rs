@@ -13,8 +13,11 @@ pub mod clock;
 mod collector;
 mod job;
 mod lane;
+mod queue;
 pub mod rate;
 mod render;
+#[cfg(feature = "postgres")]
+mod shared;
 
 pub use render::{Preview, PreviewHeader, RenderError, TestDelivery};
 
@@ -27,6 +30,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use self::clock::Clock;
+use self::queue::blocking;
 use tokio::sync::{Notify, mpsc};
 
 use crate::config::Delivery;
@@ -52,6 +56,9 @@ pub(crate) struct Inner {
     rt: tokio::runtime::Handle,
     clock: Arc<dyn Clock>,
     store: Store,
+    /// Where steps and outcomes go: redb, or this node's claims on
+    /// PostgreSQL.
+    queue: queue::Queue,
     cfg: Delivery,
     base_url: String,
     secret: [u8; 32],
@@ -60,8 +67,6 @@ pub(crate) struct Inner {
     jobs: Arc<job::Shared>,
     runs: Arc<Runs>,
     lanes: HashMap<String, lane::Lane>,
-    /// Transport-wide rate limits, shared by every campaign on the transport.
-    transport_rates: HashMap<String, Arc<rate::Limiter>>,
 }
 
 #[derive(Clone)]
@@ -73,7 +78,7 @@ impl Engine {
     /// Starts the outcome collector and resumes every campaign that was
     /// sending, paused with queued mail, or scheduled when the server stopped.
     /// Engine tasks run on the current runtime; see `start_on`.
-    pub fn start(
+    pub async fn start(
         store: Store,
         plugins: Arc<Plugins>,
         cfg: Delivery,
@@ -89,13 +94,17 @@ impl Engine {
             bounces,
             base_url,
             clock,
+            &crate::config::Database::default(),
         )
+        .await
     }
 
     /// Like `start`, with every engine task on `rt`. The server gives the
     /// engine its own runtime so that thousands of runnable message tasks
-    /// never queue ahead of an API request.
-    pub fn start_on(
+    /// never queue ahead of an API request. On PostgreSQL the engine joins
+    /// the cluster as a node (`database`: its name, lease and fence).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn start_on(
         rt: tokio::runtime::Handle,
         store: Store,
         plugins: Arc<Plugins>,
@@ -103,23 +112,27 @@ impl Engine {
         bounces: BouncePolicy,
         base_url: String,
         clock: Arc<dyn Clock>,
+        database: &crate::config::Database,
     ) -> Result<Engine, StoreError> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let store_secret = store.secret("unsubscribe")?;
-        let lanes = plugins
-            .transports
-            .iter()
-            .map(|(name, t)| (name.clone(), lane::Lane::start(&rt, t.clone())))
-            .collect();
-        let transport_rates = plugins
-            .transports
-            .iter()
-            .filter_map(|(name, t)| rate::per_minute(t.info.rate_limit).map(|l| (name.clone(), Arc::new(l))))
-            .collect();
+        let store_secret = {
+            let store = store.clone();
+            blocking(move || store.secret("unsubscribe")).await?
+        };
+        let queue = queue::Queue::open(&store, database, &rt).await?;
+        let stop = Arc::new(job::Stop::default());
+        let mut lanes = HashMap::new();
+        for (name, t) in &plugins.transports {
+            // Transport-wide: shared by every campaign on the transport
+            // (and on PostgreSQL by every node).
+            let pace = rate::Pace::new(&store, &format!("transport:{name}"), t.info.rate_limit).await?;
+            let lane = lane::Lane::start(&rt, t.clone(), pace.map(Arc::new), stop.clone());
+            lanes.insert(name.clone(), lane);
+        }
         let jobs = Arc::new(job::Shared {
             capacity: capacity::Capacity::new(&cfg),
             plugins,
-            stop: job::Stop::default(),
+            stop,
             outcomes: tx,
             retry: job::Retry {
                 max_attempts: cfg.max_attempts,
@@ -131,8 +144,8 @@ impl Engine {
         let inner = Arc::new(Inner {
             rt: rt.clone(),
             clock,
-            transport_rates,
             store,
+            queue,
             cfg,
             base_url,
             secret: store_secret,
@@ -140,10 +153,18 @@ impl Engine {
             runs: Arc::new(Mutex::new(HashMap::new())),
             lanes,
         });
-        rt.spawn(collector::run(inner.store.clone(), Arc::downgrade(&inner.runs), rx));
+        rt.spawn(collector::run(inner.queue.clone(), Arc::downgrade(&inner.runs), rx));
         let engine = Engine { inner };
-        for c in engine.inner.store.active_campaigns()? {
+        let active = {
+            let store = engine.inner.store.clone();
+            blocking(move || store.active_campaigns()).await?
+        };
+        for c in active {
             engine.kick(&c);
+        }
+        #[cfg(feature = "postgres")]
+        if let Some(pg) = engine.inner.store.pg() {
+            shared::start(&engine, pg.clone());
         }
         Ok(engine)
     }
@@ -194,7 +215,11 @@ impl Engine {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let left = self.inner.runs.lock().expect("runs lock").len();
-            if left == 0 || tokio::time::Instant::now() >= deadline {
+            if left == 0 {
+                self.inner.queue.leave().await;
+                return 0;
+            }
+            if tokio::time::Instant::now() >= deadline {
                 return left;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -210,7 +235,9 @@ impl Engine {
     pub fn kick(&self, c: &Campaign) {
         match c.status {
             Status::Sending | Status::Paused | Status::Cancelled => self.drive(c.id, c.status == Status::Cancelled),
-            Status::Scheduled => self.schedule(c),
+            // On PostgreSQL the scheduler's leader fires every node's
+            // scheduled campaigns (`shared`).
+            Status::Scheduled if self.inner.queue.idle_poll().is_none() => self.schedule(c),
             _ => {}
         }
     }
@@ -271,18 +298,9 @@ impl Engine {
     }
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| StoreError::Db(format!("storage task failed: {e}")))?
-}
-
 async fn drive(inner: &Arc<Inner>, id: CampaignId, run: &Arc<Run>) -> Result<(), StoreError> {
-    let store = inner.store.clone();
     let now = inner.clock.now();
-    let recovered = blocking(move || store.recover_in_flight(id, now)).await?;
+    let recovered = inner.queue.recover(id, now).await?;
     if !recovered.is_empty() {
         tracing::warn!(
             campaign = id.get(),
@@ -292,8 +310,8 @@ async fn drive(inner: &Arc<Inner>, id: CampaignId, run: &Arc<Run>) -> Result<(),
     }
     let store = inner.store.clone();
     let campaign = blocking(move || store.campaign_by_id(id)).await?;
-    let ctx = Arc::new(context(inner, &campaign, run.clone()));
-    dispatch(inner, run, &ctx, recovered);
+    let ctx = Arc::new(context(inner, &campaign, run.clone()).await?);
+    dispatch(inner, run, &ctx, recovered, None);
     let window = rate::window(campaign.send_rate, inner.cfg.window);
     let mut skipped = campaign.stats.skipped;
     loop {
@@ -315,10 +333,9 @@ async fn drive(inner: &Arc<Inner>, id: CampaignId, run: &Arc<Run>) -> Result<(),
             notified.await;
             continue;
         }
-        let store = inner.store.clone();
         let batch = full.min(room);
         let now = inner.clock.now();
-        let step = blocking(move || store.enqueue(id, batch, now)).await?;
+        let queue::Step { enqueued: step, fence } = inner.queue.step(id, batch, now).await?;
         let c = step.campaign;
         if c.stats.skipped > skipped {
             ctx.counters.skipped.increment(c.stats.skipped - skipped);
@@ -328,7 +345,7 @@ async fn drive(inner: &Arc<Inner>, id: CampaignId, run: &Arc<Run>) -> Result<(),
             run.cancelled.store(true, Ordering::Release);
         }
         if !step.jobs.is_empty() {
-            dispatch(inner, run, &ctx, step.jobs);
+            dispatch(inner, run, &ctx, step.jobs, fence);
             continue;
         }
         if step.progressed {
@@ -337,13 +354,19 @@ async fn drive(inner: &Arc<Inner>, id: CampaignId, run: &Arc<Run>) -> Result<(),
         if run.in_flight.load(Ordering::Acquire) == 0 && c.status != Status::Sending {
             return Ok(());
         }
-        // Waiting for outcomes, a resume or cancel, or the next local time.
-        match step.next_due {
-            Some(due) => {
-                let wait = (due - inner.clock.now()).to_std().unwrap_or_default();
+        // Waiting for outcomes, a resume or cancel, the next local time,
+        // or (on PostgreSQL) other nodes' progress and lapsed leases.
+        let due = step.next_due.map(|due| {
+            (due - inner.clock.now())
+                .to_std()
+                .unwrap_or_default()
+                .max(Duration::from_millis(10))
+        });
+        match due.into_iter().chain(inner.queue.idle_poll()).min() {
+            Some(wait) => {
                 tokio::select! {
                     _ = notified => {}
-                    _ = tokio::time::sleep(wait.clamp(Duration::from_millis(10), Duration::from_secs(1))) => {}
+                    _ = tokio::time::sleep(wait.min(Duration::from_secs(1))) => {}
                 }
             }
             None => notified.await,
@@ -352,11 +375,10 @@ async fn drive(inner: &Arc<Inner>, id: CampaignId, run: &Arc<Run>) -> Result<(),
 }
 
 /// What every message of campaign `c` shares during this run.
-fn context(inner: &Inner, c: &Campaign, run: Arc<Run>) -> job::Context {
-    job::Context {
+async fn context(inner: &Inner, c: &Campaign, run: Arc<Run>) -> Result<job::Context, StoreError> {
+    Ok(job::Context {
         run,
-        campaign_rate: rate::per_minute(c.send_rate),
-        transport_rate: inner.transport_rates.get(&c.transport).cloned(),
+        campaign_rate: rate::Pace::new(&inner.store, &format!("campaign:{}", c.id), c.send_rate).await?,
         campaign: c.clone(),
         wit: Arc::new(c.into()),
         transport: inner.lanes.get(&c.transport).cloned(),
@@ -365,16 +387,25 @@ fn context(inner: &Inner, c: &Campaign, run: Arc<Run>) -> job::Context {
         user_slots: inner.jobs.capacity.user(c.user_id),
         max_message_bytes: inner.jobs.plugins.personalizer.pool().meta.limits.max_message_bytes,
         counters: crate::metrics::MessageCounters::new(&c.transport),
-    }
+    })
 }
 
-fn dispatch(inner: &Arc<Inner>, run: &Arc<Run>, ctx: &Arc<job::Context>, jobs: Vec<Job>) {
+/// Starts a delivery task per job; `fence` is when their transport calls
+/// must have started by (the claiming node's, on PostgreSQL).
+fn dispatch(
+    inner: &Arc<Inner>,
+    run: &Arc<Run>,
+    ctx: &Arc<job::Context>,
+    jobs: Vec<Job>,
+    fence: Option<Arc<crate::store::fence::Fence>>,
+) {
     for j in jobs {
         run.in_flight.fetch_add(1, Ordering::AcqRel);
         let shared = inner.jobs.clone();
         let ctx = ctx.clone();
+        let fence = fence.clone();
         inner.rt.spawn(async move {
-            let outcome = job::deliver(&shared, &ctx, j).await;
+            let outcome = job::deliver(&shared, &ctx, j, fence).await;
             // The collector decrements in_flight once the outcome is stored.
             let _ = shared.outcomes.send(outcome);
         });

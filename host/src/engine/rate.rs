@@ -44,6 +44,53 @@ impl Limiter {
     }
 }
 
+/// A rate a send obeys: this process's own pacer, or on PostgreSQL the
+/// pacer every node shares (`store::pg::pacer`), so a limit holds for the
+/// cluster, not per node.
+pub enum Pace {
+    Local(Limiter),
+    #[cfg(feature = "postgres")]
+    Shared(Box<crate::store::pg::SharedPacer>),
+}
+
+impl Pace {
+    /// The pace named `name` at `per_minute` on `store`'s backend, or none
+    /// for no limit.
+    pub async fn new(
+        store: &crate::store::Store,
+        name: &str,
+        per_minute: Option<u32>,
+    ) -> Result<Option<Pace>, crate::store::StoreError> {
+        let Some(local) = self::per_minute(per_minute) else {
+            return Ok(None);
+        };
+        #[cfg(feature = "postgres")]
+        if let Some(pg) = store.pg() {
+            let n = per_minute.expect("a limit");
+            let pacer = crate::store::pg::SharedPacer::new(pg, name, n).await?;
+            return Ok(Some(Pace::Shared(Box::new(pacer))));
+        }
+        let _ = (store, name);
+        Ok(Some(Pace::Local(local)))
+    }
+
+    /// Waits for this caller's slot. A shared pacer that cannot reach the
+    /// database holds the send back (a send without a slot could break
+    /// the cluster's limit) and tries again.
+    pub async fn until_ready(&self) {
+        match self {
+            Pace::Local(l) => l.until_ready().await,
+            #[cfg(feature = "postgres")]
+            Pace::Shared(p) => {
+                while let Err(e) = p.acquire().await {
+                    tracing::warn!("shared pacer: {e}");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
+        }
+    }
+}
+
 /// A limiter for `per_minute` emails per minute, or none for no limit.
 pub fn per_minute(per_minute: Option<u32>) -> Option<Limiter> {
     let n = per_minute.filter(|n| *n > 0)?;

@@ -181,8 +181,11 @@ impl Engine {
                 ..sub.clone()
             };
             let message = self.render_for(c, &recipient, rand::random()).await?;
-            let (sent, remote_id, error) = match lane.deliver(Arc::new(message), Arc::new(AtomicBool::new(false))).await
-            {
+            // A test send belongs to no queued message: no fence.
+            let reply = lane
+                .deliver(Arc::new(message), Arc::new(AtomicBool::new(false)), None)
+                .await;
+            let (sent, remote_id, error) = match reply {
                 Reply::Delivered(Ok(Ok(receipt))) => (true, receipt.remote_id, None),
                 Reply::Delivered(Ok(Err(
                     types::DeliveryError::Permanent(e)
@@ -190,7 +193,9 @@ impl Engine {
                     | types::DeliveryError::Rejected(e),
                 ))) => (false, None, Some(e)),
                 Reply::Delivered(Err(e)) => (false, None, Some(e.to_string())),
-                Reply::Cancelled => (false, None, Some("the transport is stopping".into())),
+                Reply::Cancelled | Reply::Fenced | Reply::Stopped => {
+                    (false, None, Some("the transport is stopping".into()))
+                }
             };
             out.push(TestDelivery {
                 email: email.to_string(),

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
-use super::{API_KEYS, Page, Result, Store, StoreError, USER_KEYS, USERS, decode, encode, next_id};
+use super::{API_KEYS, Page, Redb, Result, StoreError, USER_KEYS, USERS, decode, encode, next_id};
 use crate::domain::{Email, KeyId, User, UserId};
 
 /// An API key as an admin sees it: never the key, nor its hash.
@@ -52,7 +52,7 @@ pub(crate) fn new_key() -> String {
     format!("{KEY_PREFIX}{}", hex::encode(bytes))
 }
 
-impl Store {
+impl Redb {
     /// Creates a user and returns it with its first API key.
     pub fn create_user(&self, email: &str) -> Result<(User, String)> {
         self.create_user_as(email, false)
@@ -333,7 +333,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
         let (user, key) = {
-            let store = Store::open(&path).unwrap();
+            let store = Redb::open(&path).unwrap();
             let (user, key) = store.create_user("a@example.org").unwrap();
             // As a database written before the key index existed.
             let tx = store.write().unwrap();
@@ -341,7 +341,7 @@ mod tests {
             tx.commit().unwrap();
             (user, key)
         };
-        let store = Store::open(&path).unwrap();
+        let store = Redb::open(&path).unwrap();
         let keys = store.keys(user.id).unwrap();
         assert_eq!(keys.len(), 1);
         store.revoke_key(user.id, keys[0].id).unwrap();

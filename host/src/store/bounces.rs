@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use super::campaigns::{owned, save};
 use super::suppressions::{SuppressReport, suppress_in};
 use super::{
-    BOUNCES, CAMPAIGNS, Events, MESSAGES, REPORTS, Result, SUPPRESSIONS, Store, StoreError, decode, encode, next_id,
+    BOUNCES, CAMPAIGNS, Events, MESSAGES, REPORTS, Redb, Result, SUPPRESSIONS, StoreError, decode, encode, next_id,
 };
 use crate::domain::bounce::{Bounce, BouncePolicy, BounceType};
 use crate::domain::message::MessageRecord;
@@ -76,7 +76,7 @@ pub(super) fn file_bounce(
     Ok((soft_in_window, suppressed))
 }
 
-/// Records one bounce in `tx` (see `Store::record_bounce`).
+/// Records one bounce in `tx` (see `Redb::record_bounce`).
 fn bounce_in(
     tx: &WriteTransaction,
     events: &mut Events<'_>,
@@ -139,7 +139,7 @@ pub struct BouncePage {
     pub next_after: Option<(String, u64)>,
 }
 
-impl Store {
+impl Redb {
     /// The user's bounces by address (then in the order they came), after
     /// `after`.
     pub fn bounces(&self, user_id: UserId, after: Option<(&str, u64)>, limit: usize) -> Result<BouncePage> {

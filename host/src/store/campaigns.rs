@@ -5,8 +5,8 @@ use redb::ReadableTable;
 use serde::de::DeserializeOwned;
 
 use super::{
-    CAMPAIGNS, Events, IN_FLIGHT, LISTS, MESSAGES, Page, Result, SUBSCRIBERS, Store, StoreError, USER_CAMPAIGNS,
-    decode, encode, next_id,
+    CAMPAIGNS, Events, IN_FLIGHT, LISTS, MESSAGES, Page, Redb, Result, SUBSCRIBERS, StoreError, USER_CAMPAIGNS, decode,
+    encode, next_id,
 };
 use crate::domain::lifecycle::transition;
 use crate::domain::webhook::{EventKind, campaign_data};
@@ -51,7 +51,7 @@ fn check_list(tx: &redb::WriteTransaction, user_id: UserId, list_id: ListId) -> 
     }
 }
 
-impl Store {
+impl Redb {
     /// Stores a new draft; `build` receives the allocated id.
     pub fn create_campaign(
         &self,
@@ -145,7 +145,7 @@ impl Store {
     }
 
     /// Pause, resume or cancel, carried by the next commit (group commit,
-    /// `Store::write_riding`): these change only the campaign record and
+    /// `Redb::write_riding`): these change only the campaign record and
     /// its events, after every check.
     pub fn act_riding(&self, user_id: UserId, id: CampaignId, action: Action, now: DateTime<Utc>) -> Result<Campaign> {
         let (c, wrote) = self.write_riding(move |tx| apply(tx, user_id, id, |_| action, now, |_| {}))?;
@@ -261,7 +261,7 @@ fn apply(
         c.status = transition(c.status, action)?;
         f(&mut c.campaign);
         if c.status == Status::Sending && matches!(action, Action::Send { .. } | Action::Fire) {
-            Store::begin_sending(tx, &mut c, now)?;
+            Redb::begin_sending(tx, &mut c, now)?;
         }
         c.updated_at = now;
         c.validate()?;

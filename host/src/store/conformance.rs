@@ -7,7 +7,7 @@ use chrono::{Duration, Utc};
 
 use super::{Attempt, Delivery, DeliveryState, DueDelivery};
 use super::{
-    BouncePage, BounceReport, KeyInfo, Page, Result, Store, StoreError, SuppressReport, SuppressionPage, UpsertReport,
+    BouncePage, BounceReport, KeyInfo, Page, Redb, Result, StoreError, SuppressReport, SuppressionPage, UpsertReport,
 };
 use crate::domain::bounce::{Bounce, BouncePolicy, BounceType};
 use crate::domain::message::{Job, MessageRecord, MessageStatus, Outcome, OutcomeKind};
@@ -353,7 +353,7 @@ macro_rules! forward {
     };
 }
 
-forward!(Store, redb_queue);
+forward!(Redb, redb_queue);
 #[cfg(feature = "postgres")]
 forward!(super::pg::PgStore, pg_queue, await);
 
@@ -369,7 +369,7 @@ struct Step {
 mod redb_queue {
     use super::*;
 
-    pub fn step(s: &Store, id: CampaignId, batch: usize, now: DateTime<Utc>) -> Result<Step> {
+    pub fn step(s: &Redb, id: CampaignId, batch: usize, now: DateTime<Utc>) -> Result<Step> {
         let e = s.enqueue(id, batch, now)?;
         Ok(Step {
             jobs: e.jobs,
@@ -379,7 +379,7 @@ mod redb_queue {
         })
     }
 
-    pub fn settle(s: &Store, outcomes: &[Outcome], now: DateTime<Utc>) -> Result<Vec<Campaign>> {
+    pub fn settle(s: &Redb, outcomes: &[Outcome], now: DateTime<Utc>) -> Result<Vec<Campaign>> {
         s.record_outcomes(outcomes, now)
     }
 }

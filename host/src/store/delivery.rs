@@ -11,8 +11,8 @@ use super::bounces::file_bounce;
 use super::campaigns::{load, save};
 use super::suppressions::suppressed;
 use super::{
-    CAMPAIGNS, DEFERRED, DUE, Events, IN_FLIGHT, MESSAGES, Page, Result, SCAN_LIMIT, SUBSCRIBERS, SUPPRESSIONS,
-    StatusOf, Store, StoreError, decode, encode, page_filtered,
+    CAMPAIGNS, DEFERRED, DUE, Events, IN_FLIGHT, MESSAGES, Page, Redb, Result, SCAN_LIMIT, SUBSCRIBERS, SUPPRESSIONS,
+    StatusOf, StoreError, decode, encode, page_filtered,
 };
 use crate::domain::bounce::{Bounce, BouncePolicy, BounceType};
 use crate::domain::message::{Job, MAX_STORED_TEXT, MessageRecord, MessageStatus, Outcome, OutcomeKind, Settled, clip};
@@ -163,7 +163,7 @@ fn release_due(
     Ok(())
 }
 
-impl Store {
+impl Redb {
     /// One step of a campaign's run, in one transaction:
     ///
     /// - while the cursor has not reached the end of the list, the next
@@ -431,7 +431,7 @@ mod tests {
 
     struct Fixture {
         _dir: tempfile::TempDir,
-        store: Store,
+        store: Redb,
         user: UserId,
         campaign: CampaignId,
     }

@@ -6,7 +6,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{
-    CAMPAIGNS, Events, LISTS, Page, Result, SCAN_LIMIT, SUBSCRIBER_EMAILS, SUBSCRIBERS, StatusOf, Store, StoreError,
+    CAMPAIGNS, Events, LISTS, Page, Redb, Result, SCAN_LIMIT, SUBSCRIBER_EMAILS, SUBSCRIBERS, StatusOf, StoreError,
     USER_CAMPAIGNS, USER_LISTS, decode, encode, next_id, page_filtered, page_ids,
 };
 use crate::domain::webhook::{EventKind, unsubscribed_data};
@@ -73,7 +73,7 @@ fn owned_list(tx_lists: &impl ReadableTable<u64, &'static [u8]>, user_id: UserId
     Ok(list)
 }
 
-impl Store {
+impl Redb {
     pub fn create_list(&self, user_id: UserId, name: &str) -> Result<List> {
         // The limit applies to the name as sent (the documented maxLength),
         // not to what is left after trimming.

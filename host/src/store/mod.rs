@@ -1,15 +1,19 @@
-//! redb storage: one file, one writer at a time, every multi-record change
-//! in one transaction so that a crash never leaves counters and records
-//! disagreeing.
+//! Storage. `Store` (`backend`) is what the server calls, on redb — this
+//! module's `Redb`, the default — or on PostgreSQL (`pg`, feature
+//! `postgres`, several nodes on one database).
 //!
-//! Values are JSON (self-describing, so records can gain fields without a
-//! migration); keys are redb tuples so that ranges serve paging and the
-//! delivery cursor.
+//! redb: one file, one writer at a time, every multi-record change in one
+//! transaction so that a crash never leaves counters and records
+//! disagreeing. Values are JSON (self-describing, so records can gain
+//! fields without a migration); keys are redb tuples so that ranges serve
+//! paging and the delivery cursor.
 
 pub(crate) mod accounts;
+mod backend;
 mod bounces;
 mod campaigns;
 mod delivery;
+pub mod fence;
 mod lists;
 mod suppressions;
 mod webhooks;
@@ -20,6 +24,9 @@ mod conformance;
 pub mod pg;
 
 pub use accounts::KeyInfo;
+#[cfg(feature = "postgres")]
+pub use backend::Pg;
+pub use backend::Store;
 pub use bounces::{BouncePage, BounceReport};
 pub use delivery::Enqueued;
 pub use lists::{RowError, UpsertReport};
@@ -154,7 +161,7 @@ pub struct Page<T> {
 pub const DEFAULT_CACHE_BYTES: usize = 12 << 20;
 
 #[derive(Clone)]
-pub struct Store {
+pub struct Redb {
     pub(crate) db: Arc<Database>,
     /// Taken before every write transaction, first come first served. The
     /// engine commits batches back to back from two threads; redb's own
@@ -203,7 +210,7 @@ impl WriteTx {
         self.yield_to.as_ref().is_some_and(|n| n.load(Ordering::Acquire) > 0)
     }
 
-    /// Commits, carrying the API writes queued meanwhile (`Store::write_riding`):
+    /// Commits, carrying the API writes queued meanwhile (`Redb::write_riding`):
     /// they share this commit's fsync instead of each waiting for the writer
     /// and then paying their own. The writer turn is held until every rider
     /// has been told the outcome.
@@ -244,15 +251,15 @@ impl std::ops::Deref for WriteTx {
     }
 }
 
-impl Store {
-    pub fn open(path: &Path) -> Result<Store> {
-        Store::open_with_cache(path, DEFAULT_CACHE_BYTES)
+impl Redb {
+    pub fn open(path: &Path) -> Result<Redb> {
+        Redb::open_with_cache(path, DEFAULT_CACHE_BYTES)
     }
 
     /// Opens the database with a page cache of `cache_bytes`. redb's own
     /// default (1 GiB) would let a large database grow the process by as
     /// much; pages not cached are read through the OS page cache anyway.
-    pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Store> {
+    pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Redb> {
         let db = redb::Builder::new().set_cache_size(cache_bytes).create(path)?;
         let tx = db.begin_write()?;
         {
@@ -279,7 +286,7 @@ impl Store {
             webhooks::create_tables(&tx)?;
         }
         tx.commit()?;
-        Ok(Store {
+        Ok(Redb {
             db: Arc::new(db),
             writers: Arc::new(FairMutex::new(())),
             interactive: Arc::new(AtomicUsize::new(0)),
@@ -492,9 +499,9 @@ pub(crate) fn page_ids(
 /// A store in a fresh temporary directory, for tests: the directory lives
 /// as long as the returned guard.
 #[cfg(test)]
-pub(crate) fn temp_store() -> (tempfile::TempDir, Store) {
+pub(crate) fn temp_store() -> (tempfile::TempDir, Redb) {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let store = Store::open(&dir.path().join("posta.redb")).expect("a new store");
+    let store = Redb::open(&dir.path().join("posta.redb")).expect("a new store");
     (dir, store)
 }
 
@@ -534,7 +541,7 @@ mod tests {
         assert_eq!((p.items, p.next_after), (vec![2, 4], Some(4)));
     }
 
-    fn counter(store: &Store, kind: &str) -> u64 {
+    fn counter(store: &Redb, kind: &str) -> u64 {
         let tx = store.read().unwrap();
         let meta = tx.open_table(META).unwrap();
         meta.get(kind).unwrap().map(|v| v.value()).unwrap_or(0)
@@ -543,7 +550,7 @@ mod tests {
     /// Holds a bulk transaction that wrote `bulk` until an interactive
     /// writer asks for the writer, then commits it (as the engine's
     /// batches do); returns the thread and the commit's result.
-    fn bulk_until_asked(store: &Store) -> std::thread::JoinHandle<(std::thread::ThreadId, bool)> {
+    fn bulk_until_asked(store: &Redb) -> std::thread::JoinHandle<(std::thread::ThreadId, bool)> {
         let store = store.clone();
         std::thread::spawn(move || {
             let tx = store.write_bulk().unwrap();

@@ -4,7 +4,7 @@ use redb::ReadableTable;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::{Result, SCAN_LIMIT, SUPPRESSIONS, Store, StoreError, decode, encode};
+use super::{Redb, Result, SCAN_LIMIT, SUPPRESSIONS, StoreError, decode, encode};
 use crate::domain::suppression::{Merged, Suppression, SuppressionReason, normalize};
 use crate::domain::{Email, UserId};
 
@@ -78,7 +78,7 @@ pub(crate) fn suppress_in(
     Ok(())
 }
 
-impl Store {
+impl Redb {
     pub fn suppress(&self, user_id: UserId, items: &[Suppression]) -> Result<SuppressReport> {
         let tx = self.write()?;
         let mut report = SuppressReport::default();

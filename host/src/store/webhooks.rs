@@ -14,7 +14,7 @@ use redb::{ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{Page, Result, Store, StoreError, decode, encode, next_id, page_records};
+use super::{Page, Redb, Result, StoreError, decode, encode, next_id, page_records};
 use crate::domain::webhook::{EventKind, MAX_PER_USER, Webhook, event_body, new_event_id, wanting};
 use crate::domain::{DeliveryId, UserId, WebhookId};
 
@@ -168,7 +168,7 @@ impl<'tx> Events<'tx> {
     }
 
     /// Whether anything was written; after the commit, pass it to
-    /// `Store::wake_deliverer`. (Taking `self` ends the borrow of the
+    /// `Redb::wake_deliverer`. (Taking `self` ends the borrow of the
     /// transaction, so it can commit.)
     pub(crate) fn into_written(self) -> bool {
         self.written > 0
@@ -182,7 +182,7 @@ pub struct DueDelivery {
     pub webhook: Webhook,
 }
 
-impl Store {
+impl Redb {
     /// Wakes the deliverer after a commit that wrote events.
     pub(crate) fn wake_deliverer(&self, wrote: bool) {
         if wrote {

@@ -47,12 +47,45 @@ struct Fixture {
     list: ListId,
 }
 
-async fn fixture(now: DateTime<Utc>) -> Fixture {
+/// Each test runs on redb and, built with the feature, on a database of
+/// its own on the test PostgreSQL server.
+#[derive(Clone, Copy)]
+enum Backend {
+    Redb,
+    #[cfg(feature = "postgres")]
+    Postgres,
+}
+
+macro_rules! on_both {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redb() {
+                super::$name(super::Backend::Redb).await
+            }
+
+            #[cfg(feature = "postgres")]
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(super::Backend::Postgres).await
+            }
+        }
+    };
+}
+
+async fn fixture(now: DateTime<Utc>, backend: Backend) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let data = std::fs::canonicalize(dir.path()).unwrap();
     let mut cfg = Config::load(None).unwrap();
     cfg.server.data_dir = data.clone();
-    let store = Store::open(&data.join("posta.redb")).unwrap();
+    let store = match backend {
+        Backend::Redb => Store::open(&data.join("posta.redb")).unwrap(),
+        #[cfg(feature = "postgres")]
+        Backend::Postgres => {
+            let db = posta::store::pg::test_server::TestServer::get().database();
+            Store::connect(&db.url, 8).await.unwrap()
+        }
+    };
     let plugins = Arc::new(Plugins::load(&cfg, &data).unwrap());
     let clock = Arc::new(ManualClock::new(now));
     let engine = Engine::start(
@@ -63,6 +96,7 @@ async fn fixture(now: DateTime<Utc>) -> Fixture {
         "http://x".into(),
         clock.clone(),
     )
+    .await
     .unwrap();
     let (user, _) = store.create_user("tz@example.org").unwrap();
     let list = store.create_list(user.id, "world").unwrap();
@@ -161,9 +195,9 @@ fn expected(upto: usize) -> BTreeMap<String, DateTime<Utc>> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_subscriber_gets_it_at_their_own_wall_clock_time() {
-    let f = fixture(t("2026-03-07T12:00:00Z")).await;
+on_both!(each_subscriber_gets_it_at_their_own_wall_clock_time);
+async fn each_subscriber_gets_it_at_their_own_wall_clock_time(backend: Backend) {
+    let f = fixture(t("2026-03-07T12:00:00Z"), backend).await;
     let id = f.campaign("2026-03-08T02:30:00Z");
     assert_eq!(f.send(id), Status::Scheduled, "UTC+14 has not reached 02:30 yet");
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -192,11 +226,11 @@ async fn each_subscriber_gets_it_at_their_own_wall_clock_time() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn zones_already_past_the_hour_get_it_at_once() {
+on_both!(zones_already_past_the_hour_get_it_at_once);
+async fn zones_already_past_the_hour_get_it_at_once(backend: Backend) {
     // Sent at 02:00 UTC: Kiritimati, Kathmandu, Kolkata and Paris are past
     // 02:30 local already; the rest are not.
-    let f = fixture(t("2026-03-08T02:00:00Z")).await;
+    let f = fixture(t("2026-03-08T02:00:00Z"), backend).await;
     let id = f.campaign("2026-03-08T02:30:00Z");
     assert_eq!(f.send(id), Status::Sending);
     assert_eq!(f.wait_sent(id, 4).await, expected(4));

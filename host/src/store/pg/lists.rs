@@ -283,6 +283,10 @@ impl PgStore {
             .read_only(true)
             .start()
             .await?;
+        // Rows are handed over as the reader takes them: a slow reader may
+        // keep this snapshot idle for long, and it locks nothing.
+        tx.batch_execute("SET LOCAL idle_in_transaction_session_timeout = 0")
+            .await?;
         owned_list(&tx, user, list, "").await?;
         let statement = tx
             .prepare("SELECT record FROM subscribers WHERE list_id = $1 ORDER BY id")

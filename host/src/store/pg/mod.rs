@@ -1,13 +1,14 @@
-//! PostgreSQL: the store several Posta nodes share (feature `postgres`).
+//! PostgreSQL: the store several Posta nodes share (feature `postgres`,
+//! selected by `[database] url`).
 //!
-//! Built so far: the schema and its migrations, node membership with
-//! heartbeats and a local fence (`nodes`), pacers every node obeys
-//! (`pacer`), the scheduler's leader lock (`leader`) and the delivery
-//! queue — cursor batches claimed in turn, messages leased to a node,
-//! outcomes accepted only under the lease, expired leases re-delivered as
-//! possible duplicates (`queue`), and status changes reaching every node
-//! (`watch`: LISTEN/NOTIFY, with a poll as the safety net). Not yet behind `Store`: the server still
-//! runs on redb alone (ARCHITECTURE.md, "PostgreSQL").
+//! The schema and its migrations (`schema`), every store operation behind
+//! `Store`, node membership with heartbeats and a local fence (`nodes`),
+//! pacers every node obeys (`pacer`), the scheduler's leader lock
+//! (`leader`) and the delivery queue — cursor batches claimed in turn,
+//! messages leased to a node, outcomes accepted only under the lease,
+//! expired leases re-delivered as possible duplicates (`queue`) — and
+//! status changes reaching every node (`watch`: LISTEN/NOTIFY, with a poll
+//! as the safety net). ARCHITECTURE.md, "PostgreSQL", has the design.
 
 mod accounts;
 mod bounces;
@@ -24,7 +25,7 @@ mod watch;
 mod webhooks;
 
 pub use leader::Leader;
-pub use nodes::{Fence, Node, NodeId};
+pub use nodes::{Node, NodeId};
 pub use pacer::SharedPacer;
 pub use queue::{Claimed, Recorded};
 pub use watch::CampaignWatch;
@@ -78,20 +79,36 @@ impl From<schema::MigrateError> for StoreError {
     }
 }
 
+/// How long the server lets a transaction wait on a Posta node.
+const IDLE_IN_TRANSACTION_MS: u32 = 5_000;
+
 /// A connection pool on one Posta database.
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
     config: tokio_postgres::Config,
+    /// The node incarnation this process's webhook deliverer claims
+    /// deliveries for (`deliver_as`), shared by every clone.
+    deliverer: std::sync::Arc<parking_lot::RwLock<Option<i64>>>,
 }
 
 impl PgStore {
     /// Connects to `url` (a `postgres://` URL or a libpq key/value string)
     /// and brings the schema up to date.
     pub async fn connect(url: &str, max_connections: usize) -> Result<PgStore> {
-        let config: tokio_postgres::Config = url
+        let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e: tokio_postgres::Error| StoreError::Db(format!("database url: {e}")))?;
+        // A node frozen (or cut off) inside a transaction would hold its
+        // row locks — a campaign's, during a claim — and stall every other
+        // node. No Posta transaction waits on its client for long, so the
+        // server ends one idle this long (the CSV export, which waits on
+        // its HTTP reader, lifts it for its read-only snapshot).
+        let options = format!(
+            "{} -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}",
+            config.get_options().unwrap_or_default()
+        );
+        config.options(options.trim());
         let manager = Manager::from_config(
             config.clone(),
             NoTls,
@@ -105,7 +122,11 @@ impl PgStore {
             .map_err(|e| StoreError::Db(e.to_string()))?;
         let mut client = pool.get().await?;
         schema::migrate(&mut client).await?;
-        Ok(PgStore { pool, config })
+        Ok(PgStore {
+            pool,
+            config,
+            deliverer: Default::default(),
+        })
     }
 
     /// The database this store is connected to.

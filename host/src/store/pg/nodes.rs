@@ -14,53 +14,15 @@
 //! has lapsed.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::PgStore;
+use crate::store::fence::Fence;
 use crate::store::{Result, StoreError};
 
 /// A node incarnation's id (its `nodes` row).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct NodeId(pub i64);
-
-/// When this node must stop starting transport calls, readable from any
-/// thread without a lock.
-#[derive(Debug)]
-pub struct Fence {
-    base: Instant,
-    /// Nanoseconds after `base`.
-    until: AtomicU64,
-}
-
-impl Fence {
-    fn new(until: Instant) -> Fence {
-        let base = Instant::now();
-        let fence = Fence {
-            base,
-            until: AtomicU64::new(0),
-        };
-        fence.extend(until);
-        fence
-    }
-
-    /// Moves the fence to `until` unless it is already later (heartbeats
-    /// may finish out of order).
-    fn extend(&self, until: Instant) {
-        let nanos = u64::try_from(until.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX);
-        self.until.fetch_max(nanos, Ordering::AcqRel);
-    }
-
-    /// The instant calls must stop.
-    pub fn at(&self) -> Instant {
-        self.base + Duration::from_nanos(self.until.load(Ordering::Acquire))
-    }
-
-    /// Whether a transport call may start now.
-    pub fn open(&self) -> bool {
-        Instant::now() < self.at()
-    }
-}
 
 /// This process's membership in the cluster.
 pub struct Node {
@@ -128,6 +90,12 @@ impl PgStore {
                 Err(e) => tracing::warn!(error = %e, node = node.id.0, "heartbeat failed"),
             }
         }
+    }
+
+    /// Claims webhook deliveries for `node` from now on: held while its
+    /// lease holds, due again for the others once it lapses.
+    pub fn deliver_as(&self, node: &Node) {
+        *self.deliverer.write() = Some(node.id.0);
     }
 
     /// Ends `node`'s lease now (a clean stop), so others take over its

@@ -1,7 +1,7 @@
 //! The delivery queue several nodes share.
 //!
 //! - A node *claims* a step of a campaign's send in one transaction under
-//!   the campaign's row lock, as redb's `Store::enqueue` does under its one
+//!   the campaign's row lock, as redb's `Redb::enqueue` does under its one
 //!   writer: messages whose node's lease lapsed (or that a clean stop left
 //!   unleased) come first, then the next cursor batch of the list (or the
 //!   local-time entries that came due). Messages it queues are leased to

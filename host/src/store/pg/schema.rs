@@ -11,6 +11,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (3, include_str!("migrations/0003_accounts.sql")),
     (4, include_str!("migrations/0004_campaign_ids.sql")),
     (5, include_str!("migrations/0005_reports_secrets.sql")),
+    (6, include_str!("migrations/0006_delivery_claims.sql")),
 ];
 
 /// The advisory lock key migrations hold ("posta_mg").

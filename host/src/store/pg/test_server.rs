@@ -132,7 +132,7 @@ impl TestServer {
         cmd
     }
 
-    fn run(&self, program: &str, args: &[&std::ffi::OsStr]) -> Result<(), String> {
+    fn run(&self, program: &str, args: &[&std::ffi::OsStr]) -> Result<String, String> {
         let out = self
             .command(program)
             .args(args)
@@ -145,16 +145,19 @@ impl TestServer {
                 String::from_utf8_lossy(&out.stderr)
             ));
         }
-        Ok(())
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    fn psql(&self, sql: &str) -> Result<(), String> {
+    /// Runs `sql` in `database` (an unaligned `psql`); its output.
+    fn psql_in(&self, database: &str, sql: &str) -> Result<String, String> {
         let dir = self.dir.clone();
         self.run(
             "psql",
             &[
                 "-X".as_ref(),
                 "-q".as_ref(),
+                "-A".as_ref(),
+                "-t".as_ref(),
                 "-v".as_ref(),
                 "ON_ERROR_STOP=1".as_ref(),
                 "-h".as_ref(),
@@ -162,11 +165,31 @@ impl TestServer {
                 "-U".as_ref(),
                 ROLE.as_ref(),
                 "-d".as_ref(),
-                "postgres".as_ref(),
+                database.as_ref(),
                 "-c".as_ref(),
                 sql.as_ref(),
             ],
         )
+    }
+
+    fn psql(&self, sql: &str) -> Result<(), String> {
+        self.psql_in("postgres", sql).map(drop)
+    }
+
+    /// The rows `sql` returns in the database `url` names (one of this
+    /// server's), each as its columns' text: for tests and benchmarks that
+    /// check what nodes stored without a client of their own.
+    pub fn query(&self, url: &str, sql: &str) -> Result<Vec<Vec<String>>, String> {
+        let database = url
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix("dbname="))
+            .ok_or_else(|| format!("no dbname in {url:?}"))?;
+        let out = self.psql_in(database, sql)?;
+        Ok(out
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| l.split('|').map(str::to_string).collect())
+            .collect())
     }
 
     /// Starts the postmaster from a thread that never ends, so the parent

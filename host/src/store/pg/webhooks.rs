@@ -4,10 +4,12 @@
 //! all.
 //!
 //! Several nodes' deliverers share the outbox: `due_deliveries` takes what
-//! it returns (`FOR UPDATE SKIP LOCKED`, then moves each one's due time
-//! `CLAIM` ahead), so two nodes never attempt one delivery at once, and
-//! one whose node died is due again after `CLAIM` — delivered at least
-//! once, with the same event id for the receiver to deduplicate.
+//! it returns (`FOR UPDATE SKIP LOCKED`) and claims it for the node
+//! (`PgStore::deliver_as`) until `finish_attempt`, so two nodes never
+//! attempt one delivery at once; one whose node died is due again once
+//! that node's lease lapses — delivered at least once, with the same event
+//! id for the receiver to deduplicate. A store with no node (no engine
+//! joined) claims for `CLAIM` instead, well past an attempt's timeout.
 
 use std::collections::HashMap;
 
@@ -20,8 +22,8 @@ use super::key;
 use crate::domain::webhook::{EventKind, MAX_PER_USER, Webhook, event_body, new_event_id, wanting};
 use crate::domain::{DeliveryId, UserId, WebhookId};
 
-/// How long a delivery taken by `due_deliveries` is kept from the other
-/// deliverers: well past an attempt's timeout.
+/// How long a delivery taken by a store with no node is kept from the
+/// other deliverers: well past an attempt's timeout.
 const CLAIM: chrono::Duration = chrono::Duration::minutes(2);
 use crate::store::{Attempt, Delivery, DeliveryState, DueDelivery, Page, Result, StoreError};
 
@@ -193,6 +195,7 @@ impl PgStore {
         room: impl Fn(WebhookId) -> usize,
         busy: impl Fn(DeliveryId) -> bool,
     ) -> Result<(Vec<DueDelivery>, Option<DateTime<Utc>>)> {
+        let node = *self.deliverer.read();
         let mut client = self.pool.get().await?;
         let hooks: Vec<Webhook> = client
             .query("SELECT record FROM webhooks ORDER BY user_id, id", &[])
@@ -209,10 +212,12 @@ impl PgStore {
             }
             let rows = tx
                 .query(
-                    "SELECT id, record FROM webhook_deliveries
-                     WHERE webhook_id = $1 AND due_at <= $2
-                     ORDER BY due_at, id LIMIT $3
-                     FOR UPDATE SKIP LOCKED",
+                    "SELECT d.id, d.record FROM webhook_deliveries d
+                     WHERE d.webhook_id = $1 AND d.due_at <= $2
+                       AND (d.claimed_by IS NULL OR NOT EXISTS (
+                            SELECT 1 FROM nodes n WHERE n.id = d.claimed_by AND n.lease_until > clock_timestamp()))
+                     ORDER BY d.due_at, d.id LIMIT $3
+                     FOR UPDATE OF d SKIP LOCKED",
                     &[&key(webhook.id.get()), &now, &(room as i64 * 2)],
                 )
                 .await?;
@@ -223,11 +228,22 @@ impl PgStore {
                 .take(room)
                 .collect();
             let ids: Vec<i64> = taken.iter().map(|d| key(d.id.get())).collect();
-            tx.execute(
-                "UPDATE webhook_deliveries SET due_at = $3 WHERE webhook_id = $1 AND id = ANY($2)",
-                &[&key(webhook.id.get()), &ids, &(now + CLAIM)],
-            )
-            .await?;
+            match node {
+                Some(node) => {
+                    tx.execute(
+                        "UPDATE webhook_deliveries SET claimed_by = $3 WHERE webhook_id = $1 AND id = ANY($2)",
+                        &[&key(webhook.id.get()), &ids, &node],
+                    )
+                    .await?
+                }
+                None => {
+                    tx.execute(
+                        "UPDATE webhook_deliveries SET due_at = $3 WHERE webhook_id = $1 AND id = ANY($2)",
+                        &[&key(webhook.id.get()), &ids, &(now + CLAIM)],
+                    )
+                    .await?
+                }
+            };
             due.extend(taken.into_iter().map(|delivery| DueDelivery {
                 delivery,
                 webhook: webhook.clone(),
@@ -275,7 +291,7 @@ impl PgStore {
             (false, None) => DeliveryState::Failed,
         };
         tx.execute(
-            "UPDATE webhook_deliveries SET due_at = $3, record = $4 WHERE webhook_id = $1 AND id = $2",
+            "UPDATE webhook_deliveries SET due_at = $3, record = $4, claimed_by = NULL WHERE webhook_id = $1 AND id = $2",
             &[&key(webhook.get()), &key(id.get()), &d.next_attempt_at, &Json(&d)],
         )
         .await?;
