@@ -7,8 +7,9 @@
 //! with 32 calls in flight per node (so the nodes, not the two cores, are
 //! the limit and throughput should grow with them).
 //!
-//! In-process nodes until the server runs on PostgreSQL: the queue's
-//! transactions are the real ones, the process boundary is not.
+//! Then the same with real nodes: `posta serve` processes sharing one
+//! database, delivering through the bundled `webhook` transport to a
+//! receiver that answers each request after 20 ms.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +23,9 @@ use posta::store::pg::{Node, PgStore};
 use tokio::sync::mpsc;
 
 use super::Report;
+use super::delivery::Receiver;
+use posta_e2e::cluster::Cluster;
+use posta_e2e::json;
 
 const CALLS_PER_NODE: usize = 32;
 
@@ -70,6 +74,74 @@ pub fn cluster(r: &mut Report, ceiling_n: usize, paced_n: usize) {
         "≥ 2.5×",
         format!("{:.2}×", paced[2] / paced[0]),
         paced[2] / paced[0] >= 2.5,
+    );
+}
+
+/// 1, 2 and 3 `posta serve` nodes on one durable database, each with a
+/// `webhook` transport of `CALLS_PER_NODE` calls in flight to a receiver
+/// that answers after 20 ms.
+pub fn real_nodes(r: &mut Report, n: usize) {
+    r.section("PostgreSQL: 1, 2 and 3 real nodes, 20 ms per transport call");
+    let receiver = Receiver::answering_after(Duration::from_millis(20));
+    let port = receiver.port;
+    let toml = format!(
+        r#"
+default_transport = "slow"
+[transports.slow]
+component = "webhook"
+config = {{ url = "http://127.0.0.1:{port}/hook", secret = "bench-secret" }}
+capabilities = {{ http = ["http://127.0.0.1:{port}"] }}
+max_in_flight = {CALLS_PER_NODE}
+[database]
+max_connections = 16
+"#
+    );
+    let mut rates = Vec::new();
+    for nodes in 1..=3 {
+        let c = Cluster::start_on(TestServer::durable(), nodes, &toml);
+        let api = c.nodes[0].api(&c.key);
+        let list = api.list_of("n", n);
+        let id = api.ok_post(
+            "/campaigns",
+            json!({"name": "nodes", "subject": "s", "from_email": "a@example.org",
+            "list_id": list, "text": "t"}),
+        )["id"]
+            .as_u64()
+            .unwrap();
+        let start = Instant::now();
+        let (status, body) = api.post(&format!("/campaigns/{id}/send"), json!({}));
+        assert_eq!(status, 200, "{body}");
+        let done = api.wait_campaign(id, Duration::from_secs(600), |c| c["status"] == "sent");
+        let took = start.elapsed().as_secs_f64();
+        let stats = &done["stats"];
+        assert_eq!(stats["sent"].as_u64().unwrap() as usize, n, "{stats}");
+        let counted = c.count(&format!(
+            "SELECT count(*) FROM messages WHERE campaign_id = {id} AND status = 'sent'"
+        ));
+        assert_eq!(counted as usize, n, "messages stored as sent");
+        let rate = n as f64 / took;
+        r.line(&format!(
+            "- {nodes} node(s), {n} messages: **{rate:.0} messages/s** ({took:.1} s from send to sent; \
+             {} flagged possible duplicates)",
+            stats["possible_duplicates"]
+        ));
+        rates.push(rate);
+    }
+    r.line("");
+    r.line(&format!(
+        "2 and 3 nodes reach {:.2}× and {:.2}× one node's throughput (ideal 2× and 3×: {CALLS_PER_NODE} calls in \
+         flight per node / 20 ms = {} messages/s per node). Every node is a release `posta serve` with the \
+         bundled personalizer and `webhook` transport (Wasm), all on this machine's two cores with PostgreSQL \
+         and the receiver.",
+        rates[1] / rates[0],
+        rates[2] / rates[0],
+        CALLS_PER_NODE * 50
+    ));
+    r.target(
+        "Real nodes, 3 / 1 at 20 ms per call",
+        "≥ 2.5×",
+        format!("{:.2}×", rates[2] / rates[0]),
+        rates[2] / rates[0] >= 2.5,
     );
 }
 

@@ -274,9 +274,10 @@ pub fn smtp(r: &mut Report, n: usize, runs: usize) {
 }
 
 /// A hyper HTTP/1.1 receiver on its own runtime: answers every request
-/// 200 with a JSON id and counts requests and accepted connections.
-struct Receiver {
-    port: u16,
+/// 200 with a JSON id (after `delay`, if any) and counts requests and
+/// accepted connections.
+pub(super) struct Receiver {
+    pub(super) port: u16,
     requests: Arc<AtomicU64>,
     connections: Arc<AtomicU64>,
     last_body: Arc<AtomicU64>,
@@ -285,6 +286,10 @@ struct Receiver {
 
 impl Receiver {
     fn start() -> Receiver {
+        Receiver::answering_after(Duration::ZERO)
+    }
+
+    pub(super) fn answering_after(delay: Duration) -> Receiver {
         use http_body_util::{BodyExt, Full};
         use hyper::service::service_fn;
 
@@ -313,6 +318,9 @@ impl Receiver {
                         async move {
                             if let Ok(body) = r.into_body().collect().await {
                                 last.store(body.to_bytes().len() as u64, Ordering::Relaxed);
+                            }
+                            if !delay.is_zero() {
+                                tokio::time::sleep(delay).await;
                             }
                             let n = req.fetch_add(1, Ordering::Relaxed);
                             let body = format!("{{\"id\":\"r{n}\"}}");

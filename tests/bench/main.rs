@@ -793,6 +793,7 @@ fn main() {
     }
     if args.runs("cluster") {
         cluster::cluster(&mut r, if q { 10_000 } else { 100_000 }, if q { 2_000 } else { 20_000 });
+        cluster::real_nodes(&mut r, if q { 3_000 } else { 20_000 });
     }
     if args.runs("micro") {
         micro(&mut r, &root.join("target"));

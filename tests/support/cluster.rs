@@ -15,6 +15,7 @@ pub struct Cluster {
     /// The API key of the one user (created before the nodes start).
     pub key: String,
     pub url: String,
+    server: &'static TestServer,
     _tmp: tempfile::TempDir,
 }
 
@@ -22,8 +23,13 @@ impl Cluster {
     /// `n` nodes sharing a new database, each with `toml` as its
     /// posta.toml (a `[database]` section is added unless given).
     pub fn start(n: usize, toml: &str) -> Cluster {
+        Cluster::start_on(TestServer::get(), n, toml)
+    }
+
+    /// Like `start`, on `server` (benchmarks use the durable one).
+    pub fn start_on(server: &'static TestServer, n: usize, toml: &str) -> Cluster {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let url = TestServer::get().database().url;
+        let url = server.database().url;
         let env = vec![("POSTA_DATABASE_URL".to_string(), url.clone())];
         let key = add_user(tmp.path(), "ops@example.org", &env);
         let text = if toml.contains("[database]") {
@@ -46,6 +52,7 @@ impl Cluster {
             nodes,
             key,
             url,
+            server,
             _tmp: tmp,
         }
     }
@@ -53,7 +60,7 @@ impl Cluster {
     /// Rows of `query` on the cluster's database, each as its columns'
     /// text (`psql -At`), for checks that count what the nodes stored.
     pub fn sql(&self, query: &str) -> Vec<Vec<String>> {
-        TestServer::get()
+        self.server
             .query(&self.url, query)
             .unwrap_or_else(|e| panic!("{query}: {e}"))
     }

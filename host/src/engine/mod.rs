@@ -237,7 +237,7 @@ impl Engine {
             Status::Sending | Status::Paused | Status::Cancelled => self.drive(c.id, c.status == Status::Cancelled),
             // On PostgreSQL the scheduler's leader fires every node's
             // scheduled campaigns (`shared`).
-            Status::Scheduled if self.inner.queue.idle_poll().is_none() => self.schedule(c),
+            Status::Scheduled if self.inner.queue.is_local() => self.schedule(c),
             _ => {}
         }
     }

@@ -92,6 +92,13 @@ impl Queue {
         }
     }
 
+    /// Whether this process is the only sender (redb): it then runs its
+    /// own timers for scheduled campaigns; on PostgreSQL the scheduler's
+    /// leader fires them.
+    pub(super) fn is_local(&self) -> bool {
+        matches!(self, Queue::Local(_))
+    }
+
     /// How long a driver with nothing in flight may wait for a wake-up
     /// before it claims again: never on redb, where only this process's
     /// outcomes move a send on; on PostgreSQL other nodes' outcomes, lapsed
