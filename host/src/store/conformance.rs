@@ -1,361 +1,113 @@
 //! One behaviour, two backends: each scenario is written once against
-//! `Backend` and runs on redb and on PostgreSQL (`store::pg`, against the
-//! test server). A part of the store joins `Backend` when the PostgreSQL
-//! store has it; the trait is the seam the server will later call through.
+//! `Store`, the facade the server calls, and runs with it on redb and on
+//! PostgreSQL (`store::pg`, against the test server).
 
 use chrono::{Duration, Utc};
 
-use super::{Attempt, Delivery, DeliveryState, DueDelivery};
-use super::{
-    BouncePage, BounceReport, KeyInfo, Page, Redb, Result, StoreError, SuppressReport, SuppressionPage, UpsertReport,
-};
+use super::{Attempt, DeliveryState, DueDelivery};
+use super::{BounceReport, Redb, Result, Store, StoreError, UpsertReport};
 use crate::domain::bounce::{Bounce, BouncePolicy, BounceType};
-use crate::domain::message::{Job, MessageRecord, MessageStatus, Outcome, OutcomeKind};
+use crate::domain::message::{Job, MessageStatus, Outcome, OutcomeKind};
 use crate::domain::suppression::{Suppression, SuppressionReason};
 use crate::domain::webhook::{EventKind, Webhook};
 use crate::domain::{
-    Action, Campaign, CampaignDraft, CampaignId, Email, KeyId, List, ListId, NewSubscriber, Status, Subscriber,
-    SubscriberId, SubscriberPatch, SubscriberStatus, User, UserId,
+    Action, Campaign, CampaignDraft, CampaignId, Email, ListId, NewSubscriber, Status, SubscriberId, SubscriberPatch,
+    SubscriberStatus, UserId,
 };
 use crate::domain::{DeliveryId, MessageId, WebhookId};
 use chrono::DateTime;
 
-/// What the scenarios call: the backends' own methods, awaited or not.
-trait Backend {
-    async fn create_user_as(&self, email: &str, admin: bool) -> Result<(User, String)>;
-    async fn user_by_key(&self, key: &str) -> Result<Option<User>>;
-    async fn new_key(&self, email: &str) -> Result<(User, String)>;
-    async fn issue_key(&self, user: UserId) -> Result<(String, KeyInfo)>;
-    async fn keys(&self, user: UserId) -> Result<Vec<KeyInfo>>;
-    async fn revoke_key(&self, user: UserId, id: KeyId) -> Result<()>;
-    async fn users(&self, after: Option<u64>, limit: usize) -> Result<Page<User>>;
-    async fn user(&self, id: UserId) -> Result<User>;
-    async fn revoke(&self, key_or_email: &str) -> Result<usize>;
-    async fn user_count(&self) -> Result<u64>;
-    async fn suppress(&self, user: UserId, items: &[Suppression]) -> Result<SuppressReport>;
-    async fn unsuppress(&self, user: UserId, email: &str) -> Result<()>;
-    async fn suppression(&self, user: UserId, email: &str) -> Result<Suppression>;
-    async fn suppressions(
-        &self,
-        user: UserId,
-        reason: Option<SuppressionReason>,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<SuppressionPage>;
-    async fn create_campaign(&self, user: UserId, draft: CampaignDraft, transport: String) -> Result<Campaign>;
-    async fn campaign(&self, user: UserId, id: CampaignId) -> Result<Campaign>;
-    async fn campaign_by_id(&self, id: CampaignId) -> Result<Campaign>;
-    async fn campaigns(
-        &self,
-        user: UserId,
-        status: Option<Status>,
-        after: Option<u64>,
-        limit: usize,
-    ) -> Result<Page<Campaign>>;
-    async fn act(
-        &self,
-        user: UserId,
-        id: CampaignId,
-        action: Action,
-        f: impl FnOnce(&mut Campaign) + Send,
-    ) -> Result<Campaign>;
-    async fn send(&self, user: UserId, id: CampaignId, now: DateTime<Utc>) -> Result<Campaign>;
-    async fn duplicate_campaign(&self, user: UserId, id: CampaignId) -> Result<Campaign>;
-    async fn delete_campaign(&self, user: UserId, id: CampaignId) -> Result<()>;
-    async fn active_campaigns(&self) -> Result<Vec<Campaign>>;
-    async fn messages(
-        &self,
-        user: UserId,
-        id: CampaignId,
-        status: Option<MessageStatus>,
-        after: Option<u64>,
-        limit: usize,
-    ) -> Result<Page<MessageRecord>>;
-    async fn bounces(&self, user: UserId, after: Option<(&str, u64)>, limit: usize) -> Result<BouncePage>;
-    async fn record_bounce(&self, user: UserId, bounce: Bounce, message: Option<MessageId>) -> Result<BounceReport>;
-    async fn record_report(
+/// The store under test: the facade the server calls (`Store`), plus the
+/// delivery queue, which belongs to the engine rather than to `Store`
+/// (redb's `enqueue`, a PostgreSQL node's claims), and shorthands the
+/// scenarios use (now, the default bounce policy, a webhook's URL and
+/// secret). Inherent methods come before `Store`'s, so a shorthand named
+/// like an operation stands in for it.
+struct Subject {
+    store: Store,
+}
+
+impl std::ops::Deref for Subject {
+    type Target = Store;
+
+    fn deref(&self) -> &Store {
+        &self.store
+    }
+}
+
+impl Subject {
+    async fn step(&self, id: CampaignId, batch: usize, now: DateTime<Utc>) -> Result<Step> {
+        match &self.store {
+            Store::Redb(r) => redb_queue::step(r, id, batch, now),
+            #[cfg(feature = "postgres")]
+            Store::Pg(pg) => pg_queue::step(&pg.store, id, batch, now).await,
+        }
+    }
+
+    async fn settle(&self, outcomes: &[Outcome], now: DateTime<Utc>) -> Result<Vec<Campaign>> {
+        match &self.store {
+            Store::Redb(r) => redb_queue::settle(r, outcomes, now),
+            #[cfg(feature = "postgres")]
+            Store::Pg(pg) => pg_queue::settle(&pg.store, outcomes, now).await,
+        }
+    }
+
+    fn create_campaign(&self, user: UserId, draft: CampaignDraft, transport: String) -> Result<Campaign> {
+        self.store.create_campaign(user, draft, transport, Utc::now())
+    }
+
+    fn act(&self, user: UserId, id: CampaignId, action: Action, f: impl FnOnce(&mut Campaign)) -> Result<Campaign> {
+        self.store.act(user, id, action, Utc::now(), f)
+    }
+
+    fn duplicate_campaign(&self, user: UserId, id: CampaignId) -> Result<Campaign> {
+        self.store.duplicate_campaign(user, id, Utc::now())
+    }
+
+    fn record_bounce(&self, user: UserId, bounce: Bounce, message: Option<MessageId>) -> Result<BounceReport> {
+        self.store
+            .record_bounce(user, bounce, message, &BouncePolicy::default(), Utc::now())
+    }
+
+    fn record_report(
         &self,
         user: UserId,
         report_id: Option<&str>,
         bounces: Vec<(Bounce, Option<MessageId>)>,
-    ) -> Result<Vec<BounceReport>>;
-    async fn secret(&self, name: &str) -> Result<[u8; 32]>;
+    ) -> Result<Vec<BounceReport>> {
+        self.store
+            .record_report(user, report_id, bounces, &BouncePolicy::default(), Utc::now())
+    }
+
     /// The first `stop_after` subscribers a scan hands over.
-    async fn scan(&self, user: UserId, list: ListId, stop_after: usize) -> Result<Vec<SubscriberId>>;
-    async fn create_webhook(&self, user: UserId, events: Vec<EventKind>) -> Result<Webhook>;
-    async fn webhooks(&self, user: UserId) -> Result<Vec<Webhook>>;
-    async fn delete_webhook(&self, user: UserId, id: WebhookId) -> Result<()>;
-    async fn deliveries(
-        &self,
-        user: UserId,
-        webhook: WebhookId,
-        after: Option<u64>,
-        limit: usize,
-    ) -> Result<Page<Delivery>>;
-    async fn due_deliveries(
+    fn scan(&self, user: UserId, list: ListId, stop_after: usize) -> Result<Vec<SubscriberId>> {
+        let mut seen = Vec::new();
+        self.store.scan_subscribers(user, list, |sub| {
+            seen.push(sub.id);
+            Ok(seen.len() < stop_after)
+        })?;
+        Ok(seen)
+    }
+
+    fn create_webhook(&self, user: UserId, events: Vec<EventKind>) -> Result<Webhook> {
+        let url = "https://hooks.example.com/".to_string();
+        self.store
+            .create_webhook(user, url, events, "0123456789abcdef".into(), Utc::now())
+    }
+
+    fn due_deliveries(
         &self,
         now: DateTime<Utc>,
         room: usize,
         busy: Option<DeliveryId>,
-    ) -> Result<(Vec<DueDelivery>, Option<DateTime<Utc>>)>;
-    async fn finish_attempt(
-        &self,
-        webhook: WebhookId,
-        id: DeliveryId,
-        attempt: Attempt,
-        delivered: bool,
-        next: Option<DateTime<Utc>>,
-    ) -> Result<()>;
-    async fn prune_deliveries(&self, cutoff: DateTime<Utc>) -> Result<usize>;
-    /// The delivery queue, each backend its own way (redb's `enqueue`, a
-    /// PostgreSQL node's claims): one step, and outcomes stored.
-    async fn step(&self, id: CampaignId, batch: usize, now: DateTime<Utc>) -> Result<Step>;
-    async fn settle(&self, outcomes: &[Outcome], now: DateTime<Utc>) -> Result<Vec<Campaign>>;
-    async fn create_list(&self, user: UserId, name: &str) -> Result<List>;
-    async fn list(&self, user: UserId, list: ListId) -> Result<List>;
-    async fn lists(&self, user: UserId, after: Option<u64>, limit: usize) -> Result<Page<List>>;
-    async fn delete_list(&self, user: UserId, list: ListId) -> Result<()>;
-    async fn upsert(&self, user: UserId, list: ListId, batch: Vec<NewSubscriber>) -> Result<UpsertReport>;
-    async fn update_subscriber(
-        &self,
-        user: UserId,
-        list: ListId,
-        id: SubscriberId,
-        patch: SubscriberPatch,
-    ) -> Result<Subscriber>;
-    async fn subscriber(&self, user: UserId, list: ListId, id: SubscriberId) -> Result<Subscriber>;
-    async fn subscribers(
-        &self,
-        user: UserId,
-        list: ListId,
-        status: Option<SubscriberStatus>,
-        after: Option<u64>,
-        limit: usize,
-    ) -> Result<Page<Subscriber>>;
-}
+    ) -> Result<(Vec<DueDelivery>, Option<DateTime<Utc>>)> {
+        self.store.due_deliveries(now, |_| room, |d| Some(d) == busy)
+    }
 
-/// Forwards each method to the type's own, appending `.await` for the
-/// async backend.
-macro_rules! forward {
-    ($t:ty, $queue:ident $(, $aw:tt)?) => {
-        impl Backend for $t {
-            async fn create_user_as(&self, email: &str, admin: bool) -> Result<(User, String)> {
-                <$t>::create_user_as(self, email, admin)$(.$aw)?
-            }
-            async fn user_by_key(&self, key: &str) -> Result<Option<User>> {
-                <$t>::user_by_key(self, key)$(.$aw)?
-            }
-            async fn new_key(&self, email: &str) -> Result<(User, String)> {
-                <$t>::new_key(self, email)$(.$aw)?
-            }
-            async fn issue_key(&self, user: UserId) -> Result<(String, KeyInfo)> {
-                <$t>::issue_key(self, user)$(.$aw)?
-            }
-            async fn keys(&self, user: UserId) -> Result<Vec<KeyInfo>> {
-                <$t>::keys(self, user)$(.$aw)?
-            }
-            async fn revoke_key(&self, user: UserId, id: KeyId) -> Result<()> {
-                <$t>::revoke_key(self, user, id)$(.$aw)?
-            }
-            async fn users(&self, after: Option<u64>, limit: usize) -> Result<Page<User>> {
-                <$t>::users(self, after, limit)$(.$aw)?
-            }
-            async fn user(&self, id: UserId) -> Result<User> {
-                <$t>::user(self, id)$(.$aw)?
-            }
-            async fn revoke(&self, key_or_email: &str) -> Result<usize> {
-                <$t>::revoke(self, key_or_email)$(.$aw)?
-            }
-            async fn user_count(&self) -> Result<u64> {
-                <$t>::user_count(self)$(.$aw)?
-            }
-            async fn suppress(&self, user: UserId, items: &[Suppression]) -> Result<SuppressReport> {
-                <$t>::suppress(self, user, items)$(.$aw)?
-            }
-            async fn unsuppress(&self, user: UserId, email: &str) -> Result<()> {
-                <$t>::unsuppress(self, user, email)$(.$aw)?
-            }
-            async fn suppression(&self, user: UserId, email: &str) -> Result<Suppression> {
-                <$t>::suppression(self, user, email)$(.$aw)?
-            }
-            async fn suppressions(
-                &self,
-                user: UserId,
-                reason: Option<SuppressionReason>,
-                after: Option<&str>,
-                limit: usize,
-            ) -> Result<SuppressionPage> {
-                <$t>::suppressions(self, user, reason, after, limit)$(.$aw)?
-            }
-            async fn create_campaign(&self, user: UserId, draft: CampaignDraft, transport: String) -> Result<Campaign> {
-                <$t>::create_campaign(self, user, draft, transport, Utc::now())$(.$aw)?
-            }
-            async fn campaign(&self, user: UserId, id: CampaignId) -> Result<Campaign> {
-                <$t>::campaign(self, user, id)$(.$aw)?
-            }
-            async fn campaign_by_id(&self, id: CampaignId) -> Result<Campaign> {
-                <$t>::campaign_by_id(self, id)$(.$aw)?
-            }
-            async fn campaigns(
-                &self,
-                user: UserId,
-                status: Option<Status>,
-                after: Option<u64>,
-                limit: usize,
-            ) -> Result<Page<Campaign>> {
-                <$t>::campaigns(self, user, status, after, limit)$(.$aw)?
-            }
-            async fn act(
-                &self,
-                user: UserId,
-                id: CampaignId,
-                action: Action,
-                f: impl FnOnce(&mut Campaign) + Send,
-            ) -> Result<Campaign> {
-                <$t>::act(self, user, id, action, Utc::now(), f)$(.$aw)?
-            }
-            async fn send(&self, user: UserId, id: CampaignId, now: DateTime<Utc>) -> Result<Campaign> {
-                <$t>::send(self, user, id, now)$(.$aw)?
-            }
-            async fn duplicate_campaign(&self, user: UserId, id: CampaignId) -> Result<Campaign> {
-                <$t>::duplicate_campaign(self, user, id, Utc::now())$(.$aw)?
-            }
-            async fn delete_campaign(&self, user: UserId, id: CampaignId) -> Result<()> {
-                <$t>::delete_campaign(self, user, id)$(.$aw)?
-            }
-            async fn active_campaigns(&self) -> Result<Vec<Campaign>> {
-                <$t>::active_campaigns(self)$(.$aw)?
-            }
-            async fn messages(
-                &self,
-                user: UserId,
-                id: CampaignId,
-                status: Option<MessageStatus>,
-                after: Option<u64>,
-                limit: usize,
-            ) -> Result<Page<MessageRecord>> {
-                <$t>::messages(self, user, id, status, after, limit)$(.$aw)?
-            }
-            async fn bounces(&self, user: UserId, after: Option<(&str, u64)>, limit: usize) -> Result<BouncePage> {
-                <$t>::bounces(self, user, after, limit)$(.$aw)?
-            }
-            async fn record_bounce(
-                &self,
-                user: UserId,
-                bounce: Bounce,
-                message: Option<MessageId>,
-            ) -> Result<BounceReport> {
-                <$t>::record_bounce(self, user, bounce, message, &BouncePolicy::default(), Utc::now())$(.$aw)?
-            }
-            async fn record_report(
-                &self,
-                user: UserId,
-                report_id: Option<&str>,
-                bounces: Vec<(Bounce, Option<MessageId>)>,
-            ) -> Result<Vec<BounceReport>> {
-                <$t>::record_report(self, user, report_id, bounces, &BouncePolicy::default(), Utc::now())$(.$aw)?
-            }
-            async fn secret(&self, name: &str) -> Result<[u8; 32]> {
-                <$t>::secret(self, name)$(.$aw)?
-            }
-            async fn scan(&self, user: UserId, list: ListId, stop_after: usize) -> Result<Vec<SubscriberId>> {
-                let mut seen = Vec::new();
-                let scanned = <$t>::scan_subscribers(self, user, list, |sub| {
-                    seen.push(sub.id);
-                    Ok(seen.len() < stop_after)
-                })$(.$aw)?;
-                scanned.map(|()| seen)
-            }
-            async fn create_webhook(&self, user: UserId, events: Vec<EventKind>) -> Result<Webhook> {
-                let url = "https://hooks.example.com/".to_string();
-                <$t>::create_webhook(self, user, url, events, "0123456789abcdef".into(), Utc::now())$(.$aw)?
-            }
-            async fn webhooks(&self, user: UserId) -> Result<Vec<Webhook>> {
-                <$t>::webhooks(self, user)$(.$aw)?
-            }
-            async fn delete_webhook(&self, user: UserId, id: WebhookId) -> Result<()> {
-                <$t>::delete_webhook(self, user, id)$(.$aw)?
-            }
-            async fn deliveries(
-                &self,
-                user: UserId,
-                webhook: WebhookId,
-                after: Option<u64>,
-                limit: usize,
-            ) -> Result<Page<Delivery>> {
-                <$t>::deliveries(self, user, webhook, after, limit)$(.$aw)?
-            }
-            async fn due_deliveries(
-                &self,
-                now: DateTime<Utc>,
-                room: usize,
-                busy: Option<DeliveryId>,
-            ) -> Result<(Vec<DueDelivery>, Option<DateTime<Utc>>)> {
-                <$t>::due_deliveries(self, now, |_| room, |d| Some(d) == busy)$(.$aw)?
-            }
-            async fn finish_attempt(
-                &self,
-                webhook: WebhookId,
-                id: DeliveryId,
-                attempt: Attempt,
-                delivered: bool,
-                next: Option<DateTime<Utc>>,
-            ) -> Result<()> {
-                <$t>::finish_attempt(self, webhook, id, attempt, delivered, next)$(.$aw)?
-            }
-            async fn prune_deliveries(&self, cutoff: DateTime<Utc>) -> Result<usize> {
-                <$t>::prune_deliveries(self, cutoff)$(.$aw)?
-            }
-            async fn step(&self, id: CampaignId, batch: usize, now: DateTime<Utc>) -> Result<Step> {
-                $queue::step(self, id, batch, now)$(.$aw)?
-            }
-            async fn settle(&self, outcomes: &[Outcome], now: DateTime<Utc>) -> Result<Vec<Campaign>> {
-                $queue::settle(self, outcomes, now)$(.$aw)?
-            }
-            async fn create_list(&self, user: UserId, name: &str) -> Result<List> {
-                <$t>::create_list(self, user, name)$(.$aw)?
-            }
-            async fn list(&self, user: UserId, list: ListId) -> Result<List> {
-                <$t>::list(self, user, list)$(.$aw)?
-            }
-            async fn lists(&self, user: UserId, after: Option<u64>, limit: usize) -> Result<Page<List>> {
-                <$t>::lists(self, user, after, limit)$(.$aw)?
-            }
-            async fn delete_list(&self, user: UserId, list: ListId) -> Result<()> {
-                <$t>::delete_list(self, user, list)$(.$aw)?
-            }
-            async fn upsert(&self, user: UserId, list: ListId, batch: Vec<NewSubscriber>) -> Result<UpsertReport> {
-                <$t>::upsert_subscribers(self, user, list, batch)$(.$aw)?
-            }
-            async fn update_subscriber(
-                &self,
-                user: UserId,
-                list: ListId,
-                id: SubscriberId,
-                patch: SubscriberPatch,
-            ) -> Result<Subscriber> {
-                <$t>::update_subscriber(self, user, list, id, patch)$(.$aw)?
-            }
-            async fn subscriber(&self, user: UserId, list: ListId, id: SubscriberId) -> Result<Subscriber> {
-                <$t>::subscriber(self, user, list, id)$(.$aw)?
-            }
-            async fn subscribers(
-                &self,
-                user: UserId,
-                list: ListId,
-                status: Option<SubscriberStatus>,
-                after: Option<u64>,
-                limit: usize,
-            ) -> Result<Page<Subscriber>> {
-                <$t>::subscribers(self, user, list, status, after, limit)$(.$aw)?
-            }
-        }
-    };
+    fn upsert(&self, user: UserId, list: ListId, batch: Vec<NewSubscriber>) -> Result<UpsertReport> {
+        self.store.upsert_subscribers(user, list, batch)
+    }
 }
-
-forward!(Redb, redb_queue);
-#[cfg(feature = "postgres")]
-forward!(super::pg::PgStore, pg_queue, await);
 
 /// One step of a campaign's send, as the engine sees it on either backend.
 struct Step {
@@ -438,7 +190,7 @@ fn outcomes(id: CampaignId, jobs: &[Job], kind: impl Fn(&Job) -> OutcomeKind) ->
 }
 
 /// Every message of a sending campaign sent, step by step.
-async fn deliver_all(s: &impl Backend, id: CampaignId) {
+async fn deliver_all(s: &Subject, id: CampaignId) {
     loop {
         let step = s.step(id, 100, Utc::now()).await.unwrap();
         s.settle(&sent(id, &step.jobs), Utc::now()).await.unwrap();
@@ -461,32 +213,32 @@ fn new(email: &str, status: SubscriberStatus) -> NewSubscriber {
     }
 }
 
-async fn lists_belong_to_their_user(s: &impl Backend) {
-    let a1 = s.create_list(ALICE, "  Weekly  ").await.unwrap();
-    let a2 = s.create_list(ALICE, "Monthly").await.unwrap();
-    let b1 = s.create_list(BOB, "Bob's").await.unwrap();
+async fn lists_belong_to_their_user(s: &Subject) {
+    let a1 = s.create_list(ALICE, "  Weekly  ").unwrap();
+    let a2 = s.create_list(ALICE, "Monthly").unwrap();
+    let b1 = s.create_list(BOB, "Bob's").unwrap();
     assert_eq!(a1.name, "Weekly");
     assert!(a1.id < a2.id);
-    let page = s.lists(ALICE, None, 1).await.unwrap();
+    let page = s.lists(ALICE, None, 1).unwrap();
     assert_eq!(page.items.iter().map(|l| l.id).collect::<Vec<_>>(), [a1.id]);
-    let rest = s.lists(ALICE, page.next_after, 10).await.unwrap();
+    let rest = s.lists(ALICE, page.next_after, 10).unwrap();
     assert_eq!(rest.items.iter().map(|l| l.id).collect::<Vec<_>>(), [a2.id]);
     assert_eq!(rest.next_after, None);
-    assert!(matches!(s.list(ALICE, b1.id).await, Err(StoreError::NotFound)));
-    assert!(matches!(s.delete_list(BOB, a1.id).await, Err(StoreError::NotFound)));
-    assert!(matches!(s.create_list(ALICE, "   ").await, Err(StoreError::Invalid(_))));
+    assert!(matches!(s.list(ALICE, b1.id), Err(StoreError::NotFound)));
+    assert!(matches!(s.delete_list(BOB, a1.id), Err(StoreError::NotFound)));
+    assert!(matches!(s.create_list(ALICE, "   "), Err(StoreError::Invalid(_))));
     assert!(matches!(
-        s.create_list(ALICE, &"x".repeat(257)).await,
+        s.create_list(ALICE, &"x".repeat(257)),
         Err(StoreError::Invalid(_))
     ));
-    s.delete_list(ALICE, a1.id).await.unwrap();
-    assert!(matches!(s.list(ALICE, a1.id).await, Err(StoreError::NotFound)));
-    assert_eq!(s.lists(ALICE, None, 10).await.unwrap().items.len(), 1);
+    s.delete_list(ALICE, a1.id).unwrap();
+    assert!(matches!(s.list(ALICE, a1.id), Err(StoreError::NotFound)));
+    assert_eq!(s.lists(ALICE, None, 10).unwrap().items.len(), 1);
 }
 
-async fn upserts_create_update_and_keep_unsubscribes(s: &impl Backend) {
+async fn upserts_create_update_and_keep_unsubscribes(s: &Subject) {
     use SubscriberStatus::*;
-    let list = s.create_list(ALICE, "l").await.unwrap();
+    let list = s.create_list(ALICE, "l").unwrap();
     let first = s
         .upsert(
             ALICE,
@@ -497,14 +249,13 @@ async fn upserts_create_update_and_keep_unsubscribes(s: &impl Backend) {
                 new("a@x.org", Subscribed),
             ],
         )
-        .await
         .unwrap();
     assert_eq!((first.created, first.updated, first.kept_unsubscribed), (2, 1, 0));
     assert_eq!(
         first.subscribers[0].id, first.subscribers[2].id,
         "one address, one subscriber"
     );
-    assert_eq!(s.list(ALICE, list.id).await.unwrap().subscriber_count, 2);
+    assert_eq!(s.list(ALICE, list.id).unwrap().subscriber_count, 2);
 
     let again = s
         .upsert(
@@ -512,12 +263,11 @@ async fn upserts_create_update_and_keep_unsubscribes(s: &impl Backend) {
             list.id,
             vec![new("b@x.org", Subscribed), new("c@x.org", Bounced)],
         )
-        .await
         .unwrap();
     assert_eq!((again.created, again.updated, again.kept_unsubscribed), (1, 1, 1));
-    let b = s.subscriber(ALICE, list.id, again.subscribers[0].id).await.unwrap();
+    let b = s.subscriber(ALICE, list.id, again.subscribers[0].id).unwrap();
     assert_eq!(b.status, Unsubscribed, "an import never re-subscribes");
-    assert_eq!(s.list(ALICE, list.id).await.unwrap().subscriber_count, 3);
+    assert_eq!(s.list(ALICE, list.id).unwrap().subscriber_count, 3);
 
     let patch = SubscriberPatch {
         name: None,
@@ -525,27 +275,24 @@ async fn upserts_create_update_and_keep_unsubscribes(s: &impl Backend) {
         attributes: None,
         status: Some(Subscribed),
     };
-    let b = s.update_subscriber(ALICE, list.id, b.id, patch.clone()).await.unwrap();
+    let b = s.update_subscriber(ALICE, list.id, b.id, patch.clone()).unwrap();
     assert_eq!((b.status, b.timezone.as_deref()), (Subscribed, Some("Europe/Paris")));
     assert_eq!(b.status_changed.as_ref().map(|c| c.by.as_str()), Some("api"));
-    assert_eq!(s.subscriber(ALICE, list.id, b.id).await.unwrap(), b);
+    assert_eq!(s.subscriber(ALICE, list.id, b.id).unwrap(), b);
 
     let missing = SubscriberId::new(b.id.get() + 1_000);
     assert!(matches!(
-        s.subscriber(ALICE, list.id, missing).await,
+        s.subscriber(ALICE, list.id, missing),
         Err(StoreError::NotFound)
     ));
     assert!(matches!(
-        s.update_subscriber(ALICE, list.id, missing, patch.clone()).await,
+        s.update_subscriber(ALICE, list.id, missing, patch.clone()),
         Err(StoreError::NotFound)
     ));
     // Another user's list: as missing as a list that never was.
+    assert!(matches!(s.subscriber(BOB, list.id, b.id), Err(StoreError::NotFound)));
     assert!(matches!(
-        s.subscriber(BOB, list.id, b.id).await,
-        Err(StoreError::NotFound)
-    ));
-    assert!(matches!(
-        s.upsert(BOB, list.id, vec![new("d@x.org", Subscribed)]).await,
+        s.upsert(BOB, list.id, vec![new("d@x.org", Subscribed)]),
         Err(StoreError::NotFound)
     ));
     let bad = SubscriberPatch {
@@ -553,14 +300,14 @@ async fn upserts_create_update_and_keep_unsubscribes(s: &impl Backend) {
         ..patch
     };
     assert!(matches!(
-        s.update_subscriber(ALICE, list.id, b.id, bad).await,
+        s.update_subscriber(ALICE, list.id, b.id, bad),
         Err(StoreError::Invalid(_))
     ));
 }
 
-async fn subscriber_pages_and_status_filters(s: &impl Backend) {
+async fn subscriber_pages_and_status_filters(s: &Subject) {
     use SubscriberStatus::*;
-    let list = s.create_list(ALICE, "l").await.unwrap();
+    let list = s.create_list(ALICE, "l").unwrap();
     let batch = (0..12)
         .map(|i| {
             new(
@@ -569,11 +316,11 @@ async fn subscriber_pages_and_status_filters(s: &impl Backend) {
             )
         })
         .collect();
-    let stored = s.upsert(ALICE, list.id, batch).await.unwrap().subscribers;
+    let stored = s.upsert(ALICE, list.id, batch).unwrap().subscribers;
     let mut seen = Vec::new();
     let mut after = None;
     loop {
-        let page = s.subscribers(ALICE, list.id, None, after, 5).await.unwrap();
+        let page = s.subscribers(ALICE, list.id, None, after, 5).unwrap();
         seen.extend(page.items.iter().map(|s| s.id));
         match page.next_after {
             Some(a) => after = Some(a),
@@ -581,10 +328,7 @@ async fn subscriber_pages_and_status_filters(s: &impl Backend) {
         }
     }
     assert_eq!(seen, stored.iter().map(|s| s.id).collect::<Vec<_>>());
-    let unsubscribed = s
-        .subscribers(ALICE, list.id, Some(Unsubscribed), None, 10)
-        .await
-        .unwrap();
+    let unsubscribed = s.subscribers(ALICE, list.id, Some(Unsubscribed), None, 10).unwrap();
     let expected: Vec<_> = stored
         .iter()
         .filter(|s| s.status == Unsubscribed)
@@ -592,10 +336,7 @@ async fn subscriber_pages_and_status_filters(s: &impl Backend) {
         .collect();
     assert_eq!(unsubscribed.items.iter().map(|s| s.id).collect::<Vec<_>>(), expected);
     assert_eq!(unsubscribed.next_after, None);
-    let two = s
-        .subscribers(ALICE, list.id, Some(Unsubscribed), None, 2)
-        .await
-        .unwrap();
+    let two = s.subscribers(ALICE, list.id, Some(Unsubscribed), None, 2).unwrap();
     assert_eq!(two.items.len(), 2);
     assert_eq!(
         two.next_after,
@@ -603,63 +344,57 @@ async fn subscriber_pages_and_status_filters(s: &impl Backend) {
         "the cursor is the last row looked at"
     );
     assert!(matches!(
-        s.subscribers(BOB, list.id, None, None, 10).await,
+        s.subscribers(BOB, list.id, None, None, 10),
         Err(StoreError::NotFound)
     ));
     let all: Vec<_> = stored.iter().map(|s| s.id).collect();
-    assert_eq!(s.scan(ALICE, list.id, usize::MAX).await.unwrap(), all);
-    assert_eq!(s.scan(ALICE, list.id, 3).await.unwrap(), all[..3]);
-    assert!(matches!(s.scan(BOB, list.id, 1).await, Err(StoreError::NotFound)));
+    assert_eq!(s.scan(ALICE, list.id, usize::MAX).unwrap(), all);
+    assert_eq!(s.scan(ALICE, list.id, 3).unwrap(), all[..3]);
+    assert!(matches!(s.scan(BOB, list.id, 1), Err(StoreError::NotFound)));
 }
 
-async fn users_and_their_keys(s: &impl Backend) {
-    assert_eq!(s.user_count().await.unwrap(), 0);
-    let (first, key1) = s.create_user_as("Ann@Example.org", false).await.unwrap();
+async fn users_and_their_keys(s: &Subject) {
+    assert_eq!(s.user_count().unwrap(), 0);
+    let (first, key1) = s.create_user_as("Ann@Example.org", false).unwrap();
     assert!(first.admin, "the first user is the admin");
-    let (second, key2) = s.create_user_as("bo@example.org", false).await.unwrap();
+    let (second, key2) = s.create_user_as("bo@example.org", false).unwrap();
     assert!(!second.admin);
     assert!(matches!(
-        s.create_user_as("ann@example.org", false).await,
+        s.create_user_as("ann@example.org", false),
         Err(StoreError::Conflict(_))
     ));
-    assert!(matches!(
-        s.create_user_as("nope", false).await,
-        Err(StoreError::Invalid(_))
-    ));
-    assert_eq!(s.user_by_key(&key1).await.unwrap(), Some(first.clone()));
-    assert_eq!(s.user_by_key("posta_unknown").await.unwrap(), None);
+    assert!(matches!(s.create_user_as("nope", false), Err(StoreError::Invalid(_))));
+    assert_eq!(s.user_by_key(&key1).unwrap(), Some(first.clone()));
+    assert_eq!(s.user_by_key("posta_unknown").unwrap(), None);
 
-    let (_, key3) = s.new_key("ANN@example.org").await.unwrap();
-    let (key4, info4) = s.issue_key(first.id).await.unwrap();
-    let keys = s.keys(first.id).await.unwrap();
+    let (_, key3) = s.new_key("ANN@example.org").unwrap();
+    let (key4, info4) = s.issue_key(first.id).unwrap();
+    let keys = s.keys(first.id).unwrap();
     assert_eq!(keys.len(), 3);
     assert_eq!(keys.last().map(|k| k.id), Some(info4.id));
     assert!(
         keys.iter()
             .all(|k| k.hint.starts_with("posta_") && key1.starts_with("posta_"))
     );
-    s.revoke_key(first.id, info4.id).await.unwrap();
-    assert_eq!(s.user_by_key(&key4).await.unwrap(), None);
-    assert!(matches!(
-        s.revoke_key(second.id, keys[0].id).await,
-        Err(StoreError::NotFound)
-    ));
-    assert_eq!(s.revoke(&key3).await.unwrap(), 1);
-    assert_eq!(s.revoke("ann@example.org").await.unwrap(), 1, "the one key left");
-    assert_eq!(s.user_by_key(&key1).await.unwrap(), None);
-    assert_eq!(s.user_by_key(&key2).await.unwrap(), Some(second.clone()));
-    assert!(matches!(s.revoke("who@example.org").await, Err(StoreError::NotFound)));
+    s.revoke_key(first.id, info4.id).unwrap();
+    assert_eq!(s.user_by_key(&key4).unwrap(), None);
+    assert!(matches!(s.revoke_key(second.id, keys[0].id), Err(StoreError::NotFound)));
+    assert_eq!(s.revoke(&key3).unwrap(), 1);
+    assert_eq!(s.revoke("ann@example.org").unwrap(), 1, "the one key left");
+    assert_eq!(s.user_by_key(&key1).unwrap(), None);
+    assert_eq!(s.user_by_key(&key2).unwrap(), Some(second.clone()));
+    assert!(matches!(s.revoke("who@example.org"), Err(StoreError::NotFound)));
 
-    let page = s.users(None, 1).await.unwrap();
+    let page = s.users(None, 1).unwrap();
     assert_eq!(page.items, std::slice::from_ref(&first));
     assert_eq!(
-        s.users(page.next_after, 5).await.unwrap().items,
+        s.users(page.next_after, 5).unwrap().items,
         std::slice::from_ref(&second)
     );
-    assert_eq!(s.user(second.id).await.unwrap(), second);
-    assert!(matches!(s.user(UserId::new(999)).await, Err(StoreError::NotFound)));
-    assert!(matches!(s.keys(UserId::new(999)).await, Err(StoreError::NotFound)));
-    assert_eq!(s.user_count().await.unwrap(), 2);
+    assert_eq!(s.user(second.id).unwrap(), second);
+    assert!(matches!(s.user(UserId::new(999)), Err(StoreError::NotFound)));
+    assert!(matches!(s.keys(UserId::new(999)), Err(StoreError::NotFound)));
+    assert_eq!(s.user_count().unwrap(), 2);
 }
 
 fn suppression(email: &str, reason: SuppressionReason, detail: Option<&str>, minutes_ago: i64) -> Suppression {
@@ -671,7 +406,7 @@ fn suppression(email: &str, reason: SuppressionReason, detail: Option<&str>, min
     }
 }
 
-async fn suppression_lists(s: &impl Backend) {
+async fn suppression_lists(s: &Subject) {
     use SuppressionReason::*;
     let first = suppression("b@x.org", Manual, None, 10);
     let report = s
@@ -683,7 +418,6 @@ async fn suppression_lists(s: &impl Backend) {
                 suppression("c@x.org", Manual, None, 5),
             ],
         )
-        .await
         .unwrap();
     assert_eq!((report.added, report.updated, report.unchanged), (3, 0, 0));
     let again = s
@@ -694,54 +428,46 @@ async fn suppression_lists(s: &impl Backend) {
                 suppression("c@x.org", Manual, None, 0),
             ],
         )
-        .await
         .unwrap();
     assert_eq!((again.added, again.updated, again.unchanged), (0, 1, 1));
-    let b = s.suppression(ALICE, "B@X.org").await.unwrap();
+    let b = s.suppression(ALICE, "B@X.org").unwrap();
     assert_eq!(b.reason, Complained);
     assert_eq!(b.created_at, first.created_at, "since when is kept");
-    assert!(matches!(s.suppression(BOB, "b@x.org").await, Err(StoreError::NotFound)));
+    assert!(matches!(s.suppression(BOB, "b@x.org"), Err(StoreError::NotFound)));
 
-    let page = s.suppressions(ALICE, None, None, 2).await.unwrap();
+    let page = s.suppressions(ALICE, None, None, 2).unwrap();
     let emails: Vec<&str> = page.items.iter().map(|s| s.email.as_str()).collect();
     assert_eq!(emails, ["a@x.org", "b@x.org"]);
     assert_eq!(page.next_after.as_deref(), Some("b@x.org"));
-    let rest = s
-        .suppressions(ALICE, None, page.next_after.as_deref(), 2)
-        .await
-        .unwrap();
+    let rest = s.suppressions(ALICE, None, page.next_after.as_deref(), 2).unwrap();
     assert_eq!(rest.items.len(), 1);
     assert_eq!(rest.next_after, None);
-    let manual = s.suppressions(ALICE, Some(Manual), None, 10).await.unwrap();
+    let manual = s.suppressions(ALICE, Some(Manual), None, 10).unwrap();
     assert_eq!(
         manual.items.iter().map(|s| s.email.as_str()).collect::<Vec<_>>(),
         ["c@x.org"]
     );
 
-    s.unsuppress(ALICE, "A@x.org").await.unwrap();
-    assert!(matches!(
-        s.unsuppress(ALICE, "a@x.org").await,
-        Err(StoreError::NotFound)
-    ));
-    assert_eq!(s.suppressions(ALICE, None, None, 10).await.unwrap().items.len(), 2);
+    s.unsuppress(ALICE, "A@x.org").unwrap();
+    assert!(matches!(s.unsuppress(ALICE, "a@x.org"), Err(StoreError::NotFound)));
+    assert_eq!(s.suppressions(ALICE, None, None, 10).unwrap().items.len(), 2);
 }
 
-async fn campaigns_and_their_lifecycle(s: &impl Backend) {
+async fn campaigns_and_their_lifecycle(s: &Subject) {
     use SubscriberStatus::Subscribed;
-    let list = s.create_list(ALICE, "l").await.unwrap();
-    let bobs = s.create_list(BOB, "b").await.unwrap();
+    let list = s.create_list(ALICE, "l").unwrap();
+    let bobs = s.create_list(BOB, "b").unwrap();
     s.upsert(
         ALICE,
         list.id,
         vec![new("a@x.org", Subscribed), new("b@x.org", Subscribed)],
     )
-    .await
     .unwrap();
     let draft = CampaignDraft::minimal(list.id);
-    let c = s.create_campaign(ALICE, draft.clone(), "log".into()).await.unwrap();
+    let c = s.create_campaign(ALICE, draft.clone(), "log".into()).unwrap();
     assert_eq!(c.status, Status::Draft);
     assert!(matches!(
-        s.create_campaign(ALICE, CampaignDraft::minimal(bobs.id), "log".into()).await,
+        s.create_campaign(ALICE, CampaignDraft::minimal(bobs.id), "log".into()),
         Err(StoreError::Invalid(e)) if e.field == "list_id"
     ));
     let bad = CampaignDraft {
@@ -749,37 +475,33 @@ async fn campaigns_and_their_lifecycle(s: &impl Backend) {
         ..draft.clone()
     };
     assert!(matches!(
-        s.create_campaign(ALICE, bad, "log".into()).await,
+        s.create_campaign(ALICE, bad, "log".into()),
         Err(StoreError::Invalid(_))
     ));
-    assert_eq!(s.campaign(ALICE, c.id).await.unwrap(), c);
-    assert!(matches!(s.campaign(BOB, c.id).await, Err(StoreError::NotFound)));
-    assert_eq!(s.campaign_by_id(c.id).await.unwrap(), c);
+    assert_eq!(s.campaign(ALICE, c.id).unwrap(), c);
+    assert!(matches!(s.campaign(BOB, c.id), Err(StoreError::NotFound)));
+    assert_eq!(s.campaign_by_id(c.id).unwrap(), c);
 
-    let edited = s
-        .act(ALICE, c.id, Action::Edit, |c| c.name = "renamed".into())
-        .await
-        .unwrap();
+    let edited = s.act(ALICE, c.id, Action::Edit, |c| c.name = "renamed".into()).unwrap();
     assert_eq!(edited.name, "renamed");
-    let invalid = s.act(ALICE, c.id, Action::Edit, |c| c.subject = String::new()).await;
+    let invalid = s.act(ALICE, c.id, Action::Edit, |c| c.subject = String::new());
     assert!(matches!(invalid, Err(StoreError::Invalid(_))));
-    assert_eq!(s.campaign(ALICE, c.id).await.unwrap().name, "renamed", "nothing stored");
+    assert_eq!(s.campaign(ALICE, c.id).unwrap().name, "renamed", "nothing stored");
     assert!(matches!(
-        s.act(BOB, c.id, Action::Edit, |_| {}).await,
+        s.act(BOB, c.id, Action::Edit, |_| {}),
         Err(StoreError::NotFound)
     ));
 
-    let copy = s.duplicate_campaign(ALICE, c.id).await.unwrap();
+    let copy = s.duplicate_campaign(ALICE, c.id).unwrap();
     assert!(copy.id > c.id);
     assert_eq!(copy.status, Status::Draft);
     let later = Utc::now() + Duration::hours(1);
     s.act(ALICE, copy.id, Action::Edit, |c| c.scheduled_at = Some(later))
-        .await
         .unwrap();
-    let scheduled = s.send(ALICE, copy.id, Utc::now()).await.unwrap();
+    let scheduled = s.send(ALICE, copy.id, Utc::now()).unwrap();
     assert_eq!(scheduled.status, Status::Scheduled);
 
-    let sending = s.send(ALICE, c.id, Utc::now()).await.unwrap();
+    let sending = s.send(ALICE, c.id, Utc::now()).unwrap();
     assert_eq!(sending.status, Status::Sending);
     assert_eq!(
         (sending.stats.total, sending.stats.pending),
@@ -788,31 +510,28 @@ async fn campaigns_and_their_lifecycle(s: &impl Backend) {
     );
     assert!(sending.started_at.is_some());
     assert!(matches!(
-        s.act(ALICE, c.id, Action::Edit, |_| {}).await,
+        s.act(ALICE, c.id, Action::Edit, |_| {}),
         Err(StoreError::Transition(_))
     ));
-    assert!(matches!(
-        s.delete_campaign(ALICE, c.id).await,
-        Err(StoreError::Transition(_))
-    ));
-    let paused = s.act(ALICE, c.id, Action::Pause, |_| {}).await.unwrap();
+    assert!(matches!(s.delete_campaign(ALICE, c.id), Err(StoreError::Transition(_))));
+    let paused = s.act(ALICE, c.id, Action::Pause, |_| {}).unwrap();
     assert_eq!(paused.status, Status::Paused);
 
-    let mut active: Vec<CampaignId> = s.active_campaigns().await.unwrap().iter().map(|c| c.id).collect();
+    let mut active: Vec<CampaignId> = s.active_campaigns().unwrap().iter().map(|c| c.id).collect();
     active.sort();
     assert_eq!(active, [c.id, copy.id]);
-    let page = s.campaigns(ALICE, None, None, 1).await.unwrap();
+    let page = s.campaigns(ALICE, None, None, 1).unwrap();
     assert_eq!(page.items.iter().map(|c| c.id).collect::<Vec<_>>(), [c.id]);
-    let rest = s.campaigns(ALICE, None, page.next_after, 5).await.unwrap();
+    let rest = s.campaigns(ALICE, None, page.next_after, 5).unwrap();
     assert_eq!(rest.items.iter().map(|c| c.id).collect::<Vec<_>>(), [copy.id]);
-    let only = s.campaigns(ALICE, Some(Status::Scheduled), None, 5).await.unwrap();
+    let only = s.campaigns(ALICE, Some(Status::Scheduled), None, 5).unwrap();
     assert_eq!(only.items.iter().map(|c| c.id).collect::<Vec<_>>(), [copy.id]);
-    assert!(s.campaigns(BOB, None, None, 5).await.unwrap().items.is_empty());
+    assert!(s.campaigns(BOB, None, None, 5).unwrap().items.is_empty());
 
-    s.act(ALICE, copy.id, Action::Cancel, |_| {}).await.unwrap();
-    s.delete_campaign(ALICE, copy.id).await.unwrap();
-    assert!(matches!(s.campaign(ALICE, copy.id).await, Err(StoreError::NotFound)));
-    assert!(matches!(s.delete_campaign(BOB, c.id).await, Err(StoreError::NotFound)));
+    s.act(ALICE, copy.id, Action::Cancel, |_| {}).unwrap();
+    s.delete_campaign(ALICE, copy.id).unwrap();
+    assert!(matches!(s.campaign(ALICE, copy.id), Err(StoreError::NotFound)));
+    assert!(matches!(s.delete_campaign(BOB, c.id), Err(StoreError::NotFound)));
 }
 
 fn bounce(email: &str, kind: BounceType) -> Bounce {
@@ -825,47 +544,43 @@ fn bounce(email: &str, kind: BounceType) -> Bounce {
     }
 }
 
-async fn bounces_mark_messages_and_suppress(s: &impl Backend) {
+async fn bounces_mark_messages_and_suppress(s: &Subject) {
     use SubscriberStatus::Subscribed;
-    let list = s.create_list(ALICE, "l").await.unwrap();
+    let list = s.create_list(ALICE, "l").unwrap();
     let subs = s
         .upsert(
             ALICE,
             list.id,
             (0..3).map(|i| new(&format!("r{i}@x.org"), Subscribed)).collect(),
         )
-        .await
         .unwrap()
         .subscribers;
     let c = s
         .create_campaign(ALICE, CampaignDraft::minimal(list.id), "log".into())
-        .await
         .unwrap();
-    s.send(ALICE, c.id, Utc::now()).await.unwrap();
+    s.send(ALICE, c.id, Utc::now()).unwrap();
     deliver_all(s, c.id).await;
-    assert_eq!(s.campaign(ALICE, c.id).await.unwrap().status, Status::Sent);
-    let page = s.messages(ALICE, c.id, None, None, 2).await.unwrap();
+    assert_eq!(s.campaign(ALICE, c.id).unwrap().status, Status::Sent);
+    let page = s.messages(ALICE, c.id, None, None, 2).unwrap();
     assert_eq!(page.items.len(), 2);
     assert_eq!(page.next_after, Some(subs[1].id.get()));
-    let rest = s.messages(ALICE, c.id, None, page.next_after, 2).await.unwrap();
+    let rest = s.messages(ALICE, c.id, None, page.next_after, 2).unwrap();
     assert_eq!((rest.items.len(), rest.next_after), (1, None));
     assert!(
         s.messages(ALICE, c.id, Some(MessageStatus::Failed), None, 10)
-            .await
             .unwrap()
             .items
             .is_empty()
     );
     assert_eq!(
         s.messages(ALICE, c.id, Some(MessageStatus::Sent), None, 10)
-            .await
             .unwrap()
             .items
             .len(),
         3
     );
     assert!(matches!(
-        s.messages(BOB, c.id, None, None, 10).await,
+        s.messages(BOB, c.id, None, None, 10),
         Err(StoreError::NotFound)
     ));
 
@@ -875,28 +590,24 @@ async fn bounces_mark_messages_and_suppress(s: &impl Backend) {
     };
     let hard = s
         .record_bounce(ALICE, bounce("ignored@x.org", BounceType::Hard), Some(of(0)))
-        .await
         .unwrap();
     assert!(!hard.duplicate);
     assert_eq!(hard.bounce.email, "r0@x.org", "the message's address");
     assert_eq!(hard.suppressed, Some(SuppressionReason::Bounced));
     let again = s
         .record_bounce(ALICE, bounce("r0@x.org", BounceType::Hard), Some(of(0)))
-        .await
         .unwrap();
     assert!(again.duplicate);
-    assert_eq!(s.campaign(ALICE, c.id).await.unwrap().stats.bounced, 1);
-    let m0 = &s.messages(ALICE, c.id, None, None, 1).await.unwrap().items[0];
+    assert_eq!(s.campaign(ALICE, c.id).unwrap().stats.bounced, 1);
+    let m0 = &s.messages(ALICE, c.id, None, None, 1).unwrap().items[0];
     assert_eq!(m0.bounces.len(), 1);
     assert!(matches!(
-        s.record_bounce(BOB, bounce("r1@x.org", BounceType::Hard), Some(of(1)))
-            .await,
+        s.record_bounce(BOB, bounce("r1@x.org", BounceType::Hard), Some(of(1))),
         Err(StoreError::NotFound)
     ));
 
     let soft = s
         .record_bounce(ALICE, bounce("Soft@X.org", BounceType::Soft), None)
-        .await
         .unwrap();
     assert_eq!((soft.soft_in_window, soft.suppressed), (Some(1), None));
     assert_eq!(soft.bounce.email, "soft@x.org");
@@ -905,15 +616,15 @@ async fn bounces_mark_messages_and_suppress(s: &impl Backend) {
         (bounce("r1@x.org", BounceType::Complaint), Some(of(1))),
         (bounce("soft@x.org", BounceType::Soft), None),
     ];
-    let first = s.record_report(ALICE, Some("<r1@mx>"), report.clone()).await.unwrap();
+    let first = s.record_report(ALICE, Some("<r1@mx>"), report.clone()).unwrap();
     assert!(first.iter().all(|r| !r.duplicate));
     assert_eq!(first[0].suppressed, Some(SuppressionReason::Complained));
     assert_eq!(first[1].soft_in_window, Some(2));
-    let twice = s.record_report(ALICE, Some("<r1@mx>"), report).await.unwrap();
+    let twice = s.record_report(ALICE, Some("<r1@mx>"), report).unwrap();
     assert!(twice.iter().all(|r| r.duplicate));
     assert_eq!(twice[0].suppressed, Some(SuppressionReason::Complained));
 
-    let all = s.bounces(ALICE, None, 10).await.unwrap();
+    let all = s.bounces(ALICE, None, 10).unwrap();
     let order: Vec<(&str, BounceType)> = all.items.iter().map(|b| (b.email.as_str(), b.kind)).collect();
     assert_eq!(
         order,
@@ -924,42 +635,37 @@ async fn bounces_mark_messages_and_suppress(s: &impl Backend) {
             ("soft@x.org", BounceType::Soft),
         ]
     );
-    let one = s.bounces(ALICE, None, 3).await.unwrap();
+    let one = s.bounces(ALICE, None, 3).unwrap();
     let after = one.next_after.clone().expect("a cursor");
     assert_eq!(after.0, "soft@x.org");
-    let last = s.bounces(ALICE, Some((after.0.as_str(), after.1)), 3).await.unwrap();
+    let last = s.bounces(ALICE, Some((after.0.as_str(), after.1)), 3).unwrap();
     assert_eq!((last.items.len(), last.next_after), (1, None));
-    assert!(s.bounces(BOB, None, 10).await.unwrap().items.is_empty());
+    assert!(s.bounces(BOB, None, 10).unwrap().items.is_empty());
 
-    let key = s.secret("unsubscribe").await.unwrap();
-    assert_eq!(s.secret("unsubscribe").await.unwrap(), key);
-    assert_ne!(s.secret("other").await.unwrap(), key);
+    let key = s.secret("unsubscribe").unwrap();
+    assert_eq!(s.secret("unsubscribe").unwrap(), key);
+    assert_ne!(s.secret("other").unwrap(), key);
 }
 
 /// Each webhook has a queue of its own: a backlog on one does not hold up
 /// another, a failed attempt waits for its retry, a deleted webhook's
 /// queue is gone.
-async fn webhook_outboxes(s: &impl Backend) {
+async fn webhook_outboxes(s: &Subject) {
     use SubscriberStatus::{Subscribed, Unsubscribed};
     let hook_a = s
         .create_webhook(ALICE, vec![EventKind::SubscriberUnsubscribed])
-        .await
         .unwrap();
-    let hook_b = s
-        .create_webhook(BOB, vec![EventKind::SubscriberUnsubscribed])
-        .await
-        .unwrap();
-    let ids: Vec<WebhookId> = s.webhooks(ALICE).await.unwrap().iter().map(|w| w.id).collect();
+    let hook_b = s.create_webhook(BOB, vec![EventKind::SubscriberUnsubscribed]).unwrap();
+    let ids: Vec<WebhookId> = s.webhooks(ALICE).unwrap().iter().map(|w| w.id).collect();
     assert_eq!(ids, [hook_a.id]);
-    let leave = |user: UserId, n: usize| async move {
-        let list = s.create_list(user, "l").await.unwrap();
+    let leave = |user: UserId, n: usize| {
+        let list = s.create_list(user, "l").unwrap();
         let subs = s
             .upsert(
                 user,
                 list.id,
                 (0..n).map(|i| new(&format!("w{i}@x.org"), Subscribed)).collect(),
             )
-            .await
             .unwrap()
             .subscribers;
         for sub in subs {
@@ -969,17 +675,17 @@ async fn webhook_outboxes(s: &impl Backend) {
                 attributes: None,
                 status: Some(Unsubscribed),
             };
-            s.update_subscriber(user, list.id, sub.id, patch).await.unwrap();
+            s.update_subscriber(user, list.id, sub.id, patch).unwrap();
         }
     };
-    leave(ALICE, 4).await;
-    leave(BOB, 1).await;
+    leave(ALICE, 4);
+    leave(BOB, 1);
     let now = Utc::now() + Duration::seconds(1);
-    let (due, _) = s.due_deliveries(now, 2, None).await.unwrap();
+    let (due, _) = s.due_deliveries(now, 2, None).unwrap();
     let count = |due: &[DueDelivery], id| due.iter().filter(|d| d.webhook.id == id).count();
     assert_eq!((count(&due, hook_a.id), count(&due, hook_b.id)), (2, 1));
     let first = due.iter().find(|d| d.webhook.id == hook_a.id).unwrap().delivery.clone();
-    let (again, _) = s.due_deliveries(now, 10, Some(first.id)).await.unwrap();
+    let (again, _) = s.due_deliveries(now, 10, Some(first.id)).unwrap();
     assert!(
         again.iter().all(|d| d.delivery.id != first.id),
         "under way: passed over"
@@ -993,38 +699,32 @@ async fn webhook_outboxes(s: &impl Backend) {
         duration_ms: 1,
     };
     s.finish_attempt(hook_a.id, first.id, attempt.clone(), false, Some(retry_at))
-        .await
         .unwrap();
-    let (due_now, next) = s.due_deliveries(now, 10, None).await.unwrap();
+    let (due_now, next) = s.due_deliveries(now, 10, None).unwrap();
     assert!(
         due_now.iter().all(|d| d.delivery.id != first.id),
         "not before its retry"
     );
     assert!(next.is_some_and(|n| n <= retry_at));
-    let page = s.deliveries(ALICE, hook_a.id, None, 10).await.unwrap();
+    let page = s.deliveries(ALICE, hook_a.id, None, 10).unwrap();
     let stored = page.items.iter().find(|d| d.id == first.id).unwrap();
     assert_eq!((stored.state, stored.attempts.len()), (DeliveryState::Pending, 1));
     assert!(matches!(
-        s.deliveries(BOB, hook_a.id, None, 10).await,
+        s.deliveries(BOB, hook_a.id, None, 10),
         Err(StoreError::NotFound)
     ));
 
-    let (at_retry, _) = s.due_deliveries(retry_at, 10, None).await.unwrap();
+    let (at_retry, _) = s.due_deliveries(retry_at, 10, None).unwrap();
     assert!(at_retry.iter().any(|d| d.delivery.id == first.id));
-    s.finish_attempt(hook_a.id, first.id, attempt, true, None)
-        .await
-        .unwrap();
-    let done = s.deliveries(ALICE, hook_a.id, None, 10).await.unwrap();
+    s.finish_attempt(hook_a.id, first.id, attempt, true, None).unwrap();
+    let done = s.deliveries(ALICE, hook_a.id, None, 10).unwrap();
     let stored = done.items.iter().find(|d| d.id == first.id).unwrap();
     assert_eq!((stored.state, stored.attempts.len()), (DeliveryState::Delivered, 2));
-    assert_eq!(s.prune_deliveries(Utc::now() + Duration::hours(1)).await.unwrap(), 1);
+    assert_eq!(s.prune_deliveries(Utc::now() + Duration::hours(1)).unwrap(), 1);
 
-    s.delete_webhook(ALICE, hook_a.id).await.unwrap();
-    assert!(matches!(
-        s.delete_webhook(ALICE, hook_a.id).await,
-        Err(StoreError::NotFound)
-    ));
-    let (left, _) = s.due_deliveries(retry_at + Duration::hours(1), 10, None).await.unwrap();
+    s.delete_webhook(ALICE, hook_a.id).unwrap();
+    assert!(matches!(s.delete_webhook(ALICE, hook_a.id), Err(StoreError::NotFound)));
+    let (left, _) = s.due_deliveries(retry_at + Duration::hours(1), 10, None).unwrap();
     assert!(left.iter().all(|d| d.webhook.id == hook_b.id));
 }
 
@@ -1035,9 +735,9 @@ fn at(s: &str) -> DateTime<Utc> {
 /// A local-time campaign: each subscriber's message comes due when their
 /// wall clock shows the campaign's time; until then they wait as due
 /// entries, released in due order.
-async fn local_time_sends_release_in_due_order(s: &impl Backend) {
+async fn local_time_sends_release_in_due_order(s: &Subject) {
     use SubscriberStatus::{Subscribed, Unsubscribed};
-    let list = s.create_list(ALICE, "l").await.unwrap();
+    let list = s.create_list(ALICE, "l").unwrap();
     let with_tz = |email: &str, tz: Option<&str>, status| NewSubscriber {
         timezone: tz.map(str::to_string),
         ..new(email, status)
@@ -1053,19 +753,18 @@ async fn local_time_sends_release_in_due_order(s: &impl Backend) {
                 with_tz("gone@x.org", Some("Pacific/Kiritimati"), Unsubscribed),
             ],
         )
-        .await
         .unwrap()
         .subscribers;
     let draft = || s.create_campaign(ALICE, local_draft(list.id), "log".into());
-    let c = draft().await.unwrap();
+    let c = draft().unwrap();
     // 12:00 in Kiritimati (UTC+14) is 22:00 UTC the day before: sent
     // earlier, the campaign waits as scheduled.
     let early = at("2029-12-31T21:00:00Z");
-    assert_eq!(s.send(ALICE, c.id, early).await.unwrap().status, Status::Scheduled);
-    s.act(ALICE, c.id, Action::Cancel, |_| {}).await.unwrap();
-    let c = draft().await.unwrap();
+    assert_eq!(s.send(ALICE, c.id, early).unwrap().status, Status::Scheduled);
+    s.act(ALICE, c.id, Action::Cancel, |_| {}).unwrap();
+    let c = draft().unwrap();
     let now = at("2030-01-01T00:00:00Z");
-    assert_eq!(s.send(ALICE, c.id, now).await.unwrap().status, Status::Sending);
+    assert_eq!(s.send(ALICE, c.id, now).unwrap().status, Status::Sending);
 
     let first = s.step(c.id, 100, now).await.unwrap();
     let ids = |jobs: &[Job]| jobs.iter().map(|j| j.subscriber.id).collect::<Vec<_>>();
@@ -1093,8 +792,8 @@ async fn local_time_sends_release_in_due_order(s: &impl Backend) {
         (done[0].stats.sent, done[0].stats.skipped, done[0].stats.pending),
         (3, 1, 0)
     );
-    let due_at = |i: usize| async move { s.messages(ALICE, c.id, None, None, 10).await.unwrap().items[i].due_at };
-    assert_eq!(due_at(1).await, Some(at("2030-01-01T23:00:00Z")));
+    let due_at = |i: usize| s.messages(ALICE, c.id, None, None, 10).unwrap().items[i].due_at;
+    assert_eq!(due_at(1), Some(at("2030-01-01T23:00:00Z")));
 }
 
 /// Due at 12:00 on each subscriber's wall clock, 1 January 2030.
@@ -1109,25 +808,23 @@ fn local_draft(list: ListId) -> CampaignDraft {
 /// Cancel mid-send: the messages not yet created are cancelled, a queued
 /// one whose job reports `cancelled` is counted so, and the counters agree
 /// with the messages.
-async fn cancel_settles_everything_left(s: &impl Backend) {
+async fn cancel_settles_everything_left(s: &Subject) {
     use SubscriberStatus::Subscribed;
-    let list = s.create_list(ALICE, "l").await.unwrap();
+    let list = s.create_list(ALICE, "l").unwrap();
     s.upsert(
         ALICE,
         list.id,
         (0..5).map(|i| new(&format!("c{i}@x.org"), Subscribed)).collect(),
     )
-    .await
     .unwrap();
     let c = s
         .create_campaign(ALICE, CampaignDraft::minimal(list.id), "log".into())
-        .await
         .unwrap();
-    s.send(ALICE, c.id, Utc::now()).await.unwrap();
+    s.send(ALICE, c.id, Utc::now()).unwrap();
     let step = s.step(c.id, 2, Utc::now()).await.unwrap();
     assert_eq!(step.jobs.len(), 2);
     s.settle(&sent(c.id, &step.jobs[..1]), Utc::now()).await.unwrap();
-    s.act(ALICE, c.id, Action::Cancel, |_| {}).await.unwrap();
+    s.act(ALICE, c.id, Action::Cancel, |_| {}).unwrap();
     let rest = s.step(c.id, 100, Utc::now()).await.unwrap();
     assert!(rest.jobs.is_empty(), "nothing more is handed out");
     let after = s
@@ -1136,23 +833,24 @@ async fn cancel_settles_everything_left(s: &impl Backend) {
         .unwrap();
     let stats = after[0].stats;
     assert_eq!((stats.sent, stats.cancelled, stats.queued, stats.pending), (1, 4, 0, 0));
-    let messages = s.messages(ALICE, c.id, None, None, 10).await.unwrap().items;
+    let messages = s.messages(ALICE, c.id, None, None, 10).unwrap().items;
     let count = |st: MessageStatus| messages.iter().filter(|m| m.status == st).count() as u64;
     assert_eq!((count(MessageStatus::Sent), count(MessageStatus::Cancelled)), (1, 4));
     // A late outcome for a settled message counts nothing.
     let again = s.settle(&sent(c.id, &step.jobs[..1]), Utc::now()).await.unwrap();
     assert!(again.is_empty());
-    assert_eq!(s.campaign(ALICE, c.id).await.unwrap().stats, stats);
+    assert_eq!(s.campaign(ALICE, c.id).unwrap().stats, stats);
 }
 
 macro_rules! conformance {
     ($($scenario:ident),* $(,)?) => {
         mod redb {
             $(
-                #[tokio::test]
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $scenario() {
                     let (_dir, store) = crate::store::temp_store();
-                    super::$scenario(&store).await;
+                    let store = crate::store::Store::Redb(store);
+                    super::$scenario(&super::Subject { store }).await;
                 }
             )*
         }
@@ -1160,11 +858,11 @@ macro_rules! conformance {
         #[cfg(feature = "postgres")]
         mod postgres {
             $(
-                #[tokio::test]
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $scenario() {
                     let db = crate::store::pg::test_server::TestServer::get().database();
-                    let store = crate::store::pg::PgStore::connect(&db.url, 4).await.unwrap();
-                    super::$scenario(&store).await;
+                    let store = crate::store::Store::connect(&db.url, 4).await.unwrap();
+                    super::$scenario(&super::Subject { store }).await;
                 }
             )*
         }
