@@ -105,11 +105,8 @@ impl Instance {
             engine_runtime.handle(),
             store.clone(),
             Arc::new(plugins),
-            config.delivery.clone(),
-            config.bounces,
-            config.base_url(),
+            &config,
             Arc::new(crate::engine::clock::SystemClock),
-            &config.database,
         )
         .await?;
         Ok(Instance {

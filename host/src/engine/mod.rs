@@ -33,8 +33,7 @@ use self::clock::Clock;
 use self::queue::blocking;
 use tokio::sync::{Notify, mpsc};
 
-use crate::config::Delivery;
-use crate::domain::bounce::BouncePolicy;
+use crate::config::{Config, Delivery};
 use crate::domain::message::Job;
 use crate::domain::{Campaign, CampaignId, Status, schedule};
 use crate::plugins::Plugins;
@@ -81,45 +80,31 @@ impl Engine {
     pub async fn start(
         store: Store,
         plugins: Arc<Plugins>,
-        cfg: Delivery,
-        bounces: BouncePolicy,
-        base_url: String,
+        config: &Config,
         clock: Arc<dyn Clock>,
     ) -> Result<Engine, StoreError> {
-        Engine::start_on(
-            tokio::runtime::Handle::current(),
-            store,
-            plugins,
-            cfg,
-            bounces,
-            base_url,
-            clock,
-            &crate::config::Database::default(),
-        )
-        .await
+        Engine::start_on(tokio::runtime::Handle::current(), store, plugins, config, clock).await
     }
 
     /// Like `start`, with every engine task on `rt`. The server gives the
     /// engine its own runtime so that thousands of runnable message tasks
-    /// never queue ahead of an API request. On PostgreSQL the engine joins
-    /// the cluster as a node (`database`: its name, lease and fence).
-    #[allow(clippy::too_many_arguments)]
+    /// never queue ahead of an API request. It reads `config`'s
+    /// `[delivery]`, `[bounces]`, the base URL and, on PostgreSQL, where
+    /// the engine joins the cluster as a node, `[database]`.
     pub async fn start_on(
         rt: tokio::runtime::Handle,
         store: Store,
         plugins: Arc<Plugins>,
-        cfg: Delivery,
-        bounces: BouncePolicy,
-        base_url: String,
+        config: &Config,
         clock: Arc<dyn Clock>,
-        database: &crate::config::Database,
     ) -> Result<Engine, StoreError> {
+        let (cfg, bounces, base_url) = (config.delivery.clone(), config.bounces, config.base_url());
         let (tx, rx) = mpsc::unbounded_channel();
         let store_secret = {
             let store = store.clone();
             blocking(move || store.secret("unsubscribe")).await?
         };
-        let queue = queue::Queue::open(&store, database, &rt).await?;
+        let queue = queue::Queue::open(&store, &config.database, &rt).await?;
         let stop = Arc::new(job::Stop::default());
         let mut lanes = HashMap::new();
         for (name, t) in &plugins.transports {

@@ -88,16 +88,9 @@ async fn fixture(now: DateTime<Utc>, backend: Backend) -> Fixture {
     };
     let plugins = Arc::new(Plugins::load(&cfg, &data).unwrap());
     let clock = Arc::new(ManualClock::new(now));
-    let engine = Engine::start(
-        store.clone(),
-        plugins,
-        cfg.delivery.clone(),
-        cfg.bounces,
-        "http://x".into(),
-        clock.clone(),
-    )
-    .await
-    .unwrap();
+    let engine = Engine::start(store.clone(), plugins, &cfg, clock.clone())
+        .await
+        .unwrap();
     let (user, _) = store.create_user("tz@example.org").unwrap();
     let list = store.create_list(user.id, "world").unwrap();
     let subs = ZONES
