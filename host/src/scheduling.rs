@@ -10,7 +10,7 @@
 //! 15.1 ms without (0.5 ms slices: 4.5 / 10.6 / 10.0 against 6.3 / 15.3 /
 //! 14.4 in another pair of runs); what was left of a write's p99, its
 //! own commit after the engine's, went with group commit
-//! (`Store::write_riding`). CPU *shares* stay equal (nice is untouched: at nice +10 the
+//! (`Redb::write_riding`). CPU *shares* stay equal (nice is untouched: at nice +10 the
 //! engine lost 90% of the CPU to a flood of cheap public requests). Older
 //! kernels refuse or ignore the hint, which changes nothing.
 

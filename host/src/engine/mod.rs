@@ -2,8 +2,9 @@
 //! outcomes.
 //!
 //! Per campaign, a driver task turns subscribers into queued messages one
-//! batch per transaction (`Store::enqueue`), keeping at most `window`
-//! messages without an outcome. Each queued message becomes a task that
+//! batch per transaction (`Redb::enqueue`, or this node's claim on
+//! PostgreSQL: `queue`), keeping at most `window` messages without an
+//! outcome. Each queued message becomes a task that
 //! personalizes it, waits for a transport slot, delivers it with retries and
 //! hands the outcome to the collector, which stores outcomes in batches.
 //! Pausing stops the driver from queueing; queued messages still finish.
