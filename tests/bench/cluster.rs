@@ -22,10 +22,10 @@ use posta::store::pg::test_server::TestServer;
 use posta::store::pg::{Node, PgStore};
 use tokio::sync::mpsc;
 
-use super::Report;
 use super::delivery::Receiver;
+use super::{Report, send_and_wait};
 use posta_e2e::cluster::Cluster;
-use posta_e2e::json;
+use posta_e2e::{Value, json};
 
 const CALLS_PER_NODE: usize = 32;
 
@@ -101,18 +101,9 @@ max_connections = 16
         let c = Cluster::start_on(TestServer::durable(), nodes, &toml);
         let api = c.nodes[0].api(&c.key);
         let list = api.list_of("n", n);
-        let id = api.ok_post(
-            "/campaigns",
-            json!({"name": "nodes", "subject": "s", "from_email": "a@example.org",
-            "list_id": list, "text": "t"}),
-        )["id"]
-            .as_u64()
-            .unwrap();
-        let start = Instant::now();
-        let (status, body) = api.post(&format!("/campaigns/{id}/send"), json!({}));
-        assert_eq!(status, 200, "{body}");
-        let done = api.wait_campaign(id, Duration::from_secs(600), |c| c["status"] == "sent");
-        let took = start.elapsed().as_secs_f64();
+        let id = api.campaign(list, json!({}));
+        let mut done = Value::Null;
+        let took = send_and_wait(&api, id, Duration::from_millis(10), |c| done = c.clone()).as_secs_f64();
         let stats = &done["stats"];
         assert_eq!(stats["sent"].as_u64().unwrap() as usize, n, "{stats}");
         let counted = c.count(&format!(

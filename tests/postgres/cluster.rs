@@ -178,10 +178,10 @@ fn pause_through_one_node_stops_all_and_cancel_stops_every_call_within_a_second(
         answered - asked
     );
     assert!(last.iter().all(|&t| t <= 1_000), "{last:?}");
-    let c = apis[0].wait_campaign(id, Duration::from_secs(30), |c| {
+    let done = apis[0].wait_campaign(id, Duration::from_secs(30), |c| {
         c["status"] == "cancelled" && c["stats"]["pending"] == 0
     });
-    assert!(c["stats"]["cancelled"].as_u64().unwrap() > 0, "{c}");
+    assert!(done["stats"]["cancelled"].as_u64().unwrap() > 0, "{done}");
 }
 
 #[test]

@@ -56,7 +56,7 @@ impl Stop {
     /// Waits out a retry's backoff; false when a stop cut it short (the
     /// retry then happens after the next start: no transport call starts
     /// after SIGTERM). A stop that lands just as the wait ends is caught by
-    /// `attempt`'s own check before the transport.
+    /// the lane's check before the transport.
     async fn sleep(&self, wait: Duration) -> bool {
         let stop = self.wake.notified();
         tokio::pin!(stop);
@@ -211,13 +211,10 @@ async fn attempt(
     }
     let msg = message.as_ref().expect("personalized above").message.clone();
     // Both limits hold: the campaign's send_rate here, the transport's own
-    // in its lane.
+    // in its lane, which also checks for a stop, a cancel and the fence
+    // right before the call.
     if let Some(l) = &ctx.campaign_rate {
         l.until_ready().await;
-    }
-    // After SIGTERM only calls already under way finish.
-    if shared.stop.is_stopping() {
-        return Err(Failure::Stopped);
     }
     match lane.deliver(msg, ctx.run.cancelled.clone(), fence.cloned()).await {
         Reply::Cancelled => Err(Failure::Cancelled),

@@ -43,6 +43,24 @@ struct Request {
     reply: oneshot::Sender<Reply>,
 }
 
+impl Request {
+    /// Why the message must not reach its transport now, if it must not:
+    /// after SIGTERM only calls already under way finish, a cancel stops
+    /// every message not yet handed over, and past the fence of the node
+    /// that claimed it another node may own it (PostgreSQL).
+    fn refused(&self, stop: &Stop) -> Option<Reply> {
+        if stop.is_stopping() {
+            Some(Reply::Stopped)
+        } else if self.cancelled.load(Ordering::Acquire) {
+            Some(Reply::Cancelled)
+        } else if self.fence.as_ref().is_some_and(|f| !f.open()) {
+            Some(Reply::Fenced)
+        } else {
+            None
+        }
+    }
+}
+
 #[derive(Clone)]
 pub(super) struct Lane {
     tx: mpsc::Sender<Request>,
@@ -69,25 +87,19 @@ impl Lane {
                 loop {
                     let next = rx.lock().await.recv().await;
                     let Some(req) = next else { return };
+                    // Checked before waiting for a rate slot (a message
+                    // that will not be sent takes none) and again at the
+                    // last moment.
+                    if let Some(refused) = req.refused(&stop) {
+                        let _ = req.reply.send(refused);
+                        continue;
+                    }
                     if let Some(pace) = &pace {
                         pace.until_ready().await;
-                    }
-                    // Checked at the last moment: a cancel must stop every
-                    // message that has not reached its transport yet, and
-                    // after SIGTERM only calls already under way finish.
-                    if stop.is_stopping() {
-                        let _ = req.reply.send(Reply::Stopped);
-                        continue;
-                    }
-                    if req.cancelled.load(Ordering::Acquire) {
-                        let _ = req.reply.send(Reply::Cancelled);
-                        continue;
-                    }
-                    // Likewise the fence: past it another node may own the
-                    // message (PostgreSQL).
-                    if req.fence.as_ref().is_some_and(|f| !f.open()) {
-                        let _ = req.reply.send(Reply::Fenced);
-                        continue;
+                        if let Some(refused) = req.refused(&stop) {
+                            let _ = req.reply.send(refused);
+                            continue;
+                        }
                     }
                     let started = std::time::Instant::now();
                     let result = transport.deliver(req.message).await;

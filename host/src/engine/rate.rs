@@ -61,17 +61,16 @@ impl Pace {
         name: &str,
         per_minute: Option<u32>,
     ) -> Result<Option<Pace>, crate::store::StoreError> {
-        let Some(local) = self::per_minute(per_minute) else {
+        let Some(n) = per_minute.filter(|n| *n > 0) else {
             return Ok(None);
         };
         #[cfg(feature = "postgres")]
         if let Some(pg) = store.pg() {
-            let n = per_minute.expect("a limit");
             let pacer = crate::store::pg::SharedPacer::new(pg, name, n).await?;
             return Ok(Some(Pace::Shared(Box::new(pacer))));
         }
         let _ = (store, name);
-        Ok(Some(Pace::Local(local)))
+        Ok(self::per_minute(Some(n)).map(Pace::Local))
     }
 
     /// Waits for this caller's slot. A shared pacer that cannot reach the
