@@ -17,6 +17,14 @@ const WINDOW: i64 = 1024;
 const LEASES: &str = "[database]\nlease_ms = 4000\nfence_margin_ms = 1500\n";
 const MARGIN_MS: i64 = 1500;
 
+/// One cluster at a time: three nodes and the database already fill the
+/// two cores, and timing checks (rate windows, fences) measured beside a
+/// second cluster would measure that crowding instead.
+fn one_cluster_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
 }
@@ -68,6 +76,7 @@ fn check_complete(c: &Cluster, api: &Api, id: u64, n: usize) -> (i64, i64) {
 
 #[test]
 fn a_node_killed_three_times_mid_send_loses_nothing() {
+    let _serial = one_cluster_at_a_time();
     const N: usize = 100_000;
     let mut c = Cluster::start(3, LEASES);
     let api = c.nodes[0].api(&c.key);
@@ -91,6 +100,7 @@ fn a_node_killed_three_times_mid_send_loses_nothing() {
 
 #[test]
 fn a_frozen_node_calls_nothing_past_its_fence_and_its_late_outcomes_are_refused() {
+    let _serial = one_cluster_at_a_time();
     const N: usize = 30_000;
     let c = Cluster::start(3, LEASES);
     let api = c.nodes[0].api(&c.key);
@@ -141,6 +151,7 @@ fn a_frozen_node_calls_nothing_past_its_fence_and_its_late_outcomes_are_refused(
 
 #[test]
 fn pause_through_one_node_stops_all_and_cancel_stops_every_call_within_a_second() {
+    let _serial = one_cluster_at_a_time();
     const N: usize = 40_000;
     let c = Cluster::start(3, LEASES);
     let apis: Vec<Api> = c.nodes.iter().map(|n| n.api(&c.key)).collect();
@@ -186,6 +197,7 @@ fn pause_through_one_node_stops_all_and_cancel_stops_every_call_within_a_second(
 
 #[test]
 fn a_transport_rate_limit_is_shared_exactly_by_three_nodes() {
+    let _serial = one_cluster_at_a_time();
     const N: usize = 1_500;
     let c = Cluster::start(
         3,
@@ -231,6 +243,7 @@ capabilities = {{ dirs = ["{{data_dir}}/outbox"] }}
 
 #[test]
 fn a_scheduled_campaign_fires_once_when_its_leader_is_killed() {
+    let _serial = one_cluster_at_a_time();
     const N: usize = 500;
     let mut c = Cluster::start(3, &format!("[webhooks]\nallow_private = true\n{LEASES}"));
     let leader = c.leader();
