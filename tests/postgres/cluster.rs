@@ -196,7 +196,6 @@ fn pause_through_one_node_stops_all_and_cancel_stops_every_call_within_a_second(
 }
 
 #[test]
-#[ignore = "busiest second 102 (bound 101) under CI load; issue #15 stays open for it"]
 fn a_transport_rate_limit_is_shared_exactly_by_three_nodes() {
     let _serial = one_cluster_at_a_time();
     const N: usize = 1_500;

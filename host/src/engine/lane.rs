@@ -64,6 +64,8 @@ impl Request {
 #[derive(Clone)]
 pub(super) struct Lane {
     tx: mpsc::Sender<Request>,
+    /// The transport's `rate_limit` per minute, if it has one.
+    rate_limit: Option<u32>,
 }
 
 impl Lane {
@@ -108,7 +110,15 @@ impl Lane {
                 }
             });
         }
-        Lane { tx }
+        Lane {
+            tx,
+            rate_limit: transport.info.rate_limit.filter(|n| *n > 0),
+        }
+    }
+
+    /// The transport's `rate_limit` per minute, if it has one.
+    pub(super) fn rate_limit(&self) -> Option<u32> {
+        self.rate_limit
     }
 
     /// Hands a message to the transport and waits for its result.

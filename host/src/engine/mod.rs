@@ -298,7 +298,10 @@ async fn drive(inner: &Arc<Inner>, id: CampaignId, run: &Arc<Run>) -> Result<(),
     let campaign = blocking(move || store.campaign_by_id(id)).await?;
     let ctx = Arc::new(context(inner, &campaign, run.clone()).await?);
     dispatch(inner, run, &ctx, recovered, None);
-    let window = rate::window(campaign.send_rate, inner.cfg.window);
+    // Paced by its own send_rate or by its transport's rate_limit, the
+    // campaign queues only what the slower of them sends in half a second.
+    let transport_rate = ctx.transport.as_ref().and_then(|l| l.rate_limit());
+    let window = rate::window(rate::slowest(campaign.send_rate, transport_rate), inner.cfg.window);
     let mut skipped = campaign.stats.skipped;
     loop {
         let notified = run.wake.notified();

@@ -99,6 +99,11 @@ pub fn per_minute(per_minute: Option<u32>) -> Option<Limiter> {
     })
 }
 
+/// The slower of two optional rates per minute (0 is no limit).
+pub fn slowest(a: Option<u32>, b: Option<u32>) -> Option<u32> {
+    a.into_iter().chain(b).filter(|n| *n > 0).min()
+}
+
 /// Messages worth queueing ahead of a limited campaign: about half a
 /// second's share, so that a pause leaves little mail still to go out.
 pub fn window(per_minute: Option<u32>, max: usize) -> usize {
@@ -126,6 +131,9 @@ mod tests {
         assert_eq!(window(Some(6_000_000), 1024), 1024);
         assert!(per_minute(None).is_none());
         assert!(per_minute(Some(0)).is_none());
+        assert_eq!(slowest(Some(600), Some(6_000)), Some(600));
+        assert_eq!(slowest(None, Some(6_000)), Some(6_000));
+        assert_eq!(slowest(Some(0), None), None);
     }
 
     #[test]
