@@ -212,7 +212,9 @@ async fn attempt(
     let msg = message.as_ref().expect("personalized above").message.clone();
     // Both limits hold: the campaign's send_rate here, the transport's own
     // in its lane, which also checks for a stop, a cancel and the fence
-    // right before the call.
+    // right before the call. The campaign's slot is taken before the
+    // hand-off, so its rate is exact but a busy lane can start a call past
+    // its slot (no start-by time is kept for it, unlike the transport's).
     if let Some(l) = &ctx.campaign_rate {
         l.until_ready().await;
     }

@@ -61,6 +61,21 @@ impl Request {
     }
 }
 
+/// Calls the transport with `req`'s message, unless the call cannot start
+/// by `start_by` (`None`).
+async fn call(
+    transport: &TransportEntry,
+    req: &Request,
+    start_by: Option<std::time::Instant>,
+    call_seconds: &metrics::Histogram,
+) -> Option<Reply> {
+    let started = std::time::Instant::now();
+    let result = transport.deliver_by(req.message.clone(), start_by).await;
+    let result = result.transpose()?;
+    call_seconds.record(started.elapsed());
+    Some(Reply::Delivered(result))
+}
+
 #[derive(Clone)]
 pub(super) struct Lane {
     tx: mpsc::Sender<Request>,
@@ -92,21 +107,27 @@ impl Lane {
                     // Checked before waiting for a rate slot (a message
                     // that will not be sent takes none) and again at the
                     // last moment.
-                    if let Some(refused) = req.refused(&stop) {
-                        let _ = req.reply.send(refused);
-                        continue;
-                    }
-                    if let Some(pace) = &pace {
-                        pace.until_ready().await;
+                    let reply = loop {
                         if let Some(refused) = req.refused(&stop) {
-                            let _ = req.reply.send(refused);
-                            continue;
+                            break refused;
                         }
-                    }
-                    let started = std::time::Instant::now();
-                    let result = transport.deliver(req.message).await;
-                    call_seconds.record(started.elapsed());
-                    let _ = req.reply.send(Reply::Delivered(result));
+                        let Some(pace) = &pace else {
+                            break call(&transport, &req, None, &call_seconds)
+                                .await
+                                .expect("a call with no start-by time always runs");
+                        };
+                        let start_by = pace.until_ready().await;
+                        if let Some(refused) = req.refused(&stop) {
+                            break refused;
+                        }
+                        // A shared slot whose call could not start on time
+                        // (an instantiation, a starved thread) is let go
+                        // and the next one waited for.
+                        if let Some(reply) = call(&transport, &req, start_by, &call_seconds).await {
+                            break reply;
+                        }
+                    };
+                    let _ = req.reply.send(reply);
                 }
             });
         }

@@ -73,19 +73,29 @@ impl Pace {
         Ok(self::per_minute(Some(n)).map(Pace::Local))
     }
 
-    /// Waits for this caller's slot. A shared pacer that cannot reach the
-    /// database holds the send back (a send without a slot could break
-    /// the cluster's limit) and tries again.
-    pub async fn until_ready(&self) {
+    /// Waits for this caller's slot and returns the latest instant its send
+    /// may start, if there is one: a shared pacer's slots hold the
+    /// cluster's limit only when each send starts on its own (the lane
+    /// takes another if the call would start later); this process's own
+    /// pacer keeps its rate whatever the lateness. A shared pacer that
+    /// cannot reach the database holds the send back (a send without a slot
+    /// could break the cluster's limit) and tries again.
+    pub async fn until_ready(&self) -> Option<std::time::Instant> {
         match self {
-            Pace::Local(l) => l.until_ready().await,
-            #[cfg(feature = "postgres")]
-            Pace::Shared(p) => {
-                while let Err(e) = p.acquire().await {
-                    tracing::warn!("shared pacer: {e}");
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                }
+            Pace::Local(l) => {
+                l.until_ready().await;
+                None
             }
+            #[cfg(feature = "postgres")]
+            Pace::Shared(p) => loop {
+                match p.acquire().await {
+                    Ok(start_by) => return Some(start_by),
+                    Err(e) => {
+                        tracing::warn!("shared pacer: {e}");
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
+                }
+            },
         }
     }
 }

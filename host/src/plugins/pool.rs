@@ -113,11 +113,29 @@ impl<W: World> Pool<W> {
     where
         F: for<'a> FnOnce(&'a W::Instance, &'a mut Store<HostState>) -> CallFuture<'a, R>,
     {
+        let ran = self.call_by(None, f).await?;
+        Ok(ran.expect("a call with no start-by time always runs"))
+    }
+
+    /// Runs one call like `call`, unless it cannot start by `start_by`
+    /// (`Ok(None)`: nothing ran, the instance goes back to the pool). The
+    /// time is checked once the instance is ready, right before the guest
+    /// runs, so what comes between the caller's wait and the call (an
+    /// instantiation, a preempted thread) cannot make it start later than
+    /// allowed: a rate slot's holder calls on its slot or not at all.
+    pub async fn call_by<R, F>(&self, start_by: Option<Instant>, f: F) -> Result<Option<R>, PluginError>
+    where
+        F: for<'a> FnOnce(&'a W::Instance, &'a mut Store<HostState>) -> CallFuture<'a, R>,
+    {
         let idle = self.idle.lock().expect("pool lock").pop();
         let mut slot = match idle {
             Some(slot) => slot,
             None => self.fresh().await.map_err(|e| self.counted(e))?,
         };
+        if start_by.is_some_and(|by| Instant::now() > by) {
+            self.put_back(slot);
+            return Ok(None);
+        }
         let deadline = self.meta.deadline();
         slot.store.data_mut().begin_call();
         slot.store.set_epoch_deadline(1);
@@ -139,18 +157,23 @@ impl<W: World> Pool<W> {
                     tracing::debug!(plugin = %self.meta.name, handles, "instance retired: handles piling up");
                 }
                 if slot.calls < MAX_CALLS && !piling_up {
-                    let mut idle = self.idle.lock().expect("pool lock");
-                    if idle.len() < self.max_idle {
-                        idle.push(slot);
-                    }
+                    self.put_back(slot);
                 }
-                Ok(r)
+                Ok(Some(r))
             }
             Ok(Err(e)) => Err(self.counted(self.classify(&slot.store, e))),
             Err(_) => Err(self.counted(PluginError::Deadline {
                 plugin: self.meta.name.clone(),
                 ms: self.meta.limits.deadline_ms,
             })),
+        }
+    }
+
+    /// Keeps an instance for the next call, if the pool has room.
+    fn put_back(&self, slot: Slot<W>) {
+        let mut idle = self.idle.lock().expect("pool lock");
+        if idle.len() < self.max_idle {
+            idle.push(slot);
         }
     }
 

@@ -297,13 +297,27 @@ impl TransportEntry {
         &self,
         message: Arc<types::Message>,
     ) -> Result<Result<types::Receipt, types::DeliveryError>, PluginError> {
+        let ran = self.deliver_by(message, None).await?;
+        Ok(ran.expect("a call with no start-by time always runs"))
+    }
+
+    /// Delivers `message` unless the call cannot start by `start_by`
+    /// (`Ok(None)`: not called; see `Pool::call_by`).
+    pub async fn deliver_by(
+        &self,
+        message: Arc<types::Message>,
+        start_by: Option<std::time::Instant>,
+    ) -> Result<Option<Result<types::Receipt, types::DeliveryError>>, PluginError> {
         #[cfg(feature = "native-bench")]
         if let Some(native) = &self.native {
-            return Ok(native.deliver(&message));
+            if start_by.is_some_and(|by| std::time::Instant::now() > by) {
+                return Ok(None);
+            }
+            return Ok(Some(native.deliver(&message)));
         }
         self.loaded
             .pool()
-            .call(move |t, store| {
+            .call_by(start_by, move |t, store| {
                 store.data_mut().sender = Some(message.from.email.clone());
                 Box::pin(async move { t.call_deliver(store, &message).await })
             })

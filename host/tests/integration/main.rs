@@ -3,4 +3,5 @@
 
 mod in_process;
 mod local_time;
+mod start_by;
 mod template_fuzz;

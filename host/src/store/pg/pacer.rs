@@ -126,20 +126,22 @@ impl SharedPacer {
         })
     }
 
-    /// Waits for this node's next slot; the caller sends right after.
+    /// Waits for this node's next slot and returns the latest instant its
+    /// send may start (`Pool::call_by` checks it again right before the
+    /// call; a send that misses it takes the next slot).
     ///
     /// A slot woken up later than `tolerance` — a starved thread, a slow
     /// reply — is let go and the next one taken: sending on it would crowd
     /// the slots after it, other nodes' included. So every send starts
     /// within that tolerance of a slot of its own, which is what bounds any
     /// second's sends; under starvation the rate falls short instead.
-    pub async fn acquire(&self) -> Result<()> {
+    pub async fn acquire(&self) -> Result<Instant> {
         let tolerance = tolerance(self.interval);
         loop {
             let at = self.next_slot().await?;
             tokio::time::sleep_until(at.into()).await;
             if Instant::now() <= at + tolerance {
-                return Ok(());
+                return Ok(at + tolerance);
             }
         }
     }
