@@ -15,7 +15,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-key="$("$bin" user add fuzz@example.org --data-dir "$data" | tail -n 1)"
+key="$("$bin" user add fuzz@example.org --domain example.org --data-dir "$data" | tail -n 1)"
 "$bin" serve --data-dir "$data" --listen 127.0.0.1:0 > "$data/stdout" 2> "$data/server.log" &
 server_pid=$!
 base=""

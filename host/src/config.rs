@@ -136,8 +136,25 @@ pub struct Server {
     pub db_cache_mib: usize,
     /// Open HTTP connections at once; more wait in the kernel's backlog.
     pub max_connections: usize,
+    /// Open connections one client address may hold (less than
+    /// `max_connections`); past it a new one is answered 429 and closed.
+    /// Trusted proxies are not capped here.
+    pub max_connections_per_client: usize,
     /// Time a client has to send a request's header.
     pub header_read_timeout_ms: u64,
+    /// A keep-alive connection with no request under way is closed after
+    /// this.
+    pub idle_timeout_ms: u64,
+    /// Longest pause while a request body arrives (408 past it).
+    pub body_idle_timeout_ms: u64,
+    /// Time a whole request body may take; CSV and multipart uploads are
+    /// exempt (they stream, bounded by `max_import_bytes` and the pause).
+    pub body_timeout_ms: u64,
+    /// Reverse proxies (addresses or networks, `10.0.0.0/8`) whose
+    /// `client_ip_header` names the client for per-client limits.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The header trusted proxies put the client's address in.
+    pub client_ip_header: String,
     /// Requests per second per client address on the public endpoints
     /// (unsubscribe, health), with bursts of twice that; 0 turns it off.
     pub public_rate_per_ip: u32,
@@ -159,7 +176,13 @@ impl Default for Server {
             max_body_bytes: 16 * 1024 * 1024,
             db_cache_mib: 12,
             max_connections: 1024,
+            max_connections_per_client: 32,
             header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 30_000,
+            body_idle_timeout_ms: 10_000,
+            body_timeout_ms: 60_000,
+            trusted_proxies: Vec::new(),
+            client_ip_header: "X-Forwarded-For".into(),
             public_rate_per_ip: 50,
             metrics_token: None,
             max_import_bytes: 256 << 20,
@@ -396,6 +419,33 @@ impl Config {
             )));
         }
         self.limits.check("limits")?;
+        let srv = &self.server;
+        if srv.max_connections_per_client == 0 || srv.max_connections_per_client >= srv.max_connections {
+            return Err(ConfigError::Invalid(format!(
+                "server.max_connections_per_client ({}) must be at least 1 and less than server.max_connections ({}): \
+                 one client must not be able to take every connection",
+                srv.max_connections_per_client, srv.max_connections
+            )));
+        }
+        if [
+            srv.idle_timeout_ms,
+            srv.body_idle_timeout_ms,
+            srv.body_timeout_ms,
+            srv.header_read_timeout_ms,
+        ]
+        .contains(&0)
+        {
+            return Err(ConfigError::Invalid(
+                "server.header_read_timeout_ms, idle_timeout_ms, body_idle_timeout_ms and body_timeout_ms must be positive"
+                    .into(),
+            ));
+        }
+        if axum::http::HeaderName::from_bytes(srv.client_ip_header.as_bytes()).is_err() {
+            return Err(ConfigError::Invalid(format!(
+                "server.client_ip_header {:?} is not a header name",
+                srv.client_ip_header
+            )));
+        }
         let d = &self.database;
         if d.max_connections < 4 || d.fence_margin_ms == 0 || d.fence_margin_ms >= d.lease_ms {
             return Err(ConfigError::Invalid(

@@ -40,6 +40,7 @@ pub async fn run(mut config: Config, data_dir: Option<PathBuf>, subscribers: usi
     let instance = Instance::start(config).await?;
     let store = instance.store.clone();
     let (user, key) = store.create_user(&format!("demo-{}@posta.localhost", Utc::now().timestamp_millis()))?;
+    store.add_domain(user.id, "posta.localhost", Utc::now())?;
     let list = store.create_list(user.id, "Demo readers")?;
     let people: Vec<NewSubscriber> = (0..subscribers)
         .map(|i| NewSubscriber {

@@ -13,6 +13,7 @@ pub mod memory;
 pub mod metrics;
 pub mod outbound;
 pub mod plugins;
+pub mod quota;
 pub mod scheduling;
 pub mod server;
 pub mod store;

@@ -116,11 +116,45 @@ enum UserCommand {
         /// May reload plugins (the first user always can).
         #[arg(long)]
         admin: bool,
+        /// A domain the user's campaigns may send from (repeatable).
+        #[arg(long = "domain")]
+        domains: Vec<String>,
         #[arg(long)]
         data_dir: Option<PathBuf>,
         #[arg(long, env = "POSTA_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Grants a user a sender domain (or with --remove takes it away).
+    Domain {
+        email: String,
+        domain: String,
+        #[arg(long)]
+        remove: bool,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long, env = "POSTA_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+/// The user with `email`, looked up page by page (the CLI's only way to
+/// it by email).
+fn user_by_email(store: &posta::store::Store, email: &str) -> anyhow::Result<posta::domain::User> {
+    let mut after = None;
+    loop {
+        let page = store.users(after, 1000)?;
+        if let Some(u) = page
+            .items
+            .iter()
+            .find(|u| u.email.as_str().eq_ignore_ascii_case(email.trim()))
+        {
+            return Ok(u.clone());
+        }
+        match page.next_after {
+            Some(a) => after = Some(a),
+            None => anyhow::bail!("no user {email}"),
+        }
+    }
 }
 
 fn load(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result<Config> {
@@ -143,13 +177,40 @@ async fn open(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Res
         anyhow::anyhow!(
             "{e}\nwhile the server runs, manage users over its API with an admin key: \
              POST /api/v1/admin/users {{\"email\": …}}, POST /api/v1/admin/users/ID/keys, \
-             DELETE /api/v1/admin/users/ID/keys/KEY_ID"
+             DELETE /api/v1/admin/users/ID/keys/KEY_ID, POST /api/v1/admin/users/ID/domains"
         )
     })
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::User {
+            command:
+                UserCommand::Domain {
+                    email,
+                    domain,
+                    remove,
+                    data_dir,
+                    config,
+                },
+        } => {
+            let store = open(config, data_dir).await?;
+            let user = user_by_email(&store, &email)?;
+            let domain = posta::domain::sender::parse_domain(&domain).map_err(|e| anyhow::anyhow!(e.message))?;
+            if remove {
+                store.remove_domain(user.id, &domain).map_err(|e| match e {
+                    posta::store::StoreError::NotFound => {
+                        anyhow::anyhow!("{} has no sender domain {domain}", user.email)
+                    }
+                    e => e.into(),
+                })?;
+                println!("{} may no longer send from {domain}", user.email);
+            } else {
+                store.add_domain(user.id, &domain, chrono::Utc::now())?;
+                println!("{} may send from {domain}", user.email);
+            }
+            Ok(())
+        }
         Command::Serve {
             data_dir,
             listen,
@@ -166,14 +227,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 UserCommand::Add {
                     email,
                     admin,
+                    domains,
                     data_dir,
                     config,
                 },
         } => {
             let store = open(config, data_dir).await?;
+            let domains = domains
+                .iter()
+                .map(|d| posta::domain::sender::parse_domain(d).map_err(|e| anyhow::anyhow!(e.message)))
+                .collect::<anyhow::Result<Vec<_>>>()?;
             let (user, key) = store.create_user_as(email.trim(), admin)?;
+            for d in &domains {
+                store.add_domain(user.id, d, chrono::Utc::now())?;
+            }
             let role = if user.admin { ", admin" } else { "" };
             println!("created user {} (id {}{role})", user.email, user.id);
+            if !domains.is_empty() {
+                println!("sender domains: {}", domains.join(", "));
+            }
             println!("{key}");
             Ok(())
         }

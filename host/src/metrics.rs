@@ -18,9 +18,15 @@ pub const PERSONALIZE_CALL: &str = "posta_personalize_call_seconds";
 /// Plugin calls stopped by the sandbox, by `plugin` and `kind`: trap,
 /// deadline, memory, instantiate.
 pub const PLUGIN_FAILURES: &str = "posta_plugin_failures_total";
-/// Messages queued (created, no final outcome yet) per sending `campaign`.
+/// Messages queued (created, no final outcome yet) over every sending
+/// campaign …
+pub const QUEUED: &str = "posta_queued_messages";
+/// … and per sending `campaign`, only when `metrics_token` guards the
+/// exposition: campaign ids are tenants' business.
 pub const CAMPAIGN_QUEUED: &str = "posta_campaign_queued";
-/// Messages handed to the delivery tasks and not yet stored, per `campaign`.
+/// Messages handed to the delivery tasks and not yet stored, in all …
+pub const IN_FLIGHT: &str = "posta_in_flight_messages";
+/// … and per `campaign` (with the token, as `CAMPAIGN_QUEUED`).
 pub const CAMPAIGN_IN_FLIGHT: &str = "posta_campaign_in_flight";
 /// API requests by `method`, `route` (the matched pattern) and `status`.
 pub const HTTP_REQUESTS: &str = "posta_http_requests_total";

@@ -134,6 +134,7 @@ impl Instance {
                 .filter(|t| !t.is_empty())
                 .map(Arc::from),
             allow_private_webhooks: self.config.webhooks.allow_private,
+            transfers: Default::default(),
         };
         let secure_cookies = self.config.base_url().starts_with("https://");
         let dashboard = crate::web::router(
@@ -186,9 +187,18 @@ pub async fn run(listener: TcpListener, mut config: Config, shutdown: impl Futur
         .map_err(|e| anyhow::anyhow!("tls.extra_ca_file: {e}"))?;
     let deliverer = crate::webhooks::Deliverer::new(instance.store.clone(), instance.config.webhooks.clone(), &tls);
     tokio::spawn(deliverer.run());
+    let srv = &instance.config.server;
+    let ms = std::time::Duration::from_millis;
     let limits = crate::listener::Limits {
-        max_connections: instance.config.server.max_connections,
-        header_read_timeout: std::time::Duration::from_millis(instance.config.server.header_read_timeout_ms),
+        max_connections: srv.max_connections,
+        per_client: srv.max_connections_per_client,
+        header_read_timeout: ms(srv.header_read_timeout_ms),
+        idle_timeout: ms(srv.idle_timeout_ms),
+        body: crate::listener::BodyLimits {
+            idle: ms(srv.body_idle_timeout_ms),
+            total: ms(srv.body_timeout_ms),
+        },
+        proxies: crate::listener::TrustedProxies::new(srv.trusted_proxies.clone(), &srv.client_ip_header),
     };
     crate::listener::serve(listener, instance.router()?, limits, shutdown).await?;
     // HTTP has stopped accepting; let deliveries under way finish and

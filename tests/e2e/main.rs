@@ -1,5 +1,6 @@
 //! End-to-end tests: the real binary, real HTTP, the real plugins.
 
+mod availability;
 mod crash;
 mod dashboard;
 mod deliverability;

@@ -290,6 +290,26 @@ fn bad_input_gets_clear_errors() {
     assert_eq!(api.post("/campaigns", bad).1["error"]["field"], "list_id");
 
     assert_eq!(api.get("/campaigns/12345").0, 404);
+    // Ids past the largest one (2^63 - 1) name nothing, on every backend.
+    let huge = u64::MAX;
+    for path in [
+        format!("/campaigns/{huge}"),
+        format!("/lists/{huge}"),
+        format!("/lists/{list}/subscribers/{huge}"),
+        format!("/webhooks/{huge}"),
+        format!("/campaigns/{huge}/messages"),
+    ] {
+        let (status, body) = api.get(&path);
+        assert_eq!(status, 404, "{path}: {body}");
+    }
+    let mut bad = draft(list);
+    bad["list_id"] = json!(huge);
+    let (status, body) = api.post("/campaigns", bad);
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (422, Some("list_id")),
+        "{body}"
+    );
     assert_eq!(api.get("/campaigns?status=flying").0, 422);
     assert_eq!(api.get("/campaigns?limit=0").0, 422);
 

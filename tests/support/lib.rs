@@ -81,10 +81,18 @@ pub fn posta(args: &[&OsStr]) -> String {
     String::from_utf8(out.stdout).expect("utf-8")
 }
 
-/// Runs `posta user add EMAIL` and returns the key (the last line).
+/// The sender domains every test user is granted: the ones the tests
+/// send from (`example.org`; DKIM-signed and unsigned ones in the
+/// transport tests and the bench).
+pub const TEST_DOMAINS: &[&str] = &["example.org", "ed.example.org", "unsigned.example", "signed.example"];
+
+/// Runs `posta user add EMAIL` (with the `TEST_DOMAINS`) and returns the
+/// key (the last line).
 pub fn add_user(data_dir: &Path, email: &str, env: &[(String, String)]) -> String {
     let out = Command::new(posta_bin())
-        .args(["user", "add", email, "--data-dir"])
+        .args(["user", "add", email])
+        .args(TEST_DOMAINS.iter().flat_map(|d| ["--domain", d]))
+        .arg("--data-dir")
         .arg(data_dir)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
@@ -303,6 +311,13 @@ impl Server {
     /// The server's peak resident set so far (VmHWM).
     pub fn peak_rss_kib(&self) -> u64 {
         self.proc_status_kib("VmHWM:")
+    }
+
+    /// Starts the peak resident set (VmHWM) again from the current one, so
+    /// a later `peak_rss_kib` tells what happened since.
+    pub fn reset_peak_rss(&self) {
+        let pid = self.child.as_ref().expect("running").id();
+        std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("reset the peak RSS");
     }
 
     /// File descriptors the server process holds open.

@@ -14,7 +14,7 @@ use crate::domain::{KeyId, User, UserId};
 use crate::plugins::reload::ReloadReport;
 use crate::store::{KeyInfo, Page};
 
-fn admin_only(user: &User, what: &str) -> ApiResult<()> {
+pub(super) fn admin_only(user: &User, what: &str) -> ApiResult<()> {
     if user.admin {
         return Ok(());
     }

@@ -63,6 +63,7 @@ pub async fn create(
 pub(crate) async fn create_campaign(s: &AppState, user_id: UserId, draft: CampaignDraft) -> ApiResult<Campaign> {
     let preview = unsaved(s, user_id, draft.clone())?;
     preview.validate()?;
+    super::domains::check_from(s, user_id, &preview.from_email).await?;
     check_templates(s, &preview).await?;
     let transport = preview.transport;
     s.db(move |st| st.create_campaign(user_id, draft, transport, Utc::now()))
@@ -141,6 +142,7 @@ pub(crate) async fn update_campaign(
     crate::domain::lifecycle::transition(preview.status, Action::Edit)?;
     preview.apply(patch.clone());
     preview.validate()?;
+    super::domains::check_from(s, user_id, &preview.from_email).await?;
     check_templates(s, &preview).await?;
     s.db(move |st| st.act(user_id, id, Action::Edit, Utc::now(), |c| c.apply(patch)))
         .await
@@ -169,6 +171,8 @@ pub(crate) async fn send_campaign(s: &AppState, user_id: UserId, id: CampaignId)
     let current = s.db(move |st| st.campaign(user_id, id)).await?;
     crate::domain::lifecycle::transition(current.status, Action::Send { future: false })?;
     s.engine.check_transport(&current.transport)?;
+    // Checked again: the domain may have been taken away since the draft.
+    super::domains::check_from(s, user_id, &current.from_email).await?;
     check_templates(s, &current).await?;
     let now = s.engine.now();
     let c = s.db(move |st| st.send(user_id, id, now)).await?;
@@ -179,6 +183,10 @@ pub(crate) async fn send_campaign(s: &AppState, user_id: UserId, id: CampaignId)
 /// Pause, resume and cancel share their shape: transition, then let the
 /// engine react.
 pub(crate) async fn lifecycle(s: &AppState, user_id: UserId, id: CampaignId, action: Action) -> ApiResult<Campaign> {
+    if action == Action::Resume {
+        let current = s.db(move |st| st.campaign(user_id, id)).await?;
+        super::domains::check_from(s, user_id, &current.from_email).await?;
+    }
     let c = s.db(move |st| st.act_riding(user_id, id, action, Utc::now())).await?;
     s.engine.kick(&c);
     Ok(c)

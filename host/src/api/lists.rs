@@ -1,7 +1,7 @@
 //! /lists and /lists/{id}/subscribers.
 
 use axum::Json;
-use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::http::header;
 use serde::Deserialize;
@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 
 use super::auth::Auth;
 use super::error::ErrorBody;
-use super::{ApiJson, ApiResult, AppState, JsonBody, Paging, bulk_items};
+use super::{ApiJson, ApiResult, AppState, Paging, bulk};
 use crate::domain::{List, ListId, NewSubscriber, Subscriber, SubscriberId, SubscriberPatch};
 use crate::store::Page;
 use crate::store::UpsertReport;
@@ -70,8 +70,9 @@ pub enum SubscribersBody {
     Many(Vec<NewSubscriber>),
 }
 
-fn parse_subscribers(body: serde_json::Value) -> ApiResult<Vec<NewSubscriber>> {
-    bulk_items::<NewSubscriber>(body, "subscribers", MAX_BULK)?
+async fn parse_subscribers(req: Request, s: &AppState) -> ApiResult<Vec<NewSubscriber>> {
+    bulk::<NewSubscriber, _>(req, s, "subscribers", MAX_BULK)
+        .await?
         .into_iter()
         .map(|(at, new)| Ok(new.validate(&at)?))
         .collect()
@@ -103,8 +104,7 @@ pub async fn add_subscribers(
             super::subscribers_csv::import_csv(s, user.id, id, req.into_body().into_data_stream(), max).await?,
         ));
     }
-    let JsonBody(body) = JsonBody::from_request(req, &s).await?;
-    let batch = parse_subscribers(body)?;
+    let batch = parse_subscribers(req, &s).await?;
     Ok(Json(s.db(move |st| st.upsert_subscribers(user.id, id, batch)).await?))
 }
 

@@ -5,7 +5,9 @@ mod admin;
 mod auth;
 mod bounces;
 pub(crate) mod campaigns;
+mod domains;
 mod error;
+mod json;
 mod lists;
 mod metrics;
 mod openapi;
@@ -18,14 +20,14 @@ mod unsubscribe;
 mod webhooks;
 
 pub use error::{ApiError, ApiResult};
+pub use json::{ApiJson, bulk};
 
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, FromRequest, Request};
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use utoipa::IntoParams;
 
 use crate::domain::bounce::BouncePolicy;
@@ -44,6 +46,8 @@ pub struct AppState {
     pub metrics_token: Option<Arc<str>>,
     /// `webhooks.allow_private`: URLs naming private addresses accepted.
     pub allow_private_webhooks: bool,
+    /// CSV imports and exports under way, per user.
+    pub transfers: subscribers_csv::transfers::Transfers,
 }
 
 impl AppState {
@@ -57,52 +61,6 @@ impl AppState {
             .await
             .map_err(ApiError::internal)??)
     }
-}
-
-/// A JSON object body read into `T`, with the API's error shape: 400 for
-/// malformed JSON, 422 naming the field for wrong types (and for any body
-/// that is not an object: serde would read an array into a struct field by
-/// field), 413 for oversized bodies.
-pub struct ApiJson<T>(pub T);
-
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let JsonBody(body) = JsonBody::from_request(req, state).await?;
-        if !body.is_object() {
-            return Err(ApiError::invalid("body", "expected a JSON object"));
-        }
-        from_json("", body).map(ApiJson)
-    }
-}
-
-/// Any JSON body, for the bulk endpoints that take an object or an array
-/// (`bulk_items`); same errors as `ApiJson`.
-pub struct JsonBody(pub serde_json::Value);
-
-impl<S: Send + Sync> FromRequest<S> for JsonBody {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let Json(v) = Json::<serde_json::Value>::from_request(req, state).await?;
-        Ok(JsonBody(v))
-    }
-}
-
-/// Reads `T` from a JSON value; an error names the field inside it,
-/// prefixed by `at` (`subscribers[3].email`; `body` for the value itself).
-fn from_json<T: DeserializeOwned>(at: &str, v: serde_json::Value) -> ApiResult<T> {
-    serde_path_to_error::deserialize(v).map_err(|e| {
-        let inner = e.path().to_string();
-        let field = match (at.is_empty(), inner.as_str()) {
-            (true, ".") => "body".to_string(),
-            (true, _) => inner,
-            (false, ".") => at.to_string(),
-            (false, _) => format!("{at}.{inner}"),
-        };
-        ApiError::invalid(field, e.into_inner().to_string())
-    })
 }
 
 pub const MAX_PAGE: usize = 1000;
@@ -119,40 +77,6 @@ pub struct Paging {
     #[serde(default, deserialize_with = "id_param")]
     #[param(minimum = 0)]
     pub after: Option<u64>,
-}
-
-/// A bulk body: one object, an array of them, or `{"KEY": [...]}`, at most
-/// `max` items. Each item comes with the field path its errors name (""
-/// for a lone object, `KEY[i]` in an array).
-pub fn bulk_items<T: DeserializeOwned>(body: serde_json::Value, key: &str, max: usize) -> ApiResult<Vec<(String, T)>> {
-    use serde_json::Value;
-    let (items, in_array) = match body {
-        Value::Array(items) => (items, true),
-        Value::Object(mut obj) if obj.contains_key(key) => match obj.remove(key) {
-            Some(Value::Array(items)) if obj.is_empty() => (items, true),
-            _ => return Err(ApiError::invalid(key, "must be the only key and an array")),
-        },
-        obj @ Value::Object(_) => (vec![obj], false),
-        _ => return Err(ApiError::invalid("body", "expected an object or an array of them")),
-    };
-    if items.len() > max {
-        return Err(ApiError::too_large(format!(
-            "{} {key} in one request; at most {max}",
-            items.len()
-        )));
-    }
-    items
-        .into_iter()
-        .enumerate()
-        .map(|(i, v)| {
-            let at = if in_array { format!("{key}[{i}]") } else { String::new() };
-            if !v.is_object() {
-                let field = if in_array { at.clone() } else { "body".to_string() };
-                return Err(ApiError::invalid(field, "expected a JSON object"));
-            }
-            Ok((at.clone(), from_json(&at, v)?))
-        })
-        .collect()
 }
 
 /// A page size from a query string: 100 unless given, at most `MAX_PAGE`.
@@ -240,6 +164,7 @@ pub fn router(state: AppState, max_body_bytes: usize, public_rate_per_ip: u32) -
             get(suppressions::show).delete(suppressions::delete),
         )
         .route("/transports", get(transports::index))
+        .route("/domains", get(domains::mine))
         .route("/webhooks", post(webhooks::create).get(webhooks::index))
         .route("/webhooks/{id}", get(webhooks::show).delete(webhooks::delete))
         .route("/webhooks/{id}/deliveries", get(webhooks::deliveries));
@@ -252,6 +177,14 @@ pub fn router(state: AppState, max_body_bytes: usize, public_rate_per_ip: u32) -
         .route(
             "/api/v1/admin/users/{id}/keys/{key_id}",
             axum::routing::delete(admin::revoke_key),
+        )
+        .route(
+            "/api/v1/admin/users/{id}/domains",
+            get(domains::index).post(domains::add),
+        )
+        .route(
+            "/api/v1/admin/users/{id}/domains/{domain}",
+            axum::routing::delete(domains::remove),
         )
         .merge(public)
         .fallback(|| async { ApiError::new(axum::http::StatusCode::NOT_FOUND, "not_found", "no such route") })

@@ -155,6 +155,7 @@ impl Modify for Links {
         transports::index, unsubscribe::page, unsubscribe::confirm,
         super::health, super::openapi_document, super::metrics::metrics, admin::reload,
         admin::users, admin::create_user, admin::issue_key, admin::keys, admin::revoke_key,
+        super::domains::mine, super::domains::index, super::domains::add, super::domains::remove,
         webhooks::create, webhooks::index, webhooks::show, webhooks::delete, webhooks::deliveries,
     ),
     components(schemas(
@@ -166,6 +167,7 @@ impl Modify for Links {
         SuppressionPage, suppressions::SuppressionsBody, bounces::NewBounce, bounces::DsnReport, Preview, PreviewHeader, TestDelivery, previews::TestSend, previews::TestReport, Bounce, BounceType, BounceReport,
         MessageBounce, crate::plugins::reload::ReloadReport, crate::plugins::reload::Refusal,
         admin::NewUser, admin::IssuedKey, admin::KeyList, crate::store::KeyInfo, crate::domain::User,
+        super::domains::NewDomain, super::domains::DomainList, crate::domain::sender::SenderDomain,
         crate::domain::webhook::NewWebhook, crate::domain::webhook::EventKind, webhooks::WebhookView,
         webhooks::CreatedWebhook, webhooks::WebhookList, crate::store::Delivery, crate::store::DeliveryState,
         crate::store::Attempt,

@@ -5,11 +5,11 @@
 //! gets 429 with `Retry-After`.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -53,10 +53,12 @@ impl PerClient {
     }
 }
 
-/// Middleware: refuses a client over its rate. Requests without a peer
-/// address (the router driven in-process) are not limited.
+/// Middleware: refuses a client over its rate. The client is the
+/// listener's `ClientAddr` (behind a trusted proxy, the forwarded
+/// address); requests without one (the router driven in-process) are not
+/// limited.
 pub async fn limit(State(limiter): State<Arc<PerClient>>, req: Request, next: Next) -> Response {
-    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let peer = req.extensions().get::<crate::listener::ClientAddr>().map(|c| c.0);
     if limiter.rate > 0.0
         && let Some(ip) = peer
         && !limiter.allow(ip, Instant::now())

@@ -10,7 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::auth::Auth;
 use super::error::ErrorBody;
 use super::lists::MAX_BULK;
-use super::{ApiResult, AppState, JsonBody, bulk_items, page_limit};
+use super::{ApiResult, AppState, bulk, page_limit};
 use crate::domain::suppression::{NewSuppression, Suppression, SuppressionReason};
 use crate::store::{SuppressReport, SuppressionPage};
 
@@ -54,9 +54,10 @@ pub enum SuppressionsBody {
     Many(Vec<NewSuppression>),
 }
 
-fn parse(body: serde_json::Value) -> ApiResult<Vec<Suppression>> {
+async fn parse(req: axum::extract::Request, s: &AppState) -> ApiResult<Vec<Suppression>> {
     let now = Utc::now();
-    bulk_items::<NewSuppression>(body, "suppressions", MAX_BULK)?
+    bulk::<NewSuppression, _>(req, s, "suppressions", MAX_BULK)
+        .await?
         .into_iter()
         .map(|(at, new)| Ok(new.validate(&at, now)?))
         .collect()
@@ -69,9 +70,9 @@ fn parse(body: serde_json::Value) -> ApiResult<Vec<Suppression>> {
 pub async fn create(
     State(s): State<AppState>,
     Auth(user): Auth,
-    JsonBody(body): JsonBody,
+    req: axum::extract::Request,
 ) -> ApiResult<Json<SuppressReport>> {
-    let items = parse(body)?;
+    let items = parse(req, &s).await?;
     Ok(Json(s.db(move |st| st.suppress(user.id, &items)).await?))
 }
 

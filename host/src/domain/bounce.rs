@@ -99,9 +99,90 @@ impl BouncePolicy {
     }
 }
 
+/// Bounces of one report stored per transaction: a few milliseconds of
+/// the writer at most, so another user's write never waits long behind a
+/// long report.
+pub const REPORT_CHUNK: usize = 100;
+
+/// An address's recent soft bounces, as many as the policy needs to
+/// decide: the newest `soft_limit` times within the window. Stored per
+/// address and updated in O(soft_limit) per bounce, so counting never
+/// reads the address's whole history (a report naming one address
+/// thousands of times was quadratic).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SoftWindow {
+    /// Oldest first.
+    recent: Vec<DateTime<Utc>>,
+}
+
+impl SoftWindow {
+    /// The window as it stood before this record existed, from the
+    /// address's stored bounces (read once, then kept up to date).
+    pub fn from_history<'a>(bounces: impl IntoIterator<Item = &'a Bounce>, policy: &BouncePolicy) -> SoftWindow {
+        let mut w = SoftWindow::default();
+        for b in bounces {
+            if b.kind == BounceType::Soft {
+                w.recent.push(b.at);
+            }
+        }
+        w.recent.sort();
+        w.keep(policy);
+        w
+    }
+
+    /// Adds a soft bounce at `at`; returns the soft bounces within the
+    /// window as of `now`, this one included, counted up to the limit
+    /// (past it the address is suppressed, and the exact count decides
+    /// nothing).
+    pub fn add(&mut self, at: DateTime<Utc>, policy: &BouncePolicy, now: DateTime<Utc>) -> u64 {
+        let since = policy.soft_since(now);
+        self.recent.retain(|t| *t >= since);
+        let i = self.recent.partition_point(|t| *t <= at);
+        self.recent.insert(i, at);
+        self.keep(policy);
+        self.recent.len() as u64
+    }
+
+    fn keep(&mut self, policy: &BouncePolicy) {
+        let limit = policy.soft_limit.max(1) as usize;
+        if self.recent.len() > limit {
+            self.recent.drain(..self.recent.len() - limit);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_soft_window_counts_to_the_limit_within_the_window() {
+        let p = BouncePolicy::default();
+        let now: DateTime<Utc> = "2026-06-10T09:00:00Z".parse().unwrap();
+        let old = now - Duration::days(40);
+        let mut w = SoftWindow::default();
+        assert_eq!(w.add(old, &p, old), 1);
+        assert_eq!(w.add(now, &p, now), 1, "forty days ago is outside the window");
+        assert_eq!(w.add(now, &p, now), 2);
+        assert_eq!(w.add(now, &p, now), 3);
+        assert_eq!(w.add(now, &p, now), 3, "counted up to the limit");
+        assert_eq!(w.recent.len(), 3, "and no more kept");
+        let hard = Bounce {
+            email: "a@example.org".into(),
+            kind: BounceType::Hard,
+            reason: None,
+            message_id: None,
+            at: now,
+        };
+        let soft = |at| Bounce {
+            kind: BounceType::Soft,
+            at,
+            ..hard.clone()
+        };
+        let history = [soft(old), hard.clone(), soft(now - Duration::days(1))];
+        let mut w = SoftWindow::from_history(&history, &p);
+        assert_eq!(w.add(now, &p, now), 2);
+    }
 
     #[test]
     fn hard_and_complaint_suppress_at_once_soft_at_the_limit() {

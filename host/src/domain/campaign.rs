@@ -331,6 +331,9 @@ impl Campaign {
         if self.send_at_local_time && self.scheduled_at.is_none() {
             return Err(FieldError::new("send_at_local_time", "needs scheduled_at"));
         }
+        if let Some(at) = self.scheduled_at {
+            super::schedule::check_range(at).map_err(|m| FieldError::new("scheduled_at", m))?;
+        }
         Ok(())
     }
 

@@ -43,7 +43,14 @@ pub enum ReportError {
     NoReport,
     #[error("the report names no recipient (Final-Recipient, Original-Recipient, Original-Rcpt-To or the original To)")]
     NoRecipient,
+    #[error("the report names more than {MAX_RECIPIENTS} recipients; an MTA's report names the few of one message")]
+    TooManyRecipients,
 }
+
+/// Recipient blocks one report may have. A real DSN answers one message
+/// and names its recipients at one domain; thousands are an attack on
+/// the writer, not a report.
+pub const MAX_RECIPIENTS: usize = 1000;
 
 /// Header-like `Name: value` fields with folded continuation lines, in
 /// blocks separated by blank lines (RFC 3464 section 2.1).
@@ -147,6 +154,9 @@ pub fn parse(raw: &[u8]) -> Result<Report, ReportError> {
         let per_message = blocks.first().cloned().unwrap_or_default();
         if report.original_message_id.is_none() {
             report.original_message_id = field(&per_message, "x-original-message-id").map(angle_free);
+        }
+        if blocks.len() > MAX_RECIPIENTS + 1 {
+            return Err(ReportError::TooManyRecipients);
         }
         for block in blocks.iter().skip(1) {
             let Some(email) = field(block, "final-recipient")
@@ -259,6 +269,22 @@ mod tests {
             .replace("Final-Recipient: rfc822; Ann@Example.com\r\n", "")
             .replace("Original-Recipient: rfc822;Ann@Example.com\r\n", "");
         assert_eq!(parse(no_rcpt.as_bytes()).unwrap_err(), ReportError::NoRecipient);
+    }
+
+    #[test]
+    fn a_report_naming_thousands_of_recipients_is_refused() {
+        let text = String::from_utf8(fixture("gmail-soft.eml")).unwrap();
+        let block = "Final-Recipient: rfc822; x@example.com\r\nAction: failed\r\nStatus: 4.2.2\r\n\r\n";
+        let at = text.find("Final-Recipient").expect("a recipient block");
+        let many = |n: usize| format!("{}{}{}", &text[..at], block.repeat(n), &text[at..]);
+        assert_eq!(
+            parse(many(MAX_RECIPIENTS - 1).as_bytes()).unwrap().bounces.len(),
+            MAX_RECIPIENTS
+        );
+        assert_eq!(
+            parse(many(MAX_RECIPIENTS).as_bytes()).unwrap_err(),
+            ReportError::TooManyRecipients
+        );
     }
 
     #[test]

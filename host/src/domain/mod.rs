@@ -9,6 +9,7 @@ pub mod ids;
 pub mod lifecycle;
 pub mod message;
 pub mod schedule;
+pub mod sender;
 pub mod subscriber;
 pub mod subscriber_csv;
 pub mod suppression;

@@ -7,22 +7,50 @@
 //! timezone get it at `scheduled_at` itself. The campaign starts when the
 //! earliest zone, UTC+14, reaches that time.
 
-use chrono::{DateTime, Duration, LocalResult, NaiveDateTime, Offset, TimeZone, Utc};
+use chrono::{DateTime, Datelike, Duration, LocalResult, NaiveDateTime, Offset, TimeZone, Utc};
 use chrono_tz::Tz;
 
 /// The largest UTC offset in use (Pacific/Kiritimati).
 pub const EARLIEST_OFFSET: Duration = Duration::hours(14);
 
+/// The years a `scheduled_at` may name. chrono reads RFC 3339 times
+/// hundreds of thousands of years out, where the local-time arithmetic
+/// below would overflow; no campaign is meant for them.
+pub const YEARS: std::ops::RangeInclusive<i32> = 1970..=9999;
+
+/// Whether `at` is a time a campaign may be scheduled for.
+pub fn check_range(at: DateTime<Utc>) -> Result<(), String> {
+    if YEARS.contains(&at.year()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "must lie between the years {} and {} (RFC 3339, such as 2030-01-31T09:00:00Z)",
+            YEARS.start(),
+            YEARS.end()
+        ))
+    }
+}
+
 /// When a campaign leaves `scheduled`: its `scheduled_at`, or for local-time
-/// sending the moment UTC+14 reaches that wall-clock time.
+/// sending the moment UTC+14 reaches that wall-clock time. Saturating, so a
+/// time stored before `check_range` existed cannot panic here.
 pub fn start_at(scheduled_at: Option<DateTime<Utc>>, local_time: bool) -> Option<DateTime<Utc>> {
     let at = scheduled_at?;
-    Some(if local_time { at - EARLIEST_OFFSET } else { at })
+    Some(if local_time {
+        at.checked_sub_signed(EARLIEST_OFFSET)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC)
+    } else {
+        at
+    })
 }
 
 /// The instant a subscriber in `tz` should receive a local-time campaign.
 pub fn due_at(scheduled_at: DateTime<Utc>, tz: Option<Tz>) -> DateTime<Utc> {
     let Some(tz) = tz else { return scheduled_at };
+    // Out of range (stored before `check_range`): everyone at that instant.
+    if check_range(scheduled_at).is_err() {
+        return scheduled_at;
+    }
     let wall = scheduled_at.naive_utc();
     match tz.from_local_datetime(&wall) {
         LocalResult::Single(t) => t.with_timezone(&Utc),
@@ -124,6 +152,25 @@ mod tests {
             assert!(d >= start, "{tz}: due {d} before start {start}");
             assert!(d <= at + Duration::hours(13), "{tz}: due {d} too late");
         }
+    }
+
+    #[test]
+    fn extreme_times_are_refused_and_never_panic() {
+        let (min, max) = (DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC);
+        let year_10000 = chrono::NaiveDate::from_ymd_opt(10_000, 1, 1)
+            .unwrap()
+            .and_hms_opt(0, 0, 0)
+            .unwrap()
+            .and_utc();
+        for at in [min, max, t("1969-12-31T23:59:59Z"), year_10000] {
+            assert!(check_range(at).is_err(), "{at}");
+            start_at(Some(at), true);
+            due_at(at, Some(chrono_tz::Pacific::Kiritimati));
+            due_at(at, Some(chrono_tz::America::New_York));
+        }
+        assert!(check_range(t("1970-01-01T00:00:00Z")).is_ok());
+        assert!(check_range(t("9999-12-31T23:59:59Z")).is_ok());
+        assert_eq!(start_at(Some(min), true), Some(DateTime::<Utc>::MIN_UTC));
     }
 
     #[test]

@@ -92,10 +92,10 @@ pub(super) struct Context {
 }
 
 /// A personalized message and its share of the engine's byte budget, held
-/// until the message is done with.
+/// until the message is done with or waits out a retry's backoff.
 struct Held {
     message: Arc<types::Message>,
-    _bytes: tokio::sync::OwnedSemaphorePermit,
+    _bytes: super::capacity::Hold,
 }
 
 /// What a message weighs in memory: its texts and headers.
@@ -166,6 +166,11 @@ pub(super) async fn deliver(shared: &Shared, ctx: &Context, job: Job, fence: Opt
                     .send(outcome(attempts, OutcomeKind::Retrying { error: error.clone() }));
                 ctx.counters.retried.increment(1);
                 last_error = Some(error);
+                // A message waiting out a backoff holds none of the budget:
+                // it is rendered again (the same bytes: templates are
+                // deterministic, the Message-ID is the message's) when its
+                // next attempt may be made.
+                message = None;
                 if !shared.stop.sleep(backoff(&shared.retry, attempts)).await {
                     break OutcomeKind::Deferred;
                 }
@@ -206,18 +211,20 @@ async fn attempt(
             ctx.campaign.transport
         )));
     };
+    // Both limits hold: the campaign's send_rate here, the transport's own
+    // in its lane, which also checks for a stop, a cancel and the fence
+    // right before the call. The campaign's slot is taken before the
+    // message is rendered, so a slow campaign holds no rendered messages
+    // (nor their bytes of the shared budget) while it waits; its rate is
+    // exact, but a busy lane can start a call past its slot (no start-by
+    // time is kept for it, unlike the transport's).
+    if let Some(l) = &ctx.campaign_rate {
+        l.until_ready().await;
+    }
     if message.is_none() {
         *message = Some(personalize(shared, ctx, job).await?);
     }
     let msg = message.as_ref().expect("personalized above").message.clone();
-    // Both limits hold: the campaign's send_rate here, the transport's own
-    // in its lane, which also checks for a stop, a cancel and the fence
-    // right before the call. The campaign's slot is taken before the
-    // hand-off, so its rate is exact but a busy lane can start a call past
-    // its slot (no start-by time is kept for it, unlike the transport's).
-    if let Some(l) = &ctx.campaign_rate {
-        l.until_ready().await;
-    }
     match lane.deliver(msg, ctx.run.cancelled.clone(), fence.cloned()).await {
         Reply::Cancelled => Err(Failure::Cancelled),
         Reply::Fenced | Reply::Stopped => Err(Failure::Stopped),
@@ -263,7 +270,7 @@ async fn personalize(shared: &Shared, ctx: &Context, job: &Job) -> Result<Held, 
     }
     // The slot is kept until the budget has room, so at most one message
     // per slot waits outside it.
-    let held = shared.capacity.hold(bytes).await;
+    let held = shared.capacity.hold(ctx.campaign.user_id, bytes).await;
     drop(slot);
     Ok(Held {
         message: Arc::new(message),

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
-use super::{API_KEYS, Page, Redb, Result, StoreError, USER_KEYS, USERS, decode, encode, next_id};
+use super::{API_KEYS, Page, Redb, Result, SENDER_DOMAINS, StoreError, USER_KEYS, USERS, decode, encode, next_id};
+use crate::domain::sender::SenderDomain;
 use crate::domain::{Email, KeyId, User, UserId};
 
 /// An API key as an admin sees it: never the key, nor its hash.
@@ -226,9 +227,71 @@ impl Redb {
         Ok(revoked)
     }
 
+    /// Grants `domain` (already parsed, `domain::sender::parse_domain`)
+    /// to user `user_id`; granting it again keeps the first grant.
+    pub fn add_domain(&self, user_id: UserId, domain: &str, now: DateTime<Utc>) -> Result<SenderDomain> {
+        let tx = self.write()?;
+        if tx.open_table(USERS)?.get(user_id.get())?.is_none() {
+            return Err(StoreError::NotFound);
+        }
+        let granted = {
+            let mut table = tx.open_table(SENDER_DOMAINS)?;
+            let existing = table.get((user_id.get(), domain))?.map(|v| v.value());
+            match existing {
+                Some(at) => at,
+                None => {
+                    table.insert((user_id.get(), domain), now.timestamp())?;
+                    now.timestamp()
+                }
+            }
+        };
+        tx.commit()?;
+        Ok(sender_domain(domain, granted))
+    }
+
+    /// Takes `domain` away from user `user_id` (`NotFound` if not granted).
+    pub fn remove_domain(&self, user_id: UserId, domain: &str) -> Result<()> {
+        let tx = self.write()?;
+        if tx
+            .open_table(SENDER_DOMAINS)?
+            .remove((user_id.get(), domain))?
+            .is_none()
+        {
+            return Err(StoreError::NotFound);
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// User `user_id`'s sender domains in name order (`NotFound` for no
+    /// such user).
+    pub fn domains(&self, user_id: UserId) -> Result<Vec<SenderDomain>> {
+        let tx = self.read()?;
+        if tx.open_table(USERS)?.get(user_id.get())?.is_none() {
+            return Err(StoreError::NotFound);
+        }
+        let user = user_id.get();
+        let mut out = Vec::new();
+        for entry in tx
+            .open_table(SENDER_DOMAINS)?
+            .range((user, "")..(user.saturating_add(1), ""))?
+        {
+            let (k, v) = entry?;
+            out.push(sender_domain(k.value().1, v.value()));
+        }
+        Ok(out)
+    }
+
     pub fn user_count(&self) -> Result<u64> {
         let tx = self.read()?;
         Ok(tx.open_table(USERS)?.len()?)
+    }
+}
+
+fn sender_domain(domain: &str, granted: i64) -> SenderDomain {
+    SenderDomain {
+        domain: domain.to_string(),
+        added_at: DateTime::from_timestamp(granted, 0).unwrap_or_default(),
     }
 }
 

@@ -17,6 +17,7 @@ use super::{
 };
 use crate::domain::bounce::{Bounce, BouncePolicy};
 use crate::domain::message::{MessageRecord, MessageStatus};
+use crate::domain::sender::SenderDomain;
 use crate::domain::suppression::{Suppression, SuppressionReason};
 use crate::domain::webhook::{EventKind, Webhook};
 use crate::domain::{
@@ -129,6 +130,9 @@ forward! {
     fn user(&self, id: UserId) -> Result<User>;
     fn revoke(&self, key_or_email: &str) -> Result<usize>;
     fn user_count(&self) -> Result<u64>;
+    fn add_domain(&self, user: UserId, domain: &str, now: DateTime<Utc>) -> Result<SenderDomain>;
+    fn remove_domain(&self, user: UserId, domain: &str) -> Result<()>;
+    fn domains(&self, user: UserId) -> Result<Vec<SenderDomain>>;
 
     fn bounces(&self, user: UserId, after: Option<(&str, u64)>, limit: usize) -> Result<BouncePage>;
     fn record_bounce(

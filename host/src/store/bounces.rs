@@ -10,9 +10,10 @@ use utoipa::ToSchema;
 use super::campaigns::{owned, save};
 use super::suppressions::{SuppressReport, suppress_in};
 use super::{
-    BOUNCES, CAMPAIGNS, Events, MESSAGES, REPORTS, Redb, Result, SUPPRESSIONS, StoreError, decode, encode, next_id,
+    BOUNCES, CAMPAIGNS, Events, MESSAGES, REPORTS, Redb, Result, SOFT_WINDOWS, SUPPRESSIONS, StoreError, decode,
+    encode, next_id,
 };
-use crate::domain::bounce::{Bounce, BouncePolicy, BounceType};
+use crate::domain::bounce::{Bounce, BouncePolicy, BounceType, REPORT_CHUNK, SoftWindow};
 use crate::domain::message::MessageRecord;
 use crate::domain::suppression::{Suppression, SuppressionReason, normalize};
 use crate::domain::webhook::{EventKind, bounce_data};
@@ -27,7 +28,7 @@ pub struct BounceReport {
     /// was counted again.
     pub duplicate: bool,
     /// Soft bounces of the address within the policy's window, this one
-    /// included (soft bounces only).
+    /// included (soft bounces only), counted up to `soft_limit`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub soft_in_window: Option<u64>,
     /// The suppression this bounce caused or found.
@@ -49,15 +50,23 @@ pub(super) fn file_bounce(
     let id = next_id(tx, "bounce")?;
     bounces.insert((user, bounce.email.as_str(), id), encode(bounce).as_slice())?;
     let soft_in_window = if bounce.kind == BounceType::Soft {
-        let since = policy.soft_since(now);
-        let mut n = 0;
-        for entry in bounces.range((user, bounce.email.as_str(), 0)..=(user, bounce.email.as_str(), u64::MAX))? {
-            let (_, v) = entry?;
-            let b: Bounce = decode(v.value())?;
-            if b.kind == BounceType::Soft && b.at >= since {
-                n += 1;
+        let mut windows = tx.open_table(SOFT_WINDOWS)?;
+        let key = (user, bounce.email.as_str());
+        let stored = windows.get(key)?.map(|v| decode::<SoftWindow>(v.value())).transpose()?;
+        let mut window = match stored {
+            Some(w) => w,
+            // First soft bounce since windows were kept: start from the
+            // address's history (this bounce is in it already).
+            None => {
+                let mut history = Vec::new();
+                for entry in bounces.range((user, bounce.email.as_str(), 0)..(user, bounce.email.as_str(), id))? {
+                    history.push(decode::<Bounce>(entry?.1.value())?);
+                }
+                SoftWindow::from_history(&history, policy)
             }
-        }
+        };
+        let n = window.add(bounce.at, policy, now);
+        windows.insert(key, encode(&window).as_slice())?;
         Some(n)
     } else {
         None
@@ -189,9 +198,12 @@ impl Redb {
         Ok(report)
     }
 
-    /// Records the bounces one report (DSN or ARF) names, in one
-    /// transaction. A report whose Message-ID was read before changes
-    /// nothing: its bounces come back marked `duplicate`.
+    /// Records the bounces one report (DSN or ARF) names, `REPORT_CHUNK`
+    /// at a time, so a long report never holds the writer for long; the
+    /// report's Message-ID is stored with the last chunk. A report read
+    /// before changes nothing: its bounces come back marked `duplicate`.
+    /// (Cut short by a crash, a report posted again records its bounces
+    /// again: those on a message count once, as always.)
     pub fn record_report(
         &self,
         user_id: UserId,
@@ -200,21 +212,21 @@ impl Redb {
         policy: &BouncePolicy,
         now: DateTime<Utc>,
     ) -> Result<Vec<BounceReport>> {
-        let tx = self.write()?;
         let seen = match report_id {
-            Some(id) => {
-                let mut reports = tx.open_table(REPORTS)?;
-                let seen = reports.get((user_id.get(), id))?.is_some();
-                reports.insert((user_id.get(), id), now.timestamp())?;
-                seen
-            }
+            Some(id) => self.read()?.open_table(REPORTS)?.get((user_id.get(), id))?.is_some(),
             None => false,
         };
         if seen {
+            let tx = self.read()?;
+            let table = tx.open_table(SUPPRESSIONS)?;
             let mut out = Vec::with_capacity(bounces.len());
             for (mut bounce, _) in bounces {
                 bounce.email = normalize(&bounce.email);
-                let suppressed = suppression_of(&tx, user_id, &bounce.email)?;
+                let suppressed = table
+                    .get((user_id.get(), bounce.email.as_str()))?
+                    .map(|v| decode::<Suppression>(v.value()))
+                    .transpose()?
+                    .map(|s| s.reason);
                 out.push(BounceReport {
                     bounce,
                     duplicate: true,
@@ -224,15 +236,25 @@ impl Redb {
             }
             return Ok(out);
         }
-        let mut events = Events::new(&tx);
         let mut out = Vec::with_capacity(bounces.len());
-        for (bounce, message) in bounces {
-            out.push(bounce_in(&tx, &mut events, user_id, bounce, message, policy, now)?);
+        let mut rest = bounces.into_iter().peekable();
+        loop {
+            let tx = self.write()?;
+            let mut events = Events::new(&tx);
+            for (bounce, message) in rest.by_ref().take(REPORT_CHUNK) {
+                out.push(bounce_in(&tx, &mut events, user_id, bounce, message, policy, now)?);
+            }
+            let last = rest.peek().is_none();
+            if last && let Some(id) = report_id {
+                tx.open_table(REPORTS)?.insert((user_id.get(), id), now.timestamp())?;
+            }
+            let wrote = events.into_written();
+            tx.commit()?;
+            self.wake_deliverer(wrote);
+            if last {
+                return Ok(out);
+            }
         }
-        let wrote = events.into_written();
-        tx.commit()?;
-        self.wake_deliverer(wrote);
-        Ok(out)
     }
 }
 

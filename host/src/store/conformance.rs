@@ -397,6 +397,36 @@ async fn users_and_their_keys(s: &Subject) {
     assert_eq!(s.user_count().unwrap(), 2);
 }
 
+async fn sender_domains_per_user(s: &Subject) {
+    let (ann, _) = s.create_user_as("ann@example.org", false).unwrap();
+    let (bo, _) = s.create_user_as("bo@example.org", false).unwrap();
+    let at = |secs| chrono::DateTime::from_timestamp(secs, 0).unwrap();
+    let first = s.add_domain(ann.id, "example.org", at(1_000)).unwrap();
+    assert_eq!(first.added_at, at(1_000));
+    assert_eq!(
+        s.add_domain(ann.id, "example.org", at(2_000)).unwrap(),
+        first,
+        "the first grant stays"
+    );
+    s.add_domain(ann.id, "a.example", at(3_000)).unwrap();
+    s.add_domain(bo.id, "example.org", at(4_000)).unwrap();
+    let names = |u| s.domains(u).unwrap().into_iter().map(|d| d.domain).collect::<Vec<_>>();
+    assert_eq!(names(ann.id), ["a.example", "example.org"]);
+    assert_eq!(names(bo.id), ["example.org"], "one domain may be several users'");
+    s.remove_domain(ann.id, "example.org").unwrap();
+    assert_eq!(names(ann.id), ["a.example"]);
+    assert_eq!(names(bo.id), ["example.org"]);
+    assert!(matches!(
+        s.remove_domain(ann.id, "example.org"),
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(s.domains(UserId::new(999)), Err(StoreError::NotFound)));
+    assert!(matches!(
+        s.add_domain(UserId::new(999), "x.org", at(1)),
+        Err(StoreError::NotFound)
+    ));
+}
+
 fn suppression(email: &str, reason: SuppressionReason, detail: Option<&str>, minutes_ago: i64) -> Suppression {
     Suppression {
         email: Email::parse(email).unwrap().suppression_key(),
@@ -876,6 +906,7 @@ conformance!(
     bounces_mark_messages_and_suppress,
     campaigns_and_their_lifecycle,
     users_and_their_keys,
+    sender_domains_per_user,
     suppression_lists,
     lists_belong_to_their_user,
     upserts_create_update_and_keep_unsubscribes,

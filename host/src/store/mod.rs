@@ -87,6 +87,14 @@ pub(crate) const SUPPRESSIONS: TableDefinition<(u64, &str), &[u8]> = TableDefini
 /// the soft-bounce window.
 pub(crate) const BOUNCES: TableDefinition<(u64, &str, u64), &[u8]> = TableDefinition::new("bounces");
 
+/// (user, domain) → when it was granted (unix seconds): the domains a
+/// user's campaigns may send from (`domain::sender`).
+pub(crate) const SENDER_DOMAINS: TableDefinition<(u64, &str), i64> = TableDefinition::new("sender_domains");
+
+/// (user, lower-case email) → `SoftWindow`: the address's recent soft
+/// bounces, so counting one never reads its whole history.
+pub(crate) const SOFT_WINDOWS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("soft_windows");
+
 /// (user, report Message-ID) → when it was read: a DSN or ARF report
 /// posted twice counts once, even when it names no Posta message.
 pub(crate) const REPORTS: TableDefinition<(u64, &str), i64> = TableDefinition::new("reports");
@@ -283,6 +291,8 @@ impl Redb {
             tx.open_table(SUPPRESSIONS)?;
             tx.open_table(BOUNCES)?;
             tx.open_table(REPORTS)?;
+            tx.open_table(SOFT_WINDOWS)?;
+            tx.open_table(SENDER_DOMAINS)?;
             webhooks::create_tables(&tx)?;
         }
         tx.commit()?;

@@ -213,6 +213,19 @@ fn import_report(r: &Result<UpsertReport, ApiError>) -> Markup {
     }
 }
 
+/// A small form field's text, or `None` past `max` bytes (read no further)
+/// or on a broken body.
+async fn bounded_text(mut field: axum::extract::multipart::Field<'_>, max: usize) -> Option<String> {
+    let mut text = Vec::new();
+    while let Some(chunk) = field.chunk().await.ok()? {
+        if text.len() + chunk.len() > max {
+            return None;
+        }
+        text.extend_from_slice(&chunk);
+    }
+    String::from_utf8(text).ok()
+}
+
 /// The upload: the CSRF field comes first in the form, so a forged post is
 /// refused before a byte of the file is read; the file then streams into
 /// the API's CSV import.
@@ -227,7 +240,8 @@ pub async fn import(State(web): State<Web>, signed: Signed, Path(id): Path<ListI
         };
         match field.name() {
             Some("csrf") => {
-                let given = field.text().await.unwrap_or_default();
+                // A token is 64 characters: read no more than that needs.
+                let given = bounded_text(field, 256).await.unwrap_or_default();
                 if let Some(r) = signed.forged(&given) {
                     return r;
                 }

@@ -64,6 +64,10 @@ async fn security_headers(req: axum::extract::Request, next: Next) -> Response {
     res
 }
 
+/// The largest form a page posts: a campaign with both 512 KiB bodies,
+/// percent-encoded. The CSV upload streams and has its own limit.
+const MAX_FORM_BYTES: usize = 4 << 20;
+
 pub fn router(web: Web, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/", get(pages::home))
@@ -88,7 +92,7 @@ pub fn router(web: Web, max_body_bytes: usize) -> Router {
         .route("/bounces", get(pages::bounces))
         .route("/transports", get(pages::transports))
         .route("/assets/{file}", get(assets::serve))
-        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(DefaultBodyLimit::max(max_body_bytes.min(MAX_FORM_BYTES)))
         .layer(middleware::from_fn(security_headers))
         .with_state(web)
 }

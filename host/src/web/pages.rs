@@ -100,6 +100,18 @@ pub fn forbidden(signed: Option<&Signed>) -> Response {
     (StatusCode::FORBIDDEN, Html(page("Refused", signed, body).into_string())).into_response()
 }
 
+/// The storage could not be asked (a database outage): nothing is decided,
+/// the visitor is asked to try again.
+pub fn unavailable() -> Response {
+    let body =
+        html! { p.error role="alert" { "The server cannot reach its database right now. Try again in a moment." } };
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Html(page("Unavailable", None, body).into_string()),
+    )
+        .into_response()
+}
+
 /// A failed operation as a page: 404s look like any missing page; the
 /// rest say what went wrong.
 pub fn error_page(signed: &Signed, e: ApiError) -> Response {

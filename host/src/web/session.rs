@@ -1,7 +1,9 @@
 //! Dashboard sessions: signing in with an API key opens one, kept in this
 //! process's memory (a restart signs everybody out, which a dashboard can
 //! afford) and named by a random cookie. Every form carries the session's
-//! CSRF token; the cookie is also `SameSite=Strict`.
+//! CSRF token; the cookie is also `SameSite=Strict`. A session lives no
+//! longer than the API key that opened it: each request looks the key up
+//! again, so revoking it (API, CLI, another node) signs the page out.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -29,6 +31,9 @@ const TOTAL: usize = 10_000;
 
 struct Session {
     user: UserId,
+    /// The API key signed in with. Kept in this process's memory only, as
+    /// the session token itself is: either one opens the account.
+    key: String,
     csrf: String,
     used: Instant,
 }
@@ -44,8 +49,9 @@ pub fn token() -> String {
 }
 
 impl Sessions {
-    /// Opens a session for `user`; returns its cookie token.
-    pub fn open(&self, user: UserId) -> String {
+    /// Opens a session for `user`, signed in with `key`; returns its
+    /// cookie token.
+    pub fn open(&self, user: UserId, key: &str) -> String {
         let mut map = self.by_token.lock().expect("sessions lock");
         let now = Instant::now();
         map.retain(|_, s| now.duration_since(s.used) < IDLE);
@@ -68,6 +74,7 @@ impl Sessions {
             t.clone(),
             Session {
                 user,
+                key: key.to_string(),
                 csrf: token(),
                 used: now,
             },
@@ -79,8 +86,8 @@ impl Sessions {
         self.by_token.lock().expect("sessions lock").remove(token);
     }
 
-    /// The user and CSRF token of a live session, touching it.
-    fn find(&self, token: &str) -> Option<(UserId, String)> {
+    /// The user, API key and CSRF token of a live session, touching it.
+    fn find(&self, token: &str) -> Option<(UserId, String, String)> {
         let mut map = self.by_token.lock().expect("sessions lock");
         let now = Instant::now();
         let s = map.get_mut(token)?;
@@ -89,7 +96,7 @@ impl Sessions {
             return None;
         }
         s.used = now;
-        Some((s.user, s.csrf.clone()))
+        Some((s.user, s.key.clone(), s.csrf.clone()))
     }
 }
 
@@ -150,19 +157,31 @@ impl FromRequestParts<Web> for Signed {
         let Some(token) = cookie(&parts.headers, COOKIE_NAME) else {
             return Err(to_signin());
         };
-        let Some((user_id, csrf)) = web.sessions.find(token) else {
+        let Some((user_id, key, csrf)) = web.sessions.find(token) else {
             return Err(to_signin());
         };
-        // A user removed since is signed out; a point read, as for API keys.
-        match web.app.store.user(user_id) {
-            Ok(user) => Ok(Signed {
+        // The key must still be the user's: a revoked key (or a removed
+        // user) signs its sessions out. The same point read as the API's
+        // (`api::auth`): inline on redb, off the worker on PostgreSQL.
+        let user = if web.app.store.is_local() {
+            web.app.store.user_by_key(&key).map_err(crate::api::ApiError::from)
+        } else {
+            web.app.db(move |s| s.user_by_key(&key)).await
+        };
+        match user {
+            Ok(Some(user)) if user.id == user_id => Ok(Signed {
                 user,
                 csrf,
                 token: token.to_string(),
             }),
-            Err(_) => {
+            Ok(_) => {
                 web.sessions.close(token);
                 Err(to_signin())
+            }
+            // An outage decides nothing: the session stays.
+            Err(e) => {
+                tracing::warn!("dashboard session check: {}", e.message);
+                Err(super::pages::unavailable())
             }
         }
     }
@@ -176,7 +195,7 @@ mod tests {
     fn sessions_are_bounded_per_user_and_closable() {
         let s = Sessions::default();
         let user = UserId::new(1);
-        let tokens: Vec<String> = (0..PER_USER + 5).map(|_| s.open(user)).collect();
+        let tokens: Vec<String> = (0..PER_USER + 5).map(|_| s.open(user, "posta_k")).collect();
         assert!(s.find(&tokens[0]).is_none(), "the oldest went");
         assert!(s.find(tokens.last().unwrap()).is_some());
         assert_eq!(s.by_token.lock().unwrap().len(), PER_USER);

@@ -62,7 +62,7 @@ pub async fn submit(State(web): State<Web>, headers: HeaderMap, Form(f): Form<Si
             );
         }
     };
-    let session = web.sessions.open(user.id);
+    let session = web.sessions.open(user.id, f.key.trim());
     (
         // Both cookies: `[(name, value); 2]` would keep only the last.
         AppendHeaders([

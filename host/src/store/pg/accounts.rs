@@ -1,12 +1,13 @@
 //! Users and API keys on PostgreSQL: the same operations and answers as
 //! redb's `store::accounts` (keys shown once, stored by SHA-256).
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Transaction;
 use tokio_postgres::types::Json;
 
 use super::{PgStore, key};
+use crate::domain::sender::SenderDomain;
 use crate::domain::{Email, KeyId, User, UserId};
 use crate::store::accounts::{KEY_PREFIX, hash_key, key_hint, new_key};
 use crate::store::{KeyInfo, Page, Result, StoreError};
@@ -157,6 +158,59 @@ impl PgStore {
                 .await?
         };
         Ok(gone as usize)
+    }
+
+    /// Grants `domain` (parsed) to `user`; granting it again keeps the
+    /// first grant.
+    pub async fn add_domain(&self, user: UserId, domain: &str, now: DateTime<Utc>) -> Result<SenderDomain> {
+        let client = self.pool.get().await?;
+        self_user(&client, user).await?;
+        let row = client
+            .query_one(
+                "INSERT INTO sender_domains (user_id, domain, added_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (user_id, domain) DO UPDATE SET domain = EXCLUDED.domain
+                 RETURNING added_at",
+                &[&key(user.get()), &domain, &now],
+            )
+            .await?;
+        Ok(SenderDomain {
+            domain: domain.to_string(),
+            added_at: row.get(0),
+        })
+    }
+
+    /// Takes `domain` away from `user` (`NotFound` if not granted).
+    pub async fn remove_domain(&self, user: UserId, domain: &str) -> Result<()> {
+        let client = self.pool.get().await?;
+        let gone = client
+            .execute(
+                "DELETE FROM sender_domains WHERE user_id = $1 AND domain = $2",
+                &[&key(user.get()), &domain],
+            )
+            .await?;
+        if gone == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    /// `user`'s sender domains in name order (`NotFound` for no such user).
+    pub async fn domains(&self, user: UserId) -> Result<Vec<SenderDomain>> {
+        let client = self.pool.get().await?;
+        self_user(&client, user).await?;
+        let rows = client
+            .query(
+                r#"SELECT domain, added_at FROM sender_domains WHERE user_id = $1 ORDER BY domain COLLATE "C""#,
+                &[&key(user.get())],
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| SenderDomain {
+                domain: r.get(0),
+                added_at: r.get(1),
+            })
+            .collect())
     }
 
     pub async fn user_count(&self) -> Result<u64> {

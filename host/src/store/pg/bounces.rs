@@ -11,7 +11,7 @@ use super::campaigns::{lock_campaign, save_campaign};
 use super::suppressions::suppress_in;
 use super::webhooks::Events;
 use super::{PgStore, key};
-use crate::domain::bounce::{Bounce, BouncePolicy, BounceType};
+use crate::domain::bounce::{Bounce, BouncePolicy, BounceType, REPORT_CHUNK, SoftWindow};
 use crate::domain::message::MessageRecord;
 use crate::domain::suppression::{Suppression, SuppressionReason, normalize};
 use crate::domain::webhook::{EventKind, bounce_data};
@@ -61,9 +61,10 @@ impl PgStore {
         Ok(report)
     }
 
-    /// Records the bounces one report (DSN or ARF) names, in one
-    /// transaction; a report whose Message-ID was read before changes
-    /// nothing and its bounces come back marked `duplicate`.
+    /// Records the bounces one report (DSN or ARF) names, `REPORT_CHUNK`
+    /// per transaction as redb does, the report's Message-ID with the
+    /// last; a report read before changes nothing and its bounces come
+    /// back marked `duplicate`.
     pub async fn record_report(
         &self,
         user: UserId,
@@ -73,49 +74,53 @@ impl PgStore {
         now: DateTime<Utc>,
     ) -> Result<Vec<BounceReport>> {
         let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        let seen = match report_id {
-            Some(id) => {
-                let fresh = tx
-                    .query_opt(
-                        "INSERT INTO reports (user_id, id, read_at) VALUES ($1, $2, $3)
-                         ON CONFLICT (user_id, id) DO NOTHING RETURNING 1",
-                        &[&key(user.get()), &id, &now],
-                    )
-                    .await?
-                    .is_some();
-                if !fresh {
-                    tx.execute(
-                        "UPDATE reports SET read_at = $3 WHERE user_id = $1 AND id = $2",
-                        &[&key(user.get()), &id, &now],
-                    )
-                    .await?;
+        if let Some(id) = report_id {
+            let seen = client
+                .execute(
+                    "UPDATE reports SET read_at = $3 WHERE user_id = $1 AND id = $2",
+                    &[&key(user.get()), &id, &now],
+                )
+                .await?
+                > 0;
+            if seen {
+                let tx = client.transaction().await?;
+                let mut out = Vec::with_capacity(bounces.len());
+                for (mut bounce, _) in bounces {
+                    bounce.email = normalize(&bounce.email);
+                    let suppressed = suppression_of(&tx, user, &bounce.email).await?;
+                    out.push(BounceReport {
+                        bounce,
+                        duplicate: true,
+                        soft_in_window: None,
+                        suppressed,
+                    });
                 }
-                !fresh
+                tx.commit().await?;
+                return Ok(out);
             }
-            None => false,
-        };
+        }
         let mut out = Vec::with_capacity(bounces.len());
-        if seen {
-            for (mut bounce, _) in bounces {
-                bounce.email = normalize(&bounce.email);
-                let suppressed = suppression_of(&tx, user, &bounce.email).await?;
-                out.push(BounceReport {
-                    bounce,
-                    duplicate: true,
-                    soft_in_window: None,
-                    suppressed,
-                });
+        let mut rest = bounces.into_iter().peekable();
+        loop {
+            let tx = client.transaction().await?;
+            let mut events = Events::default();
+            for (bounce, message) in rest.by_ref().take(REPORT_CHUNK) {
+                out.push(bounce_in(&tx, &mut events, user, bounce, message, policy, now).await?);
+            }
+            let last = rest.peek().is_none();
+            if last && let Some(id) = report_id {
+                tx.execute(
+                    "INSERT INTO reports (user_id, id, read_at) VALUES ($1, $2, $3)
+                     ON CONFLICT (user_id, id) DO UPDATE SET read_at = EXCLUDED.read_at",
+                    &[&key(user.get()), &id, &now],
+                )
+                .await?;
             }
             tx.commit().await?;
-            return Ok(out);
+            if last {
+                return Ok(out);
+            }
         }
-        let mut events = Events::default();
-        for (bounce, message) in bounces {
-            out.push(bounce_in(&tx, &mut events, user, bounce, message, policy, now).await?);
-        }
-        tx.commit().await?;
-        Ok(out)
     }
 }
 
@@ -196,28 +201,16 @@ pub(super) async fn file_bounce(
     policy: &BouncePolicy,
     now: DateTime<Utc>,
 ) -> Result<(Option<u64>, Option<SuppressionReason>)> {
+    let soft_in_window = if bounce.kind == BounceType::Soft {
+        Some(count_soft(tx, user, bounce, policy, now).await?)
+    } else {
+        None
+    };
     tx.execute(
         "INSERT INTO bounces (user_id, email, record) VALUES ($1, $2, $3)",
         &[&key(user.get()), &bounce.email, &Json(bounce)],
     )
     .await?;
-    let soft_in_window = if bounce.kind == BounceType::Soft {
-        let rows = tx
-            .query(
-                "SELECT record FROM bounces WHERE user_id = $1 AND email = $2",
-                &[&key(user.get()), &bounce.email],
-            )
-            .await?;
-        let since = policy.soft_since(now);
-        Some(
-            rows.into_iter()
-                .map(|r| r.get::<_, Json<Bounce>>(0).0)
-                .filter(|b| b.kind == BounceType::Soft && b.at >= since)
-                .count() as u64,
-        )
-    } else {
-        None
-    };
     // An address that does not parse cannot be mailed: nothing to suppress.
     let Ok(email) = Email::parse(&bounce.email) else {
         return Ok((soft_in_window, None));
@@ -228,4 +221,50 @@ pub(super) async fn file_bounce(
     let s = Suppression::for_bounce(&email, reason, bounce, now);
     suppress_in(tx, user, &[s], &mut SuppressReport::default()).await?;
     Ok((soft_in_window, Some(reason)))
+}
+
+/// Adds a soft bounce to its address's window (made from the address's
+/// history the first time) and returns the count in the window. The
+/// window's row is locked first, so two reports on one address count in
+/// turn.
+async fn count_soft(
+    tx: &Transaction<'_>,
+    user: UserId,
+    bounce: &Bounce,
+    policy: &BouncePolicy,
+    now: DateTime<Utc>,
+) -> Result<u64> {
+    tx.execute(
+        "INSERT INTO soft_windows (user_id, email, record) VALUES ($1, $2, NULL) ON CONFLICT DO NOTHING",
+        &[&key(user.get()), &bounce.email],
+    )
+    .await?;
+    let row = tx
+        .query_one(
+            "SELECT record FROM soft_windows WHERE user_id = $1 AND email = $2 FOR UPDATE",
+            &[&key(user.get()), &bounce.email],
+        )
+        .await?;
+    let mut window = match row.get::<_, Option<Json<SoftWindow>>>(0) {
+        Some(Json(w)) => w,
+        None => {
+            let history: Vec<Bounce> = tx
+                .query(
+                    "SELECT record FROM bounces WHERE user_id = $1 AND email = $2",
+                    &[&key(user.get()), &bounce.email],
+                )
+                .await?
+                .into_iter()
+                .map(|r| r.get::<_, Json<Bounce>>(0).0)
+                .collect();
+            SoftWindow::from_history(&history, policy)
+        }
+    };
+    let n = window.add(bounce.at, policy, now);
+    tx.execute(
+        "UPDATE soft_windows SET record = $3 WHERE user_id = $1 AND email = $2",
+        &[&key(user.get()), &bounce.email, &Json(&window)],
+    )
+    .await?;
+    Ok(n)
 }

@@ -35,9 +35,12 @@ use tokio_postgres::NoTls;
 
 use super::{Result, StoreError};
 
-/// Table keys are `bigint`; Posta's ids stay below 2^63.
+/// Table keys are `bigint`; Posta's ids stay below 2^63. An id above that
+/// comes only from a client (a path or body naming a row that cannot
+/// exist): it maps to a negative key, which no row has, so it is not found,
+/// as on redb, instead of panicking.
 fn key(id: u64) -> i64 {
-    i64::try_from(id).expect("ids fit in a bigint")
+    id as i64
 }
 
 /// A page from rows read in key order, as redb's `page_filtered` makes

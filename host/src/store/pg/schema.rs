@@ -12,6 +12,8 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (4, include_str!("migrations/0004_campaign_ids.sql")),
     (5, include_str!("migrations/0005_reports_secrets.sql")),
     (6, include_str!("migrations/0006_delivery_claims.sql")),
+    (7, include_str!("migrations/0007_soft_windows.sql")),
+    (8, include_str!("migrations/0008_sender_domains.sql")),
 ];
 
 /// The advisory lock key migrations hold ("posta_mg").
