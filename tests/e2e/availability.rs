@@ -616,3 +616,32 @@ fn a_user_sends_only_from_its_own_sender_domains() {
     assert_eq!(b.ok_get(&format!("/campaigns/{id}"))["status"], "draft");
     assert!(server.outbox().is_empty(), "nothing was sent as the bank");
 }
+
+#[test]
+fn behind_a_trusted_proxy_limits_key_on_the_forwarded_client() {
+    let (server, _, _) = Server::with_config(
+        "[server]\nmax_body_bytes = 1048576\npublic_rate_per_ip = 2\ntrusted_proxies = [\"127.0.0.1/32\"]\n",
+    );
+    let health = |client: &reqwest::blocking::Client, forwarded: &str| {
+        client
+            .get(format!("{}/api/v1/health", server.base))
+            .header("x-forwarded-for", forwarded)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    // Through the proxy: one forwarded client spends its burst (4) …
+    let proxy = client_from("127.0.0.1");
+    let statuses: Vec<u16> = (0..8).map(|_| health(&proxy, "203.0.113.1")).collect();
+    assert!(statuses.contains(&429), "{statuses:?}");
+    // … and another forwarded client is not held to it.
+    assert_eq!(health(&proxy, "198.51.100.7, 203.0.113.2"), 200);
+    // A direct client's own header is not believed: it keys on its address.
+    let direct = client_from("127.0.0.5");
+    let statuses: Vec<u16> = (0..8).map(|i| health(&direct, &format!("192.0.2.{i}"))).collect();
+    assert!(
+        statuses.contains(&429),
+        "a spoofed header escaped the limit: {statuses:?}"
+    );
+}

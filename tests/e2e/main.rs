@@ -11,6 +11,7 @@ mod plugin_check;
 mod rate;
 mod reload;
 mod skeleton;
+mod slow_readers;
 mod tenants;
 mod transports;
 mod webhooks;

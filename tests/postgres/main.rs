@@ -12,5 +12,7 @@ mod deliverability;
 mod lifecycle;
 #[path = "../e2e/skeleton.rs"]
 mod skeleton;
+#[path = "../e2e/slow_readers.rs"]
+mod slow_readers;
 #[path = "../e2e/webhooks.rs"]
 mod webhooks;

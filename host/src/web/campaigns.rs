@@ -171,6 +171,11 @@ async fn draft_page(
         Ok(p) => p.items,
         Err(e) => return error_page(signed, e),
     };
+    // The domains the From address may be at, shown beside it.
+    let domains: Vec<String> = match web.app.db(move |st| st.domains(user)).await {
+        Ok(d) => d.into_iter().map(|d| d.domain).collect(),
+        Err(e) => return error_page(signed, e),
+    };
     let plugins = web.app.engine.plugins();
     let mut transports: Vec<&str> = plugins.transports.values().map(|t| t.info.name.as_str()).collect();
     transports.sort_unstable();
@@ -243,7 +248,15 @@ async fn draft_page(
             input id="subject" name="subject" value=(form.subject) required aria-describedby=[described("subject")];
             (field_error(&error, "subject"))
             label for="from_email" { "From address" }
-            input id="from_email" name="from_email" type="email" value=(form.from_email) required aria-describedby=[described("from_email")];
+            input id="from_email" name="from_email" type="email" value=(form.from_email) required
+                aria-describedby=(described("from_email").map_or("from-domains".to_string(), |e| format!("{e} from-domains")));
+            p.hint id="from-domains" {
+                @if domains.is_empty() {
+                    "You have no sender domains yet: an admin grants them."
+                } @else {
+                    "Your sender domains: " (domains.join(", "))
+                }
+            }
             (field_error(&error, "from_email"))
             label for="from_name" { "From name" }
             input id="from_name" name="from_name" value=(form.from_name) aria-describedby=[described("from_name")];
