@@ -202,7 +202,8 @@ type Riders = Arc<parking_lot::Mutex<Vec<Rider>>>;
 
 /// A write transaction holding its turn at the writer queue until commit.
 pub(crate) struct WriteTx {
-    tx: redb::WriteTransaction,
+    /// Taken by `commit`; still here on drop means abort.
+    tx: Option<redb::WriteTransaction>,
     /// For a bulk transaction, the interactive writers' counter: it should
     /// commit what it has as soon as one is waiting.
     yield_to: Option<Arc<AtomicUsize>>,
@@ -222,25 +223,26 @@ impl WriteTx {
     /// they share this commit's fsync instead of each waiting for the writer
     /// and then paying their own. The writer turn is held until every rider
     /// has been told the outcome.
-    pub(crate) fn commit(self) -> std::result::Result<(), redb::CommitError> {
+    pub(crate) fn commit(mut self) -> std::result::Result<(), redb::CommitError> {
+        let tx = self.tx.take().expect("committed once");
         let started = std::time::Instant::now();
         let kind = if self.yield_to.is_some() { "bulk" } else { "interactive" };
         let riders = std::mem::take(&mut *self.riders.lock());
         let mut finishes = Vec::with_capacity(riders.len());
         let mut poisoned = false;
         for rider in riders {
-            let done = rider(&self.tx);
+            let done = rider(&tx);
             poisoned |= done.poisoned;
             finishes.push(done.finish);
         }
         let r = if poisoned {
             // Dropping a write transaction aborts it.
-            drop(self.tx);
+            drop(tx);
             Err(redb::CommitError::Storage(redb::StorageError::Io(
                 std::io::Error::other("a write carried by this commit failed part-way"),
             )))
         } else {
-            self.tx.commit()
+            tx.commit()
         };
         let error = r.as_ref().err().map(ToString::to_string);
         for finish in finishes {
@@ -255,7 +257,24 @@ impl std::ops::Deref for WriteTx {
     type Target = redb::WriteTransaction;
 
     fn deref(&self) -> &redb::WriteTransaction {
-        &self.tx
+        self.tx.as_ref().expect("not yet committed")
+    }
+}
+
+impl Drop for WriteTx {
+    /// A panic with the transaction open (a bug in our code between redb
+    /// calls, reached by some input) unwinds through here. redb skips its
+    /// own abort while unwinding and marks the file for repair, so every
+    /// later start would rebuild the database; the panic did not come from
+    /// inside redb, its state is whole, and aborting here is the rollback
+    /// redb would have done.
+    fn drop(&mut self) {
+        if let Some(tx) = self.tx.take()
+            && std::thread::panicking()
+            && let Err(e) = tx.abort()
+        {
+            tracing::error!("aborting a write transaction after a panic: {e}");
+        }
     }
 }
 
@@ -335,7 +354,7 @@ impl Redb {
         let turn = self.interactive_turn();
         Ok(WriteTx {
             yield_to: None,
-            tx: self.db.begin_write()?,
+            tx: Some(self.db.begin_write()?),
             riders: self.riders.clone(),
             _turn: turn,
         })
@@ -390,7 +409,7 @@ impl Redb {
         }
         let tx = WriteTx {
             yield_to: None,
-            tx: self.db.begin_write()?,
+            tx: Some(self.db.begin_write()?),
             riders: self.riders.clone(),
             _turn: turn,
         };
@@ -418,7 +437,7 @@ impl Redb {
         let turn = self.writers.lock_arc();
         Ok(WriteTx {
             yield_to: Some(self.interactive.clone()),
-            tx: self.db.begin_write()?,
+            tx: Some(self.db.begin_write()?),
             riders: self.riders.clone(),
             _turn: turn,
         })
@@ -518,6 +537,42 @@ pub(crate) fn temp_store() -> (tempfile::TempDir, Redb) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A panic while a write transaction is open (a bug reached by hostile
+    /// input) aborts that transaction only: the store goes on in the same
+    /// process, and the file reopens without a repair.
+    #[test]
+    fn a_panic_inside_a_write_transaction_needs_no_repair() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("posta.redb");
+        {
+            let store = Redb::open(&path).unwrap();
+            store.create_user("a@example.org").unwrap();
+            let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let tx = store.write().unwrap();
+                tx.open_table(USERS).unwrap().insert(999, b"half".as_slice()).unwrap();
+                panic!("a bug reached by hostile input");
+            }));
+            assert!(panicked.is_err());
+            store.create_user("b@example.org").unwrap();
+        }
+        let repaired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        {
+            let flag = repaired.clone();
+            let db = redb::Builder::new()
+                .set_repair_callback(move |_| flag.store(true, Ordering::Release))
+                .create(&path)
+                .unwrap();
+            drop(db);
+        }
+        assert!(!repaired.load(Ordering::Acquire), "the file needed a repair");
+        let store = Redb::open(&path).unwrap();
+        assert_eq!(
+            store.user_count().unwrap(),
+            2,
+            "the panicked write is gone, the others are kept"
+        );
+    }
     use std::sync::atomic::AtomicBool;
     use std::time::Duration;
 
