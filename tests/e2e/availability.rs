@@ -350,6 +350,18 @@ fn amplification_attempts_stay_within_their_caps() {
     assert!(form_growth <= 8 * 1024, "form: {form_growth} KiB");
 }
 
+/// The id of the user with `email`, from the admin API at `users`.
+fn user_id(admin: &posta_e2e::Api, users: &str, email: &str) -> u64 {
+    admin.get_abs(users).1["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["email"] == email)
+        .unwrap()["id"]
+        .as_u64()
+        .unwrap()
+}
+
 /// Signs in to the dashboard with `key`; returns the session cookie.
 fn sign_in(server: &Server, key: &str) -> String {
     let http = reqwest::blocking::Client::builder()
@@ -545,15 +557,7 @@ fn revoking_a_key_ends_the_dashboard_sessions_it_opened() {
     assert_eq!(page(&session).status().as_u16(), 200);
     let admin = server.api(&alice);
     let users = format!("{}/api/v1/admin/users", server.base);
-    let listed = admin.get_abs(&users).1;
-    let bob_id = listed["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["email"] == "bob@example.org")
-        .unwrap()["id"]
-        .as_u64()
-        .unwrap();
+    let bob_id = user_id(&admin, &users, "bob@example.org");
     let keys = admin.get_abs(&format!("{users}/{bob_id}/keys")).1;
     for k in keys["items"].as_array().unwrap() {
         let (status, _) = admin.delete_abs(&format!("{users}/{bob_id}/keys/{}", k["id"]));
@@ -591,14 +595,7 @@ fn a_user_sends_only_from_its_own_sender_domains() {
 
     // An admin grants it; only admins may.
     let users = format!("{}/api/v1/admin/users", server.base);
-    let bob_id = admin.get_abs(&users).1["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["email"] == "bob@example.org")
-        .unwrap()["id"]
-        .as_u64()
-        .unwrap();
+    let bob_id = user_id(&admin, &users, "bob@example.org");
     let domains = format!("{users}/{bob_id}/domains");
     assert_eq!(b.post_abs(&domains, json!({"domain": "bank.example"})).0, 403);
     let (status, r) = admin.post_abs(&domains, json!({"domain": "not a domain"}));
