@@ -74,7 +74,8 @@ pub async fn remove(
     Path((id, domain)): Path<(UserId, String)>,
 ) -> ApiResult<StatusCode> {
     admin_only(&user, "take domains away")?;
-    let domain = domain.trim().trim_end_matches('.').to_ascii_lowercase();
+    // A name that could never be granted is not granted: 404.
+    let domain = parse_domain(&domain).map_err(|_| super::ApiError::not_found())?;
     s.db(move |st| st.remove_domain(id, &domain)).await?;
     Ok(StatusCode::NO_CONTENT)
 }

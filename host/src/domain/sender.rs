@@ -22,7 +22,7 @@ pub struct SenderDomain {
 /// in: lower-case ASCII (IDNs in their `xn--` form), no trailing dot, at
 /// least two labels of letters, digits and inner hyphens.
 pub fn parse_domain(raw: &str) -> Result<String, FieldError> {
-    let d = raw.trim().trim_end_matches('.').to_ascii_lowercase();
+    let d = normalize(raw);
     let bad = |why: &str| {
         Err(FieldError::new(
             "domain",
@@ -47,12 +47,14 @@ pub fn parse_domain(raw: &str) -> Result<String, FieldError> {
     Ok(d)
 }
 
+/// One spelling of a domain: trimmed, lower case, no trailing dot.
+fn normalize(domain: &str) -> String {
+    domain.trim().trim_end_matches('.').to_ascii_lowercase()
+}
+
 /// The domain of an address, in the form `parse_domain` stores.
 pub fn domain_of(address: &str) -> String {
-    address
-        .rsplit_once('@')
-        .map(|(_, d)| d.trim().trim_end_matches('.').to_ascii_lowercase())
-        .unwrap_or_default()
+    address.rsplit_once('@').map(|(_, d)| normalize(d)).unwrap_or_default()
 }
 
 /// Whether `from_email` is on one of `domains`; the error names the field

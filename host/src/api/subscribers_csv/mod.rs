@@ -89,21 +89,10 @@ impl Import {
             return false;
         }
         if let Err(e) = fed {
-            self.stop(self.records_line(&e), e.to_string());
+            self.stop(e.line(), e.to_string());
             return false;
         }
         true
-    }
-
-    /// The line the record in progress starts on.
-    fn records_line_now(&self) -> u64 {
-        self.records.line()
-    }
-
-    fn records_line(&self, e: &records::RecordError) -> u64 {
-        match e {
-            records::RecordError::TooLong { line, .. } | records::RecordError::TooManyFields { line } => *line,
-        }
     }
 
     /// The stream ended early (too long a record, the client went away):
@@ -197,7 +186,7 @@ pub async fn import_csv<E: std::fmt::Display>(
             Some(Ok(chunk)) => chunk,
             Some(Err(e)) => {
                 if parsing {
-                    let line = import.records_line_now();
+                    let line = import.records.line();
                     import.stop(line, e.to_string());
                 }
                 break;

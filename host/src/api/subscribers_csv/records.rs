@@ -15,6 +15,15 @@ pub enum RecordError {
     TooManyFields { line: u64 },
 }
 
+impl RecordError {
+    /// The line the record in question starts on.
+    pub fn line(&self) -> u64 {
+        match self {
+            RecordError::TooLong { line, .. } | RecordError::TooManyFields { line } => *line,
+        }
+    }
+}
+
 /// One record: its fields' bytes and the line it starts on (1-based).
 pub struct Record<'a> {
     pub line: u64,
