@@ -37,6 +37,9 @@ pub const DB_COMMIT: &str = "posta_db_commit_seconds";
 /// Seconds an API write waited for the writer (or for the commit that
 /// carried it).
 pub const DB_WRITER_WAIT: &str = "posta_db_writer_wait_seconds";
+/// 1 while every loop of the process reaches storage, 0 while one
+/// retries (`store::health`).
+pub const STORAGE_UP: &str = "posta_storage_up";
 /// Event webhook attempts by `result`: delivered, retrying, failed.
 pub const WEBHOOK_ATTEMPTS: &str = "posta_webhook_attempts_total";
 

@@ -70,9 +70,12 @@ impl Deliverer {
                 self.prune().await;
             }
             let wait = match self.start_due().await {
-                Ok(next) => next,
+                Ok(next) => {
+                    self.store.health().ok("webhooks");
+                    next
+                }
                 Err(e) => {
-                    tracing::error!("webhook outbox: {e}");
+                    self.store.health().failed("webhooks", &e);
                     POLL
                 }
             };

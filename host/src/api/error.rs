@@ -111,6 +111,14 @@ impl From<StoreError> for ApiError {
             StoreError::Transition(t) => t.into(),
             StoreError::Invalid(f) => f.into(),
             StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            StoreError::Unavailable(e) => {
+                tracing::debug!("storage unreachable: {e}");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_unavailable",
+                    "the database cannot be reached; try again shortly",
+                )
+            }
             e @ (StoreError::Db(_) | StoreError::Corrupt(_) | StoreError::LeaseLapsed) => ApiError::internal(e),
         }
     }

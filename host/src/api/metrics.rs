@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
 use super::{ApiError, ApiResult, AppState};
-use crate::metrics::{CAMPAIGN_IN_FLIGHT, CAMPAIGN_QUEUED, HTTP_REQUEST, HTTP_REQUESTS, IN_FLIGHT, QUEUED};
+use crate::metrics::{CAMPAIGN_IN_FLIGHT, CAMPAIGN_QUEUED, HTTP_REQUEST, HTTP_REQUESTS, IN_FLIGHT, QUEUED, STORAGE_UP};
 
 #[utoipa::path(get, path = "/metrics", tag = "server", security(()),
     description = "Prometheus metrics: messages by status and transport, transport and personalize call latency, \
@@ -33,7 +33,16 @@ pub async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> ApiResult
     // Gauges are read when scraped: the engine's in-flight counts, and the
     // stored queue of each campaign it is running.
     let in_flight = s.engine.in_flight();
-    let ids: Vec<_> = in_flight.iter().map(|(id, _)| *id).collect();
+    // While storage is out of reach the queue is not read (each read would
+    // wait out a connect timeout): the exposition is what an operator
+    // needs then, and it says so.
+    let storage_up = s.store.health().failing().is_empty();
+    metrics::gauge!(STORAGE_UP).set(if storage_up { 1.0 } else { 0.0 });
+    let ids: Vec<_> = if storage_up {
+        in_flight.iter().map(|(id, _)| *id).collect()
+    } else {
+        Vec::new()
+    };
     let queued = s
         .db(move |st| {
             Ok(ids

@@ -107,10 +107,18 @@ impl Paging {
     }
 }
 
+/// `ok`, or `degraded` with the loops that cannot reach storage (a
+/// database outage): still 200, because the process is alive and resumes
+/// by itself once storage answers — restarting it would not help.
 #[utoipa::path(get, path = "/api/v1/health", tag = "server", security(()),
-    responses((status = 200, description = "the server is up", body = Object)))]
-pub async fn health() -> Json<serde_json::Value> {
-    Json(serde_json::json!({"status": "ok"}))
+    responses((status = 200, description = "the server is up; `status` is `ok` or `degraded` (storage out of reach, with `storage` naming the loops waiting for it)", body = Object)))]
+pub async fn health(axum::extract::State(s): axum::extract::State<AppState>) -> Json<serde_json::Value> {
+    let failing = s.store.health().failing();
+    if failing.is_empty() {
+        Json(serde_json::json!({"status": "ok"}))
+    } else {
+        Json(serde_json::json!({"status": "degraded", "storage": failing}))
+    }
 }
 
 #[utoipa::path(get, path = "/api/v1/openapi.json", tag = "server", security(()),

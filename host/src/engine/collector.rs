@@ -2,38 +2,62 @@
 //! outcomes keeps storage off the critical path at high rates, while a
 //! lone outcome is stored at once. It ends with the engine: when the runs
 //! map it was given is dropped.
+//!
+//! A batch that cannot be stored (the database is down) is tried again
+//! until it is: its messages stay in flight meanwhile, so their driver
+//! queues nothing more than its window allows, and once stored (or refused,
+//! if their claim lapsed meanwhile) they make room again. Dropping them
+//! instead would leave their driver waiting for room forever.
 
 use std::collections::HashMap;
-use std::sync::Weak;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use chrono::Utc;
 use tokio::sync::mpsc;
 
 use super::Runs;
-use super::queue::Queue;
+use super::queue::{Claim, Queue};
 use crate::domain::CampaignId;
 use crate::domain::message::Outcome;
+use crate::store::health::{Backoff, Health};
 
 const MAX_BATCH: usize = 256;
 
-pub(super) async fn run(queue: Queue, runs: Weak<Runs>, mut rx: mpsc::UnboundedReceiver<Outcome>) {
+/// The longest wait between two tries at storing a batch.
+const RETRY_CAP: Duration = Duration::from_secs(2);
+
+/// An outcome and the claim its message was delivered under.
+pub(super) struct Reported {
+    pub(super) outcome: Outcome,
+    pub(super) claim: Claim,
+}
+
+pub(super) async fn run(
+    queue: Queue,
+    health: Arc<Health>,
+    runs: Weak<Runs>,
+    mut rx: mpsc::UnboundedReceiver<Reported>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let Some(runs) = runs.upgrade() else { return };
-        let outcomes = std::mem::take(&mut batch);
+        if runs.strong_count() == 0 {
+            return;
+        }
         let mut per_campaign: HashMap<CampaignId, usize> = HashMap::new();
-        for o in outcomes.iter().filter(|o| o.kind.ends_job()) {
-            *per_campaign.entry(o.campaign_id).or_default() += 1;
+        for r in batch.iter().filter(|r| r.outcome.kind.ends_job()) {
+            *per_campaign.entry(r.outcome.campaign_id).or_default() += 1;
         }
-        let count = outcomes.len();
-        if let Err(e) = queue.record(outcomes, Utc::now()).await {
-            // The messages stay queued in storage and are re-delivered on
-            // the next start (or, on PostgreSQL, once this node's lease
-            // lapses); counting them done here would lose them.
-            tracing::error!(count, "cannot store outcomes: {e}");
-            continue;
+        for (claim, outcomes) in by_claim(std::mem::take(&mut batch)) {
+            let mut backoff = Backoff::new(RETRY_CAP);
+            while let Err(e) = queue.record(&claim, &outcomes, Utc::now()).await {
+                health.failed("outcomes", &e);
+                tokio::time::sleep(backoff.next_wait()).await;
+            }
+            health.ok("outcomes");
         }
+        let Some(runs) = runs.upgrade() else { return };
         let runs = runs.lock().expect("runs lock");
         for (id, n) in per_campaign {
             if let Some(run) = runs.get(&id) {
@@ -42,4 +66,17 @@ pub(super) async fn run(queue: Queue, runs: Weak<Runs>, mut rx: mpsc::UnboundedR
             }
         }
     }
+}
+
+/// The batch's outcomes per claim, in the order the claims first appear
+/// (a batch rarely holds more than one or two).
+fn by_claim(batch: Vec<Reported>) -> Vec<(Claim, Vec<Outcome>)> {
+    let mut groups: Vec<(Claim, Vec<Outcome>)> = Vec::new();
+    for r in batch {
+        match groups.iter_mut().find(|(c, _)| c.same(&r.claim)) {
+            Some((_, outcomes)) => outcomes.push(r.outcome),
+            None => groups.push((r.claim, vec![r.outcome])),
+        }
+    }
+    groups
 }

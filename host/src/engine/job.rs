@@ -7,12 +7,13 @@ use rand::Rng;
 use tokio::sync::{Notify, mpsc};
 
 use super::capacity::Capacity;
+use super::collector::Reported;
 use super::lane::{Lane, Reply};
+use super::queue::Claim;
 use crate::domain::message::{Job, Outcome, OutcomeKind};
 use crate::domain::{Campaign, MessageId, unsubscribe};
 use crate::plugins::Plugins;
 use crate::plugins::bindings::types;
-use crate::store::fence::Fence;
 
 /// What every message's delivery uses whatever its campaign: made once by
 /// the engine and passed in, so a job sees nothing else of it.
@@ -22,7 +23,7 @@ pub(super) struct Shared {
     pub(super) capacity: Capacity,
     pub(super) stop: Arc<Stop>,
     /// Where outcomes go (the collector); a retry's attempt too.
-    pub(super) outcomes: mpsc::UnboundedSender<Outcome>,
+    pub(super) outcomes: mpsc::UnboundedSender<Reported>,
     pub(super) retry: Retry,
 }
 
@@ -117,9 +118,9 @@ enum Failure {
     Stopped,
 }
 
-/// Delivers `job`, its transport calls starting before `fence` if there
-/// is one; past it the message is handed back (`Deferred`) uncalled.
-pub(super) async fn deliver(shared: &Shared, ctx: &Context, job: Job, fence: Option<Arc<Fence>>) -> Outcome {
+/// Delivers `job`, its transport calls starting before `claim`'s fence if
+/// it has one; past it the message is handed back (`Deferred`) uncalled.
+pub(super) async fn deliver(shared: &Shared, ctx: &Context, job: Job, claim: &Claim) -> Outcome {
     let sub = &job.subscriber;
     let outcome = |attempts, kind| Outcome {
         campaign_id: job.campaign_id,
@@ -139,7 +140,7 @@ pub(super) async fn deliver(shared: &Shared, ctx: &Context, job: Job, fence: Opt
             };
         }
         attempts += 1;
-        match attempt(shared, ctx, &job, &mut message, fence.as_ref()).await {
+        match attempt(shared, ctx, &job, &mut message, claim).await {
             Ok(remote_id) => break OutcomeKind::Sent { remote_id },
             Err(Failure::Permanent(error)) => break OutcomeKind::Failed { error },
             Err(Failure::Rejected(error)) if shared.retry.hard_on_reject => break OutcomeKind::Rejected { error },
@@ -161,9 +162,10 @@ pub(super) async fn deliver(shared: &Shared, ctx: &Context, job: Job, fence: Opt
                 );
                 // The attempt is stored before the wait, so neither a stop
                 // nor a crash lets a restart count it again.
-                let _ = shared
-                    .outcomes
-                    .send(outcome(attempts, OutcomeKind::Retrying { error: error.clone() }));
+                let _ = shared.outcomes.send(Reported {
+                    outcome: outcome(attempts, OutcomeKind::Retrying { error: error.clone() }),
+                    claim: claim.clone(),
+                });
                 ctx.counters.retried.increment(1);
                 last_error = Some(error);
                 // A message waiting out a backoff holds none of the budget:
@@ -203,7 +205,7 @@ async fn attempt(
     ctx: &Context,
     job: &Job,
     message: &mut Option<Held>,
-    fence: Option<&Arc<Fence>>,
+    claim: &Claim,
 ) -> Result<Option<String>, Failure> {
     let Some(lane) = &ctx.transport else {
         return Err(Failure::Permanent(format!(
@@ -225,7 +227,10 @@ async fn attempt(
         *message = Some(personalize(shared, ctx, job).await?);
     }
     let msg = message.as_ref().expect("personalized above").message.clone();
-    match lane.deliver(msg, ctx.run.cancelled.clone(), fence.cloned()).await {
+    match lane
+        .deliver(msg, ctx.run.cancelled.clone(), claim.fence().cloned())
+        .await
+    {
         Reply::Cancelled => Err(Failure::Cancelled),
         Reply::Fenced | Reply::Stopped => Err(Failure::Stopped),
         Reply::Delivered(Ok(Ok(receipt))) => Ok(receipt.remote_id),

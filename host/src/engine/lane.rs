@@ -111,18 +111,26 @@ impl Lane {
                         if let Some(refused) = req.refused(&stop) {
                             break refused;
                         }
-                        let Some(pace) = &pace else {
-                            break call(&transport, &req, None, &call_seconds)
-                                .await
-                                .expect("a call with no start-by time always runs");
+                        let slot = match &pace {
+                            Some(pace) => {
+                                let start_by = pace.until_ready().await;
+                                if let Some(refused) = req.refused(&stop) {
+                                    break refused;
+                                }
+                                start_by
+                            }
+                            None => None,
                         };
-                        let start_by = pace.until_ready().await;
-                        if let Some(refused) = req.refused(&stop) {
-                            break refused;
-                        }
-                        // A shared slot whose call could not start on time
-                        // (an instantiation, a starved thread) is let go
-                        // and the next one waited for.
+                        // The call must start within its rate slot and
+                        // before the claim's fence: between the check above
+                        // and the guest's call there is an instance to take
+                        // (maybe to make) and a thread to be scheduled on,
+                        // and a node frozen there must not call once it
+                        // wakes past its fence. A slot missed is let go and
+                        // the next one waited for; a fence passed is
+                        // refused at the top of the loop.
+                        let fence = req.fence.as_ref().map(|f| f.at());
+                        let start_by = [slot, fence].into_iter().flatten().min();
                         if let Some(reply) = call(&transport, &req, start_by, &call_seconds).await {
                             break reply;
                         }

@@ -38,6 +38,7 @@ use crate::config::{Config, Delivery};
 use crate::domain::message::Job;
 use crate::domain::{Campaign, CampaignId, Status, schedule};
 use crate::plugins::Plugins;
+use crate::store::health::Backoff;
 use crate::store::{Store, StoreError};
 
 /// Shared state of one campaign's run.
@@ -139,7 +140,12 @@ impl Engine {
             runs: Arc::new(Mutex::new(HashMap::new())),
             lanes,
         });
-        rt.spawn(collector::run(inner.queue.clone(), Arc::downgrade(&inner.runs), rx));
+        rt.spawn(collector::run(
+            inner.queue.clone(),
+            inner.store.health().clone(),
+            Arc::downgrade(&inner.runs),
+            rx,
+        ));
         let engine = Engine { inner };
         let active = {
             let store = engine.inner.store.clone();
@@ -276,17 +282,62 @@ impl Engine {
         };
         let inner = self.inner.clone();
         self.inner.rt.spawn(async move {
-            if let Err(e) = drive(&inner, id, &run).await {
-                tracing::error!(campaign = id.get(), "delivery stopped: {e}");
+            match drive(&inner, id, &run).await {
+                Ok(()) => {}
+                // Deleted meanwhile: nothing left to send.
+                Err(StoreError::NotFound) => {}
+                Err(e) => tracing::error!(campaign = id.get(), "delivery stopped: {e}"),
             }
             inner.runs.lock().expect("runs lock").remove(&id);
         });
     }
 }
 
+/// Runs `f` until it succeeds or fails for a reason other than storage
+/// being out of reach (which it waits out, with a capped backoff, while the
+/// server is not stopping: `None` then). A database restart or failover
+/// pauses a send; it must not end it.
+async fn persist<T, F, Fut>(inner: &Inner, task: &'static str, mut f: F) -> Result<Option<T>, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let health = inner.store.health();
+    let mut backoff = Backoff::new(Duration::from_secs(2));
+    loop {
+        match f().await {
+            Ok(v) => {
+                health.ok(task);
+                return Ok(Some(v));
+            }
+            Err(StoreError::Db(e) | StoreError::Unavailable(e)) => {
+                health.failed(task, &e);
+                if inner.jobs.stop.is_stopping() {
+                    return Ok(None);
+                }
+                tokio::time::sleep(backoff.next_wait()).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 async fn drive(inner: &Arc<Inner>, id: CampaignId, run: &Arc<Run>) -> Result<(), StoreError> {
-    let now = inner.clock.now();
-    let recovered = inner.queue.recover(id, now).await?;
+    let Some(campaign) = persist(inner, "driver", || {
+        let store = inner.store.clone();
+        blocking(move || store.campaign_by_id(id))
+    })
+    .await?
+    else {
+        return Ok(());
+    };
+    let Some(ctx) = persist(inner, "driver", || context(inner, &campaign, run.clone())).await? else {
+        return Ok(());
+    };
+    let ctx = Arc::new(ctx);
+    let Some(recovered) = persist(inner, "driver", || inner.queue.recover(id, inner.clock.now())).await? else {
+        return Ok(());
+    };
     if !recovered.is_empty() {
         tracing::warn!(
             campaign = id.get(),
@@ -294,10 +345,7 @@ async fn drive(inner: &Arc<Inner>, id: CampaignId, run: &Arc<Run>) -> Result<(),
             "re-delivering messages left in flight by a stop"
         );
     }
-    let store = inner.store.clone();
-    let campaign = blocking(move || store.campaign_by_id(id)).await?;
-    let ctx = Arc::new(context(inner, &campaign, run.clone()).await?);
-    dispatch(inner, run, &ctx, recovered, None);
+    dispatch(inner, run, &ctx, recovered, queue::Claim::Local);
     // Paced by its own send_rate or by its transport's rate_limit, the
     // campaign queues only what the slower of them sends in half a second.
     let transport_rate = ctx.transport.as_ref().and_then(|l| l.rate_limit());
@@ -323,8 +371,11 @@ async fn drive(inner: &Arc<Inner>, id: CampaignId, run: &Arc<Run>) -> Result<(),
             continue;
         }
         let batch = full.min(room);
-        let now = inner.clock.now();
-        let queue::Step { enqueued: step, fence } = inner.queue.step(id, batch, now).await?;
+        let Some(queue::Step { enqueued: step, claim }) =
+            persist(inner, "driver", || inner.queue.step(id, batch, inner.clock.now())).await?
+        else {
+            continue;
+        };
         let c = step.campaign;
         if c.stats.skipped > skipped {
             ctx.counters.skipped.increment(c.stats.skipped - skipped);
@@ -334,7 +385,7 @@ async fn drive(inner: &Arc<Inner>, id: CampaignId, run: &Arc<Run>) -> Result<(),
             run.cancelled.store(true, Ordering::Release);
         }
         if !step.jobs.is_empty() {
-            dispatch(inner, run, &ctx, step.jobs, fence);
+            dispatch(inner, run, &ctx, step.jobs, claim);
             continue;
         }
         if step.progressed {
@@ -379,24 +430,18 @@ async fn context(inner: &Inner, c: &Campaign, run: Arc<Run>) -> Result<job::Cont
     })
 }
 
-/// Starts a delivery task per job; `fence` is when their transport calls
-/// must have started by (the claiming node's, on PostgreSQL).
-fn dispatch(
-    inner: &Arc<Inner>,
-    run: &Arc<Run>,
-    ctx: &Arc<job::Context>,
-    jobs: Vec<Job>,
-    fence: Option<Arc<crate::store::fence::Fence>>,
-) {
+/// Starts a delivery task per job, all taken under `claim` (whose fence,
+/// on PostgreSQL, is when their transport calls must have started by).
+fn dispatch(inner: &Arc<Inner>, run: &Arc<Run>, ctx: &Arc<job::Context>, jobs: Vec<Job>, claim: queue::Claim) {
     for j in jobs {
         run.in_flight.fetch_add(1, Ordering::AcqRel);
         let shared = inner.jobs.clone();
         let ctx = ctx.clone();
-        let fence = fence.clone();
+        let claim = claim.clone();
         inner.rt.spawn(async move {
-            let outcome = job::deliver(&shared, &ctx, j, fence).await;
+            let outcome = job::deliver(&shared, &ctx, j, &claim).await;
             // The collector decrements in_flight once the outcome is stored.
-            let _ = shared.outcomes.send(outcome);
+            let _ = shared.outcomes.send(collector::Reported { outcome, claim });
         });
     }
 }

@@ -19,11 +19,46 @@ use crate::domain::message::{Job, Outcome};
 use crate::store::fence::Fence;
 use crate::store::{Enqueued, Redb, Store, StoreError};
 
-/// One step's messages and the fence their transport calls must start
-/// before (none on redb).
+/// One step's messages and who claimed them.
 pub(super) struct Step {
     pub(super) enqueued: Enqueued,
-    pub(super) fence: Option<Arc<Fence>>,
+    pub(super) claim: Claim,
+}
+
+/// Who claimed a message: its outcomes are stored under that claim, and on
+/// PostgreSQL the claim's fence is when its transport calls must start by.
+#[derive(Clone)]
+pub(super) enum Claim {
+    /// redb: this process, the only sender.
+    Local,
+    /// PostgreSQL: one registration of this node. A registration that
+    /// lapsed stays the claim of the messages it took, so their outcomes
+    /// are refused even after the process registered again.
+    #[cfg(feature = "postgres")]
+    Node(Arc<crate::store::pg::Node>),
+}
+
+impl Claim {
+    /// When the claim's transport calls must have started by, if ever.
+    pub(super) fn fence(&self) -> Option<&Arc<Fence>> {
+        match self {
+            Claim::Local => None,
+            #[cfg(feature = "postgres")]
+            Claim::Node(node) => Some(&node.fence),
+        }
+    }
+
+    /// Whether `self` and `other` are one claim (outcomes are stored per
+    /// claim).
+    pub(super) fn same(&self, other: &Claim) -> bool {
+        match (self, other) {
+            (Claim::Local, Claim::Local) => true,
+            #[cfg(feature = "postgres")]
+            (Claim::Node(a), Claim::Node(b)) => Arc::ptr_eq(a, b),
+            #[cfg(feature = "postgres")]
+            _ => false,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -73,22 +108,32 @@ impl Queue {
             Queue::Local(r) => {
                 let r = r.clone();
                 let enqueued = blocking(move || r.enqueue(id, batch, now)).await?;
-                Ok(Step { enqueued, fence: None })
+                Ok(Step {
+                    enqueued,
+                    claim: Claim::Local,
+                })
             }
             #[cfg(feature = "postgres")]
             Queue::Shared(m) => m.claim(id, batch, now).await,
         }
     }
 
-    /// Stores a batch of outcomes.
-    pub(super) async fn record(&self, outcomes: Vec<Outcome>, now: DateTime<Utc>) -> Result<(), StoreError> {
-        match self {
-            Queue::Local(r) => {
-                let r = r.clone();
+    /// Stores a batch of outcomes of messages `claim` took.
+    pub(super) async fn record(
+        &self,
+        claim: &Claim,
+        outcomes: &[Outcome],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        match (self, claim) {
+            (Queue::Local(r), _) => {
+                let (r, outcomes) = (r.clone(), outcomes.to_vec());
                 blocking(move || r.record_outcomes(&outcomes, now).map(drop)).await
             }
             #[cfg(feature = "postgres")]
-            Queue::Shared(m) => m.record(&outcomes, now).await,
+            (Queue::Shared(m), Claim::Node(node)) => m.record(node, outcomes, now).await,
+            #[cfg(feature = "postgres")]
+            (Queue::Shared(_), Claim::Local) => unreachable!("a node's messages are claimed by a registration"),
         }
     }
 
@@ -138,9 +183,10 @@ mod shared {
     use chrono::{DateTime, Utc};
     use parking_lot::RwLock;
 
-    use super::Step;
+    use super::{Claim, Step};
     use crate::domain::CampaignId;
     use crate::domain::message::Outcome;
+    use crate::store::health::Backoff;
     use crate::store::pg::{Node, PgStore};
     use crate::store::{Enqueued, StoreError};
 
@@ -161,7 +207,17 @@ mod shared {
             let name = cfg.node_name.clone().unwrap_or_else(default_name);
             let ttl = Duration::from_millis(cfg.lease_ms);
             let margin = Duration::from_millis(cfg.fence_margin_ms);
-            let node = store.register_node(&name, ttl, margin).await?;
+            let mut backoff = Backoff::new(Duration::from_secs(1));
+            let node = loop {
+                match store.register_node(&name, ttl, margin).await {
+                    Ok(node) => break node,
+                    Err(e) => {
+                        store.health().failed("join", &e);
+                        tokio::time::sleep(backoff.next_wait()).await;
+                    }
+                }
+            };
+            store.health().ok("join");
             tracing::info!(node = node.id.0, name, "joined the cluster");
             store.deliver_as(&node);
             Ok(Arc::new(Member {
@@ -200,17 +256,19 @@ mod shared {
             if !Arc::ptr_eq(&self.node(), lapsed) {
                 return;
             }
+            let mut backoff = Backoff::new(self.idle_poll());
             loop {
                 match self.store.register_node(&self.name, self.ttl, self.margin).await {
                     Ok(node) => {
+                        self.store.health().ok("join");
                         tracing::info!(node = node.id.0, "joined the cluster again");
                         self.store.deliver_as(&node);
                         *self.node.write() = Arc::new(node);
                         return;
                     }
                     Err(e) => {
-                        tracing::warn!("cannot join the cluster again: {e}");
-                        tokio::time::sleep(self.idle_poll()).await;
+                        self.store.health().failed("join", &e);
+                        tokio::time::sleep(backoff.next_wait()).await;
                     }
                 }
             }
@@ -235,7 +293,7 @@ mod shared {
                                 next_due: c.next_due,
                                 campaign: c.campaign,
                             },
-                            fence: Some(node.fence.clone()),
+                            claim: Claim::Node(node),
                         });
                     }
                     Err(StoreError::LeaseLapsed) => self.rejoin(&node).await,
@@ -244,8 +302,15 @@ mod shared {
             }
         }
 
-        pub(super) async fn record(&self, outcomes: &[Outcome], now: DateTime<Utc>) -> Result<(), StoreError> {
-            let recorded = self.store.record_outcomes(&self.node(), outcomes, now).await?;
+        /// Stores outcomes of messages `node` claimed: refused if that
+        /// registration lapsed, whatever this process registered since.
+        pub(super) async fn record(
+            &self,
+            node: &Node,
+            outcomes: &[Outcome],
+            now: DateTime<Utc>,
+        ) -> Result<(), StoreError> {
+            let recorded = self.store.record_outcomes(node, outcomes, now).await?;
             if recorded.rejected > 0 {
                 // Their messages were or will be taken over and delivered
                 // again by a node holding a lease, flagged.

@@ -90,10 +90,8 @@ impl Pace {
             Pace::Shared(p) => loop {
                 match p.acquire().await {
                     Ok(start_by) => return Some(start_by),
-                    Err(e) => {
-                        tracing::warn!("shared pacer: {e}");
-                        tokio::time::sleep(Duration::from_millis(250)).await;
-                    }
+                    // Reported to the store's health by the pacer.
+                    Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
                 }
             },
         }

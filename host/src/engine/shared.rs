@@ -31,6 +31,7 @@ async fn follow(engine: Engine, pg: PgStore) {
     loop {
         match pg.watch_campaigns(WATCH_POLL).await {
             Ok(mut watch) => {
+                pg.health().ok("watch");
                 while let Some((id, status)) = watch.next().await {
                     if matches!(status, Status::Sending | Status::Paused | Status::Cancelled) {
                         engine.drive(id, status == Status::Cancelled);
@@ -38,7 +39,7 @@ async fn follow(engine: Engine, pg: PgStore) {
                 }
                 tracing::warn!("campaign watch ended; watching again");
             }
-            Err(e) => tracing::warn!("cannot watch campaigns: {e}"),
+            Err(e) => pg.health().failed("watch", &e),
         }
         tokio::time::sleep(WATCH_POLL).await;
     }
@@ -52,18 +53,19 @@ async fn schedule(engine: Engine, pg: PgStore) {
                 while leader.holds() {
                     match pg.fire_due(engine.now()).await {
                         Ok(fired) => {
+                            pg.health().ok("scheduler");
                             for c in fired {
                                 engine.drive(c.id, false);
                             }
                         }
-                        Err(e) => tracing::warn!("scheduler: {e}"),
+                        Err(e) => pg.health().failed("scheduler", &e),
                     }
                     tokio::time::sleep(SCHEDULER_TICK).await;
                 }
                 tracing::warn!("lost the scheduler's lead");
             }
-            Ok(None) => {}
-            Err(e) => tracing::warn!("scheduler: {e}"),
+            Ok(None) => pg.health().ok("scheduler"),
+            Err(e) => pg.health().failed("scheduler", &e),
         }
         tokio::time::sleep(LEAD_RETRY).await;
     }

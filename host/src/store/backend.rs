@@ -79,6 +79,15 @@ impl Store {
         }
     }
 
+    /// What the process's loops last found storage to be (`health`).
+    pub fn health(&self) -> &std::sync::Arc<super::health::Health> {
+        match self {
+            Store::Redb(r) => &r.health,
+            #[cfg(feature = "postgres")]
+            Store::Pg(pg) => pg.store.health(),
+        }
+    }
+
     /// Whether reads are local (redb, in this process's page cache) rather
     /// than a round trip to a database server.
     pub fn is_local(&self) -> bool {

@@ -52,6 +52,17 @@ impl Subject {
         }
     }
 
+    /// The messages a clean stop deferred, handed out again: after the
+    /// next start on redb (`recover_in_flight`), by the next claim on
+    /// PostgreSQL (they were left unleased).
+    async fn resume_deferred(&self, id: CampaignId) -> Result<Vec<Job>> {
+        match &self.store {
+            Store::Redb(r) => r.recover_in_flight(id, Utc::now()),
+            #[cfg(feature = "postgres")]
+            Store::Pg(_) => Ok(self.step(id, 100, Utc::now()).await?.jobs),
+        }
+    }
+
     fn create_campaign(&self, user: UserId, draft: CampaignDraft, transport: String) -> Result<Campaign> {
         self.store.create_campaign(user, draft, transport, Utc::now())
     }
@@ -872,6 +883,145 @@ async fn cancel_settles_everything_left(s: &Subject) {
     assert_eq!(s.campaign(ALICE, c.id).unwrap().stats, stats);
 }
 
+/// Every outcome kind a delivery reports, stored alike: a sent message, a
+/// failure, a refused recipient (a hard bounce, suppressed, with its
+/// events), a retry (still queued, its attempt and error kept), a deferral
+/// (handed out again unflagged) and a cancel; the counters agree with the
+/// messages, and the campaign completes once each has a final outcome.
+async fn every_outcome_kind_settles_alike(s: &Subject) {
+    use SubscriberStatus::Subscribed;
+    let hook = s
+        .create_webhook(ALICE, vec![EventKind::MessageFailed, EventKind::MessageBounced])
+        .unwrap();
+    let list = s.create_list(ALICE, "l").unwrap();
+    s.upsert(
+        ALICE,
+        list.id,
+        (0..6).map(|i| new(&format!("o{i}@x.org"), Subscribed)).collect(),
+    )
+    .unwrap();
+    let c = s
+        .create_campaign(ALICE, CampaignDraft::minimal(list.id), "log".into())
+        .unwrap();
+    s.send(ALICE, c.id, Utc::now()).unwrap();
+    let step = s.step(c.id, 100, Utc::now()).await.unwrap();
+    assert_eq!(step.jobs.len(), 6);
+    let error = |e: &str| e.to_string();
+    let kinds = [
+        OutcomeKind::Sent {
+            remote_id: Some("r-0".into()),
+        },
+        OutcomeKind::Failed {
+            error: error("554 content refused"),
+        },
+        OutcomeKind::Rejected {
+            error: error("550 no such user"),
+        },
+        OutcomeKind::Retrying {
+            error: error("421 try later"),
+        },
+        OutcomeKind::Deferred,
+        OutcomeKind::Cancelled,
+    ];
+    let first: Vec<Outcome> = step
+        .jobs
+        .iter()
+        .zip(kinds)
+        .map(|(j, kind)| Outcome {
+            campaign_id: c.id,
+            subscriber_id: j.subscriber.id,
+            attempts: 1,
+            kind,
+        })
+        .collect();
+    s.settle(&first, Utc::now()).await.unwrap();
+    let stats = s.campaign(ALICE, c.id).unwrap().stats;
+    assert_eq!(
+        (
+            stats.sent,
+            stats.failed,
+            stats.cancelled,
+            stats.bounced,
+            stats.queued,
+            stats.pending
+        ),
+        (1, 2, 1, 1, 2, 0)
+    );
+    let messages = s.messages(ALICE, c.id, None, None, 10).unwrap().items;
+    let of = |i: usize| {
+        messages
+            .iter()
+            .find(|m| m.subscriber_id == step.jobs[i].subscriber.id)
+            .unwrap()
+    };
+    assert_eq!(
+        (of(0).status, of(0).remote_id.as_deref()),
+        (MessageStatus::Sent, Some("r-0"))
+    );
+    assert_eq!(
+        (of(1).status, of(1).last_error.as_deref()),
+        (MessageStatus::Failed, Some("554 content refused"))
+    );
+    assert_eq!(of(2).status, MessageStatus::Failed);
+    assert_eq!(of(2).bounces.len(), 1, "a refused recipient is a hard bounce");
+    assert_eq!(
+        s.suppression(ALICE, "o2@x.org").unwrap().reason,
+        SuppressionReason::Bounced
+    );
+    assert_eq!(
+        (of(3).status, of(3).attempts, of(3).last_error.as_deref()),
+        (MessageStatus::Queued, 1, Some("421 try later"))
+    );
+    assert_eq!(of(4).status, MessageStatus::Queued);
+    assert_eq!(of(5).status, MessageStatus::Cancelled);
+    let (due, _) = s.due_deliveries(Utc::now(), 10, None).unwrap();
+    let mut events: Vec<EventKind> = due
+        .iter()
+        .filter(|d| d.webhook.id == hook.id)
+        .map(|d| d.delivery.event)
+        .collect();
+    events.sort_by_key(|e| e.as_str());
+    assert_eq!(
+        events,
+        [
+            EventKind::MessageBounced,
+            EventKind::MessageFailed,
+            EventKind::MessageFailed
+        ]
+    );
+
+    // The retry's next attempt succeeds; the deferred message comes back,
+    // unflagged (it was never handed to a transport), and goes out.
+    let retried = Outcome {
+        attempts: 2,
+        kind: OutcomeKind::Sent { remote_id: None },
+        ..first[3].clone()
+    };
+    s.settle(&[retried], Utc::now()).await.unwrap();
+    let again = s.resume_deferred(c.id).await.unwrap();
+    let ids: Vec<SubscriberId> = again.iter().map(|j| j.subscriber.id).collect();
+    assert_eq!(ids, [step.jobs[4].subscriber.id]);
+    let done = s.settle(&sent(c.id, &again), Utc::now()).await.unwrap();
+    let stats = done[0].stats;
+    assert_eq!(done[0].status, Status::Sent);
+    assert_eq!(
+        (
+            stats.sent,
+            stats.failed,
+            stats.cancelled,
+            stats.queued,
+            stats.possible_duplicates
+        ),
+        (3, 2, 1, 0, 0)
+    );
+    let messages = s.messages(ALICE, c.id, None, None, 10).unwrap().items;
+    assert!(
+        messages
+            .iter()
+            .all(|m| !m.possible_duplicate && m.status != MessageStatus::Queued)
+    );
+}
+
 macro_rules! conformance {
     ($($scenario:ident),* $(,)?) => {
         mod redb {
@@ -900,6 +1050,7 @@ macro_rules! conformance {
 }
 
 conformance!(
+    every_outcome_kind_settles_alike,
     local_time_sends_release_in_due_order,
     cancel_settles_everything_left,
     webhook_outboxes,

@@ -14,6 +14,7 @@ mod bounces;
 mod campaigns;
 mod delivery;
 pub mod fence;
+pub mod health;
 mod lists;
 mod suppressions;
 mod webhooks;
@@ -114,6 +115,10 @@ pub enum StoreError {
     Conflict(String),
     #[error("storage: {0}")]
     Db(String),
+    /// The database could not be reached (down, restarting, out of reach):
+    /// the same call may succeed once it is back.
+    #[error("storage unreachable: {0}")]
+    Unavailable(String),
     #[error("corrupt record: {0}")]
     Corrupt(String),
     /// This node's lease on its work lapsed (PostgreSQL): another node may
@@ -182,6 +187,8 @@ pub struct Redb {
     outbox: Arc<tokio::sync::Notify>,
     /// API writes waiting to be carried by the next commit (group commit).
     riders: Riders,
+    /// Whether the engine's loops reach storage (`health`).
+    pub(crate) health: Arc<health::Health>,
 }
 
 /// A write queued to run inside whichever transaction commits next; it
@@ -321,6 +328,7 @@ impl Redb {
             interactive: Arc::new(AtomicUsize::new(0)),
             outbox: Arc::default(),
             riders: Riders::default(),
+            health: Arc::default(),
         })
     }
 

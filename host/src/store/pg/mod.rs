@@ -66,19 +66,62 @@ fn scan_page<K, T>(
 
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
-        StoreError::Db(e.to_string())
+        if server_absent(&e) {
+            StoreError::Unavailable(e.to_string())
+        } else {
+            StoreError::Db(e.to_string())
+        }
     }
 }
 
 impl From<deadpool_postgres::PoolError> for StoreError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
-        StoreError::Db(e.to_string())
+        match e {
+            deadpool_postgres::PoolError::Backend(e) => e.into(),
+            e @ deadpool_postgres::PoolError::Timeout(_) => StoreError::Unavailable(e.to_string()),
+            e => StoreError::Db(e.to_string()),
+        }
     }
 }
 
 impl From<schema::MigrateError> for StoreError {
     fn from(e: schema::MigrateError) -> Self {
-        StoreError::Db(e.to_string())
+        match e {
+            schema::MigrateError::Db(e) => e.into(),
+            e => StoreError::Db(e.to_string()),
+        }
+    }
+}
+
+/// How long a connection attempt may take before it counts as failed.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// When an idle connection starts TCP keepalive probes (libpq's default is
+/// the system's two hours).
+const KEEPALIVE_IDLE: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Whether `e` means the server is not there (yet) — down, starting,
+/// shutting down, out of reach — rather than refusing us: only an error
+/// the server sent, other than those, is an answer.
+pub(crate) fn server_absent(e: &tokio_postgres::Error) -> bool {
+    use std::error::Error;
+    use tokio_postgres::error::SqlState;
+    match e.code() {
+        // Not the server's answer: a lost or refused connection (an I/O
+        // error underneath), or no answer in time; client-side errors
+        // (types, row counts) are bugs, not outages.
+        None => {
+            e.is_closed()
+                || e.source().is_some_and(|s| s.is::<std::io::Error>())
+                || e.to_string().starts_with("timeout")
+        }
+        Some(code) => [
+            SqlState::CANNOT_CONNECT_NOW,
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CRASH_SHUTDOWN,
+            SqlState::TOO_MANY_CONNECTIONS,
+        ]
+        .contains(code),
     }
 }
 
@@ -93,6 +136,8 @@ pub struct PgStore {
     /// The node incarnation this process's webhook deliverer claims
     /// deliveries for (`deliver_as`), shared by every clone.
     deliverer: std::sync::Arc<parking_lot::RwLock<Option<i64>>>,
+    /// Whether this process's loops reach the database.
+    health: std::sync::Arc<crate::store::health::Health>,
 }
 
 impl PgStore {
@@ -112,6 +157,13 @@ impl PgStore {
             config.get_options().unwrap_or_default()
         );
         config.options(options.trim());
+        // A server that went away without closing its sockets (a host
+        // lost, a network cut) must fail connects and queries, not hang
+        // them: the loops then retry, and the fence stops calls meanwhile.
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        config.keepalives_idle(config.get_keepalives_idle().min(KEEPALIVE_IDLE));
         let manager = Manager::from_config(
             config.clone(),
             NoTls,
@@ -121,15 +173,41 @@ impl PgStore {
         );
         let pool = Pool::builder(manager)
             .max_size(max_connections)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .create_timeout(Some(CONNECT_TIMEOUT))
             .build()
             .map_err(|e| StoreError::Db(e.to_string()))?;
-        let mut client = pool.get().await?;
-        schema::migrate(&mut client).await?;
+        let health = std::sync::Arc::new(crate::store::health::Health::default());
+        // A node started while the database is down waits for it (a
+        // cluster's nodes and its database often start together); a
+        // refusal from a server that answers (no such database, a wrong
+        // password) is an operator's mistake and fails at once.
+        let mut backoff = crate::store::health::Backoff::new(std::time::Duration::from_secs(5));
+        loop {
+            let tried = match pool.get().await {
+                Ok(mut client) => schema::migrate(&mut client).await.map(drop).map_err(StoreError::from),
+                Err(e) => Err(e.into()),
+            };
+            let waiting = match tried {
+                Ok(()) => break,
+                Err(StoreError::Unavailable(e)) => e,
+                Err(e) => return Err(e),
+            };
+            health.failed("connect", &waiting);
+            tokio::time::sleep(backoff.next_wait()).await;
+        }
+        health.ok("connect");
         Ok(PgStore {
             pool,
             config,
             deliverer: Default::default(),
+            health,
         })
+    }
+
+    /// What this process's loops last found the database to be.
+    pub fn health(&self) -> &std::sync::Arc<crate::store::health::Health> {
+        &self.health
     }
 
     /// The database this store is connected to.

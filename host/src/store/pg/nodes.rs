@@ -20,6 +20,23 @@ use super::PgStore;
 use crate::store::fence::Fence;
 use crate::store::{Result, StoreError};
 
+/// Moves `node`'s lease on, unless it lapsed; moves its fence with it.
+async fn renew(client: &tokio_postgres::Client, node: &Node) -> Result<bool> {
+    let sent = Instant::now();
+    let renewed = client
+        .execute(
+            "UPDATE nodes SET lease_until = clock_timestamp() + make_interval(secs => $2)
+             WHERE id = $1 AND lease_until > clock_timestamp()",
+            &[&node.id.0, &node.ttl.as_secs_f64()],
+        )
+        .await?
+        == 1;
+    if renewed {
+        node.fence.extend(sent + node.ttl - node.margin);
+    }
+    Ok(renewed)
+}
+
 /// A node incarnation's id (its `nodes` row).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct NodeId(pub i64);
@@ -41,10 +58,10 @@ impl PgStore {
         let sent = Instant::now();
         let row = client
             .query_one(
-                "INSERT INTO nodes (name, lease_until)
-                 VALUES ($1, clock_timestamp() + make_interval(secs => $2))
+                "INSERT INTO nodes (name, lease_until, ttl_ms)
+                 VALUES ($1, clock_timestamp() + make_interval(secs => $2), $3)
                  RETURNING id",
-                &[&name, &ttl.as_secs_f64()],
+                &[&name, &ttl.as_secs_f64(), &(ttl.as_millis() as i64)],
             )
             .await?;
         Ok(Node {
@@ -60,34 +77,39 @@ impl PgStore {
     /// the process must register again to go on).
     pub async fn heartbeat(&self, node: &Node) -> Result<bool> {
         let client = self.pool.get().await?;
-        let sent = Instant::now();
-        let renewed = client
-            .execute(
-                "UPDATE nodes SET lease_until = clock_timestamp() + make_interval(secs => $2)
-                 WHERE id = $1 AND lease_until > clock_timestamp()",
-                &[&node.id.0, &node.ttl.as_secs_f64()],
-            )
-            .await?
-            == 1;
-        if renewed {
-            node.fence.extend(sent + node.ttl - node.margin);
-        }
-        Ok(renewed)
+        renew(&client, node).await
     }
 
     /// Heartbeats `node` four times per lease until the lease lapses
     /// (then returns: the incarnation is over). A failed heartbeat is
     /// retried at the next beat; meanwhile the fence, not this loop, keeps
     /// the node from calling transports on a lease it may have lost.
+    ///
+    /// Heartbeats go over a connection of their own, each within half a
+    /// lease: behind the pool they would queue after the claims and
+    /// outcomes waiting there (on a campaign's lock, say), and the lease
+    /// would lapse because the node was busy.
     pub async fn keep_alive(&self, node: &Node) -> StoreError {
         let mut beat = tokio::time::interval(node.ttl / 4);
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut conn: Option<tokio_postgres::Client> = None;
         loop {
             beat.tick().await;
-            match self.heartbeat(node).await {
-                Ok(true) => {}
+            let renewed = tokio::time::timeout(node.ttl / 2, async {
+                let client = match conn.take().filter(|c| !c.is_closed()) {
+                    Some(c) => c,
+                    None => self.dedicated().await?,
+                };
+                let renewed = renew(&client, node).await?;
+                conn = Some(client);
+                Ok::<_, StoreError>(renewed)
+            })
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Db("no answer within half a lease".into())));
+            match renewed {
+                Ok(true) => self.health.ok("heartbeat"),
                 Ok(false) => return StoreError::LeaseLapsed,
-                Err(e) => tracing::warn!(error = %e, node = node.id.0, "heartbeat failed"),
+                Err(e) => self.health.failed("heartbeat", &e),
             }
         }
     }
@@ -104,7 +126,9 @@ impl PgStore {
         let client = self.pool.get().await?;
         client
             .execute(
-                "UPDATE nodes SET lease_until = clock_timestamp() WHERE id = $1",
+                // No grace after a database restart either (`queue::LAPSED`):
+                // a node that left has nothing more to report.
+                "UPDATE nodes SET lease_until = clock_timestamp(), ttl_ms = 0 WHERE id = $1",
                 &[&node.id.0],
             )
             .await?;

@@ -158,8 +158,21 @@ impl SharedPacer {
             let taken = match local.ahead.take() {
                 Some(ahead) => ahead
                     .await
-                    .map_err(|e| StoreError::Db(format!("taking pacer slots: {e}")))??,
-                None => take_block(&self.store, &self.name, self.span()).await?,
+                    .map_err(|e| StoreError::Db(format!("taking pacer slots: {e}")))
+                    .and_then(|taken| taken),
+                None => take_block(&self.store, &self.name, self.span()).await,
+            };
+            // Reported here, where the database is asked, not per slot:
+            // slots of a block taken earlier are no news about it.
+            let taken = match taken {
+                Ok(taken) => {
+                    self.store.health().ok("pacer");
+                    taken
+                }
+                Err(e) => {
+                    self.store.health().failed("pacer", &e);
+                    return Err(e);
+                }
             };
             local.clock.sample(taken.read_at, taken.db_now);
             local.next = local.clock.local(taken.first);

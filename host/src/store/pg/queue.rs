@@ -6,9 +6,13 @@
 //!   unleased) come first, then the next cursor batch of the list (or the
 //!   local-time entries that came due). Messages it queues are leased to
 //!   it. Nodes take turns on the lock, so each subscriber gets one message.
-//! - A node's outcomes are accepted only for messages still leased to it,
-//!   and only while its lease holds (checked under the same campaign lock a
-//!   takeover needs), so an outcome and a takeover never both count.
+//! - A node registration's outcomes are accepted only for messages still
+//!   leased to it (checked under the same campaign lock a takeover needs),
+//!   so an outcome and a takeover never both count. Once another node took
+//!   a message over, the old registration's outcome for it is refused; one
+//!   that arrives after its lease lapsed but before any takeover (every
+//!   node lost the database, say) is kept: its call started before the
+//!   fence, and refusing it would only make the message go out twice.
 //! - A message taken over from a node whose lease lapsed may have been
 //!   delivered already: it is flagged `possible_duplicate` and counted.
 //!
@@ -128,10 +132,6 @@ impl PgStore {
                 Err(StoreError::NotFound) => continue,
                 Err(e) => return Err(e),
             };
-            if !lease_holds(&tx, node).await? {
-                recorded.rejected += outcomes.len();
-                continue;
-            }
             let ids: Vec<i64> = outcomes.iter().map(|o| key(o.subscriber_id.get())).collect();
             let rows = tx
                 .query(
@@ -257,6 +257,16 @@ async fn lease_holds(tx: &Transaction<'_>, node: &Node) -> Result<bool> {
         .is_some())
 }
 
+/// Which `nodes` rows' messages a claim may take over: those whose lease
+/// lapsed — but not within one lease of the database server's own start.
+/// A database restart lapses every registration at once while their
+/// nodes live on, holding outcomes of calls already made; each stores
+/// them (kept: no one took the messages over) or hands its fenced messages
+/// back within a lease of the database's return. Taken over at once, they
+/// would all go out a second time, flagged.
+const LAPSED: &str = "greatest(lease_until, pg_postmaster_start_time() + make_interval(secs => ttl_ms / 1000.0))
+                      <= clock_timestamp()";
+
 /// Takes over queued messages of lapsed nodes (flagged: their delivery
 /// may have happened) and unleased ones (not flagged: a clean stop put
 /// them off before any call). A cancelled campaign's are cancelled instead.
@@ -270,14 +280,15 @@ async fn take_over(
 ) -> Result<()> {
     let rows = tx
         .query(
-            "SELECT m.subscriber_id, m.lease_node, m.record, s.record
+            &format!(
+                "SELECT m.subscriber_id, m.lease_node, m.record, s.record
              FROM messages m LEFT JOIN subscribers s ON s.list_id = $2 AND s.id = m.subscriber_id
              WHERE m.campaign_id = $1 AND m.status = 'queued'
-               AND (m.lease_node IS NULL
-                    OR m.lease_node IN (SELECT id FROM nodes WHERE lease_until <= clock_timestamp()))
+               AND (m.lease_node IS NULL OR m.lease_node IN (SELECT id FROM nodes WHERE {LAPSED}))
              ORDER BY m.subscriber_id
              LIMIT $3
-             FOR UPDATE OF m",
+             FOR UPDATE OF m"
+            ),
             &[&key(c.id.get()), &key(c.list_id.get()), &(batch as i64)],
         )
         .await?;

@@ -14,6 +14,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (6, include_str!("migrations/0006_delivery_claims.sql")),
     (7, include_str!("migrations/0007_soft_windows.sql")),
     (8, include_str!("migrations/0008_sender_domains.sql")),
+    (9, include_str!("migrations/0009_node_ttl.sql")),
 ];
 
 /// The advisory lock key migrations hold ("posta_mg").

@@ -26,6 +26,7 @@ pub struct TestServer {
     bindir: PathBuf,
     owner: Option<(u32, u32)>,
     next: AtomicU32,
+    durable: bool,
 }
 
 /// One test's database: `url` connects to it (a libpq key/value string).
@@ -48,6 +49,42 @@ impl TestServer {
     pub fn durable() -> &'static TestServer {
         static SERVER: OnceLock<TestServer> = OnceLock::new();
         SERVER.get_or_init(|| TestServer::start(true).unwrap_or_else(|e| panic!("test PostgreSQL: {e}")))
+    }
+
+    /// A server of its own, for a test that stops and starts it (a
+    /// database outage) and must not take other tests' databases down
+    /// with it. It lives, like the shared ones, until the process ends.
+    pub fn private() -> &'static TestServer {
+        Box::leak(Box::new(
+            TestServer::start(false).unwrap_or_else(|e| panic!("test PostgreSQL: {e}")),
+        ))
+    }
+
+    /// Stops the server the way a crash does (`pg_ctl stop -m immediate`:
+    /// no checkpoint, every connection cut).
+    pub fn stop_immediately(&self) {
+        let data = self.dir.join("data");
+        self.run(
+            "pg_ctl",
+            &[
+                "stop".as_ref(),
+                "-D".as_ref(),
+                data.as_os_str(),
+                "-m".as_ref(),
+                "immediate".as_ref(),
+                "-w".as_ref(),
+            ],
+        )
+        .unwrap_or_else(|e| panic!("stopping the test PostgreSQL: {e}"));
+    }
+
+    /// Starts a stopped server again on its data (it recovers from its
+    /// WAL first) and waits until it accepts connections.
+    pub fn start_again(&self) {
+        let data = self.dir.join("data");
+        self.spawn_postmaster(&data, self.durable)
+            .and_then(|()| self.wait_ready())
+            .unwrap_or_else(|e| panic!("restarting the test PostgreSQL: {e}"));
     }
 
     /// A new empty database with the current schema.
@@ -85,6 +122,7 @@ impl TestServer {
             bindir,
             owner,
             next: AtomicU32::new(0),
+            durable,
         };
         server.run(
             "initdb",
@@ -213,9 +251,13 @@ impl TestServer {
                 "full_page_writes=off",
             ]);
         }
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(self.dir.join("postgres.log")).map_err(|e| e.to_string())?);
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.join("postgres.log"))
+                .map_err(|e| e.to_string())?,
+        );
         unsafe {
             use std::os::unix::process::CommandExt;
             cmd.pre_exec(|| {

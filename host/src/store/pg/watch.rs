@@ -66,17 +66,26 @@ impl PgStore {
                         // The listening connection ended: listen again
                         // (the poll covers the gap).
                         Some(None) => {
-                            if let Err(e) = store.listen(notified_tx.clone()).await {
-                                tracing::warn!(error = %e, "campaign notifications: cannot listen again yet");
+                            match store.listen(notified_tx.clone()).await {
+                                Ok(()) => store.health.ok("notifications"),
+                                Err(e) => {
+                                    store.health.failed("notifications", &e);
+                                    // Tried again at the next tick's poll.
+                                    let _ = notified_tx.send(None);
+                                    tokio::time::sleep(poll).await;
+                                }
                             }
                             continue;
                         }
                         None => return,
                     },
                     _ = tick.tick() => match store.statuses(&known(&last)).await {
-                        Ok(all) => all,
+                        Ok(all) => {
+                            store.health.ok("status poll");
+                            all
+                        }
                         Err(e) => {
-                            tracing::warn!(error = %e, "campaign status poll failed");
+                            store.health.failed("status poll", &e);
                             continue;
                         }
                     },
@@ -112,7 +121,7 @@ impl PgStore {
                     }
                     Ok(_) => {}
                     Err(e) => {
-                        tracing::warn!(error = %e, "campaign notifications: connection lost");
+                        tracing::debug!(error = %e, "campaign notifications: connection lost");
                         break;
                     }
                 }
