@@ -761,7 +761,28 @@ async fn webhook_outboxes(s: &Subject) {
     let done = s.deliveries(ALICE, hook_a.id, None, 10).unwrap();
     let stored = done.items.iter().find(|d| d.id == first.id).unwrap();
     assert_eq!((stored.state, stored.attempts.len()), (DeliveryState::Delivered, 2));
-    assert_eq!(s.prune_deliveries(Utc::now() + Duration::hours(1)).unwrap(), 1);
+    // Another of hook A's deliveries gives up after one attempt: failed
+    // for good, never due again.
+    let second = due
+        .iter()
+        .find(|d| d.webhook.id == hook_a.id && d.delivery.id != first.id)
+        .unwrap()
+        .delivery
+        .clone();
+    let refused = Attempt {
+        at: now,
+        status: Some(410),
+        error: Some("HTTP 410".into()),
+        duration_ms: 1,
+    };
+    s.finish_attempt(hook_a.id, second.id, refused, false, None).unwrap();
+    let page = s.deliveries(ALICE, hook_a.id, None, 10).unwrap();
+    let stored = page.items.iter().find(|d| d.id == second.id).unwrap();
+    assert_eq!((stored.state, stored.attempts.len()), (DeliveryState::Failed, 1));
+    assert_eq!(stored.next_attempt_at, None);
+    let (later, _) = s.due_deliveries(retry_at + Duration::hours(1), 10, None).unwrap();
+    assert!(later.iter().all(|d| d.delivery.id != second.id), "a failed delivery is not due again");
+    assert_eq!(s.prune_deliveries(Utc::now() + Duration::hours(1)).unwrap(), 2);
 
     s.delete_webhook(ALICE, hook_a.id).unwrap();
     assert!(matches!(s.delete_webhook(ALICE, hook_a.id), Err(StoreError::NotFound)));
