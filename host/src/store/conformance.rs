@@ -781,7 +781,10 @@ async fn webhook_outboxes(s: &Subject) {
     assert_eq!((stored.state, stored.attempts.len()), (DeliveryState::Failed, 1));
     assert_eq!(stored.next_attempt_at, None);
     let (later, _) = s.due_deliveries(retry_at + Duration::hours(1), 10, None).unwrap();
-    assert!(later.iter().all(|d| d.delivery.id != second.id), "a failed delivery is not due again");
+    assert!(
+        later.iter().all(|d| d.delivery.id != second.id),
+        "a failed delivery is not due again"
+    );
     assert_eq!(s.prune_deliveries(Utc::now() + Duration::hours(1)).unwrap(), 2);
 
     s.delete_webhook(ALICE, hook_a.id).unwrap();
@@ -1043,6 +1046,63 @@ async fn every_outcome_kind_settles_alike(s: &Subject) {
     );
 }
 
+/// The public unsubscribe link (idempotent, one event, still working
+/// after the campaign is deleted, 404 for what does not exist), the
+/// first-user rule of `create_user`, a single webhook's lookup and the
+/// group-committed lifecycle call (`act_riding`), alike on both.
+async fn public_unsubscribes_and_single_lookups(s: &Subject) {
+    use SubscriberStatus::{Subscribed, Unsubscribed};
+    let (first, _) = s.create_user("first@x.org").unwrap();
+    let (second, _) = s.create_user("second@x.org").unwrap();
+    assert!(first.admin && !second.admin, "the first user is the admin");
+    let hook = s
+        .create_webhook(ALICE, vec![EventKind::SubscriberUnsubscribed])
+        .unwrap();
+    assert_eq!(s.webhook(ALICE, hook.id).unwrap().id, hook.id);
+    assert!(matches!(s.webhook(BOB, hook.id), Err(StoreError::NotFound)));
+
+    let list = s.create_list(ALICE, "l").unwrap();
+    let subs = s
+        .upsert(
+            ALICE,
+            list.id,
+            vec![new("u0@x.org", Subscribed), new("u1@x.org", Subscribed)],
+        )
+        .unwrap()
+        .subscribers;
+    let c = s
+        .create_campaign(ALICE, CampaignDraft::minimal(list.id), "log".into())
+        .unwrap();
+    s.unsubscribe(c.id, subs[0].id).unwrap();
+    s.unsubscribe(c.id, subs[0].id).unwrap();
+    let status = |i: usize| s.subscriber(ALICE, list.id, subs[i].id).unwrap().status;
+    assert_eq!((status(0), status(1)), (Unsubscribed, Subscribed));
+    assert!(matches!(
+        s.unsubscribe(CampaignId::new(999), subs[1].id),
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        s.unsubscribe(c.id, SubscriberId::new(999)),
+        Err(StoreError::NotFound)
+    ));
+    let (due, _) = s.due_deliveries(Utc::now() + Duration::seconds(1), 10, None).unwrap();
+    assert_eq!(due.iter().filter(|d| d.webhook.id == hook.id).count(), 1, "one event");
+    s.delete_campaign(ALICE, c.id).unwrap();
+    s.unsubscribe(c.id, subs[1].id).unwrap();
+    assert_eq!(status(1), Unsubscribed, "a deleted campaign's links still work");
+
+    let c2 = s
+        .create_campaign(ALICE, CampaignDraft::minimal(list.id), "log".into())
+        .unwrap();
+    s.send(ALICE, c2.id, Utc::now()).unwrap();
+    let paused = s.act_riding(ALICE, c2.id, Action::Pause, Utc::now()).unwrap();
+    assert_eq!(paused.status, Status::Paused);
+    assert!(matches!(
+        s.act_riding(BOB, c2.id, Action::Resume, Utc::now()),
+        Err(StoreError::NotFound)
+    ));
+}
+
 macro_rules! conformance {
     ($($scenario:ident),* $(,)?) => {
         mod redb {
@@ -1072,6 +1132,7 @@ macro_rules! conformance {
 
 conformance!(
     every_outcome_kind_settles_alike,
+    public_unsubscribes_and_single_lookups,
     local_time_sends_release_in_due_order,
     cancel_settles_everything_left,
     webhook_outboxes,
