@@ -195,11 +195,44 @@ def main():
                 expect(page.locator("table tbody tr")).to_have_count(1)
                 expect(page.locator("table tbody tr td").first).to_have_text("ada@example.org")
 
+        # Alice, the first user, is the admin: she grants Bob a sender
+        # domain on his page (a bad name is refused on the form) and takes
+        # one away again.
+        page.get_by_role("link", name="Users").click()
+        expect(page).to_have_url(re.compile(r"/admin/users$"))
+        check(page, "admin-users")
+        page.get_by_role("link", name="bob@example.org").click()
+        expect(page).to_have_url(re.compile(r"/admin/users/\d+$"))
+        bob_admin_url = page.url
+        page.get_by_label("Domain").fill("not a domain")
+        page.get_by_role("button", name="Grant").click()
+        expect(page.locator("#error-domain")).to_contain_text("is not a domain name")
+        for name in ("Old.Example.NET", "bob.example.net"):
+            page.get_by_label("Domain").fill(name)
+            page.get_by_role("button", name="Grant").click()
+            expect(page).to_have_url(bob_admin_url)
+        granted = page.locator("table tbody tr")
+        expect(granted.filter(has_text="old.example.net")).to_have_count(1)
+        expect(granted.filter(has_text="bob.example.net")).to_have_count(1)
+        check(page, "admin-user")
+        page.get_by_role("button", name="Take away old.example.net").click()
+        expect(granted.filter(has_text="old.example.net")).to_have_count(0)
+        expect(granted.filter(has_text="bob.example.net")).to_have_count(1)
+
         # A second user sees none of it: another user's ids are a 404 page.
         bob = browser.new_context()
         other = bob.new_page()
         sign_in(other, KEY_B)
         expect(other.locator("table")).to_have_count(0)
+        # Not an admin: no Users page, not even by its address, and the
+        # domain Alice granted is the one his drafts may send from.
+        expect(other.get_by_role("link", name="Users")).to_have_count(0)
+        for url in (BASE + "/admin/users", bob_admin_url):
+            response = other.goto(url)
+            assert response.status == 404, (url, response.status)
+        other.goto(BASE + "/campaigns/new")
+        expect(other.locator("#from-domains")).to_contain_text("bob.example.net")
+        expect(other.locator("#from-domains")).not_to_contain_text("old.example.net")
         for url in (list_url, campaign_url):
             response = other.goto(url)
             assert response.status == 404, (url, response.status)
@@ -211,6 +244,8 @@ def main():
         assert forged.status == 403, forged.status
         forged = other.request.post(campaign_url + "/action", form={"do": "duplicate"}, max_redirects=0)
         assert forged.status == 403, forged.status
+        forged = other.request.post(bob_admin_url + "/domains", form={"domain": "evil.example"}, max_redirects=0)
+        assert forged.status == 404, forged.status
         other.goto(BASE + "/lists")
         expect(other.locator("table")).to_have_count(0)
 

@@ -5,6 +5,7 @@
 //! progress) is a file, so the Content-Security-Policy allows no inline
 //! script or style.
 
+mod admin;
 mod assets;
 mod campaigns;
 mod lists;
@@ -91,6 +92,10 @@ pub fn router(web: Web, max_body_bytes: usize) -> Router {
         .route("/suppressions", get(pages::suppressions))
         .route("/bounces", get(pages::bounces))
         .route("/transports", get(pages::transports))
+        .route("/admin/users", get(admin::users))
+        .route("/admin/users/{id}", get(admin::user))
+        .route("/admin/users/{id}/domains", post(admin::grant))
+        .route("/admin/users/{id}/domains/remove", post(admin::take_away))
         .route("/assets/{file}", get(assets::serve))
         .layer(DefaultBodyLimit::max(max_body_bytes.min(MAX_FORM_BYTES)))
         .layer(middleware::from_fn(security_headers))

@@ -36,6 +36,9 @@ pub fn page(title: &str, signed: Option<&Signed>, body: Markup) -> Markup {
                                 li { a href="/suppressions" { "Suppressions" } }
                                 li { a href="/bounces" { "Bounces" } }
                                 li { a href="/transports" { "Transports" } }
+                                @if s.user.admin {
+                                    li { a href="/admin/users" { "Users" } }
+                                }
                             }
                             form.signout method="post" action="/signout" {
                                 (csrf(s))
