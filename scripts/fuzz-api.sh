@@ -2,6 +2,8 @@
 # Fuzzes the running API from its own OpenAPI document with schemathesis:
 # no request may get a 5xx or break the document's promises, none may
 # hang, and the server must still be serving at the end. Bounded: a fixed seed and example count.
+# Extra arguments go to `st run` (e.g. `--report har --report-dir DIR` to see
+# what each operation answered).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 bin="$root/target/debug/posta"
@@ -35,6 +37,25 @@ curl -fsS -H "$auth" -H 'content-type: application/json' \
 curl -fsS -H "$auth" -H 'content-type: application/json' \
   -d '{"name":"fuzz","subject":"Hi {{ subscriber.name }}","from_email":"n@example.org","list_id":1,"text":"t"}' \
   "$base/api/v1/users/me/campaigns" > /dev/null
+# Campaigns 2 and 4 sending at one a minute, 3 paused: the OpenAPI examples
+# of pause, resume and cancel name them (api/openapi/examples.rs).
+for id in 2 3 4; do
+  curl -fsS -H "$auth" -H 'content-type: application/json' \
+    -d '{"name":"slow","subject":"Hi","from_email":"n@example.org","list_id":1,"text":"t","send_rate":1}' \
+    "$base/api/v1/users/me/campaigns" > /dev/null
+  curl -fsS -X POST -H "$auth" "$base/api/v1/users/me/campaigns/$id/send" > /dev/null
+done
+curl -fsS -X POST -H "$auth" "$base/api/v1/users/me/campaigns/3/pause" > /dev/null
+# A real unsubscribe link from the first message sent (the fuzz hooks put it
+# into some of the public unsubscribe cases).
+unsubscribe=""
+for _ in $(seq 1 100); do
+  unsubscribe="$(grep -o '/unsubscribe/[0-9]*/[0-9]*/[A-Za-z0-9_-]*' "$data/outbox/outbox.jsonl" 2>/dev/null | head -n 1 || true)"
+  [ -n "$unsubscribe" ] && break
+  sleep 0.1
+done
+[ -n "$unsubscribe" ] || { echo "no message with an unsubscribe link was sent"; cat "$data/server.log"; exit 1; }
+export POSTA_FUZZ_UNSUBSCRIBE="${unsubscribe#/unsubscribe/}"
 
 # Schemathesis's default checks (status codes, content types, response
 # schemas, negative data, auth, use after free…) and our own: every
@@ -45,7 +66,16 @@ curl -fsS -H "$auth" -H 'content-type: application/json' \
 # every later request would be a 401 (tests/e2e/operations.rs covers it).
 PYTHONPATH="$root/scripts" SCHEMATHESIS_HOOKS=fuzz_hooks timeout 600 st run "$base/api/v1/openapi.json" -H "$auth" \
   --exclude-name 'DELETE /api/v1/admin/users/{id}/keys/{key_id}' \
-  --exclude-checks positive_data_acceptance --max-examples 100 --request-timeout 10 --seed 1
+  --exclude-checks positive_data_acceptance --max-examples 100 --request-timeout 10 --seed 1 \
+  --report har --report-dir "$data/report" "$@"
+
+# Reach: every operation answered 2xx at least once, so the fuzzer got past
+# validation into each with real data (examples and links in the document,
+# the setup above). Excluded: key revocation (above) and the document
+# itself, which schemathesis reads but does not test.
+curl -fsS "$base/api/v1/openapi.json" > "$data/openapi.json"
+python3 "$root/scripts/fuzz_reach.py" "$data/openapi.json" "$data/report" \
+  'DELETE /api/v1/admin/users/{id}/keys/{key_id}' 'GET /api/v1/openapi.json'
 
 curl -fsS "$base/api/v1/health" > /dev/null || { echo "server died during fuzzing"; cat "$data/server.log"; exit 1; }
 if grep -q "panicked" "$data/server.log"; then

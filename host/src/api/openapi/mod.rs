@@ -1,4 +1,7 @@
-//! The OpenAPI document, generated from the handlers' annotations.
+//! The OpenAPI document, generated from the handlers' annotations, with
+//! links between operations and examples (`examples`).
+
+mod examples;
 
 use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -140,6 +143,26 @@ impl Modify for Links {
                 response.links.insert(name, RefOr::T(link));
             }
         }
+        // Subscribers added to a list: the first one's own operations.
+        let added = format!("{ME}/lists/{{id}}/subscribers");
+        let one = format!("{added}/{{sid}}");
+        if let Some(RefOr::T(response)) = doc
+            .paths
+            .paths
+            .get_mut(&added)
+            .and_then(|item| item.post.as_mut())
+            .and_then(|post| post.responses.responses.get_mut("200"))
+        {
+            for method in ["get", "patch"] {
+                let pointer = format!("#/paths/{}/{method}", one.replace('~', "~0").replace('/', "~1"));
+                let link = LinkBuilder::new()
+                    .operation_ref(pointer)
+                    .parameter("id", "$request.path.id")
+                    .parameter("sid", "$response.body#/subscribers/0/id")
+                    .build();
+                response.links.insert(format!("{method}_subscriber"), RefOr::T(link));
+            }
+        }
     }
 }
 
@@ -180,6 +203,7 @@ pub struct ApiDoc;
 pub async fn document() -> Json<serde_json::Value> {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serializes");
     camel_case_links(&mut doc);
+    examples::add(&mut doc);
     Json(doc)
 }
 
