@@ -25,6 +25,12 @@ fn not_admin(signed: &Signed) -> Option<Response> {
     (!signed.user.admin).then(|| not_found(Some(signed)))
 }
 
+/// The refusal of a form post: from anyone but an admin (404, checked
+/// first: a stranger learns nothing), or without this session's token.
+fn refused_post(signed: &Signed, csrf: &str) -> Option<Response> {
+    not_admin(signed).or_else(|| signed.forged(csrf))
+}
+
 #[derive(Deserialize)]
 pub struct After {
     after: Option<u64>,
@@ -145,10 +151,7 @@ pub async fn grant(
     Path(id): Path<UserId>,
     Form(f): Form<DomainForm>,
 ) -> Response {
-    if let Some(r) = not_admin(&signed) {
-        return r;
-    }
-    if let Some(r) = signed.forged(&f.csrf) {
+    if let Some(r) = refused_post(&signed, &f.csrf) {
         return r;
     }
     let granted = match parse_domain(&f.domain) {
@@ -171,10 +174,7 @@ pub async fn take_away(
     Path(id): Path<UserId>,
     Form(f): Form<DomainForm>,
 ) -> Response {
-    if let Some(r) = not_admin(&signed) {
-        return r;
-    }
-    if let Some(r) = signed.forged(&f.csrf) {
+    if let Some(r) = refused_post(&signed, &f.csrf) {
         return r;
     }
     let Ok(domain) = parse_domain(&f.domain) else {
