@@ -50,6 +50,7 @@ pub(super) async fn run(
             *per_campaign.entry(r.outcome.campaign_id).or_default() += 1;
         }
         for (claim, outcomes) in by_claim(std::mem::take(&mut batch)) {
+            let outcomes = Arc::new(outcomes);
             let mut backoff = Backoff::new(RETRY_CAP);
             while let Err(e) = queue.record(&claim, &outcomes, Utc::now()).await {
                 health.failed("outcomes", &e);

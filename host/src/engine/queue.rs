@@ -118,16 +118,18 @@ impl Queue {
         }
     }
 
-    /// Stores a batch of outcomes of messages `claim` took.
+    /// Stores a batch of outcomes of messages `claim` took. Shared, not
+    /// copied, into the storage thread: a receipt may be megabytes until
+    /// the store clips it, and the caller keeps the batch to try again.
     pub(super) async fn record(
         &self,
         claim: &Claim,
-        outcomes: &[Outcome],
+        outcomes: &Arc<Vec<Outcome>>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         match (self, claim) {
             (Queue::Local(r), _) => {
-                let (r, outcomes) = (r.clone(), outcomes.to_vec());
+                let (r, outcomes) = (r.clone(), outcomes.clone());
                 blocking(move || r.record_outcomes(&outcomes, now).map(drop)).await
             }
             #[cfg(feature = "postgres")]
