@@ -16,10 +16,10 @@ fi
 source scripts/pg-env.sh
 # The micro benchmarks first: `cargo bench -p posta` rebuilds
 # target/release/posta with only its own features, and the end-to-end
-# sections need the server built with PostgreSQL (the real-node cluster).
+# sections need the server built with the native baseline.
 if [[ " $* " != *" --quick "* ]]; then
   rm -rf target/criterion
   cargo bench --locked -p posta --features native-bench --bench micro
 fi
-cargo build --release --locked -p posta -p posta-e2e --features posta/native-bench,posta/postgres --bin posta --bin bench
+cargo build --release --locked -p posta -p posta-e2e --features posta/native-bench --bin posta --bin bench
 POSTA_BIN="$PWD/target/release/posta" target/release/bench "$@"

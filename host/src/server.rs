@@ -37,15 +37,9 @@ pub fn open_store(data_dir: &Path, cache_mib: usize) -> anyhow::Result<Store> {
 pub async fn connect_store(config: &Config, data_dir: &Path) -> anyhow::Result<Store> {
     match &config.database.url {
         None => open_store(data_dir, config.server.db_cache_mib),
-        #[cfg(feature = "postgres")]
         Some(url) => Store::connect(url, config.database.max_connections)
             .await
             .map_err(|e| anyhow::anyhow!("database: {e}")),
-        #[cfg(not(feature = "postgres"))]
-        Some(_) => anyhow::bail!(
-            "database.url (or POSTA_DATABASE_URL) names PostgreSQL, but this posta was built without it: \
-             build with `cargo build --release --features postgres`"
-        ),
     }
 }
 

@@ -1,5 +1,5 @@
 //! Delivers users' event webhooks from the durable outbox
-//! (`store::webhooks`). One task takes due deliveries, POSTs each signed
+//! (`store::redb::webhooks`, `store::pg::webhooks`). One task takes due deliveries, POSTs each signed
 //! body through the checked outbound connector (public addresses only
 //! unless `webhooks.allow_private`), and stores every attempt with the
 //! next due time or the final state. At most `concurrency` requests run
@@ -18,10 +18,11 @@ use hyper_util::client::legacy::Client;
 use rustls::ClientConfig;
 
 use crate::config;
+use crate::domain::webhook::Attempt;
 use crate::domain::webhook::{RetryPolicy, signature};
 use crate::domain::{DeliveryId, WebhookId};
 use crate::outbound::{ConnectFailure, Connector, PublicOnly};
-use crate::store::{Attempt, DueDelivery, Store};
+use crate::store::{DueDelivery, Store};
 
 /// Longest wait between outbox reads when nothing wakes the task: the
 /// safety net under the commit signal.

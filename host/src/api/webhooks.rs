@@ -11,9 +11,10 @@ use super::auth::Auth;
 use super::error::ErrorBody;
 use super::{ApiError, ApiJson, ApiResult, AppState, Paging};
 use crate::domain::WebhookId;
+use crate::domain::webhook::Delivery;
 use crate::domain::webhook::{EventKind, NewWebhook, Webhook};
 use crate::outbound::{Origin, OriginRule, PublicOnly};
-use crate::store::{Delivery, Page};
+use crate::store::Page;
 
 /// A webhook as the API shows it: never its secret.
 #[derive(Debug, Serialize, ToSchema)]

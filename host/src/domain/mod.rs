@@ -1,6 +1,7 @@
 //! The pure domain: records, validation and the campaign state machine.
 //! Nothing here does I/O, so all of it is unit-tested exhaustively.
 
+pub mod account;
 pub mod bounce;
 pub mod campaign;
 pub mod dsn;
@@ -16,13 +17,12 @@ pub mod suppression;
 pub mod unsubscribe;
 pub mod webhook;
 
+pub use account::User;
 pub use campaign::{Campaign, CampaignDraft, CampaignPatch, CampaignRun, Progress, Stats};
 pub use email::{Email, InvalidEmail};
 pub use ids::{CampaignId, DeliveryId, KeyId, ListId, MessageId, SubscriberId, UserId, WebhookId};
 pub use lifecycle::{Action, Status, TransitionError};
 pub use subscriber::{List, NewSubscriber, StatusChange, Subscriber, SubscriberPatch, SubscriberStatus};
-
-use serde::{Deserialize, Serialize};
 
 /// A field-level validation failure, answered as 422 naming the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -39,18 +39,6 @@ impl FieldError {
             message: message.into(),
         }
     }
-}
-
-/// An account. API keys belong to users and are stored hashed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct User {
-    pub id: UserId,
-    pub email: Email,
-    /// Admins may act on the server itself (plugin reload). The first user
-    /// of a database is an admin.
-    #[serde(default)]
-    pub admin: bool,
-    pub created_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// Checks a free-text field against a length cap, in characters.

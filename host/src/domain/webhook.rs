@@ -1,13 +1,15 @@
 //! Outgoing event webhooks: what a user subscribes to, the events Posta
 //! reports, the signature receivers verify and the retry schedule. Pure;
-//! the outbox lives in `store::webhooks`, delivery in `crate::webhooks`.
+//! the outbox lives in `store::redb::webhooks`, delivery in `crate::webhooks`.
 
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use super::{CampaignId, FieldError, MessageId, UserId, WebhookId};
+use utoipa::ToSchema;
+
+use super::{CampaignId, DeliveryId, FieldError, MessageId, UserId, WebhookId};
 
 /// What happened. The wire names are the dotted ones (`campaign.sent`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -251,6 +253,48 @@ impl RetryPolicy {
             self.base_ms.saturating_mul(factor).min(self.max_ms),
         ))
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryState {
+    /// Not yet accepted; `next_attempt_at` says when it is tried.
+    Pending,
+    /// A 2xx answer.
+    Delivered,
+    /// Every attempt failed; no more are made.
+    Failed,
+}
+
+/// One attempt to deliver an event.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Attempt {
+    pub at: DateTime<Utc>,
+    /// The receiver's HTTP status, when it answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Why the attempt failed, when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub duration_ms: u64,
+}
+
+/// One event for one webhook.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Delivery {
+    pub id: DeliveryId,
+    pub webhook_id: WebhookId,
+    /// The event's id, the same on every attempt and for every webhook it
+    /// went to: receivers deduplicate by it.
+    pub event_id: String,
+    pub event: EventKind,
+    pub state: DeliveryState,
+    pub created_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub attempts: Vec<Attempt>,
+    /// The JSON body POSTed, byte for byte.
+    pub body: String,
 }
 
 #[cfg(test)]

@@ -17,7 +17,6 @@ mod lane;
 mod queue;
 pub mod rate;
 mod render;
-#[cfg(feature = "postgres")]
 mod shared;
 
 pub use render::{Preview, PreviewHeader, RenderError, TestDelivery};
@@ -154,7 +153,6 @@ impl Engine {
         for c in active {
             engine.kick(&c);
         }
-        #[cfg(feature = "postgres")]
         if let Some(pg) = engine.inner.store.pg() {
             shared::start(&engine, pg.clone());
         }

@@ -34,7 +34,6 @@ pub(super) enum Claim {
     /// PostgreSQL: one registration of this node. A registration that
     /// lapsed stays the claim of the messages it took, so their outcomes
     /// are refused even after the process registered again.
-    #[cfg(feature = "postgres")]
     Node(Arc<crate::store::pg::Node>),
 }
 
@@ -43,7 +42,6 @@ impl Claim {
     pub(super) fn fence(&self) -> Option<&Arc<Fence>> {
         match self {
             Claim::Local => None,
-            #[cfg(feature = "postgres")]
             Claim::Node(node) => Some(&node.fence),
         }
     }
@@ -53,9 +51,7 @@ impl Claim {
     pub(super) fn same(&self, other: &Claim) -> bool {
         match (self, other) {
             (Claim::Local, Claim::Local) => true,
-            #[cfg(feature = "postgres")]
             (Claim::Node(a), Claim::Node(b)) => Arc::ptr_eq(a, b),
-            #[cfg(feature = "postgres")]
             _ => false,
         }
     }
@@ -64,7 +60,6 @@ impl Claim {
 #[derive(Clone)]
 pub(super) enum Queue {
     Local(Redb),
-    #[cfg(feature = "postgres")]
     Shared(Arc<shared::Member>),
 }
 
@@ -81,7 +76,6 @@ impl Queue {
                 let _ = (cfg, rt);
                 Ok(Queue::Local(r.clone()))
             }
-            #[cfg(feature = "postgres")]
             Store::Pg(pg) => {
                 let member = shared::Member::join(pg.store.clone(), cfg).await?;
                 rt.spawn(member.clone().keep_alive());
@@ -97,7 +91,6 @@ impl Queue {
                 let r = r.clone();
                 blocking(move || r.recover_in_flight(id, now)).await
             }
-            #[cfg(feature = "postgres")]
             Queue::Shared(_) => Ok(Vec::new()),
         }
     }
@@ -113,7 +106,6 @@ impl Queue {
                     claim: Claim::Local,
                 })
             }
-            #[cfg(feature = "postgres")]
             Queue::Shared(m) => m.claim(id, batch, now).await,
         }
     }
@@ -132,9 +124,7 @@ impl Queue {
                 let (r, outcomes) = (r.clone(), outcomes.clone());
                 blocking(move || r.record_outcomes(&outcomes, now).map(drop)).await
             }
-            #[cfg(feature = "postgres")]
             (Queue::Shared(m), Claim::Node(node)) => m.record(node, outcomes, now).await,
-            #[cfg(feature = "postgres")]
             (Queue::Shared(_), Claim::Local) => unreachable!("a node's messages are claimed by a registration"),
         }
     }
@@ -153,7 +143,6 @@ impl Queue {
     pub(super) fn idle_poll(&self) -> Option<Duration> {
         match self {
             Queue::Local(_) => None,
-            #[cfg(feature = "postgres")]
             Queue::Shared(m) => Some(m.idle_poll()),
         }
     }
@@ -161,7 +150,6 @@ impl Queue {
     /// After a clean stop: hands this node's queued messages to the others
     /// at once (redb: nothing to do).
     pub(super) async fn leave(&self) {
-        #[cfg(feature = "postgres")]
         if let Queue::Shared(m) = self {
             m.leave().await;
         }
@@ -177,7 +165,6 @@ pub(super) async fn blocking<T: Send + 'static>(
         .map_err(|e| StoreError::Db(format!("storage task failed: {e}")))?
 }
 
-#[cfg(feature = "postgres")]
 mod shared {
     use std::sync::Arc;
     use std::time::Duration;

@@ -49,7 +49,6 @@ impl Limiter {
 /// cluster, not per node.
 pub enum Pace {
     Local(Limiter),
-    #[cfg(feature = "postgres")]
     Shared(Box<crate::store::pg::SharedPacer>),
 }
 
@@ -64,7 +63,6 @@ impl Pace {
         let Some(n) = per_minute.filter(|n| *n > 0) else {
             return Ok(None);
         };
-        #[cfg(feature = "postgres")]
         if let Some(pg) = store.pg() {
             let pacer = crate::store::pg::SharedPacer::new(pg, name, n).await?;
             return Ok(Some(Pace::Shared(Box::new(pacer))));
@@ -86,7 +84,6 @@ impl Pace {
                 l.until_ready().await;
                 None
             }
-            #[cfg(feature = "postgres")]
             Pace::Shared(p) => loop {
                 match p.acquire().await {
                     Ok(start_by) => return Some(start_by),

@@ -1,6 +1,6 @@
 //! `Store`: what the API, the CLI and the webhook deliverer call, on
 //! whichever backend the configuration chose — redb in the data directory
-//! (the default) or PostgreSQL (`[database] url`, feature `postgres`).
+//! (the default) or PostgreSQL (`[database] url`).
 //!
 //! The calls are synchronous, as redb's are: callers already run them off
 //! the async workers (`spawn_blocking`), where the PostgreSQL arm waits for
@@ -12,14 +12,13 @@
 use chrono::{DateTime, Utc};
 
 use super::{
-    Attempt, BouncePage, BounceReport, Delivery, DueDelivery, KeyInfo, Page, Redb, Result, SuppressReport,
-    SuppressionPage, UpsertReport,
+    BouncePage, BounceReport, DueDelivery, KeyInfo, Page, Redb, Result, SuppressReport, SuppressionPage, UpsertReport,
 };
 use crate::domain::bounce::{Bounce, BouncePolicy};
 use crate::domain::message::{MessageRecord, MessageStatus};
 use crate::domain::sender::SenderDomain;
 use crate::domain::suppression::{Suppression, SuppressionReason};
-use crate::domain::webhook::{EventKind, Webhook};
+use crate::domain::webhook::{Attempt, Delivery, EventKind, Webhook};
 use crate::domain::{
     Action, Campaign, CampaignDraft, CampaignId, DeliveryId, KeyId, List, ListId, MessageId, NewSubscriber, Status,
     Subscriber, SubscriberId, SubscriberPatch, SubscriberStatus, User, UserId, WebhookId,
@@ -28,18 +27,15 @@ use crate::domain::{
 #[derive(Clone)]
 pub enum Store {
     Redb(Redb),
-    #[cfg(feature = "postgres")]
     Pg(std::sync::Arc<Pg>),
 }
 
 /// The PostgreSQL store and the runtime its pool's connections live on.
-#[cfg(feature = "postgres")]
 pub struct Pg {
     pub store: super::pg::PgStore,
     rt: tokio::runtime::Handle,
 }
 
-#[cfg(feature = "postgres")]
 impl Pg {
     /// Runs a query to completion from synchronous code: a blocking thread
     /// or a multi-threaded runtime's worker (which `block_in_place` hands
@@ -61,7 +57,6 @@ impl Store {
 
     /// The PostgreSQL database at `url`, its schema brought up to date.
     /// Queries made through this `Store` run on the current runtime.
-    #[cfg(feature = "postgres")]
     pub async fn connect(url: &str, max_connections: usize) -> Result<Store> {
         let store = super::pg::PgStore::connect(url, max_connections).await?;
         Ok(Store::Pg(std::sync::Arc::new(Pg {
@@ -71,7 +66,6 @@ impl Store {
     }
 
     /// The PostgreSQL store, when that is the backend.
-    #[cfg(feature = "postgres")]
     pub fn pg(&self) -> Option<&super::pg::PgStore> {
         match self {
             Store::Pg(pg) => Some(&pg.store),
@@ -83,7 +77,6 @@ impl Store {
     pub fn health(&self) -> &std::sync::Arc<super::health::Health> {
         match self {
             Store::Redb(r) => &r.health,
-            #[cfg(feature = "postgres")]
             Store::Pg(pg) => pg.store.health(),
         }
     }
@@ -101,7 +94,6 @@ impl Store {
     pub async fn outbox_written(&self) {
         match self {
             Store::Redb(s) => s.outbox_written().await,
-            #[cfg(feature = "postgres")]
             Store::Pg(_) => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
         }
     }
@@ -116,7 +108,6 @@ macro_rules! forward {
                 pub fn $name(&self $(, $arg: $ty)*) -> $ret {
                     match self {
                         Store::Redb(s) => s.$name($($arg),*),
-                        #[cfg(feature = "postgres")]
                         Store::Pg(s) => s.wait(s.store.$name($($arg),*)),
                     }
                 }

@@ -4,11 +4,12 @@
 
 use chrono::{Duration, Utc};
 
-use super::{Attempt, DeliveryState, DueDelivery};
+use super::DueDelivery;
 use super::{BounceReport, Redb, Result, Store, StoreError, UpsertReport};
 use crate::domain::bounce::{Bounce, BouncePolicy, BounceType};
 use crate::domain::message::{Job, MessageStatus, Outcome, OutcomeKind};
 use crate::domain::suppression::{Suppression, SuppressionReason};
+use crate::domain::webhook::{Attempt, DeliveryState};
 use crate::domain::webhook::{EventKind, Webhook};
 use crate::domain::{
     Action, Campaign, CampaignDraft, CampaignId, Email, ListId, NewSubscriber, Status, SubscriberId, SubscriberPatch,
@@ -39,7 +40,6 @@ impl Subject {
     async fn step(&self, id: CampaignId, batch: usize, now: DateTime<Utc>) -> Result<Step> {
         match &self.store {
             Store::Redb(r) => redb_queue::step(r, id, batch, now),
-            #[cfg(feature = "postgres")]
             Store::Pg(pg) => pg_queue::step(&pg.store, id, batch, now).await,
         }
     }
@@ -47,7 +47,6 @@ impl Subject {
     async fn settle(&self, outcomes: &[Outcome], now: DateTime<Utc>) -> Result<Vec<Campaign>> {
         match &self.store {
             Store::Redb(r) => redb_queue::settle(r, outcomes, now),
-            #[cfg(feature = "postgres")]
             Store::Pg(pg) => pg_queue::settle(&pg.store, outcomes, now).await,
         }
     }
@@ -58,7 +57,6 @@ impl Subject {
     async fn resume_deferred(&self, id: CampaignId) -> Result<Vec<Job>> {
         match &self.store {
             Store::Redb(r) => r.recover_in_flight(id, Utc::now()),
-            #[cfg(feature = "postgres")]
             Store::Pg(_) => Ok(self.step(id, 100, Utc::now()).await?.jobs),
         }
     }
@@ -148,7 +146,6 @@ mod redb_queue {
 }
 
 /// PostgreSQL's queue: one node per test database claims and settles.
-#[cfg(feature = "postgres")]
 mod pg_queue {
     use std::collections::HashMap;
     use std::sync::{Arc, Mutex, OnceLock};
@@ -1109,14 +1106,13 @@ macro_rules! conformance {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $scenario() {
-                    let (_dir, store) = crate::store::temp_store();
+                    let (_dir, store) = crate::store::redb::temp_store();
                     let store = crate::store::Store::Redb(store);
                     super::$scenario(&super::Subject { store }).await;
                 }
             )*
         }
 
-        #[cfg(feature = "postgres")]
         mod postgres {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

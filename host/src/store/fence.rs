@@ -18,7 +18,6 @@ pub struct Fence {
 }
 
 impl Fence {
-    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) fn new(until: Instant) -> Fence {
         let base = Instant::now();
         let fence = Fence {
@@ -31,7 +30,6 @@ impl Fence {
 
     /// Moves the fence to `until` unless it is already later (heartbeats
     /// may finish out of order).
-    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) fn extend(&self, until: Instant) {
         let nanos = u64::try_from(until.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX);
         self.until.fetch_max(nanos, Ordering::AcqRel);

@@ -52,7 +52,6 @@ struct Fixture {
 #[derive(Clone, Copy)]
 enum Backend {
     Redb,
-    #[cfg(feature = "postgres")]
     Postgres,
 }
 
@@ -64,7 +63,6 @@ macro_rules! on_both {
                 super::$name(super::Backend::Redb).await
             }
 
-            #[cfg(feature = "postgres")]
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
                 super::$name(super::Backend::Postgres).await
@@ -80,7 +78,6 @@ async fn fixture(now: DateTime<Utc>, backend: Backend) -> Fixture {
     cfg.server.data_dir = data.clone();
     let store = match backend {
         Backend::Redb => Store::open(&data.join("posta.redb")).unwrap(),
-        #[cfg(feature = "postgres")]
         Backend::Postgres => {
             let db = posta::store::pg::test_server::TestServer::get().database();
             Store::connect(&db.url, 8).await.unwrap()

@@ -1,5 +1,5 @@
 //! Users and API keys on PostgreSQL: the same operations and answers as
-//! redb's `store::accounts` (keys shown once, stored by SHA-256).
+//! redb's `store::redb::accounts` (keys shown once, stored by SHA-256).
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
@@ -7,9 +7,9 @@ use tokio_postgres::Transaction;
 use tokio_postgres::types::Json;
 
 use super::{PgStore, key};
+use crate::domain::account::{KEY_PREFIX, hash_key, key_hint, new_key};
 use crate::domain::sender::SenderDomain;
 use crate::domain::{Email, KeyId, User, UserId};
-use crate::store::accounts::{KEY_PREFIX, hash_key, key_hint, new_key};
 use crate::store::{KeyInfo, Page, Result, StoreError};
 
 /// User creation's advisory lock ("posta_us"): the first user becomes the
@@ -39,12 +39,7 @@ impl PgStore {
             return Err(StoreError::Conflict(format!("a user with email {email} exists")));
         }
         let id: i64 = tx.query_one("SELECT nextval('user_ids')", &[]).await?.get(0);
-        let user = User {
-            id: UserId::new(id as u64),
-            admin: admin || users == 0,
-            email,
-            created_at: Utc::now(),
-        };
+        let user = User::new(UserId::new(id as u64), email, admin, users as u64, Utc::now());
         tx.execute(
             "INSERT INTO users (id, email, record) VALUES ($1, $2, $3)",
             &[&id, &user.email.as_str(), &Json(&user)],

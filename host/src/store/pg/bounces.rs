@@ -1,5 +1,5 @@
 //! Bounces and complaints on PostgreSQL: the same operations and answers
-//! as redb's `store::bounces` — kept per address (the soft-bounce window
+//! as redb's `store::redb::bounces` — kept per address (the soft-bounce window
 //! counts them), marked on their message and its campaign's stats, and
 //! turned into suppressions by the policy, all in one transaction.
 

@@ -1,5 +1,5 @@
 //! Campaign records and their lifecycle on PostgreSQL: the same operations
-//! and answers as redb's `store::campaigns`. Every change of a campaign
+//! and answers as redb's `store::redb::campaigns`. Every change of a campaign
 //! takes its row lock, so a lifecycle action, a node's claim and a batch of
 //! outcomes never interleave; each committed change of status is announced
 //! to the other nodes (`watch`).

@@ -1,5 +1,5 @@
 //! Lists and their subscribers on PostgreSQL: the same operations and
-//! answers as redb's `store::lists` (the conformance tests run both).
+//! answers as redb's `store::redb::lists` (the conformance tests run both).
 
 use std::collections::{BTreeMap, HashMap};
 

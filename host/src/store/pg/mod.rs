@@ -1,5 +1,5 @@
-//! PostgreSQL: the store several Posta nodes share (feature `postgres`,
-//! selected by `[database] url`).
+//! PostgreSQL: the store several Posta nodes share, selected by
+//! `[database] url`.
 //!
 //! The schema and its migrations (`schema`), every store operation behind
 //! `Store`, node membership with heartbeats and a local fence (`nodes`),
@@ -20,6 +20,7 @@ mod pacer;
 mod queue;
 pub mod schema;
 mod suppressions;
+#[cfg(any(test, feature = "test-support"))]
 pub mod test_server;
 mod watch;
 mod webhooks;

@@ -1,5 +1,5 @@
 //! A user's suppression list on PostgreSQL: the same operations and
-//! answers as redb's `store::suppressions`. Addresses are ordered by their
+//! answers as redb's `store::redb::suppressions`. Addresses are ordered by their
 //! bytes (`COLLATE "C"`), as redb's keys are, whatever the database's
 //! locale.
 

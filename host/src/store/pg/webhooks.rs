@@ -25,7 +25,8 @@ use crate::domain::{DeliveryId, UserId, WebhookId};
 /// How long a delivery taken by a store with no node is kept from the
 /// other deliverers: well past an attempt's timeout.
 const CLAIM: chrono::Duration = chrono::Duration::minutes(2);
-use crate::store::{Attempt, Delivery, DeliveryState, DueDelivery, Page, Result, StoreError};
+use crate::domain::webhook::{Attempt, Delivery, DeliveryState};
+use crate::store::{DueDelivery, Page, Result, StoreError};
 
 /// Writes events into the outbox of one transaction. Each user's webhooks
 /// are read once per transaction.

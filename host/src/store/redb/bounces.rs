@@ -4,11 +4,9 @@
 
 use chrono::{DateTime, Utc};
 use redb::ReadableTable;
-use serde::Serialize;
-use utoipa::ToSchema;
 
 use super::campaigns::{owned, save};
-use super::suppressions::{SuppressReport, suppress_in};
+use super::suppressions::suppress_in;
 use super::{
     BOUNCES, CAMPAIGNS, Events, MESSAGES, REPORTS, Redb, Result, SOFT_WINDOWS, SUPPRESSIONS, StoreError, decode,
     encode, next_id,
@@ -18,23 +16,8 @@ use crate::domain::message::MessageRecord;
 use crate::domain::suppression::{Suppression, SuppressionReason, normalize};
 use crate::domain::webhook::{EventKind, bounce_data};
 use crate::domain::{Email, MessageId, UserId};
+use crate::store::{BouncePage, BounceReport, SuppressReport};
 use redb::WriteTransaction;
-
-/// What recording a bounce did.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct BounceReport {
-    pub bounce: Bounce,
-    /// The same bounce of the same message was recorded before: nothing
-    /// was counted again.
-    pub duplicate: bool,
-    /// Soft bounces of the address within the policy's window, this one
-    /// included (soft bounces only), counted up to `soft_limit`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub soft_in_window: Option<u64>,
-    /// The suppression this bounce caused or found.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub suppressed: Option<SuppressionReason>,
-}
 
 /// Stores a bounce under its address and applies the policy: returns the
 /// soft bounces in the window (soft only) and the suppression it caused.
@@ -138,14 +121,6 @@ fn suppression_of(tx: &WriteTransaction, user_id: UserId, email: &str) -> Result
         .map(|v| decode::<Suppression>(v.value()))
         .transpose()?
         .map(|s| s.reason))
-}
-
-/// A page of a user's bounces in address order; `next_after` is the
-/// (address, bounce id) to go on after.
-#[derive(Debug, Clone)]
-pub struct BouncePage {
-    pub items: Vec<Bounce>,
-    pub next_after: Option<(String, u64)>,
 }
 
 impl Redb {
@@ -266,7 +241,7 @@ mod tests {
 
     #[test]
     fn soft_bounces_outside_the_window_do_not_count() {
-        let (_dir, store) = crate::store::temp_store();
+        let (_dir, store) = crate::store::redb::temp_store();
         let (user, _) = store.create_user("a@example.org").unwrap();
         let policy = BouncePolicy::default();
         let now = Utc::now();

@@ -2,8 +2,6 @@
 
 use chrono::Utc;
 use redb::ReadableTable;
-use serde::Serialize;
-use utoipa::ToSchema;
 
 use super::{
     CAMPAIGNS, Events, LISTS, Page, Redb, Result, SCAN_LIMIT, SUBSCRIBER_EMAILS, SUBSCRIBERS, StatusOf, StoreError,
@@ -14,52 +12,7 @@ use crate::domain::{
     Campaign, FieldError, List, NewSubscriber, Subscriber, SubscriberPatch, SubscriberStatus, validate_len,
 };
 use crate::domain::{CampaignId, ListId, SubscriberId, UserId};
-
-/// What a bulk upsert did.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct UpsertReport {
-    pub created: u64,
-    pub updated: u64,
-    /// Existing subscribers the import asked to make `subscribed` again
-    /// whose `unsubscribed` or `bounced` status was kept.
-    pub kept_unsubscribed: u64,
-    /// The subscribers as stored (JSON imports; a CSV import leaves this
-    /// empty: it may hold millions).
-    pub subscribers: Vec<Subscriber>,
-    /// CSV rows not imported, with their line and column (the first 1,000).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub errors: Vec<RowError>,
-    /// How many CSV rows were not imported.
-    #[serde(skip_serializing_if = "is_zero")]
-    pub rejected: u64,
-}
-
-impl UpsertReport {
-    /// An empty report for a batch of `n`.
-    pub(crate) fn for_batch(n: usize) -> UpsertReport {
-        UpsertReport {
-            created: 0,
-            updated: 0,
-            kept_unsubscribed: 0,
-            subscribers: Vec::with_capacity(n),
-            errors: Vec::new(),
-            rejected: 0,
-        }
-    }
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
-}
-
-/// A CSV row that was not imported.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct RowError {
-    /// The row's line in the file (the header is line 1).
-    pub line: u64,
-    pub field: String,
-    pub reason: String,
-}
+use crate::store::UpsertReport;
 
 fn owned_list(tx_lists: &impl ReadableTable<u64, &'static [u8]>, user_id: UserId, list_id: ListId) -> Result<List> {
     let list: List = match tx_lists.get(list_id.get())? {

@@ -11,12 +11,13 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use redb::{ReadableTable, WriteTransaction};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 use super::{Page, Redb, Result, StoreError, decode, encode, next_id, page_records};
-use crate::domain::webhook::{EventKind, MAX_PER_USER, Webhook, event_body, new_event_id, wanting};
+use crate::domain::webhook::{
+    Attempt, Delivery, DeliveryState, EventKind, MAX_PER_USER, Webhook, event_body, new_event_id, wanting,
+};
 use crate::domain::{DeliveryId, UserId, WebhookId};
+use crate::store::DueDelivery;
 
 use redb::TableDefinition;
 
@@ -35,48 +36,6 @@ pub(crate) fn create_tables(tx: &WriteTransaction) -> Result<()> {
     tx.open_table(DELIVERIES)?;
     tx.open_table(OUTBOX)?;
     Ok(())
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum DeliveryState {
-    /// Not yet accepted; `next_attempt_at` says when it is tried.
-    Pending,
-    /// A 2xx answer.
-    Delivered,
-    /// Every attempt failed; no more are made.
-    Failed,
-}
-
-/// One attempt to deliver an event.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct Attempt {
-    pub at: DateTime<Utc>,
-    /// The receiver's HTTP status, when it answered.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub status: Option<u16>,
-    /// Why the attempt failed, when it did.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    pub duration_ms: u64,
-}
-
-/// One event for one webhook.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct Delivery {
-    pub id: DeliveryId,
-    pub webhook_id: WebhookId,
-    /// The event's id, the same on every attempt and for every webhook it
-    /// went to: receivers deduplicate by it.
-    pub event_id: String,
-    pub event: EventKind,
-    pub state: DeliveryState,
-    pub created_at: DateTime<Utc>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_attempt_at: Option<DateTime<Utc>>,
-    pub attempts: Vec<Attempt>,
-    /// The JSON body POSTed, byte for byte.
-    pub body: String,
 }
 
 impl Delivery {
@@ -173,13 +132,6 @@ impl<'tx> Events<'tx> {
     pub(crate) fn into_written(self) -> bool {
         self.written > 0
     }
-}
-
-/// A delivery whose time has come, with the webhook it goes to.
-#[derive(Debug, Clone)]
-pub struct DueDelivery {
-    pub delivery: Delivery,
-    pub webhook: Webhook,
 }
 
 impl Redb {
@@ -412,7 +364,7 @@ mod tests {
     /// webhook must still get its turn at once.
     #[test]
     fn a_backlog_on_one_webhook_does_not_hold_up_another() {
-        let (_dir, store) = crate::store::temp_store();
+        let (_dir, store) = crate::store::redb::temp_store();
         let (a, _) = store.create_user("a@example.org").unwrap();
         let (b, _) = store.create_user("b@example.org").unwrap();
         let now = Utc::now();

@@ -1,49 +1,11 @@
 //! A user's suppression list, keyed (user, lower-case email).
 
 use redb::ReadableTable;
-use serde::Serialize;
-use utoipa::ToSchema;
 
 use super::{Redb, Result, SCAN_LIMIT, SUPPRESSIONS, StoreError, decode, encode};
-use crate::domain::suppression::{Merged, Suppression, SuppressionReason, normalize};
+use crate::domain::suppression::{Suppression, SuppressionReason, normalize};
 use crate::domain::{Email, UserId};
-
-/// What a bulk suppression did.
-#[derive(Debug, Clone, Default, Serialize, ToSchema)]
-pub struct SuppressReport {
-    pub added: u64,
-    /// Addresses already suppressed whose reason or detail changed.
-    pub updated: u64,
-    pub unchanged: u64,
-}
-
-impl SuppressReport {
-    /// Counts what storing one suppression did; the record to write, if
-    /// any.
-    pub(crate) fn count(&mut self, merged: Merged) -> Option<Suppression> {
-        match merged {
-            Merged::Added(s) => {
-                self.added += 1;
-                Some(s)
-            }
-            Merged::Updated(s) => {
-                self.updated += 1;
-                Some(s)
-            }
-            Merged::Unchanged => {
-                self.unchanged += 1;
-                None
-            }
-        }
-    }
-}
-
-/// A page of suppressions; `next_after` is the last email, for `after`.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct SuppressionPage {
-    pub items: Vec<Suppression>,
-    pub next_after: Option<String>,
-}
+use crate::store::{SuppressReport, SuppressionPage};
 
 /// Whether `email` is on `user_id`'s suppression list, inside a caller's
 /// transaction (message creation).

@@ -438,7 +438,7 @@ mod tests {
 
     /// A campaign sending to `n` subscribers, the last one unsubscribed.
     fn sending(n: usize) -> Fixture {
-        let (dir, store) = crate::store::temp_store();
+        let (dir, store) = crate::store::redb::temp_store();
         let (user, _) = store.create_user("a@example.org").unwrap();
         let list = store.create_list(user.id, "l").unwrap();
         let subs = (0..n)

@@ -2,24 +2,15 @@
 //! SHA-256 is stored, so a leaked database leaks no usable key.
 
 use chrono::{DateTime, Utc};
-use rand::RngCore;
 use redb::{ReadableTable, ReadableTableMetadata, WriteTransaction};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use utoipa::ToSchema;
 
-use super::{API_KEYS, Page, Redb, Result, SENDER_DOMAINS, StoreError, USER_KEYS, USERS, decode, encode, next_id};
+use super::{
+    API_KEYS, KeyInfo, Page, Redb, Result, SENDER_DOMAINS, StoreError, USER_KEYS, USERS, decode, encode, next_id,
+};
+use crate::domain::account::{KEY_PREFIX, hash_key, key_hint, new_key};
 use crate::domain::sender::SenderDomain;
 use crate::domain::{Email, KeyId, User, UserId};
-
-/// An API key as an admin sees it: never the key, nor its hash.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct KeyInfo {
-    pub id: KeyId,
-    /// The key's first characters (`posta_1a2b`), to tell keys apart.
-    pub hint: String,
-    pub created_at: DateTime<Utc>,
-}
 
 /// A key as stored in the user's key index.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -41,18 +32,6 @@ impl From<KeyRecord> for KeyInfo {
     }
 }
 
-pub(crate) const KEY_PREFIX: &str = "posta_";
-
-pub fn hash_key(key: &str) -> [u8; 32] {
-    Sha256::digest(key.as_bytes()).into()
-}
-
-pub(crate) fn new_key() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    format!("{KEY_PREFIX}{}", hex::encode(bytes))
-}
-
 impl Redb {
     /// Creates a user and returns it with its first API key.
     pub fn create_user(&self, email: &str) -> Result<(User, String)> {
@@ -69,18 +48,13 @@ impl Redb {
             for entry in users.iter()? {
                 let (_, v) = entry?;
                 let existing: User = decode(v.value())?;
-                if existing.email.as_str().eq_ignore_ascii_case(email.as_str()) {
+                if existing.has_email(email.as_str()) {
                     return Err(StoreError::Conflict(format!("a user with email {email} exists")));
                 }
             }
-            let first = redb::ReadableTableMetadata::len(&users)? == 0;
+            let existing = redb::ReadableTableMetadata::len(&users)?;
             let id = UserId::new(next_id(&tx, "user")?);
-            let user = User {
-                id,
-                admin: admin || first,
-                email,
-                created_at: Utc::now(),
-            };
+            let user = User::new(id, email, admin, existing, Utc::now());
             users.insert(id.get(), encode(&user).as_slice())?;
             user
         };
@@ -111,7 +85,7 @@ impl Redb {
         for entry in tx.open_table(USERS)?.iter()? {
             let (_, v) = entry?;
             let user: User = decode(v.value())?;
-            if user.email.as_str().eq_ignore_ascii_case(email.trim()) {
+            if user.has_email(email) {
                 return Ok(user);
             }
         }
@@ -295,11 +269,6 @@ fn sender_domain(domain: &str, granted: i64) -> SenderDomain {
     }
 }
 
-/// A key's first characters, shown to tell keys apart.
-pub(crate) fn key_hint(key: &str) -> String {
-    key.chars().take(KEY_PREFIX.len() + 4).collect()
-}
-
 /// Makes a key for `user_id`, stored by hash and in the user's key index.
 fn issue(tx: &WriteTransaction, user_id: UserId) -> Result<(String, KeyInfo)> {
     let key = new_key();
@@ -347,7 +316,7 @@ mod tests {
 
     #[test]
     fn keys_are_hashed_and_resolve() {
-        let (dir, store) = crate::store::temp_store();
+        let (dir, store) = crate::store::redb::temp_store();
         let (user, key) = store.create_user("a@example.org").unwrap();
         assert!(key.starts_with(KEY_PREFIX) && key.len() == KEY_PREFIX.len() + 64);
         assert_eq!(store.user_by_key(&key).unwrap(), Some(user));
@@ -365,7 +334,7 @@ mod tests {
 
     #[test]
     fn revoking_by_key_or_by_user() {
-        let (_dir, store) = crate::store::temp_store();
+        let (_dir, store) = crate::store::redb::temp_store();
         let (_, k1) = store.create_user("a@example.org").unwrap();
         let (_, k2) = store.new_key("a@example.org").unwrap();
         let (_, other) = store.create_user("b@example.org").unwrap();
@@ -385,7 +354,7 @@ mod tests {
 
     #[test]
     fn the_first_user_is_admin() {
-        let (_dir, store) = crate::store::temp_store();
+        let (_dir, store) = crate::store::redb::temp_store();
         assert!(store.create_user("a@example.org").unwrap().0.admin);
         assert!(!store.create_user("b@example.org").unwrap().0.admin);
         assert!(store.create_user_as("c@example.org", true).unwrap().0.admin);
