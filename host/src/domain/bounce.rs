@@ -5,7 +5,8 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::suppression::SuppressionReason;
+use super::Email;
+use super::suppression::{Suppression, SuppressionReason};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -96,6 +97,16 @@ impl BouncePolicy {
             BounceType::Soft if soft_in_window >= u64::from(self.soft_limit.max(1)) => Some(SuppressionReason::Bounced),
             BounceType::Soft => None,
         }
+    }
+
+    /// The suppression a filed bounce causes, if any, given the soft
+    /// bounces in its window (soft bounces only). An address that does not
+    /// parse cannot be mailed, so it needs none (a report may name
+    /// anything); its bounce is kept all the same.
+    pub fn assess(&self, bounce: &Bounce, soft_in_window: Option<u64>, now: DateTime<Utc>) -> Option<Suppression> {
+        let reason = self.suppresses(bounce.kind, soft_in_window.unwrap_or(0))?;
+        let email = Email::parse(&bounce.email).ok()?;
+        Some(Suppression::for_bounce(&email, reason, bounce, now))
     }
 }
 

@@ -4,7 +4,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::lifecycle::transition;
+use super::lifecycle::{TransitionError, transition};
+use super::webhook::EventKind;
 use super::{Action, CampaignId, Email, FieldError, ListId, MessageId, Status, SubscriberId, UserId, validate_len};
 
 /// Fastest `send_rate` accepted, emails per minute (over a million a
@@ -124,7 +125,57 @@ impl From<Campaign> for CampaignRun {
     }
 }
 
+/// A lifecycle action under way on a run (`CampaignRun::begin`): checked
+/// and applied to the record; `finish` completes it once the backend has
+/// read what it needs.
+#[must_use]
+pub struct Change {
+    from: Status,
+    fixes_recipients: bool,
+}
+
+impl Change {
+    /// The send starts with this change: the backend reads the recipients
+    /// (the list's highest subscriber id and its count, under whatever lock
+    /// holds imports off) and passes them to `finish`.
+    pub fn fixes_recipients(&self) -> bool {
+        self.fixes_recipients
+    }
+}
+
 impl CampaignRun {
+    /// The first half of a lifecycle action: checks the transition and
+    /// lets `edit` change the record (PATCH while draft).
+    pub fn begin(&mut self, action: Action, edit: impl FnOnce(&mut Campaign)) -> Result<Change, TransitionError> {
+        let from = self.status;
+        self.status = transition(self.status, action)?;
+        edit(&mut self.campaign);
+        Ok(Change {
+            from,
+            fixes_recipients: self.status == Status::Sending && matches!(action, Action::Send { .. } | Action::Fire),
+        })
+    }
+
+    /// The second half: fixes the recipients when the send starts
+    /// (`recipients` is `(last subscriber id, count)`, required then),
+    /// stamps and validates the record. Returns the event the change
+    /// announces, if any; the backend saves the run and emits it in the
+    /// same transaction.
+    pub fn finish(
+        &mut self,
+        change: Change,
+        recipients: Option<(u64, u64)>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<EventKind>, FieldError> {
+        if change.fixes_recipients {
+            let (last, total) = recipients.expect("a send that starts is given its recipients");
+            self.begin_sending(last, total, now);
+        }
+        self.updated_at = now;
+        self.validate()?;
+        Ok(EventKind::of_transition(change.from, self.status))
+    }
+
     /// Starts the send over the list's subscribers with ids up to
     /// `last_subscriber`, `total` of them.
     pub fn begin_sending(&mut self, last_subscriber: u64, total: u64, now: DateTime<Utc>) {
@@ -144,6 +195,12 @@ impl CampaignRun {
     pub fn exhausted(&self) -> bool {
         let p = &self.progress;
         p.cursor >= p.last_subscriber && p.planned == 0 && self.stats.queued == 0
+    }
+
+    /// Whether the engine must take this campaign up at start: it is under
+    /// way, or cancelled with messages still waiting for their outcome.
+    pub fn needs_driving(&self) -> bool {
+        self.status.is_under_way() || (self.status == Status::Cancelled && !self.exhausted())
     }
 
     /// Turns a sending campaign that is exhausted into sent; says whether
@@ -360,6 +417,14 @@ impl Campaign {
     /// local-time sending, when UTC+14 reaches its time) lies after `now`.
     pub fn starts_after(&self, now: DateTime<Utc>) -> bool {
         super::schedule::start_at(self.scheduled_at, self.send_at_local_time).is_some_and(|t| t > now)
+    }
+
+    /// What POST …/send means for it at `now`: draft → scheduled when its
+    /// start lies ahead, else draft → sending.
+    pub fn send_action(&self, now: DateTime<Utc>) -> Action {
+        Action::Send {
+            future: self.starts_after(now),
+        }
     }
 
     /// The stable Message-ID of this campaign's message to a subscriber. It

@@ -43,6 +43,21 @@ impl Status {
     pub fn is_final(self) -> bool {
         matches!(self, Status::Cancelled | Status::Sent)
     }
+
+    /// Started and not final: the campaign may still change by itself (a
+    /// schedule fires, a send completes), so it holds its list (which
+    /// cannot be deleted meanwhile) and is followed across nodes.
+    pub const UNDER_WAY: [Status; 3] = [Status::Scheduled, Status::Sending, Status::Paused];
+
+    pub fn is_under_way(self) -> bool {
+        Status::UNDER_WAY.contains(&self)
+    }
+
+    /// Whether a campaign in this status has a driver: messages to send
+    /// (sending), or queued ones to settle (paused, cancelled).
+    pub fn has_messages_to_settle(self) -> bool {
+        matches!(self, Status::Sending | Status::Paused | Status::Cancelled)
+    }
 }
 
 impl std::fmt::Display for Status {

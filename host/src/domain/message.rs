@@ -8,9 +8,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::bounce::BounceType;
+use super::bounce::{Bounce, BounceType};
 use super::suppression::SuppressionReason;
-use super::{Campaign, CampaignId, Stats, Status, Subscriber, SubscriberId, SubscriberStatus};
+use super::webhook::{EventKind, bounce_data, message_data};
+use super::{Campaign, CampaignId, MessageId, Stats, Status, Subscriber, SubscriberId, SubscriberStatus};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -140,14 +141,28 @@ pub struct Outcome {
 }
 
 /// What storing an outcome did to a queued message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Settled {
     /// Still queued; the attempt's error is kept.
     Retrying,
     /// Still queued, put off until the next start.
     Deferred,
     /// Sent, failed or cancelled, and counted in the campaign's stats.
-    Final,
+    Final(Ended),
+}
+
+/// What a final outcome does beyond its message and counters; the backend
+/// stores both in the transaction that stores the message.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Ended {
+    /// The events it announces, with their data: `message.failed` for a
+    /// failure or rejection, then `message.bounced` for a rejection.
+    /// (Failures are few, so their data is built whether or not a webhook
+    /// wants it.)
+    pub events: Vec<(EventKind, serde_json::Value)>,
+    /// A rejection's hard bounce, to file under its address with the
+    /// default policy: a hard bounce suppresses whatever the soft window.
+    pub bounce: Option<Bounce>,
 }
 
 /// Longest remote id or error text stored on a message: whatever a plugin
@@ -246,7 +261,27 @@ impl MessageRecord {
         if let Some(error) = error {
             self.last_error = Some(clip(error, MAX_STORED_TEXT));
         }
-        Some(Settled::Final)
+        let mut ended = Ended::default();
+        if status == MessageStatus::Failed {
+            ended
+                .events
+                .push((EventKind::MessageFailed, message_data(o.campaign_id, self)));
+        }
+        if let OutcomeKind::Rejected { error } = &o.kind {
+            let reason = Some(clip(error, MAX_STORED_TEXT));
+            if self.mark_bounce(stats, BounceType::Hard, reason.clone(), now) {
+                let bounce = Bounce::rejection(self, reason, now);
+                let message = MessageId {
+                    campaign: o.campaign_id,
+                    subscriber: self.subscriber_id,
+                };
+                ended
+                    .events
+                    .push((EventKind::MessageBounced, bounce_data(&bounce, Some(message))));
+                ended.bounce = Some(bounce);
+            }
+        }
+        Some(Settled::Final(ended))
     }
 
     /// Records a bounce or complaint of `kind`, counted in `stats`; false
@@ -367,7 +402,11 @@ mod tests {
 
         let long = "x".repeat(5000);
         let sent = outcome(2, OutcomeKind::Sent { remote_id: Some(long) });
-        assert_eq!(m.settle(&sent, &mut c.stats, now), Some(Settled::Final));
+        assert_eq!(
+            m.settle(&sent, &mut c.stats, now),
+            Some(Settled::Final(Ended::default())),
+            "a sent message announces nothing"
+        );
         assert_eq!((m.status, c.stats.queued, c.stats.sent), (MessageStatus::Sent, 0, 1));
         assert!(m.remote_id.unwrap().ends_with("… (5000 bytes)"));
         m.remote_id = None;
@@ -381,8 +420,34 @@ mod tests {
                 error: "550 no such user".into(),
             },
         );
-        assert_eq!(m.settle(&rejected, &mut c.stats, now), Some(Settled::Final));
-        assert_eq!((m.status, c.stats.failed), (MessageStatus::Failed, 1));
+        let Some(Settled::Final(ended)) = m.settle(&rejected, &mut c.stats, now) else {
+            panic!("a rejection is final");
+        };
+        assert_eq!(
+            (m.status, c.stats.failed, c.stats.bounced),
+            (MessageStatus::Failed, 1, 1)
+        );
+        let kinds: Vec<EventKind> = ended.events.iter().map(|(k, _)| *k).collect();
+        assert_eq!(kinds, [EventKind::MessageFailed, EventKind::MessageBounced]);
+        let bounce = ended.bounce.expect("a rejection is a hard bounce");
+        assert_eq!(
+            (bounce.kind, bounce.email.as_str()),
+            (BounceType::Hard, "a@example.org")
+        );
+
+        let mut m = create(&mut c, SubscriberStatus::Subscribed, None);
+        let failed = outcome(
+            5,
+            OutcomeKind::Failed {
+                error: "timeout".into(),
+            },
+        );
+        let Some(Settled::Final(ended)) = m.settle(&failed, &mut c.stats, now) else {
+            panic!("a failure is final");
+        };
+        let kinds: Vec<EventKind> = ended.events.iter().map(|(k, _)| *k).collect();
+        assert_eq!(kinds, [EventKind::MessageFailed], "a failure is no bounce");
+        assert!(ended.bounce.is_none());
     }
 
     #[test]

@@ -15,6 +15,25 @@ pub struct List {
     pub created_at: DateTime<Utc>,
 }
 
+impl List {
+    /// A new, empty list named `name` (trimmed; at most 256 characters as
+    /// sent, the documented maxLength, and not blank).
+    pub fn new(id: ListId, user_id: UserId, name: &str, now: DateTime<Utc>) -> Result<List, FieldError> {
+        validate_len("name", name, 256)?;
+        let name = name.trim();
+        if name.is_empty() {
+            return Err(FieldError::new("name", "must not be empty"));
+        }
+        Ok(List {
+            id,
+            user_id,
+            name: name.to_string(),
+            subscriber_count: 0,
+            created_at: now,
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SubscriberStatus {

@@ -297,6 +297,26 @@ pub struct Delivery {
     pub body: String,
 }
 
+impl Delivery {
+    /// Records an attempt that finished: delivered (a 2xx), or failed and
+    /// tried again at `next`, or failed for good when there is no `next`.
+    /// Returns `false`, changing nothing, if the delivery was already
+    /// finished (an attempt that raced with another one's end).
+    pub fn record_attempt(&mut self, attempt: Attempt, delivered: bool, next: Option<DateTime<Utc>>) -> bool {
+        if self.next_attempt_at.is_none() {
+            return false;
+        }
+        self.attempts.push(attempt);
+        self.next_attempt_at = if delivered { None } else { next };
+        self.state = match (delivered, self.next_attempt_at) {
+            (true, _) => DeliveryState::Delivered,
+            (false, Some(_)) => DeliveryState::Pending,
+            (false, None) => DeliveryState::Failed,
+        };
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

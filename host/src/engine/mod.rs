@@ -224,7 +224,7 @@ impl Engine {
     /// Makes sure the campaign is being driven after a status change.
     pub fn kick(&self, c: &Campaign) {
         match c.status {
-            Status::Sending | Status::Paused | Status::Cancelled => self.drive(c.id, c.status == Status::Cancelled),
+            s if s.has_messages_to_settle() => self.drive(c.id, s == Status::Cancelled),
             // On PostgreSQL the scheduler's leader fires every node's
             // scheduled campaigns (`shared`).
             Status::Scheduled if self.inner.queue.is_local() => self.schedule(c),

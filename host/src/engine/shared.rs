@@ -33,7 +33,7 @@ async fn follow(engine: Engine, pg: PgStore) {
             Ok(mut watch) => {
                 pg.health().ok("watch");
                 while let Some((id, status)) = watch.next().await {
-                    if matches!(status, Status::Sending | Status::Paused | Status::Cancelled) {
+                    if status.has_messages_to_settle() {
                         engine.drive(id, status == Status::Cancelled);
                     }
                 }

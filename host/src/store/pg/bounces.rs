@@ -15,7 +15,7 @@ use crate::domain::bounce::{Bounce, BouncePolicy, BounceType, REPORT_CHUNK, Soft
 use crate::domain::message::MessageRecord;
 use crate::domain::suppression::{Suppression, SuppressionReason, normalize};
 use crate::domain::webhook::{EventKind, bounce_data};
-use crate::domain::{Email, MessageId, UserId};
+use crate::domain::{MessageId, UserId};
 use crate::store::{BouncePage, BounceReport, Result, StoreError, SuppressReport};
 
 impl PgStore {
@@ -211,16 +211,12 @@ pub(super) async fn file_bounce(
         &[&key(user.get()), &bounce.email, &Json(bounce)],
     )
     .await?;
-    // An address that does not parse cannot be mailed: nothing to suppress.
-    let Ok(email) = Email::parse(&bounce.email) else {
-        return Ok((soft_in_window, None));
-    };
-    let Some(reason) = policy.suppresses(bounce.kind, soft_in_window.unwrap_or(0)) else {
-        return Ok((soft_in_window, None));
-    };
-    let s = Suppression::for_bounce(&email, reason, bounce, now);
-    suppress_in(tx, user, &[s], &mut SuppressReport::default()).await?;
-    Ok((soft_in_window, Some(reason)))
+    let suppression = policy.assess(bounce, soft_in_window, now);
+    let suppressed = suppression.as_ref().map(|s| s.reason);
+    if let Some(s) = suppression {
+        suppress_in(tx, user, &[s], &mut SuppressReport::default()).await?;
+    }
+    Ok((soft_in_window, suppressed))
 }
 
 /// Adds a soft bounce to its address's window (made from the address's

@@ -12,7 +12,7 @@ use tokio_postgres::types::Json;
 use super::webhooks::Events;
 use super::{PgStore, key};
 use crate::domain::lifecycle::transition;
-use crate::domain::webhook::{EventKind, campaign_data};
+use crate::domain::webhook::campaign_data;
 use crate::domain::{
     Action, Campaign, CampaignDraft, CampaignId, CampaignRun, FieldError, List, ListId, Status, UserId,
 };
@@ -148,16 +148,7 @@ impl PgStore {
     /// POST …/send: scheduled when the campaign's start lies ahead of
     /// `now`, else sending with the recipients fixed.
     pub async fn send(&self, user: UserId, id: CampaignId, now: DateTime<Utc>) -> Result<Campaign> {
-        self.apply(
-            Some(user),
-            id,
-            |c| Action::Send {
-                future: c.starts_after(now),
-            },
-            now,
-            |_| {},
-        )
-        .await
+        self.apply(Some(user), id, |c| c.send_action(now), now, |_| {}).await
     }
 
     pub async fn duplicate_campaign(&self, user: UserId, id: CampaignId, now: DateTime<Utc>) -> Result<Campaign> {
@@ -193,20 +184,17 @@ impl PgStore {
         Ok(())
     }
 
-    /// Campaigns the engine must drive: sending, paused, scheduled, or
-    /// cancelled with messages still to settle.
+    /// Campaigns the engine must drive (`CampaignRun::needs_driving`; the
+    /// query only skips those that never need it).
     pub async fn active_campaigns(&self) -> Result<Vec<Campaign>> {
         let client = self.pool.get().await?;
         let rows = client
-            .query(
-                "SELECT run FROM campaigns WHERE status IN ('sending', 'paused', 'scheduled', 'cancelled')",
-                &[],
-            )
+            .query("SELECT run FROM campaigns WHERE status NOT IN ('draft', 'sent')", &[])
             .await?;
         Ok(rows
             .into_iter()
             .map(|r| r.get::<_, Json<CampaignRun>>(0).0)
-            .filter(|c| c.status != Status::Cancelled || !c.exhausted())
+            .filter(CampaignRun::needs_driving)
             .map(|c| c.campaign)
             .collect())
     }
@@ -252,16 +240,13 @@ impl PgStore {
         if user.is_some_and(|u| u != c.user_id) {
             return Err(StoreError::NotFound);
         }
-        let from = c.status;
-        let action = action(&c);
-        c.status = transition(c.status, action)?;
-        f(&mut c.campaign);
+        let change = c.begin(action(&c), f)?;
         // FOR SHARE waits for imports under way (they hold the list row)
         // and holds off new ones until the commit: the recipients are the
         // subscribers stored before this moment.
-        let sending = c.status == Status::Sending && matches!(action, Action::Send { .. } | Action::Fire);
+        let sending = change.fixes_recipients();
         let list = check_list(&tx, c.user_id, c.list_id, if sending { "FOR SHARE" } else { "" }).await?;
-        if sending {
+        let recipients = if sending {
             let last: i64 = tx
                 .query_one(
                     "SELECT coalesce(max(id), 0) FROM subscribers WHERE list_id = $1",
@@ -269,12 +254,13 @@ impl PgStore {
                 )
                 .await?
                 .get(0);
-            c.begin_sending(last as u64, list.subscriber_count, now);
-        }
-        c.updated_at = now;
-        c.validate()?;
+            Some((last as u64, list.subscriber_count))
+        } else {
+            None
+        };
+        let event = c.finish(change, recipients, now)?;
         save_campaign(&tx, &c).await?;
-        if let Some(kind) = EventKind::of_transition(from, c.status) {
+        if let Some(kind) = event {
             Events::default()
                 .emit(&tx, c.user_id, kind, now, || campaign_data(&c))
                 .await?;

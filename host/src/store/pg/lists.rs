@@ -12,8 +12,8 @@ use super::webhooks::Events;
 use super::{PgStore, key, scan_page};
 use crate::domain::webhook::{EventKind, unsubscribed_data};
 use crate::domain::{
-    CampaignId, FieldError, List, ListId, NewSubscriber, Subscriber, SubscriberId, SubscriberPatch, SubscriberStatus,
-    UserId, validate_len,
+    CampaignId, List, ListId, NewSubscriber, Status, Subscriber, SubscriberId, SubscriberPatch, SubscriberStatus,
+    UserId,
 };
 use crate::store::{Page, Result, SCAN_LIMIT, StoreError, UpsertReport};
 
@@ -41,20 +41,11 @@ async fn save_list(tx: &Transaction<'_>, list: &List) -> Result<()> {
 
 impl PgStore {
     pub async fn create_list(&self, user: UserId, name: &str) -> Result<List> {
-        validate_len("name", name, 256)?;
-        let name = name.trim();
-        if name.is_empty() {
-            return Err(FieldError::new("name", "must not be empty").into());
-        }
+        // Checked before an id is taken.
+        List::new(ListId::new(0), user, name, Utc::now())?;
         let client = self.pool.get().await?;
         let id: i64 = client.query_one("SELECT nextval('list_ids')", &[]).await?.get(0);
-        let list = List {
-            id: ListId::new(id as u64),
-            user_id: user,
-            name: name.to_string(),
-            subscriber_count: 0,
-            created_at: Utc::now(),
-        };
+        let list = List::new(ListId::new(id as u64), user, name, Utc::now())?;
         client
             .execute(
                 "INSERT INTO lists (id, user_id, record) VALUES ($1, $2, $3)",
@@ -93,9 +84,13 @@ impl PgStore {
             .query_opt(
                 "SELECT id, status FROM campaigns
                  WHERE user_id = $1 AND (run->>'list_id')::bigint = $2
-                   AND status IN ('scheduled', 'sending', 'paused')
+                   AND status = ANY($3)
                  ORDER BY id LIMIT 1",
-                &[&key(user.get()), &key(list.get())],
+                &[
+                    &key(user.get()),
+                    &key(list.get()),
+                    &Status::UNDER_WAY.map(Status::as_str).as_slice(),
+                ],
             )
             .await?;
         if let Some(row) = busy {

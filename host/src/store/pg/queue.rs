@@ -29,11 +29,11 @@ use super::bounces::file_bounce;
 use super::campaigns::{lock_campaign, save_campaign};
 use super::webhooks::Events;
 use super::{Node, PgStore, key, scan_page};
-use crate::domain::bounce::{Bounce, BouncePolicy, BounceType};
-use crate::domain::message::{Job, MAX_STORED_TEXT, MessageRecord, MessageStatus, Outcome, OutcomeKind, Settled, clip};
+use crate::domain::bounce::BouncePolicy;
+use crate::domain::message::{Job, MessageRecord, MessageStatus, Outcome, OutcomeKind, Settled};
 use crate::domain::suppression::{Suppression, SuppressionReason};
-use crate::domain::webhook::{EventKind, bounce_data, campaign_data, message_data};
-use crate::domain::{Campaign, CampaignId, CampaignRun, Email, MessageId, Status, Subscriber, UserId, schedule};
+use crate::domain::webhook::{EventKind, campaign_data};
+use crate::domain::{Campaign, CampaignId, CampaignRun, Email, Status, Subscriber, UserId, schedule};
 use crate::store::{Page, Result, SCAN_LIMIT, StoreError};
 
 /// What one claim did.
@@ -158,30 +158,13 @@ impl PgStore {
                     None => continue,
                     Some(Settled::Retrying) => Some(node.id.0),
                     Some(Settled::Deferred) => None,
-                    Some(Settled::Final) => {
+                    Some(Settled::Final(ended)) => {
                         any_final = true;
-                        if record.status == MessageStatus::Failed {
-                            events
-                                .emit(&tx, c.user_id, EventKind::MessageFailed, now, || {
-                                    message_data(id, &record)
-                                })
-                                .await?;
+                        if let Some(bounce) = &ended.bounce {
+                            file_bounce(&tx, c.user_id, bounce, &BouncePolicy::default(), now).await?;
                         }
-                        if let OutcomeKind::Rejected { error } = &o.kind {
-                            let reason = Some(clip(error, MAX_STORED_TEXT));
-                            if record.mark_bounce(&mut c.stats, BounceType::Hard, reason.clone(), now) {
-                                let bounce = Bounce::rejection(&record, reason, now);
-                                file_bounce(&tx, c.user_id, &bounce, &BouncePolicy::default(), now).await?;
-                                let message = MessageId {
-                                    campaign: id,
-                                    subscriber: record.subscriber_id,
-                                };
-                                events
-                                    .emit(&tx, c.user_id, EventKind::MessageBounced, now, || {
-                                        bounce_data(&bounce, Some(message))
-                                    })
-                                    .await?;
-                            }
+                        for (kind, data) in ended.events {
+                            events.emit(&tx, c.user_id, kind, now, || data).await?;
                         }
                         None
                     }

@@ -96,7 +96,7 @@ impl PgStore {
                     }
                 }
                 // Finished campaigns are reported once, then forgotten.
-                last.retain(|_, s| under_way(*s));
+                last.retain(|_, s| s.is_under_way());
             }
         });
         Ok(CampaignWatch { rx })
@@ -140,8 +140,8 @@ impl PgStore {
         let rows = client
             .query(
                 "SELECT id, status FROM campaigns
-                 WHERE status IN ('scheduled', 'sending', 'paused') OR id = ANY($1)",
-                &[&known],
+                 WHERE status = ANY($2) OR id = ANY($1)",
+                &[&known, &Status::UNDER_WAY.map(Status::as_str).as_slice()],
             )
             .await?;
         Ok(rows
@@ -149,9 +149,4 @@ impl PgStore {
             .filter_map(|r| Some((CampaignId::new(r.get::<_, i64>(0) as u64), Status::parse(r.get(1))?)))
             .collect())
     }
-}
-
-/// Whether a campaign in `status` can still change (and so is polled).
-fn under_way(status: Status) -> bool {
-    matches!(status, Status::Scheduled | Status::Sending | Status::Paused)
 }

@@ -25,7 +25,7 @@ use crate::domain::{DeliveryId, UserId, WebhookId};
 /// How long a delivery taken by a store with no node is kept from the
 /// other deliverers: well past an attempt's timeout.
 const CLAIM: chrono::Duration = chrono::Duration::minutes(2);
-use crate::domain::webhook::{Attempt, Delivery, DeliveryState};
+use crate::domain::webhook::{Attempt, Delivery};
 use crate::store::{DueDelivery, Page, Result, StoreError};
 
 /// Writes events into the outbox of one transaction. Each user's webhooks
@@ -281,16 +281,9 @@ impl PgStore {
             return Ok(());
         };
         let mut d = row.get::<_, Json<Delivery>>(0).0;
-        if d.next_attempt_at.is_none() {
+        if !d.record_attempt(attempt, delivered, next) {
             return Ok(());
         }
-        d.attempts.push(attempt);
-        d.next_attempt_at = if delivered { None } else { next };
-        d.state = match (delivered, d.next_attempt_at) {
-            (true, _) => DeliveryState::Delivered,
-            (false, Some(_)) => DeliveryState::Pending,
-            (false, None) => DeliveryState::Failed,
-        };
         tx.execute(
             "UPDATE webhook_deliveries SET due_at = $3, record = $4, claimed_by = NULL WHERE webhook_id = $1 AND id = $2",
             &[&key(webhook.get()), &key(id.get()), &d.next_attempt_at, &Json(&d)],

@@ -15,7 +15,7 @@ use crate::domain::bounce::{Bounce, BouncePolicy, BounceType, REPORT_CHUNK, Soft
 use crate::domain::message::MessageRecord;
 use crate::domain::suppression::{Suppression, SuppressionReason, normalize};
 use crate::domain::webhook::{EventKind, bounce_data};
-use crate::domain::{Email, MessageId, UserId};
+use crate::domain::{MessageId, UserId};
 use crate::store::{BouncePage, BounceReport, SuppressReport};
 use redb::WriteTransaction;
 
@@ -54,14 +54,9 @@ pub(super) fn file_bounce(
     } else {
         None
     };
-    // An address that does not parse cannot be mailed, so it needs no
-    // suppression (a report may name anything); its bounce is still kept.
-    let address = Email::parse(&bounce.email).ok();
-    let suppressed = policy
-        .suppresses(bounce.kind, soft_in_window.unwrap_or(0))
-        .filter(|_| address.is_some());
-    if let (Some(reason), Some(email)) = (suppressed, address) {
-        let s = Suppression::for_bounce(&email, reason, bounce, now);
+    let suppression = policy.assess(bounce, soft_in_window, now);
+    let suppressed = suppression.as_ref().map(|s| s.reason);
+    if let Some(s) = suppression {
         let mut table = tx.open_table(SUPPRESSIONS)?;
         suppress_in(&mut table, user_id, &[s], &mut SuppressReport::default())?;
     }

@@ -9,7 +9,7 @@ use super::{
     encode, next_id,
 };
 use crate::domain::lifecycle::transition;
-use crate::domain::webhook::{EventKind, campaign_data};
+use crate::domain::webhook::campaign_data;
 use crate::domain::{Action, Campaign, CampaignDraft, CampaignId, CampaignRun, List, ListId, Status, UserId};
 
 /// A campaign record as `T`: a `Campaign` as the API shows it (its send's
@@ -157,30 +157,20 @@ impl Redb {
     /// local-time sending, when UTC+14 reaches the time) lies ahead of `now`,
     /// else draft → sending with the recipients fixed.
     pub fn send(&self, user_id: UserId, id: CampaignId, now: DateTime<Utc>) -> Result<Campaign> {
-        self.act_as(
-            user_id,
-            id,
-            |c| Action::Send {
-                future: c.starts_after(now),
-            },
-            now,
-            |_| {},
-        )
+        self.act_as(user_id, id, |c| c.send_action(now), now, |_| {})
     }
 
-    /// Starts sending in the caller's transaction: fixes the set of
-    /// subscribers (those in the list now) and the total. Reads only.
-    fn begin_sending(tx: &redb::WriteTransaction, c: &mut CampaignRun, now: DateTime<Utc>) -> Result<()> {
+    /// The recipients a send starting in the caller's transaction gets:
+    /// the list's highest subscriber id now, and its count.
+    fn recipients(tx: &redb::WriteTransaction, list: &List) -> Result<(u64, u64)> {
         let subs = tx.open_table(SUBSCRIBERS)?;
         let last = subs
-            .range((c.list_id.get(), 0)..=(c.list_id.get(), u64::MAX))?
+            .range((list.id.get(), 0)..=(list.id.get(), u64::MAX))?
             .next_back()
             .transpose()?
             .map(|(k, _)| k.value().1)
             .unwrap_or(0);
-        let list = check_list(tx, c.user_id, c.list_id)?;
-        c.begin_sending(last, list.subscriber_count, now);
-        Ok(())
+        Ok((last, list.subscriber_count))
     }
 
     pub fn duplicate_campaign(&self, user_id: UserId, id: CampaignId, now: DateTime<Utc>) -> Result<Campaign> {
@@ -223,8 +213,8 @@ impl Redb {
         Ok(())
     }
 
-    /// Campaigns the engine must drive: sending (resume delivery) or
-    /// paused (finish their queued messages), across all users.
+    /// Campaigns the engine must drive (`CampaignRun::needs_driving`),
+    /// across all users.
     pub fn active_campaigns(&self) -> Result<Vec<Campaign>> {
         let tx = self.read()?;
         let table = tx.open_table(CAMPAIGNS)?;
@@ -232,8 +222,7 @@ impl Redb {
         for entry in table.iter()? {
             let (_, v) = entry?;
             let c: CampaignRun = decode(v.value())?;
-            let unfinished_cancel = c.status == Status::Cancelled && !c.exhausted();
-            if matches!(c.status, Status::Sending | Status::Paused | Status::Scheduled) || unfinished_cancel {
+            if c.needs_driving() {
                 out.push(c.campaign);
             }
         }
@@ -256,18 +245,15 @@ fn apply(
     let c = {
         let mut table = tx.open_table(CAMPAIGNS)?;
         let mut c = owned(&table, user_id, id)?;
-        let from = c.status;
-        let action = action(&c);
-        c.status = transition(c.status, action)?;
-        f(&mut c.campaign);
-        if c.status == Status::Sending && matches!(action, Action::Send { .. } | Action::Fire) {
-            Redb::begin_sending(tx, &mut c, now)?;
-        }
-        c.updated_at = now;
-        c.validate()?;
-        check_list(tx, user_id, c.list_id)?;
+        let change = c.begin(action(&c), f)?;
+        let list = check_list(tx, user_id, c.list_id)?;
+        let recipients = change
+            .fixes_recipients()
+            .then(|| Redb::recipients(tx, &list))
+            .transpose()?;
+        let event = c.finish(change, recipients, now)?;
         save(&mut table, &c)?;
-        if let Some(kind) = EventKind::of_transition(from, c.status) {
+        if let Some(kind) = event {
             events.emit(user_id, kind, now, || campaign_data(&c))?;
         }
         c.campaign

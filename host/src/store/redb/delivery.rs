@@ -14,10 +14,10 @@ use super::{
     CAMPAIGNS, DEFERRED, DUE, Events, IN_FLIGHT, MESSAGES, Page, Redb, Result, SCAN_LIMIT, SUBSCRIBERS, SUPPRESSIONS,
     StatusOf, StoreError, decode, encode, page_filtered,
 };
-use crate::domain::bounce::{Bounce, BouncePolicy, BounceType};
-use crate::domain::message::{Job, MAX_STORED_TEXT, MessageRecord, MessageStatus, Outcome, OutcomeKind, Settled, clip};
-use crate::domain::webhook::{EventKind, bounce_data, campaign_data, message_data};
-use crate::domain::{Campaign, CampaignId, CampaignRun, MessageId, Status, Subscriber, UserId, schedule};
+use crate::domain::bounce::BouncePolicy;
+use crate::domain::message::{Job, MessageRecord, MessageStatus, Outcome, Settled};
+use crate::domain::webhook::{EventKind, campaign_data};
+use crate::domain::{Campaign, CampaignId, CampaignRun, Status, Subscriber, UserId, schedule};
 
 /// The result of one enqueue step.
 #[derive(Debug)]
@@ -286,28 +286,14 @@ impl Redb {
                         deferred.insert(key, ())?;
                         continue;
                     }
-                    Some(Settled::Final) => {
+                    Some(Settled::Final(ended)) => {
                         changed.insert(o.campaign_id);
-                    }
-                }
-                if record.status == MessageStatus::Failed {
-                    events.emit(c.user_id, EventKind::MessageFailed, now, || message_data(c.id, &record))?;
-                }
-                if let OutcomeKind::Rejected { error } = &o.kind {
-                    let reason = Some(clip(error, MAX_STORED_TEXT));
-                    if record.mark_bounce(&mut c.stats, BounceType::Hard, reason.clone(), now) {
-                        let bounce = Bounce::rejection(&record, reason, now);
-                        // Hard bounces suppress whatever the soft window.
-                        file_bounce(&tx, c.user_id, &bounce, &BouncePolicy::default(), now)?;
-                        events.emit(c.user_id, EventKind::MessageBounced, now, || {
-                            bounce_data(
-                                &bounce,
-                                Some(MessageId {
-                                    campaign: c.id,
-                                    subscriber: record.subscriber_id,
-                                }),
-                            )
-                        })?;
+                        if let Some(bounce) = &ended.bounce {
+                            file_bounce(&tx, c.user_id, bounce, &BouncePolicy::default(), now)?;
+                        }
+                        for (kind, data) in ended.events {
+                            events.emit(c.user_id, kind, now, || data)?;
+                        }
                     }
                 }
                 messages.insert(key, encode(&record).as_slice())?;
@@ -427,6 +413,7 @@ impl Redb {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::message::OutcomeKind;
     use crate::domain::{CampaignDraft, NewSubscriber, SubscriberId, SubscriberStatus};
 
     struct Fixture {

@@ -8,9 +8,7 @@ use super::{
     USER_CAMPAIGNS, USER_LISTS, decode, encode, next_id, page_filtered, page_ids,
 };
 use crate::domain::webhook::{EventKind, unsubscribed_data};
-use crate::domain::{
-    Campaign, FieldError, List, NewSubscriber, Subscriber, SubscriberPatch, SubscriberStatus, validate_len,
-};
+use crate::domain::{Campaign, List, NewSubscriber, Subscriber, SubscriberPatch, SubscriberStatus};
 use crate::domain::{CampaignId, ListId, SubscriberId, UserId};
 use crate::store::UpsertReport;
 
@@ -28,22 +26,11 @@ fn owned_list(tx_lists: &impl ReadableTable<u64, &'static [u8]>, user_id: UserId
 
 impl Redb {
     pub fn create_list(&self, user_id: UserId, name: &str) -> Result<List> {
-        // The limit applies to the name as sent (the documented maxLength),
-        // not to what is left after trimming.
-        validate_len("name", name, 256)?;
-        let name = name.trim();
-        if name.is_empty() {
-            return Err(FieldError::new("name", "must not be empty").into());
-        }
+        // Checked before an id is taken.
+        List::new(ListId::new(0), user_id, name, Utc::now())?;
         let tx = self.write()?;
         let id = ListId::new(next_id(&tx, "list")?);
-        let list = List {
-            id,
-            user_id,
-            name: name.to_string(),
-            subscriber_count: 0,
-            created_at: Utc::now(),
-        };
+        let list = List::new(id, user_id, name, Utc::now())?;
         tx.open_table(LISTS)?.insert(id.get(), encode(&list).as_slice())?;
         tx.open_table(USER_LISTS)?.insert((user_id.get(), id.get()), ())?;
         tx.commit()?;
@@ -81,7 +68,7 @@ impl Redb {
                 let id = entry?.0.value().1;
                 if let Some(v) = campaigns.get(id)? {
                     let c: Campaign = decode(v.value())?;
-                    if c.list_id == list_id && !c.status.is_final() && c.status != crate::domain::Status::Draft {
+                    if c.list_id == list_id && c.status.is_under_way() {
                         return Err(StoreError::Conflict(format!(
                             "list {list_id} is used by campaign {} which is {}",
                             c.id, c.status

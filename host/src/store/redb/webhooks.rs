@@ -297,18 +297,14 @@ impl Redb {
                 return Ok(());
             };
             let mut d: Delivery = decode(&v)?;
-            let Some(was_due) = d.next_attempt_at else {
+            let was_due = d.next_attempt_at;
+            if !d.record_attempt(attempt, delivered, next) {
                 return Ok(());
-            };
+            }
             let mut outbox = tx.open_table(OUTBOX)?;
-            outbox.remove((webhook_id, due_key(was_due), delivery_id))?;
-            d.attempts.push(attempt);
-            d.next_attempt_at = if delivered { None } else { next };
-            d.state = match (delivered, d.next_attempt_at) {
-                (true, _) => DeliveryState::Delivered,
-                (false, Some(_)) => DeliveryState::Pending,
-                (false, None) => DeliveryState::Failed,
-            };
+            if let Some(was_due) = was_due {
+                outbox.remove((webhook_id, due_key(was_due), delivery_id))?;
+            }
             if let Some(at) = d.next_attempt_at {
                 outbox.insert((webhook_id, due_key(at), delivery_id), ())?;
             }
