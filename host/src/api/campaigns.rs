@@ -144,8 +144,7 @@ pub(crate) async fn update_campaign(
     preview.validate()?;
     super::domains::check_from(s, user_id, &preview.from_email).await?;
     check_templates(s, &preview).await?;
-    s.db(move |st| st.act(user_id, id, Action::Edit, Utc::now(), |c| c.apply(patch)))
-        .await
+    s.db(move |st| st.edit_campaign(user_id, id, patch, Utc::now())).await
 }
 
 #[utoipa::path(delete, path = "/api/v1/users/me/campaigns/{id}", params(("id" = CampaignId, Path, description = "The campaign's id")), tag = "campaigns",
@@ -187,7 +186,7 @@ pub(crate) async fn lifecycle(s: &AppState, user_id: UserId, id: CampaignId, act
         let current = s.db(move |st| st.campaign(user_id, id)).await?;
         super::domains::check_from(s, user_id, &current.from_email).await?;
     }
-    let c = s.db(move |st| st.act_riding(user_id, id, action, Utc::now())).await?;
+    let c = s.db(move |st| st.act(user_id, id, action, Utc::now())).await?;
     s.engine.kick(&c);
     Ok(c)
 }

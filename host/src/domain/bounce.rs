@@ -69,6 +69,21 @@ impl Bounce {
             at,
         }
     }
+
+    /// Ties a reported bounce to the message it names: its address and
+    /// Message-ID become the message's, and the message counts it in
+    /// `stats`. False when the message had a bounce of this kind already:
+    /// the bounce is a duplicate and must change nothing else.
+    pub fn attach(
+        &mut self,
+        message: &mut super::message::MessageRecord,
+        stats: &mut super::Stats,
+        now: DateTime<Utc>,
+    ) -> bool {
+        self.email = super::suppression::normalize(&message.email);
+        self.message_id = Some(message.message_id.clone());
+        message.mark_bounce(stats, self.kind, self.reason.clone(), now)
+    }
 }
 
 impl Default for BouncePolicy {

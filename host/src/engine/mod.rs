@@ -224,7 +224,7 @@ impl Engine {
     /// Makes sure the campaign is being driven after a status change.
     pub fn kick(&self, c: &Campaign) {
         match c.status {
-            s if s.has_messages_to_settle() => self.drive(c.id, s == Status::Cancelled),
+            s if s.has_messages_to_settle() => self.drive(c.id, s == Status::Cancelled, Some(c.clone())),
             // On PostgreSQL the scheduler's leader fires every node's
             // scheduled campaigns (`shared`).
             Status::Scheduled if self.inner.queue.is_local() => self.schedule(c),
@@ -250,10 +250,9 @@ impl Engine {
             let store = inner.store.clone();
             let now = inner.clock.now();
             let fired =
-                tokio::task::spawn_blocking(move || store.act(user, id, crate::domain::Action::Fire, now, |_| {}))
-                    .await;
+                tokio::task::spawn_blocking(move || store.act(user, id, crate::domain::Action::Fire, now)).await;
             match fired {
-                Ok(Ok(c)) => Engine { inner }.drive(c.id, false),
+                Ok(Ok(c)) => Engine { inner }.drive(c.id, false, Some(c)),
                 // Cancelled, deleted or already fired meanwhile: nothing to do.
                 Ok(Err(StoreError::Transition(_) | StoreError::NotFound)) => {}
                 Ok(Err(e)) => tracing::error!(campaign = id.get(), "cannot start scheduled campaign: {e}"),
@@ -262,7 +261,10 @@ impl Engine {
         });
     }
 
-    fn drive(&self, id: CampaignId, cancelled: bool) {
+    /// Makes sure campaign `id` has a driver (waking the one it has).
+    /// `known` is the campaign as the caller just stored it, if it has it:
+    /// a new driver starts from that instead of reading it again.
+    fn drive(&self, id: CampaignId, cancelled: bool, known: Option<Campaign>) {
         let run = {
             let mut runs = self.inner.runs.lock().expect("runs lock");
             if let Some(run) = runs.get(&id) {
@@ -280,7 +282,7 @@ impl Engine {
         };
         let inner = self.inner.clone();
         self.inner.rt.spawn(async move {
-            match drive(&inner, id, &run).await {
+            match drive(&inner, id, &run, known).await {
                 Ok(()) => {}
                 // Deleted meanwhile: nothing left to send.
                 Err(StoreError::NotFound) => {}
@@ -320,14 +322,20 @@ where
     }
 }
 
-async fn drive(inner: &Arc<Inner>, id: CampaignId, run: &Arc<Run>) -> Result<(), StoreError> {
-    let Some(campaign) = persist(inner, "driver", || {
-        let store = inner.store.clone();
-        blocking(move || store.campaign_by_id(id))
-    })
-    .await?
-    else {
-        return Ok(());
+async fn drive(inner: &Arc<Inner>, id: CampaignId, run: &Arc<Run>, known: Option<Campaign>) -> Result<(), StoreError> {
+    let campaign = match known {
+        Some(c) => c,
+        None => {
+            let read = persist(inner, "driver", || {
+                let store = inner.store.clone();
+                blocking(move || store.campaign_by_id(id))
+            })
+            .await?;
+            let Some(c) = read else {
+                return Ok(());
+            };
+            c
+        }
     };
     let Some(ctx) = persist(inner, "driver", || context(inner, &campaign, run.clone())).await? else {
         return Ok(());

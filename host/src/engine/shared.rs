@@ -34,7 +34,7 @@ async fn follow(engine: Engine, pg: PgStore) {
                 pg.health().ok("watch");
                 while let Some((id, status)) = watch.next().await {
                     if status.has_messages_to_settle() {
-                        engine.drive(id, status == Status::Cancelled);
+                        engine.drive(id, status == Status::Cancelled, None);
                     }
                 }
                 tracing::warn!("campaign watch ended; watching again");
@@ -55,7 +55,7 @@ async fn schedule(engine: Engine, pg: PgStore) {
                         Ok(fired) => {
                             pg.health().ok("scheduler");
                             for c in fired {
-                                engine.drive(c.id, false);
+                                engine.drive(c.id, false, Some(c));
                             }
                         }
                         Err(e) => pg.health().failed("scheduler", &e),

@@ -20,8 +20,8 @@ use crate::domain::sender::SenderDomain;
 use crate::domain::suppression::{Suppression, SuppressionReason};
 use crate::domain::webhook::{Attempt, Delivery, EventKind, Webhook};
 use crate::domain::{
-    Action, Campaign, CampaignDraft, CampaignId, DeliveryId, KeyId, List, ListId, MessageId, NewSubscriber, Status,
-    Subscriber, SubscriberId, SubscriberPatch, SubscriberStatus, User, UserId, WebhookId,
+    Action, Campaign, CampaignDraft, CampaignId, CampaignPatch, DeliveryId, KeyId, List, ListId, MessageId,
+    NewSubscriber, Status, Subscriber, SubscriberId, SubscriberPatch, SubscriberStatus, User, UserId, WebhookId,
 };
 
 #[derive(Clone)]
@@ -158,15 +158,8 @@ forward! {
     fn campaign(&self, user: UserId, id: CampaignId) -> Result<Campaign>;
     fn campaigns(&self, user: UserId, status: Option<Status>, after: Option<u64>, limit: usize)
         -> Result<Page<Campaign>>;
-    fn act(
-        &self,
-        user: UserId,
-        id: CampaignId,
-        action: Action,
-        now: DateTime<Utc>,
-        f: impl FnOnce(&mut Campaign),
-    ) -> Result<Campaign>;
-    fn act_riding(&self, user: UserId, id: CampaignId, action: Action, now: DateTime<Utc>) -> Result<Campaign>;
+    fn act(&self, user: UserId, id: CampaignId, action: Action, now: DateTime<Utc>) -> Result<Campaign>;
+    fn edit_campaign(&self, user: UserId, id: CampaignId, patch: CampaignPatch, now: DateTime<Utc>) -> Result<Campaign>;
     fn send(&self, user: UserId, id: CampaignId, now: DateTime<Utc>) -> Result<Campaign>;
     fn duplicate_campaign(&self, user: UserId, id: CampaignId, now: DateTime<Utc>) -> Result<Campaign>;
     fn delete_campaign(&self, user: UserId, id: CampaignId) -> Result<()>;

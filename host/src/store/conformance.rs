@@ -12,8 +12,8 @@ use crate::domain::suppression::{Suppression, SuppressionReason};
 use crate::domain::webhook::{Attempt, DeliveryState};
 use crate::domain::webhook::{EventKind, Webhook};
 use crate::domain::{
-    Action, Campaign, CampaignDraft, CampaignId, Email, ListId, NewSubscriber, Status, SubscriberId, SubscriberPatch,
-    SubscriberStatus, UserId,
+    Action, Campaign, CampaignDraft, CampaignId, CampaignPatch, Email, ListId, NewSubscriber, Status, SubscriberId,
+    SubscriberPatch, SubscriberStatus, UserId,
 };
 use crate::domain::{DeliveryId, MessageId, WebhookId};
 use chrono::DateTime;
@@ -65,8 +65,12 @@ impl Subject {
         self.store.create_campaign(user, draft, transport, Utc::now())
     }
 
-    fn act(&self, user: UserId, id: CampaignId, action: Action, f: impl FnOnce(&mut Campaign)) -> Result<Campaign> {
-        self.store.act(user, id, action, Utc::now(), f)
+    fn act(&self, user: UserId, id: CampaignId, action: Action) -> Result<Campaign> {
+        self.store.act(user, id, action, Utc::now())
+    }
+
+    fn edit(&self, user: UserId, id: CampaignId, patch: CampaignPatch) -> Result<Campaign> {
+        self.store.edit_campaign(user, id, patch, Utc::now())
     }
 
     fn duplicate_campaign(&self, user: UserId, id: CampaignId) -> Result<Campaign> {
@@ -520,13 +524,29 @@ async fn campaigns_and_their_lifecycle(s: &Subject) {
     assert!(matches!(s.campaign(BOB, c.id), Err(StoreError::NotFound)));
     assert_eq!(s.campaign_by_id(c.id).unwrap(), c);
 
-    let edited = s.act(ALICE, c.id, Action::Edit, |c| c.name = "renamed".into()).unwrap();
+    let edited = s
+        .edit(
+            ALICE,
+            c.id,
+            CampaignPatch {
+                name: Some("renamed".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
     assert_eq!(edited.name, "renamed");
-    let invalid = s.act(ALICE, c.id, Action::Edit, |c| c.subject = String::new());
+    let invalid = s.edit(
+        ALICE,
+        c.id,
+        CampaignPatch {
+            subject: Some(String::new()),
+            ..Default::default()
+        },
+    );
     assert!(matches!(invalid, Err(StoreError::Invalid(_))));
     assert_eq!(s.campaign(ALICE, c.id).unwrap().name, "renamed", "nothing stored");
     assert!(matches!(
-        s.act(BOB, c.id, Action::Edit, |_| {}),
+        s.edit(BOB, c.id, CampaignPatch::default()),
         Err(StoreError::NotFound)
     ));
 
@@ -534,8 +554,15 @@ async fn campaigns_and_their_lifecycle(s: &Subject) {
     assert!(copy.id > c.id);
     assert_eq!(copy.status, Status::Draft);
     let later = Utc::now() + Duration::hours(1);
-    s.act(ALICE, copy.id, Action::Edit, |c| c.scheduled_at = Some(later))
-        .unwrap();
+    s.edit(
+        ALICE,
+        copy.id,
+        CampaignPatch {
+            scheduled_at: Some(Some(later)),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let scheduled = s.send(ALICE, copy.id, Utc::now()).unwrap();
     assert_eq!(scheduled.status, Status::Scheduled);
 
@@ -548,11 +575,11 @@ async fn campaigns_and_their_lifecycle(s: &Subject) {
     );
     assert!(sending.started_at.is_some());
     assert!(matches!(
-        s.act(ALICE, c.id, Action::Edit, |_| {}),
+        s.edit(ALICE, c.id, CampaignPatch::default()),
         Err(StoreError::Transition(_))
     ));
     assert!(matches!(s.delete_campaign(ALICE, c.id), Err(StoreError::Transition(_))));
-    let paused = s.act(ALICE, c.id, Action::Pause, |_| {}).unwrap();
+    let paused = s.act(ALICE, c.id, Action::Pause).unwrap();
     assert_eq!(paused.status, Status::Paused);
 
     let mut active: Vec<CampaignId> = s.active_campaigns().unwrap().iter().map(|c| c.id).collect();
@@ -566,7 +593,7 @@ async fn campaigns_and_their_lifecycle(s: &Subject) {
     assert_eq!(only.items.iter().map(|c| c.id).collect::<Vec<_>>(), [copy.id]);
     assert!(s.campaigns(BOB, None, None, 5).unwrap().items.is_empty());
 
-    s.act(ALICE, copy.id, Action::Cancel, |_| {}).unwrap();
+    s.act(ALICE, copy.id, Action::Cancel).unwrap();
     s.delete_campaign(ALICE, copy.id).unwrap();
     assert!(matches!(s.campaign(ALICE, copy.id), Err(StoreError::NotFound)));
     assert!(matches!(s.delete_campaign(BOB, c.id), Err(StoreError::NotFound)));
@@ -823,7 +850,7 @@ async fn local_time_sends_release_in_due_order(s: &Subject) {
     // earlier, the campaign waits as scheduled.
     let early = at("2029-12-31T21:00:00Z");
     assert_eq!(s.send(ALICE, c.id, early).unwrap().status, Status::Scheduled);
-    s.act(ALICE, c.id, Action::Cancel, |_| {}).unwrap();
+    s.act(ALICE, c.id, Action::Cancel).unwrap();
     let c = draft().unwrap();
     let now = at("2030-01-01T00:00:00Z");
     assert_eq!(s.send(ALICE, c.id, now).unwrap().status, Status::Sending);
@@ -886,7 +913,7 @@ async fn cancel_settles_everything_left(s: &Subject) {
     let step = s.step(c.id, 2, Utc::now()).await.unwrap();
     assert_eq!(step.jobs.len(), 2);
     s.settle(&sent(c.id, &step.jobs[..1]), Utc::now()).await.unwrap();
-    s.act(ALICE, c.id, Action::Cancel, |_| {}).unwrap();
+    s.act(ALICE, c.id, Action::Cancel).unwrap();
     let rest = s.step(c.id, 100, Utc::now()).await.unwrap();
     assert!(rest.jobs.is_empty(), "nothing more is handed out");
     let after = s
@@ -1046,7 +1073,7 @@ async fn every_outcome_kind_settles_alike(s: &Subject) {
 /// The public unsubscribe link (idempotent, one event, still working
 /// after the campaign is deleted, 404 for what does not exist), the
 /// first-user rule of `create_user`, a single webhook's lookup and the
-/// group-committed lifecycle call (`act_riding`), alike on both.
+/// group-committed lifecycle call (redb's `act` of pause, resume, cancel), alike on both.
 async fn public_unsubscribes_and_single_lookups(s: &Subject) {
     use SubscriberStatus::{Subscribed, Unsubscribed};
     let (first, _) = s.create_user("first@x.org").unwrap();
@@ -1092,10 +1119,10 @@ async fn public_unsubscribes_and_single_lookups(s: &Subject) {
         .create_campaign(ALICE, CampaignDraft::minimal(list.id), "log".into())
         .unwrap();
     s.send(ALICE, c2.id, Utc::now()).unwrap();
-    let paused = s.act_riding(ALICE, c2.id, Action::Pause, Utc::now()).unwrap();
+    let paused = s.store.act(ALICE, c2.id, Action::Pause, Utc::now()).unwrap();
     assert_eq!(paused.status, Status::Paused);
     assert!(matches!(
-        s.act_riding(BOB, c2.id, Action::Resume, Utc::now()),
+        s.store.act(BOB, c2.id, Action::Resume, Utc::now()),
         Err(StoreError::NotFound)
     ));
 }

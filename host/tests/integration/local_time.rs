@@ -228,7 +228,7 @@ async fn zones_already_past_the_hour_get_it_at_once(backend: Backend) {
     assert_eq!((c.stats.total, c.stats.sent, c.stats.pending), (7, 4, 3));
 
     // Cancelling turns the waiting ones into cancelled messages.
-    let c = f.store.act(f.user, id, Action::Cancel, f.engine.now(), |_| {}).unwrap();
+    let c = f.store.act(f.user, id, Action::Cancel, f.engine.now()).unwrap();
     f.engine.kick(&c);
     let start = Instant::now();
     loop {

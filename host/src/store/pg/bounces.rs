@@ -148,9 +148,7 @@ async fn bounce_in(
             .await?
             .ok_or(StoreError::NotFound)?;
         let mut record = row.get::<_, Json<MessageRecord>>(0).0;
-        bounce.email = normalize(&record.email);
-        bounce.message_id = Some(record.message_id.clone());
-        if !record.mark_bounce(&mut c.stats, bounce.kind, bounce.reason.clone(), now) {
+        if !bounce.attach(&mut record, &mut c.stats, now) {
             let suppressed = suppression_of(tx, user, &bounce.email).await?;
             return Ok(BounceReport {
                 bounce,

@@ -14,7 +14,7 @@ use super::{PgStore, key};
 use crate::domain::lifecycle::transition;
 use crate::domain::webhook::campaign_data;
 use crate::domain::{
-    Action, Campaign, CampaignDraft, CampaignId, CampaignRun, FieldError, List, ListId, Status, UserId,
+    Action, Campaign, CampaignDraft, CampaignId, CampaignPatch, CampaignRun, FieldError, List, ListId, Status, UserId,
 };
 use crate::store::{Page, Result, StoreError};
 
@@ -120,29 +120,21 @@ impl PgStore {
         Ok(super::lists::page(items, limit, |c: &Campaign| c.id.get()))
     }
 
-    /// Applies a lifecycle action in one transaction: checks the
-    /// transition, lets `f` change the record, validates and saves it.
-    pub async fn act(
-        &self,
-        user: UserId,
-        id: CampaignId,
-        action: Action,
-        now: DateTime<Utc>,
-        f: impl FnOnce(&mut Campaign),
-    ) -> Result<Campaign> {
-        self.apply(Some(user), id, |_| action, now, f).await
+    /// Applies a lifecycle action in one transaction.
+    pub async fn act(&self, user: UserId, id: CampaignId, action: Action, now: DateTime<Utc>) -> Result<Campaign> {
+        self.apply(Some(user), id, |_| action, now, |_| {}).await
     }
 
-    /// Pause, resume or cancel. (redb carries these on a group commit;
-    /// here they are transactions like any other.)
-    pub async fn act_riding(
+    /// PATCH of a draft: the edit applied, validated and saved.
+    pub async fn edit_campaign(
         &self,
         user: UserId,
         id: CampaignId,
-        action: Action,
+        patch: CampaignPatch,
         now: DateTime<Utc>,
     ) -> Result<Campaign> {
-        self.act(user, id, action, now, |_| {}).await
+        self.apply(Some(user), id, |_| Action::Edit, now, |c| c.apply(patch))
+            .await
     }
 
     /// POST …/send: scheduled when the campaign's start lies ahead of

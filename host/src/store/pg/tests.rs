@@ -74,7 +74,7 @@ async fn send(store: &PgStore, id: CampaignId) -> Campaign {
 
 /// A pause, resume or cancel by the campaign's owner.
 async fn act(store: &PgStore, id: CampaignId, action: Action) -> Campaign {
-    store.act(USER, id, action, Utc::now(), |_| {}).await.unwrap()
+    store.act(USER, id, action, Utc::now()).await.unwrap()
 }
 
 fn sent(id: CampaignId, sub: &Subscriber) -> Outcome {
@@ -381,12 +381,12 @@ async fn a_scheduled_campaign_fires_once_across_nodes() {
         .unwrap();
     let id = campaign(&store).await;
     let at = Utc::now() + chrono::Duration::milliseconds(200);
-    store
-        .act(USER, id, Action::Send { future: true }, Utc::now(), |c| {
-            c.scheduled_at = Some(at)
-        })
-        .await
-        .unwrap();
+    let patch = crate::domain::CampaignPatch {
+        scheduled_at: Some(Some(at)),
+        ..Default::default()
+    };
+    store.edit_campaign(USER, id, patch, Utc::now()).await.unwrap();
+    store.send(USER, id, Utc::now()).await.unwrap();
     assert!(
         store.fire_due(Utc::now()).await.unwrap().is_empty(),
         "not before its time"

@@ -82,9 +82,7 @@ fn bounce_in(
             Some(v) => decode(v.value())?,
             None => return Err(StoreError::NotFound),
         };
-        bounce.email = normalize(&record.email);
-        bounce.message_id = Some(record.message_id.clone());
-        if !record.mark_bounce(&mut c.stats, bounce.kind, bounce.reason.clone(), now) {
+        if !bounce.attach(&mut record, &mut c.stats, now) {
             let suppressed = suppression_of(tx, user_id, &bounce.email)?;
             return Ok(BounceReport {
                 bounce,

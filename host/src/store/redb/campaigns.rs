@@ -10,7 +10,9 @@ use super::{
 };
 use crate::domain::lifecycle::transition;
 use crate::domain::webhook::campaign_data;
-use crate::domain::{Action, Campaign, CampaignDraft, CampaignId, CampaignRun, List, ListId, Status, UserId};
+use crate::domain::{
+    Action, Campaign, CampaignDraft, CampaignId, CampaignPatch, CampaignRun, List, ListId, Status, UserId,
+};
 
 /// A campaign record as `T`: a `Campaign` as the API shows it (its send's
 /// progress left unread), or a `CampaignRun` to change and `save`.
@@ -115,17 +117,28 @@ impl Redb {
         Ok(Page { items, next_after })
     }
 
-    /// Applies a lifecycle action in one transaction: checks the transition,
-    /// lets `f` change the record, validates and saves it.
-    pub fn act(
+    /// Applies a lifecycle action in one transaction. Pause, resume and
+    /// cancel change only the campaign record and its events, after every
+    /// check, so they ride the next commit (group commit,
+    /// `Redb::write_riding`); the others have a commit of their own.
+    pub fn act(&self, user_id: UserId, id: CampaignId, action: Action, now: DateTime<Utc>) -> Result<Campaign> {
+        if matches!(action, Action::Pause | Action::Resume | Action::Cancel) {
+            let (c, wrote) = self.write_riding(move |tx| apply(tx, user_id, id, |_| action, now, |_| {}))?;
+            self.wake_deliverer(wrote);
+            return Ok(c);
+        }
+        self.act_as(user_id, id, |_| action, now, |_| {})
+    }
+
+    /// PATCH of a draft: the edit applied, validated and saved.
+    pub fn edit_campaign(
         &self,
         user_id: UserId,
         id: CampaignId,
-        action: Action,
+        patch: CampaignPatch,
         now: DateTime<Utc>,
-        f: impl FnOnce(&mut Campaign),
     ) -> Result<Campaign> {
-        self.act_as(user_id, id, |_| action, now, f)
+        self.act_as(user_id, id, |_| Action::Edit, now, |c| c.apply(patch))
     }
 
     /// `act` with the action decided from the stored campaign.
@@ -140,15 +153,6 @@ impl Redb {
         let tx = self.write()?;
         let (c, wrote) = apply(&tx, user_id, id, action, now, f)?;
         tx.commit()?;
-        self.wake_deliverer(wrote);
-        Ok(c)
-    }
-
-    /// Pause, resume or cancel, carried by the next commit (group commit,
-    /// `Redb::write_riding`): these change only the campaign record and
-    /// its events, after every check.
-    pub fn act_riding(&self, user_id: UserId, id: CampaignId, action: Action, now: DateTime<Utc>) -> Result<Campaign> {
-        let (c, wrote) = self.write_riding(move |tx| apply(tx, user_id, id, |_| action, now, |_| {}))?;
         self.wake_deliverer(wrote);
         Ok(c)
     }
