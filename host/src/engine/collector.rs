@@ -35,7 +35,7 @@ pub(super) struct Reported {
 }
 
 pub(super) async fn run(
-    queue: Queue,
+    queue: Arc<dyn Queue>,
     health: Arc<Health>,
     runs: Weak<Runs>,
     mut rx: mpsc::UnboundedReceiver<Reported>,

@@ -58,7 +58,7 @@ pub(crate) struct Inner {
     store: Store,
     /// Where steps and outcomes go: redb, or this node's claims on
     /// PostgreSQL.
-    queue: queue::Queue,
+    queue: Arc<dyn queue::Queue>,
     cfg: Delivery,
     base_url: String,
     secret: [u8; 32],
@@ -105,7 +105,7 @@ impl Engine {
             let store = store.clone();
             blocking(move || store.secret("unsubscribe")).await?
         };
-        let queue = queue::Queue::open(&store, &config.database, &rt).await?;
+        let queue = queue::open(&store, &config.database, &rt).await?;
         let stop = Arc::new(job::Stop::default());
         let mut lanes = HashMap::new();
         for (name, t) in &plugins.transports {
@@ -227,7 +227,7 @@ impl Engine {
             s if s.has_messages_to_settle() => self.drive(c.id, s == Status::Cancelled, Some(c.clone())),
             // On PostgreSQL the scheduler's leader fires every node's
             // scheduled campaigns (`shared`).
-            Status::Scheduled if self.inner.queue.is_local() => self.schedule(c),
+            Status::Scheduled if self.inner.queue.runs_schedules() => self.schedule(c),
             _ => {}
         }
     }
