@@ -2,6 +2,7 @@
 //! named transports of posta.toml.
 
 pub mod bindings;
+mod calls;
 pub mod capability;
 pub mod check;
 pub mod grants;

@@ -1,6 +1,7 @@
 //! The loaded components, by role: one personalizer and the named
-//! transports. Components are compiled once (one `InstancePre` each) and
-//! called through instance pools.
+//! transports, and their lookup. Components are compiled once (one
+//! `InstancePre` each) and called through instance pools (`calls`);
+//! `reload` replaces them while the server runs.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -10,10 +11,9 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use wasmtime::component::{Component, Linker};
 
-use super::bindings::types;
 use super::grants::Grants;
-use super::pool::{PluginError, Pool, World};
-use super::reload::{Loaded, Refusal, ReloadReport, Source};
+use super::pool::{Pool, World};
+use super::reload::{Loaded, Source};
 use super::runtime::{HostState, PluginMeta, engine};
 use super::worlds::{Personalizer, Transport};
 use crate::config::{self, Capabilities, Config, Limits};
@@ -53,19 +53,19 @@ pub struct TransportEntry {
     pub info: TransportInfo,
     /// `native:log`: the log writer in the host (bench-only baseline).
     #[cfg(feature = "native-bench")]
-    native: Option<super::native::LogWriter>,
+    pub(super) native: Option<super::native::LogWriter>,
 }
 
 pub struct Plugins {
     pub engine: wasmtime::Engine,
-    linker: Linker<HostState>,
-    plugins_dir: Option<PathBuf>,
+    pub(super) linker: Linker<HostState>,
+    pub(super) plugins_dir: Option<PathBuf>,
     pub personalizer: Loaded<Personalizer>,
     pub transports: BTreeMap<String, Arc<TransportEntry>>,
     pub default_transport: String,
     /// `native:personalize`: render in the host (bench-only baseline).
     #[cfg(feature = "native-bench")]
-    native_personalizer: bool,
+    pub(super) native_personalizer: bool,
 }
 
 impl Plugins {
@@ -194,140 +194,11 @@ impl Plugins {
     pub fn transport(&self, name: &str) -> Option<&Arc<TransportEntry>> {
         self.transports.get(name)
     }
-
-    /// Asks the personalizer whether the campaign's templates compile.
-    pub async fn validate(&self, campaign: types::Campaign) -> Result<Result<(), String>, PluginError> {
-        #[cfg(feature = "native-bench")]
-        if self.native_personalizer {
-            return Ok(super::native::validate(&campaign));
-        }
-        self.personalizer
-            .pool()
-            .call(move |p, store| Box::pin(async move { p.call_validate(store, &campaign).await }))
-            .await
-    }
-
-    pub async fn personalize(
-        &self,
-        campaign: Arc<types::Campaign>,
-        subscriber: types::Subscriber,
-        envelope: types::Envelope,
-    ) -> Result<Result<types::Message, String>, PluginError> {
-        #[cfg(feature = "native-bench")]
-        if self.native_personalizer {
-            let limits = self.personalizer.pool().meta.limits;
-            return Ok(super::native::personalize(&campaign, subscriber, envelope, &limits));
-        }
-        self.personalizer
-            .pool()
-            .call(move |p, store| {
-                Box::pin(async move { p.call_personalize(store, &campaign, &subscriber, &envelope).await })
-            })
-            .await
-    }
-
-    /// Reloads every file-based component (the admin's reload). A
-    /// replacement that does not load or does not satisfy the contract is
-    /// refused and the old component stays in service.
-    pub fn reload_all(&self) -> ReloadReport {
-        self.reload(Which::All)
-    }
-
-    /// Reloads the components whose file changed (the watcher), refusing
-    /// bad replacements as `reload_all` does.
-    pub fn reload_changed(&self) -> ReloadReport {
-        self.reload(Which::Changed)
-    }
-
-    fn reload(&self, which: Which) -> ReloadReport {
-        let mut report = ReloadReport::default();
-        self.reload_one(&self.personalizer, which, &mut report);
-        for t in self.transports.values() {
-            self.reload_one(&t.loaded, which, &mut report);
-        }
-        report
-    }
-
-    fn reload_one<W: World>(&self, loaded: &Loaded<W>, which: Which, report: &mut ReloadReport) {
-        let source = match which {
-            Which::All => {
-                let s = loaded.source.lock().expect("source lock").clone();
-                if s.path.is_none() {
-                    return;
-                }
-                s
-            }
-            Which::Changed => match loaded.changed() {
-                Some(s) => s,
-                None => return,
-            },
-        };
-        let old = loaded.pool();
-        let label = format!("{} {} ({})", W::KIND, old.name(), source.name);
-        match prepare::<W>(&self.engine, &self.linker, &source.name, self.plugins_dir.as_deref()) {
-            Ok((pre, fresh)) => {
-                let pool = Pool::new(&self.engine, pre, old.meta.clone(), old.max_idle());
-                loaded.swap(pool, fresh.modified);
-                tracing::info!(plugin = old.name(), component = source.name, "reloaded");
-                report.reloaded.push(label);
-            }
-            Err(e) => {
-                // Remember the bad file's time so the watcher does not retry
-                // it every second; a newer file is tried again.
-                loaded.source.lock().expect("source lock").modified = source.modified_now();
-                tracing::error!(plugin = old.name(), "reload refused, keeping the loaded component: {e}");
-                report.refused.push(Refusal {
-                    component: label,
-                    error: e.to_string(),
-                });
-            }
-        }
-    }
-}
-
-/// Which file-based components a reload reads again.
-#[derive(Clone, Copy)]
-enum Which {
-    All,
-    Changed,
-}
-
-impl TransportEntry {
-    pub async fn deliver(
-        &self,
-        message: Arc<types::Message>,
-    ) -> Result<Result<types::Receipt, types::DeliveryError>, PluginError> {
-        let ran = self.deliver_by(message, None).await?;
-        Ok(ran.expect("a call with no start-by time always runs"))
-    }
-
-    /// Delivers `message` unless the call cannot start by `start_by`
-    /// (`Ok(None)`: not called; see `Pool::call_by`).
-    pub async fn deliver_by(
-        &self,
-        message: Arc<types::Message>,
-        start_by: Option<std::time::Instant>,
-    ) -> Result<Option<Result<types::Receipt, types::DeliveryError>>, PluginError> {
-        #[cfg(feature = "native-bench")]
-        if let Some(native) = &self.native {
-            if start_by.is_some_and(|by| std::time::Instant::now() > by) {
-                return Ok(None);
-            }
-            return Ok(Some(native.deliver(&message)));
-        }
-        self.loaded
-            .pool()
-            .call_by(start_by, move |t, store| {
-                store.data_mut().sender = Some(message.from.email.clone());
-                Box::pin(async move { t.call_deliver(store, &message).await })
-            })
-            .await
-    }
 }
 
 /// Compiles a component, checks its contract version and kind, and
 /// pre-instantiates it: everything that can fail before it serves a call.
-fn prepare<W: World>(
+pub(super) fn prepare<W: World>(
     engine: &wasmtime::Engine,
     linker: &Linker<HostState>,
     name: &str,

@@ -12,6 +12,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::pool::{Pool, World};
+use super::registry::{Plugins, prepare};
 
 /// Where a component came from: bundled ones never change.
 #[derive(Debug, Clone)]
@@ -73,4 +74,71 @@ pub struct ReloadReport {
 pub struct Refusal {
     pub component: String,
     pub error: String,
+}
+
+impl Plugins {
+    /// Reloads every file-based component (the admin's reload). A
+    /// replacement that does not load or does not satisfy the contract is
+    /// refused and the old component stays in service.
+    pub fn reload_all(&self) -> ReloadReport {
+        self.reload(Which::All)
+    }
+
+    /// Reloads the components whose file changed (the watcher), refusing
+    /// bad replacements as `reload_all` does.
+    pub fn reload_changed(&self) -> ReloadReport {
+        self.reload(Which::Changed)
+    }
+
+    fn reload(&self, which: Which) -> ReloadReport {
+        let mut report = ReloadReport::default();
+        self.reload_one(&self.personalizer, which, &mut report);
+        for t in self.transports.values() {
+            self.reload_one(&t.loaded, which, &mut report);
+        }
+        report
+    }
+
+    fn reload_one<W: World>(&self, loaded: &Loaded<W>, which: Which, report: &mut ReloadReport) {
+        let source = match which {
+            Which::All => {
+                let s = loaded.source.lock().expect("source lock").clone();
+                if s.path.is_none() {
+                    return;
+                }
+                s
+            }
+            Which::Changed => match loaded.changed() {
+                Some(s) => s,
+                None => return,
+            },
+        };
+        let old = loaded.pool();
+        let label = format!("{} {} ({})", W::KIND, old.name(), source.name);
+        match prepare::<W>(&self.engine, &self.linker, &source.name, self.plugins_dir.as_deref()) {
+            Ok((pre, fresh)) => {
+                let pool = Pool::new(&self.engine, pre, old.meta.clone(), old.max_idle());
+                loaded.swap(pool, fresh.modified);
+                tracing::info!(plugin = old.name(), component = source.name, "reloaded");
+                report.reloaded.push(label);
+            }
+            Err(e) => {
+                // Remember the bad file's time so the watcher does not retry
+                // it every second; a newer file is tried again.
+                loaded.source.lock().expect("source lock").modified = source.modified_now();
+                tracing::error!(plugin = old.name(), "reload refused, keeping the loaded component: {e}");
+                report.refused.push(Refusal {
+                    component: label,
+                    error: e.to_string(),
+                });
+            }
+        }
+    }
+}
+
+/// Which file-based components a reload reads again.
+#[derive(Clone, Copy)]
+enum Which {
+    All,
+    Changed,
 }
