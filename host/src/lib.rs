@@ -2,6 +2,7 @@
 //! WebAssembly components. See ARCHITECTURE.md for the map.
 
 pub mod api;
+pub mod app;
 pub mod config;
 pub mod demo;
 pub mod dkim;

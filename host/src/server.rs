@@ -114,8 +114,10 @@ impl Instance {
 
     pub fn router(&self) -> anyhow::Result<axum::Router> {
         let state = AppState {
-            store: self.store.clone(),
-            engine: self.engine.clone(),
+            app: crate::app::App {
+                store: self.store.clone(),
+                engine: self.engine.clone(),
+            },
             secret: Arc::new(self.store.secret("unsubscribe")?),
             bounces: self.config.bounces,
             max_import_bytes: self.config.server.max_import_bytes,

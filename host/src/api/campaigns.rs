@@ -10,10 +10,9 @@ use utoipa::IntoParams;
 use super::auth::Auth;
 use super::error::ErrorBody;
 use super::{ApiError, ApiJson, ApiResult, AppState, Paging};
+use crate::app::campaigns;
 use crate::domain::message::{MessageRecord, MessageStatus};
-use crate::domain::{Action, Campaign, CampaignDraft, CampaignId, CampaignPatch, Status, UserId};
-use crate::engine::RenderError;
-use crate::plugins::PluginError;
+use crate::domain::{Action, Campaign, CampaignDraft, CampaignId, CampaignPatch, Status};
 use crate::store::Page;
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -31,23 +30,6 @@ pub struct CampaignFilter {
     pub after: Option<u64>,
 }
 
-/// Refuses templates the personalizer cannot compile, with its message.
-async fn check_templates(s: &AppState, c: &Campaign) -> ApiResult<()> {
-    match s.engine.validate(c).await {
-        Ok(()) => Ok(()),
-        Err(RenderError::Template(e)) => Err(ApiError::invalid(e.part.field(), e.message)),
-        // No instance could be had now: the client may retry shortly.
-        Err(RenderError::Unavailable(e @ PluginError::Instantiate { .. })) => Err(ApiError::busy(format!(
-            "the templates cannot be checked right now, try again: {e}"
-        ))),
-        // Compiling the templates themselves ran out of time or memory.
-        Err(e) => Err(ApiError::invalid(
-            "html",
-            format!("the templates cannot be compiled: {e}"),
-        )),
-    }
-}
-
 #[utoipa::path(post, path = "/api/v1/users/me/campaigns", request_body = CampaignDraft, tag = "campaigns",
     responses((status = 201, body = Campaign), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create(
@@ -55,32 +37,9 @@ pub async fn create(
     Auth(user): Auth,
     ApiJson(draft): ApiJson<CampaignDraft>,
 ) -> ApiResult<(StatusCode, Json<Campaign>)> {
-    Ok((StatusCode::CREATED, Json(create_campaign(&s, user.id, draft).await?)))
-}
-
-/// Creates a draft after every check the API makes (transport, fields,
-/// templates); the dashboard creates through it too.
-pub(crate) async fn create_campaign(s: &AppState, user_id: UserId, draft: CampaignDraft) -> ApiResult<Campaign> {
-    let preview = unsaved(s, user_id, draft.clone())?;
-    preview.validate()?;
-    super::domains::check_from(s, user_id, &preview.from_email).await?;
-    check_templates(s, &preview).await?;
-    let transport = preview.transport;
-    s.db(move |st| st.create_campaign(user_id, draft, transport, Utc::now()))
-        .await
-}
-
-/// The campaign a draft body would make, not stored (id 0): its transport
-/// defaulted and checked. What create validates, and the dashboard previews.
-pub(crate) fn unsaved(s: &AppState, user_id: UserId, draft: CampaignDraft) -> ApiResult<Campaign> {
-    let transport = draft.transport.clone().unwrap_or_else(|| s.engine.default_transport());
-    s.engine.check_transport(&transport)?;
-    Ok(Campaign::from_draft(
-        CampaignId::new(0),
-        user_id,
-        draft,
-        transport,
-        Utc::now(),
+    Ok((
+        StatusCode::CREATED,
+        Json(campaigns::create(&s.app, user.id, draft).await?),
     ))
 }
 
@@ -125,26 +84,7 @@ pub async fn update(
     Path(id): Path<CampaignId>,
     ApiJson(patch): ApiJson<CampaignPatch>,
 ) -> ApiResult<Json<Campaign>> {
-    Ok(Json(update_campaign(&s, user.id, id, patch).await?))
-}
-
-/// Edits a draft after the same checks as creating one.
-pub(crate) async fn update_campaign(
-    s: &AppState,
-    user_id: UserId,
-    id: CampaignId,
-    patch: CampaignPatch,
-) -> ApiResult<Campaign> {
-    if let Some(t) = &patch.transport {
-        s.engine.check_transport(t)?;
-    }
-    let mut preview = s.db(move |st| st.campaign(user_id, id)).await?;
-    crate::domain::lifecycle::transition(preview.status, Action::Edit)?;
-    preview.apply(patch.clone());
-    preview.validate()?;
-    super::domains::check_from(s, user_id, &preview.from_email).await?;
-    check_templates(s, &preview).await?;
-    s.db(move |st| st.edit_campaign(user_id, id, patch, Utc::now())).await
+    Ok(Json(campaigns::update(&s.app, user.id, id, patch).await?))
 }
 
 #[utoipa::path(delete, path = "/api/v1/users/me/campaigns/{id}", params(("id" = CampaignId, Path, description = "The campaign's id")), tag = "campaigns",
@@ -162,33 +102,7 @@ pub async fn send(
     Auth(user): Auth,
     Path(id): Path<CampaignId>,
 ) -> ApiResult<Json<Campaign>> {
-    Ok(Json(send_campaign(&s, user.id, id).await?))
-}
-
-/// Sends (or schedules) a draft whose transport and templates still check.
-pub(crate) async fn send_campaign(s: &AppState, user_id: UserId, id: CampaignId) -> ApiResult<Campaign> {
-    let current = s.db(move |st| st.campaign(user_id, id)).await?;
-    crate::domain::lifecycle::transition(current.status, Action::Send { future: false })?;
-    s.engine.check_transport(&current.transport)?;
-    // Checked again: the domain may have been taken away since the draft.
-    super::domains::check_from(s, user_id, &current.from_email).await?;
-    check_templates(s, &current).await?;
-    let now = s.engine.now();
-    let c = s.db(move |st| st.send(user_id, id, now)).await?;
-    s.engine.kick(&c);
-    Ok(c)
-}
-
-/// Pause, resume and cancel share their shape: transition, then let the
-/// engine react.
-pub(crate) async fn lifecycle(s: &AppState, user_id: UserId, id: CampaignId, action: Action) -> ApiResult<Campaign> {
-    if action == Action::Resume {
-        let current = s.db(move |st| st.campaign(user_id, id)).await?;
-        super::domains::check_from(s, user_id, &current.from_email).await?;
-    }
-    let c = s.db(move |st| st.act(user_id, id, action, Utc::now())).await?;
-    s.engine.kick(&c);
-    Ok(c)
+    Ok(Json(campaigns::send(&s.app, user.id, id).await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/users/me/campaigns/{id}/pause", params(("id" = CampaignId, Path, description = "The campaign's id")), tag = "campaigns",
@@ -199,7 +113,7 @@ pub async fn pause(
     Auth(user): Auth,
     Path(id): Path<CampaignId>,
 ) -> ApiResult<Json<Campaign>> {
-    Ok(Json(lifecycle(&s, user.id, id, Action::Pause).await?))
+    Ok(Json(campaigns::act(&s.app, user.id, id, Action::Pause).await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/users/me/campaigns/{id}/resume", params(("id" = CampaignId, Path, description = "The campaign's id")), tag = "campaigns",
@@ -210,7 +124,7 @@ pub async fn resume(
     Auth(user): Auth,
     Path(id): Path<CampaignId>,
 ) -> ApiResult<Json<Campaign>> {
-    Ok(Json(lifecycle(&s, user.id, id, Action::Resume).await?))
+    Ok(Json(campaigns::act(&s.app, user.id, id, Action::Resume).await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/users/me/campaigns/{id}/cancel", params(("id" = CampaignId, Path, description = "The campaign's id")), tag = "campaigns",
@@ -221,7 +135,7 @@ pub async fn cancel(
     Auth(user): Auth,
     Path(id): Path<CampaignId>,
 ) -> ApiResult<Json<Campaign>> {
-    Ok(Json(lifecycle(&s, user.id, id, Action::Cancel).await?))
+    Ok(Json(campaigns::act(&s.app, user.id, id, Action::Cancel).await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/users/me/campaigns/{id}/duplicate", params(("id" = CampaignId, Path, description = "The campaign's id")), tag = "campaigns",

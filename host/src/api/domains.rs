@@ -79,10 +79,3 @@ pub async fn remove(
     s.db(move |st| st.remove_domain(id, &domain)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
-
-/// Refuses a `from_email` that is not on one of `user`'s sender domains
-/// (422 naming `from_email`).
-pub(crate) async fn check_from(s: &AppState, user: UserId, from_email: &str) -> ApiResult<()> {
-    let domains = s.db(move |st| st.domains(user)).await?;
-    Ok(crate::domain::sender::check_from(from_email, &domains)?)
-}

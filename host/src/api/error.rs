@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::app::AppError;
 use crate::domain::{FieldError, TransitionError};
 use crate::store::StoreError;
 
@@ -100,6 +101,17 @@ impl From<TransitionError> for ApiError {
         ApiError {
             current_status: Some(e.status.as_str()),
             ..ApiError::new(StatusCode::CONFLICT, "invalid_transition", e.to_string())
+        }
+    }
+}
+
+impl From<AppError> for ApiError {
+    fn from(e: AppError) -> Self {
+        match e {
+            AppError::Store(e) => e.into(),
+            AppError::Invalid(e) => e.into(),
+            AppError::Transition(e) => e.into(),
+            AppError::Busy(m) => ApiError::busy(m),
         }
     }
 }

@@ -30,14 +30,14 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
+use crate::app::App;
 use crate::domain::bounce::BouncePolicy;
-use crate::engine::Engine;
 use crate::store::{Store, StoreError};
 
 #[derive(Clone)]
 pub struct AppState {
-    pub store: Store,
-    pub engine: Engine,
+    /// The store and engine, which the use cases (`crate::app`) work with.
+    pub app: App,
     pub secret: Arc<[u8; 32]>,
     pub bounces: BouncePolicy,
     /// Largest CSV import, in bytes (`server.max_import_bytes`).
@@ -48,6 +48,15 @@ pub struct AppState {
     pub allow_private_webhooks: bool,
     /// CSV imports and exports under way, per user.
     pub transfers: subscribers_csv::transfers::Transfers,
+}
+
+/// `s.store`, `s.engine`: the app's.
+impl std::ops::Deref for AppState {
+    type Target = App;
+
+    fn deref(&self) -> &App {
+        &self.app
+    }
 }
 
 impl AppState {

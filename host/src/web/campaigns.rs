@@ -16,10 +16,12 @@ use super::Web;
 use super::pages::{csrf, error_page, field_error, form_error, not_found, render, status_badge};
 use super::session::Signed;
 use crate::api::ApiError;
-use crate::api::campaigns::{create_campaign, lifecycle, send_campaign, unsaved, update_campaign};
+use crate::app::{AppError, campaigns};
 use crate::domain::lifecycle::transition;
 use crate::domain::message::MessageStatus;
-use crate::domain::{Action, Campaign, CampaignDraft, CampaignId, CampaignPatch, List, ListId, Status, SubscriberId};
+use crate::domain::{
+    Action, Campaign, CampaignDraft, CampaignId, CampaignPatch, FieldError, List, ListId, Status, SubscriberId,
+};
 
 const PAGE: usize = 50;
 
@@ -123,23 +125,23 @@ impl DraftForm {
     }
 
     /// The form as the API's draft body, so the same checks apply.
-    fn draft(&self) -> Result<CampaignDraft, ApiError> {
+    fn draft(&self) -> Result<CampaignDraft, FieldError> {
         let list_id = self
             .list_id
             .parse::<ListId>()
-            .map_err(|_| ApiError::invalid("list_id", "choose a list"))?;
+            .map_err(|_| FieldError::new("list_id", "choose a list"))?;
         let send_rate = match self.send_rate.trim() {
             "" => None,
             r => Some(
                 r.parse::<u32>()
-                    .map_err(|_| ApiError::invalid("send_rate", "a whole number of emails per minute"))?,
+                    .map_err(|_| FieldError::new("send_rate", "a whole number of emails per minute"))?,
             ),
         };
         let scheduled_at = match self.scheduled_at.trim() {
             "" => None,
             t => Some(
                 chrono::NaiveDateTime::parse_from_str(t, LOCAL_INPUT)
-                    .map_err(|_| ApiError::invalid("scheduled_at", "a date and time, such as 2030-01-31T09:00"))?
+                    .map_err(|_| FieldError::new("scheduled_at", "a date and time, such as 2030-01-31T09:00"))?
                     .and_utc(),
             ),
         };
@@ -331,12 +333,12 @@ pub async fn create(State(web): State<Web>, signed: Signed, Form(f): Form<DraftF
         return r;
     }
     let result = match f.draft() {
-        Ok(d) => create_campaign(&web.app, signed.user.id, d).await,
-        Err(e) => Err(e),
+        Ok(d) => campaigns::create(&web.app, signed.user.id, d).await,
+        Err(e) => Err(e.into()),
     };
     match result {
         Ok(c) => Redirect::to(&format!("/campaigns/{}", c.id)).into_response(),
-        Err(e) => draft_page(&web, &signed, None, &f, Some(e)).await,
+        Err(e) => draft_page(&web, &signed, None, &f, Some(e.into())).await,
     }
 }
 
@@ -347,9 +349,13 @@ pub async fn preview(State(web): State<Web>, signed: Signed, Form(f): Form<Draft
     }
     let user = signed.user.id;
     let chosen = f.preview.parse::<SubscriberId>().ok();
-    let rendered = match f.draft().and_then(|d| unsaved(&web.app, user, d)) {
+    let unsaved = f
+        .draft()
+        .map_err(AppError::from)
+        .and_then(|d| campaigns::unsaved(&web.app, user, d));
+    let rendered = match unsaved {
         Ok(c) => crate::api::previews::preview_unsaved(&web.app, user, c, chosen).await,
-        Err(e) => Err(e),
+        Err(e) => Err(e.into()),
     };
     let body = match rendered {
         Ok(p) => serde_json::json!({"subject": p.subject, "html": p.html, "text": p.text}),
@@ -393,14 +399,14 @@ pub async fn update(
                 send_at_local_time: Some(d.send_at_local_time),
                 scheduled_at: Some(d.scheduled_at),
             };
-            update_campaign(&web.app, signed.user.id, id, patch).await
+            campaigns::update(&web.app, signed.user.id, id, patch).await
         }
-        Err(e) => Err(e),
+        Err(e) => Err(e.into()),
     };
     match result {
         Ok(_) => Redirect::to(&format!("/campaigns/{id}")).into_response(),
-        Err(e) if e.status == StatusCode::NOT_FOUND => not_found(Some(&signed)),
-        Err(e) => draft_page(&web, &signed, Some(id), &f, Some(e)).await,
+        Err(e) if e.is_not_found() => not_found(Some(&signed)),
+        Err(e) => draft_page(&web, &signed, Some(id), &f, Some(e.into())).await,
     }
 }
 
@@ -593,21 +599,23 @@ pub async fn action(
     }
     let user = signed.user.id;
     let result = match f.action.as_str() {
-        "send" => send_campaign(&web.app, user, id).await,
-        "pause" => lifecycle(&web.app, user, id, Action::Pause).await,
-        "resume" => lifecycle(&web.app, user, id, Action::Resume).await,
-        "cancel" => lifecycle(&web.app, user, id, Action::Cancel).await,
+        "send" => campaigns::send(&web.app, user, id).await,
+        "pause" => campaigns::act(&web.app, user, id, Action::Pause).await,
+        "resume" => campaigns::act(&web.app, user, id, Action::Resume).await,
+        "cancel" => campaigns::act(&web.app, user, id, Action::Cancel).await,
         "duplicate" => {
             web.app
+                .app
                 .db(move |st| st.duplicate_campaign(user, id, chrono::Utc::now()))
                 .await
         }
-        other => Err(ApiError::invalid("do", format!("unknown action {other:?}"))),
+        other => Err(FieldError::new("do", format!("unknown action {other:?}")).into()),
     };
     match result {
         Ok(c) => Redirect::to(&format!("/campaigns/{}", c.id)).into_response(),
-        Err(e) if e.status == StatusCode::NOT_FOUND => not_found(Some(&signed)),
+        Err(e) if e.is_not_found() => not_found(Some(&signed)),
         Err(e) => {
+            let e = ApiError::from(e);
             let q = ShowQuery {
                 status: None,
                 after: None,

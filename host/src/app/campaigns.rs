@@ -1,0 +1,100 @@
+//! Campaign use cases: create, edit, send and the lifecycle actions, each
+//! after the checks the change needs.
+
+use chrono::Utc;
+
+use super::{App, AppError};
+use crate::domain::{Action, Campaign, CampaignDraft, CampaignId, CampaignPatch, UserId};
+use crate::engine::RenderError;
+use crate::plugins::PluginError;
+
+/// Creates a draft after every check (transport, fields, sender domain,
+/// templates).
+pub async fn create(app: &App, user: UserId, draft: CampaignDraft) -> Result<Campaign, AppError> {
+    let preview = unsaved(app, user, draft.clone())?;
+    preview.validate()?;
+    check_from(app, user, &preview.from_email).await?;
+    check_templates(app, &preview).await?;
+    let transport = preview.transport;
+    app.db(move |st| st.create_campaign(user, draft, transport, Utc::now()))
+        .await
+}
+
+/// The campaign a draft body would make, not stored (id 0): its transport
+/// defaulted and checked. What create validates, and the dashboard previews.
+pub fn unsaved(app: &App, user: UserId, draft: CampaignDraft) -> Result<Campaign, AppError> {
+    let transport = draft
+        .transport
+        .clone()
+        .unwrap_or_else(|| app.engine.default_transport());
+    app.engine.check_transport(&transport)?;
+    Ok(Campaign::from_draft(
+        CampaignId::new(0),
+        user,
+        draft,
+        transport,
+        Utc::now(),
+    ))
+}
+
+/// Edits a draft after the same checks as creating one.
+pub async fn update(app: &App, user: UserId, id: CampaignId, patch: CampaignPatch) -> Result<Campaign, AppError> {
+    if let Some(t) = &patch.transport {
+        app.engine.check_transport(t)?;
+    }
+    let mut preview = app.db(move |st| st.campaign(user, id)).await?;
+    crate::domain::lifecycle::transition(preview.status, Action::Edit)?;
+    preview.apply(patch.clone());
+    preview.validate()?;
+    check_from(app, user, &preview.from_email).await?;
+    check_templates(app, &preview).await?;
+    app.db(move |st| st.edit_campaign(user, id, patch, Utc::now())).await
+}
+
+/// Sends (or schedules) a draft whose transport, sender domain and
+/// templates still check; the engine gets the campaign as stored.
+pub async fn send(app: &App, user: UserId, id: CampaignId) -> Result<Campaign, AppError> {
+    let current = app.db(move |st| st.campaign(user, id)).await?;
+    crate::domain::lifecycle::transition(current.status, Action::Send { future: false })?;
+    app.engine.check_transport(&current.transport)?;
+    // Checked again: the domain may have been taken away since the draft.
+    check_from(app, user, &current.from_email).await?;
+    check_templates(app, &current).await?;
+    let now = app.engine.now();
+    let c = app.db(move |st| st.send(user, id, now)).await?;
+    app.engine.kick(&c);
+    Ok(c)
+}
+
+/// Pause, resume and cancel: the transition, then the engine reacts. A
+/// resume checks the sender domain again.
+pub async fn act(app: &App, user: UserId, id: CampaignId, action: Action) -> Result<Campaign, AppError> {
+    if action == Action::Resume {
+        let current = app.db(move |st| st.campaign(user, id)).await?;
+        check_from(app, user, &current.from_email).await?;
+    }
+    let c = app.db(move |st| st.act(user, id, action, Utc::now())).await?;
+    app.engine.kick(&c);
+    Ok(c)
+}
+
+/// Refuses a `from_email` that is not on one of `user`'s sender domains
+/// (a field error naming `from_email`).
+pub async fn check_from(app: &App, user: UserId, from_email: &str) -> Result<(), AppError> {
+    let domains = app.db(move |st| st.domains(user)).await?;
+    Ok(crate::domain::sender::check_from(from_email, &domains)?)
+}
+
+/// Refuses templates the personalizer cannot compile, with its message.
+async fn check_templates(app: &App, c: &Campaign) -> Result<(), AppError> {
+    match app.engine.validate(c).await {
+        Ok(()) => Ok(()),
+        Err(RenderError::Template(e)) => Err(crate::domain::FieldError::new(e.part.field(), e.message).into()),
+        // No instance could be had now: the client may retry shortly.
+        Err(RenderError::Unavailable(e @ PluginError::Instantiate { .. })) => Err(AppError::Busy(format!(
+            "the templates cannot be checked right now, try again: {e}"
+        ))),
+        // Compiling the templates themselves ran out of time or memory.
+        Err(e) => Err(crate::domain::FieldError::new("html", format!("the templates cannot be compiled: {e}")).into()),
+    }
+}
