@@ -189,6 +189,15 @@ impl IntoResponse for ApiError {
                 axum::http::HeaderValue::from_static("1"),
             );
         }
+        // The rest of a body too large to read stays unread, so the server
+        // closes the connection after this answer; saying so keeps a client
+        // from sending its next request on it (and losing that request).
+        if self.status == StatusCode::PAYLOAD_TOO_LARGE {
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+        }
         response
     }
 }
