@@ -60,15 +60,12 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    /// Runs a storage call off the async workers (redb commits fsync).
+    /// `App::db` with the API's error.
     pub async fn db<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
     ) -> ApiResult<T> {
-        let store = self.store.clone();
-        Ok(tokio::task::spawn_blocking(move || f(&store))
-            .await
-            .map_err(ApiError::internal)??)
+        Ok(self.app.db(f).await?)
     }
 }
 
