@@ -46,6 +46,14 @@ for id in 2 3 4; do
   curl -fsS -X POST -H "$auth" "$base/api/v1/users/me/campaigns/$id/send" > /dev/null
 done
 curl -fsS -X POST -H "$auth" "$base/api/v1/users/me/campaigns/3/pause" > /dev/null
+# Drafts 5, 6 and 7, one for each of PATCH, send and DELETE: the fuzz hooks
+# keep every other state-changing operation off them (and off 2, 3 and 4),
+# so each of those operations finds its campaign as it needs it.
+for _ in 5 6 7; do
+  curl -fsS -H "$auth" -H 'content-type: application/json' \
+    -d '{"name":"owned","subject":"Hi","from_email":"n@example.org","list_id":1,"text":"t","send_rate":1}' \
+    "$base/api/v1/users/me/campaigns" > /dev/null
+done
 # A real unsubscribe link from the first message sent (the fuzz hooks put it
 # into some of the public unsubscribe cases).
 unsubscribe=""

@@ -31,14 +31,48 @@ def json_error_shape(ctx, response, case):
 _REAL_UNSUBSCRIBE = os.environ.get("POSTA_FUZZ_UNSUBSCRIBE", "")
 
 
+# Campaigns scripts/fuzz-api.sh made for one state-changing operation
+# each, in the state that operation needs. Whatever order the fuzzer runs
+# operations in, no other state-changing operation gets their ids, so each
+# owner can still answer 2xx when its turn comes (the reach check).
+_CAMPAIGNS = "/api/v1/users/me/campaigns/{id}"
+_OWNED = {
+    ("PATCH", _CAMPAIGNS): 5,
+    ("POST", _CAMPAIGNS + "/send"): 6,
+    ("DELETE", _CAMPAIGNS): 7,
+    ("POST", _CAMPAIGNS + "/pause"): 2,
+    ("POST", _CAMPAIGNS + "/resume"): 3,
+    ("POST", _CAMPAIGNS + "/cancel"): 4,
+}
+_RESERVED = set(_OWNED.values())
+
+
+def _drawn(path_parameters):
+    """A checksum of what was drawn: which cases get a real value is
+    deterministic for a seed."""
+    return zlib.crc32(repr(sorted(path_parameters.items())).encode())
+
+
 @schemathesis.hook
 def map_path_parameters(ctx, path_parameters):
-    """Puts the real link into about a third of the unsubscribe cases,
-    chosen by a checksum of what was drawn (deterministic for a seed)."""
+    """About a third of the unsubscribe cases get the real link and of each
+    owner's cases its campaign; other state-changing campaign operations
+    never get an owned campaign (they get an unknown id instead)."""
     operation = getattr(ctx, "operation", None)
-    if not (_REAL_UNSUBSCRIBE and path_parameters and operation and operation.path.startswith("/unsubscribe")):
+    if not (path_parameters and operation):
         return path_parameters
-    if zlib.crc32(repr(sorted(path_parameters.items())).encode()) % 3 == 0:
-        campaign, subscriber, token = _REAL_UNSUBSCRIBE.split("/", 2)
-        path_parameters = dict(path_parameters, campaign=int(campaign), subscriber=int(subscriber), token=token)
+    if operation.path.startswith("/unsubscribe"):
+        if _REAL_UNSUBSCRIBE and _drawn(path_parameters) % 3 == 0:
+            campaign, subscriber, token = _REAL_UNSUBSCRIBE.split("/", 2)
+            path_parameters = dict(path_parameters, campaign=int(campaign), subscriber=int(subscriber), token=token)
+        return path_parameters
+    key = (operation.method.upper(), operation.path)
+    if key not in _OWNED:
+        return path_parameters
+    owned = _OWNED[key]
+    if _drawn(path_parameters) % 3 == 0:
+        return dict(path_parameters, id=owned)
+    drawn = path_parameters.get("id")
+    if drawn in _RESERVED and drawn != owned:
+        return dict(path_parameters, id=1_000_000 + drawn)
     return path_parameters

@@ -5,6 +5,7 @@
 //! dashboard to a page, neither by reading the other's answer.
 
 pub mod campaigns;
+pub mod previews;
 
 use crate::domain::{FieldError, TransitionError};
 use crate::engine::Engine;

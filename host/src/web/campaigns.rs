@@ -16,7 +16,7 @@ use super::Web;
 use super::pages::{csrf, error_page, field_error, form_error, not_found, render, status_badge};
 use super::session::Signed;
 use crate::api::ApiError;
-use crate::app::{AppError, campaigns};
+use crate::app::{AppError, campaigns, previews};
 use crate::domain::lifecycle::transition;
 use crate::domain::message::MessageStatus;
 use crate::domain::{
@@ -198,7 +198,11 @@ async fn draft_page(
             };
             let chosen = form.preview.parse::<SubscriberId>().ok();
             (
-                Some(crate::api::previews::preview_for(&web.app, user, id, chosen).await),
+                Some(
+                    previews::preview(&web.app, user, id, chosen)
+                        .await
+                        .map_err(ApiError::from),
+                ),
                 subs,
             )
         }
@@ -354,9 +358,10 @@ pub async fn preview(State(web): State<Web>, signed: Signed, Form(f): Form<Draft
         .map_err(AppError::from)
         .and_then(|d| campaigns::unsaved(&web.app, user, d));
     let rendered = match unsaved {
-        Ok(c) => crate::api::previews::preview_unsaved(&web.app, user, c, chosen).await,
-        Err(e) => Err(e.into()),
-    };
+        Ok(c) => previews::preview_unsaved(&web.app, user, c, chosen).await,
+        Err(e) => Err(e),
+    }
+    .map_err(ApiError::from);
     let body = match rendered {
         Ok(p) => serde_json::json!({"subject": p.subject, "html": p.html, "text": p.text}),
         Err(e) => serde_json::json!({"error": e.message}),
@@ -487,7 +492,7 @@ async fn campaign_page(web: &Web, signed: &Signed, id: CampaignId, q: ShowQuery,
         None => None,
         Some(p) => {
             let sub = p.parse::<SubscriberId>().ok();
-            Some(crate::api::previews::preview_for(&web.app, user, id, sub).await)
+            Some(previews::preview(&web.app, user, id, sub).await.map_err(ApiError::from))
         }
     };
     let filter = status.map(|s| s.as_str()).unwrap_or("");
