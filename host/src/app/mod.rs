@@ -50,8 +50,6 @@ impl App {
         f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, AppError> {
         let store = self.store.clone();
-        Ok(tokio::task::spawn_blocking(move || f(&store))
-            .await
-            .map_err(|e| StoreError::Db(format!("storage task failed: {e}")))??)
+        Ok(crate::store::blocking(move || f(&store)).await?)
     }
 }

@@ -30,7 +30,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use self::clock::Clock;
-use self::queue::blocking;
+use crate::store::blocking;
 use tokio::sync::{Notify, mpsc};
 
 use crate::config::{Config, Delivery};

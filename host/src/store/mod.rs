@@ -51,6 +51,14 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// Runs a synchronous storage call off the async workers (redb commits
+/// fsync; the PostgreSQL arm waits for its query).
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Db(format!("storage task failed: {e}")))?
+}
+
 /// A page of results: `next_after` is the cursor for the next page.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Page<T> {

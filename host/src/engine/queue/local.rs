@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::{Claim, Queue, Step, blocking};
+use super::{Claim, Queue, Step};
 use crate::domain::CampaignId;
 use crate::domain::message::{Job, Outcome};
+use crate::store::blocking;
 use crate::store::{Redb, StoreError};
 
 pub(super) struct Local(pub(super) Redb);

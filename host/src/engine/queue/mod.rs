@@ -100,12 +100,3 @@ pub(super) async fn open(
         }
     })
 }
-
-/// Runs a redb call off the async workers.
-pub(super) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| StoreError::Db(format!("storage task failed: {e}")))?
-}

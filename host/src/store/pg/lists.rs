@@ -42,10 +42,10 @@ async fn save_list(tx: &Transaction<'_>, list: &List) -> Result<()> {
 impl PgStore {
     pub async fn create_list(&self, user: UserId, name: &str) -> Result<List> {
         // Checked before an id is taken.
-        List::new(ListId::new(0), user, name, Utc::now())?;
+        let mut list = List::new(ListId::new(0), user, name, Utc::now())?;
         let client = self.pool.get().await?;
         let id: i64 = client.query_one("SELECT nextval('list_ids')", &[]).await?.get(0);
-        let list = List::new(ListId::new(id as u64), user, name, Utc::now())?;
+        list.id = ListId::new(id as u64);
         client
             .execute(
                 "INSERT INTO lists (id, user_id, record) VALUES ($1, $2, $3)",

@@ -27,10 +27,10 @@ fn owned_list(tx_lists: &impl ReadableTable<u64, &'static [u8]>, user_id: UserId
 impl Redb {
     pub fn create_list(&self, user_id: UserId, name: &str) -> Result<List> {
         // Checked before an id is taken.
-        List::new(ListId::new(0), user_id, name, Utc::now())?;
+        let mut list = List::new(ListId::new(0), user_id, name, Utc::now())?;
         let tx = self.write()?;
         let id = ListId::new(next_id(&tx, "list")?);
-        let list = List::new(id, user_id, name, Utc::now())?;
+        list.id = id;
         tx.open_table(LISTS)?.insert(id.get(), encode(&list).as_slice())?;
         tx.open_table(USER_LISTS)?.insert((user_id.get(), id.get()), ())?;
         tx.commit()?;
