@@ -126,8 +126,8 @@ fn bench_storage(c: &mut Criterion) {
     use posta::store::Redb;
     let dir = tempfile::tempdir().unwrap();
     let store = Redb::open(&dir.path().join("posta.redb")).unwrap();
-    let (user, _) = store.create_user("bench@example.org").unwrap();
-    let list = store.create_list(user.id, "bench").unwrap();
+    let (user, _) = store.create_user("bench@example.org".into()).unwrap();
+    let list = store.create_list(user.id, "bench".into()).unwrap();
     const N: usize = 200_000;
     let people: Vec<NewSubscriber> = (0..N)
         .map(|i| NewSubscriber {

@@ -39,9 +39,11 @@ pub async fn run(mut config: Config, data_dir: Option<PathBuf>, subscribers: usi
     config.server.data_dir = dir;
     let instance = Instance::start(config).await?;
     let store = instance.store.clone();
-    let (user, key) = store.create_user(&format!("demo-{}@posta.localhost", Utc::now().timestamp_millis()))?;
-    store.add_domain(user.id, "posta.localhost", Utc::now())?;
-    let list = store.create_list(user.id, "Demo readers")?;
+    let (user, key) = store
+        .create_user(format!("demo-{}@posta.localhost", Utc::now().timestamp_millis()))
+        .await?;
+    store.add_domain(user.id, "posta.localhost".into(), Utc::now()).await?;
+    let list = store.create_list(user.id, "Demo readers".into()).await?;
     let people: Vec<NewSubscriber> = (0..subscribers)
         .map(|i| NewSubscriber {
             email: Email::parse(&format!("reader{i}@example.org")).expect("a valid address"),
@@ -55,7 +57,7 @@ pub async fn run(mut config: Config, data_dir: Option<PathBuf>, subscribers: usi
         })
         .collect();
     for chunk in people.chunks(5_000) {
-        store.upsert_subscribers(user.id, list.id, chunk.to_vec())?;
+        store.upsert_subscribers(user.id, list.id, chunk.to_vec()).await?;
     }
     let draft = CampaignDraft {
         name: "Posta demo".into(),
@@ -70,9 +72,9 @@ pub async fn run(mut config: Config, data_dir: Option<PathBuf>, subscribers: usi
         send_at_local_time: false,
         scheduled_at: None,
     };
-    let campaign = store.create_campaign(user.id, draft, "log".into(), Utc::now())?;
+    let campaign = store.create_campaign(user.id, draft, "log".into(), Utc::now()).await?;
     let started = Instant::now();
-    let campaign = store.send(user.id, campaign.id, Utc::now())?;
+    let campaign = store.send(user.id, campaign.id, Utc::now()).await?;
     instance.engine.kick(&campaign);
 
     let bar = ProgressBar::new(campaign.stats.total);
@@ -82,7 +84,7 @@ pub async fn run(mut config: Config, data_dir: Option<PathBuf>, subscribers: usi
             .progress_chars("=> "),
     );
     let done = loop {
-        let c = store.campaign_by_id(campaign.id)?;
+        let c = store.campaign_by_id(campaign.id).await?;
         bar.set_position(c.stats.finished());
         if c.status == Status::Sent {
             break c;

@@ -139,10 +139,10 @@ enum UserCommand {
 
 /// The user with `email`, looked up page by page (the CLI's only way to
 /// it by email).
-fn user_by_email(store: &posta::store::Store, email: &str) -> anyhow::Result<posta::domain::User> {
+async fn user_by_email(store: &posta::store::Store, email: &str) -> anyhow::Result<posta::domain::User> {
     let mut after = None;
     loop {
-        let page = store.users(after, 1000)?;
+        let page = store.users(after, 1000).await?;
         if let Some(u) = page
             .items
             .iter()
@@ -195,18 +195,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 },
         } => {
             let store = open(config, data_dir).await?;
-            let user = user_by_email(&store, &email)?;
+            let user = user_by_email(&store, &email).await?;
             let domain = posta::domain::sender::parse_domain(&domain).map_err(|e| anyhow::anyhow!(e.message))?;
             if remove {
-                store.remove_domain(user.id, &domain).map_err(|e| match e {
-                    posta::store::StoreError::NotFound => {
-                        anyhow::anyhow!("{} has no sender domain {domain}", user.email)
-                    }
-                    e => e.into(),
-                })?;
+                store
+                    .remove_domain(user.id, domain.clone())
+                    .await
+                    .map_err(|e| match e {
+                        posta::store::StoreError::NotFound => {
+                            anyhow::anyhow!("{} has no sender domain {domain}", user.email)
+                        }
+                        e => e.into(),
+                    })?;
                 println!("{} may no longer send from {domain}", user.email);
             } else {
-                store.add_domain(user.id, &domain, chrono::Utc::now())?;
+                store.add_domain(user.id, domain.clone(), chrono::Utc::now()).await?;
                 println!("{} may send from {domain}", user.email);
             }
             Ok(())
@@ -237,9 +240,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .iter()
                 .map(|d| posta::domain::sender::parse_domain(d).map_err(|e| anyhow::anyhow!(e.message)))
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            let (user, key) = store.create_user_as(email.trim(), admin)?;
+            let (user, key) = store.create_user_as(email.trim().to_string(), admin).await?;
             for d in &domains {
-                store.add_domain(user.id, d, chrono::Utc::now())?;
+                store.add_domain(user.id, d.clone(), chrono::Utc::now()).await?;
             }
             let role = if user.admin { ", admin" } else { "" };
             println!("created user {} (id {}{role})", user.email, user.id);
@@ -258,10 +261,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 },
         } => {
             let store = open(config, data_dir).await?;
-            let n = store.revoke(key_or_email.trim()).map_err(|e| match e {
-                posta::store::StoreError::NotFound => anyhow::anyhow!("no user {key_or_email}"),
-                e => e.into(),
-            })?;
+            let n = store
+                .revoke(key_or_email.trim().to_string())
+                .await
+                .map_err(|e| match e {
+                    posta::store::StoreError::NotFound => anyhow::anyhow!("no user {key_or_email}"),
+                    e => e.into(),
+                })?;
             println!("revoked {n} key(s)");
             Ok(())
         }
@@ -274,7 +280,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 },
         } => {
             let store = open(config, data_dir).await?;
-            let (user, key) = store.new_key(email.trim()).map_err(|e| match e {
+            let (user, key) = store.new_key(email.trim().to_string()).await.map_err(|e| match e {
                 posta::store::StoreError::NotFound => anyhow::anyhow!("no user {email}"),
                 e => e.into(),
             })?;

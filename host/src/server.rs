@@ -112,13 +112,13 @@ impl Instance {
         })
     }
 
-    pub fn router(&self) -> anyhow::Result<axum::Router> {
+    pub async fn router(&self) -> anyhow::Result<axum::Router> {
         let state = AppState {
             app: crate::app::App {
                 store: self.store.clone(),
                 engine: self.engine.clone(),
             },
-            secret: Arc::new(self.store.secret("unsubscribe")?),
+            secret: Arc::new(self.store.secret("unsubscribe").await?),
             bounces: self.config.bounces,
             max_import_bytes: self.config.server.max_import_bytes,
             metrics_token: self
@@ -164,8 +164,8 @@ pub async fn run(listener: TcpListener, mut config: Config, shutdown: impl Futur
     // Links in mail must name the port actually bound (--listen …:0).
     config.server.listen = addr;
     let instance = Instance::start(config).await?;
-    if instance.store.user_count()? == 0 {
-        match instance.store.create_user("admin@posta.localhost") {
+    if instance.store.user_count().await? == 0 {
+        match instance.store.create_user("admin@posta.localhost".into()).await {
             Ok((user, key)) => {
                 println!("created user {} (first start); API key:", user.email);
                 println!("{key}");
@@ -196,7 +196,7 @@ pub async fn run(listener: TcpListener, mut config: Config, shutdown: impl Futur
         },
         proxies: crate::listener::TrustedProxies::new(srv.trusted_proxies.clone(), &srv.client_ip_header),
     };
-    crate::listener::serve(listener, instance.router()?, limits, shutdown).await?;
+    crate::listener::serve(listener, instance.router().await?, limits, shutdown).await?;
     // HTTP has stopped accepting; let deliveries under way finish and
     // their outcomes reach the disk before exiting.
     let left = instance.engine.shutdown(std::time::Duration::from_secs(30)).await;

@@ -105,14 +105,13 @@ impl Deliverer {
         let store = self.store.clone();
         let now = Utc::now();
         let per = self.cfg.per_webhook;
-        let (mut due, next) = tokio::task::spawn_blocking(move || {
-            store.due_deliveries(
+        let (mut due, next) = store
+            .due_deliveries(
                 now,
-                |webhook| per.saturating_sub(per_webhook.get(&webhook).copied().unwrap_or(0)),
-                |delivery| under_way.contains(&delivery),
+                Box::new(move |webhook| per.saturating_sub(per_webhook.get(&webhook).copied().unwrap_or(0))),
+                Box::new(move |delivery| under_way.contains(&delivery)),
             )
-        })
-        .await??;
+            .await?;
         // In random order: when the overall limit is reached, no webhook is
         // always first in line.
         rand::seq::SliceRandom::shuffle(due.as_mut_slice(), &mut rand::rng());
@@ -160,23 +159,14 @@ impl Deliverer {
                 attempt.error.as_deref().unwrap_or("")
             );
         }
-        let store = self.store.clone();
         let (webhook, id) = (d.webhook.id, d.delivery.id);
-        let stored =
-            tokio::task::spawn_blocking(move || store.finish_attempt(webhook, id, attempt, delivered, next)).await;
-        match stored {
-            Ok(Ok(())) => {}
-            // Left in the outbox as it was: attempted again.
-            Ok(Err(e)) => tracing::error!(
+        // Left in the outbox as it was when this fails: attempted again.
+        if let Err(e) = self.store.finish_attempt(webhook, id, attempt, delivered, next).await {
+            tracing::error!(
                 webhook = webhook.get(),
                 delivery = id.get(),
                 "cannot store a webhook attempt: {e}"
-            ),
-            Err(e) => tracing::error!(
-                webhook = webhook.get(),
-                delivery = id.get(),
-                "cannot store a webhook attempt: {e}"
-            ),
+            );
         }
         {
             let mut busy = self.busy.lock().expect("busy lock");
@@ -264,12 +254,10 @@ impl Deliverer {
     }
 
     async fn prune(&self) {
-        let store = self.store.clone();
         let cutoff = Utc::now() - chrono::Duration::days(i64::from(self.cfg.keep_days));
-        match tokio::task::spawn_blocking(move || store.prune_deliveries(cutoff)).await {
-            Ok(Ok(0)) => {}
-            Ok(Ok(n)) => tracing::info!(deliveries = n, "pruned finished webhook deliveries"),
-            Ok(Err(e)) => tracing::error!("pruning webhook deliveries: {e}"),
+        match self.store.prune_deliveries(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deliveries = n, "pruned finished webhook deliveries"),
             Err(e) => tracing::error!("pruning webhook deliveries: {e}"),
         }
     }

@@ -152,7 +152,7 @@ async fn run(nodes: usize, n: usize, call: Option<Duration>) -> (f64, String) {
     let db = TestServer::durable().database();
     let store = PgStore::connect(&db.url, 4).await.unwrap();
     let user = UserId::new(1);
-    let list = store.create_list(user, "bench").await.unwrap().id;
+    let list = store.create_list(user, "bench".into()).await.unwrap().id;
     for chunk in (0..n).collect::<Vec<_>>().chunks(10_000) {
         store
             .upsert_subscribers(user, list, chunk.iter().map(|&i| subscriber(i)).collect())

@@ -56,7 +56,7 @@ pub async fn users(
 ) -> ApiResult<Json<Page<User>>> {
     admin_only(&user, "list users")?;
     let limit = p.limit()?;
-    Ok(Json(s.db(move |st| st.users(p.after, limit)).await?))
+    Ok(Json(s.store.users(p.after, limit).await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/admin/users", tag = "admin", request_body = NewUser,
@@ -68,14 +68,17 @@ pub async fn create_user(
     ApiJson(body): ApiJson<NewUser>,
 ) -> ApiResult<(StatusCode, Json<IssuedKey>)> {
     admin_only(&user, "create users")?;
-    let issued = s
-        .db(move |st| {
-            let (user, key) = st.create_user_as(body.email.trim(), body.admin)?;
-            let key_info = st.keys(user.id)?.pop().expect("the first key was just issued");
-            Ok(IssuedKey { user, key, key_info })
-        })
+    let (user, key) = s
+        .store
+        .create_user_as(body.email.trim().to_string(), body.admin)
         .await?;
-    Ok((StatusCode::CREATED, Json(issued)))
+    let key_info = s
+        .store
+        .keys(user.id)
+        .await?
+        .pop()
+        .expect("the first key was just issued");
+    Ok((StatusCode::CREATED, Json(IssuedKey { user, key, key_info })))
 }
 
 #[utoipa::path(post, path = "/api/v1/admin/users/{id}/keys", params(("id" = UserId, Path, description = "The user's id")), tag = "admin",
@@ -86,17 +89,9 @@ pub async fn issue_key(
     Path(id): Path<UserId>,
 ) -> ApiResult<(StatusCode, Json<IssuedKey>)> {
     admin_only(&user, "issue keys")?;
-    let issued = s
-        .db(move |st| {
-            let (key, key_info) = st.issue_key(id)?;
-            Ok(IssuedKey {
-                user: st.user(id)?,
-                key,
-                key_info,
-            })
-        })
-        .await?;
-    Ok((StatusCode::CREATED, Json(issued)))
+    let (key, key_info) = s.store.issue_key(id).await?;
+    let user = s.store.user(id).await?;
+    Ok((StatusCode::CREATED, Json(IssuedKey { user, key, key_info })))
 }
 
 #[utoipa::path(get, path = "/api/v1/admin/users/{id}/keys", params(("id" = UserId, Path, description = "The user's id")), tag = "admin",
@@ -104,7 +99,7 @@ pub async fn issue_key(
 pub async fn keys(State(s): State<AppState>, Auth(user): Auth, Path(id): Path<UserId>) -> ApiResult<Json<KeyList>> {
     admin_only(&user, "list keys")?;
     Ok(Json(KeyList {
-        items: s.db(move |st| st.keys(id)).await?,
+        items: s.store.keys(id).await?,
     }))
 }
 
@@ -117,7 +112,7 @@ pub async fn revoke_key(
     Path((id, key_id)): Path<(UserId, KeyId)>,
 ) -> ApiResult<StatusCode> {
     admin_only(&user, "revoke keys")?;
-    s.db(move |st| st.revoke_key(id, key_id)).await?;
+    s.store.revoke_key(id, key_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -25,17 +25,9 @@ impl FromRequestParts<AppState> for Auth {
             .map(str::trim)
             .filter(|k| !k.is_empty())
             .ok_or_else(|| ApiError::unauthorized("expected Authorization: Bearer <api key>"))?;
-        // redb: on the async worker, not the blocking pool: two point
-        // reads of hot pages take microseconds, and under a full-speed send
-        // the hop to a pool thread and back (two wake-ups on busy cores)
-        // cost a request more than the read. PostgreSQL: a round trip, so
-        // off the worker like every other query.
-        let user = if state.store.is_local() {
-            state.store.user_by_key(key)?
-        } else {
-            let key = key.to_string();
-            state.db(move |s| s.user_by_key(&key)).await?
-        };
+        // On redb this read stays on the async worker (`inline` in
+        // `store::contract`): the hop to a pool thread costs more than it.
+        let user = state.store.user_by_key(key.to_string()).await?;
         user.map(Auth).ok_or_else(|| ApiError::unauthorized("unknown API key"))
     }
 }

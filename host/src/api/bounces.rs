@@ -74,8 +74,7 @@ pub async fn create(
     };
     let policy = s.bounces;
     Ok(Json(
-        s.db(move |st| st.record_bounce(user.id, bounce, message, &policy, now))
-            .await?,
+        s.store.record_bounce(user.id, bounce, message, policy, now).await?,
     ))
 }
 
@@ -122,9 +121,7 @@ pub async fn dsn(State(s): State<AppState>, Auth(user): Auth, body: Bytes) -> Ap
     // The report's own Message-ID makes a second posting of it a no-op,
     // also for bounces no Posta message could be matched to.
     let report_id = report.id.filter(|id| !id.is_empty() && id.len() <= 998);
-    let recorded = s
-        .db(move |st| st.record_report(user.id, report_id.as_deref(), bounces, &policy, now))
-        .await?;
+    let recorded = s.store.record_report(user.id, report_id, bounces, policy, now).await?;
     Ok(Json(DsnReport {
         bounces: recorded,
         not_bounces: report.not_bounces,

@@ -61,9 +61,7 @@ pub async fn index(
         after: f.after,
     }
     .limit()?;
-    Ok(Json(
-        s.db(move |st| st.campaigns(user.id, status, f.after, limit)).await?,
-    ))
+    Ok(Json(s.store.campaigns(user.id, status, f.after, limit).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/users/me/campaigns/{id}", params(("id" = CampaignId, Path, description = "The campaign's id")), tag = "campaigns",
@@ -73,7 +71,7 @@ pub async fn show(
     Auth(user): Auth,
     Path(id): Path<CampaignId>,
 ) -> ApiResult<Json<Campaign>> {
-    Ok(Json(s.db(move |st| st.campaign(user.id, id)).await?))
+    Ok(Json(s.store.campaign(user.id, id).await?))
 }
 
 #[utoipa::path(patch, path = "/api/v1/users/me/campaigns/{id}", params(("id" = CampaignId, Path, description = "The campaign's id")), request_body = CampaignPatch, tag = "campaigns",
@@ -90,7 +88,7 @@ pub async fn update(
 #[utoipa::path(delete, path = "/api/v1/users/me/campaigns/{id}", params(("id" = CampaignId, Path, description = "The campaign's id")), tag = "campaigns",
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn delete(State(s): State<AppState>, Auth(user): Auth, Path(id): Path<CampaignId>) -> ApiResult<StatusCode> {
-    s.db(move |st| st.delete_campaign(user.id, id)).await?;
+    s.store.delete_campaign(user.id, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -146,7 +144,7 @@ pub async fn duplicate(
     Auth(user): Auth,
     Path(id): Path<CampaignId>,
 ) -> ApiResult<(StatusCode, Json<Campaign>)> {
-    let c = s.db(move |st| st.duplicate_campaign(user.id, id, Utc::now())).await?;
+    let c = s.store.duplicate_campaign(user.id, id, Utc::now()).await?;
     Ok((StatusCode::CREATED, Json(c)))
 }
 
@@ -186,7 +184,5 @@ pub async fn messages(
         after: f.after,
     }
     .limit()?;
-    Ok(Json(
-        s.db(move |st| st.messages(user.id, id, status, f.after, limit)).await?,
-    ))
+    Ok(Json(s.store.messages(user.id, id, status, f.after, limit).await?))
 }

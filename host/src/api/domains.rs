@@ -33,7 +33,7 @@ pub struct DomainList {
     responses((status = 200, body = DomainList)))]
 pub async fn mine(State(s): State<AppState>, Auth(user): Auth) -> ApiResult<Json<DomainList>> {
     Ok(Json(DomainList {
-        items: s.db(move |st| st.domains(user.id)).await?,
+        items: s.store.domains(user.id).await?,
     }))
 }
 
@@ -42,7 +42,7 @@ pub async fn mine(State(s): State<AppState>, Auth(user): Auth) -> ApiResult<Json
 pub async fn index(State(s): State<AppState>, Auth(user): Auth, Path(id): Path<UserId>) -> ApiResult<Json<DomainList>> {
     admin_only(&user, "list users' domains")?;
     Ok(Json(DomainList {
-        items: s.db(move |st| st.domains(id)).await?,
+        items: s.store.domains(id).await?,
     }))
 }
 
@@ -59,7 +59,7 @@ pub async fn add(
 ) -> ApiResult<(StatusCode, Json<SenderDomain>)> {
     admin_only(&user, "grant domains")?;
     let domain = parse_domain(&body.domain)?;
-    let granted = s.db(move |st| st.add_domain(id, &domain, Utc::now())).await?;
+    let granted = s.store.add_domain(id, domain, Utc::now()).await?;
     Ok((StatusCode::CREATED, Json(granted)))
 }
 
@@ -76,6 +76,6 @@ pub async fn remove(
     admin_only(&user, "take domains away")?;
     // A name that could never be granted is not granted: 404.
     let domain = parse_domain(&domain).map_err(|_| super::ApiError::not_found())?;
-    s.db(move |st| st.remove_domain(id, &domain)).await?;
+    s.store.remove_domain(id, domain).await?;
     Ok(StatusCode::NO_CONTENT)
 }

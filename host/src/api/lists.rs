@@ -31,7 +31,7 @@ pub async fn create(
     Auth(user): Auth,
     ApiJson(body): ApiJson<NewList>,
 ) -> ApiResult<(StatusCode, Json<List>)> {
-    let list = s.db(move |st| st.create_list(user.id, &body.name)).await?;
+    let list = s.store.create_list(user.id, body.name).await?;
     Ok((StatusCode::CREATED, Json(list)))
 }
 
@@ -43,19 +43,19 @@ pub async fn index(
     Query(p): Query<Paging>,
 ) -> ApiResult<Json<Page<List>>> {
     let limit = p.limit()?;
-    Ok(Json(s.db(move |st| st.lists(user.id, p.after, limit)).await?))
+    Ok(Json(s.store.lists(user.id, p.after, limit).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/users/me/lists/{id}", params(("id" = ListId, Path, description = "The list's id")), tag = "lists",
     responses((status = 200, body = List), (status = 404, body = ErrorBody)))]
 pub async fn show(State(s): State<AppState>, Auth(user): Auth, Path(id): Path<ListId>) -> ApiResult<Json<List>> {
-    Ok(Json(s.db(move |st| st.list(user.id, id)).await?))
+    Ok(Json(s.store.list(user.id, id).await?))
 }
 
 #[utoipa::path(delete, path = "/api/v1/users/me/lists/{id}", params(("id" = ListId, Path, description = "The list's id")), tag = "lists",
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn delete(State(s): State<AppState>, Auth(user): Auth, Path(id): Path<ListId>) -> ApiResult<StatusCode> {
-    s.db(move |st| st.delete_list(user.id, id)).await?;
+    s.store.delete_list(user.id, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -105,7 +105,7 @@ pub async fn add_subscribers(
         ));
     }
     let batch = parse_subscribers(req, &s).await?;
-    Ok(Json(s.db(move |st| st.upsert_subscribers(user.id, id, batch)).await?))
+    Ok(Json(s.store.upsert_subscribers(user.id, id, batch).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/users/me/lists/{id}/subscribers", params(("id" = ListId, Path, description = "The list's id"), Paging), tag = "lists",
@@ -117,10 +117,7 @@ pub async fn subscribers(
     Query(p): Query<Paging>,
 ) -> ApiResult<Json<Page<Subscriber>>> {
     let limit = p.limit()?;
-    Ok(Json(
-        s.db(move |st| st.subscribers(user.id, id, None, p.after, limit))
-            .await?,
-    ))
+    Ok(Json(s.store.subscribers(user.id, id, None, p.after, limit).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/users/me/lists/{id}/subscribers/{sid}", tag = "lists",
@@ -130,7 +127,7 @@ pub async fn subscriber(
     Auth(user): Auth,
     Path((id, sid)): Path<(ListId, SubscriberId)>,
 ) -> ApiResult<Json<Subscriber>> {
-    Ok(Json(s.db(move |st| st.subscriber(user.id, id, sid)).await?))
+    Ok(Json(s.store.subscriber(user.id, id, sid).await?))
 }
 
 #[utoipa::path(patch, path = "/api/v1/users/me/lists/{id}/subscribers/{sid}", request_body = SubscriberPatch, tag = "lists",
@@ -143,7 +140,5 @@ pub async fn update_subscriber(
     Path((id, sid)): Path<(ListId, SubscriberId)>,
     ApiJson(patch): ApiJson<SubscriberPatch>,
 ) -> ApiResult<Json<Subscriber>> {
-    Ok(Json(
-        s.db(move |st| st.update_subscriber(user.id, id, sid, patch)).await?,
-    ))
+    Ok(Json(s.store.update_subscriber(user.id, id, sid, patch).await?))
 }

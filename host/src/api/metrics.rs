@@ -43,14 +43,12 @@ pub async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> ApiResult
     } else {
         Vec::new()
     };
-    let queued = s
-        .db(move |st| {
-            Ok(ids
-                .into_iter()
-                .filter_map(|id| st.campaign_by_id(id).ok().map(|c| (id, c.stats.queued)))
-                .collect::<Vec<_>>())
-        })
-        .await?;
+    let mut queued = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Ok(c) = s.store.campaign_by_id(id).await {
+            queued.push((id, c.stats.queued));
+        }
+    }
     metrics::gauge!(IN_FLIGHT).set(in_flight.iter().map(|(_, n)| *n as f64).sum::<f64>());
     metrics::gauge!(QUEUED).set(queued.iter().map(|(_, n)| *n as f64).sum::<f64>());
     // Campaign ids name tenants' work: only a scraper holding the token

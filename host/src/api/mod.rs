@@ -32,7 +32,6 @@ use utoipa::IntoParams;
 
 use crate::app::App;
 use crate::domain::bounce::BouncePolicy;
-use crate::store::{Store, StoreError};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -56,16 +55,6 @@ impl std::ops::Deref for AppState {
 
     fn deref(&self) -> &App {
         &self.app
-    }
-}
-
-impl AppState {
-    /// `App::db` with the API's error.
-    pub async fn db<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
-    ) -> ApiResult<T> {
-        Ok(self.app.db(f).await?)
     }
 }
 

@@ -37,9 +37,7 @@ pub async fn index(
 ) -> ApiResult<Json<SuppressionPage>> {
     let reason = f.reason.as_deref().map(str::parse::<SuppressionReason>).transpose()?;
     let limit = page_limit(f.limit)?;
-    let page = s
-        .db(move |st| st.suppressions(user.id, reason, f.after.as_deref(), limit))
-        .await?;
+    let page = s.store.suppressions(user.id, reason, f.after, limit).await?;
     Ok(Json(page))
 }
 
@@ -73,7 +71,7 @@ pub async fn create(
     req: axum::extract::Request,
 ) -> ApiResult<Json<SuppressReport>> {
     let items = parse(req, &s).await?;
-    Ok(Json(s.db(move |st| st.suppress(user.id, &items)).await?))
+    Ok(Json(s.store.suppress(user.id, items).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/users/me/suppressions/{email}", tag = "suppressions",
@@ -83,13 +81,13 @@ pub async fn show(
     Auth(user): Auth,
     Path(email): Path<String>,
 ) -> ApiResult<Json<Suppression>> {
-    Ok(Json(s.db(move |st| st.suppression(user.id, &email)).await?))
+    Ok(Json(s.store.suppression(user.id, email).await?))
 }
 
 #[utoipa::path(delete, path = "/api/v1/users/me/suppressions/{email}", tag = "suppressions",
     description = "the address is mailed again by messages created from now on",
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn delete(State(s): State<AppState>, Auth(user): Auth, Path(email): Path<String>) -> ApiResult<StatusCode> {
-    s.db(move |st| st.unsuppress(user.id, &email)).await?;
+    s.store.unsuppress(user.id, email).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -42,7 +42,7 @@ pub async fn confirm(
     Path((campaign, subscriber, token)): Path<(CampaignId, SubscriberId, String)>,
 ) -> ApiResult<Html<&'static str>> {
     check(&s, campaign, subscriber, &token)?;
-    s.db(move |st| st.unsubscribe(campaign, subscriber)).await?;
+    s.store.unsubscribe(campaign, subscriber).await?;
     Ok(Html(
         "<!doctype html><meta charset=utf-8><title>Unsubscribed</title><p>You are unsubscribed.</p>",
     ))

@@ -72,7 +72,8 @@ pub async fn create(
         .unwrap_or_else(|| format!("whsec_{}", hex::encode(rand::random::<[u8; 24]>())));
     let hook = {
         let secret = secret.clone();
-        s.db(move |st| st.create_webhook(user.id, body.url, body.events, secret, Utc::now()))
+        s.store
+            .create_webhook(user.id, body.url, body.events, secret, Utc::now())
             .await?
     };
     Ok((
@@ -87,7 +88,7 @@ pub async fn create(
 #[utoipa::path(get, path = "/api/v1/users/me/webhooks", tag = "webhooks",
     responses((status = 200, body = WebhookList)))]
 pub async fn index(State(s): State<AppState>, Auth(user): Auth) -> ApiResult<Json<WebhookList>> {
-    let hooks = s.db(move |st| st.webhooks(user.id)).await?;
+    let hooks = s.store.webhooks(user.id).await?;
     Ok(Json(WebhookList {
         items: hooks.into_iter().map(WebhookView::from).collect(),
     }))
@@ -100,14 +101,14 @@ pub async fn show(
     Auth(user): Auth,
     Path(id): Path<WebhookId>,
 ) -> ApiResult<Json<WebhookView>> {
-    Ok(Json(s.db(move |st| st.webhook(user.id, id)).await?.into()))
+    Ok(Json(s.store.webhook(user.id, id).await?.into()))
 }
 
 #[utoipa::path(delete, path = "/api/v1/users/me/webhooks/{id}", params(("id" = WebhookId, Path, description = "The webhook's id")), tag = "webhooks",
     description = "Deletes the webhook; deliveries not yet made are dropped.",
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn delete(State(s): State<AppState>, Auth(user): Auth, Path(id): Path<WebhookId>) -> ApiResult<StatusCode> {
-    s.db(move |st| st.delete_webhook(user.id, id)).await?;
+    s.store.delete_webhook(user.id, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -122,5 +123,5 @@ pub async fn deliveries(
     Query(p): Query<Paging>,
 ) -> ApiResult<Json<Page<Delivery>>> {
     let limit = p.limit()?;
-    Ok(Json(s.db(move |st| st.deliveries(user.id, id, p.after, limit)).await?))
+    Ok(Json(s.store.deliveries(user.id, id, p.after, limit).await?))
 }

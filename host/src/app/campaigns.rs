@@ -16,8 +16,7 @@ pub async fn create(app: &App, user: UserId, draft: CampaignDraft) -> Result<Cam
     check_from(app, user, &preview.from_email).await?;
     check_templates(app, &preview).await?;
     let transport = preview.transport;
-    app.db(move |st| st.create_campaign(user, draft, transport, Utc::now()))
-        .await
+    Ok(app.store.create_campaign(user, draft, transport, Utc::now()).await?)
 }
 
 /// The campaign a draft body would make, not stored (id 0): its transport
@@ -42,26 +41,26 @@ pub async fn update(app: &App, user: UserId, id: CampaignId, patch: CampaignPatc
     if let Some(t) = &patch.transport {
         app.engine.check_transport(t)?;
     }
-    let mut preview = app.db(move |st| st.campaign(user, id)).await?;
+    let mut preview = app.store.campaign(user, id).await?;
     crate::domain::lifecycle::transition(preview.status, Action::Edit)?;
     preview.apply(patch.clone());
     preview.validate()?;
     check_from(app, user, &preview.from_email).await?;
     check_templates(app, &preview).await?;
-    app.db(move |st| st.edit_campaign(user, id, patch, Utc::now())).await
+    Ok(app.store.edit_campaign(user, id, patch, Utc::now()).await?)
 }
 
 /// Sends (or schedules) a draft whose transport, sender domain and
 /// templates still check; the engine gets the campaign as stored.
 pub async fn send(app: &App, user: UserId, id: CampaignId) -> Result<Campaign, AppError> {
-    let current = app.db(move |st| st.campaign(user, id)).await?;
+    let current = app.store.campaign(user, id).await?;
     crate::domain::lifecycle::transition(current.status, Action::Send { future: false })?;
     app.engine.check_transport(&current.transport)?;
     // Checked again: the domain may have been taken away since the draft.
     check_from(app, user, &current.from_email).await?;
     check_templates(app, &current).await?;
     let now = app.engine.now();
-    let c = app.db(move |st| st.send(user, id, now)).await?;
+    let c = app.store.send(user, id, now).await?;
     app.engine.kick(&c);
     Ok(c)
 }
@@ -70,10 +69,10 @@ pub async fn send(app: &App, user: UserId, id: CampaignId) -> Result<Campaign, A
 /// resume checks the sender domain again.
 pub async fn act(app: &App, user: UserId, id: CampaignId, action: Action) -> Result<Campaign, AppError> {
     if action == Action::Resume {
-        let current = app.db(move |st| st.campaign(user, id)).await?;
+        let current = app.store.campaign(user, id).await?;
         check_from(app, user, &current.from_email).await?;
     }
-    let c = app.db(move |st| st.act(user, id, action, Utc::now())).await?;
+    let c = app.store.act(user, id, action, Utc::now()).await?;
     app.engine.kick(&c);
     Ok(c)
 }
@@ -81,7 +80,7 @@ pub async fn act(app: &App, user: UserId, id: CampaignId, action: Action) -> Res
 /// Refuses a `from_email` that is not on one of `user`'s sender domains
 /// (a field error naming `from_email`).
 pub async fn check_from(app: &App, user: UserId, from_email: &str) -> Result<(), AppError> {
-    let domains = app.db(move |st| st.domains(user)).await?;
+    let domains = app.store.domains(user).await?;
     Ok(crate::domain::sender::check_from(from_email, &domains)?)
 }
 

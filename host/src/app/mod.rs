@@ -42,14 +42,3 @@ impl AppError {
         matches!(self, AppError::Store(StoreError::NotFound))
     }
 }
-
-impl App {
-    /// Runs a storage call off the async workers (redb commits fsync).
-    pub async fn db<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, AppError> {
-        let store = self.store.clone();
-        Ok(crate::store::blocking(move || f(&store)).await?)
-    }
-}

@@ -30,15 +30,13 @@ pub async fn preview_unsaved(
     subscriber: Option<SubscriberId>,
 ) -> Result<Preview, AppError> {
     let list = c.list_id;
-    let sub = app
-        .db(move |st| match subscriber {
-            Some(sid) => st.subscriber(user, list, sid),
-            None => {
-                st.list(user, list)?;
-                Ok(sample())
-            }
-        })
-        .await?;
+    let sub = match subscriber {
+        Some(sid) => app.store.subscriber(user, list, sid).await?,
+        None => {
+            app.store.list(user, list).await?;
+            sample()
+        }
+    };
     app.engine.preview(&c, &sub).await.map_err(render_error)
 }
 
@@ -77,15 +75,12 @@ async fn campaign_and_subscriber(
     id: CampaignId,
     subscriber: Option<SubscriberId>,
 ) -> Result<(Campaign, Subscriber), AppError> {
-    app.db(move |st| {
-        let c = st.campaign(user, id)?;
-        let sub = match subscriber {
-            Some(sid) => st.subscriber(user, c.list_id, sid)?,
-            None => sample(),
-        };
-        Ok((c, sub))
-    })
-    .await
+    let c = app.store.campaign(user, id).await?;
+    let sub = match subscriber {
+        Some(sid) => app.store.subscriber(user, c.list_id, sid).await?,
+        None => sample(),
+    };
+    Ok((c, sub))
 }
 
 fn render_error(e: RenderError) -> AppError {

@@ -18,10 +18,10 @@ use chrono::Utc;
 use tokio::sync::mpsc;
 
 use super::Runs;
-use super::queue::{Claim, Queue};
 use crate::domain::CampaignId;
 use crate::domain::message::Outcome;
 use crate::store::health::{Backoff, Health};
+use crate::store::queue::{Claim, Queue};
 
 const MAX_BATCH: usize = 256;
 

@@ -9,11 +9,11 @@ use tokio::sync::{Notify, mpsc};
 use super::capacity::Capacity;
 use super::collector::Reported;
 use super::lane::{Lane, Reply};
-use super::queue::Claim;
 use crate::domain::message::{Job, Outcome, OutcomeKind};
 use crate::domain::{Campaign, MessageId, unsubscribe};
 use crate::plugins::Plugins;
 use crate::plugins::bindings::types;
+use crate::store::queue::Claim;
 
 /// What every message's delivery uses whatever its campaign: made once by
 /// the engine and passed in, so a job sees nothing else of it.

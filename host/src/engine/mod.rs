@@ -14,10 +14,8 @@ pub mod clock;
 mod collector;
 mod job;
 mod lane;
-mod queue;
 pub mod rate;
 mod render;
-mod shared;
 
 pub use render::{Preview, PreviewHeader, RenderError, TestDelivery};
 
@@ -30,7 +28,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use self::clock::Clock;
-use crate::store::blocking;
+
+use crate::store::queue::{Claim, Now, Queue, Step};
 use tokio::sync::{Notify, mpsc};
 
 use crate::config::{Config, Delivery};
@@ -58,7 +57,7 @@ pub(crate) struct Inner {
     store: Store,
     /// Where steps and outcomes go: redb, or this node's claims on
     /// PostgreSQL.
-    queue: Arc<dyn queue::Queue>,
+    queue: Arc<dyn Queue>,
     cfg: Delivery,
     base_url: String,
     secret: [u8; 32],
@@ -101,11 +100,12 @@ impl Engine {
     ) -> Result<Engine, StoreError> {
         let (cfg, bounces, base_url) = (config.delivery.clone(), config.bounces, config.base_url());
         let (tx, rx) = mpsc::unbounded_channel();
-        let store_secret = {
-            let store = store.clone();
-            blocking(move || store.secret("unsubscribe")).await?
+        let store_secret = store.secret("unsubscribe").await?;
+        let now: Now = {
+            let clock = clock.clone();
+            Arc::new(move || clock.now())
         };
-        let queue = queue::open(&store, &config.database, &rt).await?;
+        let queue = store.open_queue(&config.database, &rt, now).await?;
         let stop = Arc::new(job::Stop::default());
         let mut lanes = HashMap::new();
         for (name, t) in &plugins.transports {
@@ -146,15 +146,17 @@ impl Engine {
             rx,
         ));
         let engine = Engine { inner };
-        let active = {
-            let store = engine.inner.store.clone();
-            blocking(move || store.active_campaigns()).await?
-        };
+        let active = engine.inner.store.active_campaigns().await?;
         for c in active {
             engine.kick(&c);
         }
-        if let Some(pg) = engine.inner.store.pg() {
-            shared::start(&engine, pg.clone());
+        if let Some(mut wakes) = engine.inner.queue.wakes() {
+            let engine = engine.clone();
+            rt.spawn(async move {
+                while let Some(w) = wakes.recv().await {
+                    engine.drive(w.id, w.cancelled, w.campaign);
+                }
+            });
         }
         Ok(engine)
     }
@@ -247,16 +249,12 @@ impl Engine {
                     tokio::time::sleep(wait.min(Duration::from_secs(1))).await;
                 }
             }
-            let store = inner.store.clone();
             let now = inner.clock.now();
-            let fired =
-                tokio::task::spawn_blocking(move || store.act(user, id, crate::domain::Action::Fire, now)).await;
-            match fired {
-                Ok(Ok(c)) => Engine { inner }.drive(c.id, false, Some(c)),
+            match inner.store.act(user, id, crate::domain::Action::Fire, now).await {
+                Ok(c) => Engine { inner }.drive(c.id, false, Some(c)),
                 // Cancelled, deleted or already fired meanwhile: nothing to do.
-                Ok(Err(StoreError::Transition(_) | StoreError::NotFound)) => {}
-                Ok(Err(e)) => tracing::error!(campaign = id.get(), "cannot start scheduled campaign: {e}"),
-                Err(e) => tracing::error!(campaign = id.get(), "scheduler task failed: {e}"),
+                Err(StoreError::Transition(_) | StoreError::NotFound) => {}
+                Err(e) => tracing::error!(campaign = id.get(), "cannot start scheduled campaign: {e}"),
             }
         });
     }
@@ -326,11 +324,7 @@ async fn drive(inner: &Arc<Inner>, id: CampaignId, run: &Arc<Run>, known: Option
     let campaign = match known {
         Some(c) => c,
         None => {
-            let read = persist(inner, "driver", || {
-                let store = inner.store.clone();
-                blocking(move || store.campaign_by_id(id))
-            })
-            .await?;
+            let read = persist(inner, "driver", || inner.store.campaign_by_id(id)).await?;
             let Some(c) = read else {
                 return Ok(());
             };
@@ -351,7 +345,7 @@ async fn drive(inner: &Arc<Inner>, id: CampaignId, run: &Arc<Run>, known: Option
             "re-delivering messages left in flight by a stop"
         );
     }
-    dispatch(inner, run, &ctx, recovered, queue::Claim::Local);
+    dispatch(inner, run, &ctx, recovered, Claim::alone());
     // Paced by its own send_rate or by its transport's rate_limit, the
     // campaign queues only what the slower of them sends in half a second.
     let transport_rate = ctx.transport.as_ref().and_then(|l| l.rate_limit());
@@ -377,7 +371,7 @@ async fn drive(inner: &Arc<Inner>, id: CampaignId, run: &Arc<Run>, known: Option
             continue;
         }
         let batch = full.min(room);
-        let Some(queue::Step { enqueued: step, claim }) =
+        let Some(Step { enqueued: step, claim }) =
             persist(inner, "driver", || inner.queue.step(id, batch, inner.clock.now())).await?
         else {
             continue;
@@ -438,7 +432,7 @@ async fn context(inner: &Inner, c: &Campaign, run: Arc<Run>) -> Result<job::Cont
 
 /// Starts a delivery task per job, all taken under `claim` (whose fence,
 /// on PostgreSQL, is when their transport calls must have started by).
-fn dispatch(inner: &Arc<Inner>, run: &Arc<Run>, ctx: &Arc<job::Context>, jobs: Vec<Job>, claim: queue::Claim) {
+fn dispatch(inner: &Arc<Inner>, run: &Arc<Run>, ctx: &Arc<job::Context>, jobs: Vec<Job>, claim: Claim) {
     for j in jobs {
         run.in_flight.fetch_add(1, Ordering::AcqRel);
         let shared = inner.jobs.clone();

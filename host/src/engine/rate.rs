@@ -44,12 +44,12 @@ impl Limiter {
     }
 }
 
-/// A rate a send obeys: this process's own pacer, or on PostgreSQL the
-/// pacer every node shares (`store::pg::pacer`), so a limit holds for the
-/// cluster, not per node.
+/// A rate a send obeys: this process's own pacer, or the one every process
+/// on the storage shares (`Backend::shared_pace`: on PostgreSQL), so a
+/// limit holds for the cluster, not per node.
 pub enum Pace {
     Local(Limiter),
-    Shared(Box<crate::store::pg::SharedPacer>),
+    Shared(Box<dyn crate::store::queue::SharedPace>),
 }
 
 impl Pace {
@@ -63,12 +63,10 @@ impl Pace {
         let Some(n) = per_minute.filter(|n| *n > 0) else {
             return Ok(None);
         };
-        if let Some(pg) = store.pg() {
-            let pacer = crate::store::pg::SharedPacer::new(pg, name, n).await?;
-            return Ok(Some(Pace::Shared(Box::new(pacer))));
-        }
-        let _ = (store, name);
-        Ok(self::per_minute(Some(n)).map(Pace::Local))
+        Ok(match store.shared_pace(name, n).await? {
+            Some(shared) => Some(Pace::Shared(shared)),
+            None => self::per_minute(Some(n)).map(Pace::Local),
+        })
     }
 
     /// Waits for this caller's slot and returns the latest instant its send

@@ -1,5 +1,5 @@
 //! One behaviour, two backends: each scenario is written once against
-//! `Store`, the facade the server calls, and runs with it on redb and on
+//! `Store`, the contract the server calls, and runs with it on redb and on
 //! PostgreSQL (`store::pg`, against the test server).
 
 use chrono::{Duration, Utc};
@@ -18,14 +18,21 @@ use crate::domain::{
 use crate::domain::{DeliveryId, MessageId, WebhookId};
 use chrono::DateTime;
 
-/// The store under test: the facade the server calls (`Store`), plus the
-/// delivery queue, which belongs to the engine rather than to `Store`
+/// The store under test: the contract the server calls (`Store`), plus
+/// the backend's own queue operations, whose answers (the campaigns an
+/// outcome settled) the engine's `store::queue::Queue` does not pass on
 /// (redb's `enqueue`, a PostgreSQL node's claims), and shorthands the
 /// scenarios use (now, the default bounce policy, a webhook's URL and
 /// secret). Inherent methods come before `Store`'s, so a shorthand named
 /// like an operation stands in for it.
 struct Subject {
     store: Store,
+    backing: Backing,
+}
+
+enum Backing {
+    Redb(Redb),
+    Pg(Box<crate::store::pg::PgStore>),
 }
 
 impl std::ops::Deref for Subject {
@@ -38,16 +45,16 @@ impl std::ops::Deref for Subject {
 
 impl Subject {
     async fn step(&self, id: CampaignId, batch: usize, now: DateTime<Utc>) -> Result<Step> {
-        match &self.store {
-            Store::Redb(r) => redb_queue::step(r, id, batch, now),
-            Store::Pg(pg) => pg_queue::step(&pg.store, id, batch, now).await,
+        match &self.backing {
+            Backing::Redb(r) => redb_queue::step(r, id, batch, now),
+            Backing::Pg(pg) => pg_queue::step(pg, id, batch, now).await,
         }
     }
 
     async fn settle(&self, outcomes: &[Outcome], now: DateTime<Utc>) -> Result<Vec<Campaign>> {
-        match &self.store {
-            Store::Redb(r) => redb_queue::settle(r, outcomes, now),
-            Store::Pg(pg) => pg_queue::settle(&pg.store, outcomes, now).await,
+        match &self.backing {
+            Backing::Redb(r) => redb_queue::settle(r, outcomes, now),
+            Backing::Pg(pg) => pg_queue::settle(pg, outcomes, now).await,
         }
     }
 
@@ -55,70 +62,89 @@ impl Subject {
     /// next start on redb (`recover_in_flight`), by the next claim on
     /// PostgreSQL (they were left unleased).
     async fn resume_deferred(&self, id: CampaignId) -> Result<Vec<Job>> {
-        match &self.store {
-            Store::Redb(r) => r.recover_in_flight(id, Utc::now()),
-            Store::Pg(_) => Ok(self.step(id, 100, Utc::now()).await?.jobs),
+        match &self.backing {
+            Backing::Redb(r) => r.recover_in_flight(id, Utc::now()),
+            Backing::Pg(_) => Ok(self.step(id, 100, Utc::now()).await?.jobs),
         }
     }
 
-    fn create_campaign(&self, user: UserId, draft: CampaignDraft, transport: String) -> Result<Campaign> {
-        self.store.create_campaign(user, draft, transport, Utc::now())
+    async fn create_campaign(&self, user: UserId, draft: CampaignDraft, transport: String) -> Result<Campaign> {
+        self.store.create_campaign(user, draft, transport, Utc::now()).await
     }
 
-    fn act(&self, user: UserId, id: CampaignId, action: Action) -> Result<Campaign> {
-        self.store.act(user, id, action, Utc::now())
+    async fn act(&self, user: UserId, id: CampaignId, action: Action) -> Result<Campaign> {
+        self.store.act(user, id, action, Utc::now()).await
     }
 
-    fn edit(&self, user: UserId, id: CampaignId, patch: CampaignPatch) -> Result<Campaign> {
-        self.store.edit_campaign(user, id, patch, Utc::now())
+    async fn edit(&self, user: UserId, id: CampaignId, patch: CampaignPatch) -> Result<Campaign> {
+        self.store.edit_campaign(user, id, patch, Utc::now()).await
     }
 
-    fn duplicate_campaign(&self, user: UserId, id: CampaignId) -> Result<Campaign> {
-        self.store.duplicate_campaign(user, id, Utc::now())
+    async fn duplicate_campaign(&self, user: UserId, id: CampaignId) -> Result<Campaign> {
+        self.store.duplicate_campaign(user, id, Utc::now()).await
     }
 
-    fn record_bounce(&self, user: UserId, bounce: Bounce, message: Option<MessageId>) -> Result<BounceReport> {
+    async fn record_bounce(&self, user: UserId, bounce: Bounce, message: Option<MessageId>) -> Result<BounceReport> {
         self.store
-            .record_bounce(user, bounce, message, &BouncePolicy::default(), Utc::now())
+            .record_bounce(user, bounce, message, BouncePolicy::default(), Utc::now())
+            .await
     }
 
-    fn record_report(
+    async fn record_report(
         &self,
         user: UserId,
         report_id: Option<&str>,
         bounces: Vec<(Bounce, Option<MessageId>)>,
     ) -> Result<Vec<BounceReport>> {
         self.store
-            .record_report(user, report_id, bounces, &BouncePolicy::default(), Utc::now())
+            .record_report(
+                user,
+                report_id.map(String::from),
+                bounces,
+                BouncePolicy::default(),
+                Utc::now(),
+            )
+            .await
     }
 
     /// The first `stop_after` subscribers a scan hands over.
-    fn scan(&self, user: UserId, list: ListId, stop_after: usize) -> Result<Vec<SubscriberId>> {
-        let mut seen = Vec::new();
-        self.store.scan_subscribers(user, list, |sub| {
-            seen.push(sub.id);
-            Ok(seen.len() < stop_after)
-        })?;
-        Ok(seen)
+    async fn scan(&self, user: UserId, list: ListId, stop_after: usize) -> Result<Vec<SubscriberId>> {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let visit = seen.clone();
+        self.store
+            .scan_subscribers(
+                user,
+                list,
+                Box::new(move |sub| {
+                    let mut seen = visit.lock().unwrap();
+                    seen.push(sub.id);
+                    Ok(seen.len() < stop_after)
+                }),
+            )
+            .await?;
+        Ok(std::mem::take(&mut *seen.lock().unwrap()))
     }
 
-    fn create_webhook(&self, user: UserId, events: Vec<EventKind>) -> Result<Webhook> {
+    async fn create_webhook(&self, user: UserId, events: Vec<EventKind>) -> Result<Webhook> {
         let url = "https://hooks.example.com/".to_string();
         self.store
             .create_webhook(user, url, events, "0123456789abcdef".into(), Utc::now())
+            .await
     }
 
-    fn due_deliveries(
+    async fn due_deliveries(
         &self,
         now: DateTime<Utc>,
         room: usize,
         busy: Option<DeliveryId>,
     ) -> Result<(Vec<DueDelivery>, Option<DateTime<Utc>>)> {
-        self.store.due_deliveries(now, |_| room, |d| Some(d) == busy)
+        self.store
+            .due_deliveries(now, Box::new(move |_| room), Box::new(move |d| Some(d) == busy))
+            .await
     }
 
-    fn upsert(&self, user: UserId, list: ListId, batch: Vec<NewSubscriber>) -> Result<UpsertReport> {
-        self.store.upsert_subscribers(user, list, batch)
+    async fn upsert(&self, user: UserId, list: ListId, batch: Vec<NewSubscriber>) -> Result<UpsertReport> {
+        self.store.upsert_subscribers(user, list, batch).await
     }
 }
 
@@ -226,31 +252,34 @@ fn new(email: &str, status: SubscriberStatus) -> NewSubscriber {
 }
 
 async fn lists_belong_to_their_user(s: &Subject) {
-    let a1 = s.create_list(ALICE, "  Weekly  ").unwrap();
-    let a2 = s.create_list(ALICE, "Monthly").unwrap();
-    let b1 = s.create_list(BOB, "Bob's").unwrap();
+    let a1 = s.create_list(ALICE, "  Weekly  ".into()).await.unwrap();
+    let a2 = s.create_list(ALICE, "Monthly".into()).await.unwrap();
+    let b1 = s.create_list(BOB, "Bob's".into()).await.unwrap();
     assert_eq!(a1.name, "Weekly");
     assert!(a1.id < a2.id);
-    let page = s.lists(ALICE, None, 1).unwrap();
+    let page = s.lists(ALICE, None, 1).await.unwrap();
     assert_eq!(page.items.iter().map(|l| l.id).collect::<Vec<_>>(), [a1.id]);
-    let rest = s.lists(ALICE, page.next_after, 10).unwrap();
+    let rest = s.lists(ALICE, page.next_after, 10).await.unwrap();
     assert_eq!(rest.items.iter().map(|l| l.id).collect::<Vec<_>>(), [a2.id]);
     assert_eq!(rest.next_after, None);
-    assert!(matches!(s.list(ALICE, b1.id), Err(StoreError::NotFound)));
-    assert!(matches!(s.delete_list(BOB, a1.id), Err(StoreError::NotFound)));
-    assert!(matches!(s.create_list(ALICE, "   "), Err(StoreError::Invalid(_))));
+    assert!(matches!(s.list(ALICE, b1.id).await, Err(StoreError::NotFound)));
+    assert!(matches!(s.delete_list(BOB, a1.id).await, Err(StoreError::NotFound)));
     assert!(matches!(
-        s.create_list(ALICE, &"x".repeat(257)),
+        s.create_list(ALICE, "   ".into()).await,
         Err(StoreError::Invalid(_))
     ));
-    s.delete_list(ALICE, a1.id).unwrap();
-    assert!(matches!(s.list(ALICE, a1.id), Err(StoreError::NotFound)));
-    assert_eq!(s.lists(ALICE, None, 10).unwrap().items.len(), 1);
+    assert!(matches!(
+        s.create_list(ALICE, "x".repeat(257)).await,
+        Err(StoreError::Invalid(_))
+    ));
+    s.delete_list(ALICE, a1.id).await.unwrap();
+    assert!(matches!(s.list(ALICE, a1.id).await, Err(StoreError::NotFound)));
+    assert_eq!(s.lists(ALICE, None, 10).await.unwrap().items.len(), 1);
 }
 
 async fn upserts_create_update_and_keep_unsubscribes(s: &Subject) {
     use SubscriberStatus::*;
-    let list = s.create_list(ALICE, "l").unwrap();
+    let list = s.create_list(ALICE, "l".into()).await.unwrap();
     let first = s
         .upsert(
             ALICE,
@@ -261,13 +290,14 @@ async fn upserts_create_update_and_keep_unsubscribes(s: &Subject) {
                 new("a@x.org", Subscribed),
             ],
         )
+        .await
         .unwrap();
     assert_eq!((first.created, first.updated, first.kept_unsubscribed), (2, 1, 0));
     assert_eq!(
         first.subscribers[0].id, first.subscribers[2].id,
         "one address, one subscriber"
     );
-    assert_eq!(s.list(ALICE, list.id).unwrap().subscriber_count, 2);
+    assert_eq!(s.list(ALICE, list.id).await.unwrap().subscriber_count, 2);
 
     let again = s
         .upsert(
@@ -275,11 +305,12 @@ async fn upserts_create_update_and_keep_unsubscribes(s: &Subject) {
             list.id,
             vec![new("b@x.org", Subscribed), new("c@x.org", Bounced)],
         )
+        .await
         .unwrap();
     assert_eq!((again.created, again.updated, again.kept_unsubscribed), (1, 1, 1));
-    let b = s.subscriber(ALICE, list.id, again.subscribers[0].id).unwrap();
+    let b = s.subscriber(ALICE, list.id, again.subscribers[0].id).await.unwrap();
     assert_eq!(b.status, Unsubscribed, "an import never re-subscribes");
-    assert_eq!(s.list(ALICE, list.id).unwrap().subscriber_count, 3);
+    assert_eq!(s.list(ALICE, list.id).await.unwrap().subscriber_count, 3);
 
     let patch = SubscriberPatch {
         name: None,
@@ -287,24 +318,27 @@ async fn upserts_create_update_and_keep_unsubscribes(s: &Subject) {
         attributes: None,
         status: Some(Subscribed),
     };
-    let b = s.update_subscriber(ALICE, list.id, b.id, patch.clone()).unwrap();
+    let b = s.update_subscriber(ALICE, list.id, b.id, patch.clone()).await.unwrap();
     assert_eq!((b.status, b.timezone.as_deref()), (Subscribed, Some("Europe/Paris")));
     assert_eq!(b.status_changed.as_ref().map(|c| c.by.as_str()), Some("api"));
-    assert_eq!(s.subscriber(ALICE, list.id, b.id).unwrap(), b);
+    assert_eq!(s.subscriber(ALICE, list.id, b.id).await.unwrap(), b);
 
     let missing = SubscriberId::new(b.id.get() + 1_000);
     assert!(matches!(
-        s.subscriber(ALICE, list.id, missing),
+        s.subscriber(ALICE, list.id, missing).await,
         Err(StoreError::NotFound)
     ));
     assert!(matches!(
-        s.update_subscriber(ALICE, list.id, missing, patch.clone()),
+        s.update_subscriber(ALICE, list.id, missing, patch.clone()).await,
         Err(StoreError::NotFound)
     ));
     // Another user's list: as missing as a list that never was.
-    assert!(matches!(s.subscriber(BOB, list.id, b.id), Err(StoreError::NotFound)));
     assert!(matches!(
-        s.upsert(BOB, list.id, vec![new("d@x.org", Subscribed)]),
+        s.subscriber(BOB, list.id, b.id).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        s.upsert(BOB, list.id, vec![new("d@x.org", Subscribed)]).await,
         Err(StoreError::NotFound)
     ));
     let bad = SubscriberPatch {
@@ -312,14 +346,14 @@ async fn upserts_create_update_and_keep_unsubscribes(s: &Subject) {
         ..patch
     };
     assert!(matches!(
-        s.update_subscriber(ALICE, list.id, b.id, bad),
+        s.update_subscriber(ALICE, list.id, b.id, bad).await,
         Err(StoreError::Invalid(_))
     ));
 }
 
 async fn subscriber_pages_and_status_filters(s: &Subject) {
     use SubscriberStatus::*;
-    let list = s.create_list(ALICE, "l").unwrap();
+    let list = s.create_list(ALICE, "l".into()).await.unwrap();
     let batch = (0..12)
         .map(|i| {
             new(
@@ -328,11 +362,11 @@ async fn subscriber_pages_and_status_filters(s: &Subject) {
             )
         })
         .collect();
-    let stored = s.upsert(ALICE, list.id, batch).unwrap().subscribers;
+    let stored = s.upsert(ALICE, list.id, batch).await.unwrap().subscribers;
     let mut seen = Vec::new();
     let mut after = None;
     loop {
-        let page = s.subscribers(ALICE, list.id, None, after, 5).unwrap();
+        let page = s.subscribers(ALICE, list.id, None, after, 5).await.unwrap();
         seen.extend(page.items.iter().map(|s| s.id));
         match page.next_after {
             Some(a) => after = Some(a),
@@ -340,7 +374,10 @@ async fn subscriber_pages_and_status_filters(s: &Subject) {
         }
     }
     assert_eq!(seen, stored.iter().map(|s| s.id).collect::<Vec<_>>());
-    let unsubscribed = s.subscribers(ALICE, list.id, Some(Unsubscribed), None, 10).unwrap();
+    let unsubscribed = s
+        .subscribers(ALICE, list.id, Some(Unsubscribed), None, 10)
+        .await
+        .unwrap();
     let expected: Vec<_> = stored
         .iter()
         .filter(|s| s.status == Unsubscribed)
@@ -348,7 +385,10 @@ async fn subscriber_pages_and_status_filters(s: &Subject) {
         .collect();
     assert_eq!(unsubscribed.items.iter().map(|s| s.id).collect::<Vec<_>>(), expected);
     assert_eq!(unsubscribed.next_after, None);
-    let two = s.subscribers(ALICE, list.id, Some(Unsubscribed), None, 2).unwrap();
+    let two = s
+        .subscribers(ALICE, list.id, Some(Unsubscribed), None, 2)
+        .await
+        .unwrap();
     assert_eq!(two.items.len(), 2);
     assert_eq!(
         two.next_after,
@@ -356,85 +396,101 @@ async fn subscriber_pages_and_status_filters(s: &Subject) {
         "the cursor is the last row looked at"
     );
     assert!(matches!(
-        s.subscribers(BOB, list.id, None, None, 10),
+        s.subscribers(BOB, list.id, None, None, 10).await,
         Err(StoreError::NotFound)
     ));
     let all: Vec<_> = stored.iter().map(|s| s.id).collect();
-    assert_eq!(s.scan(ALICE, list.id, usize::MAX).unwrap(), all);
-    assert_eq!(s.scan(ALICE, list.id, 3).unwrap(), all[..3]);
-    assert!(matches!(s.scan(BOB, list.id, 1), Err(StoreError::NotFound)));
+    assert_eq!(s.scan(ALICE, list.id, usize::MAX).await.unwrap(), all);
+    assert_eq!(s.scan(ALICE, list.id, 3).await.unwrap(), all[..3]);
+    assert!(matches!(s.scan(BOB, list.id, 1).await, Err(StoreError::NotFound)));
 }
 
 async fn users_and_their_keys(s: &Subject) {
-    assert_eq!(s.user_count().unwrap(), 0);
-    let (first, key1) = s.create_user_as("Ann@Example.org", false).unwrap();
+    assert_eq!(s.user_count().await.unwrap(), 0);
+    let (first, key1) = s.create_user_as("Ann@Example.org".into(), false).await.unwrap();
     assert!(first.admin, "the first user is the admin");
-    let (second, key2) = s.create_user_as("bo@example.org", false).unwrap();
+    let (second, key2) = s.create_user_as("bo@example.org".into(), false).await.unwrap();
     assert!(!second.admin);
     assert!(matches!(
-        s.create_user_as("ann@example.org", false),
+        s.create_user_as("ann@example.org".into(), false).await,
         Err(StoreError::Conflict(_))
     ));
-    assert!(matches!(s.create_user_as("nope", false), Err(StoreError::Invalid(_))));
-    assert_eq!(s.user_by_key(&key1).unwrap(), Some(first.clone()));
-    assert_eq!(s.user_by_key("posta_unknown").unwrap(), None);
+    assert!(matches!(
+        s.create_user_as("nope".into(), false).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert_eq!(s.user_by_key(key1.clone()).await.unwrap(), Some(first.clone()));
+    assert_eq!(s.user_by_key("posta_unknown".into()).await.unwrap(), None);
 
-    let (_, key3) = s.new_key("ANN@example.org").unwrap();
-    let (key4, info4) = s.issue_key(first.id).unwrap();
-    let keys = s.keys(first.id).unwrap();
+    let (_, key3) = s.new_key("ANN@example.org".into()).await.unwrap();
+    let (key4, info4) = s.issue_key(first.id).await.unwrap();
+    let keys = s.keys(first.id).await.unwrap();
     assert_eq!(keys.len(), 3);
     assert_eq!(keys.last().map(|k| k.id), Some(info4.id));
     assert!(
         keys.iter()
             .all(|k| k.hint.starts_with("posta_") && key1.starts_with("posta_"))
     );
-    s.revoke_key(first.id, info4.id).unwrap();
-    assert_eq!(s.user_by_key(&key4).unwrap(), None);
-    assert!(matches!(s.revoke_key(second.id, keys[0].id), Err(StoreError::NotFound)));
-    assert_eq!(s.revoke(&key3).unwrap(), 1);
-    assert_eq!(s.revoke("ann@example.org").unwrap(), 1, "the one key left");
-    assert_eq!(s.user_by_key(&key1).unwrap(), None);
-    assert_eq!(s.user_by_key(&key2).unwrap(), Some(second.clone()));
-    assert!(matches!(s.revoke("who@example.org"), Err(StoreError::NotFound)));
+    s.revoke_key(first.id, info4.id).await.unwrap();
+    assert_eq!(s.user_by_key(key4.clone()).await.unwrap(), None);
+    assert!(matches!(
+        s.revoke_key(second.id, keys[0].id).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(s.revoke(key3.clone()).await.unwrap(), 1);
+    assert_eq!(s.revoke("ann@example.org".into()).await.unwrap(), 1, "the one key left");
+    assert_eq!(s.user_by_key(key1.clone()).await.unwrap(), None);
+    assert_eq!(s.user_by_key(key2.clone()).await.unwrap(), Some(second.clone()));
+    assert!(matches!(
+        s.revoke("who@example.org".into()).await,
+        Err(StoreError::NotFound)
+    ));
 
-    let page = s.users(None, 1).unwrap();
+    let page = s.users(None, 1).await.unwrap();
     assert_eq!(page.items, std::slice::from_ref(&first));
     assert_eq!(
-        s.users(page.next_after, 5).unwrap().items,
+        s.users(page.next_after, 5).await.unwrap().items,
         std::slice::from_ref(&second)
     );
-    assert_eq!(s.user(second.id).unwrap(), second);
-    assert!(matches!(s.user(UserId::new(999)), Err(StoreError::NotFound)));
-    assert!(matches!(s.keys(UserId::new(999)), Err(StoreError::NotFound)));
-    assert_eq!(s.user_count().unwrap(), 2);
+    assert_eq!(s.user(second.id).await.unwrap(), second);
+    assert!(matches!(s.user(UserId::new(999)).await, Err(StoreError::NotFound)));
+    assert!(matches!(s.keys(UserId::new(999)).await, Err(StoreError::NotFound)));
+    assert_eq!(s.user_count().await.unwrap(), 2);
 }
 
 async fn sender_domains_per_user(s: &Subject) {
-    let (ann, _) = s.create_user_as("ann@example.org", false).unwrap();
-    let (bo, _) = s.create_user_as("bo@example.org", false).unwrap();
+    let (ann, _) = s.create_user_as("ann@example.org".into(), false).await.unwrap();
+    let (bo, _) = s.create_user_as("bo@example.org".into(), false).await.unwrap();
     let at = |secs| chrono::DateTime::from_timestamp(secs, 0).unwrap();
-    let first = s.add_domain(ann.id, "example.org", at(1_000)).unwrap();
+    let first = s.add_domain(ann.id, "example.org".into(), at(1_000)).await.unwrap();
     assert_eq!(first.added_at, at(1_000));
     assert_eq!(
-        s.add_domain(ann.id, "example.org", at(2_000)).unwrap(),
+        s.add_domain(ann.id, "example.org".into(), at(2_000)).await.unwrap(),
         first,
         "the first grant stays"
     );
-    s.add_domain(ann.id, "a.example", at(3_000)).unwrap();
-    s.add_domain(bo.id, "example.org", at(4_000)).unwrap();
-    let names = |u| s.domains(u).unwrap().into_iter().map(|d| d.domain).collect::<Vec<_>>();
-    assert_eq!(names(ann.id), ["a.example", "example.org"]);
-    assert_eq!(names(bo.id), ["example.org"], "one domain may be several users'");
-    s.remove_domain(ann.id, "example.org").unwrap();
-    assert_eq!(names(ann.id), ["a.example"]);
-    assert_eq!(names(bo.id), ["example.org"]);
+    s.add_domain(ann.id, "a.example".into(), at(3_000)).await.unwrap();
+    s.add_domain(bo.id, "example.org".into(), at(4_000)).await.unwrap();
+    let names = async |u| {
+        s.domains(u)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| d.domain)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(ann.id).await, ["a.example", "example.org"]);
+    assert_eq!(names(bo.id).await, ["example.org"], "one domain may be several users'");
+    s.remove_domain(ann.id, "example.org".into()).await.unwrap();
+    assert_eq!(names(ann.id).await, ["a.example"]);
+    assert_eq!(names(bo.id).await, ["example.org"]);
     assert!(matches!(
-        s.remove_domain(ann.id, "example.org"),
+        s.remove_domain(ann.id, "example.org".into()).await,
         Err(StoreError::NotFound)
     ));
-    assert!(matches!(s.domains(UserId::new(999)), Err(StoreError::NotFound)));
+    assert!(matches!(s.domains(UserId::new(999)).await, Err(StoreError::NotFound)));
     assert!(matches!(
-        s.add_domain(UserId::new(999), "x.org", at(1)),
+        s.add_domain(UserId::new(999), "x.org".into(), at(1)).await,
         Err(StoreError::NotFound)
     ));
 }
@@ -454,62 +510,76 @@ async fn suppression_lists(s: &Subject) {
     let report = s
         .suppress(
             ALICE,
-            &[
+            [
                 first.clone(),
                 suppression("a@x.org", Bounced, Some("550"), 5),
                 suppression("c@x.org", Manual, None, 5),
-            ],
+            ]
+            .to_vec(),
         )
+        .await
         .unwrap();
     assert_eq!((report.added, report.updated, report.unchanged), (3, 0, 0));
     let again = s
         .suppress(
             ALICE,
-            &[
+            [
                 suppression("b@x.org", Complained, None, 0),
                 suppression("c@x.org", Manual, None, 0),
-            ],
+            ]
+            .to_vec(),
         )
+        .await
         .unwrap();
     assert_eq!((again.added, again.updated, again.unchanged), (0, 1, 1));
-    let b = s.suppression(ALICE, "B@X.org").unwrap();
+    let b = s.suppression(ALICE, "B@X.org".into()).await.unwrap();
     assert_eq!(b.reason, Complained);
     assert_eq!(b.created_at, first.created_at, "since when is kept");
-    assert!(matches!(s.suppression(BOB, "b@x.org"), Err(StoreError::NotFound)));
+    assert!(matches!(
+        s.suppression(BOB, "b@x.org".into()).await,
+        Err(StoreError::NotFound)
+    ));
 
-    let page = s.suppressions(ALICE, None, None, 2).unwrap();
+    let page = s.suppressions(ALICE, None, None, 2).await.unwrap();
     let emails: Vec<&str> = page.items.iter().map(|s| s.email.as_str()).collect();
     assert_eq!(emails, ["a@x.org", "b@x.org"]);
     assert_eq!(page.next_after.as_deref(), Some("b@x.org"));
-    let rest = s.suppressions(ALICE, None, page.next_after.as_deref(), 2).unwrap();
+    let rest = s
+        .suppressions(ALICE, None, page.next_after.as_deref().map(String::from), 2)
+        .await
+        .unwrap();
     assert_eq!(rest.items.len(), 1);
     assert_eq!(rest.next_after, None);
-    let manual = s.suppressions(ALICE, Some(Manual), None, 10).unwrap();
+    let manual = s.suppressions(ALICE, Some(Manual), None, 10).await.unwrap();
     assert_eq!(
         manual.items.iter().map(|s| s.email.as_str()).collect::<Vec<_>>(),
         ["c@x.org"]
     );
 
-    s.unsuppress(ALICE, "A@x.org").unwrap();
-    assert!(matches!(s.unsuppress(ALICE, "a@x.org"), Err(StoreError::NotFound)));
-    assert_eq!(s.suppressions(ALICE, None, None, 10).unwrap().items.len(), 2);
+    s.unsuppress(ALICE, "A@x.org".into()).await.unwrap();
+    assert!(matches!(
+        s.unsuppress(ALICE, "a@x.org".into()).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(s.suppressions(ALICE, None, None, 10).await.unwrap().items.len(), 2);
 }
 
 async fn campaigns_and_their_lifecycle(s: &Subject) {
     use SubscriberStatus::Subscribed;
-    let list = s.create_list(ALICE, "l").unwrap();
-    let bobs = s.create_list(BOB, "b").unwrap();
+    let list = s.create_list(ALICE, "l".into()).await.unwrap();
+    let bobs = s.create_list(BOB, "b".into()).await.unwrap();
     s.upsert(
         ALICE,
         list.id,
         vec![new("a@x.org", Subscribed), new("b@x.org", Subscribed)],
     )
+    .await
     .unwrap();
     let draft = CampaignDraft::minimal(list.id);
-    let c = s.create_campaign(ALICE, draft.clone(), "log".into()).unwrap();
+    let c = s.create_campaign(ALICE, draft.clone(), "log".into()).await.unwrap();
     assert_eq!(c.status, Status::Draft);
     assert!(matches!(
-        s.create_campaign(ALICE, CampaignDraft::minimal(bobs.id), "log".into()),
+        s.create_campaign(ALICE, CampaignDraft::minimal(bobs.id), "log".into()).await,
         Err(StoreError::Invalid(e)) if e.field == "list_id"
     ));
     let bad = CampaignDraft {
@@ -517,12 +587,12 @@ async fn campaigns_and_their_lifecycle(s: &Subject) {
         ..draft.clone()
     };
     assert!(matches!(
-        s.create_campaign(ALICE, bad, "log".into()),
+        s.create_campaign(ALICE, bad, "log".into()).await,
         Err(StoreError::Invalid(_))
     ));
-    assert_eq!(s.campaign(ALICE, c.id).unwrap(), c);
-    assert!(matches!(s.campaign(BOB, c.id), Err(StoreError::NotFound)));
-    assert_eq!(s.campaign_by_id(c.id).unwrap(), c);
+    assert_eq!(s.campaign(ALICE, c.id).await.unwrap(), c);
+    assert!(matches!(s.campaign(BOB, c.id).await, Err(StoreError::NotFound)));
+    assert_eq!(s.campaign_by_id(c.id).await.unwrap(), c);
 
     let edited = s
         .edit(
@@ -533,24 +603,27 @@ async fn campaigns_and_their_lifecycle(s: &Subject) {
                 ..Default::default()
             },
         )
+        .await
         .unwrap();
     assert_eq!(edited.name, "renamed");
-    let invalid = s.edit(
-        ALICE,
-        c.id,
-        CampaignPatch {
-            subject: Some(String::new()),
-            ..Default::default()
-        },
-    );
+    let invalid = s
+        .edit(
+            ALICE,
+            c.id,
+            CampaignPatch {
+                subject: Some(String::new()),
+                ..Default::default()
+            },
+        )
+        .await;
     assert!(matches!(invalid, Err(StoreError::Invalid(_))));
-    assert_eq!(s.campaign(ALICE, c.id).unwrap().name, "renamed", "nothing stored");
+    assert_eq!(s.campaign(ALICE, c.id).await.unwrap().name, "renamed", "nothing stored");
     assert!(matches!(
-        s.edit(BOB, c.id, CampaignPatch::default()),
+        s.edit(BOB, c.id, CampaignPatch::default()).await,
         Err(StoreError::NotFound)
     ));
 
-    let copy = s.duplicate_campaign(ALICE, c.id).unwrap();
+    let copy = s.duplicate_campaign(ALICE, c.id).await.unwrap();
     assert!(copy.id > c.id);
     assert_eq!(copy.status, Status::Draft);
     let later = Utc::now() + Duration::hours(1);
@@ -562,11 +635,12 @@ async fn campaigns_and_their_lifecycle(s: &Subject) {
             ..Default::default()
         },
     )
+    .await
     .unwrap();
-    let scheduled = s.send(ALICE, copy.id, Utc::now()).unwrap();
+    let scheduled = s.send(ALICE, copy.id, Utc::now()).await.unwrap();
     assert_eq!(scheduled.status, Status::Scheduled);
 
-    let sending = s.send(ALICE, c.id, Utc::now()).unwrap();
+    let sending = s.send(ALICE, c.id, Utc::now()).await.unwrap();
     assert_eq!(sending.status, Status::Sending);
     assert_eq!(
         (sending.stats.total, sending.stats.pending),
@@ -575,28 +649,31 @@ async fn campaigns_and_their_lifecycle(s: &Subject) {
     );
     assert!(sending.started_at.is_some());
     assert!(matches!(
-        s.edit(ALICE, c.id, CampaignPatch::default()),
+        s.edit(ALICE, c.id, CampaignPatch::default()).await,
         Err(StoreError::Transition(_))
     ));
-    assert!(matches!(s.delete_campaign(ALICE, c.id), Err(StoreError::Transition(_))));
-    let paused = s.act(ALICE, c.id, Action::Pause).unwrap();
+    assert!(matches!(
+        s.delete_campaign(ALICE, c.id).await,
+        Err(StoreError::Transition(_))
+    ));
+    let paused = s.act(ALICE, c.id, Action::Pause).await.unwrap();
     assert_eq!(paused.status, Status::Paused);
 
-    let mut active: Vec<CampaignId> = s.active_campaigns().unwrap().iter().map(|c| c.id).collect();
+    let mut active: Vec<CampaignId> = s.active_campaigns().await.unwrap().iter().map(|c| c.id).collect();
     active.sort();
     assert_eq!(active, [c.id, copy.id]);
-    let page = s.campaigns(ALICE, None, None, 1).unwrap();
+    let page = s.campaigns(ALICE, None, None, 1).await.unwrap();
     assert_eq!(page.items.iter().map(|c| c.id).collect::<Vec<_>>(), [c.id]);
-    let rest = s.campaigns(ALICE, None, page.next_after, 5).unwrap();
+    let rest = s.campaigns(ALICE, None, page.next_after, 5).await.unwrap();
     assert_eq!(rest.items.iter().map(|c| c.id).collect::<Vec<_>>(), [copy.id]);
-    let only = s.campaigns(ALICE, Some(Status::Scheduled), None, 5).unwrap();
+    let only = s.campaigns(ALICE, Some(Status::Scheduled), None, 5).await.unwrap();
     assert_eq!(only.items.iter().map(|c| c.id).collect::<Vec<_>>(), [copy.id]);
-    assert!(s.campaigns(BOB, None, None, 5).unwrap().items.is_empty());
+    assert!(s.campaigns(BOB, None, None, 5).await.unwrap().items.is_empty());
 
-    s.act(ALICE, copy.id, Action::Cancel).unwrap();
-    s.delete_campaign(ALICE, copy.id).unwrap();
-    assert!(matches!(s.campaign(ALICE, copy.id), Err(StoreError::NotFound)));
-    assert!(matches!(s.delete_campaign(BOB, c.id), Err(StoreError::NotFound)));
+    s.act(ALICE, copy.id, Action::Cancel).await.unwrap();
+    s.delete_campaign(ALICE, copy.id).await.unwrap();
+    assert!(matches!(s.campaign(ALICE, copy.id).await, Err(StoreError::NotFound)));
+    assert!(matches!(s.delete_campaign(BOB, c.id).await, Err(StoreError::NotFound)));
 }
 
 fn bounce(email: &str, kind: BounceType) -> Bounce {
@@ -611,41 +688,45 @@ fn bounce(email: &str, kind: BounceType) -> Bounce {
 
 async fn bounces_mark_messages_and_suppress(s: &Subject) {
     use SubscriberStatus::Subscribed;
-    let list = s.create_list(ALICE, "l").unwrap();
+    let list = s.create_list(ALICE, "l".into()).await.unwrap();
     let subs = s
         .upsert(
             ALICE,
             list.id,
             (0..3).map(|i| new(&format!("r{i}@x.org"), Subscribed)).collect(),
         )
+        .await
         .unwrap()
         .subscribers;
     let c = s
         .create_campaign(ALICE, CampaignDraft::minimal(list.id), "log".into())
+        .await
         .unwrap();
-    s.send(ALICE, c.id, Utc::now()).unwrap();
+    s.send(ALICE, c.id, Utc::now()).await.unwrap();
     deliver_all(s, c.id).await;
-    assert_eq!(s.campaign(ALICE, c.id).unwrap().status, Status::Sent);
-    let page = s.messages(ALICE, c.id, None, None, 2).unwrap();
+    assert_eq!(s.campaign(ALICE, c.id).await.unwrap().status, Status::Sent);
+    let page = s.messages(ALICE, c.id, None, None, 2).await.unwrap();
     assert_eq!(page.items.len(), 2);
     assert_eq!(page.next_after, Some(subs[1].id.get()));
-    let rest = s.messages(ALICE, c.id, None, page.next_after, 2).unwrap();
+    let rest = s.messages(ALICE, c.id, None, page.next_after, 2).await.unwrap();
     assert_eq!((rest.items.len(), rest.next_after), (1, None));
     assert!(
         s.messages(ALICE, c.id, Some(MessageStatus::Failed), None, 10)
+            .await
             .unwrap()
             .items
             .is_empty()
     );
     assert_eq!(
         s.messages(ALICE, c.id, Some(MessageStatus::Sent), None, 10)
+            .await
             .unwrap()
             .items
             .len(),
         3
     );
     assert!(matches!(
-        s.messages(BOB, c.id, None, None, 10),
+        s.messages(BOB, c.id, None, None, 10).await,
         Err(StoreError::NotFound)
     ));
 
@@ -655,24 +736,28 @@ async fn bounces_mark_messages_and_suppress(s: &Subject) {
     };
     let hard = s
         .record_bounce(ALICE, bounce("ignored@x.org", BounceType::Hard), Some(of(0)))
+        .await
         .unwrap();
     assert!(!hard.duplicate);
     assert_eq!(hard.bounce.email, "r0@x.org", "the message's address");
     assert_eq!(hard.suppressed, Some(SuppressionReason::Bounced));
     let again = s
         .record_bounce(ALICE, bounce("r0@x.org", BounceType::Hard), Some(of(0)))
+        .await
         .unwrap();
     assert!(again.duplicate);
-    assert_eq!(s.campaign(ALICE, c.id).unwrap().stats.bounced, 1);
-    let m0 = &s.messages(ALICE, c.id, None, None, 1).unwrap().items[0];
+    assert_eq!(s.campaign(ALICE, c.id).await.unwrap().stats.bounced, 1);
+    let m0 = &s.messages(ALICE, c.id, None, None, 1).await.unwrap().items[0];
     assert_eq!(m0.bounces.len(), 1);
     assert!(matches!(
-        s.record_bounce(BOB, bounce("r1@x.org", BounceType::Hard), Some(of(1))),
+        s.record_bounce(BOB, bounce("r1@x.org", BounceType::Hard), Some(of(1)))
+            .await,
         Err(StoreError::NotFound)
     ));
 
     let soft = s
         .record_bounce(ALICE, bounce("Soft@X.org", BounceType::Soft), None)
+        .await
         .unwrap();
     assert_eq!((soft.soft_in_window, soft.suppressed), (Some(1), None));
     assert_eq!(soft.bounce.email, "soft@x.org");
@@ -681,15 +766,15 @@ async fn bounces_mark_messages_and_suppress(s: &Subject) {
         (bounce("r1@x.org", BounceType::Complaint), Some(of(1))),
         (bounce("soft@x.org", BounceType::Soft), None),
     ];
-    let first = s.record_report(ALICE, Some("<r1@mx>"), report.clone()).unwrap();
+    let first = s.record_report(ALICE, Some("<r1@mx>"), report.clone()).await.unwrap();
     assert!(first.iter().all(|r| !r.duplicate));
     assert_eq!(first[0].suppressed, Some(SuppressionReason::Complained));
     assert_eq!(first[1].soft_in_window, Some(2));
-    let twice = s.record_report(ALICE, Some("<r1@mx>"), report).unwrap();
+    let twice = s.record_report(ALICE, Some("<r1@mx>"), report).await.unwrap();
     assert!(twice.iter().all(|r| r.duplicate));
     assert_eq!(twice[0].suppressed, Some(SuppressionReason::Complained));
 
-    let all = s.bounces(ALICE, None, 10).unwrap();
+    let all = s.bounces(ALICE, None, 10).await.unwrap();
     let order: Vec<(&str, BounceType)> = all.items.iter().map(|b| (b.email.as_str(), b.kind)).collect();
     assert_eq!(
         order,
@@ -700,16 +785,19 @@ async fn bounces_mark_messages_and_suppress(s: &Subject) {
             ("soft@x.org", BounceType::Soft),
         ]
     );
-    let one = s.bounces(ALICE, None, 3).unwrap();
+    let one = s.bounces(ALICE, None, 3).await.unwrap();
     let after = one.next_after.clone().expect("a cursor");
     assert_eq!(after.0, "soft@x.org");
-    let last = s.bounces(ALICE, Some((after.0.as_str(), after.1)), 3).unwrap();
+    let last = s
+        .bounces(ALICE, Some((after.0.as_str().to_owned(), after.1)), 3)
+        .await
+        .unwrap();
     assert_eq!((last.items.len(), last.next_after), (1, None));
-    assert!(s.bounces(BOB, None, 10).unwrap().items.is_empty());
+    assert!(s.bounces(BOB, None, 10).await.unwrap().items.is_empty());
 
-    let key = s.secret("unsubscribe").unwrap();
-    assert_eq!(s.secret("unsubscribe").unwrap(), key);
-    assert_ne!(s.secret("other").unwrap(), key);
+    let key = s.secret("unsubscribe").await.unwrap();
+    assert_eq!(s.secret("unsubscribe").await.unwrap(), key);
+    assert_ne!(s.secret("other").await.unwrap(), key);
 }
 
 /// Each webhook has a queue of its own: a backlog on one does not hold up
@@ -719,18 +807,23 @@ async fn webhook_outboxes(s: &Subject) {
     use SubscriberStatus::{Subscribed, Unsubscribed};
     let hook_a = s
         .create_webhook(ALICE, vec![EventKind::SubscriberUnsubscribed])
+        .await
         .unwrap();
-    let hook_b = s.create_webhook(BOB, vec![EventKind::SubscriberUnsubscribed]).unwrap();
-    let ids: Vec<WebhookId> = s.webhooks(ALICE).unwrap().iter().map(|w| w.id).collect();
+    let hook_b = s
+        .create_webhook(BOB, vec![EventKind::SubscriberUnsubscribed])
+        .await
+        .unwrap();
+    let ids: Vec<WebhookId> = s.webhooks(ALICE).await.unwrap().iter().map(|w| w.id).collect();
     assert_eq!(ids, [hook_a.id]);
-    let leave = |user: UserId, n: usize| {
-        let list = s.create_list(user, "l").unwrap();
+    let leave = async |user: UserId, n: usize| {
+        let list = s.create_list(user, "l".into()).await.unwrap();
         let subs = s
             .upsert(
                 user,
                 list.id,
                 (0..n).map(|i| new(&format!("w{i}@x.org"), Subscribed)).collect(),
             )
+            .await
             .unwrap()
             .subscribers;
         for sub in subs {
@@ -740,17 +833,17 @@ async fn webhook_outboxes(s: &Subject) {
                 attributes: None,
                 status: Some(Unsubscribed),
             };
-            s.update_subscriber(user, list.id, sub.id, patch).unwrap();
+            s.update_subscriber(user, list.id, sub.id, patch).await.unwrap();
         }
     };
-    leave(ALICE, 4);
-    leave(BOB, 1);
+    leave(ALICE, 4).await;
+    leave(BOB, 1).await;
     let now = Utc::now() + Duration::seconds(1);
-    let (due, _) = s.due_deliveries(now, 2, None).unwrap();
+    let (due, _) = s.due_deliveries(now, 2, None).await.unwrap();
     let count = |due: &[DueDelivery], id| due.iter().filter(|d| d.webhook.id == id).count();
     assert_eq!((count(&due, hook_a.id), count(&due, hook_b.id)), (2, 1));
     let first = due.iter().find(|d| d.webhook.id == hook_a.id).unwrap().delivery.clone();
-    let (again, _) = s.due_deliveries(now, 10, Some(first.id)).unwrap();
+    let (again, _) = s.due_deliveries(now, 10, Some(first.id)).await.unwrap();
     assert!(
         again.iter().all(|d| d.delivery.id != first.id),
         "under way: passed over"
@@ -764,25 +857,28 @@ async fn webhook_outboxes(s: &Subject) {
         duration_ms: 1,
     };
     s.finish_attempt(hook_a.id, first.id, attempt.clone(), false, Some(retry_at))
+        .await
         .unwrap();
-    let (due_now, next) = s.due_deliveries(now, 10, None).unwrap();
+    let (due_now, next) = s.due_deliveries(now, 10, None).await.unwrap();
     assert!(
         due_now.iter().all(|d| d.delivery.id != first.id),
         "not before its retry"
     );
     assert!(next.is_some_and(|n| n <= retry_at));
-    let page = s.deliveries(ALICE, hook_a.id, None, 10).unwrap();
+    let page = s.deliveries(ALICE, hook_a.id, None, 10).await.unwrap();
     let stored = page.items.iter().find(|d| d.id == first.id).unwrap();
     assert_eq!((stored.state, stored.attempts.len()), (DeliveryState::Pending, 1));
     assert!(matches!(
-        s.deliveries(BOB, hook_a.id, None, 10),
+        s.deliveries(BOB, hook_a.id, None, 10).await,
         Err(StoreError::NotFound)
     ));
 
-    let (at_retry, _) = s.due_deliveries(retry_at, 10, None).unwrap();
+    let (at_retry, _) = s.due_deliveries(retry_at, 10, None).await.unwrap();
     assert!(at_retry.iter().any(|d| d.delivery.id == first.id));
-    s.finish_attempt(hook_a.id, first.id, attempt, true, None).unwrap();
-    let done = s.deliveries(ALICE, hook_a.id, None, 10).unwrap();
+    s.finish_attempt(hook_a.id, first.id, attempt, true, None)
+        .await
+        .unwrap();
+    let done = s.deliveries(ALICE, hook_a.id, None, 10).await.unwrap();
     let stored = done.items.iter().find(|d| d.id == first.id).unwrap();
     assert_eq!((stored.state, stored.attempts.len()), (DeliveryState::Delivered, 2));
     // Another of hook A's deliveries gives up after one attempt: failed
@@ -799,21 +895,26 @@ async fn webhook_outboxes(s: &Subject) {
         error: Some("HTTP 410".into()),
         duration_ms: 1,
     };
-    s.finish_attempt(hook_a.id, second.id, refused, false, None).unwrap();
-    let page = s.deliveries(ALICE, hook_a.id, None, 10).unwrap();
+    s.finish_attempt(hook_a.id, second.id, refused, false, None)
+        .await
+        .unwrap();
+    let page = s.deliveries(ALICE, hook_a.id, None, 10).await.unwrap();
     let stored = page.items.iter().find(|d| d.id == second.id).unwrap();
     assert_eq!((stored.state, stored.attempts.len()), (DeliveryState::Failed, 1));
     assert_eq!(stored.next_attempt_at, None);
-    let (later, _) = s.due_deliveries(retry_at + Duration::hours(1), 10, None).unwrap();
+    let (later, _) = s.due_deliveries(retry_at + Duration::hours(1), 10, None).await.unwrap();
     assert!(
         later.iter().all(|d| d.delivery.id != second.id),
         "a failed delivery is not due again"
     );
-    assert_eq!(s.prune_deliveries(Utc::now() + Duration::hours(1)).unwrap(), 2);
+    assert_eq!(s.prune_deliveries(Utc::now() + Duration::hours(1)).await.unwrap(), 2);
 
-    s.delete_webhook(ALICE, hook_a.id).unwrap();
-    assert!(matches!(s.delete_webhook(ALICE, hook_a.id), Err(StoreError::NotFound)));
-    let (left, _) = s.due_deliveries(retry_at + Duration::hours(1), 10, None).unwrap();
+    s.delete_webhook(ALICE, hook_a.id).await.unwrap();
+    assert!(matches!(
+        s.delete_webhook(ALICE, hook_a.id).await,
+        Err(StoreError::NotFound)
+    ));
+    let (left, _) = s.due_deliveries(retry_at + Duration::hours(1), 10, None).await.unwrap();
     assert!(left.iter().all(|d| d.webhook.id == hook_b.id));
 }
 
@@ -826,7 +927,7 @@ fn at(s: &str) -> DateTime<Utc> {
 /// entries, released in due order.
 async fn local_time_sends_release_in_due_order(s: &Subject) {
     use SubscriberStatus::{Subscribed, Unsubscribed};
-    let list = s.create_list(ALICE, "l").unwrap();
+    let list = s.create_list(ALICE, "l".into()).await.unwrap();
     let with_tz = |email: &str, tz: Option<&str>, status| NewSubscriber {
         timezone: tz.map(str::to_string),
         ..new(email, status)
@@ -842,18 +943,19 @@ async fn local_time_sends_release_in_due_order(s: &Subject) {
                 with_tz("gone@x.org", Some("Pacific/Kiritimati"), Unsubscribed),
             ],
         )
+        .await
         .unwrap()
         .subscribers;
-    let draft = || s.create_campaign(ALICE, local_draft(list.id), "log".into());
-    let c = draft().unwrap();
+    let draft = async || s.create_campaign(ALICE, local_draft(list.id), "log".into()).await;
+    let c = draft().await.unwrap();
     // 12:00 in Kiritimati (UTC+14) is 22:00 UTC the day before: sent
     // earlier, the campaign waits as scheduled.
     let early = at("2029-12-31T21:00:00Z");
-    assert_eq!(s.send(ALICE, c.id, early).unwrap().status, Status::Scheduled);
-    s.act(ALICE, c.id, Action::Cancel).unwrap();
-    let c = draft().unwrap();
+    assert_eq!(s.send(ALICE, c.id, early).await.unwrap().status, Status::Scheduled);
+    s.act(ALICE, c.id, Action::Cancel).await.unwrap();
+    let c = draft().await.unwrap();
     let now = at("2030-01-01T00:00:00Z");
-    assert_eq!(s.send(ALICE, c.id, now).unwrap().status, Status::Sending);
+    assert_eq!(s.send(ALICE, c.id, now).await.unwrap().status, Status::Sending);
 
     let first = s.step(c.id, 100, now).await.unwrap();
     let ids = |jobs: &[Job]| jobs.iter().map(|j| j.subscriber.id).collect::<Vec<_>>();
@@ -881,8 +983,8 @@ async fn local_time_sends_release_in_due_order(s: &Subject) {
         (done[0].stats.sent, done[0].stats.skipped, done[0].stats.pending),
         (3, 1, 0)
     );
-    let due_at = |i: usize| s.messages(ALICE, c.id, None, None, 10).unwrap().items[i].due_at;
-    assert_eq!(due_at(1), Some(at("2030-01-01T23:00:00Z")));
+    let due_at = async |i: usize| s.messages(ALICE, c.id, None, None, 10).await.unwrap().items[i].due_at;
+    assert_eq!(due_at(1).await, Some(at("2030-01-01T23:00:00Z")));
 }
 
 /// Due at 12:00 on each subscriber's wall clock, 1 January 2030.
@@ -899,21 +1001,23 @@ fn local_draft(list: ListId) -> CampaignDraft {
 /// with the messages.
 async fn cancel_settles_everything_left(s: &Subject) {
     use SubscriberStatus::Subscribed;
-    let list = s.create_list(ALICE, "l").unwrap();
+    let list = s.create_list(ALICE, "l".into()).await.unwrap();
     s.upsert(
         ALICE,
         list.id,
         (0..5).map(|i| new(&format!("c{i}@x.org"), Subscribed)).collect(),
     )
+    .await
     .unwrap();
     let c = s
         .create_campaign(ALICE, CampaignDraft::minimal(list.id), "log".into())
+        .await
         .unwrap();
-    s.send(ALICE, c.id, Utc::now()).unwrap();
+    s.send(ALICE, c.id, Utc::now()).await.unwrap();
     let step = s.step(c.id, 2, Utc::now()).await.unwrap();
     assert_eq!(step.jobs.len(), 2);
     s.settle(&sent(c.id, &step.jobs[..1]), Utc::now()).await.unwrap();
-    s.act(ALICE, c.id, Action::Cancel).unwrap();
+    s.act(ALICE, c.id, Action::Cancel).await.unwrap();
     let rest = s.step(c.id, 100, Utc::now()).await.unwrap();
     assert!(rest.jobs.is_empty(), "nothing more is handed out");
     let after = s
@@ -922,13 +1026,13 @@ async fn cancel_settles_everything_left(s: &Subject) {
         .unwrap();
     let stats = after[0].stats;
     assert_eq!((stats.sent, stats.cancelled, stats.queued, stats.pending), (1, 4, 0, 0));
-    let messages = s.messages(ALICE, c.id, None, None, 10).unwrap().items;
+    let messages = s.messages(ALICE, c.id, None, None, 10).await.unwrap().items;
     let count = |st: MessageStatus| messages.iter().filter(|m| m.status == st).count() as u64;
     assert_eq!((count(MessageStatus::Sent), count(MessageStatus::Cancelled)), (1, 4));
     // A late outcome for a settled message counts nothing.
     let again = s.settle(&sent(c.id, &step.jobs[..1]), Utc::now()).await.unwrap();
     assert!(again.is_empty());
-    assert_eq!(s.campaign(ALICE, c.id).unwrap().stats, stats);
+    assert_eq!(s.campaign(ALICE, c.id).await.unwrap().stats, stats);
 }
 
 /// Every outcome kind a delivery reports, stored alike: a sent message, a
@@ -940,18 +1044,21 @@ async fn every_outcome_kind_settles_alike(s: &Subject) {
     use SubscriberStatus::Subscribed;
     let hook = s
         .create_webhook(ALICE, vec![EventKind::MessageFailed, EventKind::MessageBounced])
+        .await
         .unwrap();
-    let list = s.create_list(ALICE, "l").unwrap();
+    let list = s.create_list(ALICE, "l".into()).await.unwrap();
     s.upsert(
         ALICE,
         list.id,
         (0..6).map(|i| new(&format!("o{i}@x.org"), Subscribed)).collect(),
     )
+    .await
     .unwrap();
     let c = s
         .create_campaign(ALICE, CampaignDraft::minimal(list.id), "log".into())
+        .await
         .unwrap();
-    s.send(ALICE, c.id, Utc::now()).unwrap();
+    s.send(ALICE, c.id, Utc::now()).await.unwrap();
     let step = s.step(c.id, 100, Utc::now()).await.unwrap();
     assert_eq!(step.jobs.len(), 6);
     let error = |e: &str| e.to_string();
@@ -983,7 +1090,7 @@ async fn every_outcome_kind_settles_alike(s: &Subject) {
         })
         .collect();
     s.settle(&first, Utc::now()).await.unwrap();
-    let stats = s.campaign(ALICE, c.id).unwrap().stats;
+    let stats = s.campaign(ALICE, c.id).await.unwrap().stats;
     assert_eq!(
         (
             stats.sent,
@@ -995,7 +1102,7 @@ async fn every_outcome_kind_settles_alike(s: &Subject) {
         ),
         (1, 2, 1, 1, 2, 0)
     );
-    let messages = s.messages(ALICE, c.id, None, None, 10).unwrap().items;
+    let messages = s.messages(ALICE, c.id, None, None, 10).await.unwrap().items;
     let of = |i: usize| {
         messages
             .iter()
@@ -1013,7 +1120,7 @@ async fn every_outcome_kind_settles_alike(s: &Subject) {
     assert_eq!(of(2).status, MessageStatus::Failed);
     assert_eq!(of(2).bounces.len(), 1, "a refused recipient is a hard bounce");
     assert_eq!(
-        s.suppression(ALICE, "o2@x.org").unwrap().reason,
+        s.suppression(ALICE, "o2@x.org".into()).await.unwrap().reason,
         SuppressionReason::Bounced
     );
     assert_eq!(
@@ -1022,7 +1129,7 @@ async fn every_outcome_kind_settles_alike(s: &Subject) {
     );
     assert_eq!(of(4).status, MessageStatus::Queued);
     assert_eq!(of(5).status, MessageStatus::Cancelled);
-    let (due, _) = s.due_deliveries(Utc::now(), 10, None).unwrap();
+    let (due, _) = s.due_deliveries(Utc::now(), 10, None).await.unwrap();
     let mut events: Vec<EventKind> = due
         .iter()
         .filter(|d| d.webhook.id == hook.id)
@@ -1062,7 +1169,7 @@ async fn every_outcome_kind_settles_alike(s: &Subject) {
         ),
         (3, 2, 1, 0, 0)
     );
-    let messages = s.messages(ALICE, c.id, None, None, 10).unwrap().items;
+    let messages = s.messages(ALICE, c.id, None, None, 10).await.unwrap().items;
     assert!(
         messages
             .iter()
@@ -1076,53 +1183,60 @@ async fn every_outcome_kind_settles_alike(s: &Subject) {
 /// group-committed lifecycle call (redb's `act` of pause, resume, cancel), alike on both.
 async fn public_unsubscribes_and_single_lookups(s: &Subject) {
     use SubscriberStatus::{Subscribed, Unsubscribed};
-    let (first, _) = s.create_user("first@x.org").unwrap();
-    let (second, _) = s.create_user("second@x.org").unwrap();
+    let (first, _) = s.create_user("first@x.org".into()).await.unwrap();
+    let (second, _) = s.create_user("second@x.org".into()).await.unwrap();
     assert!(first.admin && !second.admin, "the first user is the admin");
     let hook = s
         .create_webhook(ALICE, vec![EventKind::SubscriberUnsubscribed])
+        .await
         .unwrap();
-    assert_eq!(s.webhook(ALICE, hook.id).unwrap().id, hook.id);
-    assert!(matches!(s.webhook(BOB, hook.id), Err(StoreError::NotFound)));
+    assert_eq!(s.webhook(ALICE, hook.id).await.unwrap().id, hook.id);
+    assert!(matches!(s.webhook(BOB, hook.id).await, Err(StoreError::NotFound)));
 
-    let list = s.create_list(ALICE, "l").unwrap();
+    let list = s.create_list(ALICE, "l".into()).await.unwrap();
     let subs = s
         .upsert(
             ALICE,
             list.id,
             vec![new("u0@x.org", Subscribed), new("u1@x.org", Subscribed)],
         )
+        .await
         .unwrap()
         .subscribers;
     let c = s
         .create_campaign(ALICE, CampaignDraft::minimal(list.id), "log".into())
+        .await
         .unwrap();
-    s.unsubscribe(c.id, subs[0].id).unwrap();
-    s.unsubscribe(c.id, subs[0].id).unwrap();
-    let status = |i: usize| s.subscriber(ALICE, list.id, subs[i].id).unwrap().status;
-    assert_eq!((status(0), status(1)), (Unsubscribed, Subscribed));
+    s.unsubscribe(c.id, subs[0].id).await.unwrap();
+    s.unsubscribe(c.id, subs[0].id).await.unwrap();
+    let status = async |i: usize| s.subscriber(ALICE, list.id, subs[i].id).await.unwrap().status;
+    assert_eq!((status(0).await, status(1).await), (Unsubscribed, Subscribed));
     assert!(matches!(
-        s.unsubscribe(CampaignId::new(999), subs[1].id),
+        s.unsubscribe(CampaignId::new(999), subs[1].id).await,
         Err(StoreError::NotFound)
     ));
     assert!(matches!(
-        s.unsubscribe(c.id, SubscriberId::new(999)),
+        s.unsubscribe(c.id, SubscriberId::new(999)).await,
         Err(StoreError::NotFound)
     ));
-    let (due, _) = s.due_deliveries(Utc::now() + Duration::seconds(1), 10, None).unwrap();
+    let (due, _) = s
+        .due_deliveries(Utc::now() + Duration::seconds(1), 10, None)
+        .await
+        .unwrap();
     assert_eq!(due.iter().filter(|d| d.webhook.id == hook.id).count(), 1, "one event");
-    s.delete_campaign(ALICE, c.id).unwrap();
-    s.unsubscribe(c.id, subs[1].id).unwrap();
-    assert_eq!(status(1), Unsubscribed, "a deleted campaign's links still work");
+    s.delete_campaign(ALICE, c.id).await.unwrap();
+    s.unsubscribe(c.id, subs[1].id).await.unwrap();
+    assert_eq!(status(1).await, Unsubscribed, "a deleted campaign's links still work");
 
     let c2 = s
         .create_campaign(ALICE, CampaignDraft::minimal(list.id), "log".into())
+        .await
         .unwrap();
-    s.send(ALICE, c2.id, Utc::now()).unwrap();
-    let paused = s.store.act(ALICE, c2.id, Action::Pause, Utc::now()).unwrap();
+    s.send(ALICE, c2.id, Utc::now()).await.unwrap();
+    let paused = s.store.act(ALICE, c2.id, Action::Pause, Utc::now()).await.unwrap();
     assert_eq!(paused.status, Status::Paused);
     assert!(matches!(
-        s.store.act(BOB, c2.id, Action::Resume, Utc::now()),
+        s.store.act(BOB, c2.id, Action::Resume, Utc::now()).await,
         Err(StoreError::NotFound)
     ));
 }
@@ -1134,8 +1248,11 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $scenario() {
                     let (_dir, store) = crate::store::redb::temp_store();
-                    let store = crate::store::Store::Redb(store);
-                    super::$scenario(&super::Subject { store }).await;
+                    let subject = super::Subject {
+                        store: store.clone().into(),
+                        backing: super::Backing::Redb(store),
+                    };
+                    super::$scenario(&subject).await;
                 }
             )*
         }
@@ -1145,8 +1262,12 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $scenario() {
                     let db = crate::store::pg::test_server::TestServer::get().database();
-                    let store = crate::store::Store::connect(&db.url, 4).await.unwrap();
-                    super::$scenario(&super::Subject { store }).await;
+                    let store = crate::store::pg::PgStore::connect(&db.url, 4).await.unwrap();
+                    let subject = super::Subject {
+                        store: store.clone().into(),
+                        backing: super::Backing::Pg(Box::new(store)),
+                    };
+                    super::$scenario(&subject).await;
                 }
             )*
         }

@@ -1,15 +1,18 @@
-//! Storage. `Store` (`backend`) is what the server calls, on one of two
-//! backends that import nothing from each other: `redb` (one file in the
-//! data directory, the default) or `pg` (PostgreSQL, several nodes on one
-//! database). What both answer lives here (`answers`) or in `domain`; the
-//! rules they apply live in `domain`, so a backend loads, asks the domain
-//! and stores.
+//! Storage. The contract (`contract`: one async trait per concern,
+//! gathered by `backend::Backend`) is what the server calls, through
+//! `Store`, on one of two backends that import nothing from each other:
+//! `redb` (one file in the data directory, the default) or `pg`
+//! (PostgreSQL, several nodes on one database). What both answer lives
+//! here (`answers`) or in `domain`; the rules they apply live in `domain`,
+//! so a backend loads, asks the domain and stores.
 
 mod answers;
 mod backend;
+pub mod contract;
 pub mod fence;
 pub mod health;
 pub mod pg;
+pub mod queue;
 pub mod redb;
 
 #[cfg(test)]
@@ -18,8 +21,9 @@ mod conformance;
 pub use answers::{
     BouncePage, BounceReport, DueDelivery, KeyInfo, RowError, SuppressReport, SuppressionPage, UpsertReport,
 };
-pub use backend::{Pg, Store};
-pub use redb::{DEFAULT_CACHE_BYTES, Enqueued, Redb};
+pub use backend::{Backend, Store};
+pub use queue::Enqueued;
+pub use redb::{DEFAULT_CACHE_BYTES, Redb};
 
 use serde::Serialize;
 
@@ -52,7 +56,7 @@ pub enum StoreError {
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Runs a synchronous storage call off the async workers (redb commits
-/// fsync; the PostgreSQL arm waits for its query).
+/// fsync).
 pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await

@@ -40,18 +40,16 @@ pub async fn users(State(web): State<Web>, signed: Signed, Query(q): Query<After
     if let Some(r) = not_admin(&signed) {
         return r;
     }
-    let loaded = web
-        .app
-        .db(move |st| {
-            let page = st.users(q.after, PAGE)?;
-            let mut rows = Vec::with_capacity(page.items.len());
-            for u in page.items {
-                let domains = st.domains(u.id)?;
-                rows.push((u, domains));
-            }
-            Ok((rows, page.next_after))
-        })
-        .await;
+    let loaded = async {
+        let page = web.app.store.users(q.after, PAGE).await?;
+        let mut rows = Vec::with_capacity(page.items.len());
+        for u in page.items {
+            let domains = web.app.store.domains(u.id).await?;
+            rows.push((u, domains));
+        }
+        Ok::<_, crate::store::StoreError>((rows, page.next_after))
+    }
+    .await;
     let (rows, next) = match loaded {
         Ok(l) => l,
         Err(e) => return error_page(&signed, e),
@@ -83,7 +81,9 @@ pub async fn users(State(web): State<Web>, signed: Signed, Query(q): Query<After
 }
 
 async fn user_page(web: &Web, signed: &Signed, id: UserId, error: Option<ApiError>) -> Response {
-    let loaded = web.app.db(move |st| Ok((st.user(id)?, st.domains(id)?))).await;
+    let loaded =
+        async { Ok::<_, crate::store::StoreError>((web.app.store.user(id).await?, web.app.store.domains(id).await?)) }
+            .await;
     let (user, domains): (_, Vec<SenderDomain>) = match loaded {
         Ok(l) => l,
         Err(e) => return error_page(signed, e),
@@ -157,9 +157,11 @@ pub async fn grant(
     let granted = match parse_domain(&f.domain) {
         Ok(domain) => web
             .app
-            .db(move |st| st.add_domain(id, &domain, Utc::now()))
+            .store
+            .add_domain(id, domain, Utc::now())
             .await
-            .map(drop),
+            .map(drop)
+            .map_err(ApiError::from),
         Err(e) => Err(e.into()),
     };
     match granted {
@@ -180,7 +182,7 @@ pub async fn take_away(
     let Ok(domain) = parse_domain(&f.domain) else {
         return not_found(Some(&signed));
     };
-    match web.app.db(move |st| st.remove_domain(id, &domain)).await {
+    match web.app.store.remove_domain(id, domain).await {
         Ok(()) => Redirect::to(&format!("/admin/users/{id}")).into_response(),
         Err(e) => error_page(&signed, e),
     }

@@ -32,7 +32,7 @@ pub struct After {
 
 pub async fn index(State(web): State<Web>, signed: Signed, Query(q): Query<After>) -> Response {
     let user = signed.user.id;
-    let campaigns = match web.app.db(move |st| st.campaigns(user, None, q.after, PAGE)).await {
+    let campaigns = match web.app.store.campaigns(user, None, q.after, PAGE).await {
         Ok(c) => c,
         Err(e) => return error_page(&signed, e),
     };
@@ -169,12 +169,12 @@ async fn draft_page(
     error: Option<ApiError>,
 ) -> Response {
     let user = signed.user.id;
-    let lists: Vec<List> = match web.app.db(move |st| st.lists(user, None, 1000)).await {
+    let lists: Vec<List> = match web.app.store.lists(user, None, 1000).await {
         Ok(p) => p.items,
         Err(e) => return error_page(signed, e),
     };
     // The domains the From address may be at, shown beside it.
-    let domains: Vec<String> = match web.app.db(move |st| st.domains(user)).await {
+    let domains: Vec<String> = match web.app.store.domains(user).await {
         Ok(d) => d.into_iter().map(|d| d.domain).collect(),
         Err(e) => return error_page(signed, e),
     };
@@ -190,7 +190,8 @@ async fn draft_page(
             let subs = match list {
                 Some(l) => web
                     .app
-                    .db(move |st| st.subscribers(user, l, None, None, 100))
+                    .store
+                    .subscribers(user, l, None, None, 100)
                     .await
                     .map(|p| p.items)
                     .unwrap_or_default(),
@@ -371,7 +372,7 @@ pub async fn preview(State(web): State<Web>, signed: Signed, Form(f): Form<Draft
 
 pub async fn edit(State(web): State<Web>, signed: Signed, Path(id): Path<CampaignId>) -> Response {
     let user = signed.user.id;
-    match web.app.db(move |st| st.campaign(user, id)).await {
+    match web.app.store.campaign(user, id).await {
         Ok(c) if transition(c.status, Action::Edit).is_ok() => {
             draft_page(&web, &signed, Some(id), &DraftForm::of(&c), None).await
         }
@@ -473,16 +474,15 @@ async fn campaign_page(web: &Web, signed: &Signed, id: CampaignId, q: ShowQuery,
     let user = signed.user.id;
     let status = q.status.as_deref().and_then(MessageStatus::parse);
     let after = q.after;
-    let loaded = web
-        .app
-        .db(move |st| {
-            let c = st.campaign(user, id)?;
-            let messages = st.messages(user, id, status, after, PAGE)?;
-            // Up to 100 of the list's subscribers to preview with.
-            let subs = st.subscribers(user, c.list_id, None, None, 100)?;
-            Ok((c, messages, subs))
-        })
-        .await;
+    let store = &web.app.store;
+    let loaded = async {
+        let c = store.campaign(user, id).await?;
+        let messages = store.messages(user, id, status, after, PAGE).await?;
+        // Up to 100 of the list's subscribers to preview with.
+        let subs = store.subscribers(user, c.list_id, None, None, 100).await?;
+        Ok::<_, crate::store::StoreError>((c, messages, subs))
+    }
+    .await;
     let (c, messages, subs) = match loaded {
         Ok(x) => x,
         Err(e) => return error_page(signed, e),
@@ -608,12 +608,12 @@ pub async fn action(
         "pause" => campaigns::act(&web.app, user, id, Action::Pause).await,
         "resume" => campaigns::act(&web.app, user, id, Action::Resume).await,
         "cancel" => campaigns::act(&web.app, user, id, Action::Cancel).await,
-        "duplicate" => {
-            web.app
-                .app
-                .db(move |st| st.duplicate_campaign(user, id, chrono::Utc::now()))
-                .await
-        }
+        "duplicate" => web
+            .app
+            .store
+            .duplicate_campaign(user, id, chrono::Utc::now())
+            .await
+            .map_err(AppError::from),
         other => Err(FieldError::new("do", format!("unknown action {other:?}")).into()),
     };
     match result {
@@ -635,7 +635,7 @@ pub async fn action(
 /// still change, then one last event and the end of the stream.
 pub async fn events(State(web): State<Web>, signed: Signed, Path(id): Path<CampaignId>) -> Response {
     let user = signed.user.id;
-    if let Err(e) = web.app.db(move |st| st.campaign(user, id)).await {
+    if let Err(e) = web.app.store.campaign(user, id).await {
         return error_page(&signed, e);
     }
     let Some(permit) = web.streams.open(user) else {
@@ -657,7 +657,7 @@ pub async fn events(State(web): State<Web>, signed: Signed, Path(id): Path<Campa
             if !first {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
-            let c = app.db(move |st| st.campaign(user, id)).await.ok()?;
+            let c = app.store.campaign(user, id).await.ok()?;
             let s = &c.stats;
             let data = serde_json::json!({
                 "status": c.status,

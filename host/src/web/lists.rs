@@ -61,7 +61,7 @@ pub struct After {
 
 pub async fn index(State(web): State<Web>, signed: Signed, Query(q): Query<After>) -> Response {
     let user = signed.user.id;
-    match web.app.db(move |st| st.lists(user, q.after, PAGE)).await {
+    match web.app.store.lists(user, q.after, PAGE).await {
         Ok(lists) => index_page(&signed, &lists, None),
         Err(e) => error_page(&signed, e),
     }
@@ -80,10 +80,10 @@ pub async fn create(State(web): State<Web>, signed: Signed, Form(f): Form<NewLis
         return r;
     }
     let user = signed.user.id;
-    match web.app.db(move |st| st.create_list(user, &f.name)).await {
+    match web.app.store.create_list(user, f.name).await {
         Ok(l) => Redirect::to(&format!("/lists/{}", l.id)).into_response(),
-        Err(e) => match web.app.db(move |st| st.lists(user, None, PAGE)).await {
-            Ok(lists) => index_page(&signed, &lists, Some(e)),
+        Err(e) => match web.app.store.lists(user, None, PAGE).await {
+            Ok(lists) => index_page(&signed, &lists, Some(e.into())),
             Err(e) => error_page(&signed, e),
         },
     }
@@ -114,14 +114,13 @@ async fn list_page(
     let user = signed.user.id;
     let status = q.status.as_deref().and_then(SubscriberStatus::parse);
     let after = q.after;
-    let loaded = web
-        .app
-        .db(move |st| {
-            let list = st.list(user, id)?;
-            let subs = st.subscribers(user, id, status, after, PAGE)?;
-            Ok((list, subs))
-        })
-        .await;
+    let store = &web.app.store;
+    let loaded = async {
+        let list = store.list(user, id).await?;
+        let subs = store.subscribers(user, id, status, after, PAGE).await?;
+        Ok::<_, crate::store::StoreError>((list, subs))
+    }
+    .await;
     let (list, subs) = match loaded {
         Ok(x) => x,
         Err(e) => return error_page(signed, e),

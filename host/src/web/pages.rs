@@ -117,7 +117,8 @@ pub fn unavailable() -> Response {
 
 /// A failed operation as a page: 404s look like any missing page; the
 /// rest say what went wrong.
-pub fn error_page(signed: &Signed, e: ApiError) -> Response {
+pub fn error_page(signed: &Signed, e: impl Into<ApiError>) -> Response {
+    let e = e.into();
     if e.status == StatusCode::NOT_FOUND {
         return not_found(Some(signed));
     }
@@ -148,11 +149,7 @@ pub struct AfterEmail {
 pub async fn suppressions(State(web): State<Web>, signed: Signed, Query(q): Query<AfterEmail>) -> Response {
     let user = signed.user.id;
     let after = q.after.clone();
-    let page_of = match web
-        .app
-        .db(move |st| st.suppressions(user, None, after.as_deref(), 100))
-        .await
-    {
+    let page_of = match web.app.store.suppressions(user, None, after.clone(), 100).await {
         Ok(p) => p,
         Err(e) => return error_page(&signed, e),
     };
@@ -191,13 +188,7 @@ pub struct AfterBounce {
 
 pub async fn bounces(State(web): State<Web>, signed: Signed, Query(q): Query<AfterBounce>) -> Response {
     let user = signed.user.id;
-    let loaded = web
-        .app
-        .db(move |st| {
-            let after = q.email.as_deref().zip(q.id);
-            st.bounces(user, after, 100)
-        })
-        .await;
+    let loaded = web.app.store.bounces(user, q.email.clone().zip(q.id), 100).await;
     let page_of = match loaded {
         Ok(p) => p,
         Err(e) => return error_page(&signed, e),

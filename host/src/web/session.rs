@@ -162,12 +162,8 @@ impl FromRequestParts<Web> for Signed {
         };
         // The key must still be the user's: a revoked key (or a removed
         // user) signs its sessions out. The same point read as the API's
-        // (`api::auth`): inline on redb, off the worker on PostgreSQL.
-        let user = if web.app.store.is_local() {
-            web.app.store.user_by_key(&key).map_err(crate::api::ApiError::from)
-        } else {
-            web.app.db(move |s| s.user_by_key(&key)).await
-        };
+        // (`api::auth`).
+        let user = web.app.store.user_by_key(key).await.map_err(crate::api::ApiError::from);
         match user {
             Ok(Some(user)) if user.id == user_id => Ok(Signed {
                 user,

@@ -47,7 +47,7 @@ pub async fn submit(State(web): State<Web>, headers: HeaderMap, Form(f): Form<Si
     if !cookie(&headers, SIGNIN_COOKIE).is_some_and(|t| same_token(t, &f.csrf)) {
         return forbidden(None);
     }
-    let user = match web.app.store.user_by_key(f.key.trim()) {
+    let user = match web.app.store.user_by_key(f.key.trim().to_string()).await {
         Ok(Some(u)) => u,
         Ok(None) => {
             return signin_page(&web, &token(), Some("Unknown API key."), StatusCode::UNAUTHORIZED);

@@ -35,7 +35,7 @@ async fn a_server_runs_in_process_and_stops_when_told() {
     let key = {
         let data_dir = server::prepare_data_dir(dir.path()).unwrap();
         let store = server::open_store(&data_dir, 4).unwrap();
-        store.create_user("owner@example.org").unwrap().1
+        store.create_user("owner@example.org".into()).await.unwrap().1
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -88,8 +88,8 @@ async fn fixture(now: DateTime<Utc>, backend: Backend) -> Fixture {
     let engine = Engine::start(store.clone(), plugins, &cfg, clock.clone())
         .await
         .unwrap();
-    let (user, _) = store.create_user("tz@example.org").unwrap();
-    let list = store.create_list(user.id, "world").unwrap();
+    let (user, _) = store.create_user("tz@example.org".into()).await.unwrap();
+    let list = store.create_list(user.id, "world".into()).await.unwrap();
     let subs = ZONES
         .iter()
         .map(|(email, tz, _)| NewSubscriber {
@@ -100,7 +100,7 @@ async fn fixture(now: DateTime<Utc>, backend: Backend) -> Fixture {
             status: Default::default(),
         })
         .collect();
-    store.upsert_subscribers(user.id, list.id, subs).unwrap();
+    store.upsert_subscribers(user.id, list.id, subs).await.unwrap();
     Fixture {
         _dir: dir,
         store,
@@ -112,7 +112,7 @@ async fn fixture(now: DateTime<Utc>, backend: Backend) -> Fixture {
 }
 
 impl Fixture {
-    fn campaign(&self, scheduled_at: &str) -> CampaignId {
+    async fn campaign(&self, scheduled_at: &str) -> CampaignId {
         let draft = CampaignDraft {
             name: "local".into(),
             subject: "s".into(),
@@ -128,22 +128,24 @@ impl Fixture {
         };
         self.store
             .create_campaign(self.user, draft, "log".into(), self.clock.now_utc())
+            .await
             .unwrap()
             .id
     }
 
     /// Sends as the API does: scheduled if the first zone is still ahead.
-    fn send(&self, id: CampaignId) -> Status {
-        let c = self.store.send(self.user, id, self.engine.now()).unwrap();
+    async fn send(&self, id: CampaignId) -> Status {
+        let c = self.store.send(self.user, id, self.engine.now()).await.unwrap();
         self.engine.kick(&c);
         c.status
     }
 
     /// Recipients with a sent message, and their due times.
-    fn sent(&self, id: CampaignId) -> BTreeMap<String, DateTime<Utc>> {
+    async fn sent(&self, id: CampaignId) -> BTreeMap<String, DateTime<Utc>> {
         let page = self
             .store
             .messages(self.user, id, Some(MessageStatus::Sent), None, 1000)
+            .await
             .unwrap();
         page.items
             .into_iter()
@@ -154,11 +156,11 @@ impl Fixture {
     async fn wait_sent(&self, id: CampaignId, n: usize) -> BTreeMap<String, DateTime<Utc>> {
         let start = Instant::now();
         loop {
-            let sent = self.sent(id);
+            let sent = self.sent(id).await;
             if sent.len() >= n {
                 // Nothing beyond the expected may arrive.
                 tokio::time::sleep(Duration::from_millis(1500)).await;
-                let again = self.sent(id);
+                let again = self.sent(id).await;
                 assert_eq!(again.len(), n, "more messages than due: {again:?}");
                 return again;
             }
@@ -188,10 +190,10 @@ fn expected(upto: usize) -> BTreeMap<String, DateTime<Utc>> {
 on_both!(each_subscriber_gets_it_at_their_own_wall_clock_time);
 async fn each_subscriber_gets_it_at_their_own_wall_clock_time(backend: Backend) {
     let f = fixture(t("2026-03-07T12:00:00Z"), backend).await;
-    let id = f.campaign("2026-03-08T02:30:00Z");
-    assert_eq!(f.send(id), Status::Scheduled, "UTC+14 has not reached 02:30 yet");
+    let id = f.campaign("2026-03-08T02:30:00Z").await;
+    assert_eq!(f.send(id).await, Status::Scheduled, "UTC+14 has not reached 02:30 yet");
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(f.sent(id).is_empty());
+    assert!(f.sent(id).await.is_empty());
 
     // (clock, how many of ZONES are due by then)
     for (now, due) in [
@@ -205,12 +207,12 @@ async fn each_subscriber_gets_it_at_their_own_wall_clock_time(backend: Backend) 
     ] {
         f.clock.set(t(now));
         assert_eq!(f.wait_sent(id, due).await, expected(due), "at {now}");
-        assert_eq!(f.store.campaign(f.user, id).unwrap().status, Status::Sending);
+        assert_eq!(f.store.campaign(f.user, id).await.unwrap().status, Status::Sending);
     }
     f.clock.set(t("2026-03-08T13:30:00Z"));
     assert_eq!(f.wait_sent(id, ZONES.len()).await, expected(ZONES.len()));
     let start = Instant::now();
-    while f.store.campaign(f.user, id).unwrap().status != Status::Sent {
+    while f.store.campaign(f.user, id).await.unwrap().status != Status::Sent {
         assert!(start.elapsed() < Duration::from_secs(10), "campaign never completed");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -221,18 +223,18 @@ async fn zones_already_past_the_hour_get_it_at_once(backend: Backend) {
     // Sent at 02:00 UTC: Kiritimati, Kathmandu, Kolkata and Paris are past
     // 02:30 local already; the rest are not.
     let f = fixture(t("2026-03-08T02:00:00Z"), backend).await;
-    let id = f.campaign("2026-03-08T02:30:00Z");
-    assert_eq!(f.send(id), Status::Sending);
+    let id = f.campaign("2026-03-08T02:30:00Z").await;
+    assert_eq!(f.send(id).await, Status::Sending);
     assert_eq!(f.wait_sent(id, 4).await, expected(4));
-    let c = f.store.campaign(f.user, id).unwrap();
+    let c = f.store.campaign(f.user, id).await.unwrap();
     assert_eq!((c.stats.total, c.stats.sent, c.stats.pending), (7, 4, 3));
 
     // Cancelling turns the waiting ones into cancelled messages.
-    let c = f.store.act(f.user, id, Action::Cancel, f.engine.now()).unwrap();
+    let c = f.store.act(f.user, id, Action::Cancel, f.engine.now()).await.unwrap();
     f.engine.kick(&c);
     let start = Instant::now();
     loop {
-        let c = f.store.campaign(f.user, id).unwrap();
+        let c = f.store.campaign(f.user, id).await.unwrap();
         if c.stats.cancelled == 3 {
             assert_eq!(c.stats.pending, 0);
             break;

@@ -149,7 +149,7 @@ async fn store_batch(
     if batch.is_empty() {
         return Ok(());
     }
-    let done = s.db(move |st| st.upsert_subscribers(user, list, batch)).await?;
+    let done = s.store.upsert_subscribers(user, list, batch).await?;
     report.created += done.created;
     report.updated += done.updated;
     report.kept_unsubscribed += done.kept_unsubscribed;
@@ -166,7 +166,7 @@ pub async fn import_csv<E: std::fmt::Display>(
     max_bytes: u64,
 ) -> ApiResult<UpsertReport> {
     // A foreign or missing list is a 404 before a byte is read.
-    s.db(move |st| st.list(user_id, list_id)).await?;
+    s.store.list(user_id, list_id).await?;
     let _turn = s.transfers.begin(user_id)?;
     let mut import = Import::new();
     let mut total = 0u64;
@@ -247,9 +247,10 @@ impl Export {
         let (user, list, after) = (self.user, self.list, self.after);
         let page = self
             .s
-            .db(move |st| st.subscribers(user, list, None, after, EXPORT_PAGE))
+            .store
+            .subscribers(user, list, None, after, EXPORT_PAGE)
             .await
-            .map_err(|e| std::io::Error::other(e.message))?;
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
         let mut out = csv::Writer::from_writer(Vec::with_capacity(16 << 10));
         if std::mem::take(&mut self.header) {
             out.write_record(subscriber_csv::header(&self.keys))?;
@@ -272,16 +273,22 @@ pub async fn export_csv(State(s): State<AppState>, Auth(user): Auth, Path(id): P
     // First pass: the attribute names, so every row has the same columns.
     // More than an import takes is refused rather than cut: an export
     // must import back whole.
-    let keys = s
-        .db(move |st| {
-            let mut keys = std::collections::BTreeSet::new();
-            st.scan_subscribers(user.id, id, |sub| {
+    let found = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+    let collect = found.clone();
+    s.store
+        .scan_subscribers(
+            user.id,
+            id,
+            Box::new(move |sub| {
+                let mut keys = collect.lock().expect("keys lock");
                 keys.extend(sub.attributes.keys().cloned());
                 Ok(keys.len() <= subscriber_csv::MAX_ATTRIBUTE_COLUMNS)
-            })?;
-            Ok(keys.into_iter().collect::<Vec<String>>())
-        })
+            }),
+        )
         .await?;
+    let keys: Vec<String> = std::mem::take(&mut *found.lock().expect("keys lock"))
+        .into_iter()
+        .collect();
     if keys.len() > subscriber_csv::MAX_ATTRIBUTE_COLUMNS {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,

@@ -17,13 +17,14 @@ use crate::store::{KeyInfo, Page, Result, StoreError};
 const USERS_LOCK: i64 = 0x706f_7374_615f_7573;
 
 impl PgStore {
-    pub async fn create_user(&self, email: &str) -> Result<(User, String)> {
+    pub async fn create_user(&self, email: String) -> Result<(User, String)> {
         self.create_user_as(email, false).await
     }
 
     /// Like `create_user`; the user is an admin if `admin` or if it is the
     /// first user.
-    pub async fn create_user_as(&self, email: &str, admin: bool) -> Result<(User, String)> {
+    pub async fn create_user_as(&self, email: String, admin: bool) -> Result<(User, String)> {
+        let email = email.as_str();
         let email = Email::parse(email).map_err(|e| e.at("email"))?;
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
@@ -51,7 +52,8 @@ impl PgStore {
     }
 
     /// The user owning this key (looked up by the key's hash).
-    pub async fn user_by_key(&self, api_key: &str) -> Result<Option<User>> {
+    pub async fn user_by_key(&self, api_key: String) -> Result<Option<User>> {
+        let api_key = api_key.as_str();
         let client = self.pool.get().await?;
         let row = client
             .query_opt(
@@ -63,7 +65,8 @@ impl PgStore {
     }
 
     /// Issues another API key for the user with this email.
-    pub async fn new_key(&self, email: &str) -> Result<(User, String)> {
+    pub async fn new_key(&self, email: String) -> Result<(User, String)> {
+        let email = email.as_str();
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let user = user_by_email(&tx, email).await?;
@@ -137,7 +140,8 @@ impl PgStore {
 
     /// Revokes one key (`posta_…`) or every key of a user (an email);
     /// returns how many keys stopped working.
-    pub async fn revoke(&self, key_or_email: &str) -> Result<usize> {
+    pub async fn revoke(&self, key_or_email: String) -> Result<usize> {
+        let key_or_email = key_or_email.as_str();
         let client = self.pool.get().await?;
         let gone = if key_or_email.starts_with(KEY_PREFIX) {
             client
@@ -157,7 +161,8 @@ impl PgStore {
 
     /// Grants `domain` (parsed) to `user`; granting it again keeps the
     /// first grant.
-    pub async fn add_domain(&self, user: UserId, domain: &str, now: DateTime<Utc>) -> Result<SenderDomain> {
+    pub async fn add_domain(&self, user: UserId, domain: String, now: DateTime<Utc>) -> Result<SenderDomain> {
+        let domain = domain.as_str();
         let client = self.pool.get().await?;
         self_user(&client, user).await?;
         let row = client
@@ -175,7 +180,8 @@ impl PgStore {
     }
 
     /// Takes `domain` away from `user` (`NotFound` if not granted).
-    pub async fn remove_domain(&self, user: UserId, domain: &str) -> Result<()> {
+    pub async fn remove_domain(&self, user: UserId, domain: String) -> Result<()> {
+        let domain = domain.as_str();
         let client = self.pool.get().await?;
         let gone = client
             .execute(

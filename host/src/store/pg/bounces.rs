@@ -21,7 +21,8 @@ use crate::store::{BouncePage, BounceReport, Result, StoreError, SuppressReport}
 impl PgStore {
     /// The user's bounces by address (then in the order they came), after
     /// `after`.
-    pub async fn bounces(&self, user: UserId, after: Option<(&str, u64)>, limit: usize) -> Result<BouncePage> {
+    pub async fn bounces(&self, user: UserId, after: Option<(String, u64)>, limit: usize) -> Result<BouncePage> {
+        let after = after.as_ref().map(|(email, id)| (email.as_str(), *id));
         let client = self.pool.get().await?;
         let (email, id) = after.map_or(("", 0), |(e, id)| (e, id as i64));
         let rows = client
@@ -49,9 +50,10 @@ impl PgStore {
         user: UserId,
         bounce: Bounce,
         message: Option<MessageId>,
-        policy: &BouncePolicy,
+        policy: BouncePolicy,
         now: DateTime<Utc>,
     ) -> Result<BounceReport> {
+        let policy = &policy;
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let report = bounce_in(&tx, &mut Events::default(), user, bounce, message, policy, now).await?;
@@ -68,11 +70,13 @@ impl PgStore {
     pub async fn record_report(
         &self,
         user: UserId,
-        report_id: Option<&str>,
+        report_id: Option<String>,
         bounces: Vec<(Bounce, Option<MessageId>)>,
-        policy: &BouncePolicy,
+        policy: BouncePolicy,
         now: DateTime<Utc>,
     ) -> Result<Vec<BounceReport>> {
+        let policy = &policy;
+        let report_id = report_id.as_deref();
         let mut client = self.pool.get().await?;
         if let Some(id) = report_id {
             let seen = client

@@ -40,7 +40,8 @@ async fn save_list(tx: &Transaction<'_>, list: &List) -> Result<()> {
 }
 
 impl PgStore {
-    pub async fn create_list(&self, user: UserId, name: &str) -> Result<List> {
+    pub async fn create_list(&self, user: UserId, name: String) -> Result<List> {
+        let name = name.as_str();
         // Checked before an id is taken.
         let mut list = List::new(ListId::new(0), user, name, Utc::now())?;
         let client = self.pool.get().await?;
@@ -269,7 +270,7 @@ impl PgStore {
         &self,
         user: UserId,
         list: ListId,
-        mut f: impl FnMut(Subscriber) -> Result<bool>,
+        mut f: crate::store::contract::Visit,
     ) -> Result<()> {
         let mut client = self.pool.get().await?;
         let tx = client

@@ -15,6 +15,7 @@ mod bounces;
 mod campaigns;
 mod leader;
 mod lists;
+mod member;
 mod nodes;
 mod pacer;
 mod queue;

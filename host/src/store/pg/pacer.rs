@@ -227,6 +227,13 @@ async fn take_block(store: &PgStore, name: &str, span: Duration) -> Result<Taken
     })
 }
 
+#[async_trait::async_trait]
+impl crate::store::queue::SharedPace for SharedPacer {
+    async fn acquire(&self) -> Result<Instant> {
+        SharedPacer::acquire(self).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

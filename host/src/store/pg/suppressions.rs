@@ -16,7 +16,8 @@ use crate::store::{Result, SCAN_LIMIT, StoreError, SuppressReport, SuppressionPa
 impl PgStore {
     /// Adds or updates suppressions; an address already suppressed keeps
     /// the time it was first suppressed.
-    pub async fn suppress(&self, user: UserId, items: &[Suppression]) -> Result<SuppressReport> {
+    pub async fn suppress(&self, user: UserId, items: Vec<Suppression>) -> Result<SuppressReport> {
+        let items = items.as_slice();
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let mut report = SuppressReport::default();
@@ -26,7 +27,8 @@ impl PgStore {
     }
 
     /// Removes an address from the list; the next campaign mails it again.
-    pub async fn unsuppress(&self, user: UserId, email: &str) -> Result<()> {
+    pub async fn unsuppress(&self, user: UserId, email: String) -> Result<()> {
+        let email = email.as_str();
         let client = self.pool.get().await?;
         let gone = client
             .execute(
@@ -40,7 +42,8 @@ impl PgStore {
         Ok(())
     }
 
-    pub async fn suppression(&self, user: UserId, email: &str) -> Result<Suppression> {
+    pub async fn suppression(&self, user: UserId, email: String) -> Result<Suppression> {
+        let email = email.as_str();
         let client = self.pool.get().await?;
         let row = client
             .query_opt(
@@ -59,9 +62,10 @@ impl PgStore {
         &self,
         user: UserId,
         reason: Option<SuppressionReason>,
-        after: Option<&str>,
+        after: Option<String>,
         limit: usize,
     ) -> Result<SuppressionPage> {
+        let after = after.as_deref();
         let client = self.pool.get().await?;
         let start = after.map(normalize).unwrap_or_default();
         let window = if reason.is_some() { SCAN_LIMIT } else { limit };

@@ -39,7 +39,7 @@ fn subscriber(i: usize, status: SubscriberStatus) -> NewSubscriber {
 async fn the_list(store: &PgStore) -> ListId {
     match store.lists(USER, None, 1).await.unwrap().items.first() {
         Some(l) => l.id,
-        None => store.create_list(USER, "list").await.unwrap().id,
+        None => store.create_list(USER, "list".into()).await.unwrap().id,
     }
 }
 
@@ -165,7 +165,7 @@ async fn nodes_claim_batches_in_turn_and_each_subscriber_gets_one_message() {
         detail: None,
         created_at: Utc::now(),
     };
-    store.suppress(USER, &[blocked]).await.unwrap();
+    store.suppress(USER, [blocked].to_vec()).await.unwrap();
     let id = campaign(&store).await;
     send(&store, id).await;
 

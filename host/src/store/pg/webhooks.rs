@@ -193,8 +193,8 @@ impl PgStore {
     pub async fn due_deliveries(
         &self,
         now: DateTime<Utc>,
-        room: impl Fn(WebhookId) -> usize,
-        busy: impl Fn(DeliveryId) -> bool,
+        room: crate::store::contract::Room,
+        busy: crate::store::contract::Busy,
     ) -> Result<(Vec<DueDelivery>, Option<DateTime<Utc>>)> {
         let node = *self.deliverer.read();
         let mut client = self.pool.get().await?;

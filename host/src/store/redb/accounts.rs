@@ -34,13 +34,14 @@ impl From<KeyRecord> for KeyInfo {
 
 impl Redb {
     /// Creates a user and returns it with its first API key.
-    pub fn create_user(&self, email: &str) -> Result<(User, String)> {
+    pub fn create_user(&self, email: String) -> Result<(User, String)> {
         self.create_user_as(email, false)
     }
 
     /// Like `create_user`; the user is an admin if `admin` or if it is the
     /// first user.
-    pub fn create_user_as(&self, email: &str, admin: bool) -> Result<(User, String)> {
+    pub fn create_user_as(&self, email: String, admin: bool) -> Result<(User, String)> {
+        let email = email.as_str();
         let email = Email::parse(email).map_err(|e| e.at("email"))?;
         let tx = self.write()?;
         let user = {
@@ -65,7 +66,8 @@ impl Redb {
 
     /// The user owning this key. The lookup is by hash, so timing reveals
     /// nothing about stored keys.
-    pub fn user_by_key(&self, key: &str) -> Result<Option<User>> {
+    pub fn user_by_key(&self, key: String) -> Result<Option<User>> {
+        let key = key.as_str();
         let tx = self.read()?;
         let Some(id) = tx
             .open_table(API_KEYS)?
@@ -93,7 +95,8 @@ impl Redb {
     }
 
     /// Issues another API key for an existing user.
-    pub fn new_key(&self, email: &str) -> Result<(User, String)> {
+    pub fn new_key(&self, email: String) -> Result<(User, String)> {
+        let email = email.as_str();
         let tx = self.write()?;
         let user = Self::user_by_email(&tx, email)?;
         let (key, _) = issue(&tx, user.id)?;
@@ -173,7 +176,8 @@ impl Redb {
 
     /// Revokes one key (`posta_…`) or every key of a user (an email).
     /// Returns how many keys stopped working.
-    pub fn revoke(&self, key_or_email: &str) -> Result<usize> {
+    pub fn revoke(&self, key_or_email: String) -> Result<usize> {
+        let key_or_email = key_or_email.as_str();
         let tx = self.write()?;
         let revoked = {
             let mut keys = tx.open_table(API_KEYS)?;
@@ -203,7 +207,8 @@ impl Redb {
 
     /// Grants `domain` (already parsed, `domain::sender::parse_domain`)
     /// to user `user_id`; granting it again keeps the first grant.
-    pub fn add_domain(&self, user_id: UserId, domain: &str, now: DateTime<Utc>) -> Result<SenderDomain> {
+    pub fn add_domain(&self, user_id: UserId, domain: String, now: DateTime<Utc>) -> Result<SenderDomain> {
+        let domain = domain.as_str();
         let tx = self.write()?;
         if tx.open_table(USERS)?.get(user_id.get())?.is_none() {
             return Err(StoreError::NotFound);
@@ -224,7 +229,8 @@ impl Redb {
     }
 
     /// Takes `domain` away from user `user_id` (`NotFound` if not granted).
-    pub fn remove_domain(&self, user_id: UserId, domain: &str) -> Result<()> {
+    pub fn remove_domain(&self, user_id: UserId, domain: String) -> Result<()> {
+        let domain = domain.as_str();
         let tx = self.write()?;
         if tx
             .open_table(SENDER_DOMAINS)?
@@ -317,12 +323,12 @@ mod tests {
     #[test]
     fn keys_are_hashed_and_resolve() {
         let (dir, store) = crate::store::redb::temp_store();
-        let (user, key) = store.create_user("a@example.org").unwrap();
+        let (user, key) = store.create_user("a@example.org".into()).unwrap();
         assert!(key.starts_with(KEY_PREFIX) && key.len() == KEY_PREFIX.len() + 64);
-        assert_eq!(store.user_by_key(&key).unwrap(), Some(user));
-        assert_eq!(store.user_by_key("posta_nope").unwrap(), None);
+        assert_eq!(store.user_by_key(key.clone()).unwrap(), Some(user));
+        assert_eq!(store.user_by_key("posta_nope".into()).unwrap(), None);
         assert!(matches!(
-            store.create_user("A@example.org"),
+            store.create_user("A@example.org".into()),
             Err(StoreError::Conflict(_))
         ));
         let raw = std::fs::read(dir.path().join("posta.redb")).unwrap();
@@ -335,29 +341,32 @@ mod tests {
     #[test]
     fn revoking_by_key_or_by_user() {
         let (_dir, store) = crate::store::redb::temp_store();
-        let (_, k1) = store.create_user("a@example.org").unwrap();
-        let (_, k2) = store.new_key("a@example.org").unwrap();
-        let (_, other) = store.create_user("b@example.org").unwrap();
-        assert_eq!(store.revoke(&k1).unwrap(), 1);
-        assert!(store.user_by_key(&k1).unwrap().is_none());
-        assert!(store.user_by_key(&k2).unwrap().is_some());
-        assert_eq!(store.revoke(&k1).unwrap(), 0);
-        let (_, k3) = store.new_key("A@example.org").unwrap();
-        assert_eq!(store.revoke("a@example.org").unwrap(), 2);
-        assert!(store.user_by_key(&k2).unwrap().is_none() && store.user_by_key(&k3).unwrap().is_none());
+        let (_, k1) = store.create_user("a@example.org".into()).unwrap();
+        let (_, k2) = store.new_key("a@example.org".into()).unwrap();
+        let (_, other) = store.create_user("b@example.org".into()).unwrap();
+        assert_eq!(store.revoke(k1.clone()).unwrap(), 1);
+        assert!(store.user_by_key(k1.clone()).unwrap().is_none());
+        assert!(store.user_by_key(k2.clone()).unwrap().is_some());
+        assert_eq!(store.revoke(k1.clone()).unwrap(), 0);
+        let (_, k3) = store.new_key("A@example.org".into()).unwrap();
+        assert_eq!(store.revoke("a@example.org".into()).unwrap(), 2);
+        assert!(store.user_by_key(k2.clone()).unwrap().is_none() && store.user_by_key(k3.clone()).unwrap().is_none());
         assert!(
-            store.user_by_key(&other).unwrap().is_some(),
+            store.user_by_key(other.clone()).unwrap().is_some(),
             "other users keep their keys"
         );
-        assert!(matches!(store.revoke("nobody@example.org"), Err(StoreError::NotFound)));
+        assert!(matches!(
+            store.revoke("nobody@example.org".into()),
+            Err(StoreError::NotFound)
+        ));
     }
 
     #[test]
     fn the_first_user_is_admin() {
         let (_dir, store) = crate::store::redb::temp_store();
-        assert!(store.create_user("a@example.org").unwrap().0.admin);
-        assert!(!store.create_user("b@example.org").unwrap().0.admin);
-        assert!(store.create_user_as("c@example.org", true).unwrap().0.admin);
+        assert!(store.create_user("a@example.org".into()).unwrap().0.admin);
+        assert!(!store.create_user("b@example.org".into()).unwrap().0.admin);
+        assert!(store.create_user_as("c@example.org".into(), true).unwrap().0.admin);
     }
 
     #[test]
@@ -366,7 +375,7 @@ mod tests {
         let path = dir.path().join("db");
         let (user, key) = {
             let store = Redb::open(&path).unwrap();
-            let (user, key) = store.create_user("a@example.org").unwrap();
+            let (user, key) = store.create_user("a@example.org".into()).unwrap();
             // As a database written before the key index existed.
             let tx = store.write().unwrap();
             tx.open_table(USER_KEYS).unwrap().retain(|_, _| false).unwrap();
@@ -377,10 +386,10 @@ mod tests {
         let keys = store.keys(user.id).unwrap();
         assert_eq!(keys.len(), 1);
         store.revoke_key(user.id, keys[0].id).unwrap();
-        assert_eq!(store.user_by_key(&key).unwrap(), None);
+        assert_eq!(store.user_by_key(key.clone()).unwrap(), None);
         // Revoking by the key itself also drops its index entry.
-        let (_, again) = store.new_key("a@example.org").unwrap();
-        assert_eq!(store.revoke(&again).unwrap(), 1);
+        let (_, again) = store.new_key("a@example.org".into()).unwrap();
+        assert_eq!(store.revoke(again.clone()).unwrap(), 1);
         assert!(store.keys(user.id).unwrap().is_empty());
     }
 }

@@ -119,7 +119,8 @@ fn suppression_of(tx: &WriteTransaction, user_id: UserId, email: &str) -> Result
 impl Redb {
     /// The user's bounces by address (then in the order they came), after
     /// `after`.
-    pub fn bounces(&self, user_id: UserId, after: Option<(&str, u64)>, limit: usize) -> Result<BouncePage> {
+    pub fn bounces(&self, user_id: UserId, after: Option<(String, u64)>, limit: usize) -> Result<BouncePage> {
+        let after = after.as_ref().map(|(email, id)| (email.as_str(), *id));
         let tx = self.read()?;
         let table = tx.open_table(BOUNCES)?;
         let user = user_id.get();
@@ -152,9 +153,10 @@ impl Redb {
         user_id: UserId,
         bounce: Bounce,
         message: Option<MessageId>,
-        policy: &BouncePolicy,
+        policy: BouncePolicy,
         now: DateTime<Utc>,
     ) -> Result<BounceReport> {
+        let policy = &policy;
         let tx = self.write()?;
         let mut events = Events::new(&tx);
         let report = bounce_in(&tx, &mut events, user_id, bounce, message, policy, now)?;
@@ -175,11 +177,13 @@ impl Redb {
     pub fn record_report(
         &self,
         user_id: UserId,
-        report_id: Option<&str>,
+        report_id: Option<String>,
         bounces: Vec<(Bounce, Option<MessageId>)>,
-        policy: &BouncePolicy,
+        policy: BouncePolicy,
         now: DateTime<Utc>,
     ) -> Result<Vec<BounceReport>> {
+        let policy = &policy;
+        let report_id = report_id.as_deref();
         let seen = match report_id {
             Some(id) => self.read()?.open_table(REPORTS)?.get((user_id.get(), id))?.is_some(),
             None => false,
@@ -235,7 +239,7 @@ mod tests {
     #[test]
     fn soft_bounces_outside_the_window_do_not_count() {
         let (_dir, store) = crate::store::redb::temp_store();
-        let (user, _) = store.create_user("a@example.org").unwrap();
+        let (user, _) = store.create_user("a@example.org".into()).unwrap();
         let policy = BouncePolicy::default();
         let now = Utc::now();
         let soft = |at: DateTime<Utc>| Bounce {
@@ -247,14 +251,14 @@ mod tests {
         };
         for days_ago in [45, 40] {
             let at = now - Duration::days(days_ago);
-            store.record_bounce(user.id, soft(at), None, &policy, at).unwrap();
+            store.record_bounce(user.id, soft(at), None, policy, at).unwrap();
         }
-        let r = store.record_bounce(user.id, soft(now), None, &policy, now).unwrap();
+        let r = store.record_bounce(user.id, soft(now), None, policy, now).unwrap();
         assert_eq!((r.soft_in_window, r.suppressed), (Some(1), None), "{r:?}");
-        let r = store.record_bounce(user.id, soft(now), None, &policy, now).unwrap();
-        let r2 = store.record_bounce(user.id, soft(now), None, &policy, now).unwrap();
+        let r = store.record_bounce(user.id, soft(now), None, policy, now).unwrap();
+        let r2 = store.record_bounce(user.id, soft(now), None, policy, now).unwrap();
         assert_eq!((r.soft_in_window, r2.soft_in_window), (Some(2), Some(3)));
         assert_eq!(r2.suppressed, Some(SuppressionReason::Bounced));
-        assert!(store.suppression(user.id, "X@example.org").is_ok());
+        assert!(store.suppression(user.id, "X@example.org".into()).is_ok());
     }
 }

@@ -19,17 +19,7 @@ use crate::domain::message::{Job, MessageRecord, MessageStatus, Outcome, Settled
 use crate::domain::webhook::{EventKind, campaign_data};
 use crate::domain::{Campaign, CampaignId, CampaignRun, Status, Subscriber, UserId, schedule};
 
-/// The result of one enqueue step.
-#[derive(Debug)]
-pub struct Enqueued {
-    pub jobs: Vec<Job>,
-    /// Whether the step changed anything (created messages or due entries).
-    pub progressed: bool,
-    /// When the next due entry comes due, if one waits.
-    pub next_due: Option<DateTime<Utc>>,
-    /// The campaign after the step (status, cursor, stats).
-    pub campaign: Campaign,
-}
+use crate::store::Enqueued;
 
 /// The tables a step writes messages to.
 struct Writer<'t> {
@@ -426,8 +416,8 @@ mod tests {
     /// A campaign sending to `n` subscribers, the last one unsubscribed.
     fn sending(n: usize) -> Fixture {
         let (dir, store) = crate::store::redb::temp_store();
-        let (user, _) = store.create_user("a@example.org").unwrap();
-        let list = store.create_list(user.id, "l").unwrap();
+        let (user, _) = store.create_user("a@example.org".into()).unwrap();
+        let list = store.create_list(user.id, "l".into()).unwrap();
         let subs = (0..n)
             .map(|i| NewSubscriber {
                 email: crate::domain::Email::parse(&format!("s{i}@example.org")).unwrap(),
@@ -497,7 +487,7 @@ mod tests {
         }
         .validate("", Utc::now())
         .unwrap();
-        let report = f.store.suppress(f.user, &[s.clone(), s]).unwrap();
+        let report = f.store.suppress(f.user, [s.clone(), s].to_vec()).unwrap();
         assert_eq!((report.added, report.unchanged), (1, 1), "{report:?}");
         let rest = f.store.enqueue(f.campaign, 10, Utc::now()).unwrap();
         let queued: Vec<&str> = rest.jobs.iter().map(|j| j.subscriber.email.as_str()).collect();
@@ -512,9 +502,9 @@ mod tests {
         let unsubscribed = message(&f, SubscriberId::new(first.jobs[0].subscriber.id.get() + 3));
         assert_eq!(unsubscribed.skip_reason.as_deref(), Some("unsubscribed"));
 
-        f.store.unsuppress(f.user, "s1@example.org").unwrap();
+        f.store.unsuppress(f.user, "s1@example.org".into()).unwrap();
         assert!(matches!(
-            f.store.unsuppress(f.user, "s1@example.org"),
+            f.store.unsuppress(f.user, "s1@example.org".into()),
             Err(StoreError::NotFound)
         ));
         let page = f.store.suppressions(f.user, None, None, 10).unwrap();

@@ -25,7 +25,8 @@ fn owned_list(tx_lists: &impl ReadableTable<u64, &'static [u8]>, user_id: UserId
 }
 
 impl Redb {
-    pub fn create_list(&self, user_id: UserId, name: &str) -> Result<List> {
+    pub fn create_list(&self, user_id: UserId, name: String) -> Result<List> {
+        let name = name.as_str();
         // Checked before an id is taken.
         let mut list = List::new(ListId::new(0), user_id, name, Utc::now())?;
         let tx = self.write()?;
@@ -210,7 +211,7 @@ impl Redb {
         &self,
         user_id: UserId,
         list_id: ListId,
-        mut f: impl FnMut(Subscriber) -> Result<bool>,
+        mut f: crate::store::contract::Visit,
     ) -> Result<()> {
         let tx = self.read()?;
         owned_list(&tx.open_table(LISTS)?, user_id, list_id)?;

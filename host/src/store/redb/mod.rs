@@ -9,10 +9,10 @@ mod bounces;
 mod campaigns;
 mod delivery;
 mod lists;
+pub(crate) mod sending;
 mod suppressions;
 mod webhooks;
 
-pub use delivery::Enqueued;
 pub(crate) use webhooks::Events;
 
 use std::path::Path;
@@ -498,14 +498,14 @@ mod tests {
         let path = dir.path().join("posta.redb");
         {
             let store = Redb::open(&path).unwrap();
-            store.create_user("a@example.org").unwrap();
+            store.create_user("a@example.org".into()).unwrap();
             let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 let tx = store.write().unwrap();
                 tx.open_table(USERS).unwrap().insert(999, b"half".as_slice()).unwrap();
                 panic!("a bug reached by hostile input");
             }));
             assert!(panicked.is_err());
-            store.create_user("b@example.org").unwrap();
+            store.create_user("b@example.org".into()).unwrap();
         }
         let repaired = Arc::new(std::sync::atomic::AtomicBool::new(false));
         {

@@ -41,7 +41,8 @@ pub(crate) fn suppress_in(
 }
 
 impl Redb {
-    pub fn suppress(&self, user_id: UserId, items: &[Suppression]) -> Result<SuppressReport> {
+    pub fn suppress(&self, user_id: UserId, items: Vec<Suppression>) -> Result<SuppressReport> {
+        let items = items.as_slice();
         let tx = self.write()?;
         let mut report = SuppressReport::default();
         {
@@ -53,7 +54,8 @@ impl Redb {
     }
 
     /// Removes an address from the list; the next campaign mails it again.
-    pub fn unsuppress(&self, user_id: UserId, email: &str) -> Result<()> {
+    pub fn unsuppress(&self, user_id: UserId, email: String) -> Result<()> {
+        let email = email.as_str();
         let key = normalize(email);
         let tx = self.write()?;
         let removed = tx
@@ -67,7 +69,8 @@ impl Redb {
         Ok(())
     }
 
-    pub fn suppression(&self, user_id: UserId, email: &str) -> Result<Suppression> {
+    pub fn suppression(&self, user_id: UserId, email: String) -> Result<Suppression> {
+        let email = email.as_str();
         let key = normalize(email);
         let tx = self.read()?;
         let table = tx.open_table(SUPPRESSIONS)?;
@@ -82,9 +85,10 @@ impl Redb {
         &self,
         user_id: UserId,
         reason: Option<SuppressionReason>,
-        after: Option<&str>,
+        after: Option<String>,
         limit: usize,
     ) -> Result<SuppressionPage> {
+        let after = after.as_deref();
         let tx = self.read()?;
         let table = tx.open_table(SUPPRESSIONS)?;
         let start = after.map(normalize).unwrap_or_default();

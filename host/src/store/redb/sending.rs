@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::{Claim, Queue, Step};
+use super::Redb;
 use crate::domain::CampaignId;
 use crate::domain::message::{Job, Outcome};
-use crate::store::blocking;
-use crate::store::{Redb, StoreError};
+use crate::store::queue::{Claim, Queue, Step, Wake};
+use crate::store::{StoreError, blocking};
 
-pub(super) struct Local(pub(super) Redb);
+pub(crate) struct Local(pub(crate) Redb);
 
 #[async_trait::async_trait]
 impl Queue for Local {
@@ -27,7 +27,7 @@ impl Queue for Local {
         let enqueued = blocking(move || r.enqueue(id, batch, now)).await?;
         Ok(Step {
             enqueued,
-            claim: Claim::Local,
+            claim: Claim::alone(),
         })
     }
 
@@ -43,6 +43,11 @@ impl Queue for Local {
     /// Never: only this process's outcomes move a send on, and each wakes
     /// its driver.
     fn idle_poll(&self) -> Option<Duration> {
+        None
+    }
+
+    /// None: nothing but this process starts or stops a send.
+    fn wakes(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Wake>> {
         None
     }
 

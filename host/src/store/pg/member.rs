@@ -4,6 +4,12 @@
 //! registration's fence, and a node whose lease lapsed joins again as a
 //! new registration. There is nothing to recover at start: other nodes'
 //! claims take over lapsed leases, ours included.
+//!
+//! Besides its own steps a node follows the status changes other nodes
+//! make (so a pause or cancel through any node stops this one's sends, and
+//! a send started anywhere is driven here too), and fires scheduled
+//! campaigns while it is the scheduler's leader; both reach the engine as
+//! `Wake`s.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,13 +17,26 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use parking_lot::RwLock;
 
-use super::{Claim, Queue, Step};
-use crate::domain::CampaignId;
-use crate::domain::message::Job;
-use crate::domain::message::Outcome;
+use tokio::sync::mpsc;
+
+use super::{Node, PgStore};
+use crate::domain::message::{Job, Outcome};
+use crate::domain::{CampaignId, Status};
 use crate::store::health::Backoff;
-use crate::store::pg::{Node, PgStore};
+use crate::store::queue::{Claim, Now, Queue, Step, Wake};
 use crate::store::{Enqueued, StoreError};
+
+/// The watch's safety-net poll: a change whose notification was lost (a
+/// dropped LISTEN connection) reaches this node within it.
+const WATCH_POLL: Duration = Duration::from_secs(2);
+
+/// How often the leader looks for scheduled campaigns come due (how late
+/// one may start).
+const SCHEDULER_TICK: Duration = Duration::from_millis(500);
+
+/// How often the other nodes try to take the lead (each try opens a
+/// connection): a dead leader's campaigns start at most this much late.
+const LEAD_RETRY: Duration = Duration::from_secs(2);
 
 /// This process's membership: the node incarnation it claims as.
 pub(crate) struct Member {
@@ -29,10 +48,32 @@ pub(crate) struct Member {
     /// Taken while joining again, so a lapse noticed by several tasks
     /// at once registers one new incarnation.
     rejoining: tokio::sync::Mutex<()>,
+    wakes: parking_lot::Mutex<Option<mpsc::UnboundedReceiver<Wake>>>,
 }
 
 impl Member {
-    pub(super) async fn join(store: PgStore, cfg: &crate::config::Database) -> Result<Arc<Member>, StoreError> {
+    /// Joins the cluster and starts, on `rt`, the heartbeats, the watch
+    /// of other nodes' changes and the turns at leading the scheduler
+    /// (which fires schedules by `now`).
+    pub(super) async fn start(
+        store: PgStore,
+        cfg: &crate::config::Database,
+        rt: &tokio::runtime::Handle,
+        now: Now,
+    ) -> Result<Arc<Member>, StoreError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let member = Member::join(store.clone(), cfg, rx).await?;
+        rt.spawn(member.clone().keep_alive());
+        rt.spawn(follow(store.clone(), tx.clone()));
+        rt.spawn(schedule(store, tx, now));
+        Ok(member)
+    }
+
+    async fn join(
+        store: PgStore,
+        cfg: &crate::config::Database,
+        wakes: mpsc::UnboundedReceiver<Wake>,
+    ) -> Result<Arc<Member>, StoreError> {
         let name = cfg.node_name.clone().unwrap_or_else(default_name);
         let ttl = Duration::from_millis(cfg.lease_ms);
         let margin = Duration::from_millis(cfg.fence_margin_ms);
@@ -56,6 +97,7 @@ impl Member {
             margin,
             node: RwLock::new(Arc::new(node)),
             rejoining: tokio::sync::Mutex::new(()),
+            wakes: parking_lot::Mutex::new(Some(wakes)),
         }))
     }
 
@@ -69,7 +111,7 @@ impl Member {
 
     /// Heartbeats for as long as the process runs, joining again
     /// whenever the lease lapsed (a freeze, a lost database).
-    pub(super) async fn keep_alive(self: Arc<Self>) {
+    async fn keep_alive(self: Arc<Self>) {
         loop {
             let node = self.node();
             let lapsed = self.store.keep_alive(&node).await;
@@ -115,6 +157,7 @@ impl Member {
                             "re-delivering messages of a node whose lease lapsed (flagged possible duplicates)"
                         );
                     }
+                    let fence = node.fence.clone();
                     return Ok(Step {
                         enqueued: Enqueued {
                             jobs: c.jobs,
@@ -122,7 +165,7 @@ impl Member {
                             next_due: c.next_due,
                             campaign: c.campaign,
                         },
-                        claim: Claim::Node(node),
+                        claim: Claim::held(node, fence),
                     });
                 }
                 Err(StoreError::LeaseLapsed) => self.rejoin(&node).await,
@@ -158,10 +201,10 @@ impl Queue for Member {
     }
 
     async fn record(&self, claim: &Claim, outcomes: &Arc<Vec<Outcome>>, now: DateTime<Utc>) -> Result<(), StoreError> {
-        match claim {
-            Claim::Node(node) => self.record_as(node, outcomes, now).await,
-            Claim::Local => unreachable!("a node's messages are claimed by a registration"),
-        }
+        let node = claim
+            .holder::<Node>()
+            .expect("a node's messages are claimed by a registration");
+        self.record_as(&node, outcomes, now).await
     }
 
     fn runs_schedules(&self) -> bool {
@@ -174,10 +217,88 @@ impl Queue for Member {
         Some(self.poll())
     }
 
+    fn wakes(&self) -> Option<mpsc::UnboundedReceiver<Wake>> {
+        self.wakes.lock().take()
+    }
+
     async fn leave(&self) {
         if let Err(e) = self.store.retire_node(&self.node()).await {
             tracing::warn!("cannot hand this node's messages over: {e}");
         }
+    }
+}
+
+/// Follows the status changes any node makes: a campaign with messages to
+/// settle is driven here too (a cancel settles them).
+async fn follow(pg: PgStore, wakes: mpsc::UnboundedSender<Wake>) {
+    loop {
+        match pg.watch_campaigns(WATCH_POLL).await {
+            Ok(mut watch) => {
+                pg.health().ok("watch");
+                while let Some((id, status)) = watch.next().await {
+                    if status.has_messages_to_settle() {
+                        let wake = Wake {
+                            id,
+                            cancelled: status == Status::Cancelled,
+                            campaign: None,
+                        };
+                        if wakes.send(wake).is_err() {
+                            return;
+                        }
+                    }
+                }
+                tracing::warn!("campaign watch ended; watching again");
+            }
+            Err(e) => pg.health().failed("watch", &e),
+        }
+        tokio::time::sleep(WATCH_POLL).await;
+    }
+}
+
+/// Takes turns at leading the scheduler; the leader fires the scheduled
+/// campaigns come due.
+async fn schedule(pg: PgStore, wakes: mpsc::UnboundedSender<Wake>, now: Now) {
+    loop {
+        match pg.try_lead().await {
+            Ok(Some(leader)) => {
+                tracing::info!("leading the scheduler");
+                while leader.holds() {
+                    match pg.fire_due(now()).await {
+                        Ok(fired) => {
+                            pg.health().ok("scheduler");
+                            for c in fired {
+                                let wake = Wake {
+                                    id: c.id,
+                                    cancelled: false,
+                                    campaign: Some(c),
+                                };
+                                if wakes.send(wake).is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                        Err(e) => pg.health().failed("scheduler", &e),
+                    }
+                    tokio::time::sleep(SCHEDULER_TICK).await;
+                }
+                tracing::warn!("lost the scheduler's lead");
+            }
+            Ok(None) => pg.health().ok("scheduler"),
+            Err(e) => pg.health().failed("scheduler", &e),
+        }
+        tokio::time::sleep(LEAD_RETRY).await;
+    }
+}
+
+impl PgStore {
+    /// This node's queue: see `Member::start`.
+    pub(crate) async fn start_member(
+        self,
+        cfg: &crate::config::Database,
+        rt: &tokio::runtime::Handle,
+        now: Now,
+    ) -> Result<Arc<Member>, StoreError> {
+        Member::start(self, cfg, rt, now).await
     }
 }
 
