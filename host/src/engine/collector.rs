@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use super::Runs;
 use crate::domain::CampaignId;
 use crate::domain::message::Outcome;
-use crate::store::health::{Backoff, Health};
+use crate::store::health::Health;
 use crate::store::queue::{Claim, Queue};
 
 const MAX_BATCH: usize = 256;
@@ -51,12 +51,9 @@ pub(super) async fn run(
         }
         for (claim, outcomes) in by_claim(std::mem::take(&mut batch)) {
             let outcomes = Arc::new(outcomes);
-            let mut backoff = Backoff::new(RETRY_CAP);
-            while let Err(e) = queue.record(&claim, &outcomes, Utc::now()).await {
-                health.failed("outcomes", &e);
-                tokio::time::sleep(backoff.next_wait()).await;
-            }
-            health.ok("outcomes");
+            health
+                .until_ok("outcomes", RETRY_CAP, || queue.record(&claim, &outcomes, Utc::now()))
+                .await;
         }
         let Some(runs) = runs.upgrade() else { return };
         let runs = runs.lock().expect("runs lock");

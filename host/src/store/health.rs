@@ -47,6 +47,29 @@ impl Health {
     }
 
     /// `task` reached storage: logged if it was failing.
+    /// Calls `f` until it succeeds: each failure reported as `task`'s,
+    /// the tries a capped backoff apart (for work that must happen
+    /// whenever storage is back, such as storing outcomes or joining).
+    pub async fn until_ok<T, E, Fut>(&self, task: &'static str, cap: Duration, mut f: impl FnMut() -> Fut) -> T
+    where
+        E: std::fmt::Display,
+        Fut: std::future::Future<Output = Result<T, E>>,
+    {
+        let mut backoff = Backoff::new(cap);
+        loop {
+            match f().await {
+                Ok(v) => {
+                    self.ok(task);
+                    return v;
+                }
+                Err(e) => {
+                    self.failed(task, &e);
+                    tokio::time::sleep(backoff.next_wait()).await;
+                }
+            }
+        }
+    }
+
     pub fn ok(&self, task: &'static str) {
         if !self.any.load(Ordering::Acquire) {
             return;

@@ -22,7 +22,6 @@ use tokio::sync::mpsc;
 use super::{Node, PgStore};
 use crate::domain::message::{Job, Outcome};
 use crate::domain::{CampaignId, Status};
-use crate::store::health::Backoff;
 use crate::store::queue::{Claim, Now, Queue, Step, Wake};
 use crate::store::{Enqueued, StoreError};
 
@@ -77,17 +76,11 @@ impl Member {
         let name = cfg.node_name.clone().unwrap_or_else(default_name);
         let ttl = Duration::from_millis(cfg.lease_ms);
         let margin = Duration::from_millis(cfg.fence_margin_ms);
-        let mut backoff = Backoff::new(Duration::from_secs(1));
-        let node = loop {
-            match store.register_node(&name, ttl, margin).await {
-                Ok(node) => break node,
-                Err(e) => {
-                    store.health().failed("join", &e);
-                    tokio::time::sleep(backoff.next_wait()).await;
-                }
-            }
-        };
-        store.health().ok("join");
+        let node = (store.health())
+            .until_ok("join", Duration::from_secs(1), || {
+                store.register_node(&name, ttl, margin)
+            })
+            .await;
         tracing::info!(node = node.id.0, name, "joined the cluster");
         store.deliver_as(&node);
         Ok(Arc::new(Member {
@@ -127,22 +120,14 @@ impl Member {
         if !Arc::ptr_eq(&self.node(), lapsed) {
             return;
         }
-        let mut backoff = Backoff::new(self.poll());
-        loop {
-            match self.store.register_node(&self.name, self.ttl, self.margin).await {
-                Ok(node) => {
-                    self.store.health().ok("join");
-                    tracing::info!(node = node.id.0, "joined the cluster again");
-                    self.store.deliver_as(&node);
-                    *self.node.write() = Arc::new(node);
-                    return;
-                }
-                Err(e) => {
-                    self.store.health().failed("join", &e);
-                    tokio::time::sleep(backoff.next_wait()).await;
-                }
-            }
-        }
+        let node = (self.store.health())
+            .until_ok("join", self.poll(), || {
+                self.store.register_node(&self.name, self.ttl, self.margin)
+            })
+            .await;
+        tracing::info!(node = node.id.0, "joined the cluster again");
+        self.store.deliver_as(&node);
+        *self.node.write() = Arc::new(node);
     }
 
     async fn claim(&self, id: CampaignId, batch: usize, now: DateTime<Utc>) -> Result<Step, StoreError> {
