@@ -164,6 +164,19 @@ pub struct Server {
     /// Largest CSV subscriber import, in bytes (streamed, so this bounds
     /// disk and time, not memory).
     pub max_import_bytes: u64,
+    /// Where compiled components are kept between starts
+    /// (`{data_dir}` allowed; `POSTA_COMPILE_CACHE` overrides it; empty
+    /// turns the cache off). Native code: keep it as private as the data
+    /// directory.
+    pub compile_cache: String,
+}
+
+impl Server {
+    /// The compile cache's directory, if there is one.
+    pub fn compile_cache(&self, data_dir: &Path) -> Option<PathBuf> {
+        let dir = std::env::var("POSTA_COMPILE_CACHE").unwrap_or_else(|_| self.compile_cache.clone());
+        (!dir.is_empty()).then(|| PathBuf::from(expand(&dir, data_dir)))
+    }
 }
 
 impl Default for Server {
@@ -186,6 +199,7 @@ impl Default for Server {
             public_rate_per_ip: 50,
             metrics_token: None,
             max_import_bytes: 256 << 20,
+            compile_cache: "{data_dir}/compiled".into(),
         }
     }
 }

@@ -291,8 +291,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plugin {
             command: PluginCommand::Check { file },
         } => {
-            let report = posta::plugins::check::check(&file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-            print!("{report}");
+            let (report, cost) = posta::plugins::check::check(&file)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            print!("{report}{cost}");
             println!("ok: {} can be used as a {}", file.display(), report.kind);
             Ok(())
         }

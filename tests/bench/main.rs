@@ -659,6 +659,62 @@ fn rate(r: &mut Report, per_minute: u32, seconds: u32) {
     );
 }
 
+/// Seconds from starting `posta serve` on a fresh data directory to its
+/// "listening" line, with the compile cache at `cache` ("" for none).
+fn time_to_listen(cache: &Path) -> f64 {
+    use std::io::BufRead as _;
+    let data = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let mut child = std::process::Command::new(posta_e2e::posta_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data.path())
+        .env("POSTA_COMPILE_CACHE", cache)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn posta serve");
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let listening = stdout
+        .lines()
+        .map_while(Result::ok)
+        .any(|l| l.starts_with("posta listening on "));
+    let took = started.elapsed().as_secs_f64();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(listening, "posta serve exited before listening");
+    took
+}
+
+/// Start-up with the bundled components: compiled at start (no cache),
+/// into an empty cache, and from a warm one, alternating.
+fn startup(r: &mut Report, runs: usize) {
+    r.section("Start-up: `posta serve` to listening, bundled components");
+    let (mut none, mut cold, mut warm) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let cache = tempfile::tempdir().unwrap();
+        none.push(time_to_listen(Path::new("")));
+        cold.push(time_to_listen(cache.path()));
+        warm.push(time_to_listen(cache.path()));
+    }
+    let (none, cold, warm) = (median(none), median(cold), median(warm));
+    r.line(&format!(
+        "- median of {runs}: no cache **{none:.2} s**, empty cache **{cold:.2} s**, warm cache **{warm:.2} s** \
+         ({:.2}× of no cache)",
+        warm / none
+    ));
+    r.line(
+        "- each start on a fresh data directory; the cache is wasmtime's (`server.compile_cache`, \
+         `{data_dir}/compiled` by default), keyed by the component's bytes, the engine's settings and \
+         wasmtime's version",
+    );
+    r.target(
+        "Start-up with a warm compile cache / without",
+        "≤ 0.25×",
+        format!("{:.2}×", warm / none),
+        warm / none <= 0.25,
+    );
+}
+
 /// Criterion's estimates from `target/criterion`, with Wasm/native ratios.
 fn micro(r: &mut Report, target: &Path) {
     r.section("Micro benchmarks (criterion, `cargo bench -p posta --features native-bench --bench micro`)");
@@ -794,6 +850,9 @@ fn main() {
     if args.runs("cluster") {
         cluster::cluster(&mut r, if q { 10_000 } else { 100_000 }, if q { 2_000 } else { 20_000 });
         cluster::real_nodes(&mut r, if q { 3_000 } else { 20_000 });
+    }
+    if args.runs("startup") {
+        startup(&mut r, if q { 1 } else { 5 });
     }
     if args.runs("micro") {
         micro(&mut r, &root.join("target"));

@@ -28,6 +28,18 @@ fn accepts_a_transport_and_says_what_it_needs() {
         stdout.contains("capabilities.connect"),
         "the fixture opens sockets: {stdout}"
     );
+    // What it costs: its size, and an instance really made.
+    let field = |name: &str| -> f64 {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{name} in {stdout}"));
+        line[name.len()..].split_whitespace().next().unwrap().parse().unwrap()
+    };
+    let bytes = std::fs::metadata(test_plugin("posta-fixture")).unwrap().len() as f64;
+    assert!((field("size:") - bytes / f64::from(1 << 20)).abs() < 0.06, "{stdout}");
+    field("compile:");
+    field("instantiate:");
 }
 
 #[test]

@@ -14,6 +14,14 @@ use std::time::{Duration, Instant};
 
 pub use serde_json::{Value, json};
 
+/// One compile cache for every server the tests start: each would
+/// otherwise compile the same bundled components again (about a second and
+/// a half of both cores in a debug build). `host/tests/integration/
+/// compile_cache.rs` covers the cache itself.
+pub fn compile_cache() -> PathBuf {
+    posta_bin().parent().expect("profile dir").join("compile-cache")
+}
+
 /// The `posta` binary built by `cargo build` next to this test binary.
 pub fn posta_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("POSTA_BIN") {
@@ -220,6 +228,7 @@ impl Server {
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&self.data_dir)
             .env("POSTA_LOG", "info")
+            .env("POSTA_COMPILE_CACHE", compile_cache())
             .stdout(Stdio::piped())
             .stderr(log);
         if let Some(c) = &self.config {

@@ -3,6 +3,8 @@
 //! the host would refuse it.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use wasmtime::component::Component;
 
@@ -22,6 +24,29 @@ pub struct Report {
     pub imports: Vec<String>,
     pub exports: Vec<String>,
     pub capabilities: Vec<String>,
+}
+
+/// What a component costs the host: read by `posta plugin check`, paid at
+/// load (compiling, unless the compile cache has it) and per instance (a
+/// pool keeps instances for reuse; a burst beyond them pays it per call).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cost {
+    pub bytes: u64,
+    pub compile: Duration,
+    pub instantiate: Duration,
+}
+
+impl std::fmt::Display for Cost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "size: {:.1} MiB", self.bytes as f64 / f64::from(1 << 20))?;
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        writeln!(
+            f,
+            "compile: {:.0} ms (once per start without a warm compile cache)",
+            ms(self.compile)
+        )?;
+        writeln!(f, "instantiate: {:.2} ms (per pooled instance)", ms(self.instantiate))
+    }
 }
 
 impl std::fmt::Display for Report {
@@ -103,12 +128,53 @@ pub fn component_error(e: &wasmtime::Error) -> String {
     )
 }
 
-pub fn check(path: &Path) -> Result<Report, String> {
+/// What the component at `path` is and what it costs; an error says why
+/// the host would refuse it.
+pub async fn check(path: &Path) -> Result<(Report, Cost), String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let engine = engine().map_err(|e| format!("{e:#}"))?;
+    // Uncached: a check is about this file, once, and times its compile.
+    let engine = engine(None).map_err(|e| format!("{e:#}"))?;
+    let started = Instant::now();
     let component = Component::new(&engine, &bytes).map_err(|e| component_error(&e))?;
+    let compile = started.elapsed();
     let linker = linker(&engine).map_err(|e| format!("{e:#}"))?;
-    inspect(&engine, &linker, &component)
+    let report = inspect(&engine, &linker, &component)?;
+    let instantiate = if report.kind == Personalizer::KIND {
+        instantiate::<Personalizer>(&engine, &linker, &component).await?
+    } else {
+        instantiate::<Transport>(&engine, &linker, &component).await?
+    };
+    let cost = Cost {
+        bytes: bytes.len() as u64,
+        compile,
+        instantiate,
+    };
+    Ok((report, cost))
+}
+
+/// How long one instance of `component` takes to create, with the default
+/// limits and no grants (the second of two: the first also pays for
+/// one-time work in the engine).
+async fn instantiate<W: World>(
+    engine: &wasmtime::Engine,
+    linker: &wasmtime::component::Linker<super::runtime::HostState>,
+    component: &Component,
+) -> Result<Duration, String> {
+    let pre = W::pre(linker, component).map_err(|e| format!("{e:#}"))?;
+    let tls = super::capability::tls::client_config(None)?;
+    let meta = super::runtime::PluginMeta::new(
+        "check".into(),
+        Default::default(),
+        crate::config::Limits::default(),
+        super::grants::Grants::default(),
+        tls,
+        1,
+    );
+    let pool = super::pool::Pool::<W>::new(engine, pre, Arc::new(meta), 0);
+    pool.instantiate().await.map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    pool.instantiate().await.map_err(|e| e.to_string())?;
+    Ok(started.elapsed())
 }
 
 /// Kind, contract version and needs of a compiled component, and whether
@@ -175,13 +241,14 @@ mod tests {
         assert_eq!(err, "targets posta:plugin@0.2.0; this host supports posta:plugin@0.1.0");
     }
 
-    #[test]
-    fn bundled_components_pass() {
+    #[tokio::test]
+    async fn bundled_components_pass_and_say_what_they_cost() {
         let dir = tempfile::tempdir().unwrap();
         for (name, bytes) in crate::plugins::bundled::BUNDLED {
             let path = dir.path().join(format!("{name}.wasm"));
             std::fs::write(&path, bytes).unwrap();
-            let report = check(&path).unwrap();
+            let (report, cost) = check(&path).await.unwrap();
+            assert_eq!(cost.bytes, bytes.len() as u64, "{name}");
             let expected = if *name == "personalize" {
                 "personalizer"
             } else {
@@ -196,14 +263,15 @@ mod tests {
         }
     }
 
-    #[test]
-    fn garbage_is_refused_with_a_reason() {
+    #[tokio::test]
+    async fn garbage_is_refused_with_a_reason() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.wasm");
         std::fs::write(&path, b"not wasm").unwrap();
-        assert!(check(&path).unwrap_err().contains("not a valid component"));
+        assert!(check(&path).await.unwrap_err().contains("not a valid component"));
         assert!(
             check(&dir.path().join("missing.wasm"))
+                .await
                 .unwrap_err()
                 .contains("cannot read")
         );

@@ -70,7 +70,8 @@ pub struct Plugins {
 
 impl Plugins {
     pub fn load(cfg: &Config, data_dir: &Path) -> Result<Plugins, LoadError> {
-        let engine = engine().map_err(|e| LoadError::Invalid {
+        let cache = cfg.server.compile_cache(data_dir);
+        let engine = engine(cache.as_deref()).map_err(|e| LoadError::Invalid {
             name: "engine".into(),
             reason: format!("{e:#}"),
         })?;

@@ -22,7 +22,13 @@ use crate::dkim::DkimKeys;
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
 /// Builds the shared engine and starts the thread that advances its epoch.
-pub fn engine() -> wasmtime::Result<Engine> {
+/// With `cache`, compiled components are kept in that directory and a
+/// component compiled before (same bytes, same engine settings, same
+/// wasmtime) is loaded from it instead of compiled again: wasmtime's own
+/// cache, keyed by a hash of all three. Its files are native code the
+/// process runs, so the directory must be as trusted as the data
+/// directory it defaults to; a file that does not load is compiled afresh.
+pub fn engine(cache: Option<&std::path::Path>) -> wasmtime::Result<Engine> {
     let mut pool = PoolingAllocationConfig::default();
     // Sized for the instances the engine keeps alive at once: a pool per
     // component, bounded by the delivery concurrency, with headroom for
@@ -42,6 +48,13 @@ pub fn engine() -> wasmtime::Result<Engine> {
         .max_wasm_stack(1 << 20)
         .async_stack_size(4 << 20)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    if let Some(dir) = cache {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| wasmtime::Error::msg(format!("compile cache {}: {e}", dir.display())))?;
+        let mut cc = wasmtime::CacheConfig::new();
+        cc.with_directory(dir);
+        cfg.cache(Some(wasmtime::Cache::new(cc)?));
+    }
     let engine = Engine::new(&cfg)?;
     let ticker = engine.weak();
     std::thread::Builder::new().name("wasm-epoch".into()).spawn(move || {

@@ -1,6 +1,7 @@
 //! The host's in-process integration tests, one binary (one link of the
 //! whole host instead of one per file).
 
+mod compile_cache;
 mod in_process;
 mod local_time;
 mod start_by;
