@@ -20,7 +20,7 @@
 mod bindings {
     wit_bindgen::generate!({
         path: "wit",
-        world: "posta:plugin/plugin-sdk",
+        world: "posta:plugin-sdk/sdk",
         features: ["tls"],
         generate_all,
     });
