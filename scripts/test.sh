@@ -20,6 +20,10 @@ cargo build --workspace --all-targets --locked
 # Misbehaving components for the sandbox tests (tests/plugins).
 cargo build --locked --release --target wasm32-wasip2 \
   --manifest-path tests/plugins/Cargo.toml --target-dir target/wasm-test-plugins
+# Transports scaffolded by `posta plugin new` in Rust, Python (componentize-py
+# from PyPI) and JavaScript (ComponentizeJS from npm), each built by its own
+# build.sh; the e2e test `languages` sends through them.
+bash scripts/scaffolds.sh
 cargo test --workspace --locked
 # The guest crates' own unit tests (SMTP framing, dot-stuffing, signatures),
 # compiled for the build machine.

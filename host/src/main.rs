@@ -73,6 +73,23 @@ enum PluginCommand {
     /// Validates a component against the plugin contract: prints its kind,
     /// contract version, imports and the capabilities it may need.
     Check { file: PathBuf },
+    /// Creates a transport project to start from: it POSTs each message as
+    /// JSON to its `url` config through the host's wasi:http, and its
+    /// `build.sh` installs the language's toolchain locally (pinned) and
+    /// builds NAME.wasm.
+    New {
+        /// Lowercase letters, digits and hyphens: the crate, package and
+        /// component file name.
+        name: String,
+        #[arg(long, value_enum)]
+        lang: posta::plugins::scaffold::Lang,
+        /// Where to create it (default: ./NAME); must not exist or be empty.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Rust only: the plugin SDK (default: this binary's source checkout).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -296,6 +313,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
             print!("{report}{cost}");
             println!("ok: {} can be used as a {}", file.display(), report.kind);
+            Ok(())
+        }
+        Command::Plugin {
+            command: PluginCommand::New { name, lang, dir, sdk },
+        } => {
+            use posta::plugins::scaffold;
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            let dir = std::path::absolute(&dir)?;
+            let sdk = sdk.unwrap_or_else(scaffold::default_sdk);
+            let files = scaffold::files(&name, lang, &dir, &sdk)?;
+            scaffold::write(&dir, &files)?;
+            println!("created {} ({} files)", dir.display(), files.len());
+            println!(
+                "next: bash {}/build.sh && posta plugin check {}/{name}.wasm",
+                dir.display(),
+                dir.display()
+            );
             Ok(())
         }
         Command::Import { file, list, url, key } => {

@@ -92,6 +92,7 @@ impl Instance {
             let (config, data_dir) = (config.clone(), data_dir.clone());
             tokio::task::spawn_blocking(move || Plugins::load(&config, &data_dir)).await??
         };
+        plugins.warm().await?;
         crate::memory::release();
         tokio::spawn(housekeeping());
         let engine_runtime = EngineRuntime::new()?;

@@ -5,6 +5,7 @@ mod crash;
 mod dashboard;
 mod deliverability;
 mod hostile;
+mod languages;
 mod lifecycle;
 mod operations;
 mod plugin_check;

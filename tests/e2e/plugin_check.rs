@@ -1,4 +1,4 @@
-//! `posta plugin check` from the command line.
+//! `posta plugin check` and `posta plugin new` from the command line.
 
 use std::process::Command;
 
@@ -40,6 +40,81 @@ fn accepts_a_transport_and_says_what_it_needs() {
     assert!((field("size:") - bytes / f64::from(1 << 20)).abs() < 0.06, "{stdout}");
     field("compile:");
     field("instantiate:");
+    assert!(
+        field("memory:") >= 1.0 / 16.0,
+        "a Rust component starts with linear memory: {stdout}"
+    );
+}
+
+fn new_plugin(args: &[&str]) -> (bool, String) {
+    let out = Command::new(posta_bin())
+        .args(["plugin", "new"])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// The projects themselves are built and sent through by the `languages`
+/// test (scripts/scaffolds.sh builds them); here, what the command refuses.
+#[test]
+fn plugin_new_writes_a_project_and_refuses_bad_names_and_existing_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("relay");
+    let at = dir.to_str().unwrap();
+    let (ok, out) = new_plugin(&["my-relay", "--lang", "python", "--dir", at]);
+    assert!(ok, "{out}");
+    assert!(out.contains("build.sh"), "says what to run next: {out}");
+    for file in [
+        "app.py",
+        "build.sh",
+        "requirements.txt",
+        "README.md",
+        "wit/world.wit",
+        "wit/deps/plugin.wit",
+    ] {
+        assert!(dir.join(file).is_file(), "{file}");
+    }
+    let contract = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit/plugin.wit");
+    assert_eq!(
+        std::fs::read(dir.join("wit/deps/plugin.wit")).unwrap(),
+        std::fs::read(contract).unwrap(),
+        "the contract is copied byte for byte"
+    );
+
+    let (ok, out) = new_plugin(&["other", "--lang", "js", "--dir", at]);
+    assert!(!ok && out.contains("not empty"), "never writes over a project: {out}");
+    let (ok, out) = new_plugin(&[
+        "My_Relay",
+        "--lang",
+        "js",
+        "--dir",
+        tmp.path().join("x").to_str().unwrap(),
+    ]);
+    assert!(!ok && out.contains("invalid plugin name"), "{out}");
+    assert!(!tmp.path().join("x").exists(), "nothing written for a bad name");
+    let (ok, out) = new_plugin(&["x", "--lang", "cobol"]);
+    assert!(
+        !ok && out.contains("rust") && out.contains("python") && out.contains("js"),
+        "{out}"
+    );
+    let (ok, out) = new_plugin(&[
+        "x",
+        "--lang",
+        "rust",
+        "--dir",
+        tmp.path().join("y").to_str().unwrap(),
+        "--sdk",
+        "/nonexistent",
+    ]);
+    assert!(!ok && out.contains("--sdk"), "{out}");
 }
 
 #[test]

@@ -64,6 +64,19 @@ impl Server {
     }
 }
 
+/// The component `posta plugin new hello-LANG --lang LANG` built with its
+/// own build.sh (scripts/scaffolds.sh, run by scripts/test.sh).
+pub fn scaffold_plugin(lang: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
+    let wasm = root.join(format!("target/scaffolds/{lang}/hello-{lang}.wasm"));
+    assert!(
+        wasm.exists(),
+        "{} is missing: scripts/scaffolds.sh (run by scripts/test.sh) builds the scaffolded plugins",
+        wasm.display()
+    );
+    wasm
+}
+
 /// A test component built by scripts/test.sh from tests/plugins/.
 pub fn test_plugin(crate_name: &str) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");

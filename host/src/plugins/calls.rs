@@ -68,8 +68,58 @@ impl TransportEntry {
             .pool()
             .call_by(start_by, move |t, store| {
                 store.data_mut().sender = Some(message.from.email.clone());
-                Box::pin(async move { t.call_deliver(store, &message).await })
+                Box::pin(async move {
+                    let outcome = t.call_deliver(&mut *store, &message).await?;
+                    Ok(outcome.map_err(|e| with_refusal(e, store.data().refused())))
+                })
             })
             .await
+    }
+}
+
+/// A failed delivery's error with what the host refused during the call,
+/// unless the plugin already said so: the operator reads the cause of a
+/// grant mistake in the message's `last_error`, whatever the plugin's
+/// language reported.
+fn with_refusal(error: types::DeliveryError, refused: Option<String>) -> types::DeliveryError {
+    use types::DeliveryError::{Permanent, Rejected, Transient};
+    let Some(refused) = refused else { return error };
+    let add = |text: String| {
+        if text.contains("capabilit") {
+            text
+        } else {
+            format!("{text} ({refused})")
+        }
+    };
+    match error {
+        Transient(t) => Transient(add(t)),
+        Permanent(t) => Permanent(add(t)),
+        Rejected(t) => Rejected(add(t)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use types::DeliveryError::{Permanent, Transient};
+
+    #[test]
+    fn a_refusal_is_named_once_in_the_error() {
+        let refused = Some("the host refused a request to http://a:1: not in capabilities.http".to_string());
+        let Transient(t) = with_refusal(Transient("NetworkError".into()), refused.clone()) else {
+            panic!("the kind is the plugin's")
+        };
+        assert_eq!(
+            t,
+            "NetworkError (the host refused a request to http://a:1: not in capabilities.http)"
+        );
+        let Permanent(t) = with_refusal(Permanent("http capability does not list it".into()), refused) else {
+            panic!()
+        };
+        assert_eq!(t, "http capability does not list it", "the plugin said so already");
+        let Transient(t) = with_refusal(Transient("timeout".into()), None) else {
+            panic!()
+        };
+        assert_eq!(t, "timeout");
     }
 }

@@ -34,6 +34,8 @@ pub struct Cost {
     pub bytes: u64,
     pub compile: Duration,
     pub instantiate: Duration,
+    /// Linear memory of a new instance, before its first call.
+    pub memory: u64,
 }
 
 impl std::fmt::Display for Cost {
@@ -45,7 +47,12 @@ impl std::fmt::Display for Cost {
             "compile: {:.0} ms (once per start without a warm compile cache)",
             ms(self.compile)
         )?;
-        writeln!(f, "instantiate: {:.2} ms (per pooled instance)", ms(self.instantiate))
+        writeln!(f, "instantiate: {:.2} ms (per pooled instance)", ms(self.instantiate))?;
+        writeln!(
+            f,
+            "memory: {:.1} MiB per instance before its first call",
+            self.memory as f64 / f64::from(1 << 20)
+        )
     }
 }
 
@@ -139,7 +146,7 @@ pub async fn check(path: &Path) -> Result<(Report, Cost), String> {
     let compile = started.elapsed();
     let linker = linker(&engine).map_err(|e| format!("{e:#}"))?;
     let report = inspect(&engine, &linker, &component)?;
-    let instantiate = if report.kind == Personalizer::KIND {
+    let (instantiate, memory) = if report.kind == Personalizer::KIND {
         instantiate::<Personalizer>(&engine, &linker, &component).await?
     } else {
         instantiate::<Transport>(&engine, &linker, &component).await?
@@ -148,18 +155,19 @@ pub async fn check(path: &Path) -> Result<(Report, Cost), String> {
         bytes: bytes.len() as u64,
         compile,
         instantiate,
+        memory: memory as u64,
     };
     Ok((report, cost))
 }
 
 /// How long one instance of `component` takes to create, with the default
 /// limits and no grants (the second of two: the first also pays for
-/// one-time work in the engine).
+/// one-time work in the engine), and the linear memory it starts with.
 async fn instantiate<W: World>(
     engine: &wasmtime::Engine,
     linker: &wasmtime::component::Linker<super::runtime::HostState>,
     component: &Component,
-) -> Result<Duration, String> {
+) -> Result<(Duration, usize), String> {
     let pre = W::pre(linker, component).map_err(|e| format!("{e:#}"))?;
     let tls = super::capability::tls::client_config(None)?;
     let meta = super::runtime::PluginMeta::new(
@@ -173,8 +181,8 @@ async fn instantiate<W: World>(
     let pool = super::pool::Pool::<W>::new(engine, pre, Arc::new(meta), 0);
     pool.instantiate().await.map_err(|e| e.to_string())?;
     let started = Instant::now();
-    pool.instantiate().await.map_err(|e| e.to_string())?;
-    Ok(started.elapsed())
+    let memory = pool.instantiate().await.map_err(|e| e.to_string())?;
+    Ok((started.elapsed(), memory))
 }
 
 /// Kind, contract version and needs of a compiled component, and whether

@@ -12,6 +12,7 @@ pub mod pool;
 pub mod registry;
 pub mod reload;
 pub mod runtime;
+pub mod scaffold;
 pub mod stderr;
 pub mod worlds;
 

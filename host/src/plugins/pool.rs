@@ -44,6 +44,18 @@ pub enum PluginError {
     Trap { plugin: String, reason: String },
 }
 
+impl PluginError {
+    /// The plugin (transport name or personalizer) the error is about.
+    pub fn plugin(&self) -> &str {
+        match self {
+            PluginError::Instantiate { plugin, .. }
+            | PluginError::Deadline { plugin, .. }
+            | PluginError::Memory { plugin, .. }
+            | PluginError::Trap { plugin, .. } => plugin,
+        }
+    }
+}
+
 struct Slot<W: World> {
     store: Store<HostState>,
     instance: W::Instance,
@@ -96,10 +108,24 @@ impl<W: World> Pool<W> {
         })
     }
 
+    /// Creates instances until `n` are idle, so that the first messages do
+    /// not pay for instantiation (a Python or JavaScript component's
+    /// instance costs milliseconds and megabytes). An instance that cannot
+    /// be created is an error here, at load, not on every message.
+    pub async fn warm(&self, n: usize) -> Result<(), PluginError> {
+        let n = n.min(self.max_idle);
+        while self.idle() < n {
+            let slot = self.fresh().await?;
+            self.put_back(slot);
+        }
+        Ok(())
+    }
+
     /// Creates an instance and drops it: what a call costs on top when no
-    /// idle instance is pooled (measured by the micro benchmarks).
-    pub async fn instantiate(&self) -> Result<(), PluginError> {
-        self.fresh().await.map(drop)
+    /// idle instance is pooled (measured by the micro benchmarks). Returns
+    /// the linear memory the new instance held.
+    pub async fn instantiate(&self) -> Result<usize, PluginError> {
+        self.fresh().await.map(|slot| slot.store.data().memory.bytes)
     }
 
     /// The same component with no instance reuse: every call gets a fresh

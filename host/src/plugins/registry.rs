@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use wasmtime::component::{Component, Linker};
 
 use super::grants::Grants;
-use super::pool::{Pool, World};
+use super::pool::{PluginError, Pool, World};
 use super::reload::{Loaded, Source};
 use super::runtime::{HostState, PluginMeta, engine};
 use super::worlds::{Personalizer, Transport};
@@ -190,6 +190,23 @@ impl Plugins {
             #[cfg(feature = "native-bench")]
             native_personalizer: cfg.personalizer.starts_with(super::native::PREFIX),
         })
+    }
+
+    /// Creates every pool's instances ahead of the first message: one per
+    /// `max_in_flight` slot for a transport, one per engine worker for the
+    /// personalizer.
+    pub async fn warm(&self) -> Result<(), LoadError> {
+        let invalid = |e: PluginError| LoadError::Invalid {
+            name: e.plugin().to_string(),
+            reason: e.to_string(),
+        };
+        let personalizer = self.personalizer.pool();
+        personalizer.warm(personalizer.max_idle()).await.map_err(invalid)?;
+        for entry in self.transports.values() {
+            let pool = entry.loaded.pool();
+            pool.warm(entry.info.max_in_flight).await.map_err(invalid)?;
+        }
+        Ok(())
     }
 
     pub fn transport(&self, name: &str) -> Option<&Arc<TransportEntry>> {

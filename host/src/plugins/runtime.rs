@@ -137,16 +137,23 @@ impl PluginMeta {
     }
 }
 
-/// Memory cap that remembers it refused, so the error can say why.
+/// Memory cap that remembers it refused, so the error can say why. The
+/// cap holds per linear memory; a component made of several core modules
+/// (CPython's, StarlingMonkey's) has one each.
 pub struct MemoryCap {
     max_bytes: usize,
     pub hit: bool,
+    /// Linear memory the instance holds, over all its memories.
+    pub bytes: usize,
 }
 
 impl ResourceLimiter for MemoryCap {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         let ok = desired <= self.max_bytes;
         self.hit |= !ok;
+        if ok {
+            self.bytes += desired.saturating_sub(current);
+        }
         Ok(ok)
     }
 
@@ -195,6 +202,7 @@ impl HostState {
             memory: MemoryCap {
                 max_bytes: (meta.limits.memory_mib as usize) << 20,
                 hit: false,
+                bytes: 0,
             },
             deadline: Instant::now() + meta.deadline(),
             sender: None,
@@ -217,6 +225,12 @@ impl HostState {
         self.stderr.clear();
         self.log_lines = 0;
         self.sender = None;
+        self.capabilities.get::<capability::Refusal>().take();
+    }
+
+    /// What the host refused this call, if anything (see `Refusal`).
+    pub fn refused(&self) -> Option<String> {
+        self.capabilities.get::<capability::Refusal>().take()
     }
 }
 

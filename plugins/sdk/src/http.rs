@@ -243,7 +243,7 @@ fn from_code(code: ErrorCode) -> HttpError {
     let text = format!("{code:?}");
     match code {
         ErrorCode::HttpRequestDenied => {
-            HttpError::Denied("the transport's http capability does not list this origin".into())
+            HttpError::Denied("the origin is not in this transport's capabilities.http".into())
         }
         ErrorCode::ConnectionTimeout
         | ErrorCode::ConnectionReadTimeout

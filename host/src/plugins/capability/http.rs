@@ -15,7 +15,7 @@ use rustls::ClientConfig;
 use wasmtime::component::Linker;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-use super::{Capability, Load, States};
+use super::{Capability, Load, Refusal, States};
 use crate::config::Capabilities;
 use crate::outbound::{CONNECT_TIMEOUT, ConnectFailure, Connector, Origin, OriginRule, redact};
 use crate::plugins::grants::{self, Grants};
@@ -56,7 +56,7 @@ impl Capability for Http {
         ctx.set_field_size_limit(HTTP_FIELD_BYTES);
         state.insert(HttpState {
             ctx,
-            hooks: HttpHooks::new(meta),
+            hooks: HttpHooks::new(meta, state.get::<Refusal>().clone()),
         });
     }
 }
@@ -83,10 +83,11 @@ struct HttpHooks {
     /// `limits.max_sockets` like the guest's own sockets.
     open: Arc<AtomicUsize>,
     max_open: usize,
+    refusal: Refusal,
 }
 
 impl HttpHooks {
-    fn new(meta: &PluginMeta) -> HttpHooks {
+    fn new(meta: &PluginMeta, refusal: Refusal) -> HttpHooks {
         HttpHooks {
             plugin: meta.name.clone(),
             grants: meta.grants.clone(),
@@ -94,6 +95,7 @@ impl HttpHooks {
             deadline: meta.deadline(),
             open: Arc::default(),
             max_open: meta.limits.max_sockets as usize,
+            refusal,
         }
     }
 }
@@ -131,6 +133,12 @@ impl WasiHttpHooks for HttpHooks {
         drop(fut);
         let plugin = self.plugin.clone();
         let denied = origin(&self.grants, request.uri()).err();
+        if denied.is_some() {
+            self.refusal.note(format!(
+                "the host refused a request to {}: its origin is not in this transport's capabilities.http",
+                redact(request.uri())
+            ));
+        }
         let client = self.client.clone();
         let deadline = self.deadline;
         let open = OpenRequest::take(&self.open, self.max_open);

@@ -102,9 +102,28 @@ pub fn prepare(meta: &PluginMeta, wasi: &mut WasiCtxBuilder) -> wasmtime::Result
     Ok(())
 }
 
+/// What the host refused an instance during its current call (an origin
+/// or address its grants do not list), for the error the call returns:
+/// some guest runtimes report every failed request alike (StarlingMonkey's
+/// `fetch` throws "NetworkError" whatever the cause). Cleared when a call
+/// begins.
+#[derive(Clone, Default)]
+pub struct Refusal(Arc<std::sync::Mutex<Option<String>>>);
+
+impl Refusal {
+    pub fn note(&self, what: String) {
+        *self.0.lock().expect("refusal lock") = Some(what);
+    }
+
+    pub fn take(&self) -> Option<String> {
+        self.0.lock().expect("refusal lock").take()
+    }
+}
+
 /// Each capability's state in a new instance.
 pub fn instantiate(meta: &PluginMeta) -> States {
     let mut state = States::default();
+    state.insert(Refusal::default());
     for c in ALL {
         c.instantiate(meta, &mut state);
     }
