@@ -22,4 +22,7 @@ if [[ " $* " != *" --quick "* ]]; then
   cargo bench --locked -p posta --features native-bench --bench micro
 fi
 cargo build --release --locked -p posta -p posta-e2e --features posta/native-bench --bin posta --bin bench
+# The plugins-by-language section and the start-up section send through /
+# load the `posta plugin new` projects, built here from scratch.
+POSTA_BIN="$PWD/target/release/posta" bash scripts/scaffolds.sh
 POSTA_BIN="$PWD/target/release/posta" target/release/bench "$@"

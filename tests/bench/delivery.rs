@@ -461,3 +461,99 @@ max_in_flight = {c}
         r.line(&format!("- {note}"));
     }
 }
+
+/// The same job — POST each message as JSON to the receiver — done by
+/// transports in each plugin language: the bundled Rust `webhook` and the
+/// three `posta plugin new` projects (built by scripts/scaffolds.sh).
+pub fn languages(r: &mut Report, n: usize, runs: usize) {
+    const IN_FLIGHT: usize = 8;
+    r.section(&format!(
+        "Plugins by language: {n} messages through a webhook-style transport into the local HTTP receiver, \
+         {IN_FLIGHT} in flight"
+    ));
+    let receiver = Receiver::start();
+    let port = receiver.port;
+    let plugins: Vec<(&str, &str, Option<PathBuf>)> = vec![
+        ("Rust, bundled `webhook` (also signs HMAC-SHA256)", "webhook", None),
+        (
+            "Rust, `posta plugin new --lang rust`",
+            "rust",
+            Some(posta_e2e::scaffold_plugin("rust")),
+        ),
+        (
+            "Python, `--lang python` (componentize-py 0.25.1)",
+            "python",
+            Some(posta_e2e::scaffold_plugin("python")),
+        ),
+        (
+            "JavaScript, `--lang js` (ComponentizeJS 0.23.0)",
+            "js",
+            Some(posta_e2e::scaffold_plugin("js")),
+        ),
+    ];
+    let mut toml = String::new();
+    for (_, name, path) in &plugins {
+        let component = path.as_ref().map_or("webhook".to_string(), |p| p.display().to_string());
+        toml.push_str(&format!(
+            r#"
+[transports.{name}]
+component = "{component}"
+config = {{ url = "http://127.0.0.1:{port}/hook", secret = "bench-secret" }}
+capabilities = {{ http = ["http://127.0.0.1:{port}"] }}
+max_in_flight = {IN_FLIGHT}
+"#
+        ));
+    }
+    let (server, key, _) = Server::with_config(&toml);
+    let rss_start = server.rss_kib();
+    let api = server.api(&key);
+    let (list, _) = import(&api, "languages", n);
+    let mut rate: Vec<Vec<f64>> = vec![Vec::new(); plugins.len()];
+    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); plugins.len()];
+    // Alternating, so that a noisy moment on this shared machine spreads
+    // over all four.
+    for _ in 0..runs {
+        for (i, (_, name, _)) in plugins.iter().enumerate() {
+            let served = receiver.requests.load(Ordering::Relaxed);
+            let before = server.cpu_seconds();
+            let id = campaign(&api, list, json!({"transport": name}));
+            let took = send_and_wait(&api, id, Duration::from_millis(20), |_| {});
+            let used = server.cpu_seconds() - before;
+            let stats = api.ok_get(&format!("/campaigns/{id}"))["stats"].clone();
+            assert_eq!(stats["sent"], n as u64, "{name}: every message sent: {stats}");
+            let requests = receiver.requests.load(Ordering::Relaxed) - served;
+            assert_eq!(requests, n as u64, "{name}: one request per message");
+            rate[i].push(n as f64 / took.as_secs_f64());
+            cpu[i].push(used / n as f64 * 1e6);
+        }
+    }
+    let rss_end = server.rss_kib();
+    let base_rate = median(rate[0].clone());
+    let base_cpu = median(cpu[0].clone());
+    r.line("| plugin | component | msg/s | × Rust webhook | server CPU per message | × Rust webhook |");
+    r.line("|---|---:|---:|---:|---:|---:|");
+    for (i, (label, _, path)) in plugins.iter().enumerate() {
+        let size = path
+            .as_ref()
+            .map_or("bundled".to_string(), |p| format!("{:.1} MiB", file_size_mib(p)));
+        let (m, c) = (median(rate[i].clone()), median(cpu[i].clone()));
+        r.line(&format!(
+            "| {label} | {size} | **{m:.0}** | {:.2} | {c:.0} µs | {:.2} |",
+            m / base_rate,
+            c / base_cpu
+        ));
+    }
+    r.line("");
+    r.line(&format!(
+        "Median of {runs} runs, alternating. CPU is the server process's user + system time over the send \
+         (personalizing, the transport, storing outcomes; the receiver runs in the bench process). The server's \
+         resident memory with all four loaded and their instances created ({IN_FLIGHT} each): {:.0} MiB after \
+         start, {:.0} MiB after the runs.",
+        rss_start as f64 / 1024.0,
+        rss_end as f64 / 1024.0
+    ));
+}
+
+fn file_size_mib(path: &Path) -> f64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) as f64 / f64::from(1 << 20)
+}

@@ -29,7 +29,7 @@ struct Args {
     /// Small sizes, for checking the harness itself.
     quick: bool,
     /// Run only these sections (throughput, latency, million, csv, rate,
-    /// smtp, webhook, cluster, micro).
+    /// smtp, webhook, languages, cluster, startup, micro).
     only: Vec<String>,
 }
 
@@ -660,14 +660,19 @@ fn rate(r: &mut Report, per_minute: u32, seconds: u32) {
 }
 
 /// Seconds from starting `posta serve` on a fresh data directory to its
-/// "listening" line, with the compile cache at `cache` ("" for none).
-fn time_to_listen(cache: &Path) -> f64 {
+/// "listening" line, with the compile cache at `cache` ("" for none) and
+/// the configuration `config` (none: the defaults).
+fn time_to_listen(cache: &Path, config: Option<&Path>) -> f64 {
     use std::io::BufRead as _;
     let data = tempfile::tempdir().unwrap();
     let started = Instant::now();
-    let mut child = std::process::Command::new(posta_e2e::posta_bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data.path())
+    let mut cmd = std::process::Command::new(posta_e2e::posta_bin());
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data.path());
+    if let Some(config) = config {
+        cmd.arg("--config").arg(config);
+    }
+    let mut child = cmd
         .env("POSTA_COMPILE_CACHE", cache)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -692,9 +697,9 @@ fn startup(r: &mut Report, runs: usize) {
     let (mut none, mut cold, mut warm) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs {
         let cache = tempfile::tempdir().unwrap();
-        none.push(time_to_listen(Path::new("")));
-        cold.push(time_to_listen(cache.path()));
-        warm.push(time_to_listen(cache.path()));
+        none.push(time_to_listen(Path::new(""), None));
+        cold.push(time_to_listen(cache.path(), None));
+        warm.push(time_to_listen(cache.path(), None));
     }
     let (none, cold, warm) = (median(none), median(cold), median(warm));
     r.line(&format!(
@@ -712,6 +717,43 @@ fn startup(r: &mut Report, runs: usize) {
         "≤ 0.25×",
         format!("{:.2}×", warm / none),
         warm / none <= 0.25,
+    );
+
+    // The same with a Python and a JavaScript transport loaded as well
+    // (scripts/scaffolds.sh builds them), each with 8 instances created at
+    // start.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("posta.toml");
+    let mut toml = String::new();
+    for lang in ["python", "js"] {
+        toml.push_str(&format!(
+            "[transports.{lang}]\ncomponent = \"{}\"\nconfig = {{ url = \"http://127.0.0.1:9/\" }}\n\
+             capabilities = {{ http = [\"http://127.0.0.1:9\"] }}\nmax_in_flight = 8\n",
+            posta_e2e::scaffold_plugin(lang).display()
+        ));
+    }
+    std::fs::write(&config, toml).unwrap();
+    let (mut none_with, mut warm_with) = (Vec::new(), Vec::new());
+    let cache = tempfile::tempdir().unwrap();
+    time_to_listen(cache.path(), Some(&config));
+    for _ in 0..runs {
+        none_with.push(time_to_listen(Path::new(""), Some(&config)));
+        warm_with.push(time_to_listen(cache.path(), Some(&config)));
+    }
+    let (none_with, warm_with) = (median(none_with), median(warm_with));
+    r.line(&format!(
+        "- with a Python (componentize-py, {:.0} MiB) and a JavaScript (ComponentizeJS, {:.0} MiB) transport as \
+         well, 8 instances each created at start: no cache **{none_with:.2} s**, warm cache **{warm_with:.2} s** \
+         (+{:.2} s over the bundled components alone, warm)",
+        file_size(&posta_e2e::scaffold_plugin("python")) as f64 / f64::from(1 << 20),
+        file_size(&posta_e2e::scaffold_plugin("js")) as f64 / f64::from(1 << 20),
+        warm_with - warm
+    ));
+    r.target(
+        "Start-up with Python + JS transports, warm cache, over none loaded",
+        "≤ +0.5 s",
+        format!("+{:.2} s", warm_with - warm),
+        warm_with - warm <= 0.5,
     );
 }
 
@@ -846,6 +888,9 @@ fn main() {
     }
     if args.runs("webhook") {
         delivery::webhook(&mut r, if q { 1_000 } else { 10_000 }, if q { 1 } else { 3 });
+    }
+    if args.runs("languages") {
+        delivery::languages(&mut r, if q { 1_000 } else { 10_000 }, if q { 1 } else { 3 });
     }
     if args.runs("cluster") {
         cluster::cluster(&mut r, if q { 10_000 } else { 100_000 }, if q { 2_000 } else { 20_000 });

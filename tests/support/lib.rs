@@ -330,6 +330,18 @@ impl Server {
         self.proc_status_kib("VmRSS:")
     }
 
+    /// CPU time the server process has used (user + system), in seconds.
+    pub fn cpu_seconds(&self) -> f64 {
+        let pid = self.child.as_ref().expect("running").id();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
+        // The command name may hold spaces; fields count from after it.
+        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or_default().split_whitespace().collect();
+        let ticks = |i: usize| fields[i].parse::<f64>().expect("clock ticks");
+        // utime and stime are fields 14 and 15 of stat(5); 12 and 13 here.
+        // USER_HZ is 100 on Linux.
+        (ticks(11) + ticks(12)) / 100.0
+    }
+
     /// The server's peak resident set so far (VmHWM).
     pub fn peak_rss_kib(&self) -> u64 {
         self.proc_status_kib("VmHWM:")
