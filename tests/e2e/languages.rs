@@ -42,20 +42,6 @@ capabilities = {{ http = ["{origin}"] }}
     toml
 }
 
-fn send(api: &Api, list: u64, transport: &str) -> u64 {
-    api.send_campaign(
-        list,
-        json!({
-            "transport": transport,
-            "subject": "Grüße, {{ subscriber.name }} ✉",
-            "from_name": "Zoë Posta",
-            "from_email": "news@example.org",
-            "html": "<p>Hallo <b>{{ subscriber.name }}</b></p>",
-            "text": "Hallo {{ subscriber.name }}",
-        }),
-    )
-}
-
 fn list_of(api: &Api, name: &str, emails: &[String]) -> u64 {
     let id = api.ok_post("/lists", json!({ "name": name }))["id"].as_u64().unwrap();
     for chunk in emails.chunks(500) {
@@ -86,7 +72,7 @@ fn scaffolded_transports_deliver_each_message_once_and_classify_failures() {
     for lang in LANGS {
         let emails: Vec<String> = (0..N).map(|i| format!("{lang}{i}@example.org")).collect();
         let list = list_of(&api, lang, &emails);
-        campaigns.push((lang, send(&api, list, lang)));
+        campaigns.push((lang, api.send_via(list, lang)));
     }
     for (lang, campaign) in campaigns {
         let messages = done(&api, campaign);
@@ -139,7 +125,7 @@ fn scaffolded_transports_deliver_each_message_once_and_classify_failures() {
             let transport = format!("{lang}_{suffix}");
             let email = format!("{suffix}@{lang}.example.org");
             let list = list_of(&api, &transport, std::slice::from_ref(&email));
-            let campaign = send(&api, list, &transport);
+            let campaign = api.send_via(list, &transport);
             let m = &done(&api, campaign)[&email];
             assert_eq!(m["status"], "failed", "{transport}: {m}");
             assert_eq!(m["attempts"], attempts, "{transport}: {m}");

@@ -4,17 +4,18 @@ use std::process::Command;
 
 use posta_e2e::{posta_bin, test_plugin};
 
-fn check(path: &std::path::Path) -> (bool, String, String) {
-    let out = Command::new(posta_bin())
-        .args(["plugin", "check"])
-        .arg(path)
-        .output()
-        .unwrap();
+/// `posta plugin ARGS…`: success, stdout, stderr.
+fn plugin(args: &[&std::ffi::OsStr]) -> (bool, String, String) {
+    let out = Command::new(posta_bin()).arg("plugin").args(args).output().unwrap();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+fn check(path: &std::path::Path) -> (bool, String, String) {
+    plugin(&["check".as_ref(), path.as_os_str()])
 }
 
 #[test]
@@ -46,20 +47,14 @@ fn accepts_a_transport_and_says_what_it_needs() {
     );
 }
 
+/// `posta plugin new ARGS…`: success, stdout and stderr together.
 fn new_plugin(args: &[&str]) -> (bool, String) {
-    let out = Command::new(posta_bin())
-        .args(["plugin", "new"])
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    let args: Vec<&std::ffi::OsStr> = std::iter::once("new")
+        .chain(args.iter().copied())
+        .map(AsRef::as_ref)
+        .collect();
+    let (ok, stdout, stderr) = plugin(&args);
+    (ok, stdout + &stderr)
 }
 
 /// The projects themselves are built and sent through by the `languages`

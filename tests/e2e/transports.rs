@@ -82,20 +82,6 @@ fn list_with(api: &Api, name: &str, people: &[(&str, &str)]) -> u64 {
     id
 }
 
-fn send_via(api: &Api, list: u64, transport: &str) -> u64 {
-    api.send_campaign(
-        list,
-        json!({
-            "transport": transport,
-            "subject": "Grüße, {{ subscriber.name }} ✉",
-            "from_name": "Zoë Posta",
-            "from_email": "news@example.org",
-            "html": "<p>Hallo <b>{{ subscriber.name }}</b> — déjà vu</p>",
-            "text": "Hallo {{ subscriber.name }} — déjà vu",
-        }),
-    )
-}
-
 fn messages(api: &Api, campaign: u64) -> HashMap<String, Value> {
     api.all_messages(campaign, "")
         .into_iter()
@@ -142,7 +128,7 @@ fn smtp_plain_starttls_and_tls_deliver_valid_mime() {
         ];
         let refs: Vec<(&str, &str)> = people.iter().map(|(e, n)| (e.as_str(), *n)).collect();
         let list = list_with(&api, transport, &refs);
-        let campaign = send_via(&api, list, transport);
+        let campaign = api.send_via(list, transport);
         let c = settled(&api, campaign);
         assert_eq!(
             c["stats"]["sent"],
@@ -228,7 +214,7 @@ fn smtp_451_is_retried_550_fails_and_a_missing_grant_fails_clearly() {
             ("fine@example.org", "Fine"),
         ],
     );
-    let campaign = send_via(&api, list, "smtp_starttls");
+    let campaign = api.send_via(list, "smtp_starttls");
     let c = settled(&api, campaign);
     assert_eq!(c["stats"]["sent"], 2, "{c}");
     assert_eq!(c["stats"]["failed"], 1, "{c}");
@@ -245,7 +231,7 @@ fn smtp_451_is_retried_550_fails_and_a_missing_grant_fails_clearly() {
     // permission error, and the server never sees a connection for them.
     let before = peer.received().len();
     let denied_list = list_with(&api, "denied", &[("a@example.org", "A"), ("b@example.org", "B")]);
-    let denied = send_via(&api, denied_list, "smtp_denied");
+    let denied = api.send_via(denied_list, "smtp_denied");
     let c = settled(&api, denied);
     assert_eq!(c["stats"]["failed"], 2, "{c}");
     for m in messages(&api, denied).values() {
@@ -256,7 +242,7 @@ fn smtp_451_is_retried_550_fails_and_a_missing_grant_fails_clearly() {
 
     // STARTTLS demanded but not offered: no message goes out in clear.
     let downgrade_list = list_with(&api, "no downgrade", &[("c@example.org", "C")]);
-    let downgrade = send_via(&api, downgrade_list, "smtp_no_downgrade");
+    let downgrade = api.send_via(downgrade_list, "smtp_no_downgrade");
     let c = settled(&api, downgrade);
     assert_eq!(c["stats"]["failed"], 1, "{c}");
     let m = messages(&api, downgrade);
@@ -264,7 +250,7 @@ fn smtp_451_is_retried_550_fails_and_a_missing_grant_fails_clearly() {
     assert!(err.contains("does not offer STARTTLS"), "{err}");
 
     let clear_list = list_with(&api, "clear auth", &[("e@example.org", "E")]);
-    let clear = send_via(&api, clear_list, "smtp_clear_auth");
+    let clear = api.send_via(clear_list, "smtp_clear_auth");
     settled(&api, clear);
     let m = messages(&api, clear);
     let err = m["e@example.org"]["last_error"].as_str().unwrap();
@@ -284,7 +270,7 @@ fn a_recipient_refused_at_rcpt_is_a_hard_bounce_and_skipped_next_time() {
         "rcpt",
         &[("reject-me@example.org", "Gone"), ("kept@example.org", "Kept")],
     );
-    let first = send_via(&api, list, "smtp_plain");
+    let first = api.send_via(list, "smtp_plain");
     let c = settled(&api, first);
     assert_eq!(
         (&c["stats"]["sent"], &c["stats"]["failed"], &c["stats"]["bounced"]),
@@ -304,7 +290,7 @@ fn a_recipient_refused_at_rcpt_is_a_hard_bounce_and_skipped_next_time() {
 
     // The next campaign does not try the address again.
     let received = peer.received().len();
-    let second = send_via(&api, list, "smtp_plain");
+    let second = api.send_via(list, "smtp_plain");
     let c = settled(&api, second);
     assert_eq!(
         (&c["stats"]["sent"], &c["stats"]["skipped"]),
@@ -428,7 +414,7 @@ fn pipelined_replies_map_to_their_messages_and_dropped_connections_recover() {
     ];
     let refs: Vec<(&str, &str)> = people.iter().map(|(e, _, _)| (*e, "P")).collect();
     let list = list_with(&api, "pipelined", &refs);
-    let campaign = send_via(&api, list, "smtp_one");
+    let campaign = api.send_via(list, "smtp_one");
     let c = settled(&api, campaign);
     assert_eq!(c["stats"]["sent"], 10, "{c}");
     assert_eq!(c["stats"]["failed"], 1, "{c}");
@@ -538,7 +524,7 @@ fn webhook_signs_keys_retries_and_respects_its_grant() {
         "hooked",
         &[("ada@example.org", "Ada"), ("zoe@example.org", "Zoë")],
     );
-    let campaign = send_via(&api, list, "hook");
+    let campaign = api.send_via(list, "hook");
     let c = settled(&api, campaign);
     assert_eq!(c["stats"]["sent"], 2, "{c}");
     let stored = messages(&api, campaign);
@@ -575,7 +561,7 @@ fn webhook_signs_keys_retries_and_respects_its_grant() {
     // 503 once per key, then 200: retried and sent on the second attempt
     // with the same idempotency key.
     let flaky_list = list_with(&api, "flaky", &[("f@example.org", "F")]);
-    let flaky = send_via(&api, flaky_list, "hook_flaky");
+    let flaky = api.send_via(flaky_list, "hook_flaky");
     settled(&api, flaky);
     let m = messages(&api, flaky);
     assert_eq!(m["f@example.org"]["status"], "sent");
@@ -589,7 +575,7 @@ fn webhook_signs_keys_retries_and_respects_its_grant() {
 
     // 410: permanent, one attempt.
     let gone_list = list_with(&api, "gone", &[("g@example.org", "G")]);
-    let gone = send_via(&api, gone_list, "hook_gone");
+    let gone = api.send_via(gone_list, "hook_gone");
     settled(&api, gone);
     let m = messages(&api, gone);
     assert_eq!(m["g@example.org"]["status"], "failed");
@@ -598,7 +584,7 @@ fn webhook_signs_keys_retries_and_respects_its_grant() {
 
     // Slower than the configured timeout: transient, retried, then failed.
     let slow_list = list_with(&api, "slow", &[("s@example.org", "S")]);
-    let slow = send_via(&api, slow_list, "hook_slow");
+    let slow = api.send_via(slow_list, "hook_slow");
     let c = api.wait_campaign(slow, Duration::from_secs(60), |c| c["status"] == "sent");
     assert_eq!(c["stats"]["failed"], 1, "{c}");
     let m = messages(&api, slow);
@@ -611,7 +597,7 @@ fn webhook_signs_keys_retries_and_respects_its_grant() {
     // Not granted: denied by the host, never reaches the receiver.
     let before = peer.requests().len();
     let denied_list = list_with(&api, "denied", &[("d@example.org", "D")]);
-    let denied = send_via(&api, denied_list, "hook_denied");
+    let denied = api.send_via(denied_list, "hook_denied");
     settled(&api, denied);
     let m = messages(&api, denied);
     assert_eq!(m["d@example.org"]["status"], "failed", "{}", m["d@example.org"]);
@@ -673,7 +659,7 @@ fn sigterm_during_retry_backoff_defers_cleanly_and_attempts_count_across_restart
     let people: Vec<(String, &str)> = (0..5).map(|i| (format!("b{i}@example.org"), "B")).collect();
     let refs: Vec<(&str, &str)> = people.iter().map(|(e, n)| (e.as_str(), *n)).collect();
     let list = list_with(&api, "busy", &refs);
-    let campaign = send_via(&api, list, "hook_busy");
+    let campaign = api.send_via(list, "hook_busy");
 
     for round in 1..=2 {
         // Every message has had `round` attempts and waits out its backoff.

@@ -557,6 +557,22 @@ impl Api {
     }
 
     /// Creates a campaign as `campaign` does and sends it.
+    /// Sends a campaign through `transport` whose subject, sender name and
+    /// bodies are not ASCII, to see them arrive intact.
+    pub fn send_via(&self, list: u64, transport: &str) -> u64 {
+        self.send_campaign(
+            list,
+            json!({
+                "transport": transport,
+                "subject": "Grüße, {{ subscriber.name }} ✉",
+                "from_name": "Zoë Posta",
+                "from_email": "news@example.org",
+                "html": "<p>Hallo <b>{{ subscriber.name }}</b> — déjà vu</p>",
+                "text": "Hallo {{ subscriber.name }} — déjà vu",
+            }),
+        )
+    }
+
     pub fn send_campaign(&self, list: u64, extra: Value) -> u64 {
         let id = self.campaign(list, extra);
         self.ok_post(&format!("/campaigns/{id}/send"), json!({}));
