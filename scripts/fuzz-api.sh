@@ -17,7 +17,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-key="$("$bin" user add fuzz@example.org --domain example.org --data-dir "$data" | tail -n 1)"
+# example.org is the campaigns' sender domain; example.net is there for the
+# domain removal's example to remove (the fuzz hooks keep example.org).
+key="$("$bin" user add fuzz@example.org --domain example.org --domain example.net --data-dir "$data" | tail -n 1)"
 "$bin" serve --data-dir "$data" --listen 127.0.0.1:0 > "$data/stdout" 2> "$data/server.log" &
 server_pid=$!
 base=""

@@ -11,6 +11,7 @@ mod operations;
 mod plugin_check;
 mod rate;
 mod reload;
+mod segments;
 mod skeleton;
 mod slow_readers;
 mod tenants;

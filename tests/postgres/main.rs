@@ -1,5 +1,5 @@
-//! The end-to-end suites of the API, the campaign lifecycle, webhooks and
-//! deliverability again, with every server on a PostgreSQL database of its
+//! The end-to-end suites of the API, the campaign lifecycle, segments,
+//! webhooks and deliverability again, with every server on a PostgreSQL database of its
 //! own (`posta_e2e::backend` picks it for this binary): the backends must
 //! behave alike from the outside. (Clusters have a binary of their own,
 //! `cluster`, so their timing is not measured beside these.) (`tenants` stays redb-only for now: its
@@ -9,6 +9,8 @@
 mod deliverability;
 #[path = "../e2e/lifecycle.rs"]
 mod lifecycle;
+#[path = "../e2e/segments.rs"]
+mod segments;
 #[path = "../e2e/skeleton.rs"]
 mod skeleton;
 #[path = "../e2e/slow_readers.rs"]

@@ -13,6 +13,7 @@ mod metrics;
 mod openapi;
 mod per_client;
 pub(crate) mod previews;
+mod segments;
 pub(crate) mod subscribers_csv;
 mod suppressions;
 mod transports;
@@ -168,6 +169,12 @@ pub fn router(state: AppState, max_body_bytes: usize, public_rate_per_ip: u32) -
         )
         .route("/transports", get(transports::index))
         .route("/domains", get(domains::mine))
+        .route("/segments", post(segments::create).get(segments::index))
+        .route(
+            "/segments/{id}",
+            get(segments::show).patch(segments::update).delete(segments::delete),
+        )
+        .route("/segments/{id}/count", get(segments::count))
         .route("/webhooks", post(webhooks::create).get(webhooks::index))
         .route("/webhooks/{id}", get(webhooks::show).delete(webhooks::delete))
         .route("/webhooks/{id}/deliveries", get(webhooks::deliveries));

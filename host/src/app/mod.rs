@@ -6,6 +6,7 @@
 
 pub mod campaigns;
 pub mod previews;
+pub mod segments;
 
 use crate::domain::{FieldError, TransitionError};
 use crate::engine::Engine;

@@ -58,6 +58,8 @@ ids! {
     KeyId;
     /// One event's delivery to one webhook, unique across webhooks.
     DeliveryId;
+    /// A segment id, unique across users.
+    SegmentId;
 }
 
 /// One campaign's message to one subscriber: the key of the message record,

@@ -10,6 +10,7 @@ pub mod ids;
 pub mod lifecycle;
 pub mod message;
 pub mod schedule;
+pub mod segment;
 pub mod sender;
 pub mod subscriber;
 pub mod subscriber_csv;
@@ -20,7 +21,7 @@ pub mod webhook;
 pub use account::User;
 pub use campaign::{Campaign, CampaignDraft, CampaignPatch, CampaignRun, Progress, Stats};
 pub use email::{Email, InvalidEmail};
-pub use ids::{CampaignId, DeliveryId, KeyId, ListId, MessageId, SubscriberId, UserId, WebhookId};
+pub use ids::{CampaignId, DeliveryId, KeyId, ListId, MessageId, SegmentId, SubscriberId, UserId, WebhookId};
 pub use lifecycle::{Action, Status, TransitionError};
 pub use subscriber::{List, NewSubscriber, StatusChange, Subscriber, SubscriberPatch, SubscriberStatus};
 

@@ -277,6 +277,88 @@ async fn lists_belong_to_their_user(s: &Subject) {
     assert_eq!(s.lists(ALICE, None, 10).await.unwrap().items.len(), 1);
 }
 
+async fn segments_belong_to_their_user_and_list(s: &Subject) {
+    use crate::domain::SegmentId;
+    use crate::domain::segment::{Match, SegmentDraft, SegmentPatch};
+    let now = Utc::now();
+    let list = s.create_list(ALICE, "Readers".into()).await.unwrap();
+    let other = s.create_list(ALICE, "Others".into()).await.unwrap();
+    let bobs = s.create_list(BOB, "Bob's".into()).await.unwrap();
+    let rules = |json: serde_json::Value| serde_json::from_value(json).unwrap();
+    let draft = |list: ListId| SegmentDraft {
+        name: " Pro ".into(),
+        list_id: list,
+        match_: Match::All,
+        rules: rules(serde_json::json!([{"field": "attributes.plan", "op": "eq", "value": "pro"}])),
+    };
+    let pro = s.create_segment(ALICE, draft(list.id), now).await.unwrap();
+    assert_eq!(pro.name, "Pro");
+    assert_eq!((pro.user_id, pro.list_id), (ALICE, list.id));
+    let second = s.create_segment(ALICE, draft(other.id), now).await.unwrap();
+    assert!(pro.id < second.id);
+    // Another user's list, or their segment, is as missing as none.
+    assert!(matches!(
+        s.create_segment(ALICE, draft(bobs.id), now).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(s.segment(BOB, pro.id).await, Err(StoreError::NotFound)));
+    assert!(matches!(s.delete_segment(BOB, pro.id).await, Err(StoreError::NotFound)));
+    assert!(matches!(
+        s.update_segment(BOB, pro.id, SegmentPatch::default(), now).await,
+        Err(StoreError::NotFound)
+    ));
+    // Bad rules are refused naming the rule, and nothing is stored.
+    let mut bad = draft(list.id);
+    bad.rules = rules(serde_json::json!([{"field": "status", "op": "gt", "value": "x"}]));
+    match s.create_segment(ALICE, bad, now).await {
+        Err(StoreError::Invalid(e)) => assert_eq!(e.field, "rules[0]"),
+        other => panic!("{other:?}"),
+    }
+    let page = s.segments(ALICE, None, 1).await.unwrap();
+    assert_eq!(page.items.iter().map(|x| x.id).collect::<Vec<_>>(), [pro.id]);
+    let rest = s.segments(ALICE, page.next_after, 10).await.unwrap();
+    assert_eq!(rest.items.iter().map(|x| x.id).collect::<Vec<_>>(), [second.id]);
+    assert_eq!(rest.next_after, None);
+    assert!(s.segments(BOB, None, 10).await.unwrap().items.is_empty());
+
+    let later = now + Duration::seconds(5);
+    let patch = SegmentPatch {
+        match_: Some(Match::Any),
+        rules: Some(rules(serde_json::json!([{"field": "name", "op": "exists"}]))),
+        ..Default::default()
+    };
+    let edited = s.update_segment(ALICE, pro.id, patch, later).await.unwrap();
+    assert_eq!(
+        (edited.match_, edited.name.as_str(), edited.list_id),
+        (Match::Any, "Pro", list.id)
+    );
+    assert_eq!(edited.updated_at.timestamp(), later.timestamp());
+    assert_eq!(s.segment(ALICE, pro.id).await.unwrap(), edited);
+    let blank = SegmentPatch {
+        name: Some("  ".into()),
+        ..Default::default()
+    };
+    assert!(matches!(
+        s.update_segment(ALICE, pro.id, blank, later).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert_eq!(
+        s.segment(ALICE, pro.id).await.unwrap(),
+        edited,
+        "a refused edit changes nothing"
+    );
+
+    // A list's segments go with it; the others stay.
+    s.delete_list(ALICE, other.id).await.unwrap();
+    assert!(matches!(s.segment(ALICE, second.id).await, Err(StoreError::NotFound)));
+    s.delete_segment(ALICE, pro.id).await.unwrap();
+    assert!(matches!(s.segment(ALICE, pro.id).await, Err(StoreError::NotFound)));
+    assert!(matches!(
+        s.delete_segment(ALICE, SegmentId::new(999_999)).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
 async fn upserts_create_update_and_keep_unsubscribes(s: &Subject) {
     use SubscriberStatus::*;
     let list = s.create_list(ALICE, "l".into()).await.unwrap();
@@ -1286,6 +1368,7 @@ conformance!(
     sender_domains_per_user,
     suppression_lists,
     lists_belong_to_their_user,
+    segments_belong_to_their_user_and_list,
     upserts_create_update_and_keep_unsubscribes,
     subscriber_pages_and_status_filters,
 );

@@ -22,12 +22,14 @@ use super::{
 };
 use crate::domain::bounce::{Bounce, BouncePolicy};
 use crate::domain::message::{MessageRecord, MessageStatus};
+use crate::domain::segment::{Segment, SegmentDraft, SegmentPatch};
 use crate::domain::sender::SenderDomain;
 use crate::domain::suppression::{Suppression, SuppressionReason};
 use crate::domain::webhook::{Attempt, Delivery, EventKind, Webhook};
 use crate::domain::{
     Action, Campaign, CampaignDraft, CampaignId, CampaignPatch, DeliveryId, KeyId, List, ListId, MessageId,
-    NewSubscriber, Status, Subscriber, SubscriberId, SubscriberPatch, SubscriberStatus, User, UserId, WebhookId,
+    NewSubscriber, SegmentId, Status, Subscriber, SubscriberId, SubscriberPatch, SubscriberStatus, User, UserId,
+    WebhookId,
 };
 
 /// Called once per subscriber of a scan, in id order; `false` ends it.
@@ -188,6 +190,22 @@ contract! {
         blocking fn scan_subscribers(&self, user: UserId, list: ListId, visit: Visit) -> Result<()>;
         /// The public unsubscribe link's effect.
         blocking fn unsubscribe(&self, campaign: CampaignId, id: SubscriberId) -> Result<()>;
+    }
+
+    /// Saved segments of a user's lists (`domain::segment`); a list's
+    /// segments go with it.
+    pub trait Segments {
+        blocking fn create_segment(&self, user: UserId, draft: SegmentDraft, now: DateTime<Utc>) -> Result<Segment>;
+        blocking fn segment(&self, user: UserId, id: SegmentId) -> Result<Segment>;
+        blocking fn segments(&self, user: UserId, after: Option<u64>, limit: usize) -> Result<Page<Segment>>;
+        blocking fn update_segment(
+            &self,
+            user: UserId,
+            id: SegmentId,
+            patch: SegmentPatch,
+            now: DateTime<Utc>,
+        ) -> Result<Segment>;
+        blocking fn delete_segment(&self, user: UserId, id: SegmentId) -> Result<()>;
     }
 
     /// A user's suppression list.

@@ -4,7 +4,8 @@
 //! stateful phases) reaches past the validation into the operation, and
 //! from a created resource along the document's links to the operations
 //! on it. The ids are those the first list, subscriber, campaign and
-//! webhook of a new server get; the sender domain is `example.org`.
+//! webhook of a new server get; the sender domain is `example.org`, and
+//! the one to remove `example.net`.
 
 use serde_json::{Value, json};
 
@@ -84,6 +85,20 @@ fn bodies() -> Vec<(&'static str, &'static str, &'static str, Value)> {
             json!({"email": "gone@example.org", "reason": "manual", "detail": "asked by phone"}),
         ),
         (
+            "/api/v1/users/me/segments",
+            "post",
+            "application/json",
+            json!({"name": "Pro readers", "list_id": 1, "match": "all",
+                   "rules": [{"field": "attributes.plan", "op": "eq", "value": "pro"},
+                             {"field": "created_at", "op": "gte", "value": "2025-01-01"}]}),
+        ),
+        (
+            "/api/v1/users/me/segments/{id}",
+            "patch",
+            "application/json",
+            json!({"rules": [{"field": "email", "op": "contains", "value": "@example.org"}]}),
+        ),
+        (
             "/api/v1/users/me/webhooks",
             "post",
             "application/json",
@@ -103,7 +118,9 @@ fn parameter(path: &str, name: &str) -> Option<Value> {
         "id" if path.ends_with("/cancel") => json!(4),
         "id" | "sid" | "key_id" => json!(1),
         "email" => json!("a@example.org"),
-        "domain" => json!("example.org"),
+        // Not the domain the fuzzed campaigns send from (example.org):
+        // a removal of that one would fail every later send and edit.
+        "domain" => json!("example.net"),
         _ => return None,
     })
 }

@@ -8,7 +8,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::error::{ErrorBody, ErrorDetail};
-use super::{admin, bounces, campaigns, lists, previews, suppressions, transports, unsubscribe, webhooks};
+use super::{admin, bounces, campaigns, lists, previews, segments, suppressions, transports, unsubscribe, webhooks};
 use crate::domain::bounce::{Bounce, BounceType};
 use crate::domain::message::{MessageBounce, MessageRecord, MessageStatus};
 use crate::domain::suppression::{NewSuppression, Suppression, SuppressionReason};
@@ -180,6 +180,7 @@ impl Modify for Links {
         admin::users, admin::create_user, admin::issue_key, admin::keys, admin::revoke_key,
         super::domains::mine, super::domains::index, super::domains::add, super::domains::remove,
         webhooks::create, webhooks::index, webhooks::show, webhooks::delete, webhooks::deliveries,
+        segments::create, segments::index, segments::show, segments::update, segments::delete, segments::count,
     ),
     components(schemas(
         ErrorBody, ErrorDetail, List, lists::NewList, NewSubscriber, Subscriber, SubscriberStatus, UpsertReport,
@@ -194,6 +195,8 @@ impl Modify for Links {
         crate::domain::webhook::NewWebhook, crate::domain::webhook::EventKind, webhooks::WebhookView,
         webhooks::CreatedWebhook, webhooks::WebhookList, crate::domain::webhook::Delivery, crate::domain::webhook::DeliveryState,
         crate::domain::webhook::Attempt,
+        crate::domain::segment::Segment, crate::domain::segment::SegmentDraft, crate::domain::segment::SegmentPatch,
+        crate::domain::segment::Rule, crate::domain::segment::Match, crate::app::segments::SegmentCount,
     )),
     modifiers(&BearerAuth, &CommonErrors, &Links),
     security(("api_key" = [])),

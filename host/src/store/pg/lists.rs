@@ -19,7 +19,7 @@ use crate::store::{Page, Result, SCAN_LIMIT, StoreError, UpsertReport};
 
 /// The list, if `user` owns it (another user's list is as missing as one
 /// that never was). `lock` is a row-lock clause (`FOR NO KEY UPDATE`).
-async fn owned_list(db: &impl GenericClient, user: UserId, list: ListId, lock: &str) -> Result<List> {
+pub(super) async fn owned_list(db: &impl GenericClient, user: UserId, list: ListId, lock: &str) -> Result<List> {
     let row = db
         .query_opt(
             &format!("SELECT record FROM lists WHERE id = $1 AND user_id = $2 {lock}"),
@@ -101,6 +101,8 @@ impl PgStore {
             )));
         }
         tx.execute("DELETE FROM subscribers WHERE list_id = $1", &[&key(list.get())])
+            .await?;
+        tx.execute("DELETE FROM segments WHERE list_id = $1", &[&key(list.get())])
             .await?;
         tx.execute("DELETE FROM lists WHERE id = $1", &[&key(list.get())])
             .await?;

@@ -20,6 +20,7 @@ mod nodes;
 mod pacer;
 mod queue;
 pub mod schema;
+mod segments;
 mod suppressions;
 #[cfg(any(test, feature = "test-support"))]
 pub mod test_server;

@@ -15,6 +15,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (7, include_str!("migrations/0007_soft_windows.sql")),
     (8, include_str!("migrations/0008_sender_domains.sql")),
     (9, include_str!("migrations/0009_node_ttl.sql")),
+    (10, include_str!("migrations/0010_segments.sql")),
 ];
 
 /// The advisory lock key migrations hold ("posta_mg").

@@ -12,7 +12,11 @@ use crate::domain::{Campaign, List, NewSubscriber, Subscriber, SubscriberPatch, 
 use crate::domain::{CampaignId, ListId, SubscriberId, UserId};
 use crate::store::UpsertReport;
 
-fn owned_list(tx_lists: &impl ReadableTable<u64, &'static [u8]>, user_id: UserId, list_id: ListId) -> Result<List> {
+pub(super) fn owned_list(
+    tx_lists: &impl ReadableTable<u64, &'static [u8]>,
+    user_id: UserId,
+    list_id: ListId,
+) -> Result<List> {
     let list: List = match tx_lists.get(list_id.get())? {
         Some(v) => decode(v.value())?,
         None => return Err(StoreError::NotFound),
@@ -85,6 +89,7 @@ impl Redb {
             subs.retain_in((list, 0)..=(list, u64::MAX), |_, _| false)?;
             emails.retain_in((list, "")..=(list, "\u{10ffff}"), |_, _| false)?;
         }
+        super::segments::drop_of_list(&tx, user_id, list_id)?;
         tx.commit()?;
         Ok(())
     }

@@ -9,6 +9,7 @@ mod bounces;
 mod campaigns;
 mod delivery;
 mod lists;
+mod segments;
 pub(crate) mod sending;
 mod suppressions;
 mod webhooks;
@@ -268,6 +269,7 @@ impl Redb {
             tx.open_table(SOFT_WINDOWS)?;
             tx.open_table(SENDER_DOMAINS)?;
             webhooks::create_tables(&tx)?;
+            segments::create_tables(&tx)?;
         }
         tx.commit()?;
         Ok(Redb {
