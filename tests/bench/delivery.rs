@@ -491,7 +491,7 @@ pub fn languages(r: &mut Report, n: usize, runs: usize) {
             Some(posta_e2e::scaffold_plugin("js")),
         ),
     ];
-    let mut toml = String::new();
+    let mut toml = String::from("[server]\nmax_body_bytes = 16777216\n");
     for (_, name, path) in &plugins {
         let component = path.as_ref().map_or("webhook".to_string(), |p| p.display().to_string());
         toml.push_str(&format!(

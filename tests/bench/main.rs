@@ -553,7 +553,9 @@ fn write_csv(file: &Path, n: usize) {
 /// A CSV file of `n` subscribers streamed in by `posta import` (the CLI a
 /// user runs), then streamed out again.
 fn csv_import(r: &mut Report, n: usize) {
-    r.section(&format!("CSV: {n} rows imported with `posta import`, exported again"));
+    r.section(&format!(
+        "CSV: {n} rows imported with `posta import`, exported again, counted through a segment"
+    ));
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("subscribers.csv");
     write_csv(&file, n);
@@ -607,6 +609,42 @@ fn csv_import(r: &mut Report, n: usize) {
         "< 100 MB",
         format!("{:.0} MiB ({:.0} MB)", mib(peak), mb(peak)),
         mb(peak) < 100.0,
+    );
+
+    // A segment over the imported list: pro readers in America (a quarter
+    // of the rows), counted by scanning the list through the rules.
+    let segment = api.ok_post(
+        "/segments",
+        json!({"name": "pro in America", "list_id": list, "match": "all", "rules": [
+            {"field": "attributes.plan", "op": "eq", "value": "pro"},
+            {"field": "timezone", "op": "starts_with", "value": "america/"},
+        ]}),
+    )["id"]
+        .as_u64()
+        .unwrap();
+    server.reset_peak_rss();
+    let rss_before = server.rss_kib();
+    let mut took = Vec::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let count = api.ok_get(&format!("/segments/{segment}/count"));
+        took.push(started.elapsed().as_secs_f64());
+        assert_eq!(count["count"], (n / 4) as u64, "{count}");
+    }
+    let peak_count = server.peak_rss_kib();
+    let took = median(took);
+    r.line(&format!(
+        "- segment count (2 rules, {} of {n} match): **{took:.2} s** (median of 3), server RSS {:.0} MiB before, \
+         {:.0} MiB peak while counting",
+        n / 4,
+        mib(rss_before),
+        mib(peak_count)
+    ));
+    r.target(
+        "Segment count over a 1M-subscriber list",
+        "≤ 5 s, peak RSS < 100 MB",
+        format!("{took:.2} s, {:.0} MB", mb(peak_count)),
+        took <= 5.0 && mb(peak_count) < 100.0,
     );
 }
 

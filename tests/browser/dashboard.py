@@ -195,6 +195,23 @@ def main():
                 expect(page.locator("table tbody tr")).to_have_count(1)
                 expect(page.locator("table tbody tr td").first).to_have_text("ada@example.org")
 
+        # A segment made over the API is listed with its rules and counts
+        # the list's members who match (the 60 uploaded above, r1 and
+        # r10…r19 among them).
+        made = api.post(BASE + "/api/v1/users/me/segments", data={
+            "name": "R1 readers", "list_id": int(list_id),
+            "rules": [{"field": "email", "op": "starts_with", "value": "r1"}],
+        })
+        assert made.ok, made.text()
+        segment_url = f"{BASE}/segments/{made.json()['id']}"
+        page.get_by_role("link", name="Segments").click()
+        expect(page.locator("table tbody tr")).to_have_count(1)
+        expect(page.locator("table tbody tr")).to_contain_text('email starts_with "r1"')
+        check(page, "segments")
+        page.get_by_role("link", name="R1 readers").click()
+        expect(page.locator("[data-count]")).to_have_text("11")
+        check(page, "segment")
+
         # Alice, the first user, is the admin: she grants Bob a sender
         # domain on his page (a bad name is refused on the form) and takes
         # one away again.
@@ -233,7 +250,7 @@ def main():
         other.goto(BASE + "/campaigns/new")
         expect(other.locator("#from-domains")).to_contain_text("bob.example.net")
         expect(other.locator("#from-domains")).not_to_contain_text("old.example.net")
-        for url in (list_url, campaign_url):
+        for url in (list_url, campaign_url, segment_url):
             response = other.goto(url)
             assert response.status == 404, (url, response.status)
             expect(other.locator("h1")).to_have_text("Not found")

@@ -10,6 +10,7 @@ mod assets;
 mod campaigns;
 mod lists;
 pub(crate) mod pages;
+mod segments;
 mod session;
 mod signin;
 mod streams;
@@ -89,6 +90,8 @@ pub fn router(web: Web, max_body_bytes: usize) -> Router {
         .route("/campaigns/{id}/edit", get(campaigns::edit).post(campaigns::update))
         .route("/campaigns/{id}/action", post(campaigns::action))
         .route("/campaigns/{id}/events", get(campaigns::events))
+        .route("/segments", get(segments::index))
+        .route("/segments/{id}", get(segments::show))
         .route("/suppressions", get(pages::suppressions))
         .route("/bounces", get(pages::bounces))
         .route("/transports", get(pages::transports))

@@ -33,6 +33,7 @@ pub fn page(title: &str, signed: Option<&Signed>, body: Markup) -> Markup {
                             ul {
                                 li { a href="/campaigns" { "Campaigns" } }
                                 li { a href="/lists" { "Lists" } }
+                                li { a href="/segments" { "Segments" } }
                                 li { a href="/suppressions" { "Suppressions" } }
                                 li { a href="/bounces" { "Bounces" } }
                                 li { a href="/transports" { "Transports" } }
