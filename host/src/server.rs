@@ -118,6 +118,7 @@ impl Instance {
             app: crate::app::App {
                 store: self.store.clone(),
                 engine: self.engine.clone(),
+                scans: crate::app::segments::scans(),
             },
             secret: Arc::new(self.store.secret("unsubscribe").await?),
             bounces: self.config.bounces,

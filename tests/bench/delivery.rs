@@ -533,9 +533,9 @@ max_in_flight = {IN_FLIGHT}
     r.line("| plugin | component | msg/s | × Rust webhook | server CPU per message | × Rust webhook |");
     r.line("|---|---:|---:|---:|---:|---:|");
     for (i, (label, _, path)) in plugins.iter().enumerate() {
-        let size = path
-            .as_ref()
-            .map_or("bundled".to_string(), |p| format!("{:.1} MiB", file_size_mib(p)));
+        let size = path.as_ref().map_or("bundled".to_string(), |p| {
+            format!("{:.1} MiB", super::file_size(p) as f64 / f64::from(1 << 20))
+        });
         let (m, c) = (median(rate[i].clone()), median(cpu[i].clone()));
         r.line(&format!(
             "| {label} | {size} | **{m:.0}** | {:.2} | {c:.0} µs | {:.2} |",
@@ -552,8 +552,4 @@ max_in_flight = {IN_FLIGHT}
         rss_start as f64 / 1024.0,
         rss_end as f64 / 1024.0
     ));
-}
-
-fn file_size_mib(path: &Path) -> f64 {
-    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) as f64 / f64::from(1 << 20)
 }

@@ -64,31 +64,33 @@ impl Server {
     }
 }
 
+/// A file under the workspace's `target/` that a script builds; `how`
+/// says which, when it is missing.
+fn built(relative: &str, how: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
+    let path = root.join("target").join(relative);
+    assert!(path.exists(), "{} is missing: {how}", path.display());
+    path
+}
+
 /// The component `posta plugin new hello-LANG --lang LANG` built with its
 /// own build.sh (scripts/scaffolds.sh, run by scripts/test.sh).
 pub fn scaffold_plugin(lang: &str) -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
-    let wasm = root.join(format!("target/scaffolds/{lang}/hello-{lang}.wasm"));
-    assert!(
-        wasm.exists(),
-        "{} is missing: scripts/scaffolds.sh (run by scripts/test.sh) builds the scaffolded plugins",
-        wasm.display()
-    );
-    wasm
+    built(
+        &format!("scaffolds/{lang}/hello-{lang}.wasm"),
+        "scripts/scaffolds.sh (run by scripts/test.sh) builds the scaffolded plugins",
+    )
 }
 
 /// A test component built by scripts/test.sh from tests/plugins/.
 pub fn test_plugin(crate_name: &str) -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
-    let wasm = root
-        .join("target/wasm-test-plugins/wasm32-wasip2/release")
-        .join(format!("{}.wasm", crate_name.replace('-', "_")));
-    assert!(
-        wasm.exists(),
-        "{} is missing: scripts/test.sh builds tests/plugins for wasm32-wasip2",
-        wasm.display()
-    );
-    wasm
+    built(
+        &format!(
+            "wasm-test-plugins/wasm32-wasip2/release/{}.wasm",
+            crate_name.replace('-', "_")
+        ),
+        "scripts/test.sh builds tests/plugins for wasm32-wasip2",
+    )
 }
 
 /// Runs the `posta` CLI with `args`; it must succeed. Returns its stdout.

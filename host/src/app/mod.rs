@@ -17,6 +17,10 @@ use crate::store::{Store, StoreError};
 pub struct App {
     pub store: Store,
     pub engine: Engine,
+    /// Segment counts under way: each scans a whole list on a storage
+    /// thread, so one user may run `segments::PER_USER` at once and all
+    /// users `segments::TOTAL`.
+    pub scans: std::sync::Arc<crate::quota::Quota<crate::domain::UserId>>,
 }
 
 /// Why a use case did not happen.

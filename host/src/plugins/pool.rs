@@ -253,6 +253,11 @@ impl<W: World> Pool<W> {
             let message: String = text[at..].lines().take(2).collect::<Vec<_>>().join(" ");
             reason = format!("{reason}; {}", message.chars().take(500).collect::<String>());
         }
+        // A runtime that traps on a failed request (StarlingMonkey's fetch,
+        // now and then) still says what the host refused.
+        if let Some(refused) = store.data().refused() {
+            reason = format!("{reason} ({refused})");
+        }
         PluginError::Trap { plugin, reason }
     }
 
