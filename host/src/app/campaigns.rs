@@ -4,13 +4,18 @@
 use chrono::Utc;
 
 use super::{App, AppError};
-use crate::domain::{Action, Campaign, CampaignDraft, CampaignId, CampaignPatch, UserId};
+use crate::domain::campaign::audience_list;
+use crate::domain::segment::Segment;
+use crate::domain::{Action, Campaign, CampaignDraft, CampaignId, CampaignPatch, FieldError, SegmentId, UserId};
 use crate::engine::RenderError;
 use crate::plugins::PluginError;
+use crate::store::StoreError;
 
 /// Creates a draft after every check (transport, fields, sender domain,
 /// templates).
-pub async fn create(app: &App, user: UserId, draft: CampaignDraft) -> Result<Campaign, AppError> {
+pub async fn create(app: &App, user: UserId, mut draft: CampaignDraft) -> Result<Campaign, AppError> {
+    let segment = segment_named(app, user, draft.segment_id).await?;
+    draft.list_id = Some(audience_list(draft.list_id, segment.as_ref())?);
     let preview = unsaved(app, user, draft.clone())?;
     preview.validate()?;
     check_from(app, user, &preview.from_email).await?;
@@ -44,6 +49,19 @@ pub async fn update(app: &App, user: UserId, id: CampaignId, patch: CampaignPatc
     let mut preview = app.store.campaign(user, id).await?;
     crate::domain::lifecycle::transition(preview.status, Action::Edit)?;
     preview.apply(patch.clone());
+    // A new segment brings its list unless the patch names one; any
+    // segment must be of the campaign's list.
+    let segment = segment_named(app, user, preview.segment_id).await?;
+    let list_given = match patch.segment_id {
+        Some(Some(_)) => patch.list_id,
+        _ => Some(preview.list_id),
+    };
+    let list = audience_list(list_given, segment.as_ref())?;
+    let mut patch = patch;
+    if list != preview.list_id {
+        patch.list_id = Some(list);
+        preview.list_id = list;
+    }
     preview.validate()?;
     check_from(app, user, &preview.from_email).await?;
     check_templates(app, &preview).await?;
@@ -55,7 +73,14 @@ pub async fn update(app: &App, user: UserId, id: CampaignId, patch: CampaignPatc
 pub async fn send(app: &App, user: UserId, id: CampaignId) -> Result<Campaign, AppError> {
     let current = app.store.campaign(user, id).await?;
     crate::domain::lifecycle::transition(current.status, Action::Send { future: false })?;
+    // Starting a segment's send reads its whole list, like a count.
+    let _scan = match current.segment_id {
+        Some(_) if !current.starts_after(app.engine.now()) => Some(super::segments::place(&app.scans, user)?),
+        _ => None,
+    };
     app.engine.check_transport(&current.transport)?;
+    let segment = segment_named(app, user, current.segment_id).await?;
+    audience_list(Some(current.list_id), segment.as_ref())?;
     // Checked again: the domain may have been taken away since the draft.
     check_from(app, user, &current.from_email).await?;
     check_templates(app, &current).await?;
@@ -75,6 +100,17 @@ pub async fn act(app: &App, user: UserId, id: CampaignId, action: Action) -> Res
     let c = app.store.act(user, id, action, Utc::now()).await?;
     app.engine.kick(&c);
     Ok(c)
+}
+
+/// The segment a campaign names, if it names one; one the user does not
+/// have is a field error, not a 404 (the campaign is what was asked for).
+async fn segment_named(app: &App, user: UserId, id: Option<SegmentId>) -> Result<Option<Segment>, AppError> {
+    let Some(id) = id else { return Ok(None) };
+    match app.store.segment(user, id).await {
+        Ok(s) => Ok(Some(s)),
+        Err(StoreError::NotFound) => Err(FieldError::new("segment_id", format!("no segment {}", id.get())).into()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Refuses a `from_email` that is not on one of `user`'s sender domains

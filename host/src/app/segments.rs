@@ -33,7 +33,7 @@ pub fn scans() -> Arc<Quota<UserId>> {
 
 /// A place for one more of `user`'s counts, or why not (answered 503 with
 /// Retry-After: a count frees its place within seconds).
-fn place(scans: &Arc<Quota<UserId>>, user: UserId) -> Result<Place<UserId>, AppError> {
+pub(super) fn place(scans: &Arc<Quota<UserId>>, user: UserId) -> Result<Place<UserId>, AppError> {
     scans.take(user).map_err(|full| {
         AppError::Busy(match full {
             Full::Key(n) => format!("{n} segment counts of yours are running; at most {PER_USER} at once"),

@@ -6,7 +6,9 @@ use utoipa::ToSchema;
 
 use super::lifecycle::{TransitionError, transition};
 use super::webhook::EventKind;
-use super::{Action, CampaignId, Email, FieldError, ListId, MessageId, Status, SubscriberId, UserId, validate_len};
+use super::{
+    Action, CampaignId, Email, FieldError, ListId, MessageId, SegmentId, Status, SubscriberId, UserId, validate_len,
+};
 
 /// Fastest `send_rate` accepted, emails per minute (over a million a
 /// second: "as fast as possible" is no rate at all).
@@ -56,6 +58,10 @@ pub struct Campaign {
     pub from_email: String,
     pub from_name: String,
     pub list_id: ListId,
+    /// Sends to this segment of the list, as it is evaluated when the send
+    /// starts, instead of the whole list.
+    #[serde(default)]
+    pub segment_id: Option<SegmentId>,
     pub html: String,
     pub text: String,
     /// Name of the transport in posta.toml.
@@ -229,7 +235,13 @@ pub struct CampaignDraft {
     pub from_email: String,
     #[serde(default)]
     pub from_name: String,
-    pub list_id: ListId,
+    /// Required unless `segment_id` is given (then it is the segment's
+    /// list, and may be omitted).
+    #[serde(default)]
+    pub list_id: Option<ListId>,
+    /// Send to this segment of the list instead of all of it.
+    #[serde(default)]
+    pub segment_id: Option<SegmentId>,
     #[serde(default)]
     pub html: String,
     #[serde(default)]
@@ -255,7 +267,8 @@ impl CampaignDraft {
             subject: "subject".into(),
             from_email: "news@example.org".into(),
             from_name: String::new(),
-            list_id,
+            list_id: Some(list_id),
+            segment_id: None,
             html: String::new(),
             text: "text".into(),
             transport: None,
@@ -263,6 +276,24 @@ impl CampaignDraft {
             send_at_local_time: false,
             scheduled_at: None,
         }
+    }
+}
+
+/// The list a campaign sends to: `list_id`, or the segment's list when
+/// only the segment is named. A segment of another list is refused.
+pub fn audience_list(list_id: Option<ListId>, segment: Option<&super::segment::Segment>) -> Result<ListId, FieldError> {
+    match (list_id, segment) {
+        (Some(list), Some(s)) if s.list_id != list => Err(FieldError::new(
+            "list_id",
+            format!(
+                "segment {} is of list {}; give that list or leave list_id out",
+                s.id.get(),
+                s.list_id.get()
+            ),
+        )),
+        (_, Some(s)) => Ok(s.list_id),
+        (Some(list), None) => Ok(list),
+        (None, None) => Err(FieldError::new("list_id", "required (or a segment_id)")),
     }
 }
 
@@ -275,6 +306,10 @@ pub struct CampaignPatch {
     pub from_email: Option<String>,
     pub from_name: Option<String>,
     pub list_id: Option<ListId>,
+    /// A segment of the campaign's list; `null` sends to the whole list.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<u64>)]
+    pub segment_id: Option<Option<SegmentId>>,
     pub html: Option<String>,
     pub text: Option<String>,
     pub transport: Option<String>,
@@ -302,8 +337,9 @@ pub const MAX_CAMPAIGN_NAME: usize = 256;
 pub const MAX_BODY_BYTES: usize = 512 * 1024;
 
 impl Campaign {
-    /// Builds a draft from the API body; the caller has resolved the list and
-    /// the transport name.
+    /// Builds a draft from the API body; the caller has resolved the list
+    /// (`CampaignDraft::list_id` is set: a segment's list when only the
+    /// segment was named) and the transport name.
     pub fn from_draft(
         id: CampaignId,
         user_id: UserId,
@@ -318,7 +354,9 @@ impl Campaign {
             subject: d.subject,
             from_email: d.from_email.trim().to_string(),
             from_name: d.from_name.trim().to_string(),
-            list_id: d.list_id,
+            // No list is list 0, which no user owns: the store refuses it.
+            list_id: d.list_id.unwrap_or(ListId::new(0)),
+            segment_id: d.segment_id,
             html: d.html,
             text: d.text,
             transport,
@@ -344,6 +382,7 @@ impl Campaign {
             from_email,
             from_name,
             list_id,
+            segment_id,
             html,
             text,
             transport,
@@ -459,7 +498,8 @@ mod tests {
             subject: "Hi {{ subscriber.name }}".into(),
             from_email: "news@example.org".into(),
             from_name: "News".into(),
-            list_id: ListId::new(1),
+            list_id: Some(ListId::new(1)),
+            segment_id: None,
             html: "<p>Hi</p>".into(),
             text: "Hi".into(),
             transport: None,

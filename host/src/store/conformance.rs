@@ -359,6 +359,134 @@ async fn segments_belong_to_their_user_and_list(s: &Subject) {
     ));
 }
 
+/// A campaign naming a segment sends to the subscribers its rules matched
+/// when the send started: later edits to subscribers or rules, new
+/// subscribers and steps of any size change nobody's membership.
+async fn segment_campaigns_send_to_the_audience_fixed_at_start(s: &Subject) {
+    use crate::domain::segment::{Match, SegmentDraft, SegmentPatch};
+    use crate::domain::{SegmentId, SubscriberPatch};
+    use SubscriberStatus::{Subscribed, Unsubscribed};
+    let now = Utc::now();
+    let list = s.create_list(ALICE, "Readers".into()).await.unwrap();
+    let plan = |i: usize| if i % 2 == 1 { "pro" } else { "free" };
+    let batch = (1..=10)
+        .map(|i| NewSubscriber {
+            attributes: serde_json::from_value(serde_json::json!({"plan": plan(i)})).unwrap(),
+            ..new(&format!("s{i}@x.org"), if i == 9 { Unsubscribed } else { Subscribed })
+        })
+        .collect();
+    s.upsert(ALICE, list.id, batch).await.unwrap();
+    let ids = s.scan(ALICE, list.id, usize::MAX).await.unwrap();
+    let rules = |json: serde_json::Value| serde_json::from_value(json).unwrap();
+    let pro = SegmentDraft {
+        name: "Pro".into(),
+        list_id: list.id,
+        match_: Match::All,
+        rules: rules(serde_json::json!([{"field": "attributes.plan", "op": "eq", "value": "pro"}])),
+    };
+    let segment = s.create_segment(ALICE, pro.clone(), now).await.unwrap();
+    let draft = CampaignDraft {
+        segment_id: Some(segment.id),
+        ..CampaignDraft::minimal(list.id)
+    };
+    let c = s.create_campaign(ALICE, draft.clone(), "log".into()).await.unwrap();
+    assert_eq!(c.segment_id, Some(segment.id));
+    let c = s.send(ALICE, c.id, Utc::now()).await.unwrap();
+    assert_eq!((c.status, c.stats.total, c.stats.pending), (Status::Sending, 5, 5));
+
+    // After the start: a new pro subscriber, a free one turned pro, a pro
+    // one turned free, and rules that now match everyone.
+    let late = NewSubscriber {
+        attributes: serde_json::from_value(serde_json::json!({"plan": "pro"})).unwrap(),
+        ..new("late@x.org", Subscribed)
+    };
+    s.upsert(ALICE, list.id, vec![late]).await.unwrap();
+    let attrs = |p: &str| Some(serde_json::from_value(serde_json::json!({"plan": p})).unwrap());
+    for (i, p) in [(1, "pro"), (2, "free")] {
+        let patch = SubscriberPatch {
+            attributes: attrs(p),
+            ..Default::default()
+        };
+        s.update_subscriber(ALICE, list.id, ids[i], patch).await.unwrap();
+    }
+    let everyone = SegmentPatch {
+        rules: Some(rules(
+            serde_json::json!([{"field": "email", "op": "contains", "value": "@"}]),
+        )),
+        ..Default::default()
+    };
+    s.update_segment(ALICE, segment.id, everyone, Utc::now()).await.unwrap();
+
+    let mut delivered = Vec::new();
+    loop {
+        let step = s.step(c.id, 2, Utc::now()).await.unwrap();
+        delivered.extend(step.jobs.iter().map(|j| j.subscriber.email.to_string()));
+        s.settle(&sent(c.id, &step.jobs), Utc::now()).await.unwrap();
+        if !step.progressed && step.jobs.is_empty() {
+            break;
+        }
+    }
+    // s3 turned free after the start and is still in; s2 turned pro and is
+    // not; s9 is in but unsubscribed, so skipped.
+    assert_eq!(delivered, ["s1@x.org", "s3@x.org", "s5@x.org", "s7@x.org"]);
+    let done = s.campaign(ALICE, c.id).await.unwrap();
+    assert_eq!(
+        (done.status, done.stats.total, done.stats.sent, done.stats.skipped),
+        (Status::Sent, 5, 4, 1)
+    );
+
+    // A scheduled campaign holds its segment; a sent one does not.
+    let later = CampaignDraft {
+        scheduled_at: Some(Utc::now() + chrono::Duration::days(1)),
+        ..draft.clone()
+    };
+    let scheduled = s.create_campaign(ALICE, later, "log".into()).await.unwrap();
+    let scheduled = s.send(ALICE, scheduled.id, Utc::now()).await.unwrap();
+    assert_eq!(scheduled.status, Status::Scheduled);
+    match s.delete_segment(ALICE, segment.id).await {
+        Err(StoreError::Conflict(m)) => assert!(m.contains(&scheduled.id.get().to_string()), "{m}"),
+        other => panic!("deleted a scheduled campaign's segment: {other:?}"),
+    }
+    // It fires with the rules as they are then (everyone now: 11, the late
+    // subscriber among them).
+    let fired = s.act(ALICE, scheduled.id, Action::Fire).await.unwrap();
+    assert_eq!((fired.status, fired.stats.total), (Status::Sending, 11));
+    s.delete_segment(ALICE, segment.id).await.unwrap();
+
+    // A draft naming a segment that is gone, or another user's, cannot start.
+    let gone = s.create_campaign(ALICE, draft.clone(), "log".into()).await.unwrap();
+    assert!(matches!(
+        s.send(ALICE, gone.id, Utc::now()).await,
+        Err(StoreError::Invalid(e)) if e.field == "segment_id"
+    ));
+    let bobs_list = s.create_list(BOB, "Bob's".into()).await.unwrap();
+    let bobs = s
+        .create_segment(
+            BOB,
+            SegmentDraft {
+                list_id: bobs_list.id,
+                ..pro
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    let foreign = CampaignDraft {
+        segment_id: Some(bobs.id),
+        ..CampaignDraft::minimal(list.id)
+    };
+    let foreign = s.create_campaign(ALICE, foreign, "log".into()).await.unwrap();
+    assert!(matches!(
+        s.send(ALICE, foreign.id, Utc::now()).await,
+        Err(StoreError::Invalid(e)) if e.field == "segment_id"
+    ));
+    assert!(matches!(
+        s.delete_segment(ALICE, SegmentId::new(bobs.id.get())).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(s.campaign(ALICE, foreign.id).await.unwrap().status, Status::Draft);
+}
+
 async fn upserts_create_update_and_keep_unsubscribes(s: &Subject) {
     use SubscriberStatus::*;
     let list = s.create_list(ALICE, "l".into()).await.unwrap();
@@ -1369,6 +1497,7 @@ conformance!(
     suppression_lists,
     lists_belong_to_their_user,
     segments_belong_to_their_user_and_list,
+    segment_campaigns_send_to_the_audience_fixed_at_start,
     upserts_create_update_and_keep_unsubscribes,
     subscriber_pages_and_status_filters,
 );

@@ -53,6 +53,14 @@ pub enum StoreError {
     LeaseLapsed,
 }
 
+/// Deleting a segment that a scheduled campaign will send to (its send
+/// reads the segment when it starts).
+pub fn segment_in_use(campaign: u64) -> StoreError {
+    StoreError::Conflict(format!(
+        "scheduled campaign {campaign} sends to this segment; cancel it or change its segment first"
+    ))
+}
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Runs a synchronous storage call off the async workers (redb commits

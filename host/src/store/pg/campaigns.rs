@@ -11,10 +11,13 @@ use tokio_postgres::types::Json;
 
 use super::webhooks::Events;
 use super::{PgStore, key};
+use crate::domain::campaign::audience_list;
 use crate::domain::lifecycle::transition;
+use crate::domain::segment::Segment;
 use crate::domain::webhook::campaign_data;
 use crate::domain::{
-    Action, Campaign, CampaignDraft, CampaignId, CampaignPatch, CampaignRun, FieldError, List, ListId, Status, UserId,
+    Action, Campaign, CampaignDraft, CampaignId, CampaignPatch, CampaignRun, FieldError, List, ListId, Status,
+    Subscriber, UserId,
 };
 use crate::store::{Page, Result, StoreError};
 
@@ -73,7 +76,7 @@ impl PgStore {
         now: DateTime<Utc>,
     ) -> Result<Campaign> {
         let client = self.pool.get().await?;
-        check_list(&client, user, draft.list_id, "").await?;
+        check_list(&client, user, audience_list(draft.list_id, None)?, "").await?;
         let id: i64 = client.query_one("SELECT nextval('campaign_ids')", &[]).await?.get(0);
         let c = Campaign::from_draft(CampaignId::new(id as u64), user, draft, transport, now);
         c.validate()?;
@@ -171,6 +174,8 @@ impl PgStore {
         .await?;
         tx.execute("DELETE FROM messages WHERE campaign_id = $1", &[&k]).await?;
         tx.execute("DELETE FROM due WHERE campaign_id = $1", &[&k]).await?;
+        tx.execute("DELETE FROM campaign_members WHERE campaign_id = $1", &[&k])
+            .await?;
         tx.execute("DELETE FROM campaigns WHERE id = $1", &[&k]).await?;
         tx.commit().await?;
         Ok(())
@@ -209,6 +214,11 @@ impl PgStore {
                 Ok(c) => fired.push(c),
                 // Another node fired it first, or it was cancelled.
                 Err(StoreError::Transition(_)) => {}
+                // It cannot start (its segment was deleted): it waits,
+                // and the others still fire.
+                Err(StoreError::Invalid(e)) => {
+                    tracing::warn!(campaign = c.id.get(), "cannot start scheduled campaign: {e}");
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -238,7 +248,9 @@ impl PgStore {
         // subscribers stored before this moment.
         let sending = change.fixes_recipients();
         let list = check_list(&tx, c.user_id, c.list_id, if sending { "FOR SHARE" } else { "" }).await?;
-        let recipients = if sending {
+        let recipients = if sending && c.segment_id.is_some() {
+            Some(freeze_members(&tx, &c).await?)
+        } else if sending {
             let last: i64 = tx
                 .query_one(
                     "SELECT coalesce(max(id), 0) FROM subscribers WHERE list_id = $1",
@@ -279,6 +291,72 @@ impl PgStore {
             .await?;
         Ok(())
     }
+}
+
+/// Members written per statement.
+const MEMBER_CHUNK: usize = 10_000;
+
+/// Fixes who a segment campaign sends to, in the transaction starting its
+/// send: the segment's rules over the list's subscribers as they are now
+/// (the list is held FOR SHARE, so no import lands meanwhile), written to
+/// `campaign_members`. Returns `(the list's newest subscriber id, count)`.
+/// The scan holds this campaign's row and the list's share lock for its
+/// seconds on a million subscribers; nothing else waits on either.
+async fn freeze_members(tx: &Transaction<'_>, c: &CampaignRun) -> Result<(u64, u64)> {
+    let segment_id = c.segment_id.expect("a segment campaign");
+    let row = tx
+        .query_opt(
+            "SELECT record FROM segments WHERE user_id = $1 AND id = $2",
+            &[&key(c.user_id.get()), &key(segment_id.get())],
+        )
+        .await?
+        .ok_or_else(|| FieldError::new("segment_id", format!("segment {} no longer exists", segment_id.get())))?;
+    let Json(segment): Json<Segment> = row.get(0);
+    if segment.list_id != c.list_id {
+        return Err(FieldError::new("segment_id", "the segment is of another list").into());
+    }
+    let filter = segment.filter()?;
+    let campaign = key(c.id.get());
+    tx.execute("DELETE FROM campaign_members WHERE campaign_id = $1", &[&campaign])
+        .await?;
+    let statement = tx
+        .prepare("SELECT id, record FROM subscribers WHERE list_id = $1 ORDER BY id")
+        .await?;
+    let list_key = key(c.list_id.get());
+    let portal = tx.bind(&statement, &[&list_key]).await?;
+    let (mut members, mut last, mut count) = (Vec::with_capacity(MEMBER_CHUNK), 0i64, 0u64);
+    loop {
+        let rows = tx.query_portal(&portal, 1_000).await?;
+        if rows.is_empty() {
+            break;
+        }
+        for row in rows {
+            last = row.get(0);
+            if filter.matches(&row.get::<_, Json<Subscriber>>(1).0) {
+                members.push(last);
+            }
+        }
+        if members.len() >= MEMBER_CHUNK {
+            count += insert_members(tx, campaign, &mut members).await?;
+        }
+    }
+    count += insert_members(tx, campaign, &mut members).await?;
+    Ok((last as u64, count))
+}
+
+/// Writes (and empties) `members`; returns how many.
+async fn insert_members(tx: &Transaction<'_>, campaign: i64, members: &mut Vec<i64>) -> Result<u64> {
+    if members.is_empty() {
+        return Ok(0);
+    }
+    tx.execute(
+        "INSERT INTO campaign_members (campaign_id, subscriber_id) SELECT $1, unnest($2::bigint[])",
+        &[&campaign, &*members],
+    )
+    .await?;
+    let n = members.len() as u64;
+    members.clear();
+    Ok(n)
 }
 
 async fn insert(db: &impl GenericClient, c: &CampaignRun) -> Result<()> {

@@ -356,17 +356,29 @@ async fn walk_list(
     now: DateTime<Utc>,
     out: &mut Vec<(MessageRecord, Subscriber)>,
 ) -> Result<()> {
-    let rows = tx
-        .query(
-            "SELECT record FROM subscribers WHERE list_id = $1 AND id > $2 AND id <= $3 ORDER BY id LIMIT $4",
-            &[
-                &key(c.list_id.get()),
-                &key(c.progress.cursor),
-                &key(c.progress.last_subscriber),
-                &(batch as i64),
-            ],
+    let (list, cursor, last, limit) = (
+        key(c.list_id.get()),
+        key(c.progress.cursor),
+        key(c.progress.last_subscriber),
+        batch as i64,
+    );
+    let rows = if c.segment_id.is_some() {
+        // A segment campaign walks its frozen members; one deleted since
+        // has no row to join and is passed over.
+        tx.query(
+            "SELECT s.record FROM campaign_members m JOIN subscribers s ON s.list_id = $1 AND s.id = m.subscriber_id
+             WHERE m.campaign_id = $5 AND m.subscriber_id > $2 AND m.subscriber_id <= $3
+             ORDER BY m.subscriber_id LIMIT $4",
+            &[&list, &cursor, &last, &limit, &key(c.id.get())],
         )
-        .await?;
+        .await?
+    } else {
+        tx.query(
+            "SELECT record FROM subscribers WHERE list_id = $1 AND id > $2 AND id <= $3 ORDER BY id LIMIT $4",
+            &[&list, &cursor, &last, &limit],
+        )
+        .await?
+    };
     let subs: Vec<Subscriber> = rows.into_iter().map(|r| r.get::<_, Json<Subscriber>>(0).0).collect();
     let suppressed = suppressions_of(tx, c.user_id, subs.iter().map(|s| &s.email)).await?;
     let local_at = c.scheduled_at.filter(|_| c.send_at_local_time);

@@ -16,6 +16,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (8, include_str!("migrations/0008_sender_domains.sql")),
     (9, include_str!("migrations/0009_node_ttl.sql")),
     (10, include_str!("migrations/0010_segments.sql")),
+    (11, include_str!("migrations/0011_campaign_members.sql")),
 ];
 
 /// The advisory lock key migrations hold ("posta_mg").

@@ -8,7 +8,7 @@ use super::lists::{owned_list, page};
 use super::{PgStore, key};
 use crate::domain::segment::{MAX_PER_USER, Segment, SegmentDraft, SegmentPatch};
 use crate::domain::{SegmentId, UserId};
-use crate::store::{Page, Result, StoreError};
+use crate::store::{Page, Result, StoreError, segment_in_use};
 
 /// Per-user advisory lock keys for segment creation ("posta_sg" xor user),
 /// so that two creations cannot both pass the per-user cap.
@@ -96,17 +96,28 @@ impl PgStore {
         Ok(segment)
     }
 
+    /// Refused while a scheduled campaign will send to it.
     pub async fn delete_segment(&self, user: UserId, id: SegmentId) -> Result<()> {
-        let client = self.pool.get().await?;
-        let gone = client
-            .execute(
-                "DELETE FROM segments WHERE user_id = $1 AND id = $2",
-                &[&key(user.get()), &key(id.get())],
-            )
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let (user, id) = (key(user.get()), key(id.get()));
+        let gone = tx
+            .execute("DELETE FROM segments WHERE user_id = $1 AND id = $2", &[&user, &id])
             .await?;
         if gone == 0 {
             return Err(StoreError::NotFound);
         }
+        let using = tx
+            .query_opt(
+                "SELECT id FROM campaigns WHERE user_id = $1 AND status = 'scheduled'
+                 AND (run->>'segment_id')::bigint = $2 LIMIT 1",
+                &[&user, &id],
+            )
+            .await?;
+        if let Some(row) = using {
+            return Err(segment_in_use(row.get::<_, i64>(0) as u64));
+        }
+        tx.commit().await?;
         Ok(())
     }
 }

@@ -4,10 +4,12 @@ use chrono::{DateTime, Utc};
 use redb::ReadableTable;
 use serde::de::DeserializeOwned;
 
+use super::members::{Frozen, drop_members};
 use super::{
     CAMPAIGNS, Events, IN_FLIGHT, LISTS, MESSAGES, Page, Redb, Result, SUBSCRIBERS, StoreError, USER_CAMPAIGNS, decode,
     encode, next_id,
 };
+use crate::domain::campaign::audience_list;
 use crate::domain::lifecycle::transition;
 use crate::domain::webhook::campaign_data;
 use crate::domain::{
@@ -63,7 +65,7 @@ impl Redb {
         now: DateTime<Utc>,
     ) -> Result<Campaign> {
         let tx = self.write()?;
-        check_list(&tx, user_id, draft.list_id)?;
+        check_list(&tx, user_id, audience_list(draft.list_id, None)?)?;
         let id = CampaignId::new(next_id(&tx, "campaign")?);
         let c = Campaign::from_draft(id, user_id, draft, transport, now);
         c.validate()?;
@@ -123,11 +125,12 @@ impl Redb {
     /// `Redb::write_riding`); the others have a commit of their own.
     pub fn act(&self, user_id: UserId, id: CampaignId, action: Action, now: DateTime<Utc>) -> Result<Campaign> {
         if matches!(action, Action::Pause | Action::Resume | Action::Cancel) {
-            let (c, wrote) = self.write_riding(move |tx| apply(tx, user_id, id, |_| action, now, |_| {}))?;
+            let (c, wrote) = self.write_riding(move |tx| apply(tx, user_id, id, |_| action, now, None, |_| {}))?;
             self.wake_deliverer(wrote);
             return Ok(c);
         }
-        self.act_as(user_id, id, |_| action, now, |_| {})
+        let frozen = self.freeze(user_id, id, |_| action)?;
+        self.act_as(user_id, id, |_| action, now, frozen, |_| {})
     }
 
     /// PATCH of a draft: the edit applied, validated and saved.
@@ -138,7 +141,7 @@ impl Redb {
         patch: CampaignPatch,
         now: DateTime<Utc>,
     ) -> Result<Campaign> {
-        self.act_as(user_id, id, |_| Action::Edit, now, |c| c.apply(patch))
+        self.act_as(user_id, id, |_| Action::Edit, now, None, |c| c.apply(patch))
     }
 
     /// `act` with the action decided from the stored campaign.
@@ -148,10 +151,11 @@ impl Redb {
         id: CampaignId,
         action: impl FnOnce(&Campaign) -> Action,
         now: DateTime<Utc>,
+        frozen: Option<Frozen>,
         f: impl FnOnce(&mut Campaign),
     ) -> Result<Campaign> {
         let tx = self.write()?;
-        let (c, wrote) = apply(&tx, user_id, id, action, now, f)?;
+        let (c, wrote) = apply(&tx, user_id, id, action, now, frozen.as_ref(), f)?;
         tx.commit()?;
         self.wake_deliverer(wrote);
         Ok(c)
@@ -161,7 +165,8 @@ impl Redb {
     /// local-time sending, when UTC+14 reaches the time) lies ahead of `now`,
     /// else draft → sending with the recipients fixed.
     pub fn send(&self, user_id: UserId, id: CampaignId, now: DateTime<Utc>) -> Result<Campaign> {
-        self.act_as(user_id, id, |c| c.send_action(now), now, |_| {})
+        let frozen = self.freeze(user_id, id, |c| c.send_action(now))?;
+        self.act_as(user_id, id, |c| c.send_action(now), now, frozen, |_| {})
     }
 
     /// The recipients a send starting in the caller's transaction gets:
@@ -213,6 +218,7 @@ impl Redb {
             tx.open_table(super::DUE)?
                 .retain_in((id, 0, 0)..=(id, u64::MAX, u64::MAX), |_, _| false)?;
         }
+        drop_members(&tx, id)?;
         tx.commit()?;
         Ok(())
     }
@@ -235,7 +241,8 @@ impl Redb {
 }
 
 /// A lifecycle action inside `tx`; returns the campaign and whether events
-/// were written. Sending (send, or a schedule firing) fixes the recipients.
+/// were written. Sending (send, or a schedule firing) fixes the recipients:
+/// the list's, or the members `frozen` read for a segment's campaign.
 /// Everything is read and checked before the first write.
 fn apply(
     tx: &redb::WriteTransaction,
@@ -243,6 +250,7 @@ fn apply(
     id: CampaignId,
     action: impl FnOnce(&Campaign) -> Action,
     now: DateTime<Utc>,
+    frozen: Option<&Frozen>,
     f: impl FnOnce(&mut Campaign),
 ) -> Result<(Campaign, bool)> {
     let mut events = Events::new(tx);
@@ -251,10 +259,16 @@ fn apply(
         let mut c = owned(&table, user_id, id)?;
         let change = c.begin(action(&c), f)?;
         let list = check_list(tx, user_id, c.list_id)?;
-        let recipients = change
-            .fixes_recipients()
-            .then(|| Redb::recipients(tx, &list))
-            .transpose()?;
+        let recipients = match (change.fixes_recipients(), frozen) {
+            (false, _) => None,
+            (true, Some(frozen)) => Some(frozen.check(tx, &c)?),
+            (true, None) if c.segment_id.is_some() => {
+                return Err(StoreError::Conflict(
+                    "the campaign's segment changed while its send was starting; send again".into(),
+                ));
+            }
+            (true, None) => Some(Redb::recipients(tx, &list)?),
+        };
         let event = c.finish(change, recipients, now)?;
         save(&mut table, &c)?;
         if let Some(kind) = event {

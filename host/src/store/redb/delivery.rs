@@ -9,6 +9,7 @@ use redb::ReadableTable;
 
 use super::bounces::file_bounce;
 use super::campaigns::{load, save};
+use super::members::MEMBERS;
 use super::suppressions::suppressed;
 use super::{
     CAMPAIGNS, DEFERRED, DUE, Events, IN_FLIGHT, MESSAGES, Page, Redb, Result, SCAN_LIMIT, SUBSCRIBERS, SUPPRESSIONS,
@@ -61,10 +62,37 @@ fn millis(t: DateTime<Utc>) -> u64 {
     u64::try_from(t.timestamp_millis()).unwrap_or(0)
 }
 
-/// Moves the cursor over the next `batch` subscribers of the list.
+/// The campaign's recipients after its cursor, up to `last_subscriber`,
+/// in id order, each with its subscriber record: the list's subscribers,
+/// or a segment campaign's frozen members (`members`), where one deleted
+/// since comes without a record.
+fn recipients_after<'a>(
+    c: &CampaignRun,
+    subs: &'a impl ReadableTable<(u64, u64), &'static [u8]>,
+    members: &'a impl ReadableTable<(u64, u64), ()>,
+) -> Result<Box<dyn Iterator<Item = Result<(u64, Option<Subscriber>)>> + 'a>> {
+    let (list, from, to) = (c.list_id.get(), c.progress.cursor + 1, c.progress.last_subscriber);
+    Ok(if c.segment_id.is_some() {
+        let id = c.id.get();
+        Box::new(members.range((id, from)..=(id, to))?.map(move |entry| {
+            let sub_id = entry?.0.value().1;
+            let sub = subs.get((list, sub_id))?.map(|v| decode(v.value())).transpose()?;
+            Ok((sub_id, sub))
+        }))
+    } else {
+        Box::new(subs.range((list, from)..=(list, to))?.map(|entry| {
+            let (k, v) = entry?;
+            Ok((k.value().1, Some(decode(v.value())?)))
+        }))
+    })
+}
+
+/// Moves the cursor over the next `batch` recipients.
+#[allow(clippy::too_many_arguments)]
 fn walk_list(
     c: &mut CampaignRun,
     subs: &impl ReadableTable<(u64, u64), &'static [u8]>,
+    members: &impl ReadableTable<(u64, u64), ()>,
     due: &mut redb::Table<(u64, u64, u64), ()>,
     w: &mut Writer<'_>,
     batch: usize,
@@ -74,18 +102,17 @@ fn walk_list(
     let local_at = c.scheduled_at.filter(|_| c.send_at_local_time);
     let mut seen = 0;
     let mut stopped = false;
-    let list = c.list_id.get();
-    for entry in subs.range((list, c.progress.cursor + 1)..=(list, c.progress.last_subscriber))? {
-        let (k, v) = entry?;
-        let sub: Subscriber = decode(v.value())?;
-        let sub_id = k.value().1;
-        let due_at = local_at.map(|at| schedule::due_at(at, schedule::parse_tz(sub.timezone.as_deref())));
-        match due_at {
-            Some(d) if d > w.now && c.status != Status::Cancelled => {
-                due.insert((c.id.get(), millis(d), sub_id), ())?;
-                c.progress.planned += 1;
+    for entry in recipients_after(c, subs, members)? {
+        let (sub_id, sub) = entry?;
+        if let Some(sub) = sub {
+            let due_at = local_at.map(|at| schedule::due_at(at, schedule::parse_tz(sub.timezone.as_deref())));
+            match due_at {
+                Some(d) if d > w.now && c.status != Status::Cancelled => {
+                    due.insert((c.id.get(), millis(d), sub_id), ())?;
+                    c.progress.planned += 1;
+                }
+                _ => step.jobs.extend(w.message(c, sub, due_at)?),
             }
-            _ => step.jobs.extend(w.message(c, sub, due_at)?),
         }
         c.progress.cursor = sub_id;
         seen += 1;
@@ -187,9 +214,19 @@ impl Redb {
                 };
                 let mut due = tx.open_table(DUE)?;
                 let subs = tx.open_table(SUBSCRIBERS)?;
+                let members = tx.open_table(MEMBERS)?;
                 let yield_requested = || tx.yield_requested();
                 if c.progress.cursor < c.progress.last_subscriber {
-                    walk_list(&mut c, &subs, &mut due, &mut w, batch, &mut step, &yield_requested)?;
+                    walk_list(
+                        &mut c,
+                        &subs,
+                        &members,
+                        &mut due,
+                        &mut w,
+                        batch,
+                        &mut step,
+                        &yield_requested,
+                    )?;
                 } else if c.progress.planned > 0 {
                     release_due(&mut c, &subs, &mut due, &mut w, batch, &mut step, &yield_requested)?;
                 }

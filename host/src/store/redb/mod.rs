@@ -9,6 +9,7 @@ mod bounces;
 mod campaigns;
 mod delivery;
 mod lists;
+mod members;
 mod segments;
 pub(crate) mod sending;
 mod suppressions;
@@ -138,6 +139,8 @@ pub struct Redb {
     riders: Riders,
     /// Whether the engine's loops reach storage (`health`).
     pub(crate) health: Arc<health::Health>,
+    /// Segment campaigns whose audience is being read (`members`).
+    freezing: members::Freezing,
 }
 
 /// A write queued to run inside whichever transaction commits next; it
@@ -270,6 +273,7 @@ impl Redb {
             tx.open_table(SENDER_DOMAINS)?;
             webhooks::create_tables(&tx)?;
             segments::create_tables(&tx)?;
+            members::create_tables(&tx)?;
         }
         tx.commit()?;
         Ok(Redb {
@@ -279,6 +283,7 @@ impl Redb {
             outbox: Arc::default(),
             riders: Riders::default(),
             health: Arc::default(),
+            freezing: members::Freezing::default(),
         })
     }
 

@@ -5,10 +5,11 @@
 use chrono::{DateTime, Utc};
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
+use super::campaigns::load;
 use super::lists::owned_list;
-use super::{LISTS, Page, Redb, Result, StoreError, decode, encode, next_id, page_records};
+use super::{CAMPAIGNS, LISTS, Page, Redb, Result, StoreError, USER_CAMPAIGNS, decode, encode, next_id, page_records};
 use crate::domain::segment::{MAX_PER_USER, Segment, SegmentDraft, SegmentPatch};
-use crate::domain::{ListId, SegmentId, UserId};
+use crate::domain::{Campaign, CampaignId, ListId, SegmentId, Status, UserId};
 
 /// (user, segment) → Segment.
 pub(crate) const SEGMENTS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("segments");
@@ -89,10 +90,23 @@ impl Redb {
         Ok(segment)
     }
 
+    /// Refused while a scheduled campaign will send to it.
     pub fn delete_segment(&self, user: UserId, id: SegmentId) -> Result<()> {
         let tx = self.write()?;
         if tx.open_table(SEGMENTS)?.remove((user.get(), id.get()))?.is_none() {
             return Err(StoreError::NotFound);
+        }
+        {
+            let campaigns = tx.open_table(CAMPAIGNS)?;
+            for entry in tx
+                .open_table(USER_CAMPAIGNS)?
+                .range((user.get(), 0)..=(user.get(), u64::MAX))?
+            {
+                let c: Campaign = load(&campaigns, CampaignId::new(entry?.0.value().1))?;
+                if c.status == Status::Scheduled && c.segment_id == Some(id) {
+                    return Err(crate::store::segment_in_use(c.id.get()));
+                }
+            }
         }
         tx.commit()?;
         Ok(())
