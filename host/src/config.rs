@@ -158,6 +158,9 @@ pub struct Server {
     /// Requests per second per client address on the public endpoints
     /// (unsubscribe, health), with bursts of twice that; 0 turns it off.
     pub public_rate_per_ip: u32,
+    /// Opens and clicks recorded per second per client address (bursts of
+    /// twice that); more are answered but not counted. 0 turns it off.
+    pub tracking_rate_per_ip: u32,
     /// Bearer token `GET /metrics` requires (or `POSTA_METRICS_TOKEN`);
     /// without one the metrics are public, like health.
     pub metrics_token: Option<String>,
@@ -197,6 +200,7 @@ impl Default for Server {
             trusted_proxies: Vec::new(),
             client_ip_header: "X-Forwarded-For".into(),
             public_rate_per_ip: 50,
+            tracking_rate_per_ip: 100,
             metrics_token: None,
             max_import_bytes: 256 << 20,
             compile_cache: "{data_dir}/compiled".into(),

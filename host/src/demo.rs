@@ -66,6 +66,8 @@ pub async fn run(mut config: Config, data_dir: Option<PathBuf>, subscribers: usi
         from_name: "Posta".into(),
         list_id: Some(list.id),
         segment_id: None,
+        track_opens: false,
+        track_clicks: false,
         html: HTML.into(),
         text: TEXT.into(),
         transport: Some("log".into()),

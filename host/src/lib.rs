@@ -18,5 +18,6 @@ pub mod quota;
 pub mod scheduling;
 pub mod server;
 pub mod store;
+pub mod tracking;
 pub mod web;
 pub mod webhooks;

@@ -42,6 +42,14 @@ pub const DB_WRITER_WAIT: &str = "posta_db_writer_wait_seconds";
 pub const STORAGE_UP: &str = "posta_storage_up";
 /// Event webhook attempts by `result`: delivered, retrying, failed.
 pub const WEBHOOK_ATTEMPTS: &str = "posta_webhook_attempts_total";
+/// Tracking requests by `kind` (open, click) and `outcome`: queued for
+/// recording, `dropped` (the queue was full), `unrecorded` (a HEAD, or a
+/// client over `tracking_rate_per_ip`), `lost` (storage refused a batch).
+pub const TRACKING_HITS: &str = "posta_tracking_hits_total";
+/// Hits stored as opens or clicks (not scanners, not for messages gone).
+pub const TRACKING_RECORDED: &str = "posta_tracking_recorded_total";
+/// Seconds one batch of hits took to store.
+pub const TRACKING_BATCH: &str = "posta_tracking_batch_seconds";
 
 /// Latency buckets from 100 µs to 30 s: transport calls span a log write
 /// (µs) to a slow relay (s).

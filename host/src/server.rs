@@ -49,6 +49,8 @@ pub struct Instance {
     pub engine: Engine,
     pub data_dir: PathBuf,
     pub config: Config,
+    /// Records opens and clicks the tracking endpoints take.
+    pub tracker: std::sync::Arc<crate::tracking::Tracker>,
     _engine_runtime: EngineRuntime,
 }
 
@@ -105,6 +107,7 @@ impl Instance {
         )
         .await?;
         Ok(Instance {
+            tracker: crate::tracking::Tracker::start(store.clone()),
             store,
             engine,
             data_dir,
@@ -133,6 +136,8 @@ impl Instance {
                 .map(Arc::from),
             allow_private_webhooks: self.config.webhooks.allow_private,
             transfers: Default::default(),
+            tracker: self.tracker.clone(),
+            tracking_limit: crate::api::per_client::PerClient::new(self.config.server.tracking_rate_per_ip),
         };
         let secure_cookies = self.config.base_url().starts_with("https://");
         let dashboard = crate::web::router(
@@ -199,6 +204,8 @@ pub async fn run(listener: TcpListener, mut config: Config, shutdown: impl Futur
         proxies: crate::listener::TrustedProxies::new(srv.trusted_proxies.clone(), &srv.client_ip_header),
     };
     crate::listener::serve(listener, instance.router().await?, limits, shutdown).await?;
+    // Opens and clicks answered but not yet stored.
+    instance.tracker.flush().await;
     // HTTP has stopped accepting; let deliveries under way finish and
     // their outcomes reach the disk before exiting.
     let left = instance.engine.shutdown(std::time::Duration::from_secs(30)).await;

@@ -646,6 +646,48 @@ fn csv_import(r: &mut Report, n: usize) {
         format!("{took:.2} s, {:.0} MB", mb(peak_count)),
         took <= 5.0 && mb(peak_count) < 100.0,
     );
+
+    // Starting a campaign to that segment: its members read and stored
+    // before the send answers, while another client keeps writing (its
+    // slowest write shows whether the freeze held the writer).
+    let id = api.ok_post(
+        "/campaigns",
+        json!({"name": "pro in America", "subject": "Hi", "from_email": "news@example.org", "text": "Hi",
+               "segment_id": segment, "send_rate": 1}),
+    )["id"]
+        .as_u64()
+        .unwrap();
+    server.reset_peak_rss();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (api, stop) = (server.api(&key), stop.clone());
+        std::thread::spawn(move || {
+            let mut slowest = Duration::ZERO;
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let started = Instant::now();
+                api.ok_post("/lists", json!({"name": format!("side {n}")}));
+                slowest = slowest.max(started.elapsed());
+                n += 1;
+            }
+            (slowest, n)
+        })
+    };
+    let started = Instant::now();
+    let sent = api.ok_post(&format!("/campaigns/{id}/send"), json!({}));
+    let freeze = started.elapsed().as_secs_f64();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (slowest, writes) = writer.join().unwrap();
+    assert_eq!(sent["stats"]["total"], (n / 4) as u64, "{sent}");
+    let peak_freeze = server.peak_rss_kib();
+    api.ok_post(&format!("/campaigns/{id}/cancel"), json!({}));
+    r.line(&format!(
+        "- send to that segment: **{freeze:.2} s** to fix its {} members and answer, {:.0} MiB peak RSS; \
+         another client's {writes} list creations meanwhile: slowest {:.1} ms",
+        n / 4,
+        mib(peak_freeze),
+        slowest.as_secs_f64() * 1000.0
+    ));
 }
 
 fn rate(r: &mut Report, per_minute: u32, seconds: u32) {

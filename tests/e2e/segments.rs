@@ -158,3 +158,137 @@ fn segment_rules_count_exactly_and_bad_ones_are_named() {
         "a list's segments go with it"
     );
 }
+
+#[test]
+fn a_campaign_sends_to_its_segment_as_it_was_when_the_send_started() {
+    let (mut server, alice, bob) = Server::with_two_users();
+    let api = server.api(&alice);
+    let list = api.ok_post("/lists", json!({"name": "Readers"}))["id"]
+        .as_u64()
+        .unwrap();
+    let other = api.ok_post("/lists", json!({"name": "Others"}))["id"].as_u64().unwrap();
+    let subs: Vec<_> = (0..40)
+        .map(|i| {
+            let plan = ["pro", "free"][i % 2];
+            json!({"email": format!("m{i}@example.org"), "attributes": {"plan": plan}})
+        })
+        .collect();
+    api.ok_post(&format!("/lists/{list}/subscribers"), json!(subs));
+    let segment = api.ok_post(
+        "/segments",
+        json!({"name": "Pro", "list_id": list, "rules": [{"field": "attributes.plan", "op": "eq", "value": "pro"}]}),
+    )["id"]
+        .as_u64()
+        .unwrap();
+    let body = |extra: serde_json::Value| {
+        let mut b = json!({"name": "Pro news", "subject": "Hi", "from_email": "news@example.org",
+            "text": "Hello {{ subscriber.email }}", "transport": "log", "send_rate": 600});
+        for (k, v) in extra.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        b
+    };
+
+    // The list may be left out (it is the segment's); another list, a
+    // missing segment or someone else's is a 422 naming the field.
+    let (s, c) = api.post("/campaigns", body(json!({"segment_id": segment})));
+    assert_eq!(s, 201, "{c}");
+    assert_eq!(
+        (c["list_id"].as_u64(), c["segment_id"].as_u64()),
+        (Some(list), Some(segment))
+    );
+    let id = c["id"].as_u64().unwrap();
+    for (extra, field) in [
+        (json!({"segment_id": segment, "list_id": other}), "list_id"),
+        (json!({"segment_id": 999_999}), "segment_id"),
+        (json!({}), "list_id"),
+    ] {
+        let (s, v) = api.post("/campaigns", body(extra));
+        assert_eq!((s, v["error"]["field"].as_str()), (422, Some(field)), "{v}");
+    }
+    let bob = server.api(&bob);
+    bob.ok_post("/lists", json!({"name": "Bob's"}));
+    let (s, v) = bob.post("/campaigns", body(json!({"segment_id": segment})));
+    assert_eq!((s, v["error"]["field"].as_str()), (422, Some("segment_id")), "{v}");
+    let (s, v) = api.patch(&format!("/campaigns/{id}"), json!({"list_id": other}));
+    assert_eq!((s, v["error"]["field"].as_str()), (422, Some("list_id")), "{v}");
+
+    // Sending at 10 a second: paused mid-send, the audience is changed
+    // every way there is, then the server is killed and started again.
+    api.ok_post(&format!("/campaigns/{id}/send"), json!({}));
+    api.wait_campaign(id, std::time::Duration::from_secs(60), |c| {
+        c["stats"]["sent"].as_u64() >= Some(3)
+    });
+    let (s, v) = api.post(&format!("/campaigns/{id}/pause"), json!({}));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(api.ok_get(&format!("/campaigns/{id}"))["stats"]["total"], 20);
+    let all = api.ok_get(&format!("/lists/{list}/subscribers?limit=100"));
+    let sub_id = |email: &str| {
+        all["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["email"] == email)
+            .unwrap()["id"]
+            .as_u64()
+            .unwrap()
+    };
+    for (email, plan) in [("m39@example.org", "pro"), ("m38@example.org", "free")] {
+        let (s, v) = api.patch(
+            &format!("/lists/{list}/subscribers/{}", sub_id(email)),
+            json!({"attributes": {"plan": plan}}),
+        );
+        assert_eq!(s, 200, "{v}");
+    }
+    api.ok_post(
+        &format!("/lists/{list}/subscribers"),
+        json!([{"email": "late@example.org", "attributes": {"plan": "pro"}}]),
+    );
+    let (s, v) = api.patch(
+        &format!("/segments/{segment}"),
+        json!({"rules": [{"field": "email", "op": "contains", "value": "@"}]}),
+    );
+    assert_eq!(s, 200, "{v}");
+    server.kill();
+    server.start_again();
+    let api = server.api(&alice);
+    api.ok_post(&format!("/campaigns/{id}/resume"), json!({}));
+    let done = api.wait_status(id, "sent");
+    assert_eq!(
+        (done["stats"]["total"].as_u64(), done["stats"]["sent"].as_u64()),
+        (Some(20), Some(20)),
+        "{done}"
+    );
+    let mut sent: Vec<String> = api
+        .all_messages(id, "status=sent")
+        .iter()
+        .map(|m| m["email"].as_str().unwrap().to_string())
+        .collect();
+    sent.sort();
+    let mut expected: Vec<String> = (0..40).step_by(2).map(|i| format!("m{i}@example.org")).collect();
+    expected.sort();
+    assert_eq!(sent, expected, "the even ones, m38 included; not m39 nor late");
+
+    // The segment now matches everyone: a new campaign to it gets 41. One
+    // scheduled holds the segment until it is cancelled.
+    let later = api.ok_post(
+        "/campaigns",
+        body(json!({"segment_id": segment, "scheduled_at": "2099-01-01T00:00:00Z"})),
+    )["id"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(
+        api.ok_post(&format!("/campaigns/{later}/send"), json!({}))["status"],
+        "scheduled"
+    );
+    let (s, v) = api.delete(&format!("/segments/{segment}"));
+    assert_eq!(s, 409, "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains(&later.to_string()),
+        "{v}"
+    );
+    api.ok_post(&format!("/campaigns/{later}/cancel"), json!({}));
+    let now = api.send_campaign(list, json!({"segment_id": segment, "transport": "log"}));
+    assert_eq!(api.wait_status(now, "sent")["stats"]["sent"], 41);
+    assert_eq!(api.delete(&format!("/segments/{segment}")).0, 204);
+}

@@ -4,14 +4,15 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use chrono::Utc;
-use serde::Deserialize;
-use utoipa::IntoParams;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Auth;
 use super::error::ErrorBody;
 use super::{ApiError, ApiJson, ApiResult, AppState, Paging};
 use crate::app::campaigns;
 use crate::domain::message::{MessageRecord, MessageStatus};
+use crate::domain::tracking::{LinkStats, Links, link_stats};
 use crate::domain::{Action, Campaign, CampaignDraft, CampaignId, CampaignPatch, Status};
 use crate::store::Page;
 
@@ -185,4 +186,28 @@ pub async fn messages(
     }
     .limit()?;
     Ok(Json(s.store.messages(user.id, id, status, f.after, limit).await?))
+}
+
+/// `GET …/links`: the campaign's tracked links in the order they first
+/// appear in its templates.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LinkList {
+    pub items: Vec<LinkStats>,
+}
+
+#[utoipa::path(get, path = "/api/v1/users/me/campaigns/{id}/links", params(("id" = CampaignId, Path, description = "The campaign's id")), tag = "campaigns",
+    description = "the campaign's tracked links (http(s) links written in its templates; none unless `track_clicks`) with their clicks and the subscribers who clicked each",
+    responses((status = 200, body = LinkList), (status = 404, body = ErrorBody)))]
+pub async fn links(
+    State(s): State<AppState>,
+    Auth(user): Auth,
+    Path(id): Path<CampaignId>,
+) -> ApiResult<Json<LinkList>> {
+    let (c, counts) = s.store.link_clicks(user.id, id).await?;
+    let items = if c.track_clicks {
+        link_stats(&Links::of(&c.html, &c.text), &counts)
+    } else {
+        Vec::new()
+    };
+    Ok(Json(LinkList { items }))
 }

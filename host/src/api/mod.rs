@@ -11,11 +11,12 @@ mod json;
 mod lists;
 mod metrics;
 mod openapi;
-mod per_client;
+pub(crate) mod per_client;
 pub(crate) mod previews;
 mod segments;
 pub(crate) mod subscribers_csv;
 mod suppressions;
+mod tracking;
 mod transports;
 mod unsubscribe;
 mod webhooks;
@@ -48,6 +49,10 @@ pub struct AppState {
     pub allow_private_webhooks: bool,
     /// CSV imports and exports under way, per user.
     pub transfers: subscribers_csv::transfers::Transfers,
+    /// Opens and clicks on their way to storage; campaigns' links.
+    pub tracker: Arc<crate::tracking::Tracker>,
+    /// Hits recorded per client address (`server.tracking_rate_per_ip`).
+    pub tracking_limit: Arc<per_client::PerClient>,
 }
 
 /// `s.store`, `s.engine`: the app's.
@@ -158,6 +163,7 @@ pub fn router(state: AppState, max_body_bytes: usize, public_rate_per_ip: u32) -
         .route("/campaigns/{id}/cancel", post(campaigns::cancel))
         .route("/campaigns/{id}/duplicate", post(campaigns::duplicate))
         .route("/campaigns/{id}/messages", get(campaigns::messages))
+        .route("/campaigns/{id}/links", get(campaigns::links))
         .route("/campaigns/{id}/preview", get(previews::preview))
         .route("/campaigns/{id}/test", post(previews::test))
         .route("/bounces", post(bounces::create))
@@ -197,6 +203,10 @@ pub fn router(state: AppState, max_body_bytes: usize, public_rate_per_ip: u32) -
             axum::routing::delete(domains::remove),
         )
         .merge(public)
+        // Not behind the public rate limit: a person clicking must reach
+        // the link whatever their proxy's rate; only recording is limited.
+        .route("/t/{token}", get(tracking::click))
+        .route("/o/{token}", get(tracking::open))
         .fallback(|| async { ApiError::new(axum::http::StatusCode::NOT_FOUND, "not_found", "no such route") })
         .layer(axum::middleware::map_response(error::json_rejections))
         .layer(axum::middleware::from_fn(metrics::track))

@@ -35,6 +35,11 @@ impl PerClient {
         })
     }
 
+    /// Whether `ip` may have one more now (always, with no rate set).
+    pub fn admits(&self, ip: IpAddr) -> bool {
+        self.rate <= 0.0 || self.allow(ip, Instant::now())
+    }
+
     fn allow(&self, ip: IpAddr, now: Instant) -> bool {
         let mut buckets = self.buckets.lock().expect("buckets lock");
         if buckets.len() >= MAX_CLIENTS {

@@ -64,6 +64,8 @@ fn sample() -> Subscriber {
         attributes: Default::default(),
         status: Default::default(),
         status_changed: None,
+        last_opened_at: None,
+        last_clicked_at: None,
         created_at: Utc::now(),
         updated_at: Utc::now(),
     }

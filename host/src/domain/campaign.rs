@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::lifecycle::{TransitionError, transition};
+use super::tracking::LinkCount;
 use super::webhook::EventKind;
 use super::{
     Action, CampaignId, Email, FieldError, ListId, MessageId, SegmentId, Status, SubscriberId, UserId, validate_len,
@@ -35,6 +36,18 @@ pub struct Stats {
     /// Messages their recipient reported as spam.
     #[serde(default)]
     pub complained: u64,
+    /// Subscribers who opened (the pixel loaded, or a link clicked).
+    #[serde(default)]
+    pub opened: u64,
+    /// Subscribers who clicked a tracked link.
+    #[serde(default)]
+    pub clicked: u64,
+    /// Pixel loads, all told.
+    #[serde(default)]
+    pub opens: u64,
+    /// Tracked link clicks, all told.
+    #[serde(default)]
+    pub clicks: u64,
 }
 
 impl Stats {
@@ -71,6 +84,14 @@ pub struct Campaign {
     pub send_rate: Option<u32>,
     pub send_at_local_time: bool,
     pub scheduled_at: Option<DateTime<Utc>>,
+    /// A 1×1 image under `server.base_url` ends the HTML part; its loads
+    /// count opens.
+    #[serde(default)]
+    pub track_opens: bool,
+    /// The `http(s)` links written in the templates go through a signed
+    /// redirect under `server.base_url` that counts clicks.
+    #[serde(default)]
+    pub track_clicks: bool,
     pub status: Status,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -105,6 +126,9 @@ pub struct CampaignRun {
     pub campaign: Campaign,
     #[serde(flatten)]
     pub progress: Progress,
+    /// Clicks per tracked link, by index (`domain::tracking::Links`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub link_clicks: Vec<LinkCount>,
 }
 
 impl std::ops::Deref for CampaignRun {
@@ -127,6 +151,7 @@ impl From<Campaign> for CampaignRun {
         CampaignRun {
             campaign,
             progress: Progress::default(),
+            link_clicks: Vec::new(),
         }
     }
 }
@@ -256,6 +281,10 @@ pub struct CampaignDraft {
     pub send_at_local_time: bool,
     #[serde(default)]
     pub scheduled_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub track_opens: bool,
+    #[serde(default)]
+    pub track_clicks: bool,
 }
 
 impl CampaignDraft {
@@ -275,6 +304,8 @@ impl CampaignDraft {
             send_rate: None,
             send_at_local_time: false,
             scheduled_at: None,
+            track_opens: false,
+            track_clicks: false,
         }
     }
 }
@@ -321,6 +352,8 @@ pub struct CampaignPatch {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<DateTime<Utc>>)]
     pub scheduled_at: Option<Option<DateTime<Utc>>>,
+    pub track_opens: Option<bool>,
+    pub track_clicks: Option<bool>,
 }
 
 /// Distinguishes an absent field (None) from an explicit null (Some(None)).
@@ -363,6 +396,8 @@ impl Campaign {
             send_rate: d.send_rate,
             send_at_local_time: d.send_at_local_time,
             scheduled_at: d.scheduled_at,
+            track_opens: d.track_opens,
+            track_clicks: d.track_clicks,
             status: Status::Draft,
             created_at: now,
             updated_at: now,
@@ -388,7 +423,9 @@ impl Campaign {
             transport,
             send_rate,
             send_at_local_time,
-            scheduled_at
+            scheduled_at,
+            track_opens,
+            track_clicks
         );
         self.name = self.name.trim().to_string();
         self.from_email = self.from_email.trim().to_string();
@@ -506,6 +543,8 @@ mod tests {
             send_rate: Some(600),
             send_at_local_time: true,
             scheduled_at: Some("2030-01-01T09:00:00Z".parse().unwrap()),
+            track_opens: true,
+            track_clicks: false,
         }
     }
 
@@ -519,6 +558,7 @@ mod tests {
                 cursor: 4,
                 planned: 2,
             },
+            link_clicks: Vec::new(),
         };
         let stored = serde_json::to_value(&run).unwrap();
         // Flat, as records were written before the split.

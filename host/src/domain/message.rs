@@ -75,6 +75,12 @@ pub struct MessageRecord {
     /// each type.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bounces: Vec<MessageBounce>,
+    /// When the transport took it (status `sent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_at: Option<DateTime<Utc>>,
+    /// Its opens and clicks, for a campaign that tracks them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engagement: Option<super::tracking::Engagement>,
     pub updated_at: DateTime<Utc>,
 }
 
@@ -223,6 +229,8 @@ impl MessageRecord {
             due_at,
             skip_reason,
             bounces: Vec::new(),
+            sent_at: None,
+            engagement: None,
             updated_at: now,
         })
     }
@@ -244,6 +252,7 @@ impl MessageRecord {
             OutcomeKind::Deferred => return Some(Settled::Deferred),
             OutcomeKind::Sent { remote_id } => {
                 self.remote_id = remote_id.as_deref().map(|r| clip(r, MAX_STORED_TEXT));
+                self.sent_at = Some(now);
                 stats.sent += 1;
                 (MessageStatus::Sent, None)
             }

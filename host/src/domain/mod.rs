@@ -15,6 +15,7 @@ pub mod sender;
 pub mod subscriber;
 pub mod subscriber_csv;
 pub mod suppression;
+pub mod tracking;
 pub mod unsubscribe;
 pub mod webhook;
 

@@ -437,6 +437,8 @@ mod tests {
             attributes: attributes.as_object().cloned().unwrap_or_default(),
             status: SubscriberStatus::Subscribed,
             status_changed: None,
+            last_opened_at: None,
+            last_clicked_at: None,
             created_at: "2025-03-10T12:00:00Z".parse().unwrap(),
             updated_at: "2025-03-10T12:00:00Z".parse().unwrap(),
         }

@@ -91,8 +91,30 @@ pub struct Subscriber {
     /// bounce, never re-subscribe).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_changed: Option<StatusChange>,
+    /// Their latest open (or click) of a tracked campaign; absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_opened_at: Option<DateTime<Utc>>,
+    /// Their latest click of a tracked link; absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_clicked_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl Subscriber {
+    /// Moves `last_opened_at` / `last_clicked_at` to `at` for what a
+    /// tracked hit recorded (never back: hits of one batch come in any
+    /// order). Says whether anything changed.
+    pub fn engaged(&mut self, opened: bool, clicked: bool, at: DateTime<Utc>) -> bool {
+        let mut changed = false;
+        for (yes, field) in [(opened, &mut self.last_opened_at), (clicked, &mut self.last_clicked_at)] {
+            if yes && field.is_none_or(|t| t < at) {
+                *field = Some(at);
+                changed = true;
+            }
+        }
+        changed
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -114,6 +136,8 @@ impl Subscriber {
             attributes: new.attributes,
             status: new.status,
             status_changed: None,
+            last_opened_at: None,
+            last_clicked_at: None,
             created_at: now,
             updated_at: now,
         }

@@ -30,10 +30,16 @@ pub enum EventKind {
     MessageBounced,
     #[serde(rename = "subscriber.unsubscribed")]
     SubscriberUnsubscribed,
+    /// A message's first open (pixel, or a first click with images off).
+    #[serde(rename = "message.opened")]
+    MessageOpened,
+    /// A message's first click of one of its links.
+    #[serde(rename = "message.clicked")]
+    MessageClicked,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 8] = [
+    pub const ALL: [EventKind; 10] = [
         EventKind::CampaignStarted,
         EventKind::CampaignPaused,
         EventKind::CampaignResumed,
@@ -42,6 +48,8 @@ impl EventKind {
         EventKind::MessageFailed,
         EventKind::MessageBounced,
         EventKind::SubscriberUnsubscribed,
+        EventKind::MessageOpened,
+        EventKind::MessageClicked,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -54,6 +62,8 @@ impl EventKind {
             EventKind::MessageFailed => "message.failed",
             EventKind::MessageBounced => "message.bounced",
             EventKind::SubscriberUnsubscribed => "subscriber.unsubscribed",
+            EventKind::MessageOpened => "message.opened",
+            EventKind::MessageClicked => "message.clicked",
         }
     }
 

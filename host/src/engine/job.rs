@@ -86,6 +86,8 @@ pub(super) struct Context {
     pub(super) campaign_rate: Option<super::rate::Pace>,
     pub(super) unsubscribe_base: String,
     pub(super) secret: [u8; 32],
+    /// Rewrites each rendered message for open and click tracking.
+    pub(super) tracking: Option<crate::domain::tracking::Rewriter>,
     /// The campaign owner's share of personalize slots.
     pub(super) user_slots: Arc<tokio::sync::Semaphore>,
     pub(super) max_message_bytes: u64,
@@ -259,13 +261,17 @@ async fn personalize(shared: &Shared, ctx: &Context, job: &Job) -> Result<Held, 
     let started = std::time::Instant::now();
     let result = shared.plugins.personalize(ctx.wit.clone(), subscriber, envelope).await;
     metrics::histogram!(crate::metrics::PERSONALIZE_CALL).record(started.elapsed());
-    let message = match result {
+    let mut message = match result {
         Ok(Ok(m)) => m,
         Ok(Err(e)) => return Err(Failure::Permanent(format!("personalize: {e}"))),
         Err(e) => return Err(Failure::Transient(e.to_string())),
     };
+    if let Some(t) = &ctx.tracking {
+        message.html = t.html(&message.html, ctx.campaign.id, s.id);
+        message.text = t.text(&message.text, ctx.campaign.id, s.id);
+    }
     // The bundled personalizer stops at the limit while rendering; this
-    // holds for any other personalizer too.
+    // holds for any other personalizer too (tracked links included).
     let bytes = size(&message);
     if bytes as u64 > ctx.max_message_bytes {
         return Err(Failure::Permanent(format!(

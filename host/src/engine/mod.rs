@@ -424,6 +424,15 @@ async fn context(inner: &Inner, c: &Campaign, run: Arc<Run>) -> Result<job::Cont
         transport: inner.lanes.get(&c.transport).cloned(),
         unsubscribe_base: format!("{}/unsubscribe", inner.base_url),
         secret: inner.secret,
+        // Marks are signed with the unsubscribe links' secret; their MAC
+        // is domain-separated (`tracking::Mark::seal`).
+        tracking: (c.track_opens || c.track_clicks).then(|| crate::domain::tracking::Rewriter {
+            links: crate::domain::tracking::Links::of(&c.html, &c.text),
+            base: inner.base_url.trim_end_matches('/').to_string(),
+            secret: inner.secret,
+            opens: c.track_opens,
+            clicks: c.track_clicks,
+        }),
         user_slots: inner.jobs.capacity.user(c.user_id),
         max_message_bytes: inner.jobs.plugins.personalizer.pool().meta.limits.max_message_bytes,
         counters: crate::metrics::MessageCounters::new(&c.transport),

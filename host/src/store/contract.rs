@@ -25,6 +25,7 @@ use crate::domain::message::{MessageRecord, MessageStatus};
 use crate::domain::segment::{Segment, SegmentDraft, SegmentPatch};
 use crate::domain::sender::SenderDomain;
 use crate::domain::suppression::{Suppression, SuppressionReason};
+use crate::domain::tracking::{Hit, LinkCount};
 use crate::domain::webhook::{Attempt, Delivery, EventKind, Webhook};
 use crate::domain::{
     Action, Campaign, CampaignDraft, CampaignId, CampaignPatch, DeliveryId, KeyId, List, ListId, MessageId,
@@ -206,6 +207,15 @@ contract! {
             now: DateTime<Utc>,
         ) -> Result<Segment>;
         blocking fn delete_segment(&self, user: UserId, id: SegmentId) -> Result<()>;
+    }
+
+    /// Opens and clicks (`domain::tracking`), recorded in batches by the
+    /// tracking endpoints' recorder.
+    pub trait Engagements {
+        /// A batch of hits in one transaction; how many counted.
+        blocking fn record_hits(&self, hits: Vec<Hit>) -> Result<usize>;
+        /// The owner's campaign with its clicks per link.
+        blocking fn link_clicks(&self, user: UserId, id: CampaignId) -> Result<(Campaign, Vec<LinkCount>)>;
     }
 
     /// A user's suppression list.

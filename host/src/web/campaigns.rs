@@ -20,7 +20,8 @@ use crate::app::{AppError, campaigns, previews};
 use crate::domain::lifecycle::transition;
 use crate::domain::message::MessageStatus;
 use crate::domain::{
-    Action, Campaign, CampaignDraft, CampaignId, CampaignPatch, FieldError, List, ListId, Status, SubscriberId,
+    Action, Campaign, CampaignDraft, CampaignId, CampaignPatch, FieldError, List, ListId, SegmentId, Status,
+    SubscriberId,
 };
 
 const PAGE: usize = 50;
@@ -94,6 +95,13 @@ pub struct DraftForm {
     /// The checkbox: present when ticked.
     #[serde(default)]
     local_time: Option<String>,
+    /// A segment id, or empty for the whole list.
+    #[serde(default)]
+    segment_id: String,
+    #[serde(default)]
+    track_opens: Option<String>,
+    #[serde(default)]
+    track_clicks: Option<String>,
     /// Whom the live preview renders for: a subscriber id or `sample`.
     #[serde(default)]
     preview: String,
@@ -120,6 +128,9 @@ impl DraftForm {
                 .map(|t| t.format(LOCAL_INPUT).to_string())
                 .unwrap_or_default(),
             local_time: c.send_at_local_time.then(|| "on".to_string()),
+            segment_id: c.segment_id.map(|s| s.to_string()).unwrap_or_default(),
+            track_opens: c.track_opens.then(|| "on".to_string()),
+            track_clicks: c.track_clicks.then(|| "on".to_string()),
             preview: String::new(),
         }
     }
@@ -145,19 +156,28 @@ impl DraftForm {
                     .and_utc(),
             ),
         };
+        let segment_id = match self.segment_id.trim() {
+            "" => None,
+            s => Some(
+                s.parse::<SegmentId>()
+                    .map_err(|_| FieldError::new("segment_id", "choose a segment"))?,
+            ),
+        };
         Ok(CampaignDraft {
             name: self.name.clone(),
             subject: self.subject.clone(),
             from_email: self.from_email.clone(),
             from_name: self.from_name.clone(),
             list_id: Some(list_id),
-            segment_id: None,
+            segment_id,
             html: self.html.clone(),
             text: self.text.clone(),
             transport: Some(self.transport.clone()).filter(|t| !t.is_empty()),
             send_rate,
             send_at_local_time: self.local_time.is_some(),
             scheduled_at,
+            track_opens: self.track_opens.is_some(),
+            track_clicks: self.track_clicks.is_some(),
         })
     }
 }
@@ -171,6 +191,15 @@ async fn draft_page(
 ) -> Response {
     let user = signed.user.id;
     let lists: Vec<List> = match web.app.store.lists(user, None, 1000).await {
+        Ok(p) => p.items,
+        Err(e) => return error_page(signed, e),
+    };
+    let segments = match web
+        .app
+        .store
+        .segments(user, None, crate::domain::segment::MAX_PER_USER)
+        .await
+    {
         Ok(p) => p.items,
         Err(e) => return error_page(signed, e),
     };
@@ -231,6 +260,7 @@ async fn draft_page(
         "from_email",
         "from_name",
         "list_id",
+        "segment_id",
         "transport",
         "send_rate",
         "scheduled_at",
@@ -277,6 +307,17 @@ async fn draft_page(
                 }
             }
             (field_error(&error, "list_id"))
+            label for="segment_id" { "Send to" }
+            select id="segment_id" name="segment_id" aria-describedby=[described("segment_id")] {
+                option value="" { "The whole list" }
+                @for s in &segments {
+                    option value=(s.id) selected[form.segment_id == s.id.to_string()] {
+                        "Segment: " (s.name) " (list " (s.list_id) ")"
+                    }
+                }
+            }
+            p.hint { "A segment is read when the send starts: who matches then gets the campaign." }
+            (field_error(&error, "segment_id"))
             label for="transport" { "Transport" }
             select id="transport" name="transport" aria-describedby=[described("transport")] {
                 @for t in &transports {
@@ -297,6 +338,14 @@ async fn draft_page(
                 label for="local_time" { "At that time in each subscriber's time zone" }
             }
             (field_error(&error, "send_at_local_time"))
+            div.check {
+                input id="track_opens" name="track_opens" type="checkbox" checked[form.track_opens.is_some()];
+                label for="track_opens" { "Track opens (a 1×1 image at the end of the HTML part)" }
+            }
+            div.check {
+                input id="track_clicks" name="track_clicks" type="checkbox" checked[form.track_clicks.is_some()];
+                label for="track_clicks" { "Track clicks (links in the templates go through a redirect)" }
+            }
             label for="html" { "HTML body (a template: " code { "{{ subscriber.name }}" } ")" }
             textarea id="html" name="html" rows="10" aria-describedby=[described("html")] { (form.html) }
             (field_error(&error, "html"))
@@ -399,13 +448,15 @@ pub async fn update(
                 from_email: Some(d.from_email),
                 from_name: Some(d.from_name),
                 list_id: d.list_id,
-                segment_id: None,
+                segment_id: Some(d.segment_id),
                 html: Some(d.html),
                 text: Some(d.text),
                 transport: d.transport,
                 send_rate: Some(d.send_rate),
                 send_at_local_time: Some(d.send_at_local_time),
                 scheduled_at: Some(d.scheduled_at),
+                track_opens: Some(d.track_opens),
+                track_clicks: Some(d.track_clicks),
             };
             campaigns::update(&web.app, signed.user.id, id, patch).await
         }

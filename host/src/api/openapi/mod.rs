@@ -181,6 +181,7 @@ impl Modify for Links {
         super::domains::mine, super::domains::index, super::domains::add, super::domains::remove,
         webhooks::create, webhooks::index, webhooks::show, webhooks::delete, webhooks::deliveries,
         segments::create, segments::index, segments::show, segments::update, segments::delete, segments::count,
+        campaigns::links, super::tracking::click, super::tracking::open,
     ),
     components(schemas(
         ErrorBody, ErrorDetail, List, lists::NewList, NewSubscriber, Subscriber, SubscriberStatus, UpsertReport,
@@ -197,6 +198,7 @@ impl Modify for Links {
         crate::domain::webhook::Attempt,
         crate::domain::segment::Segment, crate::domain::segment::SegmentDraft, crate::domain::segment::SegmentPatch,
         crate::domain::segment::Rule, crate::domain::segment::Match, crate::app::segments::SegmentCount,
+        campaigns::LinkList, crate::domain::tracking::LinkStats, crate::domain::tracking::Engagement,
     )),
     modifiers(&BearerAuth, &CommonErrors, &Links),
     security(("api_key" = [])),

@@ -24,6 +24,7 @@ mod segments;
 mod suppressions;
 #[cfg(any(test, feature = "test-support"))]
 pub mod test_server;
+mod tracking;
 mod watch;
 mod webhooks;
 

@@ -13,6 +13,7 @@ mod members;
 mod segments;
 pub(crate) mod sending;
 mod suppressions;
+mod tracking;
 mod webhooks;
 
 pub(crate) use webhooks::Events;

@@ -1,0 +1,76 @@
+//! Opens and clicks: a batch of hits recorded in one bulk transaction
+//! (it yields to API writes like the engine's batches), each on its
+//! message, its campaign's stats and link counts and its subscriber, by
+//! `domain::tracking::record`.
+
+use std::collections::BTreeMap;
+
+use redb::ReadableTable;
+
+use super::campaigns::{load, owned, save};
+use super::{CAMPAIGNS, Events, MESSAGES, Redb, Result, SUBSCRIBERS, decode, encode};
+use crate::domain::message::MessageRecord;
+use crate::domain::tracking::{Hit, LinkCount, Links, record};
+use crate::domain::{Campaign, CampaignId, CampaignRun, Subscriber, UserId};
+
+impl Redb {
+    /// Records `hits`; returns how many counted (the others were
+    /// scanners, or for messages or campaigns that are gone).
+    pub fn record_hits(&self, hits: Vec<Hit>) -> Result<usize> {
+        let mut by_campaign: BTreeMap<CampaignId, Vec<Hit>> = BTreeMap::new();
+        for h in hits {
+            by_campaign.entry(h.campaign).or_default().push(h);
+        }
+        let tx = self.write_bulk()?;
+        let mut events = Events::new(&tx);
+        let mut counted = 0;
+        {
+            let mut campaigns = tx.open_table(CAMPAIGNS)?;
+            let mut messages = tx.open_table(MESSAGES)?;
+            let mut subs = tx.open_table(SUBSCRIBERS)?;
+            for (id, hits) in by_campaign {
+                let mut run: CampaignRun = match load(&campaigns, id) {
+                    Ok(run) => run,
+                    Err(crate::store::StoreError::NotFound) => continue,
+                    Err(e) => return Err(e),
+                };
+                let links = Links::of(&run.html, &run.text);
+                let list = run.list_id.get();
+                for hit in hits {
+                    let key = (id.get(), hit.subscriber.get());
+                    let mut message: MessageRecord = match messages.get(key)? {
+                        Some(v) => decode(v.value())?,
+                        None => continue,
+                    };
+                    let Some(done) = record(&hit, &mut message, &mut run, &links) else {
+                        continue;
+                    };
+                    counted += 1;
+                    messages.insert(key, encode(&message).as_slice())?;
+                    let sub_key = (list, hit.subscriber.get());
+                    let sub: Option<Subscriber> = subs.get(sub_key)?.map(|v| decode(v.value())).transpose()?;
+                    if let Some(mut sub) = sub
+                        && sub.engaged(done.opened, done.clicked, hit.at)
+                    {
+                        subs.insert(sub_key, encode(&sub).as_slice())?;
+                    }
+                    for (kind, data) in done.events {
+                        events.emit(run.user_id, kind, hit.at, || data)?;
+                    }
+                }
+                save(&mut campaigns, &run)?;
+            }
+        }
+        let wrote = events.into_written();
+        tx.commit()?;
+        self.wake_deliverer(wrote);
+        Ok(counted)
+    }
+
+    /// A campaign with its clicks per link, for its owner.
+    pub fn link_clicks(&self, user: UserId, id: CampaignId) -> Result<(Campaign, Vec<LinkCount>)> {
+        let tx = self.read()?;
+        let run = owned(&tx.open_table(CAMPAIGNS)?, user, id)?;
+        Ok((run.campaign, run.link_clicks))
+    }
+}
