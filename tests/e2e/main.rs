@@ -15,5 +15,6 @@ mod segments;
 mod skeleton;
 mod slow_readers;
 mod tenants;
+mod tracking;
 mod transports;
 mod webhooks;

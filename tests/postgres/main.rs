@@ -1,5 +1,5 @@
 //! The end-to-end suites of the API, the campaign lifecycle, segments,
-//! webhooks and deliverability again, with every server on a PostgreSQL database of its
+//! tracking, webhooks and deliverability again, with every server on a PostgreSQL database of its
 //! own (`posta_e2e::backend` picks it for this binary): the backends must
 //! behave alike from the outside. (Clusters have a binary of their own,
 //! `cluster`, so their timing is not measured beside these.) (`tenants` stays redb-only for now: its
@@ -15,5 +15,7 @@ mod segments;
 mod skeleton;
 #[path = "../e2e/slow_readers.rs"]
 mod slow_readers;
+#[path = "../e2e/tracking.rs"]
+mod tracking;
 #[path = "../e2e/webhooks.rs"]
 mod webhooks;

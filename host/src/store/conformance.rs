@@ -487,6 +487,91 @@ async fn segment_campaigns_send_to_the_audience_fixed_at_start(s: &Subject) {
     assert_eq!(s.campaign(ALICE, foreign.id).await.unwrap().status, Status::Draft);
 }
 
+/// Opens and clicks: each counted once per person in the unique counts,
+/// every time in the totals; a scanner on arrival, an unknown link, a
+/// message or campaign that is not there count nothing; the subscriber's
+/// last times move and each first open and first click of a link is an
+/// event.
+async fn opens_and_clicks_count_once_per_person(s: &Subject) {
+    use crate::domain::tracking::{Action::*, Hit};
+    use SubscriberStatus::Subscribed;
+    let list = s.create_list(ALICE, "Readers".into()).await.unwrap();
+    s.upsert(
+        ALICE,
+        list.id,
+        vec![new("a@x.org", Subscribed), new("b@x.org", Subscribed)],
+    )
+    .await
+    .unwrap();
+    let ids = s.scan(ALICE, list.id, usize::MAX).await.unwrap();
+    let (a, b) = (ids[0], ids[1]);
+    let hook = s
+        .create_webhook(ALICE, vec![EventKind::MessageOpened, EventKind::MessageClicked])
+        .await
+        .unwrap();
+    let draft = CampaignDraft {
+        html: r#"<a href="https://one.example/">1</a> <a href="https://two.example/?a=1&amp;b=2">2</a>"#.into(),
+        track_opens: true,
+        track_clicks: true,
+        ..CampaignDraft::minimal(list.id)
+    };
+    let c = s.create_campaign(ALICE, draft, "log".into()).await.unwrap();
+    s.send(ALICE, c.id, Utc::now()).await.unwrap();
+    deliver_all(s, c.id).await;
+    let later = |secs| Utc::now() + Duration::seconds(secs);
+    let hit = |subscriber, action, at| Hit {
+        campaign: c.id,
+        subscriber,
+        action,
+        at,
+    };
+    let hits = vec![
+        hit(a, Open, Utc::now()), // on arrival: a scanner
+        hit(a, Open, later(5)),
+        hit(a, Open, later(6)),
+        hit(a, Click(1), later(10)),
+        hit(a, Click(1), later(11)),
+        hit(b, Click(0), later(12)), // images off: the click is an open
+        hit(b, Click(7), later(13)), // no such link
+        hit(SubscriberId::new(999_999), Open, later(14)),
+        Hit {
+            campaign: CampaignId::new(999_999),
+            ..hit(a, Open, later(14))
+        },
+    ];
+    assert_eq!(s.record_hits(hits).await.unwrap(), 5);
+    let stats = s.campaign(ALICE, c.id).await.unwrap().stats;
+    assert_eq!(
+        (stats.opened, stats.opens, stats.clicked, stats.clicks),
+        (2, 2, 2, 3),
+        "{stats:?}"
+    );
+    let (_, links) = s.link_clicks(ALICE, c.id).await.unwrap();
+    assert_eq!(
+        links.iter().map(|l| (l.clicks, l.unique)).collect::<Vec<_>>(),
+        [(1, 1), (2, 1)]
+    );
+    assert!(matches!(s.link_clicks(BOB, c.id).await, Err(StoreError::NotFound)));
+    let sub_a = s.subscriber(ALICE, list.id, a).await.unwrap();
+    assert!(sub_a.last_opened_at.is_some() && sub_a.last_clicked_at.is_some());
+    assert!(sub_a.last_clicked_at > sub_a.last_opened_at.map(|t| t - Duration::seconds(1)));
+    let page = s.messages(ALICE, c.id, None, None, 10).await.unwrap();
+    let engagement = page.items[0].engagement.clone().unwrap();
+    assert_eq!((engagement.opens, engagement.clicks, engagement.links), (2, 2, vec![1]));
+    // A later batch counts on from there.
+    assert_eq!(s.record_hits(vec![hit(b, Open, later(20))]).await.unwrap(), 1);
+    let stats = s.campaign(ALICE, c.id).await.unwrap().stats;
+    assert_eq!((stats.opened, stats.opens), (2, 3), "b had opened by clicking");
+    let events = s.deliveries(ALICE, hook.id, None, 100).await.unwrap().items;
+    let kinds: Vec<_> = events.iter().map(|d| d.event.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["message.opened", "message.clicked", "message.opened", "message.clicked"],
+        "first open and first click of each link, per message"
+    );
+    assert!(events[3].body.contains("https://one.example/"), "{}", events[3].body);
+}
+
 async fn upserts_create_update_and_keep_unsubscribes(s: &Subject) {
     use SubscriberStatus::*;
     let list = s.create_list(ALICE, "l".into()).await.unwrap();
@@ -1498,6 +1583,7 @@ conformance!(
     lists_belong_to_their_user,
     segments_belong_to_their_user_and_list,
     segment_campaigns_send_to_the_audience_fixed_at_start,
+    opens_and_clicks_count_once_per_person,
     upserts_create_update_and_keep_unsubscribes,
     subscriber_pages_and_status_filters,
 );
