@@ -20,6 +20,7 @@ trap cleanup EXIT
 # example.org is the campaigns' sender domain; example.net is there for the
 # domain removal's example to remove (the fuzz hooks keep example.org).
 key="$("$bin" user add fuzz@example.org --domain example.org --domain example.net --data-dir "$data" | tail -n 1)"
+tkey="$("$bin" user add tracked@example.org --domain example.org --data-dir "$data" | tail -n 1)"
 "$bin" serve --data-dir "$data" --listen 127.0.0.1:0 > "$data/stdout" 2> "$data/server.log" &
 server_pid=$!
 base=""
@@ -66,6 +67,29 @@ for _ in $(seq 1 100); do
 done
 [ -n "$unsubscribe" ] || { echo "no message with an unsubscribe link was sent"; cat "$data/server.log"; exit 1; }
 export POSTA_FUZZ_UNSUBSCRIBE="${unsubscribe#/unsubscribe/}"
+# A tracked link and open pixel, likewise, from a campaign of another user
+# (whatever the fuzzer deletes, it cannot delete that one); its link leads
+# back to this server, so a followed redirect stays on loopback.
+tauth="Authorization: Bearer $tkey"
+curl -fsS -H "$tauth" -H 'content-type: application/json' -d '{"name":"tracked"}' "$base/api/v1/users/me/lists" > "$data/tlist"
+tlist="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$data/tlist")"
+curl -fsS -H "$tauth" -H 'content-type: application/json' -d '[{"email":"reader@example.org"}]' \
+  "$base/api/v1/users/me/lists/$tlist/subscribers" > /dev/null
+curl -fsS -H "$tauth" -H 'content-type: application/json' \
+  -d '{"name":"tracked","subject":"Hi","from_email":"t@example.org","list_id":'"$tlist"',"text":"t",
+       "html":"<a href=\"'"$base"'/api/v1/health\">health</a>","track_opens":true,"track_clicks":true}' \
+  "$base/api/v1/users/me/campaigns" > "$data/tcampaign"
+tcampaign="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$data/tcampaign")"
+curl -fsS -X POST -H "$tauth" "$base/api/v1/users/me/campaigns/$tcampaign/send" > /dev/null
+click=""
+for _ in $(seq 1 100); do
+  click="$(grep -o '/t/[A-Za-z0-9_-]*' "$data/outbox/outbox.jsonl" 2>/dev/null | head -n 1 || true)"
+  [ -n "$click" ] && break
+  sleep 0.1
+done
+pixel="$(grep -o '/o/[A-Za-z0-9_-]*' "$data/outbox/outbox.jsonl" | head -n 1)"
+[ -n "$click" ] && [ -n "$pixel" ] || { echo "no tracked message was sent"; cat "$data/server.log"; exit 1; }
+export POSTA_FUZZ_CLICK="${click#/t/}" POSTA_FUZZ_OPEN="${pixel#/o/}"
 
 # Schemathesis's default checks (status codes, content types, response
 # schemas, negative data, auth, use after free…) and our own: every

@@ -29,6 +29,8 @@ def json_error_shape(ctx, response, case):
 # the fuzz server sent): its token is an HMAC the fuzzer cannot guess, so
 # without it the public unsubscribe operations are only ever reached as 404s.
 _REAL_UNSUBSCRIBE = os.environ.get("POSTA_FUZZ_UNSUBSCRIBE", "")
+# A real tracked link's and open pixel's marks, for the same reason.
+_REAL_MARKS = {"/t/{token}": os.environ.get("POSTA_FUZZ_CLICK", ""), "/o/{token}": os.environ.get("POSTA_FUZZ_OPEN", "")}
 
 
 # Campaigns scripts/fuzz-api.sh made for one state-changing operation
@@ -63,6 +65,10 @@ def map_path_parameters(ctx, path_parameters):
     operation = getattr(ctx, "operation", None)
     if not (path_parameters and operation):
         return path_parameters
+    if operation.path in _REAL_MARKS:
+        if _REAL_MARKS[operation.path] and _drawn(path_parameters) % 3 == 0:
+            path_parameters = dict(path_parameters, token=_REAL_MARKS[operation.path])
+        return path_parameters
     if operation.path.startswith("/unsubscribe"):
         if _REAL_UNSUBSCRIBE and _drawn(path_parameters) % 3 == 0:
             campaign, subscriber, token = _REAL_UNSUBSCRIBE.split("/", 2)
@@ -82,3 +88,20 @@ def map_path_parameters(ctx, path_parameters):
     if drawn in _RESERVED and drawn != owned:
         return dict(path_parameters, id=1_000_000 + drawn)
     return path_parameters
+
+
+@schemathesis.hook
+def before_call(ctx, case, **kwargs):
+    """The same guards for every call, also those whose path parameters come
+    from another operation's answer (the stateful phase follows the
+    document's links, and map_path_parameters does not see those): the
+    sender domain is never removed, and no state-changing operation gets a
+    campaign another one owns."""
+    params = case.path_parameters
+    if not params:
+        return
+    key = (case.operation.method.upper(), case.operation.path)
+    if key == ("DELETE", _DOMAIN) and params.get("domain") == _SENDER_DOMAIN:
+        params["domain"] = "not-granted.example"
+    elif key in _OWNED and params.get("id") in _RESERVED and params.get("id") != _OWNED[key]:
+        params["id"] = 1_000_000 + params["id"]

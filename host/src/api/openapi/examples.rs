@@ -107,12 +107,18 @@ fn bodies() -> Vec<(&'static str, &'static str, &'static str, Value)> {
     ]
 }
 
-/// A path parameter's example, by its path and name. Campaign 1 is a
-/// draft; 2 and 4 are sending (slowly) and 3 is paused, so that a pause,
-/// a resume and a cancel each find a campaign they apply to
-/// (`scripts/fuzz-api.sh` makes them).
-fn parameter(path: &str, name: &str) -> Option<Value> {
+/// A path parameter's example, by its operation and name. Campaign 1 is
+/// a draft; 2 and 4 are sending (slowly) and 3 is paused, so that a pause,
+/// a resume and a cancel each find a campaign they apply to; drafts 5, 6
+/// and 7 are an edit's, a send's and a deletion's own
+/// (`scripts/fuzz-api.sh` makes them, `scripts/fuzz_hooks.py` keeps the
+/// other operations off them).
+fn parameter(path: &str, method: &str, name: &str) -> Option<Value> {
+    let campaign = path == "/api/v1/users/me/campaigns/{id}";
     Some(match name {
+        "id" if campaign && method == "patch" => json!(5),
+        "id" if campaign && method == "delete" => json!(7),
+        "id" if path.ends_with("/send") => json!(6),
         "id" if path.ends_with("/pause") => json!(2),
         "id" if path.ends_with("/resume") => json!(3),
         "id" if path.ends_with("/cancel") => json!(4),
@@ -142,13 +148,16 @@ pub(super) fn add(doc: &mut Value) {
     };
     for (path, item) in paths.iter_mut() {
         let Some(item) = item.as_object_mut() else { continue };
-        for op in item.values_mut().filter_map(Value::as_object_mut) {
+        for (method, op) in item.iter_mut() {
             let Some(params) = op.get_mut("parameters").and_then(Value::as_array_mut) else {
                 continue;
             };
             for p in params.iter_mut().filter_map(Value::as_object_mut) {
                 let in_path = p.get("in").and_then(Value::as_str) == Some("path");
-                let example = p.get("name").and_then(Value::as_str).and_then(|n| parameter(path, n));
+                let example = p
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .and_then(|n| parameter(path, method, n));
                 if let (true, Some(example)) = (in_path, example) {
                     p.insert("example".into(), example);
                 }
