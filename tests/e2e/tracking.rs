@@ -154,6 +154,40 @@ fn tracked_links_lead_to_stored_targets_and_count_people_once() {
         .map(|s| (s["last_opened_at"].is_string(), s["last_clicked_at"].is_string()))
         .collect();
     assert_eq!(engaged, [(true, true), (true, true), (false, false)]);
+
+    // Segments on what people did: counted, and a follow-up sent to those
+    // who did not open (reader 2 only).
+    let count = |op: &str| {
+        let seg = api.ok_post(
+            "/segments",
+            json!({"name": op, "list_id": list, "rules": [{"field": "engagement", "op": op, "value": id}]}),
+        )["id"]
+            .as_u64()
+            .unwrap();
+        (seg, api.ok_get(&format!("/segments/{seg}/count"))["count"].as_u64().unwrap())
+    };
+    assert_eq!(count("opened").1, 2);
+    assert_eq!(count("clicked").1, 2);
+    assert_eq!(count("not_clicked").1, 1);
+    let (unopened, n) = count("not_opened");
+    assert_eq!(n, 1);
+    let before = server.outbox().len();
+    let follow_up = api.send_campaign(list, json!({"segment_id": unopened, "transport": "log"}));
+    assert_eq!(api.wait_status(follow_up, "sent")["stats"]["sent"], 1);
+    let sent: Vec<Value> = server.outbox().into_iter().skip(before).collect();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0]["to"], lines[2]["to"], "the reader who did not open");
+    // Another user's campaign is as unknown as none.
+    let bobs = bob.ok_post(
+        "/segments",
+        json!({"name": "x", "list_id": bob.ok_post("/lists", json!({"name": "b"}))["id"],
+               "rules": [{"field": "engagement", "op": "opened", "value": id}]}),
+    )["id"]
+        .as_u64()
+        .unwrap();
+    let (s, v) = bob.get(&format!("/segments/{bobs}/count"));
+    assert_eq!((s, v["error"]["field"].as_str()), (422, Some("rules[0]")), "{v}");
+
     let metrics = reqwest::blocking::get(format!("{}/metrics", server.base))
         .unwrap()
         .text()

@@ -11,8 +11,10 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{App, AppError};
+use crate::domain::segment::unknown_campaign;
 use crate::domain::{SegmentId, SubscriberStatus, UserId};
 use crate::quota::{Full, Place, Quota};
+use crate::store::StoreError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 pub struct SegmentCount {
@@ -45,7 +47,14 @@ pub(super) fn place(scans: &Arc<Quota<UserId>>, user: UserId) -> Result<Place<Us
 pub async fn count(app: &App, user: UserId, id: SegmentId) -> Result<SegmentCount, AppError> {
     let _place = place(&app.scans, user)?;
     let segment = app.store.segment(user, id).await?;
-    let filter = segment.filter()?;
+    let mut filter = segment.filter()?;
+    for (rule, campaign) in filter.needs() {
+        match app.store.engaged(user, campaign).await {
+            Ok(e) => filter.provide(campaign, e),
+            Err(StoreError::NotFound) => return Err(unknown_campaign(rule, campaign).into()),
+            Err(e) => return Err(e.into()),
+        }
+    }
     let (count, subscribed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let (c, s) = (count.clone(), subscribed.clone());
     app.store

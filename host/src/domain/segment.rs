@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::{FieldError, ListId, SegmentId, Subscriber, SubscriberStatus, UserId, validate_len};
+use super::{CampaignId, FieldError, ListId, SegmentId, Subscriber, SubscriberStatus, UserId, validate_len};
 
 /// Rules in one segment: enough for any real audience, and a bound on the
 /// work one subscriber costs to test.
@@ -143,6 +143,8 @@ enum Subject {
     Status,
     CreatedAt,
     Attribute(String),
+    /// What the subscriber did with a tracked campaign's message.
+    Engagement(CampaignId),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,6 +160,36 @@ enum Op {
     Lte,
     Exists,
     NotExists,
+    Opened,
+    Clicked,
+    NotOpened,
+    NotClicked,
+}
+
+/// Who got a campaign's message and who opened or clicked it: subscriber
+/// ids, sorted. Loaded by the store for a filter's engagement rules
+/// (`Filter::needs`, `Filter::provide`) before a scan.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Engaged {
+    pub received: Vec<u64>,
+    pub opened: Vec<u64>,
+    pub clicked: Vec<u64>,
+}
+
+impl Engaged {
+    /// Sorts the three sets (a backend may gather them in any order).
+    pub fn sorted(mut self) -> Engaged {
+        for set in [&mut self.received, &mut self.opened, &mut self.clicked] {
+            set.sort_unstable();
+            set.dedup();
+        }
+        self
+    }
+}
+
+/// The rule naming a campaign that is not the user's.
+pub fn unknown_campaign(rule: usize, campaign: CampaignId) -> FieldError {
+    FieldError::new(format!("rules[{rule}]"), format!("no campaign {}", campaign.get()))
 }
 
 /// A rule's value, parsed once for its subject.
@@ -189,6 +221,8 @@ struct Condition {
 pub struct Filter {
     any: bool,
     conditions: Vec<Condition>,
+    /// The engagement rules' campaigns, as provided.
+    engaged: std::collections::HashMap<CampaignId, std::sync::Arc<Engaged>>,
 }
 
 impl Filter {
@@ -207,14 +241,33 @@ impl Filter {
         Ok(Filter {
             any: m == Match::Any,
             conditions,
+            engaged: Default::default(),
         })
+    }
+
+    /// The campaigns engagement rules name, with the index of the first
+    /// rule naming each: their `Engaged` must be provided before `matches`.
+    pub fn needs(&self) -> Vec<(usize, CampaignId)> {
+        let mut out: Vec<(usize, CampaignId)> = Vec::new();
+        for (i, c) in self.conditions.iter().enumerate() {
+            if let Subject::Engagement(id) = c.subject
+                && !out.iter().any(|(_, seen)| *seen == id)
+            {
+                out.push((i, id));
+            }
+        }
+        out
+    }
+
+    pub fn provide(&mut self, campaign: CampaignId, engaged: Engaged) {
+        self.engaged.insert(campaign, std::sync::Arc::new(engaged.sorted()));
     }
 
     pub fn matches(&self, s: &Subscriber) -> bool {
         if self.any {
-            self.conditions.iter().any(|c| c.holds(s))
+            self.conditions.iter().any(|c| c.holds(s, &self.engaged))
         } else {
-            self.conditions.iter().all(|c| c.holds(s))
+            self.conditions.iter().all(|c| c.holds(s, &self.engaged))
         }
     }
 }
@@ -226,9 +279,7 @@ fn condition(rule: &Rule) -> Result<Condition, String> {
         "timezone" => Subject::Timezone,
         "status" => Subject::Status,
         "created_at" => Subject::CreatedAt,
-        "engagement" => {
-            return Err("engagement rules need open and click tracking, which this version does not record yet".into());
-        }
+        "engagement" => return engagement(rule),
         f => match f.strip_prefix("attributes.") {
             Some("") => return Err("attributes. needs a key: attributes.KEY".into()),
             Some(key) if key.chars().count() > MAX_TEXT => {
@@ -266,6 +317,7 @@ fn condition(rule: &Rule) -> Result<Condition, String> {
         (Subject::CreatedAt, o) => !matches!(o, Op::Contains | Op::StartsWith | Op::In),
         (Subject::Email | Subject::Name | Subject::Timezone, o) => !matches!(o, Op::Gt | Op::Gte | Op::Lt | Op::Lte),
         (Subject::Attribute(_), _) => true,
+        (Subject::Engagement(_), _) => false,
     };
     if !applies {
         return Err(format!("op {} does not apply to {}", rule.op, rule.field));
@@ -288,6 +340,34 @@ fn condition(rule: &Rule) -> Result<Condition, String> {
         _ => operand(&subject, &rule.value)?,
     };
     Ok(Condition { subject, op, operand })
+}
+
+/// `{"field": "engagement", "op": "opened", "value": CAMPAIGN_ID}`:
+/// `opened` and `clicked` hold for subscribers who did so with that
+/// campaign's message; `not_opened` and `not_clicked` for those who were
+/// sent it and did not.
+fn engagement(rule: &Rule) -> Result<Condition, String> {
+    let op = match rule.op.as_str() {
+        "opened" => Op::Opened,
+        "clicked" => Op::Clicked,
+        "not_opened" => Op::NotOpened,
+        "not_clicked" => Op::NotClicked,
+        o => {
+            return Err(format!(
+                "unknown op {o:?} for engagement: opened, clicked, not_opened or not_clicked"
+            ));
+        }
+    };
+    let campaign = rule
+        .value
+        .as_u64()
+        .filter(|id| (1..=i64::MAX as u64).contains(id))
+        .ok_or("the value must be a campaign id")?;
+    Ok(Condition {
+        subject: Subject::Engagement(CampaignId::new(campaign)),
+        op,
+        operand: Operand::None,
+    })
 }
 
 fn operand(subject: &Subject, value: &Value) -> Result<Operand, String> {
@@ -344,7 +424,20 @@ enum Found<'a> {
 }
 
 impl Condition {
-    fn holds(&self, s: &Subscriber) -> bool {
+    fn holds(&self, s: &Subscriber, engaged: &std::collections::HashMap<CampaignId, std::sync::Arc<Engaged>>) -> bool {
+        if let Subject::Engagement(campaign) = self.subject {
+            // Not provided: the caller skipped `needs`; nobody matches.
+            let Some(e) = engaged.get(&campaign) else { return false };
+            let id = s.id.get();
+            let has = |set: &[u64]| set.binary_search(&id).is_ok();
+            return match self.op {
+                Op::Opened => has(&e.opened),
+                Op::Clicked => has(&e.clicked),
+                Op::NotOpened => has(&e.received) && !has(&e.opened),
+                Op::NotClicked => has(&e.received) && !has(&e.clicked),
+                _ => false,
+            };
+        }
         let found = match &self.subject {
             Subject::Email => Found::Text(s.email.as_str()),
             Subject::Name if s.name.is_empty() => Found::Missing,
@@ -356,6 +449,7 @@ impl Condition {
                 None | Some(Value::Null) => Found::Missing,
                 Some(v) => Found::Json(v),
             },
+            Subject::Engagement(_) => Found::Missing,
         };
         match self.op {
             Op::Exists => !matches!(found, Found::Missing),
@@ -579,7 +673,15 @@ mod tests {
                 "string, number or boolean",
             ),
             (json!({"field": "attributes.", "op": "exists"}), "needs a key"),
-            (json!({"field": "engagement", "op": "opened", "value": 1}), "tracking"),
+            (json!({"field": "engagement", "op": "eq", "value": 1}), "for engagement"),
+            (
+                json!({"field": "engagement", "op": "opened", "value": "7"}),
+                "campaign id",
+            ),
+            (
+                json!({"field": "engagement", "op": "clicked", "value": 0}),
+                "campaign id",
+            ),
         ] {
             let r = rules(json!([{"field": "email", "op": "exists"}, rule]));
             let err = Filter::compile(Match::All, &r);
@@ -600,5 +702,47 @@ mod tests {
             MAX_RULES + 1
         ];
         assert_eq!(Filter::compile(Match::All, &many).unwrap_err().field, "rules");
+    }
+
+    #[test]
+    fn engagement_rules_ask_for_their_campaigns_and_test_membership() {
+        let r = rules(json!([
+            {"field": "engagement", "op": "opened", "value": 7},
+            {"field": "engagement", "op": "not_clicked", "value": 7},
+            {"field": "engagement", "op": "clicked", "value": 8},
+        ]));
+        let mut any = Filter::compile(Match::Any, &r).unwrap();
+        let (seven, eight) = (CampaignId::new(7), CampaignId::new(8));
+        assert_eq!(any.needs(), [(0, seven), (2, eight)]);
+        let with_id = |id| Subscriber {
+            id: SubscriberId::new(id),
+            ..subscriber("a@example.org", "", json!({}))
+        };
+        // Nothing provided yet: nobody matches.
+        assert!(!any.matches(&with_id(1)));
+        any.provide(
+            seven,
+            Engaged {
+                received: vec![3, 1, 2],
+                opened: vec![2, 1],
+                clicked: vec![1],
+            },
+        );
+        any.provide(eight, Engaged::default());
+        // 1 opened; 2 opened (and did not click); 3 got it and did not
+        // click; 4 never got it.
+        let matched: Vec<u64> = (1..=4).filter(|&i| any.matches(&with_id(i))).collect();
+        assert_eq!(matched, [1, 2, 3]);
+        let mut all = Filter::compile(Match::All, &r[..2]).unwrap();
+        all.provide(
+            seven,
+            Engaged {
+                received: vec![1, 2, 3],
+                opened: vec![1, 2],
+                clicked: vec![1],
+            },
+        );
+        let matched: Vec<u64> = (1..=4).filter(|&i| all.matches(&with_id(i))).collect();
+        assert_eq!(matched, [2], "opened but did not click");
     }
 }

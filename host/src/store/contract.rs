@@ -22,7 +22,7 @@ use super::{
 };
 use crate::domain::bounce::{Bounce, BouncePolicy};
 use crate::domain::message::{MessageRecord, MessageStatus};
-use crate::domain::segment::{Segment, SegmentDraft, SegmentPatch};
+use crate::domain::segment::{Engaged, Segment, SegmentDraft, SegmentPatch};
 use crate::domain::sender::SenderDomain;
 use crate::domain::suppression::{Suppression, SuppressionReason};
 use crate::domain::tracking::{Hit, LinkCount};
@@ -214,6 +214,9 @@ contract! {
     pub trait Engagements {
         /// A batch of hits in one transaction; how many counted.
         blocking fn record_hits(&self, hits: Vec<Hit>) -> Result<usize>;
+        /// Who got the owner's campaign, and who opened and clicked it
+        /// (for segments' engagement rules).
+        blocking fn engaged(&self, user: UserId, id: CampaignId) -> Result<Engaged>;
         /// The owner's campaign with its clicks per link.
         blocking fn link_clicks(&self, user: UserId, id: CampaignId) -> Result<(Campaign, Vec<LinkCount>)>;
     }

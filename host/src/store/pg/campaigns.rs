@@ -13,7 +13,7 @@ use super::webhooks::Events;
 use super::{PgStore, key};
 use crate::domain::campaign::audience_list;
 use crate::domain::lifecycle::transition;
-use crate::domain::segment::Segment;
+use crate::domain::segment::{Segment, unknown_campaign};
 use crate::domain::webhook::campaign_data;
 use crate::domain::{
     Action, Campaign, CampaignDraft, CampaignId, CampaignPatch, CampaignRun, FieldError, List, ListId, Status,
@@ -249,7 +249,7 @@ impl PgStore {
         let sending = change.fixes_recipients();
         let list = check_list(&tx, c.user_id, c.list_id, if sending { "FOR SHARE" } else { "" }).await?;
         let recipients = if sending && c.segment_id.is_some() {
-            Some(freeze_members(&tx, &c).await?)
+            Some(self.freeze_members(&tx, &c).await?)
         } else if sending {
             let last: i64 = tx
                 .query_one(
@@ -302,46 +302,55 @@ const MEMBER_CHUNK: usize = 10_000;
 /// `campaign_members`. Returns `(the list's newest subscriber id, count)`.
 /// The scan holds this campaign's row and the list's share lock for its
 /// seconds on a million subscribers; nothing else waits on either.
-async fn freeze_members(tx: &Transaction<'_>, c: &CampaignRun) -> Result<(u64, u64)> {
-    let segment_id = c.segment_id.expect("a segment campaign");
-    let row = tx
-        .query_opt(
-            "SELECT record FROM segments WHERE user_id = $1 AND id = $2",
-            &[&key(c.user_id.get()), &key(segment_id.get())],
-        )
-        .await?
-        .ok_or_else(|| FieldError::new("segment_id", format!("segment {} no longer exists", segment_id.get())))?;
-    let Json(segment): Json<Segment> = row.get(0);
-    if segment.list_id != c.list_id {
-        return Err(FieldError::new("segment_id", "the segment is of another list").into());
-    }
-    let filter = segment.filter()?;
-    let campaign = key(c.id.get());
-    tx.execute("DELETE FROM campaign_members WHERE campaign_id = $1", &[&campaign])
-        .await?;
-    let statement = tx
-        .prepare("SELECT id, record FROM subscribers WHERE list_id = $1 ORDER BY id")
-        .await?;
-    let list_key = key(c.list_id.get());
-    let portal = tx.bind(&statement, &[&list_key]).await?;
-    let (mut members, mut last, mut count) = (Vec::with_capacity(MEMBER_CHUNK), 0i64, 0u64);
-    loop {
-        let rows = tx.query_portal(&portal, 1_000).await?;
-        if rows.is_empty() {
-            break;
+impl PgStore {
+    async fn freeze_members(&self, tx: &Transaction<'_>, c: &CampaignRun) -> Result<(u64, u64)> {
+        let segment_id = c.segment_id.expect("a segment campaign");
+        let row = tx
+            .query_opt(
+                "SELECT record FROM segments WHERE user_id = $1 AND id = $2",
+                &[&key(c.user_id.get()), &key(segment_id.get())],
+            )
+            .await?
+            .ok_or_else(|| FieldError::new("segment_id", format!("segment {} no longer exists", segment_id.get())))?;
+        let Json(segment): Json<Segment> = row.get(0);
+        if segment.list_id != c.list_id {
+            return Err(FieldError::new("segment_id", "the segment is of another list").into());
         }
-        for row in rows {
-            last = row.get(0);
-            if filter.matches(&row.get::<_, Json<Subscriber>>(1).0) {
-                members.push(last);
+        let mut filter = segment.filter()?;
+        for (rule, campaign) in filter.needs() {
+            match self.engaged(c.user_id, campaign).await {
+                Ok(e) => filter.provide(campaign, e),
+                Err(StoreError::NotFound) => return Err(unknown_campaign(rule, campaign).into()),
+                Err(e) => return Err(e),
             }
         }
-        if members.len() >= MEMBER_CHUNK {
-            count += insert_members(tx, campaign, &mut members).await?;
+        let campaign = key(c.id.get());
+        tx.execute("DELETE FROM campaign_members WHERE campaign_id = $1", &[&campaign])
+            .await?;
+        let statement = tx
+            .prepare("SELECT id, record FROM subscribers WHERE list_id = $1 ORDER BY id")
+            .await?;
+        let list_key = key(c.list_id.get());
+        let portal = tx.bind(&statement, &[&list_key]).await?;
+        let (mut members, mut last, mut count) = (Vec::with_capacity(MEMBER_CHUNK), 0i64, 0u64);
+        loop {
+            let rows = tx.query_portal(&portal, 1_000).await?;
+            if rows.is_empty() {
+                break;
+            }
+            for row in rows {
+                last = row.get(0);
+                if filter.matches(&row.get::<_, Json<Subscriber>>(1).0) {
+                    members.push(last);
+                }
+            }
+            if members.len() >= MEMBER_CHUNK {
+                count += insert_members(tx, campaign, &mut members).await?;
+            }
         }
+        count += insert_members(tx, campaign, &mut members).await?;
+        Ok((last as u64, count))
     }
-    count += insert_members(tx, campaign, &mut members).await?;
-    Ok((last as u64, count))
 }
 
 /// Writes (and empties) `members`; returns how many.

@@ -13,6 +13,7 @@ use super::campaigns::{lock_campaign, save_campaign};
 use super::webhooks::Events;
 use super::{PgStore, key};
 use crate::domain::message::MessageRecord;
+use crate::domain::segment::Engaged;
 use crate::domain::tracking::{Hit, LinkCount, Links, record};
 use crate::domain::{Campaign, CampaignId, CampaignRun, Subscriber, UserId};
 use crate::store::{Result, StoreError};
@@ -103,6 +104,43 @@ impl PgStore {
         }
         tx.commit().await?;
         Ok(counted)
+    }
+
+    pub async fn engaged(&self, user: UserId, id: CampaignId) -> Result<Engaged> {
+        let client = self.pool.get().await?;
+        let owned = client
+            .query_opt(
+                "SELECT 1 FROM campaigns WHERE id = $1 AND user_id = $2",
+                &[&key(id.get()), &key(user.get())],
+            )
+            .await?;
+        if owned.is_none() {
+            return Err(StoreError::NotFound);
+        }
+        // Streamed: a million messages never sit in memory as rows.
+        let campaign = key(id.get());
+        let rows = client
+            .query_raw(
+                "SELECT subscriber_id,
+                        record->'engagement'->'first_opened_at' IS NOT NULL,
+                        coalesce((record->'engagement'->>'clicks')::bigint, 0) > 0
+                 FROM messages WHERE campaign_id = $1 AND status = 'sent'",
+                [&campaign],
+            )
+            .await?;
+        futures_util::pin_mut!(rows);
+        let mut e = Engaged::default();
+        while let Some(row) = futures_util::TryStreamExt::try_next(&mut rows).await? {
+            let sub = row.get::<_, i64>(0) as u64;
+            e.received.push(sub);
+            if row.get(1) {
+                e.opened.push(sub);
+            }
+            if row.get(2) {
+                e.clicked.push(sub);
+            }
+        }
+        Ok(e)
     }
 
     pub async fn link_clicks(&self, user: UserId, id: CampaignId) -> Result<(Campaign, Vec<LinkCount>)> {

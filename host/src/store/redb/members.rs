@@ -22,7 +22,7 @@ use super::campaigns::owned;
 use super::segments::SEGMENTS;
 use super::{CAMPAIGNS, Redb, Result, SUBSCRIBERS, StoreError, decode};
 use crate::domain::lifecycle::transition;
-use crate::domain::segment::Segment;
+use crate::domain::segment::{Segment, unknown_campaign};
 use crate::domain::{Action, Campaign, CampaignId, FieldError, SegmentId, Status, UserId};
 
 /// (campaign, subscriber) → (): who a segment campaign sends to.
@@ -117,7 +117,14 @@ impl Redb {
         if segment.list_id != c.list_id {
             return Err(FieldError::new("segment_id", "the segment is of another list").into());
         }
-        let filter = segment.filter()?;
+        let mut filter = segment.filter()?;
+        for (rule, campaign) in filter.needs() {
+            match self.engaged(user, campaign) {
+                Ok(e) => filter.provide(campaign, e),
+                Err(StoreError::NotFound) => return Err(unknown_campaign(rule, campaign).into()),
+                Err(e) => return Err(e),
+            }
+        }
         let list = c.list_id.get();
         let (mut members, mut last) = (Vec::new(), 0);
         for entry in tx.open_table(SUBSCRIBERS)?.range((list, 0)..=(list, u64::MAX))? {

@@ -9,8 +9,9 @@ use redb::ReadableTable;
 
 use super::campaigns::{load, owned, save};
 use super::{CAMPAIGNS, Events, MESSAGES, Redb, Result, SUBSCRIBERS, decode, encode};
-use crate::domain::message::MessageRecord;
-use crate::domain::tracking::{Hit, LinkCount, Links, record};
+use crate::domain::message::{MessageRecord, MessageStatus};
+use crate::domain::segment::Engaged;
+use crate::domain::tracking::{Engagement, Hit, LinkCount, Links, record};
 use crate::domain::{Campaign, CampaignId, CampaignRun, Subscriber, UserId};
 
 impl Redb {
@@ -65,6 +66,38 @@ impl Redb {
         tx.commit()?;
         self.wake_deliverer(wrote);
         Ok(counted)
+    }
+
+    /// Who got the owner's campaign `id`, and who opened and clicked it.
+    pub fn engaged(&self, user: UserId, id: CampaignId) -> Result<Engaged> {
+        /// What `engaged` reads of a message: serde skips the rest.
+        #[derive(serde::Deserialize)]
+        struct Seen {
+            status: MessageStatus,
+            #[serde(default)]
+            engagement: Option<Engagement>,
+        }
+        let tx = self.read()?;
+        owned(&tx.open_table(CAMPAIGNS)?, user, id)?;
+        let mut e = Engaged::default();
+        for entry in tx.open_table(MESSAGES)?.range((id.get(), 0)..=(id.get(), u64::MAX))? {
+            let (k, v) = entry?;
+            let sub = k.value().1;
+            let seen: Seen = decode(v.value())?;
+            if seen.status != MessageStatus::Sent {
+                continue;
+            }
+            e.received.push(sub);
+            if let Some(en) = seen.engagement {
+                if en.first_opened_at.is_some() {
+                    e.opened.push(sub);
+                }
+                if en.clicks > 0 {
+                    e.clicked.push(sub);
+                }
+            }
+        }
+        Ok(e)
     }
 
     /// A campaign with its clicks per link, for its owner.
