@@ -164,7 +164,10 @@ fn tracked_links_lead_to_stored_targets_and_count_people_once() {
         )["id"]
             .as_u64()
             .unwrap();
-        (seg, api.ok_get(&format!("/segments/{seg}/count"))["count"].as_u64().unwrap())
+        (
+            seg,
+            api.ok_get(&format!("/segments/{seg}/count"))["count"].as_u64().unwrap(),
+        )
     };
     assert_eq!(count("opened").1, 2);
     assert_eq!(count("clicked").1, 2);
