@@ -127,11 +127,16 @@ def main():
         page.get_by_role("link", name="Edit draft").click()
         page.get_by_label("Render for").select_option(label="bob@example.org")
         expect(page.frame_locator("iframe.preview").locator("p")).to_have_text("Hi Bob")
-        page.get_by_label("HTML body").fill("<p>Hello {{ subscriber.name }}</p>")
+        page.get_by_label("HTML body").fill(
+            '<p>Hello {{ subscriber.name }}</p><div><a href="https://example.org/read">Read on</a></div>'
+        )
         expect(page.frame_locator("iframe.preview").locator("p")).to_have_text("Hello Bob")
+        page.get_by_label("Track opens").check()
+        page.get_by_label("Track clicks").check()
         check(page, "campaign-edit")
         page.get_by_role("button", name="Save draft").click()
         expect(page).to_have_url(campaign_url)
+        expect(page.locator("dl.facts").first).to_contain_text("opens and clicks")
 
         # Preview for a chosen subscriber.
         page.get_by_label("Render for").select_option(label="bob@example.org")
@@ -148,7 +153,12 @@ def main():
         assert bar.get_attribute("value") == bar.get_attribute("max") == "2", bar.evaluate("b => b.outerHTML")
         # The message table is read when the page is; reload it.
         page.reload()
-        expect(page.locator("table tbody tr")).to_have_count(2)
+        expect(page.locator("section[aria-labelledby=messages-h] table tbody tr")).to_have_count(2)
+        # Tracked: the opens and clicks, and the link with its clicks.
+        engagement = page.locator("section[aria-labelledby=engagement-h]")
+        expect(engagement).to_contain_text("Opened")
+        expect(engagement.locator("table tbody tr")).to_have_count(1)
+        expect(engagement.locator("table tbody tr td").first).to_have_text("https://example.org/read")
         check(page, "campaign-sent")
 
         # A rate-limited send: pause and resume it from the page.

@@ -514,6 +514,44 @@ fn progress(c: &Campaign) -> Markup {
     }
 }
 
+/// Opens and clicks: who and how often, and each tracked link's clicks.
+fn engagement(c: &Campaign, clicks: &[crate::domain::tracking::LinkCount]) -> Markup {
+    let s = &c.stats;
+    let rate = |n: u64| {
+        (n * 1000)
+            .checked_div(s.sent)
+            .map(|r| format!("{}.{}%", r / 10, r % 10))
+    };
+    let links = crate::domain::tracking::link_stats(&crate::domain::tracking::Links::of(&c.html, &c.text), clicks);
+    html! {
+        section aria-labelledby="engagement-h" {
+            h2 id="engagement-h" { "Opens and clicks" }
+            dl.facts {
+                @if c.track_opens {
+                    dt { "Opened" } dd { (s.opened) " of " (s.sent) " sent" @if let Some(r) = rate(s.opened) { " (" (r) ")" } }
+                    dt { "Opens" } dd { (s.opens) " in all" }
+                }
+                @if c.track_clicks {
+                    dt { "Clicked" } dd { (s.clicked) " of " (s.sent) " sent" @if let Some(r) = rate(s.clicked) { " (" (r) ")" } }
+                    dt { "Clicks" } dd { (s.clicks) " in all" }
+                }
+            }
+            p.hint { "Requests within a second of delivery (mail scanners) and HEAD requests are not counted; a click counts as an open when images were off." }
+            @if c.track_clicks && !links.is_empty() {
+                table {
+                    caption { "Links" }
+                    thead { tr { th scope="col" { "Link" } th scope="col" { "Clicks" } th scope="col" { "People" } } }
+                    tbody {
+                        @for l in &links {
+                            tr { td { (l.url) } td.num { (l.clicks) } td.num { (l.unique_clicks) } }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 pub async fn show(
     State(web): State<Web>,
     signed: Signed,
@@ -529,14 +567,14 @@ async fn campaign_page(web: &Web, signed: &Signed, id: CampaignId, q: ShowQuery,
     let after = q.after;
     let store = &web.app.store;
     let loaded = async {
-        let c = store.campaign(user, id).await?;
+        let (c, clicks) = store.link_clicks(user, id).await?;
         let messages = store.messages(user, id, status, after, PAGE).await?;
         // Up to 100 of the list's subscribers to preview with.
         let subs = store.subscribers(user, c.list_id, None, None, 100).await?;
-        Ok::<_, crate::store::StoreError>((c, messages, subs))
+        Ok::<_, crate::store::StoreError>((c, clicks, messages, subs))
     }
     .await;
-    let (c, messages, subs) = match loaded {
+    let (c, clicks, messages, subs) = match loaded {
         Ok(x) => x,
         Err(e) => return error_page(signed, e),
     };
@@ -555,7 +593,18 @@ async fn campaign_page(web: &Web, signed: &Signed, id: CampaignId, q: ShowQuery,
             dt { "Subject" } dd { (c.subject) }
             dt { "From" } dd { (c.from_name) " <" (c.from_email) ">" }
             dt { "List" } dd { a href={"/lists/" (c.list_id)} { "list " (c.list_id) } }
+            @if let Some(s) = c.segment_id {
+                dt { "Segment" } dd { a href={"/segments/" (s)} { "segment " (s) } " (as it was when the send started)" }
+            }
             dt { "Transport" } dd { (c.transport) }
+            dt { "Tracking" } dd {
+                @match (c.track_opens, c.track_clicks) {
+                    (true, true) => "opens and clicks",
+                    (true, false) => "opens",
+                    (false, true) => "clicks",
+                    (false, false) => "off",
+                }
+            }
             dt { "Rate" } dd { @if let Some(r) = c.send_rate { (r) " per minute" } @else { "as fast as the transport allows" } }
         }
         div.actions {
@@ -572,6 +621,9 @@ async fn campaign_page(web: &Web, signed: &Signed, id: CampaignId, q: ShowQuery,
             }
         }
         (progress(&c))
+        @if c.track_opens || c.track_clicks {
+            (engagement(&c, &clicks))
+        }
         section aria-labelledby="preview-h" {
             h2 id="preview-h" { "Preview" }
             form method="get" action={"/campaigns/" (c.id)} {
