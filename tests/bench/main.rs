@@ -23,13 +23,14 @@ use posta_e2e::{Api, Server, Value, json};
 
 mod cluster;
 mod delivery;
+mod tracking;
 
 struct Args {
     out: PathBuf,
     /// Small sizes, for checking the harness itself.
     quick: bool,
-    /// Run only these sections (throughput, latency, million, csv, rate,
-    /// smtp, webhook, languages, cluster, startup, micro).
+    /// Run only these sections (throughput, latency, million, csv,
+    /// tracking, rate, smtp, webhook, languages, cluster, startup, micro).
     only: Vec<String>,
 }
 
@@ -959,6 +960,14 @@ fn main() {
     }
     if args.runs("csv") {
         csv_import(&mut r, if q { 50_000 } else { 1_000_000 });
+    }
+    if args.runs("tracking") {
+        tracking::tracking(
+            &mut r,
+            if q { 2_000 } else { 20_000 },
+            if q { 1 } else { 3 },
+            if q { 3 } else { 10 },
+        );
     }
     if args.runs("rate") {
         rate(&mut r, 6_000, if q { 10 } else { 60 });
