@@ -87,7 +87,7 @@ pub fn tracking(r: &mut Report, n: usize, runs: usize, seconds: u64) {
                 let mut i = t;
                 while !stop.load(Ordering::Relaxed) {
                     let (click, pixel) = &marks[i % marks.len()];
-                    let url = if i % 2 == 0 { click } else { pixel };
+                    let url = if i.is_multiple_of(2) { click } else { pixel };
                     let status = http.get(url).send().unwrap().status().as_u16();
                     assert!(status == 302 || status == 200, "{url}: {status}");
                     answered.fetch_add(1, Ordering::Relaxed);

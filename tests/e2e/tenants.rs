@@ -130,7 +130,7 @@ fn tracking_floods_do_not_slow_a_send_much() {
             let n = std::sync::atomic::AtomicU64::new(0);
             Box::new(move |http| {
                 let i = n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                http.get(if i % 2 == 0 { &click } else { &pixel }).send()
+                http.get(if i.is_multiple_of(2) { &click } else { &pixel }).send()
             })
         },
     );

@@ -114,17 +114,12 @@ async fn fixture(now: DateTime<Utc>, backend: Backend) -> Fixture {
 impl Fixture {
     async fn campaign(&self, scheduled_at: &str) -> CampaignId {
         let draft = CampaignDraft {
-            name: "local".into(),
-            subject: "s".into(),
             from_email: "a@example.org".into(),
-            from_name: String::new(),
-            list_id: self.list,
-            html: String::new(),
+            subject: "s".into(),
             text: "t".into(),
-            transport: None,
-            send_rate: None,
             send_at_local_time: true,
             scheduled_at: Some(t(scheduled_at)),
+            ..CampaignDraft::minimal(self.list)
         };
         self.store
             .create_campaign(self.user, draft, "log".into(), self.clock.now_utc())

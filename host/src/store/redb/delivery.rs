@@ -62,6 +62,9 @@ fn millis(t: DateTime<Utc>) -> u64 {
     u64::try_from(t.timestamp_millis()).unwrap_or(0)
 }
 
+/// Subscriber ids in order, each with its record (none: deleted since).
+type Recipients<'a> = Box<dyn Iterator<Item = Result<(u64, Option<Subscriber>)>> + 'a>;
+
 /// The campaign's recipients after its cursor, up to `last_subscriber`,
 /// in id order, each with its subscriber record: the list's subscribers,
 /// or a segment campaign's frozen members (`members`), where one deleted
@@ -70,7 +73,7 @@ fn recipients_after<'a>(
     c: &CampaignRun,
     subs: &'a impl ReadableTable<(u64, u64), &'static [u8]>,
     members: &'a impl ReadableTable<(u64, u64), ()>,
-) -> Result<Box<dyn Iterator<Item = Result<(u64, Option<Subscriber>)>> + 'a>> {
+) -> Result<Recipients<'a>> {
     let (list, from, to) = (c.list_id.get(), c.progress.cursor + 1, c.progress.last_subscriber);
     Ok(if c.segment_id.is_some() {
         let id = c.id.get();
