@@ -57,15 +57,20 @@ for _ in 5 6 7; do
     -d '{"name":"owned","subject":"Hi","from_email":"n@example.org","list_id":1,"text":"t","send_rate":1}' \
     "$base/api/v1/users/me/campaigns" > /dev/null
 done
+# The first match of a pattern in the sent mail, waiting up to 10 s for it.
+first_sent() {
+  local found=""
+  for _ in $(seq 1 100); do
+    found="$(grep -o "$1" "$data/outbox/outbox.jsonl" 2>/dev/null | head -n 1 || true)"
+    [ -n "$found" ] && break
+    sleep 0.1
+  done
+  [ -n "$found" ] || { echo "no message matching $1 was sent" >&2; cat "$data/server.log" >&2; exit 1; }
+  echo "$found"
+}
 # A real unsubscribe link from the first message sent (the fuzz hooks put it
 # into some of the public unsubscribe cases).
-unsubscribe=""
-for _ in $(seq 1 100); do
-  unsubscribe="$(grep -o '/unsubscribe/[0-9]*/[0-9]*/[A-Za-z0-9_-]*' "$data/outbox/outbox.jsonl" 2>/dev/null | head -n 1 || true)"
-  [ -n "$unsubscribe" ] && break
-  sleep 0.1
-done
-[ -n "$unsubscribe" ] || { echo "no message with an unsubscribe link was sent"; cat "$data/server.log"; exit 1; }
+unsubscribe="$(first_sent '/unsubscribe/[0-9]*/[0-9]*/[A-Za-z0-9_-]*')"
 export POSTA_FUZZ_UNSUBSCRIBE="${unsubscribe#/unsubscribe/}"
 # A tracked link and open pixel, likewise, from a campaign of another user
 # (whatever the fuzzer deletes, it cannot delete that one); its link leads
@@ -81,14 +86,8 @@ curl -fsS -H "$tauth" -H 'content-type: application/json' \
   "$base/api/v1/users/me/campaigns" > "$data/tcampaign"
 tcampaign="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$data/tcampaign")"
 curl -fsS -X POST -H "$tauth" "$base/api/v1/users/me/campaigns/$tcampaign/send" > /dev/null
-click=""
-for _ in $(seq 1 100); do
-  click="$(grep -o '/t/[A-Za-z0-9_-]*' "$data/outbox/outbox.jsonl" 2>/dev/null | head -n 1 || true)"
-  [ -n "$click" ] && break
-  sleep 0.1
-done
-pixel="$(grep -o '/o/[A-Za-z0-9_-]*' "$data/outbox/outbox.jsonl" | head -n 1)"
-[ -n "$click" ] && [ -n "$pixel" ] || { echo "no tracked message was sent"; cat "$data/server.log"; exit 1; }
+click="$(first_sent '/t/[A-Za-z0-9_-]*')"
+pixel="$(first_sent '/o/[A-Za-z0-9_-]*')"
 export POSTA_FUZZ_CLICK="${click#/t/}" POSTA_FUZZ_OPEN="${pixel#/o/}"
 
 # Schemathesis's default checks (status codes, content types, response
