@@ -222,6 +222,39 @@ def main():
         expect(page.locator("[data-count]")).to_have_text("11")
         check(page, "segment")
 
+        # The builder: rules as rows, counted live as they are typed; a bad
+        # rule is named by its row; saved, then edited.
+        page.get_by_role("link", name="All segments").click()
+        page.get_by_role("link", name="New segment").click()
+        page.get_by_label("Name", exact=True).fill("R2 readers")
+        page.get_by_label("List", exact=True).select_option(value=list_id)
+        page.get_by_label("Rule 1 field").fill("email")
+        page.get_by_label("Rule 1 op").select_option("starts_with")
+        page.get_by_label("Rule 1 value").fill("r2")
+        live = page.locator("[data-live-count]")
+        expect(live).to_have_text("11 match now, 11 of them subscribed.")
+        page.get_by_label("Rule 3 field").fill("shoe_size")
+        expect(live).to_contain_text("rule 3: unknown field")
+        check(page, "segment-new")
+        page.get_by_role("button", name="Create segment").click()
+        expect(page.locator("#error-rules\\[2\\]")).to_contain_text("unknown field")
+        page.get_by_label("Rule 3 field").fill("")
+        page.get_by_role("button", name="Create segment").click()
+        expect(page).to_have_url(re.compile(r"/segments/\d+$"))
+        expect(page.locator("[data-count]")).to_have_text("11")
+        page.get_by_role("link", name="Edit segment").click()
+        expect(page.get_by_label("Rule 1 value")).to_have_value("r2")
+        page.get_by_label("Rule 1 value").fill("r3")
+        expect(live).to_have_text("11 match now, 11 of them subscribed.")
+        page.get_by_label("Match").select_option("any")
+        page.get_by_label("Rule 2 field").fill("email")
+        page.get_by_label("Rule 2 op").select_option("eq")
+        page.get_by_label("Rule 2 value").fill("R45@EXAMPLE.ORG")
+        expect(live).to_have_text("12 match now, 12 of them subscribed.")
+        check(page, "segment-edit")
+        page.get_by_role("button", name="Save segment").click()
+        expect(page.locator("[data-count]")).to_have_text("12")
+
         # Alice, the first user, is the admin: she grants Bob a sender
         # domain on his page (a bad name is refused on the form) and takes
         # one away again.

@@ -11,7 +11,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{App, AppError};
-use crate::domain::segment::unknown_campaign;
+use crate::domain::segment::{Segment, unknown_campaign};
 use crate::domain::{SegmentId, SubscriberStatus, UserId};
 use crate::quota::{Full, Place, Quota};
 use crate::store::StoreError;
@@ -45,8 +45,14 @@ pub(super) fn place(scans: &Arc<Quota<UserId>>, user: UserId) -> Result<Place<Us
 }
 
 pub async fn count(app: &App, user: UserId, id: SegmentId) -> Result<SegmentCount, AppError> {
-    let _place = place(&app.scans, user)?;
     let segment = app.store.segment(user, id).await?;
+    count_of(app, user, &segment).await
+}
+
+/// Counts who `segment`'s rules match, saved or not (the dashboard's
+/// builder counts its form as it is typed).
+pub async fn count_of(app: &App, user: UserId, segment: &Segment) -> Result<SegmentCount, AppError> {
+    let _place = place(&app.scans, user)?;
     let mut filter = segment.filter()?;
     for (rule, campaign) in filter.needs() {
         match app.store.engaged(user, campaign).await {

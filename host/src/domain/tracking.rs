@@ -528,6 +528,17 @@ mod tests {
         (CampaignId::new(7), SubscriberId::new(42))
     }
 
+    /// The tracked URL of `ids()`'s message: `t` a link, `o` the pixel.
+    fn tracked(kind: &str, link: Option<u16>) -> String {
+        let (campaign, subscriber) = ids();
+        let mark = Mark {
+            campaign,
+            subscriber,
+            link,
+        };
+        format!("https://mail.example.org/{kind}/{}", mark.seal(&SECRET))
+    }
+
     #[test]
     fn links_are_the_distinct_http_targets_not_built_by_expressions() {
         let html = r#"<p><a href="https://a.example/x?p=1&amp;q=2">A</a>
@@ -583,24 +594,8 @@ mod tests {
         );
         let (c, s) = ids();
         let out = r.html(html, c, s);
-        let click = format!(
-            "https://mail.example.org/t/{}",
-            Mark {
-                campaign: c,
-                subscriber: s,
-                link: Some(0)
-            }
-            .seal(&SECRET)
-        );
-        let open = format!(
-            "https://mail.example.org/o/{}",
-            Mark {
-                campaign: c,
-                subscriber: s,
-                link: None
-            }
-            .seal(&SECRET)
-        );
+        let click = tracked("t", Some(0));
+        let open = tracked("o", None);
         assert!(out.contains(&format!("href=\"{click}\"")), "{out}");
         assert!(out.contains("mailto:x@example.org"), "{out}");
         assert!(
@@ -622,15 +617,7 @@ mod tests {
             c,
             s,
         );
-        let click = format!(
-            "https://mail.example.org/t/{}",
-            Mark {
-                campaign: c,
-                subscriber: s,
-                link: Some(0)
-            }
-            .seal(&SECRET)
-        );
+        let click = tracked("t", Some(0));
         assert_eq!(
             out,
             format!("Read {click}.\nBye https://mail.example.org/unsubscribe/7/42/abc")

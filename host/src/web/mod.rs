@@ -10,6 +10,7 @@ mod assets;
 mod campaigns;
 mod lists;
 pub(crate) mod pages;
+mod segment_form;
 mod segments;
 mod session;
 mod signin;
@@ -91,7 +92,13 @@ pub fn router(web: Web, max_body_bytes: usize) -> Router {
         .route("/campaigns/{id}/action", post(campaigns::action))
         .route("/campaigns/{id}/events", get(campaigns::events))
         .route("/segments", get(segments::index))
+        .route("/segments/new", get(segment_form::new).post(segment_form::create))
+        .route("/segments/count", post(segment_form::count))
         .route("/segments/{id}", get(segments::show))
+        .route(
+            "/segments/{id}/edit",
+            get(segment_form::edit).post(segment_form::update),
+        )
         .route("/suppressions", get(pages::suppressions))
         .route("/bounces", get(pages::bounces))
         .route("/transports", get(pages::transports))

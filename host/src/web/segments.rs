@@ -1,6 +1,6 @@
 //! Segments on the dashboard: the user's segments with their rules, and
-//! one segment with who it matches now (counted when the page loads). They
-//! are made and edited over the API for now.
+//! one segment with who it matches now (counted when the page loads); the
+//! builder that makes and edits them is `segment_form`.
 
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
@@ -46,8 +46,9 @@ pub async fn index(State(web): State<Web>, signed: Signed, Query(q): Query<After
         Err(e) => return error_page(&signed, e),
     };
     let body = html! {
-        p { "Rules over one list's subscribers. Create and change them with "
-            code { "POST /api/v1/users/me/segments" } "; open one to count who it matches now." }
+        p { "Rules over one list's subscribers; open one to count who it matches now. "
+            "A campaign sent to a segment reads it when its send starts." }
+        p { a.button href="/segments/new" { "New segment" } }
         @if page_of.items.is_empty() {
             p { "No segments yet." }
         } @else {
@@ -88,7 +89,7 @@ pub async fn show(State(web): State<Web>, signed: Signed, Path(id): Path<Segment
             strong data-count { (count.count) } " subscribers match now; "
             strong data-subscribed { (count.subscribed) } " of them are subscribed (a campaign would mail them)."
         }
-        p { a href="/segments" { "All segments" } }
+        p { a.button href={"/segments/" (segment.id) "/edit"} { "Edit segment" } " " a href="/segments" { "All segments" } }
     };
     render(&segment.name, &signed, body)
 }

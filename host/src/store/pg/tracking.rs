@@ -18,6 +18,28 @@ use crate::domain::tracking::{Hit, LinkCount, Links, record};
 use crate::domain::{Campaign, CampaignId, CampaignRun, Subscriber, UserId};
 use crate::store::{Result, StoreError};
 
+/// Writes `records` back to `table`'s rows (`scope`, `ids[i]`), in one
+/// statement.
+async fn rewrite<T: serde::Serialize + std::fmt::Debug + Sync>(
+    tx: &tokio_postgres::Transaction<'_>,
+    table: &str,
+    scope_column: &str,
+    id_column: &str,
+    scope: i64,
+    ids: &[i64],
+    records: &[Json<T>],
+) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "UPDATE {table} t SET record = u.record FROM unnest($2::bigint[], $3::jsonb[]) AS u(id, record)
+         WHERE t.{scope_column} = $1 AND t.{id_column} = u.id"
+    );
+    tx.execute(&sql, &[&scope, &ids, &records]).await?;
+    Ok(())
+}
+
 impl PgStore {
     pub async fn record_hits(&self, hits: Vec<Hit>) -> Result<usize> {
         let mut by_campaign: BTreeMap<CampaignId, Vec<Hit>> = BTreeMap::new();
@@ -80,26 +102,19 @@ impl PgStore {
             changed_messages.dedup();
             changed_subs.sort_unstable();
             changed_subs.dedup();
-            if !changed_messages.is_empty() {
-                let records: Vec<Json<&MessageRecord>> = changed_messages.iter().map(|s| Json(&messages[s])).collect();
-                tx.execute(
-                    "UPDATE messages m SET record = u.record
-                     FROM unnest($2::bigint[], $3::jsonb[]) AS u(sub, record)
-                     WHERE m.campaign_id = $1 AND m.subscriber_id = u.sub",
-                    &[&key(id.get()), &changed_messages, &records],
-                )
-                .await?;
-            }
-            if !changed_subs.is_empty() {
-                let records: Vec<Json<&Subscriber>> = changed_subs.iter().map(|s| Json(&subs[s])).collect();
-                tx.execute(
-                    "UPDATE subscribers s SET record = u.record
-                     FROM unnest($2::bigint[], $3::jsonb[]) AS u(id, record)
-                     WHERE s.list_id = $1 AND s.id = u.id",
-                    &[&list, &changed_subs, &records],
-                )
-                .await?;
-            }
+            let records: Vec<Json<&MessageRecord>> = changed_messages.iter().map(|s| Json(&messages[s])).collect();
+            rewrite(
+                &tx,
+                "messages",
+                "campaign_id",
+                "subscriber_id",
+                key(id.get()),
+                &changed_messages,
+                &records,
+            )
+            .await?;
+            let records: Vec<Json<&Subscriber>> = changed_subs.iter().map(|s| Json(&subs[s])).collect();
+            rewrite(&tx, "subscribers", "list_id", "id", list, &changed_subs, &records).await?;
             save_campaign(&tx, &run).await?;
         }
         tx.commit().await?;

@@ -101,3 +101,31 @@ if (draft && draft.querySelector("[data-live-html]")) {
   draft.addEventListener("change", soon(50));
   render();
 }
+
+// The segment builder's live count: the rules as they stand, counted by
+// the server a moment after each change (or the error saving would give).
+const segmentForm = document.querySelector("form.segment");
+if (segmentForm) {
+  const out = segmentForm.querySelector("[data-live-count]");
+  let timer = null;
+  let latest = 0;
+  const count = async () => {
+    const mine = ++latest;
+    try {
+      const res = await fetch("/segments/count", {
+        method: "POST",
+        body: new URLSearchParams(new FormData(segmentForm)),
+      });
+      const c = await res.json();
+      if (mine !== latest) return;
+      out.textContent = c.error ? c.error : `${c.count} match now, ${c.subscribed} of them subscribed.`;
+    } catch {
+      if (mine === latest) out.textContent = "The count cannot be had right now.";
+    }
+  };
+  segmentForm.addEventListener("input", () => {
+    clearTimeout(timer);
+    timer = setTimeout(count, 400);
+  });
+  count();
+}
