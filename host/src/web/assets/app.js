@@ -62,6 +62,29 @@ for (const button of document.querySelectorAll("button[data-confirm]")) {
   });
 }
 
+// Posts `form` to `url` a moment after each change and hands the JSON
+// answer to `show` (only the newest answer: an older one arriving late is
+// dropped); `failed` says so when the server cannot be reached.
+function live(form, url, show, failed) {
+  let timer = null;
+  let latest = 0;
+  const ask = async () => {
+    const mine = ++latest;
+    try {
+      const res = await fetch(url, { method: "POST", body: new URLSearchParams(new FormData(form)) });
+      const answer = await res.json();
+      if (mine === latest) show(answer);
+    } catch {
+      if (mine === latest) failed();
+    }
+  };
+  form.addEventListener("input", () => {
+    clearTimeout(timer);
+    timer = setTimeout(ask, 400);
+  });
+  return ask;
+}
+
 // The draft form's live preview: the form as it stands, rendered by the
 // server (the personalizer, as a send would) a moment after each change.
 const draft = document.querySelector("form.draft");
@@ -70,36 +93,13 @@ if (draft && draft.querySelector("[data-live-html]")) {
   const html = draft.querySelector("[data-live-html]");
   const text = draft.querySelector("[data-live-text]");
   const error = draft.querySelector("[data-live-error]");
-  let timer = null;
-  let latest = 0;
-  const render = async () => {
-    const mine = ++latest;
-    try {
-      const res = await fetch("/campaigns/preview", {
-        method: "POST",
-        body: new URLSearchParams(new FormData(draft)),
-      });
-      const p = await res.json();
-      if (mine !== latest) return; // a newer render is on its way
-      if (p.error) {
-        error.textContent = p.error;
-        return;
-      }
-      error.textContent = "";
-      subject.textContent = p.subject;
-      html.srcdoc = p.html;
-      text.textContent = p.text;
-    } catch {
-      if (mine === latest) error.textContent = "The preview cannot be rendered right now.";
-    }
-  };
-  const soon = (ms) => () => {
-    clearTimeout(timer);
-    timer = setTimeout(render, ms);
-  };
-  draft.addEventListener("input", soon(400));
-  draft.addEventListener("change", soon(50));
-  render();
+  live(draft, "/campaigns/preview", (p) => {
+    error.textContent = p.error || "";
+    if (p.error) return;
+    subject.textContent = p.subject;
+    html.srcdoc = p.html;
+    text.textContent = p.text;
+  }, () => { error.textContent = "The preview cannot be rendered right now."; });
 }
 
 // The segment builder's live count: the rules as they stand, counted by
@@ -107,25 +107,8 @@ if (draft && draft.querySelector("[data-live-html]")) {
 const segmentForm = document.querySelector("form.segment");
 if (segmentForm) {
   const out = segmentForm.querySelector("[data-live-count]");
-  let timer = null;
-  let latest = 0;
-  const count = async () => {
-    const mine = ++latest;
-    try {
-      const res = await fetch("/segments/count", {
-        method: "POST",
-        body: new URLSearchParams(new FormData(segmentForm)),
-      });
-      const c = await res.json();
-      if (mine !== latest) return;
-      out.textContent = c.error ? c.error : `${c.count} match now, ${c.subscribed} of them subscribed.`;
-    } catch {
-      if (mine === latest) out.textContent = "The count cannot be had right now.";
-    }
-  };
-  segmentForm.addEventListener("input", () => {
-    clearTimeout(timer);
-    timer = setTimeout(count, 400);
-  });
+  const count = live(segmentForm, "/segments/count", (c) => {
+    out.textContent = c.error ? c.error : `${c.count} match now, ${c.subscribed} of them subscribed.`;
+  }, () => { out.textContent = "The count cannot be had right now."; });
   count();
 }
