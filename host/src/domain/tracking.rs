@@ -100,10 +100,6 @@ impl Links {
     pub fn targets(&self) -> &[String] {
         &self.targets
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.targets.is_empty()
-    }
 }
 
 /// Every `href` of an `<a>` or `<area>`, as written.
@@ -129,11 +125,7 @@ fn hrefs(html: &str) -> Vec<String> {
 fn text_urls(text: &str) -> impl Iterator<Item = (usize, &str)> {
     let mut finder = linkify::LinkFinder::new();
     finder.kinds(&[linkify::LinkKind::Url]);
-    finder
-        .links(text)
-        .map(|l| (l.start(), l.as_str()))
-        .collect::<Vec<_>>()
-        .into_iter()
+    finder.links(text).map(|l| (l.start(), l.as_str()))
 }
 
 /// What a tracked URL stands for: a message, and the link (none: the open
