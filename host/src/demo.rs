@@ -68,6 +68,7 @@ pub async fn run(mut config: Config, data_dir: Option<PathBuf>, subscribers: usi
         segment_id: None,
         track_opens: false,
         track_clicks: false,
+        ab_test: None,
         html: HTML.into(),
         text: TEXT.into(),
         transport: Some("log".into()),

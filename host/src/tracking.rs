@@ -74,7 +74,7 @@ impl Tracker {
             return Ok(links.clone());
         }
         let c = self.store.campaign_by_id(id).await?;
-        let links = Arc::new(Links::of(&c.html, &c.text));
+        let links = Arc::new(Links::of_campaign(&c));
         let mut cache = self.links.lock().expect("links lock");
         if cache.len() >= CACHED {
             cache.retain(|_, (_, at)| at.elapsed() < CACHE_TTL);

@@ -188,6 +188,26 @@ pub async fn messages(
     Ok(Json(s.store.messages(user.id, id, status, f.after, limit).await?))
 }
 
+/// `POST …/ab/winner` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WinnerChoice {
+    /// The variant's index in `ab_test.variants`, from 0.
+    pub variant: u8,
+}
+
+#[utoipa::path(post, path = "/api/v1/users/me/campaigns/{id}/ab/winner", params(("id" = CampaignId, Path, description = "The campaign's id")), request_body = WinnerChoice, tag = "campaigns",
+    description = "picks the A/B test's winner now, instead of by its metric after `wait_minutes`: the rest of the audience gets that variant. The campaign must be sending or paused, with its test undecided (409 otherwise)",
+    responses((status = 200, body = Campaign), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn pick_winner(
+    State(s): State<AppState>,
+    Auth(user): Auth,
+    Path(id): Path<CampaignId>,
+    ApiJson(choice): ApiJson<WinnerChoice>,
+) -> ApiResult<Json<Campaign>> {
+    Ok(Json(campaigns::pick_winner(&s.app, user.id, id, choice.variant).await?))
+}
+
 /// `GET …/links`: the campaign's tracked links in the order they first
 /// appear in its templates.
 #[derive(Debug, Serialize, ToSchema)]
@@ -205,7 +225,7 @@ pub async fn links(
 ) -> ApiResult<Json<LinkList>> {
     let (c, counts) = s.store.link_clicks(user.id, id).await?;
     let items = if c.track_clicks {
-        link_stats(&Links::of(&c.html, &c.text), &counts)
+        link_stats(&Links::of_campaign(&c), &counts)
     } else {
         Vec::new()
     };

@@ -164,6 +164,7 @@ pub fn router(state: AppState, max_body_bytes: usize, public_rate_per_ip: u32) -
         .route("/campaigns/{id}/duplicate", post(campaigns::duplicate))
         .route("/campaigns/{id}/messages", get(campaigns::messages))
         .route("/campaigns/{id}/links", get(campaigns::links))
+        .route("/campaigns/{id}/ab/winner", post(campaigns::pick_winner))
         .route("/campaigns/{id}/preview", get(previews::preview))
         .route("/campaigns/{id}/test", post(previews::test))
         .route("/bounces", post(bounces::create))

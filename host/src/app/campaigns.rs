@@ -102,6 +102,26 @@ pub async fn act(app: &App, user: UserId, id: CampaignId, action: Action) -> Res
     Ok(c)
 }
 
+/// Picks the winner of a campaign's A/B test before its metric would: the
+/// rest of the audience gets variant `variant`.
+pub async fn pick_winner(app: &App, user: UserId, id: CampaignId, variant: u8) -> Result<Campaign, AppError> {
+    let current = app.store.campaign(user, id).await?;
+    let Some(ab) = &current.ab_test else {
+        return Err(StoreError::Conflict("the campaign has no A/B test".into()).into());
+    };
+    if let Some(w) = ab.winner {
+        return Err(StoreError::Conflict(format!("the A/B test is decided: variant {w} won")).into());
+    }
+    if usize::from(variant) >= ab.variants.len() {
+        return Err(FieldError::new(
+            "variant",
+            format!("the test has variants 0 to {}", ab.variants.len() - 1),
+        )
+        .into());
+    }
+    act(app, user, id, Action::PickWinner { variant }).await
+}
+
 /// The segment a campaign names, if it names one; one the user does not
 /// have is a field error, not a 404 (the campaign is what was asked for).
 async fn segment_named(app: &App, user: UserId, id: Option<SegmentId>) -> Result<Option<Segment>, AppError> {
@@ -120,16 +140,31 @@ pub async fn check_from(app: &App, user: UserId, from_email: &str) -> Result<(),
     Ok(crate::domain::sender::check_from(from_email, &domains)?)
 }
 
-/// Refuses templates the personalizer cannot compile, with its message.
+/// Refuses templates the personalizer cannot compile, with its message:
+/// the campaign's, then each A/B variant's (named `ab_test.variants[i].…`).
 async fn check_templates(app: &App, c: &Campaign) -> Result<(), AppError> {
+    check_template(app, c, "").await?;
+    for (i, v) in c.variants().iter().enumerate() {
+        check_template(app, v, &format!("ab_test.variants[{i}].")).await?;
+    }
+    Ok(())
+}
+
+async fn check_template(app: &App, c: &Campaign, field_prefix: &str) -> Result<(), AppError> {
     match app.engine.validate(c).await {
         Ok(()) => Ok(()),
-        Err(RenderError::Template(e)) => Err(crate::domain::FieldError::new(e.part.field(), e.message).into()),
+        Err(RenderError::Template(e)) => {
+            Err(crate::domain::FieldError::new(format!("{field_prefix}{}", e.part.field()), e.message).into())
+        }
         // No instance could be had now: the client may retry shortly.
         Err(RenderError::Unavailable(e @ PluginError::Instantiate { .. })) => Err(AppError::Busy(format!(
             "the templates cannot be checked right now, try again: {e}"
         ))),
         // Compiling the templates themselves ran out of time or memory.
-        Err(e) => Err(crate::domain::FieldError::new("html", format!("the templates cannot be compiled: {e}")).into()),
+        Err(e) => Err(crate::domain::FieldError::new(
+            format!("{field_prefix}html"),
+            format!("the templates cannot be compiled: {e}"),
+        )
+        .into()),
     }
 }

@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::ab::{AbTest, AbTestSetup, AbWalk};
 use super::lifecycle::{TransitionError, transition};
 use super::tracking::LinkCount;
 use super::webhook::EventKind;
@@ -92,6 +93,10 @@ pub struct Campaign {
     /// redirect under `server.base_url` that counts clicks.
     #[serde(default)]
     pub track_clicks: bool,
+    /// An A/B test of up to five variants on a share of the audience; the
+    /// rest gets the winner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ab_test: Option<AbTest>,
     pub status: Status,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -129,6 +134,9 @@ pub struct CampaignRun {
     /// Clicks per tracked link, by index (`domain::tracking::Links`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub link_clicks: Vec<LinkCount>,
+    /// Where the walk stands in the campaign's A/B test.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ab_walk: Option<AbWalk>,
 }
 
 impl std::ops::Deref for CampaignRun {
@@ -152,6 +160,7 @@ impl From<Campaign> for CampaignRun {
             campaign,
             progress: Progress::default(),
             link_clicks: Vec::new(),
+            ab_walk: None,
         }
     }
 }
@@ -163,6 +172,8 @@ impl From<Campaign> for CampaignRun {
 pub struct Change {
     from: Status,
     fixes_recipients: bool,
+    /// The A/B test's winner this change picks.
+    winner: Option<u8>,
 }
 
 impl Change {
@@ -184,6 +195,10 @@ impl CampaignRun {
         Ok(Change {
             from,
             fixes_recipients: self.status == Status::Sending && matches!(action, Action::Send { .. } | Action::Fire),
+            winner: match action {
+                Action::PickWinner { variant } => Some(variant),
+                _ => None,
+            },
         })
     }
 
@@ -201,6 +216,9 @@ impl CampaignRun {
         if change.fixes_recipients {
             let (last, total) = recipients.expect("a send that starts is given its recipients");
             self.begin_sending(last, total, now);
+        }
+        if let Some(v) = change.winner {
+            self.choose_winner(v, now)?;
         }
         self.updated_at = now;
         self.validate()?;
@@ -220,12 +238,13 @@ impl CampaignRun {
         }
         .with_pending();
         self.started_at = Some(now);
+        self.start_ab(total, now);
     }
 
     /// Every subscriber has a message and no message waits for an outcome.
     pub fn exhausted(&self) -> bool {
         let p = &self.progress;
-        p.cursor >= p.last_subscriber && p.planned == 0 && self.stats.queued == 0
+        p.cursor >= p.last_subscriber && p.planned == 0 && self.stats.queued == 0 && !self.ab_testing()
     }
 
     /// Whether the engine must take this campaign up at start: it is under
@@ -285,6 +304,8 @@ pub struct CampaignDraft {
     pub track_opens: bool,
     #[serde(default)]
     pub track_clicks: bool,
+    #[serde(default)]
+    pub ab_test: Option<AbTestSetup>,
 }
 
 impl CampaignDraft {
@@ -306,6 +327,7 @@ impl CampaignDraft {
             scheduled_at: None,
             track_opens: false,
             track_clicks: false,
+            ab_test: None,
         }
     }
 }
@@ -354,6 +376,10 @@ pub struct CampaignPatch {
     pub scheduled_at: Option<Option<DateTime<Utc>>>,
     pub track_opens: Option<bool>,
     pub track_clicks: Option<bool>,
+    /// `null` removes the test.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<AbTestSetup>)]
+    pub ab_test: Option<Option<AbTestSetup>>,
 }
 
 /// Distinguishes an absent field (None) from an explicit null (Some(None)).
@@ -398,6 +424,7 @@ impl Campaign {
             scheduled_at: d.scheduled_at,
             track_opens: d.track_opens,
             track_clicks: d.track_clicks,
+            ab_test: d.ab_test.map(AbTest::from),
             status: Status::Draft,
             created_at: now,
             updated_at: now,
@@ -427,6 +454,9 @@ impl Campaign {
             track_opens,
             track_clicks
         );
+        if let Some(ab) = p.ab_test {
+            self.ab_test = ab.map(AbTest::from);
+        }
         self.name = self.name.trim().to_string();
         self.from_email = self.from_email.trim().to_string();
     }
@@ -467,6 +497,23 @@ impl Campaign {
         if let Some(at) = self.scheduled_at {
             super::schedule::check_range(at).map_err(|m| FieldError::new("scheduled_at", m))?;
         }
+        if let Some(ab) = &self.ab_test {
+            ab.validate()?;
+            if self.send_at_local_time {
+                return Err(FieldError::new(
+                    "ab_test",
+                    "an A/B test sends the test first and the rest after it: not with send_at_local_time",
+                ));
+            }
+            for (i, v) in self.variants().iter().enumerate() {
+                if v.html.trim().is_empty() && v.text.trim().is_empty() {
+                    return Err(FieldError::new(
+                        format!("ab_test.variants[{i}].html"),
+                        "the variant has neither html nor text",
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -481,6 +528,7 @@ impl Campaign {
             started_at: None,
             completed_at: None,
             stats: Stats::default(),
+            ab_test: self.ab_test.as_ref().map(AbTest::fresh),
             ..self.clone()
         };
         if copy.name.chars().count() > MAX_CAMPAIGN_NAME {
@@ -545,6 +593,7 @@ mod tests {
             scheduled_at: Some("2030-01-01T09:00:00Z".parse().unwrap()),
             track_opens: true,
             track_clicks: false,
+            ab_test: None,
         }
     }
 
@@ -559,6 +608,7 @@ mod tests {
                 planned: 2,
             },
             link_clicks: Vec::new(),
+            ab_walk: None,
         };
         let stored = serde_json::to_value(&run).unwrap();
         // Flat, as records were written before the split.

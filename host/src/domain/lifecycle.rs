@@ -84,10 +84,14 @@ pub enum Action {
     Edit,
     Delete,
     Duplicate,
+    /// Picks the winner of a campaign's A/B test (the status stays).
+    PickWinner {
+        variant: u8,
+    },
 }
 
 impl Action {
-    pub const ALL: [Action; 10] = [
+    pub const ALL: [Action; 11] = [
         Action::Send { future: false },
         Action::Send { future: true },
         Action::Fire,
@@ -98,6 +102,7 @@ impl Action {
         Action::Edit,
         Action::Delete,
         Action::Duplicate,
+        Action::PickWinner { variant: 0 },
     ];
 
     pub fn name(self) -> &'static str {
@@ -111,6 +116,7 @@ impl Action {
             Action::Edit => "edit",
             Action::Delete => "delete",
             Action::Duplicate => "duplicate",
+            Action::PickWinner { .. } => "pick the A/B winner of",
         }
     }
 }
@@ -139,6 +145,7 @@ pub fn transition(status: Status, action: Action) -> Result<Status, TransitionEr
         (S::Draft, A::Edit) => S::Draft,
         (s, A::Delete) if s != S::Sending => s,
         (s, A::Duplicate) => s,
+        (s @ (S::Sending | S::Paused), A::PickWinner { .. }) => s,
         _ => return Err(TransitionError { status, action }),
     };
     Ok(next)
@@ -180,6 +187,7 @@ mod tests {
                     (A::Cancel, S::Cancelled),
                     (A::Complete, S::Sent),
                     (A::Duplicate, S::Sending),
+                    (A::PickWinner { variant: 0 }, S::Sending),
                 ],
             ),
             (
@@ -189,6 +197,7 @@ mod tests {
                     (A::Cancel, S::Cancelled),
                     (A::Delete, S::Paused),
                     (A::Duplicate, S::Paused),
+                    (A::PickWinner { variant: 0 }, S::Paused),
                 ],
             ),
             (S::Cancelled, &[(A::Delete, S::Cancelled), (A::Duplicate, S::Cancelled)]),
@@ -218,7 +227,7 @@ mod tests {
                 checked += 1;
             }
         }
-        assert_eq!(checked, 60);
+        assert_eq!(checked, 66);
     }
 
     #[test]

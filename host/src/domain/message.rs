@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::ab::Pick;
 use super::bounce::{Bounce, BounceType};
 use super::suppression::SuppressionReason;
 use super::webhook::{EventKind, bounce_data, message_data};
@@ -81,6 +82,12 @@ pub struct MessageRecord {
     /// Its opens and clicks, for a campaign that tracks them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engagement: Option<super::tracking::Engagement>,
+    /// The A/B test variant whose content it has (by index).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<u8>,
+    /// Sent as part of the A/B test (not to the rest after it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub in_test: bool,
     pub updated_at: DateTime<Utc>,
 }
 
@@ -102,6 +109,20 @@ pub struct Job {
     /// Transport calls already made for this message (before a stop or
     /// crash): `max_attempts` counts them too.
     pub attempts: u32,
+    /// The A/B test variant whose content it gets.
+    pub variant: Option<u8>,
+}
+
+impl Job {
+    /// The job delivering `record` (new, or left queued) to `subscriber`.
+    pub fn of(campaign_id: CampaignId, record: &MessageRecord, subscriber: Subscriber) -> Job {
+        Job {
+            campaign_id,
+            subscriber,
+            attempts: record.attempts,
+            variant: record.variant,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -196,6 +217,7 @@ impl MessageRecord {
     pub fn create<E>(
         c: &mut Campaign,
         sub: &Subscriber,
+        pick: Pick,
         suppressed: impl FnOnce() -> Result<Option<SuppressionReason>, E>,
         due_at: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
@@ -211,6 +233,7 @@ impl MessageRecord {
             };
             if skip_reason.is_none() {
                 c.stats.queued += 1;
+                c.count_test_recipient(pick);
                 (MessageStatus::Queued, None)
             } else {
                 c.stats.skipped += 1;
@@ -231,6 +254,8 @@ impl MessageRecord {
             bounces: Vec::new(),
             sent_at: None,
             engagement: None,
+            variant: pick.variant,
+            in_test: pick.in_test,
             updated_at: now,
         })
     }
@@ -350,7 +375,15 @@ mod tests {
     }
 
     fn create(c: &mut Campaign, sub: SubscriberStatus, suppressed: Option<SuppressionReason>) -> MessageRecord {
-        MessageRecord::create(c, &subscriber(sub), || Ok::<_, ()>(suppressed), None, Utc::now()).unwrap()
+        MessageRecord::create(
+            c,
+            &subscriber(sub),
+            Pick::default(),
+            || Ok::<_, ()>(suppressed),
+            None,
+            Utc::now(),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -373,6 +406,7 @@ mod tests {
         let m = MessageRecord::create(
             &mut cancelled,
             &subscriber(SubscriberStatus::Subscribed),
+            Pick::default(),
             || {
                 asked.set(true);
                 Ok::<_, ()>(None)

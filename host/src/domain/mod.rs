@@ -1,6 +1,7 @@
 //! The pure domain: records, validation and the campaign state machine.
 //! Nothing here does I/O, so all of it is unit-tested exhaustively.
 
+pub mod ab;
 pub mod account;
 pub mod bounce;
 pub mod campaign;

@@ -61,6 +61,22 @@ impl Links {
     /// The links of a campaign with these templates.
     pub fn of(html: &str, text: &str) -> Links {
         let mut links = Links::default();
+        links.add(html, text);
+        links
+    }
+
+    /// The links of a campaign and of its A/B test's variants, numbered
+    /// in that order: one numbering, whichever variant a message has.
+    pub fn of_campaign(c: &crate::domain::Campaign) -> Links {
+        let mut links = Links::of(&c.html, &c.text);
+        for v in c.variants() {
+            links.add(&v.html, &v.text);
+        }
+        links
+    }
+
+    fn add(&mut self, html: &str, text: &str) {
+        let links = self;
         for raw in hrefs(html) {
             let target = html_escape::decode_html_entities(&raw).into_owned();
             if let Some(i) = links.index(target) {
@@ -76,7 +92,6 @@ impl Links {
                 links.text.insert(url.to_string(), i);
             }
         }
-        links
     }
 
     fn index(&mut self, target: String) -> Option<u16> {
@@ -419,6 +434,9 @@ pub fn record(hit: &Hit, message: &mut MessageRecord, run: &mut CampaignRun, lin
         .engagement
         .get_or_insert_with(Engagement::default)
         .record(hit.action, hit.at);
+    if let (true, Some(v), Some(ab)) = (message.in_test, message.variant, run.campaign.ab_test.as_mut()) {
+        ab.count_engagement(v, counted.first_open, counted.first_click);
+    }
     let stats = &mut run.campaign.stats;
     let mut recorded = Recorded::default();
     if counted.first_open {

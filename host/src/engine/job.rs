@@ -80,6 +80,8 @@ pub(super) struct Context {
     pub(super) run: Arc<super::Run>,
     pub(super) campaign: Campaign,
     pub(super) wit: Arc<types::Campaign>,
+    /// Its A/B test's variants, by index, as the personalizer gets them.
+    pub(super) variants: Vec<Arc<types::Campaign>>,
     pub(super) transport: Option<Lane>,
     /// The campaign's `send_rate` (the transport's own limit is the
     /// lane's).
@@ -259,7 +261,11 @@ async fn personalize(shared: &Shared, ctx: &Context, job: &Job) -> Result<Held, 
     };
     let slot = shared.capacity.render_slot(&ctx.user_slots).await;
     let started = std::time::Instant::now();
-    let result = shared.plugins.personalize(ctx.wit.clone(), subscriber, envelope).await;
+    let template = job
+        .variant
+        .and_then(|v| ctx.variants.get(usize::from(v)))
+        .unwrap_or(&ctx.wit);
+    let result = shared.plugins.personalize(template.clone(), subscriber, envelope).await;
     metrics::histogram!(crate::metrics::PERSONALIZE_CALL).record(started.elapsed());
     let mut message = match result {
         Ok(Ok(m)) => m,

@@ -421,13 +421,14 @@ async fn context(inner: &Inner, c: &Campaign, run: Arc<Run>) -> Result<job::Cont
         campaign_rate: rate::Pace::new(&inner.store, &format!("campaign:{}", c.id), c.send_rate).await?,
         campaign: c.clone(),
         wit: Arc::new(c.into()),
+        variants: c.variants().iter().map(|v| Arc::new(v.into())).collect(),
         transport: inner.lanes.get(&c.transport).cloned(),
         unsubscribe_base: format!("{}/unsubscribe", inner.base_url),
         secret: inner.secret,
         // Marks are signed with the unsubscribe links' secret; their MAC
         // is domain-separated (`tracking::Mark::seal`).
         tracking: (c.track_opens || c.track_clicks).then(|| crate::domain::tracking::Rewriter {
-            links: crate::domain::tracking::Links::of(&c.html, &c.text),
+            links: crate::domain::tracking::Links::of_campaign(c),
             base: inner.base_url.trim_end_matches('/').to_string(),
             secret: inner.secret,
             opens: c.track_opens,

@@ -492,6 +492,145 @@ async fn segment_campaigns_send_to_the_audience_fixed_at_start(s: &Subject) {
 /// message or campaign that is not there count nothing; the subscriber's
 /// last times move and each first open and first click of a link is an
 /// event.
+/// Steps campaign `id` at `at` until a step changes nothing, delivering
+/// what it queues; returns the jobs.
+async fn deliver_at(s: &Subject, id: CampaignId, at: chrono::DateTime<Utc>) -> Vec<crate::domain::message::Job> {
+    let mut jobs = Vec::new();
+    loop {
+        let step = s.step(id, 7, at).await.unwrap();
+        s.settle(&sent(id, &step.jobs), at).await.unwrap();
+        let done = !step.progressed && step.jobs.is_empty();
+        jobs.extend(step.jobs);
+        if done {
+            return jobs;
+        }
+    }
+}
+
+async fn ab_tests_send_the_test_then_the_winner_once_each(s: &Subject) {
+    use crate::domain::ab::{AbTestSetup, Decision, Metric, Variant};
+    use crate::domain::tracking::{Action::Open, Hit};
+    let list = s.create_list(ALICE, "Readers".into()).await.unwrap();
+    let people = (0..100).map(|i| new(&format!("r{i}@x.org"), SubscriberStatus::Subscribed));
+    s.upsert(ALICE, list.id, people.collect()).await.unwrap();
+    let subject = |t: &str| Variant {
+        subject: Some(t.into()),
+        ..Variant::default()
+    };
+    let draft = CampaignDraft {
+        track_opens: true,
+        ab_test: Some(AbTestSetup {
+            variants: vec![subject("A"), subject("B")],
+            test_share: 0.2,
+            metric: Metric::Opens,
+            wait_minutes: 30,
+        }),
+        ..CampaignDraft::minimal(list.id)
+    };
+    let c = s.create_campaign(ALICE, draft, "log".into()).await.unwrap();
+    let t0 = Utc::now();
+    s.send(ALICE, c.id, t0).await.unwrap();
+
+    // The test: 20 recipients, 10 per variant; then the wait.
+    let test = deliver_at(s, c.id, t0).await;
+    let per = |v| test.iter().filter(|j| j.variant == Some(v)).count();
+    assert_eq!((test.len(), per(0), per(1)), (20, 10, 10));
+    let waiting = s.campaign(ALICE, c.id).await.unwrap();
+    let ab = waiting.ab_test.clone().unwrap();
+    assert_eq!(waiting.status, Status::Sending, "the test holds completion back");
+    assert_eq!(ab.decides_at, Some(t0 + Duration::minutes(30)));
+    assert_eq!(ab.results.iter().map(|r| r.recipients).collect::<Vec<_>>(), [10, 10]);
+    // Pausing and resuming in the wait changes nothing.
+    s.act(ALICE, c.id, Action::Pause).await.unwrap();
+    s.act(ALICE, c.id, Action::Resume).await.unwrap();
+    assert!(deliver_at(s, c.id, t0 + Duration::minutes(29)).await.is_empty());
+
+    // Two of B's recipients open, one of A's (twice).
+    let (a, b): (Vec<_>, Vec<_>) = test.iter().partition(|j| j.variant == Some(0));
+    let open = |j: &crate::domain::message::Job, mins| Hit {
+        campaign: c.id,
+        subscriber: j.subscriber.id,
+        action: Open,
+        at: t0 + Duration::minutes(mins),
+    };
+    let hits = vec![open(a[0], 1), open(a[0], 2), open(b[0], 3), open(b[1], 4)];
+    assert_eq!(s.record_hits(hits).await.unwrap(), 4);
+    let ab = s.campaign(ALICE, c.id).await.unwrap().ab_test.unwrap();
+    assert_eq!(
+        ab.results.iter().map(|r| (r.opened, r.rate)).collect::<Vec<_>>(),
+        [(1, 0.1), (2, 0.2)]
+    );
+
+    // After the wait, B wins and the other 80 get it, none twice.
+    let rest = deliver_at(s, c.id, t0 + Duration::minutes(30)).await;
+    assert_eq!(rest.len(), 80);
+    assert!(rest.iter().all(|j| j.variant == Some(1)));
+    let mut everyone: Vec<_> = test.iter().chain(&rest).map(|j| j.subscriber.id).collect();
+    everyone.sort();
+    everyone.dedup();
+    assert_eq!(everyone.len(), 100);
+    let done = s.campaign(ALICE, c.id).await.unwrap();
+    let ab = done.ab_test.unwrap();
+    assert_eq!((ab.winner, ab.decided_by), (Some(1), Some(Decision::Metric)));
+    assert_eq!((done.status, done.stats.sent), (Status::Sent, 100));
+
+    // Picked by choice mid-test: the test members not yet reached get the
+    // winner with the rest; still one message each.
+    let draft = CampaignDraft {
+        ab_test: Some(AbTestSetup {
+            variants: vec![subject("A"), subject("B"), subject("C")],
+            test_share: 0.5,
+            metric: Metric::Clicks,
+            wait_minutes: 1,
+        }),
+        ..CampaignDraft::minimal(list.id)
+    };
+    let c = s.create_campaign(ALICE, draft, "log".into()).await.unwrap();
+    s.send(ALICE, c.id, Utc::now()).await.unwrap();
+    let first = s.step(c.id, 30, Utc::now()).await.unwrap();
+    s.settle(&sent(c.id, &first.jobs), Utc::now()).await.unwrap();
+    assert!(matches!(
+        s.act(ALICE, c.id, Action::PickWinner { variant: 3 }).await,
+        Err(StoreError::Invalid(_))
+    ));
+    let picked = s.act(ALICE, c.id, Action::PickWinner { variant: 2 }).await.unwrap();
+    assert_eq!(picked.ab_test.unwrap().decided_by, Some(Decision::Choice));
+    let rest = deliver_at(s, c.id, Utc::now()).await;
+    assert!(rest.iter().all(|j| j.variant == Some(2)));
+    assert_eq!(first.jobs.len() + rest.len(), 100);
+    assert_eq!(s.campaign(ALICE, c.id).await.unwrap().status, Status::Sent);
+
+    // Cancelled during the test: everyone left gets a cancelled message.
+    let c = s
+        .create_campaign(
+            ALICE,
+            CampaignDraft {
+                ab_test: Some(AbTestSetup {
+                    variants: vec![subject("A"), subject("B")],
+                    test_share: 0.1,
+                    metric: Metric::Opens,
+                    wait_minutes: 1,
+                }),
+                ..CampaignDraft::minimal(list.id)
+            },
+            "log".into(),
+        )
+        .await
+        .unwrap();
+    s.send(ALICE, c.id, Utc::now()).await.unwrap();
+    let first = s.step(c.id, 5, Utc::now()).await.unwrap();
+    s.act(ALICE, c.id, Action::Cancel).await.unwrap();
+    s.settle(&sent(c.id, &first.jobs), Utc::now()).await.unwrap();
+    assert!(deliver_at(s, c.id, Utc::now()).await.is_empty());
+    let cancelled = s.campaign(ALICE, c.id).await.unwrap();
+    assert_eq!(
+        cancelled.stats.finished(),
+        100,
+        "every recipient is accounted for: {:?}",
+        cancelled.stats
+    );
+}
+
 async fn opens_and_clicks_count_once_per_person(s: &Subject) {
     use crate::domain::tracking::{Action::*, Hit};
     use SubscriberStatus::Subscribed;
@@ -1584,6 +1723,7 @@ conformance!(
     segments_belong_to_their_user_and_list,
     segment_campaigns_send_to_the_audience_fixed_at_start,
     opens_and_clicks_count_once_per_person,
+    ab_tests_send_the_test_then_the_winner_once_each,
     upserts_create_update_and_keep_unsubscribes,
     subscriber_pages_and_status_filters,
 );

@@ -178,6 +178,7 @@ impl DraftForm {
             scheduled_at,
             track_opens: self.track_opens.is_some(),
             track_clicks: self.track_clicks.is_some(),
+            ab_test: None,
         })
     }
 }
@@ -457,6 +458,7 @@ pub async fn update(
                 scheduled_at: Some(d.scheduled_at),
                 track_opens: Some(d.track_opens),
                 track_clicks: Some(d.track_clicks),
+                ab_test: None,
             };
             campaigns::update(&web.app, signed.user.id, id, patch).await
         }
@@ -522,7 +524,7 @@ fn engagement(c: &Campaign, clicks: &[crate::domain::tracking::LinkCount]) -> Ma
             .checked_div(s.sent)
             .map(|r| format!("{}.{}%", r / 10, r % 10))
     };
-    let links = crate::domain::tracking::link_stats(&crate::domain::tracking::Links::of(&c.html, &c.text), clicks);
+    let links = crate::domain::tracking::link_stats(&crate::domain::tracking::Links::of_campaign(c), clicks);
     html! {
         section aria-labelledby="engagement-h" {
             h2 id="engagement-h" { "Opens and clicks" }

@@ -29,6 +29,7 @@ use super::bounces::file_bounce;
 use super::campaigns::{lock_campaign, save_campaign};
 use super::webhooks::Events;
 use super::{Node, PgStore, key, scan_page};
+use crate::domain::ab::Pick;
 use crate::domain::bounce::BouncePolicy;
 use crate::domain::message::{Job, MessageRecord, MessageStatus, Outcome, OutcomeKind, Settled};
 use crate::domain::suppression::{Suppression, SuppressionReason};
@@ -79,6 +80,7 @@ impl PgStore {
         };
         if matches!(c.status, Status::Sending | Status::Cancelled) {
             take_over(&tx, node, &mut c, batch, now, &mut step).await?;
+            step.progressed |= c.advance_ab(now);
             let room = batch.saturating_sub(step.jobs.len()).max(1);
             let mut fresh = Vec::new();
             if c.progress.cursor < c.progress.last_subscriber {
@@ -93,14 +95,13 @@ impl PgStore {
                         .get(0);
                 }
             }
+            step.next_due = step.next_due.or(c.ab_due());
             insert_messages(&tx, node, id, &fresh).await?;
-            step.jobs.extend(fresh.into_iter().filter_map(|(m, sub)| {
-                leased(&m).then_some(Job {
-                    campaign_id: id,
-                    subscriber: sub,
-                    attempts: 0,
-                })
-            }));
+            step.jobs.extend(
+                fresh
+                    .into_iter()
+                    .filter_map(|(m, sub)| leased(&m).then(|| Job::of(id, &m, sub))),
+            );
             c.stats = c.stats.with_pending();
         }
         if c.complete_if_done(now) {
@@ -288,11 +289,7 @@ async fn take_over(
                     record.possible_duplicate = true;
                     c.stats.possible_duplicates += 1;
                 }
-                step.jobs.push(Job {
-                    campaign_id: c.id,
-                    subscriber: sub,
-                    attempts: record.attempts,
-                });
+                step.jobs.push(Job::of(c.id, &record, sub));
                 step.taken_over += 1;
                 Some(node.id.0)
             }
@@ -362,20 +359,34 @@ async fn walk_list(
         key(c.progress.last_subscriber),
         batch as i64,
     );
+    // After an A/B test, the walk over the rest passes over whoever
+    // already has a message (`CampaignRun::pick`); here, in the query.
+    let rest = if c.ab_rest() {
+        "AND NOT EXISTS (SELECT 1 FROM messages x WHERE x.campaign_id = $5 AND x.subscriber_id = s.id)"
+    } else {
+        ""
+    };
     let rows = if c.segment_id.is_some() {
         // A segment campaign walks its frozen members; one deleted since
         // has no row to join and is passed over.
         tx.query(
-            "SELECT s.record FROM campaign_members m JOIN subscribers s ON s.list_id = $1 AND s.id = m.subscriber_id
-             WHERE m.campaign_id = $5 AND m.subscriber_id > $2 AND m.subscriber_id <= $3
-             ORDER BY m.subscriber_id LIMIT $4",
+            &format!(
+                "SELECT s.record FROM campaign_members m JOIN subscribers s ON s.list_id = $1 AND s.id = m.subscriber_id
+                 WHERE m.campaign_id = $5 AND m.subscriber_id > $2 AND m.subscriber_id <= $3 {rest}
+                 ORDER BY m.subscriber_id LIMIT $4"
+            ),
             &[&list, &cursor, &last, &limit, &key(c.id.get())],
         )
         .await?
     } else {
+        let campaign = key(c.id.get());
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [&list, &cursor, &last, &limit, &campaign];
         tx.query(
-            "SELECT record FROM subscribers WHERE list_id = $1 AND id > $2 AND id <= $3 ORDER BY id LIMIT $4",
-            &[&list, &cursor, &last, &limit],
+            &format!(
+                "SELECT s.record FROM subscribers s WHERE s.list_id = $1 AND s.id > $2 AND s.id <= $3 {rest}
+                 ORDER BY s.id LIMIT $4"
+            ),
+            &params[..if rest.is_empty() { 4 } else { 5 }],
         )
         .await?
     };
@@ -386,6 +397,12 @@ async fn walk_list(
     let full = subs.len() == batch;
     for sub in subs {
         c.progress.cursor = sub.id.get();
+        let Some(pick) = c
+            .pick(sub.id, || Ok::<_, std::convert::Infallible>(false))
+            .unwrap_or_else(|never| match never {})
+        else {
+            continue;
+        };
         let due_at = local_at.map(|at| schedule::due_at(at, schedule::parse_tz(sub.timezone.as_deref())));
         match due_at {
             Some(d) if d > now && c.status != Status::Cancelled => {
@@ -393,7 +410,7 @@ async fn walk_list(
                 due_times.push(d);
                 c.progress.planned += 1;
             }
-            _ => out.push(new_message(c, sub, &suppressed, due_at, now)),
+            _ => out.push(new_message(c, sub, pick, &suppressed, due_at, now)),
         }
     }
     if !full {
@@ -416,13 +433,15 @@ async fn walk_list(
 fn new_message(
     c: &mut CampaignRun,
     sub: Subscriber,
+    pick: Pick,
     suppressed: &HashMap<String, SuppressionReason>,
     due_at: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> (MessageRecord, Subscriber) {
     let reason = suppressed.get(sub.email.suppression_key().as_str()).copied();
-    let record = MessageRecord::create::<std::convert::Infallible>(&mut c.campaign, &sub, || Ok(reason), due_at, now)
-        .unwrap_or_else(|never| match never {});
+    let record =
+        MessageRecord::create::<std::convert::Infallible>(&mut c.campaign, &sub, pick, || Ok(reason), due_at, now)
+            .unwrap_or_else(|never| match never {});
     (record, sub)
 }
 
@@ -484,7 +503,8 @@ async fn release_due(
     }
     let suppressed = suppressions_of(tx, c.user_id, found.iter().map(|(_, s)| &s.email)).await?;
     for (due_at, sub) in found {
-        out.push(new_message(c, sub, &suppressed, Some(due_at), now));
+        // A/B tests never send at local times: nothing to pick here.
+        out.push(new_message(c, sub, Pick::default(), &suppressed, Some(due_at), now));
     }
     Ok(released)
 }

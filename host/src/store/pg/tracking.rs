@@ -56,7 +56,7 @@ impl PgStore {
                 Err(StoreError::NotFound) => continue,
                 Err(e) => return Err(e),
             };
-            let links = Links::of(&run.html, &run.text);
+            let links = Links::of_campaign(&run);
             let ids: Vec<i64> = hits.iter().map(|h| key(h.subscriber.get())).collect();
             let mut messages: HashMap<i64, MessageRecord> = tx
                 .query(

@@ -15,6 +15,7 @@ use super::{
     CAMPAIGNS, DEFERRED, DUE, Events, IN_FLIGHT, MESSAGES, Page, Redb, Result, SCAN_LIMIT, SUBSCRIBERS, SUPPRESSIONS,
     StatusOf, StoreError, decode, encode, page_filtered,
 };
+use crate::domain::ab::Pick;
 use crate::domain::bounce::BouncePolicy;
 use crate::domain::message::{Job, MessageRecord, MessageStatus, Outcome, Settled};
 use crate::domain::webhook::{EventKind, campaign_data};
@@ -34,12 +35,19 @@ impl Writer<'_> {
     /// Creates the campaign's message for `sub`: cancelled if the campaign
     /// is, skipped if the subscriber is not subscribed or the address is on
     /// the user's suppression list, queued otherwise.
-    fn message(&mut self, c: &mut Campaign, sub: Subscriber, due_at: Option<DateTime<Utc>>) -> Result<Option<Job>> {
+    fn message(
+        &mut self,
+        c: &mut Campaign,
+        sub: Subscriber,
+        pick: Pick,
+        due_at: Option<DateTime<Utc>>,
+    ) -> Result<Option<Job>> {
         let suppressions = &self.suppressions;
         let user_id = c.user_id;
         let record = MessageRecord::create(
             c,
             &sub,
+            pick,
             || suppressed(suppressions, user_id, &sub.email),
             due_at,
             self.now,
@@ -50,11 +58,7 @@ impl Writer<'_> {
             return Ok(None);
         }
         self.in_flight.insert(key, ())?;
-        Ok(Some(Job {
-            campaign_id: c.id,
-            subscriber: sub,
-            attempts: 0,
-        }))
+        Ok(Some(Job::of(c.id, &record, sub)))
     }
 }
 
@@ -105,16 +109,23 @@ fn walk_list(
     let local_at = c.scheduled_at.filter(|_| c.send_at_local_time);
     let mut seen = 0;
     let mut stopped = false;
+    let id = c.id.get();
     for entry in recipients_after(c, subs, members)? {
         let (sub_id, sub) = entry?;
-        if let Some(sub) = sub {
+        let pick = match sub {
+            Some(_) => c.pick(crate::domain::SubscriberId::new(sub_id), || {
+                Ok::<_, StoreError>(w.messages.get((id, sub_id))?.is_some())
+            })?,
+            None => None,
+        };
+        if let (Some(sub), Some(pick)) = (sub, pick) {
             let due_at = local_at.map(|at| schedule::due_at(at, schedule::parse_tz(sub.timezone.as_deref())));
             match due_at {
                 Some(d) if d > w.now && c.status != Status::Cancelled => {
                     due.insert((c.id.get(), millis(d), sub_id), ())?;
                     c.progress.planned += 1;
                 }
-                _ => step.jobs.extend(w.message(c, sub, due_at)?),
+                _ => step.jobs.extend(w.message(c, sub, pick, due_at)?),
             }
         }
         c.progress.cursor = sub_id;
@@ -167,7 +178,8 @@ fn release_due(
             continue;
         };
         let due_at = DateTime::from_timestamp_millis(due_ms as i64);
-        step.jobs.extend(w.message(c, sub, due_at)?);
+        // A/B tests never send at local times: nothing to pick here.
+        step.jobs.extend(w.message(c, sub, Pick::default(), due_at)?);
         if yield_requested() {
             break;
         }
@@ -219,6 +231,7 @@ impl Redb {
                 let subs = tx.open_table(SUBSCRIBERS)?;
                 let members = tx.open_table(MEMBERS)?;
                 let yield_requested = || tx.yield_requested();
+                step.progressed |= c.advance_ab(now);
                 if c.progress.cursor < c.progress.last_subscriber {
                     walk_list(
                         &mut c,
@@ -233,6 +246,7 @@ impl Redb {
                 } else if c.progress.planned > 0 {
                     release_due(&mut c, &subs, &mut due, &mut w, batch, &mut step, &yield_requested)?;
                 }
+                step.next_due = step.next_due.or(c.ab_due());
                 c.stats = c.stats.with_pending();
             }
             if c.complete_if_done(now) {
@@ -397,11 +411,7 @@ impl Redb {
                         c.stats.possible_duplicates += 1;
                     }
                     in_flight.insert(key, ())?;
-                    jobs.push(Job {
-                        campaign_id,
-                        subscriber: sub,
-                        attempts: record.attempts,
-                    });
+                    jobs.push(Job::of(campaign_id, &record, sub));
                 }
                 messages.insert(key, encode(&record).as_slice())?;
             }

@@ -35,7 +35,7 @@ impl Redb {
                     Err(crate::store::StoreError::NotFound) => continue,
                     Err(e) => return Err(e),
                 };
-                let links = Links::of(&run.html, &run.text);
+                let links = Links::of_campaign(&run);
                 let list = run.list_id.get();
                 for hit in hits {
                     let key = (id.get(), hit.subscriber.get());
