@@ -1,5 +1,6 @@
 //! End-to-end tests: the real binary, real HTTP, the real plugins.
 
+mod ab;
 mod availability;
 mod crash;
 mod dashboard;

@@ -443,6 +443,12 @@ impl CampaignRun {
             return false;
         };
         match ab.decides_at {
+            // Nobody got the test (every test member was skipped): there
+            // is nothing to wait for.
+            None if walked && ab.results.iter().all(|r| r.recipients == 0) => {
+                self.decide(0, Decision::Metric, now);
+                true
+            }
             None if walked => {
                 ab.decides_at = Some(now + chrono::Duration::minutes(i64::from(ab.wait_minutes)));
                 true
@@ -589,6 +595,14 @@ mod tests {
         let got = walk(&mut r, 10);
         r.progress.cursor = 9;
         assert!(!r.advance_ab(t0), "the walk is not at its end");
+        let mut nobody = run(setup(2, 0.5), 10, t0);
+        nobody.progress.cursor = 10;
+        assert!(nobody.advance_ab(t0));
+        assert_eq!(
+            nobody.ab_test.as_ref().unwrap().winner,
+            Some(0),
+            "no test recipients: no wait"
+        );
         r.progress.cursor = r.progress.last_subscriber;
         r.stats.queued = 1;
         assert!(!r.advance_ab(t0), "a test message is not done");
