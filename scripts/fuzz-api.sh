@@ -57,6 +57,13 @@ for _ in 5 6 7; do
     -d '{"name":"owned","subject":"Hi","from_email":"n@example.org","list_id":1,"text":"t","send_rate":1}' \
     "$base/api/v1/users/me/campaigns" > /dev/null
 done
+# Campaign 8: an A/B test still in its test (one a minute), for picking
+# its winner.
+curl -fsS -H "$auth" -H 'content-type: application/json' \
+  -d '{"name":"ab","subject":"Hi","from_email":"n@example.org","list_id":1,"text":"t","send_rate":1,"track_opens":true,
+       "ab_test":{"variants":[{"subject":"A"},{"subject":"B"}],"test_share":0.5,"metric":"opens","wait_minutes":60}}' \
+  "$base/api/v1/users/me/campaigns" > /dev/null
+curl -fsS -X POST -H "$auth" "$base/api/v1/users/me/campaigns/8/send" > /dev/null
 # The first match of a pattern in the sent mail, waiting up to 10 s for it.
 first_sent() {
   local found=""

@@ -45,6 +45,7 @@ _OWNED = {
     ("POST", _CAMPAIGNS + "/pause"): 2,
     ("POST", _CAMPAIGNS + "/resume"): 3,
     ("POST", _CAMPAIGNS + "/cancel"): 4,
+    ("POST", _CAMPAIGNS + "/ab/winner"): 8,
 }
 _RESERVED = set(_OWNED.values())
 _DOMAIN = "/api/v1/admin/users/{id}/domains/{domain}"

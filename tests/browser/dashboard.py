@@ -46,7 +46,7 @@ def new_draft(page, list_id, name, text, rate=None, send_at=None):
     """Creates a draft through the form; ends on its page."""
     page.goto(BASE + "/campaigns/new")
     page.get_by_label("Name", exact=True).fill(name)
-    page.get_by_label("Subject").fill(name + " {{ subscriber.name }}")
+    page.get_by_label("Subject", exact=True).fill(name + " {{ subscriber.name }}")
     page.get_by_label("From address").fill("news@example.org")
     page.get_by_label("List", exact=True).select_option(value=list_id)
     if rate:
@@ -54,7 +54,7 @@ def new_draft(page, list_id, name, text, rate=None, send_at=None):
     if send_at:
         page.get_by_label("Send at").fill(send_at)
         page.get_by_label("At that time in each subscriber's time zone").check()
-    page.get_by_label("Text body").fill(text)
+    page.get_by_label("Text body", exact=True).fill(text)
     page.get_by_role("button", name="Create draft").click()
     expect(page).to_have_url(re.compile(r"/campaigns/\d+$"))
 
@@ -105,19 +105,19 @@ def main():
         page.goto(BASE + "/campaigns/new")
         check(page, "campaign-new")
         page.get_by_label("Name", exact=True).fill("Hello")
-        page.get_by_label("Subject").fill("Hi {{ subscriber.name }}")
+        page.get_by_label("Subject", exact=True).fill("Hi {{ subscriber.name }}")
         page.get_by_label("From address").fill("news@example.org")
         page.get_by_label("List", exact=True).select_option(value=list_url.rsplit("/", 1)[1])
         # The live preview renders the form as it is typed, sample data first.
-        page.get_by_label("Text body").fill("Hi {{ subscriber.name }}")
+        page.get_by_label("Text body", exact=True).fill("Hi {{ subscriber.name }}")
         expect(page.locator("[data-live-subject]")).to_have_text("Hi Sample Subscriber")
         expect(page.locator("[data-live-text]")).to_have_text("Hi Sample Subscriber")
-        page.get_by_label("HTML body").fill("<p>Hi {{ subscriber.name </p>")
+        page.locator("#html").fill("<p>Hi {{ subscriber.name </p>")
         expect(page.locator("[data-live-error]")).to_contain_text("syntax error")
         page.get_by_role("button", name="Create draft").click()
         expect(page.locator("#error-html")).to_contain_text("syntax error")
         check(page, "campaign-new-error")
-        page.get_by_label("HTML body").fill("<p>Hi {{ subscriber.name }}</p>")
+        page.locator("#html").fill("<p>Hi {{ subscriber.name }}</p>")
         page.get_by_role("button", name="Create draft").click()
         expect(page).to_have_url(re.compile(r"/campaigns/\d+$"))
         campaign_url = page.url
@@ -127,7 +127,7 @@ def main():
         page.get_by_role("link", name="Edit draft").click()
         page.get_by_label("Render for").select_option(label="bob@example.org")
         expect(page.frame_locator("iframe.preview").locator("p")).to_have_text("Hi Bob")
-        page.get_by_label("HTML body").fill(
+        page.locator("#html").fill(
             '<p>Hello {{ subscriber.name }}</p><div><a href="https://example.org/read">Read on</a></div>'
         )
         expect(page.frame_locator("iframe.preview").locator("p")).to_have_text("Hello Bob")
@@ -181,6 +181,42 @@ def main():
         page.get_by_role("button", name="Cancel").click()
         expect(page.locator("[data-status]")).to_have_text("cancelled")
 
+        # An A/B test set up on the form (a bad share is refused in its
+        # fieldset), its variants on the campaign page, and a winner picked
+        # there while the (slow) test goes out.
+        page.goto(BASE + "/campaigns/new")
+        page.get_by_label("Name", exact=True).fill("Subjects")
+        page.get_by_label("Subject", exact=True).fill("News")
+        page.get_by_label("From address").fill("news@example.org")
+        page.get_by_label("List", exact=True).select_option(value=list_id)
+        page.get_by_label("Emails per minute").fill("60")
+        page.get_by_label("Text body", exact=True).fill("Hi {{ subscriber.name }}")
+        page.get_by_label("Track clicks").check()
+        page.get_by_label("Test variants on part of the audience first").check()
+        page.get_by_label("Test group").fill("70")
+        page.get_by_label("Winner by").select_option("clicks")
+        page.get_by_label("Variant A subject").fill("Plain news")
+        page.get_by_label("Variant B subject").fill("Bold news, {{ subscriber.name }}")
+        page.get_by_role("button", name="Create draft").click()
+        expect(page.locator("#error-ab_test")).to_contain_text("test_share")
+        check(page, "campaign-ab-error")
+        page.get_by_label("Test group").fill("20")
+        page.get_by_role("button", name="Create draft").click()
+        expect(page).to_have_url(re.compile(r"/campaigns/\d+$"))
+        ab = page.locator("section[aria-labelledby=ab-h]")
+        expect(ab.locator("table tbody tr")).to_have_count(2)
+        expect(ab.locator("table tbody tr").nth(1)).to_contain_text("Bold news")
+        page.get_by_role("button", name="Send now").click()
+        expect(page.locator("[data-status]")).to_have_text("sending")
+        check(page, "campaign-ab")
+        page.once("dialog", lambda d: d.accept())
+        page.get_by_role("button", name="Send B to the rest").click()
+        expect(ab).to_contain_text("Variant B won (picked)")
+        expect(page.get_by_role("button", name="Send A to the rest")).to_have_count(0)
+        page.once("dialog", lambda d: d.accept())
+        page.get_by_role("button", name="Cancel").click()
+        expect(page.locator("[data-status]")).to_have_text("cancelled")
+
         # A send set for later is scheduled from the page, and cancelled.
         new_draft(page, list_id, "Later", "Later", send_at="2099-01-31T09:00")
         page.get_by_role("button", name="Schedule").click()
@@ -191,7 +227,7 @@ def main():
         expect(page.locator("[data-status]")).to_have_text("cancelled")
 
         page.goto(BASE + "/campaigns")
-        expect(page.locator("table tbody tr")).to_have_count(3)
+        expect(page.locator("table tbody tr")).to_have_count(4)
         check(page, "campaigns")
         # A hard bounce through the API shows on the bounces page and
         # suppresses the address.

@@ -146,7 +146,7 @@ fn a_winner_picked_early_goes_to_everyone_not_yet_sent_and_bad_setups_are_refuse
     // Slow enough to pick while the test is still going out.
     let id = api.send_campaign(
         list,
-        json!({"transport": "log", "send_rate": 300, "ab_test": setup(0.5)}),
+        json!({"transport": "log", "send_rate": 300, "track_opens": true, "ab_test": setup(0.5)}),
     );
     api.wait_campaign(id, Duration::from_secs(30), |c| c["stats"]["sent"].as_u64() >= Some(3));
 
@@ -182,13 +182,12 @@ fn a_winner_picked_early_goes_to_everyone_not_yet_sent_and_bad_setups_are_refuse
     // Not a test campaign, not started, or not this user's: refused.
     let plain = api.send_campaign(list, json!({"transport": "log"}));
     assert_eq!(winner(&alice, plain, json!({"variant": 0})), 409);
-    let draft = api.campaign(list, json!({"ab_test": setup(0.2)}));
+    let draft = api.campaign(list, json!({"track_opens": true, "ab_test": setup(0.2)}));
     assert_eq!(winner(&alice, draft, json!({"variant": 0})), 409);
 
     // Setups refused field by field.
     let refused = |extra: Value, field: &str| {
-        let mut body =
-            json!({"name": "x", "subject": "s", "from_email": "news@example.org", "list_id": list, "text": "t"});
+        let mut body = json!({"name": "x", "subject": "s", "from_email": "news@example.org", "list_id": list, "text": "t", "track_opens": true});
         for (k, v) in extra.as_object().unwrap() {
             body[k] = v.clone();
         }
@@ -204,6 +203,10 @@ fn a_winner_picked_early_goes_to_everyone_not_yet_sent_and_bad_setups_are_refuse
         "ab_test.variants",
     );
     refused(json!({"ab_test": setup(0.7)}), "ab_test.test_share");
+    refused(
+        json!({"track_opens": false, "track_clicks": true, "ab_test": setup(0.2)}),
+        "ab_test.metric",
+    );
     refused(
         json!({"ab_test": {"variants": [{}, {"html": "{% if %}"}], "test_share": 0.2, "metric": "opens", "wait_minutes": 5}}),
         "ab_test.variants[1].html",

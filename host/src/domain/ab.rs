@@ -529,6 +529,7 @@ mod tests {
             now,
         );
         c.ab_test = Some(ab);
+        c.track_opens = true;
         let mut run = CampaignRun::from(c);
         run.status = Status::Sending;
         run.begin_sending(audience, audience, now);

@@ -499,6 +499,16 @@ impl Campaign {
         }
         if let Some(ab) = &self.ab_test {
             ab.validate()?;
+            let (tracked, what) = match ab.metric {
+                super::ab::Metric::Opens => (self.track_opens, "opens: turn on track_opens"),
+                super::ab::Metric::Clicks => (self.track_clicks, "clicks: turn on track_clicks"),
+            };
+            if !tracked {
+                return Err(FieldError::new(
+                    "ab_test.metric",
+                    format!("the test is decided by {what}"),
+                ));
+            }
             if self.send_at_local_time {
                 return Err(FieldError::new(
                     "ab_test",

@@ -583,6 +583,7 @@ async fn ab_tests_send_the_test_then_the_winner_once_each(s: &Subject) {
             metric: Metric::Clicks,
             wait_minutes: 1,
         }),
+        track_clicks: true,
         ..CampaignDraft::minimal(list.id)
     };
     let c = s.create_campaign(ALICE, draft, "log".into()).await.unwrap();
@@ -611,6 +612,7 @@ async fn ab_tests_send_the_test_then_the_winner_once_each(s: &Subject) {
                     metric: Metric::Opens,
                     wait_minutes: 1,
                 }),
+                track_opens: true,
                 ..CampaignDraft::minimal(list.id)
             },
             "log".into(),

@@ -13,6 +13,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::Web;
+use super::ab_form;
 use super::pages::{csrf, error_page, field_error, form_error, not_found, render, status_badge};
 use super::session::Signed;
 use crate::api::ApiError;
@@ -105,6 +106,9 @@ pub struct DraftForm {
     /// Whom the live preview renders for: a subscriber id or `sample`.
     #[serde(default)]
     preview: String,
+    /// The A/B test's fields (`ab_form`).
+    #[serde(flatten)]
+    ab: ab_form::AbFields,
 }
 
 /// The `datetime-local` form of a time, in UTC.
@@ -132,6 +136,7 @@ impl DraftForm {
             track_opens: c.track_opens.then(|| "on".to_string()),
             track_clicks: c.track_clicks.then(|| "on".to_string()),
             preview: String::new(),
+            ab: ab_form::fields_of(c.ab_test.as_ref()),
         }
     }
 
@@ -178,7 +183,7 @@ impl DraftForm {
             scheduled_at,
             track_opens: self.track_opens.is_some(),
             track_clicks: self.track_clicks.is_some(),
-            ab_test: None,
+            ab_test: ab_form::setup(&self.ab)?,
         })
     }
 }
@@ -270,6 +275,12 @@ async fn draft_page(
         "text",
         "templates",
     ];
+    // The A/B fieldset shows its own errors.
+    let ab_field = error
+        .as_ref()
+        .and_then(|e| e.field.as_deref())
+        .filter(|f| f.starts_with("ab_test"));
+    let fields: Vec<&str> = fields.into_iter().chain(ab_field).collect();
     let described = |f: &str| {
         error
             .as_ref()
@@ -347,6 +358,7 @@ async fn draft_page(
                 input id="track_clicks" name="track_clicks" type="checkbox" checked[form.track_clicks.is_some()];
                 label for="track_clicks" { "Track clicks (links in the templates go through a redirect)" }
             }
+            (ab_form::fieldset(&form.ab, &error))
             label for="html" { "HTML body (a template: " code { "{{ subscriber.name }}" } ")" }
             textarea id="html" name="html" rows="10" aria-describedby=[described("html")] { (form.html) }
             (field_error(&error, "html"))
@@ -458,7 +470,7 @@ pub async fn update(
                 scheduled_at: Some(d.scheduled_at),
                 track_opens: Some(d.track_opens),
                 track_clicks: Some(d.track_clicks),
-                ab_test: None,
+                ab_test: Some(d.ab_test),
             };
             campaigns::update(&web.app, signed.user.id, id, patch).await
         }
@@ -623,6 +635,7 @@ async fn campaign_page(web: &Web, signed: &Signed, id: CampaignId, q: ShowQuery,
             }
         }
         (progress(&c))
+        (ab_form::results(&c, signed))
         @if c.track_opens || c.track_clicks {
             (engagement(&c, &clicks))
         }
@@ -698,6 +711,9 @@ pub struct ActionForm {
     csrf: String,
     #[serde(default, rename = "do")]
     action: String,
+    /// For `winner`: the variant's index.
+    #[serde(default)]
+    variant: Option<u8>,
 }
 
 pub async fn action(
@@ -715,6 +731,10 @@ pub async fn action(
         "pause" => campaigns::act(&web.app, user, id, Action::Pause).await,
         "resume" => campaigns::act(&web.app, user, id, Action::Resume).await,
         "cancel" => campaigns::act(&web.app, user, id, Action::Cancel).await,
+        "winner" => match f.variant {
+            Some(v) => campaigns::pick_winner(&web.app, user, id, v).await,
+            None => Err(FieldError::new("variant", "choose a variant").into()),
+        },
         "duplicate" => web
             .app
             .store

@@ -5,6 +5,7 @@
 //! progress) is a file, so the Content-Security-Policy allows no inline
 //! script or style.
 
+mod ab_form;
 mod admin;
 mod assets;
 mod campaigns;

@@ -104,13 +104,20 @@ fn bodies() -> Vec<(&'static str, &'static str, &'static str, Value)> {
             "application/json",
             json!({"url": "https://hooks.example.com/posta", "events": ["message.failed", "message.bounced"]}),
         ),
+        (
+            "/api/v1/users/me/campaigns/{id}/ab/winner",
+            "post",
+            "application/json",
+            json!({"variant": 1}),
+        ),
     ]
 }
 
 /// A path parameter's example, by its operation and name. Campaign 1 is
 /// a draft; 2 and 4 are sending (slowly) and 3 is paused, so that a pause,
 /// a resume and a cancel each find a campaign they apply to; drafts 5, 6
-/// and 7 are an edit's, a send's and a deletion's own
+/// and 7 are an edit's, a send's and a deletion's own; 8 is an A/B test
+/// still in its test, for picking its winner
 /// (`scripts/fuzz-api.sh` makes them, `scripts/fuzz_hooks.py` keeps the
 /// other operations off them).
 fn parameter(path: &str, method: &str, name: &str) -> Option<Value> {
@@ -122,6 +129,7 @@ fn parameter(path: &str, method: &str, name: &str) -> Option<Value> {
         "id" if path.ends_with("/pause") => json!(2),
         "id" if path.ends_with("/resume") => json!(3),
         "id" if path.ends_with("/cancel") => json!(4),
+        "id" if path.ends_with("/ab/winner") => json!(8),
         "id" | "sid" | "key_id" => json!(1),
         "email" => json!("a@example.org"),
         // Not the domain the fuzzed campaigns send from (example.org):
