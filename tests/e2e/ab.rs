@@ -184,6 +184,15 @@ fn a_winner_picked_early_goes_to_everyone_not_yet_sent_and_bad_setups_are_refuse
     assert_eq!(winner(&alice, plain, json!({"variant": 0})), 409);
     let draft = api.campaign(list, json!({"track_opens": true, "ab_test": setup(0.2)}));
     assert_eq!(winner(&alice, draft, json!({"variant": 0})), 409);
+    // Each variant previews as it will be sent.
+    let preview = api.ok_get(&format!("/campaigns/{draft}/preview?variant=2"));
+    assert_eq!(preview["subject"], "C");
+    assert_eq!(
+        api.ok_get(&format!("/campaigns/{draft}/preview"))["subject"],
+        "Hi Sample Subscriber"
+    );
+    assert_eq!(api.get(&format!("/campaigns/{draft}/preview?variant=3")).0, 422);
+    assert_eq!(api.get(&format!("/campaigns/{plain}/preview?variant=0")).0, 422);
 
     // Setups refused field by field.
     let refused = |extra: Value, field: &str| {

@@ -25,6 +25,9 @@ pub struct PreviewQuery {
     #[serde(default, deserialize_with = "super::id_param")]
     #[param(minimum = 1)]
     pub subscriber_id: Option<u64>,
+    /// An A/B test variant's index: the message as that variant sends it.
+    #[serde(default)]
+    pub variant: Option<u8>,
 }
 
 /// Sample data for a preview or test without a subscriber.
@@ -38,7 +41,9 @@ pub async fn preview(
     Query(q): Query<PreviewQuery>,
 ) -> ApiResult<Json<Preview>> {
     let subscriber = q.subscriber_id.map(SubscriberId::new);
-    Ok(Json(previews::preview(&s.app, user.id, id, subscriber).await?))
+    Ok(Json(
+        previews::preview(&s.app, user.id, id, subscriber, q.variant).await?,
+    ))
 }
 
 /// `c` as it would be sent (saved or not: the dashboard previews a draft
@@ -52,6 +57,9 @@ pub struct TestSend {
     /// list); sample data when absent.
     #[serde(default)]
     pub subscriber_id: Option<SubscriberId>,
+    /// An A/B test variant's index: the message as that variant sends it.
+    #[serde(default)]
+    pub variant: Option<u8>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -75,6 +83,6 @@ pub async fn test(
             format!("1 to {MAX_TEST_ADDRESSES} addresses; got {}", body.emails.len()),
         ));
     }
-    let results = previews::send_test(&s.app, user.id, id, body.subscriber_id, &body.emails).await?;
+    let results = previews::send_test(&s.app, user.id, id, body.subscriber_id, body.variant, &body.emails).await?;
     Ok(Json(TestReport { results }))
 }

@@ -16,8 +16,9 @@ pub async fn preview(
     user: UserId,
     id: CampaignId,
     subscriber: Option<SubscriberId>,
+    variant: Option<u8>,
 ) -> Result<Preview, AppError> {
-    let (c, sub) = campaign_and_subscriber(app, user, id, subscriber).await?;
+    let (c, sub) = campaign_and_subscriber(app, user, id, subscriber, variant).await?;
     app.engine.preview(&c, &sub).await.map_err(render_error)
 }
 
@@ -47,9 +48,10 @@ pub async fn send_test(
     user: UserId,
     id: CampaignId,
     subscriber: Option<SubscriberId>,
+    variant: Option<u8>,
     emails: &[Email],
 ) -> Result<Vec<TestDelivery>, AppError> {
-    let (c, sub) = campaign_and_subscriber(app, user, id, subscriber).await?;
+    let (c, sub) = campaign_and_subscriber(app, user, id, subscriber, variant).await?;
     app.engine.send_test(&c, &sub, emails).await.map_err(render_error)
 }
 
@@ -71,13 +73,23 @@ fn sample() -> Subscriber {
     }
 }
 
+/// The campaign (as A/B variant `variant` sends it, if named) and whose
+/// data fills it.
 async fn campaign_and_subscriber(
     app: &App,
     user: UserId,
     id: CampaignId,
     subscriber: Option<SubscriberId>,
+    variant: Option<u8>,
 ) -> Result<(Campaign, Subscriber), AppError> {
-    let c = app.store.campaign(user, id).await?;
+    let mut c = app.store.campaign(user, id).await?;
+    if let Some(v) = variant {
+        let n = c.ab_test.as_ref().map_or(0, |ab| ab.variants.len());
+        if usize::from(v) >= n {
+            return Err(FieldError::new("variant", format!("the campaign has {n} A/B variants")).into());
+        }
+        c = c.with_variant(Some(v));
+    }
     let sub = match subscriber {
         Some(sid) => app.store.subscriber(user, c.list_id, sid).await?,
         None => sample(),

@@ -148,7 +148,7 @@ pub fn fieldset(f: &AbFields, error: &Option<ApiError>) -> Markup {
 }
 
 /// A, B, C …
-fn variant_name(i: usize) -> char {
+pub fn variant_name(i: usize) -> char {
     (b'A' + i as u8) as char
 }
 

@@ -236,7 +236,7 @@ async fn draft_page(
             let chosen = form.preview.parse::<SubscriberId>().ok();
             (
                 Some(
-                    previews::preview(&web.app, user, id, chosen)
+                    previews::preview(&web.app, user, id, chosen, None)
                         .await
                         .map_err(ApiError::from),
                 ),
@@ -489,6 +489,9 @@ pub struct ShowQuery {
     after: Option<u64>,
     /// Preview for this subscriber ("sample" for sample data).
     preview: Option<String>,
+    /// Preview this A/B variant (empty: the campaign).
+    #[serde(default)]
+    variant: Option<String>,
 }
 
 /// The actions the lifecycle allows now, as (form value, label).
@@ -593,11 +596,17 @@ async fn campaign_page(web: &Web, signed: &Signed, id: CampaignId, q: ShowQuery,
         Err(e) => return error_page(signed, e),
     };
     let preview_for = q.preview.clone();
+    let q_variant = q.variant.clone();
     let preview = match preview_for.as_deref() {
         None => None,
         Some(p) => {
             let sub = p.parse::<SubscriberId>().ok();
-            Some(previews::preview(&web.app, user, id, sub).await.map_err(ApiError::from))
+            let variant = q.variant.as_deref().and_then(|v| v.parse::<u8>().ok());
+            Some(
+                previews::preview(&web.app, user, id, sub, variant)
+                    .await
+                    .map_err(ApiError::from),
+            )
         }
     };
     let filter = status.map(|s| s.as_str()).unwrap_or("");
@@ -647,6 +656,17 @@ async fn campaign_page(web: &Web, signed: &Signed, id: CampaignId, q: ShowQuery,
                     option value="sample" { "Sample data" }
                     @for s in &subs.items {
                         option value=(s.id) selected[preview_for.as_deref() == Some(&s.id.to_string())] { (s.email) }
+                    }
+                }
+                @if let Some(ab) = &c.ab_test {
+                    label for="variant" { "Variant" }
+                    select id="variant" name="variant" {
+                        option value="" { "The campaign" }
+                        @for i in 0..ab.variants.len() {
+                            option value=(i) selected[q_variant.as_deref() == Some(&i.to_string())] {
+                                "Variant " (ab_form::variant_name(i))
+                            }
+                        }
                     }
                 }
                 button type="submit" { "Preview" }
@@ -752,6 +772,7 @@ pub async fn action(
                 status: None,
                 after: None,
                 preview: None,
+                variant: None,
             };
             campaign_page(&web, &signed, id, q, Some(e)).await
         }
