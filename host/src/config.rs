@@ -38,6 +38,9 @@ pub struct Config {
     pub default_transport: Option<String>,
     #[serde(default)]
     pub transports: BTreeMap<String, Transport>,
+    /// Pools of transports (`[pools.NAME]`), named like a transport.
+    #[serde(default)]
+    pub pools: BTreeMap<String, Pool>,
     #[serde(default)]
     pub tls: Tls,
     /// When bounces and complaints suppress an address.
@@ -359,6 +362,51 @@ pub struct Transport {
     pub limits: Option<Limits>,
 }
 
+/// `[pools.NAME]`: transports a campaign's messages spread over, by
+/// weight, skipping one whose relay cannot be reached.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pool {
+    pub transports: Vec<String>,
+    /// One per transport (default: 1 each).
+    #[serde(default)]
+    pub weights: Option<Vec<u32>>,
+}
+
+impl Pool {
+    /// Each member with its weight.
+    pub fn members(&self) -> impl Iterator<Item = (&str, u32)> {
+        self.transports.iter().enumerate().map(|(i, t)| {
+            let weight = self.weights.as_ref().and_then(|w| w.get(i).copied()).unwrap_or(1);
+            (t.as_str(), weight)
+        })
+    }
+
+    fn check(&self, name: &str, transports: &BTreeMap<String, Transport>) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(format!("pools.{name}: {m}")));
+        if transports.contains_key(name) {
+            return invalid("a transport has that name; a pool's name must be its own".into());
+        }
+        if self.transports.is_empty() {
+            return invalid("transports is empty".into());
+        }
+        for (i, t) in self.transports.iter().enumerate() {
+            if !transports.contains_key(t) {
+                return invalid(format!("{t:?} is not defined under [transports]"));
+            }
+            if self.transports[..i].contains(t) {
+                return invalid(format!("{t:?} is listed twice"));
+            }
+        }
+        if let Some(w) = &self.weights
+            && (w.len() != self.transports.len() || w.contains(&0))
+        {
+            return invalid("weights must give one positive weight per transport".into());
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Capabilities {
@@ -430,10 +478,13 @@ impl Config {
     }
 
     fn check(&self) -> Result<(), ConfigError> {
+        for (name, pool) in &self.pools {
+            pool.check(name, &self.transports)?;
+        }
         let default = self.default_transport.as_deref().unwrap_or("log");
-        if !self.transports.contains_key(default) {
+        if !self.transports.contains_key(default) && !self.pools.contains_key(default) {
             return Err(ConfigError::Invalid(format!(
-                "default_transport {default:?} is not defined under [transports]"
+                "default_transport {default:?} is not defined under [transports] or [pools]"
             )));
         }
         self.limits.check("limits")?;

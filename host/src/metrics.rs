@@ -45,6 +45,10 @@ pub const WEBHOOK_ATTEMPTS: &str = "posta_webhook_attempts_total";
 /// Tracking requests by `kind` (open, click) and `outcome`: queued for
 /// recording, `dropped` (the queue was full), `unrecorded` (a HEAD, or a
 /// client over `tracking_rate_per_ip`), `lost` (storage refused a batch).
+/// Gauge per pool member (`pool`, `member`): 1 while it takes messages.
+pub const POOL_MEMBER_UP: &str = "posta_pool_member_up";
+/// Counter per pool member: times it was taken out (unreachable).
+pub const POOL_MEMBER_TRIPS: &str = "posta_pool_member_trips_total";
 pub const TRACKING_HITS: &str = "posta_tracking_hits_total";
 /// Hits stored as opens or clicks (not scanners, not for messages gone).
 pub const TRACKING_RECORDED: &str = "posta_tracking_recorded_total";

@@ -10,6 +10,7 @@ mod languages;
 mod lifecycle;
 mod operations;
 mod plugin_check;
+mod pools;
 mod rate;
 mod reload;
 mod segments;

@@ -202,13 +202,14 @@ def main():
     ap.add_argument("--cert", required=True)
     ap.add_argument("--key", required=True)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--plain-port", type=int, default=0, help="the plain listener's port (default: any free one)")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
 
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(args.cert, args.key)
 
-    ports = {"plain": free_port(), "starttls": free_port(), "tls": free_port()}
+    ports = {"plain": args.plain_port or free_port(), "starttls": free_port(), "tls": free_port()}
     controllers = [
         Controller(Handler("plain", args.out), hostname="127.0.0.1", port=ports["plain"]),
         Controller(

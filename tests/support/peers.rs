@@ -85,9 +85,16 @@ pub struct SmtpPeer {
 
 impl SmtpPeer {
     pub fn start(dir: &Path, ca: &TestCa, password: &str) -> SmtpPeer {
+        SmtpPeer::start_on(dir, ca, password, 0)
+    }
+
+    /// Like `start`, the plain listener on `plain_port` (0: any).
+    pub fn start_on(dir: &Path, ca: &TestCa, password: &str, plain_port: u16) -> SmtpPeer {
         let out = dir.join("smtp-received");
         let mut cmd = Command::new("python3");
         cmd.arg(peer_script("smtp_server.py"))
+            .arg("--plain-port")
+            .arg(plain_port.to_string())
             .arg("--cert")
             .arg(&ca.cert_pem)
             .arg("--key")

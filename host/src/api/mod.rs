@@ -17,7 +17,7 @@ mod segments;
 pub(crate) mod subscribers_csv;
 mod suppressions;
 mod tracking;
-mod transports;
+pub mod transports;
 mod unsubscribe;
 mod webhooks;
 

@@ -11,6 +11,7 @@ use super::auth::Auth;
 use super::error::ErrorBody;
 use super::{ApiResult, AppState};
 use crate::config::{Capabilities, Limits};
+use crate::engine::route::MemberState;
 use crate::plugins::TransportInfo;
 
 /// A transport as a user sees it; the operator's details only for admins.
@@ -32,6 +33,10 @@ pub struct TransportView {
     /// Admins only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limits: Option<Limits>,
+    /// A pool's transports (`component` is `pool`), each with its weight
+    /// and whether it takes messages now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub members: Option<Vec<MemberState>>,
 }
 
 impl TransportView {
@@ -45,19 +50,42 @@ impl TransportView {
             config_keys: admin.then(|| info.config_keys.clone()),
             capabilities: admin.then(|| info.capabilities.clone()),
             limits: admin.then_some(info.limits),
+            members: None,
         }
     }
+
+    fn of_pool(name: String, members: Vec<MemberState>, default: bool) -> TransportView {
+        TransportView {
+            name,
+            component: "pool".into(),
+            default,
+            rate_limit: None,
+            max_in_flight: None,
+            config_keys: None,
+            capabilities: None,
+            limits: None,
+            members: Some(members),
+        }
+    }
+}
+
+/// Every transport and pool a campaign may name.
+pub fn views(engine: &crate::engine::Engine, admin: bool) -> Vec<TransportView> {
+    let default = engine.default_transport();
+    let transports = engine
+        .plugins()
+        .transports
+        .values()
+        .map(|t| TransportView::of(&t.info, admin));
+    let pools = engine.pools().into_iter().map(|(name, members)| {
+        let is_default = name == default;
+        TransportView::of_pool(name, members, is_default)
+    });
+    transports.chain(pools).collect()
 }
 
 #[utoipa::path(get, path = "/api/v1/users/me/transports", tag = "transports",
     responses((status = 200, body = Vec<TransportView>), (status = 401, body = ErrorBody)))]
 pub async fn index(State(s): State<AppState>, Auth(user): Auth) -> ApiResult<Json<Vec<TransportView>>> {
-    Ok(Json(
-        s.engine
-            .plugins()
-            .transports
-            .values()
-            .map(|t| TransportView::of(&t.info, user.admin))
-            .collect(),
-    ))
+    Ok(Json(views(&s.engine, user.admin)))
 }

@@ -8,7 +8,7 @@ use tokio::sync::{Notify, mpsc};
 
 use super::capacity::Capacity;
 use super::collector::Reported;
-use super::lane::{Lane, Reply};
+use super::lane::Reply;
 use crate::domain::message::{Job, Outcome, OutcomeKind};
 use crate::domain::{Campaign, MessageId, unsubscribe};
 use crate::plugins::Plugins;
@@ -58,7 +58,7 @@ impl Stop {
     /// retry then happens after the next start: no transport call starts
     /// after SIGTERM). A stop that lands just as the wait ends is caught by
     /// the lane's check before the transport.
-    async fn sleep(&self, wait: Duration) -> bool {
+    pub(super) async fn sleep(&self, wait: Duration) -> bool {
         let stop = self.wake.notified();
         tokio::pin!(stop);
         // Registered before the flag is read, so a stop in between still
@@ -82,7 +82,7 @@ pub(super) struct Context {
     pub(super) wit: Arc<types::Campaign>,
     /// Its A/B test's variants, by index, as the personalizer gets them.
     pub(super) variants: Vec<Arc<types::Campaign>>,
-    pub(super) transport: Option<Lane>,
+    pub(super) transport: Option<Arc<super::route::Route>>,
     /// The campaign's `send_rate` (the transport's own limit is the
     /// lane's).
     pub(super) campaign_rate: Option<super::rate::Pace>,
@@ -211,7 +211,7 @@ async fn attempt(
     message: &mut Option<Held>,
     claim: &Claim,
 ) -> Result<Option<String>, Failure> {
-    let Some(lane) = &ctx.transport else {
+    let Some(route) = &ctx.transport else {
         return Err(Failure::Permanent(format!(
             "transport {:?} is not configured",
             ctx.campaign.transport
@@ -231,8 +231,8 @@ async fn attempt(
         *message = Some(personalize(shared, ctx, job).await?);
     }
     let msg = message.as_ref().expect("personalized above").message.clone();
-    match lane
-        .deliver(msg, ctx.run.cancelled.clone(), claim.fence().cloned())
+    match route
+        .deliver(msg, ctx.run.cancelled.clone(), claim.fence().cloned(), &shared.stop)
         .await
     {
         Reply::Cancelled => Err(Failure::Cancelled),

@@ -145,6 +145,15 @@ impl Lane {
         }
     }
 
+    /// A lane no worker serves (tests of what picks a lane).
+    #[cfg(test)]
+    pub(super) fn detached() -> Lane {
+        Lane {
+            tx: mpsc::channel(1).0,
+            rate_limit: None,
+        }
+    }
+
     /// The transport's `rate_limit` per minute, if it has one.
     pub(super) fn rate_limit(&self) -> Option<u32> {
         self.rate_limit

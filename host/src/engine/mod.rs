@@ -16,6 +16,7 @@ mod job;
 mod lane;
 pub mod rate;
 mod render;
+pub mod route;
 
 pub use render::{Preview, PreviewHeader, RenderError, TestDelivery};
 
@@ -65,7 +66,8 @@ pub(crate) struct Inner {
     /// signal, the outcome channel, the retry policy.
     jobs: Arc<job::Shared>,
     runs: Arc<Runs>,
-    lanes: HashMap<String, lane::Lane>,
+    /// Each transport alone, and each pool, by name.
+    routes: route::Routes,
 }
 
 #[derive(Clone)]
@@ -115,6 +117,17 @@ impl Engine {
             let lane = lane::Lane::start(&rt, t.clone(), pace.map(Arc::new), stop.clone());
             lanes.insert(name.clone(), lane);
         }
+        let mut routes: route::Routes = lanes
+            .iter()
+            .map(|(name, lane)| (name.clone(), Arc::new(route::Route::single(name, lane.clone()))))
+            .collect();
+        for (name, pool) in &config.pools {
+            let members = pool
+                .members()
+                .filter_map(|(member, weight)| Some((member.to_string(), lanes.get(member)?.clone(), weight)))
+                .collect();
+            routes.insert(name.clone(), Arc::new(route::Route::pool(name, members)));
+        }
         let jobs = Arc::new(job::Shared {
             capacity: capacity::Capacity::new(&cfg),
             plugins,
@@ -137,7 +150,7 @@ impl Engine {
             secret: store_secret,
             jobs,
             runs: Arc::new(Mutex::new(HashMap::new())),
-            lanes,
+            routes,
         });
         rt.spawn(collector::run(
             inner.queue.clone(),
@@ -183,12 +196,13 @@ impl Engine {
         self.inner.jobs.plugins.default_transport.clone()
     }
 
-    /// A campaign may only name a configured transport.
+    /// A campaign may only name a configured transport or pool.
     pub fn check_transport(&self, name: &str) -> Result<(), crate::domain::FieldError> {
-        if self.inner.jobs.plugins.transport(name).is_some() {
+        if self.inner.routes.contains_key(name) {
             return Ok(());
         }
-        let known: Vec<_> = self.inner.jobs.plugins.transports.keys().cloned().collect();
+        let mut known: Vec<_> = self.inner.routes.keys().cloned().collect();
+        known.sort();
         Err(crate::domain::FieldError::new(
             "transport",
             format!("unknown transport {name:?}; configured: {}", known.join(", ")),
@@ -216,6 +230,20 @@ impl Engine {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Each pool's members and their state, by pool name.
+    pub fn pools(&self) -> Vec<(String, Vec<route::MemberState>)> {
+        let now = std::time::Instant::now();
+        let mut pools: Vec<_> = self
+            .inner
+            .routes
+            .values()
+            .filter(|r| r.is_pool())
+            .map(|r| (r.name.clone(), r.states(now)))
+            .collect();
+        pools.sort_by(|a, b| a.0.cmp(&b.0));
+        pools
     }
 
     /// The engine's now: what due times and schedules are measured against.
@@ -422,7 +450,7 @@ async fn context(inner: &Inner, c: &Campaign, run: Arc<Run>) -> Result<job::Cont
         campaign: c.clone(),
         wit: Arc::new(c.into()),
         variants: c.variants().iter().map(|v| Arc::new(v.into())).collect(),
-        transport: inner.lanes.get(&c.transport).cloned(),
+        transport: inner.routes.get(&c.transport).cloned(),
         unsubscribe_base: format!("{}/unsubscribe", inner.base_url),
         secret: inner.secret,
         // Marks are signed with the unsubscribe links' secret; their MAC

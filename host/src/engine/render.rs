@@ -168,9 +168,9 @@ impl Engine {
         sub: &Subscriber,
         to: &[Email],
     ) -> Result<Vec<TestDelivery>, RenderError> {
-        let lane = self
+        let route = self
             .inner
-            .lanes
+            .routes
             .get(&c.transport)
             .cloned()
             .ok_or_else(|| RenderError::NoTransport(c.transport.clone()))?;
@@ -182,8 +182,13 @@ impl Engine {
             };
             let message = self.render_for(c, &recipient, rand::random()).await?;
             // A test send belongs to no queued message: no fence.
-            let reply = lane
-                .deliver(Arc::new(message), Arc::new(AtomicBool::new(false)), None)
+            let reply = route
+                .deliver(
+                    Arc::new(message),
+                    Arc::new(AtomicBool::new(false)),
+                    None,
+                    &self.inner.jobs.stop,
+                )
                 .await;
             let (sent, remote_id, error) = match reply {
                 Reply::Delivered(Ok(Ok(receipt))) => (true, receipt.remote_id, None),

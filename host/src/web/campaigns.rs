@@ -214,8 +214,10 @@ async fn draft_page(
         Ok(d) => d.into_iter().map(|d| d.domain).collect(),
         Err(e) => return error_page(signed, e),
     };
-    let plugins = web.app.engine.plugins();
-    let mut transports: Vec<&str> = plugins.transports.values().map(|t| t.info.name.as_str()).collect();
+    let mut transports: Vec<String> = crate::api::transports::views(&web.app.engine, false)
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
     transports.sort_unstable();
     let default = web.app.engine.default_transport();
     // The preview as the page opens (the saved draft); the script renders

@@ -224,9 +224,9 @@ pub async fn bounces(State(web): State<Web>, signed: Signed, Query(q): Query<Aft
 }
 
 pub async fn transports(State(web): State<Web>, signed: Signed) -> Response {
-    let plugins = web.app.engine.plugins();
-    let mut list: Vec<_> = plugins.transports.values().map(|t| &t.info).collect();
+    let mut list = crate::api::transports::views(&web.app.engine, false);
     list.sort_by(|a, b| a.name.cmp(&b.name));
+    let (pools, list): (Vec<_>, Vec<_>) = list.into_iter().partition(|t| t.members.is_some());
     let body = html! {
         p { "The transports campaigns can send through, as the operator configured them." }
         table {
@@ -239,6 +239,25 @@ pub async fn transports(State(web): State<Web>, signed: Signed) -> Response {
                         td { (t.component) }
                         td { @if let Some(r) = t.rate_limit { (r) " per minute" } @else { "none" } }
                         td { @if t.default { "yes" } @else { "no" } }
+                    }
+                }
+            }
+        }
+        @for p in &pools {
+            table {
+                caption { "Pool " (p.name) @if p.default { " (default)" } }
+                thead { tr { th scope="col" { "Member" } th scope="col" { "Weight" } th scope="col" { "State" } th scope="col" { "Taken out" } } }
+                tbody {
+                    @for m in p.members.iter().flatten() {
+                        tr {
+                            td { (m.name) }
+                            td.num { (m.weight) }
+                            td {
+                                span class={"badge member-" (m.state)} { (m.state) }
+                                @if let Some(s) = m.retry_in_seconds { " (probed in " (s) " s)" }
+                            }
+                            td.num { (m.trips) " times" }
+                        }
                     }
                 }
             }

@@ -59,6 +59,17 @@ pub trait Personalizer {
     fn personalize(campaign: Campaign, subscriber: Subscriber, envelope: Envelope) -> Result<Message, String>;
 }
 
+impl DeliveryError {
+    /// A transient error saying the relay itself could not be reached
+    /// (connection refused or timed out, a 4xx greeting, TLS or AUTH
+    /// failing): nothing of the message got there. In a pool the host
+    /// takes the message on to the next transport at once, and takes this
+    /// one out after a few in a row (`unreachable: ` leads the text).
+    pub fn unreachable(detail: impl std::fmt::Display) -> DeliveryError {
+        DeliveryError::Transient(format!("unreachable: {detail}"))
+    }
+}
+
 impl Message {
     /// The value of the first header with this name (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {

@@ -7,7 +7,9 @@
 //! Errors: 4xx replies and connection trouble are transient (retried), 5xx
 //! replies, invalid addresses and missing permissions are permanent; a 5xx
 //! refusing the recipient itself is `rejected` (the host records a hard
-//! bounce). Messages are DKIM-signed by the host when their From domain
+//! bounce); a connection that fails before MAIL FROM (refused, timed out,
+//! 4xx greeting, TLS, AUTH) is `unreachable` (a pool tries another
+//! transport). Messages are DKIM-signed by the host when their From domain
 //! has a key.
 
 mod client;
@@ -175,7 +177,12 @@ fn send(s: &Settings, message: &Message) -> Result<Receipt, DeliveryError> {
         let was_kept = reused.is_some();
         let mut session = match reused.take() {
             Some(session) => session,
-            None => open(s).map_err(classify)?,
+            // A fresh connection that fails before MAIL FROM: the relay
+            // saw nothing of the message (a pool may try another).
+            None => open(s).map_err(|e| match classify(e) {
+                DeliveryError::Transient(e) => DeliveryError::unreachable(e),
+                other => other,
+            })?,
         };
         if session.ehlo.size > 0 && built.bytes.len() > session.ehlo.size {
             let limit = session.ehlo.size;
