@@ -41,6 +41,9 @@ pub struct Config {
     /// Pools of transports (`[pools.NAME]`), named like a transport.
     #[serde(default)]
     pub pools: BTreeMap<String, Pool>,
+    /// Mailbox providers by recipient domain (`[providers.NAME]`).
+    #[serde(default)]
+    pub providers: BTreeMap<String, Provider>,
     #[serde(default)]
     pub tls: Tls,
     /// When bounces and complaints suppress an address.
@@ -407,6 +410,21 @@ impl Pool {
     }
 }
 
+/// `[providers.NAME]`: the recipient domains one mailbox provider
+/// serves, how fast it takes mail from us, and its backoff when it defers.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provider {
+    pub domains: Vec<String>,
+    /// Messages per minute to this provider, over every transport (and on
+    /// PostgreSQL every node).
+    #[serde(default)]
+    pub rate_limit: Option<u32>,
+    /// Calls to it under way at once, per node.
+    #[serde(default)]
+    pub max_in_flight: Option<usize>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Capabilities {
@@ -480,6 +498,21 @@ impl Config {
     fn check(&self) -> Result<(), ConfigError> {
         for (name, pool) in &self.pools {
             pool.check(name, &self.transports)?;
+        }
+        let mut served = std::collections::HashMap::new();
+        for (name, p) in &self.providers {
+            let invalid = |m: String| Err(ConfigError::Invalid(format!("providers.{name}: {m}")));
+            if p.domains.is_empty() {
+                return invalid("domains is empty".into());
+            }
+            if p.rate_limit == Some(0) || p.max_in_flight == Some(0) {
+                return invalid("rate_limit and max_in_flight must be positive".into());
+            }
+            for d in &p.domains {
+                if let Some(other) = served.insert(d.to_ascii_lowercase(), name) {
+                    return invalid(format!("{d:?} is also under providers.{other}"));
+                }
+            }
         }
         let default = self.default_transport.as_deref().unwrap_or("log");
         if !self.transports.contains_key(default) && !self.pools.contains_key(default) {

@@ -49,6 +49,10 @@ pub const WEBHOOK_ATTEMPTS: &str = "posta_webhook_attempts_total";
 pub const POOL_MEMBER_UP: &str = "posta_pool_member_up";
 /// Counter per pool member: times it was taken out (unreachable).
 pub const POOL_MEMBER_TRIPS: &str = "posta_pool_member_trips_total";
+/// Gauge per provider: 1 while it is backed off (it deferred).
+pub const PROVIDER_BACKING_OFF: &str = "posta_provider_backing_off";
+/// Counter per provider: deferrals it answered.
+pub const PROVIDER_DEFERRALS: &str = "posta_provider_deferrals_total";
 pub const TRACKING_HITS: &str = "posta_tracking_hits_total";
 /// Hits stored as opens or clicks (not scanners, not for messages gone).
 pub const TRACKING_RECORDED: &str = "posta_tracking_recorded_total";

@@ -11,6 +11,7 @@ mod lifecycle;
 mod operations;
 mod plugin_check;
 mod pools;
+mod providers;
 mod rate;
 mod reload;
 mod segments;

@@ -12,6 +12,10 @@ with its raw bytes in OUT/N.eml. Recipients steer the replies:
   tempfail*@...  451 the first time this recipient is seen, then accepted
   reject*@...    550 always
   dropmid*@...   the first time: the connection is closed at RCPT, no reply
+  *@DEFER        (with --defer-domain DEFER --defer-seconds N) 421 4.7.28
+                 for N seconds from the first such recipient, as Gmail
+                 answers a sender going too fast; each deferral is a line
+                 in OUT/deferred.jsonl
   hangup*@...    accepted, then the server drops the connection when the
                  next command arrives (as an idle timeout would), so the
                  client's next message finds its kept connection gone
@@ -38,6 +42,7 @@ import socket
 import ssl
 import sys
 import threading
+import time
 
 import dkim
 from aiosmtpd.controller import Controller
@@ -53,11 +58,28 @@ def free_port():
 
 
 class Handler:
-    def __init__(self, name, out):
+    def __init__(self, name, out, defer_domain=None, defer_seconds=0):
         self.name = name
         self.out = out
         self.seen = set()
         self.lock = threading.Lock()
+        self.defer_domain = defer_domain
+        self.defer_seconds = defer_seconds
+        self.defer_started = None
+
+    def deferring(self, address):
+        """Whether to defer this recipient now (and note it)."""
+        if not self.defer_domain or address.split("@")[-1].lower() != self.defer_domain:
+            return False
+        now = time.time()
+        with self.lock:
+            if self.defer_started is None:
+                self.defer_started = now
+            if now - self.defer_started >= self.defer_seconds:
+                return False
+            with open(os.path.join(self.out, "deferred.jsonl"), "a") as f:
+                f.write(json.dumps({"at": now, "rcpt": address}) + "\n")
+        return True
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         session.host_name = hostname
@@ -97,6 +119,8 @@ class Handler:
             return "451 4.3.0 Temporary failure, try again later"
         if local.startswith("reject"):
             return "550 5.1.1 Mailbox unavailable"
+        if self.deferring(address):
+            return "421 4.7.28 Our system has detected an unusual rate of mail from your IP, try again later"
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
@@ -120,6 +144,7 @@ class Handler:
         for part in msg.walk():
             defects += [repr(d) for d in part.defects]
         record = {
+            "at": time.time(),
             "listener": self.name,
             "client_port": session.peer[1] if session.peer else None,
             "mail_from": envelope.mail_from,
@@ -203,6 +228,8 @@ def main():
     ap.add_argument("--key", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--plain-port", type=int, default=0, help="the plain listener's port (default: any free one)")
+    ap.add_argument("--defer-domain", default=None, help="the plain listener defers this domain's recipients")
+    ap.add_argument("--defer-seconds", type=float, default=0)
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
 
@@ -211,7 +238,11 @@ def main():
 
     ports = {"plain": args.plain_port or free_port(), "starttls": free_port(), "tls": free_port()}
     controllers = [
-        Controller(Handler("plain", args.out), hostname="127.0.0.1", port=ports["plain"]),
+        Controller(
+            Handler("plain", args.out, args.defer_domain, args.defer_seconds),
+            hostname="127.0.0.1",
+            port=ports["plain"],
+        ),
         Controller(
             Handler("starttls", args.out),
             hostname="127.0.0.1",

@@ -90,11 +90,26 @@ impl SmtpPeer {
 
     /// Like `start`, the plain listener on `plain_port` (0: any).
     pub fn start_on(dir: &Path, ca: &TestCa, password: &str, plain_port: u16) -> SmtpPeer {
+        SmtpPeer::start_with(dir, ca, password, &["--plain-port", &plain_port.to_string()])
+    }
+
+    /// Like `start`, the plain listener answering `421 4.7.28` to
+    /// recipients at `domain` for `seconds` from the first of them.
+    pub fn start_deferring(dir: &Path, ca: &TestCa, password: &str, domain: &str, seconds: u32) -> SmtpPeer {
+        let seconds = seconds.to_string();
+        SmtpPeer::start_with(
+            dir,
+            ca,
+            password,
+            &["--defer-domain", domain, "--defer-seconds", &seconds],
+        )
+    }
+
+    fn start_with(dir: &Path, ca: &TestCa, password: &str, args: &[&str]) -> SmtpPeer {
         let out = dir.join("smtp-received");
         let mut cmd = Command::new("python3");
         cmd.arg(peer_script("smtp_server.py"))
-            .arg("--plain-port")
-            .arg(plain_port.to_string())
+            .args(args)
             .arg("--cert")
             .arg(&ca.cert_pem)
             .arg("--key")
@@ -119,6 +134,11 @@ impl SmtpPeer {
     /// Messages the server accepted, parsed by Python's email package.
     pub fn received(&self) -> Vec<Value> {
         read_jsonl(&self.out.join("received.jsonl"))
+    }
+
+    /// The deferrals the peer answered (`start_deferring`).
+    pub fn deferred(&self) -> Vec<Value> {
+        read_jsonl(&self.out.join("deferred.jsonl"))
     }
 
     pub fn wait_received(&self, n: usize) -> Vec<Value> {

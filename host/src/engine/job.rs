@@ -9,6 +9,8 @@ use tokio::sync::{Notify, mpsc};
 use super::capacity::Capacity;
 use super::collector::Reported;
 use super::lane::Reply;
+use super::provider::is_deferral;
+use super::route::is_unreachable;
 use crate::domain::message::{Job, Outcome, OutcomeKind};
 use crate::domain::{Campaign, MessageId, unsubscribe};
 use crate::plugins::Plugins;
@@ -19,6 +21,8 @@ use crate::store::queue::Claim;
 /// the engine and passed in, so a job sees nothing else of it.
 pub(super) struct Shared {
     pub(super) plugins: Arc<Plugins>,
+    /// Mailbox providers by recipient domain: their pace and backoff.
+    pub(super) providers: super::provider::Providers,
     /// Personalize slots and the budget for rendered messages.
     pub(super) capacity: Capacity,
     pub(super) stop: Arc<Stop>,
@@ -113,6 +117,9 @@ fn size(m: &types::Message) -> usize {
 
 enum Failure {
     Transient(String),
+    /// The recipient's provider asked to slow down: it backs off as a
+    /// whole, and the message tries again when it lets one through.
+    Deferred(String),
     Permanent(String),
     /// The receiving server refused the recipient for good.
     Rejected(String),
@@ -136,6 +143,10 @@ pub(super) async fn deliver(shared: &Shared, ctx: &Context, job: Job, claim: &Cl
     let mut attempts = job.attempts;
     let mut message: Option<Held> = None;
     let mut last_error = None;
+    // Deferrals are not charged as attempts (the provider's backoff
+    // paces them), up to this many.
+    let mut deferrals = 0;
+    let max_deferrals = shared.retry.max_attempts.saturating_mul(DEFERRALS_PER_ATTEMPT);
     let kind = loop {
         if attempts >= shared.retry.max_attempts {
             let error = last_error.unwrap_or_else(|| "no attempt left".to_string());
@@ -153,6 +164,23 @@ pub(super) async fn deliver(shared: &Shared, ctx: &Context, job: Job, claim: &Cl
             Err(Failure::Stopped) => {
                 attempts -= 1;
                 break OutcomeKind::Deferred;
+            }
+            Err(Failure::Deferred(error)) if deferrals < max_deferrals => {
+                deferrals += 1;
+                attempts -= 1;
+                tracing::debug!(campaign = ctx.campaign.id.get(), subscriber = sub.id.get(), "{error}");
+                let _ = shared.outcomes.send(Reported {
+                    outcome: outcome(attempts, OutcomeKind::Retrying { error: error.clone() }),
+                    claim: claim.clone(),
+                });
+                ctx.counters.retried.increment(1);
+                last_error = Some(error);
+                message = None;
+            }
+            Err(Failure::Deferred(error)) => {
+                break OutcomeKind::Failed {
+                    error: format!("{error} (deferred {deferrals} times)"),
+                };
             }
             Err(Failure::Transient(error)) if attempts >= shared.retry.max_attempts => {
                 last_error = Some(error);
@@ -195,6 +223,9 @@ pub(super) async fn deliver(shared: &Shared, ctx: &Context, job: Job, claim: &Cl
     outcome(attempts, kind)
 }
 
+/// Deferrals a message may meet per attempt it is allowed before it fails.
+const DEFERRALS_PER_ATTEMPT: u32 = 10;
+
 /// Exponential backoff with jitter: base·2^(n-1), capped, scaled by a
 /// random factor in [0.5, 1] so that retries of a burst spread out.
 fn backoff(retry: &Retry, attempts: u32) -> Duration {
@@ -227,14 +258,36 @@ async fn attempt(
     if let Some(l) = &ctx.campaign_rate {
         l.until_ready().await;
     }
+    // The recipient's provider: its backoff, its slots, its pace. Waited
+    // for before rendering, so a message waiting out a backoff holds
+    // none of the byte budget.
+    let provider = shared.providers.of(job.subscriber.email.as_str());
+    let turn = match provider {
+        Some(p) => match p.turn(&shared.stop).await {
+            Some(turn) => Some(turn),
+            None => return Err(Failure::Stopped),
+        },
+        None => None,
+    };
     if message.is_none() {
         *message = Some(personalize(shared, ctx, job).await?);
     }
     let msg = message.as_ref().expect("personalized above").message.clone();
-    match route
+    let reply = route
         .deliver(msg, ctx.run.cancelled.clone(), claim.fence().cloned(), &shared.stop)
-        .await
-    {
+        .await;
+    if let (Some(p), Some(turn)) = (provider, &turn) {
+        match &reply {
+            Reply::Delivered(Ok(Err(types::DeliveryError::Transient(e)))) if is_deferral(e) => p.deferred(turn),
+            Reply::Delivered(Ok(Err(types::DeliveryError::Transient(e)))) if is_unreachable(e) => p.released(turn),
+            Reply::Delivered(Ok(_)) => p.accepted(turn),
+            _ => p.released(turn),
+        }
+    }
+    match reply {
+        Reply::Delivered(Ok(Err(types::DeliveryError::Transient(e)))) if provider.is_some() && is_deferral(&e) => {
+            Err(Failure::Deferred(e))
+        }
         Reply::Cancelled => Err(Failure::Cancelled),
         Reply::Fenced | Reply::Stopped => Err(Failure::Stopped),
         Reply::Delivered(Ok(Ok(receipt))) => Ok(receipt.remote_id),

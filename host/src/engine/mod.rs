@@ -14,6 +14,7 @@ pub mod clock;
 mod collector;
 mod job;
 mod lane;
+mod provider;
 pub mod rate;
 mod render;
 pub mod route;
@@ -128,7 +129,9 @@ impl Engine {
                 .collect();
             routes.insert(name.clone(), Arc::new(route::Route::pool(name, members)));
         }
+        let providers = provider::Providers::new(&store, &config.providers).await?;
         let jobs = Arc::new(job::Shared {
+            providers,
             capacity: capacity::Capacity::new(&cfg),
             plugins,
             stop,
@@ -244,6 +247,21 @@ impl Engine {
             .collect();
         pools.sort_by(|a, b| a.0.cmp(&b.0));
         pools
+    }
+
+    /// Each provider: `(name, backing off, seconds to its next probe,
+    /// backoffs so far)`.
+    pub fn providers(&self) -> Vec<(String, bool, Option<u64>, u64)> {
+        self.inner
+            .jobs
+            .providers
+            .all
+            .iter()
+            .map(|p| {
+                let (off, retry_in, backoffs) = p.state();
+                (p.name.clone(), off, retry_in, backoffs)
+            })
+            .collect()
     }
 
     /// The engine's now: what due times and schedules are measured against.

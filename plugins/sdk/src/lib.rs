@@ -70,6 +70,16 @@ impl DeliveryError {
     }
 }
 
+impl DeliveryError {
+    /// A transient error saying the receiving side asked to slow down (an
+    /// SMTP 421 or 4.7.x reply, a 450/451 about rates, an API's 429): the
+    /// host backs off the recipient's provider as a whole (`[providers]`)
+    /// instead of retrying message by message (`deferred: ` leads the text).
+    pub fn deferred(detail: impl std::fmt::Display) -> DeliveryError {
+        DeliveryError::Transient(format!("deferred: {detail}"))
+    }
+}
+
 impl Message {
     /// The value of the first header with this name (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {

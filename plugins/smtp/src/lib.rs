@@ -51,11 +51,27 @@ fn classify(e: SmtpError) -> DeliveryError {
             DeliveryError::Rejected(e.to_string())
         }
         SmtpError::Reply { code, .. } if (500..600).contains(code) => DeliveryError::Permanent(e.to_string()),
+        SmtpError::Reply { code, text, .. } if slow_down(*code, text) => DeliveryError::deferred(e),
         SmtpError::Reply { .. } => DeliveryError::Transient(e.to_string()),
         SmtpError::Io(io) if io.kind() == io::ErrorKind::PermissionDenied => DeliveryError::Permanent(e.to_string()),
         SmtpError::Io(_) => DeliveryError::Transient(e.to_string()),
         SmtpError::Unsupported(_) => DeliveryError::Permanent(e.to_string()),
     }
+}
+
+/// Whether a 4xx reply asks the sender to slow down rather than saying
+/// something about this message: 421 (the server closes for now), an
+/// enhanced code 4.7.x (policy: Gmail's 4.7.28, Yahoo's 4.7.0 "too many"),
+/// or a 450/451 whose text speaks of rates or too many messages.
+fn slow_down(code: u16, text: &str) -> bool {
+    if !(400..500).contains(&code) {
+        return false;
+    }
+    let lower = text.to_ascii_lowercase();
+    code == 421
+        || lower.split_whitespace().next().is_some_and(|esc| esc.starts_with("4.7."))
+        || (matches!(code, 450 | 451)
+            && ["rate", "too many", "throttl", "slow down"].iter().any(|w| lower.contains(w)))
 }
 
 /// Whether a reply refuses the recipient's address for good (a hard
@@ -244,7 +260,24 @@ posta_plugin_sdk::export_transport!(Smtp);
 
 #[cfg(test)]
 mod tests {
-    use super::recipient_refused;
+    use super::{recipient_refused, slow_down};
+
+    #[test]
+    fn slow_downs_are_told_from_other_temporary_failures() {
+        for (code, text, slow) in [
+            (421, "4.7.28 Our system has detected an unusual rate of unsolicited mail", true),
+            (421, "Service not available, closing", true),
+            (451, "4.7.1 Please try again later", true),
+            (450, "Too many messages from your IP", true),
+            (451, "Rate limited, try again", true),
+            (451, "4.3.0 Temporary failure, try again later", false),
+            (450, "4.2.1 Mailbox busy", false),
+            (452, "4.2.2 Mailbox full", false),
+            (550, "5.7.1 rate", false),
+        ] {
+            assert_eq!(slow_down(code, text), slow, "{code} {text}");
+        }
+    }
 
     #[test]
     fn only_refusals_of_the_address_are_rejections() {

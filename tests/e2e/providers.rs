@@ -1,0 +1,111 @@
+//! Mailbox providers against a real SMTP peer (aiosmtpd) that answers
+//! `421 4.7.28` to one domain's recipients for 15 s, as Gmail does to a
+//! sender going too fast: the provider backs off as a whole (a few probes
+//! reach it while it defers, no message is charged an attempt for it),
+//! the other domains finish first at full speed, every message is
+//! delivered once, and afterwards the provider's `rate_limit` holds in
+//! every second.
+
+use std::collections::HashMap;
+
+use posta_e2e::peers::{SmtpPeer, TestCa, metric, scrape};
+use posta_e2e::{Server, Value, json};
+
+#[test]
+fn a_deferring_provider_backs_off_alone_and_keeps_its_rate_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::create(dir.path());
+    let peer = SmtpPeer::start_deferring(dir.path(), &ca, "pw", "slow.example", 15);
+    let config = format!(
+        r#"
+[delivery]
+max_attempts = 3
+retry_base_ms = 100
+retry_max_ms = 300
+
+[transports.smtp]
+component = "smtp"
+config = {{ host = "127.0.0.1", port = {port}, tls = "none" }}
+capabilities = {{ connect = ["127.0.0.1:{port}"] }}
+
+[providers.slow]
+domains = ["slow.example"]
+rate_limit = 600
+max_in_flight = 2
+"#,
+        port = peer.plain
+    );
+    let (server, key, _) = Server::with_config(&config);
+    let api = server.api(&key);
+    let list = api.ok_post("/lists", json!({"name": "mixed"}))["id"].as_u64().unwrap();
+    let people: Vec<Value> = (0..300)
+        .map(|i| json!({"email": format!("r{i}@fast.example")}))
+        .chain((0..40).map(|i| json!({"email": format!("r{i}@slow.example")})))
+        .collect();
+    api.ok_post(&format!("/lists/{list}/subscribers"), Value::Array(people));
+    let id = api.send_campaign(list, json!({"transport": "smtp"}));
+    let c = api.wait_campaign(id, std::time::Duration::from_secs(120), |c| c["status"] == "sent");
+    assert_eq!(
+        (c["stats"]["sent"].as_u64(), c["stats"]["failed"].as_u64()),
+        (Some(340), Some(0)),
+        "{c}"
+    );
+
+    let received = peer.wait_received(340);
+    let mut per: HashMap<&str, usize> = HashMap::new();
+    for m in &received {
+        *per.entry(m["rcpt_tos"][0].as_str().unwrap()).or_default() += 1;
+    }
+    assert_eq!(per.len(), 340);
+    assert!(per.values().all(|&n| n == 1), "once each");
+    let at = |m: &Value| m["at"].as_f64().unwrap();
+    let slow: Vec<f64> = received
+        .iter()
+        .filter(|m| m["rcpt_tos"][0].as_str().unwrap().ends_with("@slow.example"))
+        .map(at)
+        .collect();
+    let fast_done = received
+        .iter()
+        .filter(|m| m["rcpt_tos"][0].as_str().unwrap().ends_with("@fast.example"))
+        .map(at)
+        .fold(0.0, f64::max);
+    let slow_first = slow.iter().copied().fold(f64::MAX, f64::min);
+    assert!(
+        fast_done < slow_first,
+        "the other domain finished ({fast_done}) before the deferring one took its first ({slow_first})"
+    );
+
+    // While it deferred: the first calls under way, then one probe per
+    // backoff (1, 2, 4, 8 s …), not a retry per message.
+    let deferred = peer.deferred();
+    println!("deferrals answered: {}", deferred.len());
+    assert!(
+        deferred.len() <= 12,
+        "{} calls reached the deferring provider",
+        deferred.len()
+    );
+    let charged: Vec<u64> = api
+        .all_messages(id, "")
+        .iter()
+        .map(|m| m["attempts"].as_u64().unwrap())
+        .collect();
+    assert!(
+        charged.iter().all(|&n| n == 1),
+        "deferrals are not charged: {charged:?}"
+    );
+
+    // Afterwards: at most rate/60 + 1 in any one second.
+    let mut by_second: HashMap<i64, usize> = HashMap::new();
+    for t in &slow {
+        *by_second.entry(t.floor() as i64).or_default() += 1;
+    }
+    let busiest = by_second.values().copied().max().unwrap();
+    assert!(busiest <= 600 / 60 + 1, "{busiest} in one second: {by_second:?}");
+
+    let samples = scrape(&server, None);
+    assert!(metric(&samples, "posta_provider_deferrals_total", &[("provider", "slow")]) >= 1.0);
+    assert_eq!(
+        metric(&samples, "posta_provider_backing_off", &[("provider", "slow")]),
+        0.0
+    );
+}
