@@ -363,6 +363,26 @@ pub struct Transport {
     pub max_in_flight: Option<usize>,
     #[serde(default)]
     pub limits: Option<Limits>,
+    /// Daily caps while a new sending IP warms up, day by day from
+    /// `warmup_start` (UTC days); none after the last.
+    #[serde(default)]
+    pub warmup: Vec<u64>,
+    /// The warm-up's first day, `"YYYY-MM-DD"`.
+    #[serde(default)]
+    pub warmup_start: Option<String>,
+}
+
+impl Transport {
+    /// Its warm-up schedule, if it has one (checked by `Config::check`).
+    pub fn warmup(&self) -> Option<crate::domain::warmup::Warmup> {
+        if self.warmup.is_empty() {
+            return None;
+        }
+        Some(crate::domain::warmup::Warmup {
+            caps: self.warmup.clone(),
+            start: self.warmup_start.as_deref()?.parse().ok()?,
+        })
+    }
 }
 
 /// `[pools.NAME]`: transports a campaign's messages spread over, by
@@ -572,6 +592,17 @@ impl Config {
             if t.rate_limit == Some(0) {
                 return Err(ConfigError::Invalid(format!(
                     "transports.{name}.rate_limit must be positive"
+                )));
+            }
+            if !t.warmup.is_empty()
+                && (t.warmup.contains(&0)
+                    || t.warmup_start
+                        .as_deref()
+                        .and_then(|d| d.parse::<chrono::NaiveDate>().ok())
+                        .is_none())
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "transports.{name}: warmup needs positive daily caps and warmup_start = \"YYYY-MM-DD\""
                 )));
             }
         }

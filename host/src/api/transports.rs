@@ -37,6 +37,18 @@ pub struct TransportView {
     /// and whether it takes messages now.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub members: Option<Vec<MemberState>>,
+    /// While it warms up: today's cap, what it was handed today, and when
+    /// the next day (and cap) begins.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warmup: Option<WarmupToday>,
+}
+
+/// A warming-up transport's day (UTC).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct WarmupToday {
+    pub cap: u64,
+    pub sent: u64,
+    pub next_day_at: chrono::DateTime<chrono::Utc>,
 }
 
 impl TransportView {
@@ -51,6 +63,7 @@ impl TransportView {
             capabilities: admin.then(|| info.capabilities.clone()),
             limits: admin.then_some(info.limits),
             members: None,
+            warmup: None,
         }
     }
 
@@ -65,27 +78,36 @@ impl TransportView {
             capabilities: None,
             limits: None,
             members: Some(members),
+            warmup: None,
         }
     }
 }
 
 /// Every transport and pool a campaign may name.
-pub fn views(engine: &crate::engine::Engine, admin: bool) -> Vec<TransportView> {
+pub async fn views(engine: &crate::engine::Engine, admin: bool) -> crate::store::Result<Vec<TransportView>> {
     let default = engine.default_transport();
-    let transports = engine
-        .plugins()
-        .transports
-        .values()
-        .map(|t| TransportView::of(&t.info, admin));
-    let pools = engine.pools().into_iter().map(|(name, members)| {
+    let mut out = Vec::new();
+    for t in engine.plugins().transports.values() {
+        let mut view = TransportView::of(&t.info, admin);
+        if let Some((cap, day)) = engine.warmup_today(&t.info.name) {
+            let sent = engine.store().warmup_used(t.info.name.clone(), day).await?;
+            view.warmup = Some(WarmupToday {
+                cap,
+                sent,
+                next_day_at: crate::domain::warmup::next_day(engine.now()),
+            });
+        }
+        out.push(view);
+    }
+    out.extend(engine.pools().into_iter().map(|(name, members)| {
         let is_default = name == default;
         TransportView::of_pool(name, members, is_default)
-    });
-    transports.chain(pools).collect()
+    }));
+    Ok(out)
 }
 
 #[utoipa::path(get, path = "/api/v1/users/me/transports", tag = "transports",
     responses((status = 200, body = Vec<TransportView>), (status = 401, body = ErrorBody)))]
 pub async fn index(State(s): State<AppState>, Auth(user): Auth) -> ApiResult<Json<Vec<TransportView>>> {
-    Ok(Json(views(&s.engine, user.admin)))
+    Ok(Json(views(&s.engine, user.admin).await?))
 }

@@ -18,6 +18,7 @@ pub mod subscriber_csv;
 pub mod suppression;
 pub mod tracking;
 pub mod unsubscribe;
+pub mod warmup;
 pub mod webhook;
 
 pub use account::User;

@@ -69,6 +69,8 @@ pub(crate) struct Inner {
     runs: Arc<Runs>,
     /// Each transport alone, and each pool, by name.
     routes: route::Routes,
+    /// Transports warming up, by name.
+    warmups: HashMap<String, crate::domain::warmup::Warmup>,
 }
 
 #[derive(Clone)]
@@ -154,6 +156,11 @@ impl Engine {
             jobs,
             runs: Arc::new(Mutex::new(HashMap::new())),
             routes,
+            warmups: config
+                .transports
+                .iter()
+                .filter_map(|(name, t)| Some((name.clone(), t.warmup()?)))
+                .collect(),
         });
         rt.spawn(collector::run(
             inner.queue.clone(),
@@ -204,7 +211,7 @@ impl Engine {
         if self.inner.routes.contains_key(name) {
             return Ok(());
         }
-        let mut known: Vec<_> = self.inner.routes.keys().cloned().collect();
+        let mut known = self.route_names();
         known.sort();
         Err(crate::domain::FieldError::new(
             "transport",
@@ -235,6 +242,11 @@ impl Engine {
         }
     }
 
+    /// Every name a campaign's `transport` may be: transports and pools.
+    pub fn route_names(&self) -> Vec<String> {
+        self.inner.routes.keys().cloned().collect()
+    }
+
     /// Each pool's members and their state, by pool name.
     pub fn pools(&self) -> Vec<(String, Vec<route::MemberState>)> {
         let now = std::time::Instant::now();
@@ -247,6 +259,13 @@ impl Engine {
             .collect();
         pools.sort_by(|a, b| a.0.cmp(&b.0));
         pools
+    }
+
+    /// A warming-up transport's cap today, and today (UTC); none once its
+    /// schedule is over or without one.
+    pub fn warmup_today(&self, transport: &str) -> Option<(u64, chrono::NaiveDate)> {
+        let day = crate::domain::warmup::day_of(self.now());
+        Some((self.inner.warmups.get(transport)?.cap_on(day)?, day))
     }
 
     /// Each provider: `(name, backing off, seconds to its next probe,
@@ -397,6 +416,9 @@ async fn drive(inner: &Arc<Inner>, id: CampaignId, run: &Arc<Run>, known: Option
     let transport_rate = ctx.transport.as_ref().and_then(|l| l.rate_limit());
     let window = rate::window(rate::slowest(campaign.send_rate, transport_rate), inner.cfg.window);
     let mut skipped = campaign.stats.skipped;
+    let warmup = inner.warmups.get(&campaign.transport).cloned();
+    // The day whose warm-up cap this campaign found reached.
+    let mut capped = None;
     loop {
         let notified = run.wake.notified();
         if inner.jobs.stop.is_stopping() {
@@ -417,11 +439,64 @@ async fn drive(inner: &Arc<Inner>, id: CampaignId, run: &Arc<Run>, known: Option
             continue;
         }
         let batch = full.min(room);
+        // A warming-up transport's messages of the day are taken before
+        // the step queues them, and what the step did not use given back.
+        let taken = match warmup.as_ref().filter(|_| !run.cancelled.load(Ordering::Acquire)) {
+            None => None,
+            Some(w) => {
+                let now = inner.clock.now();
+                let day = crate::domain::warmup::day_of(now);
+                match w.cap_on(day) {
+                    None => None,
+                    // Today's cap is reached: still sending, it goes on
+                    // the next UTC day (the clock read again each second).
+                    Some(_) if capped == Some(day) => {
+                        if capped_wait(inner, now, notified).await {
+                            capped = None;
+                        }
+                        continue;
+                    }
+                    Some(cap) => {
+                        let transport = campaign.transport.clone();
+                        let want = batch as u64;
+                        let Some(got) = persist(inner, "driver", || {
+                            inner.store.take_warmup(transport.clone(), day, cap, want)
+                        })
+                        .await?
+                        else {
+                            continue;
+                        };
+                        if got == 0 {
+                            tracing::info!(
+                                campaign = id.get(),
+                                transport = campaign.transport,
+                                cap,
+                                "the transport's warm-up cap for today is reached; the send goes on tomorrow (UTC)"
+                            );
+                            capped = Some(day);
+                            continue;
+                        }
+                        Some((day, got))
+                    }
+                }
+            }
+        };
+        let batch = taken.map_or(batch, |(_, got)| got as usize);
         let Some(Step { enqueued: step, claim }) =
             persist(inner, "driver", || inner.queue.step(id, batch, inner.clock.now())).await?
         else {
             continue;
         };
+        if let Some((day, got)) = taken {
+            let unused = got.saturating_sub(step.jobs.len() as u64);
+            if unused > 0 {
+                let transport = campaign.transport.clone();
+                persist(inner, "driver", || {
+                    inner.store.give_back_warmup(transport.clone(), day, unused)
+                })
+                .await?;
+            }
+        }
         let c = step.campaign;
         if c.stats.skipped > skipped {
             ctx.counters.skipped.increment(c.stats.skipped - skipped);
@@ -458,6 +533,18 @@ async fn drive(inner: &Arc<Inner>, id: CampaignId, run: &Arc<Run>, known: Option
             None => notified.await,
         }
     }
+}
+
+/// Waits a second at most (or for a wake) while today's warm-up cap is
+/// reached; true once the next UTC day has begun.
+async fn capped_wait(inner: &Inner, now: DateTime<Utc>, woken: tokio::sync::futures::Notified<'_>) -> bool {
+    let tomorrow = crate::domain::warmup::next_day(now);
+    let wait = (tomorrow - now).to_std().unwrap_or_default();
+    tokio::select! {
+        _ = woken => {}
+        _ = tokio::time::sleep(wait.min(Duration::from_secs(1))) => {}
+    }
+    inner.clock.now() >= tomorrow
 }
 
 /// What every message of campaign `c` shares during this run.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tokio::runtime::Handle;
 
-use super::contract::{Accounts, Audience, Bounces, Campaigns, Engagements, Segments, Suppressions, Webhooks};
+use super::contract::{Accounts, Audience, Bounces, Campaigns, Engagements, Segments, Suppressions, Warmups, Webhooks};
 use super::health::Health;
 use super::pg::PgStore;
 use super::queue::{Now, Queue, SharedPace};
@@ -18,7 +18,7 @@ use crate::config::Database;
 /// and what the process around it needs to know of the backend.
 #[async_trait::async_trait]
 pub trait Backend:
-    Accounts + Campaigns + Audience + Segments + Engagements + Suppressions + Bounces + Webhooks + 'static
+    Accounts + Campaigns + Audience + Segments + Engagements + Suppressions + Bounces + Webhooks + Warmups + 'static
 {
     /// What the process's loops last found storage to be (`health`).
     fn health(&self) -> &Arc<Health>;

@@ -633,6 +633,23 @@ async fn ab_tests_send_the_test_then_the_winner_once_each(s: &Subject) {
     );
 }
 
+async fn warmup_days_hand_out_their_cap_once(s: &Subject) {
+    let day: chrono::NaiveDate = "2026-06-01".parse().unwrap();
+    let next = day.succ_opt().unwrap();
+    let take = |t: &str, d, want| s.take_warmup(t.into(), d, 10, want);
+    assert_eq!(take("a", day, 4).await.unwrap(), 4);
+    assert_eq!(take("a", day, 4).await.unwrap(), 4);
+    assert_eq!(take("a", day, 4).await.unwrap(), 2, "the cap's last two");
+    assert_eq!(take("a", day, 4).await.unwrap(), 0);
+    s.give_back_warmup("a".into(), day, 3).await.unwrap();
+    assert_eq!(s.warmup_used("a".into(), day).await.unwrap(), 7);
+    assert_eq!(take("a", day, 5).await.unwrap(), 3);
+    assert_eq!(take("a", next, 5).await.unwrap(), 5, "a new day");
+    assert_eq!(take("b", day, 5).await.unwrap(), 5, "another transport");
+    s.give_back_warmup("c".into(), day, 3).await.unwrap();
+    assert_eq!(s.warmup_used("c".into(), day).await.unwrap(), 0, "never below nothing");
+}
+
 async fn opens_and_clicks_count_once_per_person(s: &Subject) {
     use crate::domain::tracking::{Action::*, Hit};
     use SubscriberStatus::Subscribed;
@@ -1726,6 +1743,7 @@ conformance!(
     segment_campaigns_send_to_the_audience_fixed_at_start,
     opens_and_clicks_count_once_per_person,
     ab_tests_send_the_test_then_the_winner_once_each,
+    warmup_days_hand_out_their_cap_once,
     upserts_create_update_and_keep_unsubscribes,
     subscriber_pages_and_status_filters,
 );

@@ -13,7 +13,7 @@
 //!
 //! Arguments are owned: a redb call moves them to a pool thread.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 
 use super::pg::PgStore;
 use super::redb::Redb;
@@ -219,6 +219,18 @@ contract! {
         blocking fn engaged(&self, user: UserId, id: CampaignId) -> Result<Engaged>;
         /// The owner's campaign with its clicks per link.
         blocking fn link_clicks(&self, user: UserId, id: CampaignId) -> Result<(Campaign, Vec<LinkCount>)>;
+    }
+
+    /// Transports' messages per UTC day while they warm up
+    /// (`domain::warmup`), shared by every node.
+    pub trait Warmups {
+        /// Takes up to `want` of `transport`'s `day`, at most `cap` in
+        /// all; how many it got.
+        blocking fn take_warmup(&self, transport: String, day: NaiveDate, cap: u64, want: u64) -> Result<u64>;
+        /// Gives back what was taken and not sent.
+        blocking fn give_back_warmup(&self, transport: String, day: NaiveDate, n: u64) -> Result<()>;
+        /// Taken so far on `day`.
+        blocking fn warmup_used(&self, transport: String, day: NaiveDate) -> Result<u64>;
     }
 
     /// A user's suppression list.

@@ -214,10 +214,7 @@ async fn draft_page(
         Ok(d) => d.into_iter().map(|d| d.domain).collect(),
         Err(e) => return error_page(signed, e),
     };
-    let mut transports: Vec<String> = crate::api::transports::views(&web.app.engine, false)
-        .into_iter()
-        .map(|t| t.name)
-        .collect();
+    let mut transports: Vec<String> = web.app.engine.route_names();
     transports.sort_unstable();
     let default = web.app.engine.default_transport();
     // The preview as the page opens (the saved draft); the script renders

@@ -224,14 +224,21 @@ pub async fn bounces(State(web): State<Web>, signed: Signed, Query(q): Query<Aft
 }
 
 pub async fn transports(State(web): State<Web>, signed: Signed) -> Response {
-    let mut list = crate::api::transports::views(&web.app.engine, false);
+    let mut list = match crate::api::transports::views(&web.app.engine, false).await {
+        Ok(l) => l,
+        Err(e) => return error_page(&signed, e),
+    };
+    let providers = web.app.engine.providers();
     list.sort_by(|a, b| a.name.cmp(&b.name));
     let (pools, list): (Vec<_>, Vec<_>) = list.into_iter().partition(|t| t.members.is_some());
     let body = html! {
         p { "The transports campaigns can send through, as the operator configured them." }
         table {
             caption { "Transports" }
-            thead { tr { th scope="col" { "Name" } th scope="col" { "Component" } th scope="col" { "Rate limit" } th scope="col" { "Default" } } }
+            thead { tr {
+                th scope="col" { "Name" } th scope="col" { "Component" } th scope="col" { "Rate limit" }
+                th scope="col" { "Default" } th scope="col" { "Warm-up today" }
+            } }
             tbody {
                 @for t in &list {
                     tr {
@@ -239,6 +246,33 @@ pub async fn transports(State(web): State<Web>, signed: Signed) -> Response {
                         td { (t.component) }
                         td { @if let Some(r) = t.rate_limit { (r) " per minute" } @else { "none" } }
                         td { @if t.default { "yes" } @else { "no" } }
+                        td {
+                            @if let Some(w) = &t.warmup {
+                                (w.sent) " of " (w.cap) "; the next day from " (w.next_day_at.format("%Y-%m-%d %H:%M UTC"))
+                            } @else { "—" }
+                        }
+                    }
+                }
+            }
+        }
+        @if !providers.is_empty() {
+            table {
+                caption { "Mailbox providers" }
+                thead { tr { th scope="col" { "Provider" } th scope="col" { "State" } th scope="col" { "Backoffs" } } }
+                tbody {
+                    @for (name, off, retry_in, backoffs) in &providers {
+                        tr {
+                            td { (name) }
+                            td {
+                                @if *off {
+                                    span class="badge member-down" { "backing off" }
+                                    @if let Some(s) = retry_in { " (probed in " (s) " s)" }
+                                } @else {
+                                    span class="badge member-up" { "taking mail" }
+                                }
+                            }
+                            td.num { (backoffs) }
+                        }
                     }
                 }
             }

@@ -6,3 +6,4 @@ mod in_process;
 mod local_time;
 mod start_by;
 mod template_fuzz;
+mod warmup;

@@ -188,7 +188,7 @@ impl Modify for Links {
         crate::store::RowError,
         SubscriberPatch, StatusChange,
         lists::SubscribersBody, Campaign, CampaignDraft, CampaignPatch, Stats, Status, MessageRecord, MessageStatus,
-        super::transports::TransportView, crate::engine::route::MemberState, Suppression, SuppressionReason, NewSuppression, SuppressReport,
+        super::transports::TransportView, super::transports::WarmupToday, crate::engine::route::MemberState, Suppression, SuppressionReason, NewSuppression, SuppressReport,
         SuppressionPage, suppressions::SuppressionsBody, bounces::NewBounce, bounces::DsnReport, Preview, PreviewHeader, TestDelivery, previews::TestSend, previews::TestReport, Bounce, BounceType, BounceReport,
         MessageBounce, crate::plugins::reload::ReloadReport, crate::plugins::reload::Refusal,
         admin::NewUser, admin::IssuedKey, admin::KeyList, crate::store::KeyInfo, crate::domain::User,

@@ -25,6 +25,7 @@ mod suppressions;
 #[cfg(any(test, feature = "test-support"))]
 pub mod test_server;
 mod tracking;
+mod warmups;
 mod watch;
 mod webhooks;
 

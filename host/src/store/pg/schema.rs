@@ -17,6 +17,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (9, include_str!("migrations/0009_node_ttl.sql")),
     (10, include_str!("migrations/0010_segments.sql")),
     (11, include_str!("migrations/0011_campaign_members.sql")),
+    (12, include_str!("migrations/0012_warmup_counts.sql")),
 ];
 
 /// The advisory lock key migrations hold ("posta_mg").

@@ -14,6 +14,7 @@ mod segments;
 pub(crate) mod sending;
 mod suppressions;
 mod tracking;
+mod warmups;
 mod webhooks;
 
 pub(crate) use webhooks::Events;
@@ -275,6 +276,7 @@ impl Redb {
             webhooks::create_tables(&tx)?;
             segments::create_tables(&tx)?;
             members::create_tables(&tx)?;
+            warmups::create_tables(&tx)?;
         }
         tx.commit()?;
         Ok(Redb {
