@@ -244,6 +244,10 @@ impl Providers {
 
     /// The provider behind an address, if one is configured for its domain.
     pub(super) fn of(&self, email: &str) -> Option<&Arc<Provider>> {
+        // Nothing to look up (and no lower-cased copy) without providers.
+        if self.by_domain.is_empty() {
+            return None;
+        }
         let domain = email.rsplit_once('@')?.1.to_ascii_lowercase();
         self.by_domain.get(&domain)
     }
