@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use posta_e2e::peers::{SmtpPeer, TestCa, metric, scrape};
+use posta_e2e::peers::{QUICK_RETRIES, SmtpPeer, TestCa, metric, scrape, smtp_transport};
 use posta_e2e::{Server, Value, json};
 
 /// A port nothing listens on (bound, then let go).
@@ -55,26 +55,9 @@ fn a_member_down_sends_everything_once_through_the_other_and_a_probe_brings_it_b
     let a = SmtpPeer::start(&dir.path().join("a"), &ca, "pw");
     let b_port = dead_port();
     let config = format!(
-        r#"
-[delivery]
-max_attempts = 3
-retry_base_ms = 100
-retry_max_ms = 300
-
-[transports.a]
-component = "smtp"
-config = {{ host = "127.0.0.1", port = {a}, tls = "none" }}
-capabilities = {{ connect = ["127.0.0.1:{a}"] }}
-
-[transports.b]
-component = "smtp"
-config = {{ host = "127.0.0.1", port = {b_port}, tls = "none", timeout_ms = 2000 }}
-capabilities = {{ connect = ["127.0.0.1:{b_port}"] }}
-
-[pools.main]
-transports = ["a", "b"]
-"#,
-        a = a.plain
+        "{QUICK_RETRIES}\n{}\n{}\n[pools.main]\ntransports = [\"a\", \"b\"]\n",
+        smtp_transport("a", a.plain),
+        smtp_transport("b", b_port)
     );
     let (server, key, _) = Server::with_config(&config);
     let api = server.api(&key);

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use posta_e2e::peers::{SmtpPeer, TestCa, metric, scrape};
+use posta_e2e::peers::{QUICK_RETRIES, SmtpPeer, TestCa, metric, scrape, smtp_transport};
 use posta_e2e::{Server, Value, json};
 
 #[test]
@@ -17,23 +17,8 @@ fn a_deferring_provider_backs_off_alone_and_keeps_its_rate_after() {
     let ca = TestCa::create(dir.path());
     let peer = SmtpPeer::start_deferring(dir.path(), &ca, "pw", "slow.example", 15);
     let config = format!(
-        r#"
-[delivery]
-max_attempts = 3
-retry_base_ms = 100
-retry_max_ms = 300
-
-[transports.smtp]
-component = "smtp"
-config = {{ host = "127.0.0.1", port = {port}, tls = "none" }}
-capabilities = {{ connect = ["127.0.0.1:{port}"] }}
-
-[providers.slow]
-domains = ["slow.example"]
-rate_limit = 600
-max_in_flight = 2
-"#,
-        port = peer.plain
+        "{QUICK_RETRIES}\n{}\n[providers.slow]\ndomains = [\"slow.example\"]\nrate_limit = 600\nmax_in_flight = 2\n",
+        smtp_transport("smtp", peer.plain)
     );
     let (server, key, _) = Server::with_config(&config);
     let api = server.api(&key);

@@ -153,6 +153,18 @@ impl Drop for SmtpPeer {
     }
 }
 
+/// posta.toml for quick retries (tests that watch them happen).
+pub const QUICK_RETRIES: &str = "[delivery]\nmax_attempts = 3\nretry_base_ms = 100\nretry_max_ms = 300\n";
+
+/// posta.toml for an SMTP transport `name` to a plain listener on `port`.
+pub fn smtp_transport(name: &str, port: u16) -> String {
+    format!(
+        "[transports.{name}]\ncomponent = \"smtp\"\n\
+         config = {{ host = \"127.0.0.1\", port = {port}, tls = \"none\", timeout_ms = 2000 }}\n\
+         capabilities = {{ connect = [\"127.0.0.1:{port}\"] }}\n"
+    )
+}
+
 /// Starts a Python peer and reads the JSON line it prints when ready.
 fn spawn_ready(mut cmd: Command, script: &str) -> (Child, ChildStdin, Value) {
     let mut child = cmd

@@ -165,19 +165,7 @@ pub(super) async fn deliver(shared: &Shared, ctx: &Context, job: Job, claim: &Cl
                 attempts -= 1;
                 break OutcomeKind::Deferred;
             }
-            Err(Failure::Deferred(error)) if deferrals < max_deferrals => {
-                deferrals += 1;
-                attempts -= 1;
-                tracing::debug!(campaign = ctx.campaign.id.get(), subscriber = sub.id.get(), "{error}");
-                let _ = shared.outcomes.send(Reported {
-                    outcome: outcome(attempts, OutcomeKind::Retrying { error: error.clone() }),
-                    claim: claim.clone(),
-                });
-                ctx.counters.retried.increment(1);
-                last_error = Some(error);
-                message = None;
-            }
-            Err(Failure::Deferred(error)) => {
+            Err(Failure::Deferred(error)) if deferrals >= max_deferrals => {
                 break OutcomeKind::Failed {
                     error: format!("{error} (deferred {deferrals} times)"),
                 };
@@ -185,7 +173,17 @@ pub(super) async fn deliver(shared: &Shared, ctx: &Context, job: Job, claim: &Cl
             Err(Failure::Transient(error)) if attempts >= shared.retry.max_attempts => {
                 last_error = Some(error);
             }
-            Err(Failure::Transient(error)) => {
+            Err(failure @ (Failure::Transient(_) | Failure::Deferred(_))) => {
+                // A deferral is not charged: the provider's backoff paces
+                // the next try (its gate in `attempt`), not the message's.
+                let deferred = matches!(failure, Failure::Deferred(_));
+                let (Failure::Transient(error) | Failure::Deferred(error)) = failure else {
+                    unreachable!("matched above")
+                };
+                if deferred {
+                    deferrals += 1;
+                    attempts -= 1;
+                }
                 tracing::debug!(
                     campaign = ctx.campaign.id.get(),
                     subscriber = sub.id.get(),
@@ -205,7 +203,7 @@ pub(super) async fn deliver(shared: &Shared, ctx: &Context, job: Job, claim: &Cl
                 // deterministic, the Message-ID is the message's) when its
                 // next attempt may be made.
                 message = None;
-                if !shared.stop.sleep(backoff(&shared.retry, attempts)).await {
+                if !deferred && !shared.stop.sleep(backoff(&shared.retry, attempts)).await {
                     break OutcomeKind::Deferred;
                 }
             }
