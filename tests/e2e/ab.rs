@@ -231,3 +231,71 @@ fn a_winner_picked_early_goes_to_everyone_not_yet_sent_and_bad_setups_are_refuse
     );
     assert_eq!(status, 422, "{v}");
 }
+
+#[test]
+fn sigkills_in_the_test_and_in_the_rest_change_no_one_s_variant_or_count() {
+    let (mut server, alice, _) = Server::with_two_users();
+    let api = server.api(&alice);
+    let list = api.list_of("crash", 400);
+    let id = api.send_campaign(
+        list,
+        json!({
+            "transport": "log", "send_rate": 6000, "track_opens": true,
+            "ab_test": {"variants": [{"subject": "A"}, {"subject": "B"}],
+                        "test_share": 0.5, "metric": "opens", "wait_minutes": 60}
+        }),
+    );
+    // Killed while the test goes out.
+    api.wait_campaign(id, Duration::from_secs(30), |c| c["stats"]["sent"].as_u64() >= Some(40));
+    server.restart();
+    let api = server.api(&alice);
+    let waiting = api.wait_campaign(id, Duration::from_secs(60), |c| c["ab_test"]["decides_at"].is_string());
+    let results = waiting["ab_test"]["results"].as_array().unwrap().clone();
+    // Picked, then killed while the rest goes out.
+    let (status, _) = api.post(&format!("/campaigns/{id}/ab/winner"), json!({"variant": 1}));
+    assert_eq!(status, 200);
+    api.wait_campaign(id, Duration::from_secs(30), |c| {
+        c["stats"]["sent"].as_u64() >= Some(260)
+    });
+    server.restart();
+    let api = server.api(&alice);
+    let done = api.wait_status(id, "sent");
+    assert_eq!(done["stats"]["sent"], 400, "{done}");
+
+    let messages = api.all_messages(id, "");
+    assert_eq!(messages.len(), 400, "one message per subscriber");
+    let tested: Vec<&Value> = messages.iter().filter(|m| m["in_test"] == true).collect();
+    assert_eq!(tested.len(), 200, "the test group is its share, a crash or not");
+    let per_variant = |v: u64| tested.iter().filter(|m| m["variant"] == v).count() as u64;
+    assert_eq!((per_variant(0), per_variant(1)), (100, 100));
+    assert_eq!(
+        results
+            .iter()
+            .map(|r| r["recipients"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [100, 100]
+    );
+    assert!(
+        messages
+            .iter()
+            .filter(|m| m["in_test"] != true)
+            .all(|m| m["variant"] == 1)
+    );
+    // Delivered twice only where a kill cut a call short, and flagged.
+    let (lines, torn) = server.outbox_lenient();
+    let per = per_recipient(&lines);
+    assert_eq!(per.len(), 400);
+    let extra: u64 = per.values().map(|n| n - 1).sum::<u64>() + torn as u64;
+    assert!(
+        extra <= done["stats"]["possible_duplicates"].as_u64().unwrap(),
+        "{done}"
+    );
+    let subjects: HashMap<String, String> = lines
+        .iter()
+        .map(|l| (l["to"].as_str().unwrap().to_string(), subject_of(l)))
+        .collect();
+    for m in &messages {
+        let want = if m["variant"] == 0 { "A" } else { "B" };
+        assert_eq!(subjects[m["email"].as_str().unwrap()], want, "{m}");
+    }
+}
