@@ -69,9 +69,14 @@ fn slow_down(code: u16, text: &str) -> bool {
     }
     let lower = text.to_ascii_lowercase();
     code == 421
-        || lower.split_whitespace().next().is_some_and(|esc| esc.starts_with("4.7."))
+        || lower
+            .split_whitespace()
+            .next()
+            .is_some_and(|esc| esc.starts_with("4.7."))
         || (matches!(code, 450 | 451)
-            && ["rate", "too many", "throttl", "slow down"].iter().any(|w| lower.contains(w)))
+            && ["rate", "too many", "throttl", "slow down"]
+                .iter()
+                .any(|w| lower.contains(w)))
 }
 
 /// Whether a reply refuses the recipient's address for good (a hard
@@ -265,7 +270,11 @@ mod tests {
     #[test]
     fn slow_downs_are_told_from_other_temporary_failures() {
         for (code, text, slow) in [
-            (421, "4.7.28 Our system has detected an unusual rate of unsolicited mail", true),
+            (
+                421,
+                "4.7.28 Our system has detected an unusual rate of unsolicited mail",
+                true,
+            ),
             (421, "Service not available, closing", true),
             (451, "4.7.1 Please try again later", true),
             (450, "Too many messages from your IP", true),
