@@ -451,9 +451,7 @@ async fn drive(inner: &Arc<Inner>, id: CampaignId, run: &Arc<Run>, known: Option
                     // Today's cap is reached: still sending, it goes on
                     // the next UTC day (the clock read again each second).
                     Some(_) if capped == Some(day) => {
-                        if capped_wait(inner, now, notified).await {
-                            capped = None;
-                        }
+                        capped_wait(now, notified).await;
                         continue;
                     }
                     Some(cap) => {
@@ -536,15 +534,15 @@ async fn drive(inner: &Arc<Inner>, id: CampaignId, run: &Arc<Run>, known: Option
 }
 
 /// Waits a second at most (or for a wake) while today's warm-up cap is
-/// reached; true once the next UTC day has begun.
-async fn capped_wait(inner: &Inner, now: DateTime<Utc>, woken: tokio::sync::futures::Notified<'_>) -> bool {
-    let tomorrow = crate::domain::warmup::next_day(now);
-    let wait = (tomorrow - now).to_std().unwrap_or_default();
+/// reached; the caller reads the clock again (a new day takes afresh).
+async fn capped_wait(now: DateTime<Utc>, woken: tokio::sync::futures::Notified<'_>) {
+    let wait = (crate::domain::warmup::next_day(now) - now)
+        .to_std()
+        .unwrap_or_default();
     tokio::select! {
         _ = woken => {}
         _ = tokio::time::sleep(wait.min(Duration::from_secs(1))) => {}
     }
-    inner.clock.now() >= tomorrow
 }
 
 /// What every message of campaign `c` shares during this run.
