@@ -53,6 +53,8 @@ pub const POOL_MEMBER_TRIPS: &str = "posta_pool_member_trips_total";
 pub const PROVIDER_BACKING_OFF: &str = "posta_provider_backing_off";
 /// Counter per provider: deferrals it answered.
 pub const PROVIDER_DEFERRALS: &str = "posta_provider_deferrals_total";
+/// Counter per provider: messages it took.
+pub const PROVIDER_DELIVERED: &str = "posta_provider_delivered_total";
 pub const TRACKING_HITS: &str = "posta_tracking_hits_total";
 /// Hits stored as opens or clicks (not scanners, not for messages gone).
 pub const TRACKING_RECORDED: &str = "posta_tracking_recorded_total";

@@ -8,6 +8,7 @@
 //! these timing checks never share the two cores with other suites.
 
 mod outage;
+mod providers;
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

@@ -15,7 +15,9 @@ with its raw bytes in OUT/N.eml. Recipients steer the replies:
   *@DEFER        (with --defer-domain DEFER --defer-seconds N) 421 4.7.28
                  for N seconds from the first such recipient, as Gmail
                  answers a sender going too fast; each deferral is a line
-                 in OUT/deferred.jsonl
+                 in OUT/deferred.jsonl; with --hold-ms M each of its
+                 messages accepted is held M ms before the reply to DATA
+                 (a slow receiver, so calls in flight overlap)
   hangup*@...    accepted, then the server drops the connection when the
                  next command arrives (as an idle timeout would), so the
                  client's next message finds its kept connection gone
@@ -25,6 +27,8 @@ NAME = SELECTOR._domainkey.DOMAIN), written by the test before it sends;
 each record says whether the signature verifies as received ("dkim") and
 after one body character is changed ("dkim_tampered"); both are null for
 an unsigned message.
+Each record has "started" (when MAIL FROM came) and "at" (when the
+message was taken), so tests can count transactions in flight at once.
 Every listener offers PIPELINING (aiosmtpd reads pipelined commands in
 order; it just does not announce it). Each record names the client's port,
 so tests can count connections.
@@ -32,6 +36,7 @@ The process exits when stdin closes (the test harness holds the pipe).
 """
 
 import argparse
+import asyncio
 import email
 import email.policy
 import itertools
@@ -58,8 +63,9 @@ def free_port():
 
 
 class Handler:
-    def __init__(self, name, out, defer_domain=None, defer_seconds=0):
+    def __init__(self, name, out, defer_domain=None, defer_seconds=0, hold_ms=0):
         self.name = name
+        self.hold_ms = hold_ms
         self.out = out
         self.seen = set()
         self.lock = threading.Lock()
@@ -100,6 +106,7 @@ class Handler:
 
     @staticmethod
     def accept_mail(envelope, address, mail_options):
+        envelope.started = time.time()
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 OK"
@@ -125,6 +132,8 @@ class Handler:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        if self.hold_ms and any(r.split("@")[-1].lower() == self.defer_domain for r in envelope.rcpt_tos):
+            await asyncio.sleep(self.hold_ms / 1000)
         raw = envelope.original_content or envelope.content
         msg = email.message_from_bytes(raw, policy=email.policy.default)
         parts = []
@@ -144,6 +153,7 @@ class Handler:
         for part in msg.walk():
             defects += [repr(d) for d in part.defects]
         record = {
+            "started": getattr(envelope, "started", None),
             "at": time.time(),
             "listener": self.name,
             "client_port": session.peer[1] if session.peer else None,
@@ -230,6 +240,7 @@ def main():
     ap.add_argument("--plain-port", type=int, default=0, help="the plain listener's port (default: any free one)")
     ap.add_argument("--defer-domain", default=None, help="the plain listener defers this domain's recipients")
     ap.add_argument("--defer-seconds", type=float, default=0)
+    ap.add_argument("--hold-ms", type=int, default=0, help="hold each accepted message to the defer domain so long")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
 
@@ -239,7 +250,7 @@ def main():
     ports = {"plain": args.plain_port or free_port(), "starttls": free_port(), "tls": free_port()}
     controllers = [
         Controller(
-            Handler("plain", args.out, args.defer_domain, args.defer_seconds),
+            Handler("plain", args.out, args.defer_domain, args.defer_seconds, args.hold_ms),
             hostname="127.0.0.1",
             port=ports["plain"],
         ),

@@ -96,12 +96,32 @@ impl SmtpPeer {
     /// Like `start`, the plain listener answering `421 4.7.28` to
     /// recipients at `domain` for `seconds` from the first of them.
     pub fn start_deferring(dir: &Path, ca: &TestCa, password: &str, domain: &str, seconds: u32) -> SmtpPeer {
-        let seconds = seconds.to_string();
+        SmtpPeer::start_deferring_slowly(dir, ca, password, domain, seconds, 0)
+    }
+
+    /// Like `start_deferring`, each message to `domain` it takes held
+    /// `hold_ms` before the reply to DATA (so calls in flight overlap).
+    pub fn start_deferring_slowly(
+        dir: &Path,
+        ca: &TestCa,
+        password: &str,
+        domain: &str,
+        seconds: u32,
+        hold_ms: u32,
+    ) -> SmtpPeer {
+        let (seconds, hold_ms) = (seconds.to_string(), hold_ms.to_string());
         SmtpPeer::start_with(
             dir,
             ca,
             password,
-            &["--defer-domain", domain, "--defer-seconds", &seconds],
+            &[
+                "--defer-domain",
+                domain,
+                "--defer-seconds",
+                &seconds,
+                "--hold-ms",
+                &hold_ms,
+            ],
         )
     }
 

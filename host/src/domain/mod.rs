@@ -3,6 +3,7 @@
 
 pub mod ab;
 pub mod account;
+pub mod backoff;
 pub mod bounce;
 pub mod campaign;
 pub mod dsn;

@@ -11,6 +11,7 @@ use super::collector::Reported;
 use super::lane::Reply;
 use super::provider::is_deferral;
 use super::route::is_unreachable;
+use crate::domain::backoff::Event;
 use crate::domain::message::{Job, Outcome, OutcomeKind};
 use crate::domain::{Campaign, MessageId, unsubscribe};
 use crate::plugins::Plugins;
@@ -275,12 +276,19 @@ async fn attempt(
         .deliver(msg, ctx.run.cancelled.clone(), claim.fence().cloned(), &shared.stop)
         .await;
     if let (Some(p), Some(turn)) = (provider, &turn) {
-        match &reply {
-            Reply::Delivered(Ok(Err(types::DeliveryError::Transient(e)))) if is_deferral(e) => p.deferred(turn),
-            Reply::Delivered(Ok(Err(types::DeliveryError::Transient(e)))) if is_unreachable(e) => p.released(turn),
-            Reply::Delivered(Ok(_)) => p.accepted(turn),
-            _ => p.released(turn),
-        }
+        let probe = turn.probe;
+        let event = match &reply {
+            Reply::Delivered(Ok(Err(types::DeliveryError::Transient(e)))) if is_deferral(e) => {
+                Event::Deferred { probe }
+            }
+            Reply::Delivered(Ok(Err(types::DeliveryError::Transient(e)))) if is_unreachable(e) => {
+                Event::Released { probe }
+            }
+            Reply::Delivered(Ok(_)) => Event::Accepted { probe },
+            _ => Event::Released { probe },
+        };
+        p.answered(turn, event, matches!(reply, Reply::Delivered(Ok(Ok(_)))))
+            .await;
     }
     match reply {
         Reply::Delivered(Ok(Err(types::DeliveryError::Transient(e)))) if provider.is_some() && is_deferral(&e) => {

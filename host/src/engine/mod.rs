@@ -19,6 +19,7 @@ pub mod rate;
 mod render;
 pub mod route;
 
+pub use provider::ProviderState;
 pub use render::{Preview, PreviewHeader, RenderError, TestDelivery};
 
 use std::collections::HashMap;
@@ -131,7 +132,7 @@ impl Engine {
                 .collect();
             routes.insert(name.clone(), Arc::new(route::Route::pool(name, members)));
         }
-        let providers = provider::Providers::new(&store, &config.providers).await?;
+        let providers = provider::Providers::new(&store, queue.as_ref(), &config.providers).await?;
         let jobs = Arc::new(job::Shared {
             providers,
             capacity: capacity::Capacity::new(&cfg),
@@ -268,19 +269,9 @@ impl Engine {
         Some((self.inner.warmups.get(transport)?.cap_on(day)?, day))
     }
 
-    /// Each provider: `(name, backing off, seconds to its next probe,
-    /// backoffs so far)`.
-    pub fn providers(&self) -> Vec<(String, bool, Option<u64>, u64)> {
-        self.inner
-            .jobs
-            .providers
-            .all
-            .iter()
-            .map(|p| {
-                let (off, retry_in, backoffs) = p.state();
-                (p.name.clone(), off, retry_in, backoffs)
-            })
-            .collect()
+    /// Each provider's state, as this node last saw it.
+    pub fn providers(&self) -> Vec<provider::ProviderState> {
+        self.inner.jobs.providers.all.iter().map(|p| p.state()).collect()
     }
 
     /// The engine's now: what due times and schedules are measured against.

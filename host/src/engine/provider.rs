@@ -1,13 +1,19 @@
 //! Mailbox providers (`[providers.NAME]`): the recipient domains behind
-//! one provider, with its `rate_limit` (shared by every transport, and on
-//! PostgreSQL by every node: a shared pace) and `max_in_flight` (per
-//! node). When the provider defers a message (the transport says
-//! `deferred:`, as the SMTP transport does for 421 and 4.7.x replies and
-//! 450/451 ones about rates), the provider as a whole backs off:
-//! messages to it wait, uncharged, and when the wait is over one of them
-//! probes; a probe accepted ends the backoff, a probe deferred doubles it
-//! (capped). Every other provider, and recipients of none, go on at full
-//! speed.
+//! one provider, with its `rate_limit` (a pace every transport shares, and
+//! on PostgreSQL every node) and `max_in_flight`. When the provider defers
+//! a message (the transport says `deferred:`, as the SMTP transport does
+//! for 421 and 4.7.x replies and 450/451 ones about rates), the provider as
+//! a whole backs off (`domain::backoff`): messages to it wait, uncharged,
+//! and one probe at a time decides; every other provider, and recipients
+//! of none, go on at full speed.
+//!
+//! A process sending alone keeps the backoff in memory and its slots in a
+//! semaphore. On PostgreSQL both are the database's
+//! (`store::queue::SharedProvider`), so they hold for the cluster: a node
+//! takes a shared slot for each call (after one of its own, so its waiters
+//! do not all poll), and looks at the shared backoff at most every
+//! `LOOK_EVERY` while the provider takes mail — a deferral seen by one node
+//! holds the others back within that — and for each probe.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,6 +24,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::job::Stop;
 use super::rate::Pace;
+use crate::domain::backoff::{Backoff, Event, Gate};
+use crate::store::queue::{Looked, SharedProvider};
 
 /// The prefix of a transient delivery error that says the receiving side
 /// asked to slow down (the plugin contract; `posta_plugin_sdk`'s
@@ -28,123 +36,111 @@ pub fn is_deferral(error: &str) -> bool {
     error.starts_with(DEFERRED)
 }
 
-/// The first backoff; each deferred probe doubles it up to the cap.
-pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
-pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// How long a node goes by what it last saw of a shared backoff that was
+/// clear before it looks again.
+const LOOK_EVERY: Duration = Duration::from_millis(500);
 
-/// A provider's backoff. Pure; the caller gives the time.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Backoff {
-    state: State,
-    /// The current backoff's length.
-    wait: Duration,
-    /// Backoffs begun (from clear).
-    pub backoffs: u64,
-}
+/// How long a node waits before asking the database again, when it could
+/// not reach it: a message is not sent on a guess.
+const RETRY_STORAGE: Duration = Duration::from_millis(250);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Clear,
-    Waiting { until: Instant },
-    Probing,
-}
-
-/// What a message to the provider may do now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Gate {
-    Go,
-    /// Go, as the probe: its answer ends or extends the backoff.
-    Probe,
-    WaitUntil(Instant),
-}
-
-impl Default for Backoff {
-    fn default() -> Backoff {
-        Backoff {
-            state: State::Clear,
-            wait: FIRST_BACKOFF,
-            backoffs: 0,
-        }
-    }
-}
-
-impl Backoff {
-    /// A message's turn: go, go as the probe, or wait.
-    pub fn gate(&mut self, now: Instant) -> Gate {
-        match self.state {
-            State::Clear => Gate::Go,
-            State::Waiting { until } if until <= now => {
-                self.state = State::Probing;
-                Gate::Probe
-            }
-            State::Waiting { until } => Gate::WaitUntil(until),
-            // The probe answers within a call; look again shortly.
-            State::Probing => Gate::WaitUntil(now + Duration::from_millis(100)),
-        }
-    }
-
-    /// Whether messages wait now (a backoff or its probe).
-    pub fn backing_off(&self) -> bool {
-        self.state != State::Clear
-    }
-
-    /// The provider deferred a message (`probe`: the probe's).
-    pub fn deferred(&mut self, probe: bool, now: Instant) {
-        match self.state {
-            State::Clear => {
-                self.backoffs += 1;
-                self.wait = FIRST_BACKOFF;
-                self.state = State::Waiting { until: now + self.wait };
-            }
-            State::Probing if probe => {
-                self.wait = (self.wait * 2).min(MAX_BACKOFF);
-                self.state = State::Waiting { until: now + self.wait };
-            }
-            // A call that started before the backoff: it changes nothing.
-            _ => {}
-        }
-    }
-
-    /// The provider took a message (or refused it for good: it answered).
-    pub fn accepted(&mut self, probe: bool) {
-        if probe || self.state == State::Clear {
-            self.state = State::Clear;
-            self.wait = FIRST_BACKOFF;
-        }
-    }
-
-    /// A probe that told nothing (cancelled, stopped, the relay out):
-    /// the next message probes.
-    pub fn released(&mut self, probe: bool, now: Instant) {
-        if probe && self.state == State::Probing {
-            self.state = State::Waiting { until: now };
-        }
-    }
-
-    /// Seconds until the next probe may go, while backing off.
-    pub fn retry_in(&self, now: Instant) -> Option<u64> {
-        match self.state {
-            State::Clear => None,
-            State::Waiting { until } => Some(until.saturating_duration_since(now).as_millis().div_ceil(1000) as u64),
-            State::Probing => Some(0),
-        }
-    }
-}
+/// Between looks for a free shared slot: short at first, as a slot is
+/// freed by every call's end.
+const SLOT_POLL_FIRST: Duration = Duration::from_millis(5);
+const SLOT_POLL_MAX: Duration = Duration::from_millis(100);
 
 pub(super) struct Provider {
     pub(super) name: String,
     pace: Option<Pace>,
+    /// `max_in_flight` on this node.
     slots: Option<Arc<Semaphore>>,
-    backoff: Mutex<Backoff>,
+    backing: Backing,
     backing_off: metrics::Gauge,
     deferrals: metrics::Counter,
+    delivered: metrics::Counter,
 }
 
-/// A message's turn at its provider: its `max_in_flight` slot, and
+enum Backing {
+    /// This process is the only sender.
+    Local(Mutex<Backoff<Instant>>),
+    /// Every node on the database shares it.
+    Shared {
+        shared: Arc<dyn SharedProvider>,
+        /// Slots are shared too (`max_in_flight` set).
+        slotted: bool,
+        /// What this node last saw; its lock also makes one message at a
+        /// time ask.
+        seen: tokio::sync::Mutex<Seen>,
+    },
+}
+
+#[derive(Default, Clone, Copy)]
+struct Seen {
+    /// When this node last asked (none: never).
+    at: Option<Instant>,
+    /// Messages wait until then (none: clear).
+    wait_until: Option<Instant>,
+    backoffs: u64,
+}
+
+impl Seen {
+    /// The gate a message gets without asking, if what was seen still
+    /// holds.
+    fn still(&self, now: Instant) -> Option<Gate<Instant>> {
+        match self.wait_until {
+            Some(until) if until > now => Some(Gate::WaitUntil(until)),
+            None if self.at.is_some_and(|at| now < at + LOOK_EVERY) => Some(Gate::Go),
+            _ => None,
+        }
+    }
+
+    fn saw(&mut self, now: Instant, looked: Looked) {
+        self.at = Some(now);
+        self.backoffs = looked.backoffs;
+        self.wait_until = match looked.gate {
+            Gate::Go => None,
+            // This node probes: its other messages wait for the answer.
+            Gate::Probe => Some(now + crate::domain::backoff::PROBE_LOOK),
+            Gate::WaitUntil(wait) => Some(now + wait),
+        };
+    }
+}
+
+/// A message's turn at its provider: its `max_in_flight` slots, and
 /// whether it is the probe.
 pub(super) struct Turn {
     pub(super) probe: bool,
     _slot: Option<OwnedSemaphorePermit>,
+    _shared_slot: Option<SharedSlot>,
+}
+
+/// A shared slot, given back when the turn ends (by a task: the database
+/// may be slow or away, and a slot not given back would stay this node's
+/// for as long as its lease holds).
+struct SharedSlot {
+    shared: Arc<dyn SharedProvider>,
+    slot: i32,
+}
+
+impl Drop for SharedSlot {
+    fn drop(&mut self) {
+        let (shared, slot) = (self.shared.clone(), self.slot);
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        rt.spawn(async move {
+            for _ in 0..40 {
+                match shared.give_slot(slot).await {
+                    Ok(()) => return,
+                    Err(_) => tokio::time::sleep(RETRY_STORAGE * 4).await,
+                }
+            }
+            tracing::warn!(
+                slot,
+                "cannot give a provider slot back; it frees when this node's lease ends"
+            );
+        });
+    }
 }
 
 impl Provider {
@@ -152,8 +148,7 @@ impl Provider {
     /// free slot, its rate slot. `None` when the server is stopping.
     pub(super) async fn turn(&self, stop: &Stop) -> Option<Turn> {
         loop {
-            let gate = self.backoff.lock().gate(Instant::now());
-            let probe = match gate {
+            let probe = match self.gate().await {
                 Gate::Go => false,
                 Gate::Probe => true,
                 Gate::WaitUntil(at) => {
@@ -167,47 +162,160 @@ impl Provider {
                 Some(s) => Some(s.clone().acquire_owned().await.expect("never closed")),
                 None => None,
             };
-            // A backoff may have begun while it waited for the slot: then
+            let shared_slot = match &self.backing {
+                Backing::Shared {
+                    shared, slotted: true, ..
+                } => Some(take_shared_slot(shared, stop).await?),
+                _ => None,
+            };
+            // A backoff may have begun while it waited for the slots: then
             // only the probe goes.
-            if !probe && self.backoff.lock().backing_off() {
+            if !probe && self.backing_off_now().await {
+                if let Some(s) = shared_slot {
+                    drop(s);
+                }
                 continue;
             }
             if let Some(pace) = &self.pace {
                 pace.until_ready().await;
             }
-            return Some(Turn { probe, _slot: slot });
+            return Some(Turn {
+                probe,
+                _slot: slot,
+                _shared_slot: shared_slot,
+            });
         }
     }
 
-    pub(super) fn deferred(&self, turn: &Turn) {
-        let mut b = self.backoff.lock();
-        let before = b.backoffs;
-        b.deferred(turn.probe, Instant::now());
-        self.deferrals.increment(1);
-        if b.backoffs > before {
+    async fn gate(&self) -> Gate<Instant> {
+        match &self.backing {
+            Backing::Local(b) => b.lock().gate(Instant::now()),
+            Backing::Shared { shared, seen, .. } => {
+                let mut seen = seen.lock().await;
+                let now = Instant::now();
+                if let Some(gate) = seen.still(now) {
+                    return gate;
+                }
+                match shared.backoff(Event::Turn).await {
+                    Ok(looked) => {
+                        seen.saw(now, looked);
+                        looked.gate.map(|wait| now + wait)
+                    }
+                    Err(e) => {
+                        tracing::debug!(provider = self.name, "provider backoff: {e}");
+                        Gate::WaitUntil(now + RETRY_STORAGE)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether messages wait now, by what this node knows.
+    async fn backing_off_now(&self) -> bool {
+        match &self.backing {
+            Backing::Local(b) => b.lock().backing_off(),
+            Backing::Shared { seen, .. } => seen.lock().await.wait_until.is_some_and(|t| t > Instant::now()),
+        }
+    }
+
+    /// What the call taught of the provider (`delivered`: it took the
+    /// message).
+    pub(super) async fn answered(&self, turn: &Turn, event: Event, delivered: bool) {
+        if let Event::Deferred { .. } = event {
+            self.deferrals.increment(1);
+        }
+        if delivered {
+            self.delivered.increment(1);
+        }
+        let (was, now_off) = match &self.backing {
+            Backing::Local(b) => {
+                let mut b = b.lock();
+                let was = b.backing_off();
+                b.apply(event, Instant::now());
+                (was, b.backing_off())
+            }
+            Backing::Shared { shared, seen, .. } => {
+                // Only a change is worth a round trip: an answer while
+                // clear that was not a deferral changes nothing.
+                let was = seen.lock().await.wait_until.is_some();
+                if !turn.probe && !matches!(event, Event::Deferred { .. }) && !was {
+                    return;
+                }
+                let now = Instant::now();
+                match shared.backoff(event).await {
+                    Ok(looked) => seen.lock().await.saw(now, looked),
+                    // This node holds back by itself, and looks again.
+                    Err(e) => {
+                        tracing::warn!(provider = self.name, "provider backoff: {e}");
+                        if let Event::Deferred { .. } = event {
+                            let mut seen = seen.lock().await;
+                            seen.wait_until = Some(now + crate::domain::backoff::FIRST_BACKOFF);
+                        }
+                    }
+                }
+                (was, seen.lock().await.wait_until.is_some())
+            }
+        };
+        if !was && now_off {
             tracing::warn!(provider = self.name, "deferred: backing off the provider");
-        }
-        self.backing_off.set(if b.backing_off() { 1.0 } else { 0.0 });
-    }
-
-    pub(super) fn accepted(&self, turn: &Turn) {
-        let mut b = self.backoff.lock();
-        let was = b.backing_off();
-        b.accepted(turn.probe);
-        if was && !b.backing_off() {
+        } else if was && !now_off {
             tracing::info!(provider = self.name, "the provider takes messages again");
         }
-        self.backing_off.set(if b.backing_off() { 1.0 } else { 0.0 });
+        self.backing_off.set(if now_off { 1.0 } else { 0.0 });
     }
 
-    pub(super) fn released(&self, turn: &Turn) {
-        self.backoff.lock().released(turn.probe, Instant::now());
+    /// `(backing off, seconds until the next probe, backoffs so far)`, as
+    /// this node last saw them.
+    pub(super) fn state(&self) -> ProviderState {
+        let now = Instant::now();
+        let (retry_at, backoffs) = match &self.backing {
+            Backing::Local(b) => {
+                let b = b.lock();
+                (b.retry_at(now), b.backoffs)
+            }
+            Backing::Shared { seen, .. } => {
+                let seen = seen.try_lock().map(|s| *s).unwrap_or_default();
+                (seen.wait_until, seen.backoffs)
+            }
+        };
+        ProviderState {
+            name: self.name.clone(),
+            backing_off: retry_at.is_some(),
+            retry_in_seconds: retry_at.map(|at| at.saturating_duration_since(now).as_millis().div_ceil(1000) as u64),
+            backoffs,
+        }
     }
+}
 
-    /// `(backing off, seconds until the next probe, backoffs so far)`.
-    pub(super) fn state(&self) -> (bool, Option<u64>, u64) {
-        let b = self.backoff.lock();
-        (b.backing_off(), b.retry_in(Instant::now()), b.backoffs)
+/// A provider's state for the operator's pages.
+pub struct ProviderState {
+    pub name: String,
+    pub backing_off: bool,
+    pub retry_in_seconds: Option<u64>,
+    pub backoffs: u64,
+}
+
+/// Takes one of the provider's shared slots, looking again until one is
+/// free; `None` when the server is stopping.
+async fn take_shared_slot(shared: &Arc<dyn SharedProvider>, stop: &Stop) -> Option<SharedSlot> {
+    let mut poll = SLOT_POLL_FIRST;
+    loop {
+        let wait = match shared.take_slot().await {
+            Ok(Some(slot)) => {
+                return Some(SharedSlot {
+                    shared: shared.clone(),
+                    slot,
+                });
+            }
+            Ok(None) => {
+                poll = (poll * 2).min(SLOT_POLL_MAX);
+                poll
+            }
+            Err(_) => RETRY_STORAGE,
+        };
+        if !stop.sleep(wait).await {
+            return None;
+        }
     }
 }
 
@@ -221,18 +329,32 @@ pub(super) struct Providers {
 impl Providers {
     pub(super) async fn new(
         store: &crate::store::Store,
+        queue: &dyn crate::store::queue::Queue,
         config: &std::collections::BTreeMap<String, crate::config::Provider>,
     ) -> Result<Providers, crate::store::StoreError> {
         let mut providers = Providers::default();
         for (name, p) in config {
             let labels = [("provider", name.clone())];
+            let max_in_flight = p.max_in_flight.map(|n| n.max(1));
+            let backing = match queue
+                .provider(name, max_in_flight.map(|n| n.min(u32::MAX as usize) as u32))
+                .await?
+            {
+                Some(shared) => Backing::Shared {
+                    shared,
+                    slotted: max_in_flight.is_some(),
+                    seen: tokio::sync::Mutex::new(Seen::default()),
+                },
+                None => Backing::Local(Mutex::new(Backoff::default())),
+            };
             let provider = Arc::new(Provider {
                 name: name.clone(),
                 pace: Pace::new(store, &format!("provider:{name}"), p.rate_limit).await?,
-                slots: p.max_in_flight.map(|n| Arc::new(Semaphore::new(n.max(1)))),
-                backoff: Mutex::new(Backoff::default()),
+                slots: max_in_flight.map(|n| Arc::new(Semaphore::new(n))),
+                backing,
                 backing_off: metrics::gauge!(crate::metrics::PROVIDER_BACKING_OFF, &labels),
                 deferrals: metrics::counter!(crate::metrics::PROVIDER_DEFERRALS, &labels),
+                delivered: metrics::counter!(crate::metrics::PROVIDER_DELIVERED, &labels),
             });
             for d in &p.domains {
                 providers.by_domain.insert(d.to_ascii_lowercase(), provider.clone());
@@ -250,54 +372,5 @@ impl Providers {
         }
         let domain = email.rsplit_once('@')?.1.to_ascii_lowercase();
         self.by_domain.get(&domain)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_deferral_backs_the_provider_off_and_one_probe_at_a_time_decides() {
-        let t0 = Instant::now();
-        let mut b = Backoff::default();
-        assert_eq!(b.gate(t0), Gate::Go);
-        b.deferred(false, t0);
-        assert_eq!(b.gate(t0), Gate::WaitUntil(t0 + FIRST_BACKOFF));
-        // Calls that started before it come back deferred too: no change.
-        b.deferred(false, t0);
-        assert_eq!(b.backoffs, 1);
-        let t1 = t0 + FIRST_BACKOFF;
-        assert_eq!(b.gate(t1), Gate::Probe);
-        assert!(matches!(b.gate(t1), Gate::WaitUntil(_)), "one probe at a time");
-        b.accepted(false);
-        assert!(b.backing_off(), "only the probe's answer ends it");
-        b.deferred(true, t1);
-        assert_eq!(b.gate(t1), Gate::WaitUntil(t1 + FIRST_BACKOFF * 2), "doubled");
-        let t2 = t1 + FIRST_BACKOFF * 2;
-        assert_eq!(b.gate(t2), Gate::Probe);
-        b.released(true, t2);
-        assert_eq!(b.gate(t2), Gate::Probe, "a probe that told nothing hands its turn on");
-        b.accepted(true);
-        assert_eq!(b.gate(t2), Gate::Go);
-        b.deferred(false, t2);
-        assert_eq!(
-            b.gate(t2),
-            Gate::WaitUntil(t2 + FIRST_BACKOFF),
-            "a new backoff starts short"
-        );
-    }
-
-    #[test]
-    fn the_backoff_is_capped() {
-        let mut now = Instant::now();
-        let mut b = Backoff::default();
-        b.deferred(false, now);
-        for _ in 0..20 {
-            now += MAX_BACKOFF;
-            assert_eq!(b.gate(now), Gate::Probe);
-            b.deferred(true, now);
-        }
-        assert_eq!(b.gate(now), Gate::WaitUntil(now + MAX_BACKOFF));
     }
 }

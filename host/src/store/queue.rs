@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 
 use super::StoreError;
 use super::fence::Fence;
+use crate::domain::backoff::{Event, Gate};
 use crate::domain::message::{Job, Outcome};
 use crate::domain::{Campaign, CampaignId};
 
@@ -125,6 +126,42 @@ pub trait Queue: Send + Sync {
 
     /// After a clean stop: hands this process's queued messages to others.
     async fn leave(&self);
+
+    /// The mailbox provider `name`'s state shared by every process on the
+    /// storage (its in-flight slots, at most `max_in_flight`, and its
+    /// backoff); none when this process is the only sender.
+    async fn provider(
+        &self,
+        name: &str,
+        max_in_flight: Option<u32>,
+    ) -> Result<Option<Arc<dyn SharedProvider>>, StoreError> {
+        let _ = (name, max_in_flight);
+        Ok(None)
+    }
+}
+
+/// A mailbox provider as every process on one database sees it, so its
+/// `max_in_flight` and its backoff hold for the cluster, not per node.
+#[async_trait::async_trait]
+pub trait SharedProvider: Send + Sync {
+    /// One of the provider's in-flight slots, if one is free (held by no
+    /// process whose lease holds): its number.
+    async fn take_slot(&self) -> Result<Option<i32>, StoreError>;
+
+    /// Gives back slot `slot`.
+    async fn give_slot(&self, slot: i32) -> Result<(), StoreError>;
+
+    /// Applies `event` to the provider's backoff on the storage's clock:
+    /// for a turn, the gate it gets; else what a message would find. Waits
+    /// are answered as durations from the storage's now.
+    async fn backoff(&self, event: Event) -> Result<Looked, StoreError>;
+}
+
+/// The shared backoff after an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Looked {
+    pub gate: Gate<Duration>,
+    pub backoffs: u64,
 }
 
 /// A rate every process on one database shares: a limit holds for the

@@ -260,18 +260,18 @@ pub async fn transports(State(web): State<Web>, signed: Signed) -> Response {
                 caption { "Mailbox providers" }
                 thead { tr { th scope="col" { "Provider" } th scope="col" { "State" } th scope="col" { "Backoffs" } } }
                 tbody {
-                    @for (name, off, retry_in, backoffs) in &providers {
+                    @for p in &providers {
                         tr {
-                            td { (name) }
+                            td { (p.name) }
                             td {
-                                @if *off {
+                                @if p.backing_off {
                                     span class="badge member-down" { "backing off" }
-                                    @if let Some(s) = retry_in { " (probed in " (s) " s)" }
+                                    @if let Some(s) = p.retry_in_seconds { " (probed in " (s) " s)" }
                                 } @else {
                                     span class="badge member-up" { "taking mail" }
                                 }
                             }
-                            td.num { (backoffs) }
+                            td.num { (p.backoffs) }
                         }
                     }
                 }

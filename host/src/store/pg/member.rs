@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use super::{Node, PgStore};
 use crate::domain::message::{Job, Outcome};
 use crate::domain::{CampaignId, Status};
-use crate::store::queue::{Claim, Now, Queue, Step, Wake};
+use crate::store::queue::{Claim, Now, Queue, SharedProvider, Step, Wake};
 use crate::store::{Enqueued, StoreError};
 
 /// The watch's safety-net poll: a change whose notification was lost (a
@@ -43,7 +43,8 @@ pub(crate) struct Member {
     name: String,
     ttl: Duration,
     margin: Duration,
-    node: RwLock<Arc<Node>>,
+    /// Shared with the providers' slots, which are held as this node.
+    node: Arc<RwLock<Arc<Node>>>,
     /// Taken while joining again, so a lapse noticed by several tasks
     /// at once registers one new incarnation.
     rejoining: tokio::sync::Mutex<()>,
@@ -88,7 +89,7 @@ impl Member {
             name,
             ttl,
             margin,
-            node: RwLock::new(Arc::new(node)),
+            node: Arc::new(RwLock::new(Arc::new(node))),
             rejoining: tokio::sync::Mutex::new(()),
             wakes: parking_lot::Mutex::new(Some(wakes)),
         }))
@@ -210,6 +211,15 @@ impl Queue for Member {
         if let Err(e) = self.store.retire_node(&self.node()).await {
             tracing::warn!("cannot hand this node's messages over: {e}");
         }
+    }
+
+    async fn provider(
+        &self,
+        name: &str,
+        max_in_flight: Option<u32>,
+    ) -> Result<Option<Arc<dyn SharedProvider>>, StoreError> {
+        let provider = super::providers::PgProvider::new(&self.store, name, max_in_flight, self.node.clone()).await?;
+        Ok(Some(Arc::new(provider)))
     }
 }
 

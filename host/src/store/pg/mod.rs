@@ -18,6 +18,7 @@ mod lists;
 mod member;
 mod nodes;
 mod pacer;
+mod providers;
 mod queue;
 pub mod schema;
 mod segments;

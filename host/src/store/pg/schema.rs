@@ -18,6 +18,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (10, include_str!("migrations/0010_segments.sql")),
     (11, include_str!("migrations/0011_campaign_members.sql")),
     (12, include_str!("migrations/0012_warmup_counts.sql")),
+    (13, include_str!("migrations/0013_provider_state.sql")),
 ];
 
 /// The advisory lock key migrations hold ("posta_mg").

@@ -735,3 +735,76 @@ async fn killed_nodes_lose_nothing_and_flag_what_they_may_have_sent() {
         "{flagged} flagged for 3 kills of one 50-message batch each"
     );
 }
+
+/// Two nodes share a provider's `max_in_flight` of 2: a third slot waits
+/// for one to be given back; a node whose lease lapsed (a crash) frees
+/// its slots with it; another node's slot is not given back by mistake.
+#[tokio::test]
+async fn provider_slots_hold_across_nodes_and_free_with_a_lapsed_lease() {
+    use super::providers::PgProvider;
+    use crate::store::queue::SharedProvider;
+    let store = store().await;
+    let short = store
+        .register_node("crashes", Duration::from_secs(1), Duration::from_millis(300))
+        .await
+        .unwrap();
+    let steady = store.register_node("steady", TTL, MARGIN).await.unwrap();
+    let slots = |node: Node| async {
+        let node = Arc::new(parking_lot::RwLock::new(Arc::new(node)));
+        PgProvider::new(&store, "gmail", Some(2), node).await.unwrap()
+    };
+    let a = slots(short).await;
+    let b = slots(steady).await;
+    assert_eq!(a.take_slot().await.unwrap(), Some(0));
+    assert_eq!(b.take_slot().await.unwrap(), Some(1));
+    assert_eq!(b.take_slot().await.unwrap(), None, "both slots are out");
+    assert_eq!(a.take_slot().await.unwrap(), None);
+    b.give_slot(0).await.unwrap();
+    assert_eq!(b.take_slot().await.unwrap(), None, "slot 0 is a's, not b's to give");
+    b.give_slot(1).await.unwrap();
+    assert_eq!(a.take_slot().await.unwrap(), Some(1));
+    // a stops heartbeating: once its lease lapses, both its slots are free.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    assert_eq!(b.take_slot().await.unwrap(), Some(0));
+    assert_eq!(b.take_slot().await.unwrap(), Some(1));
+    assert_eq!(b.take_slot().await.unwrap(), None);
+}
+
+/// A deferral one node saw holds the other back on the database's clock;
+/// after the wait one node probes and the other waits for its answer.
+#[tokio::test]
+async fn a_provider_backoff_is_shared_by_the_nodes() {
+    use super::providers::PgProvider;
+    use crate::domain::backoff::{Event, FIRST_BACKOFF, Gate, PROBE_LOOK};
+    use crate::store::queue::SharedProvider;
+    let store = store().await;
+    let provider = |name: &'static str| async {
+        let node = store.register_node(name, TTL, MARGIN).await.unwrap();
+        let node = Arc::new(parking_lot::RwLock::new(Arc::new(node)));
+        PgProvider::new(&store, "yahoo", None, node).await.unwrap()
+    };
+    let (a, b) = (provider("a").await, provider("b").await);
+    assert_eq!(b.backoff(Event::Turn).await.unwrap().gate, Gate::Go);
+    let seen = a.backoff(Event::Deferred { probe: false }).await.unwrap();
+    assert_eq!(seen.backoffs, 1);
+    let Gate::WaitUntil(wait) = b.backoff(Event::Turn).await.unwrap().gate else {
+        panic!("b goes on while a was deferred")
+    };
+    assert!(wait <= FIRST_BACKOFF && wait > FIRST_BACKOFF / 2, "{wait:?}");
+    tokio::time::sleep(wait).await;
+    assert_eq!(b.backoff(Event::Turn).await.unwrap().gate, Gate::Probe);
+    assert_eq!(
+        a.backoff(Event::Turn).await.unwrap().gate,
+        Gate::WaitUntil(PROBE_LOOK),
+        "one probe for the cluster"
+    );
+    b.backoff(Event::Deferred { probe: true }).await.unwrap();
+    let Gate::WaitUntil(wait) = a.backoff(Event::Turn).await.unwrap().gate else {
+        panic!("the probe was deferred")
+    };
+    assert!(wait > FIRST_BACKOFF, "doubled: {wait:?}");
+    tokio::time::sleep(wait).await;
+    assert_eq!(a.backoff(Event::Turn).await.unwrap().gate, Gate::Probe);
+    a.backoff(Event::Accepted { probe: true }).await.unwrap();
+    assert_eq!(b.backoff(Event::Turn).await.unwrap().gate, Gate::Go);
+}
