@@ -257,6 +257,11 @@ async fn attempt(
     if let Some(l) = &ctx.campaign_rate {
         l.until_ready().await;
     }
+    // A pool whose members all met their warm-up caps: the next day,
+    // before rendering (so the wait holds none of the byte budget).
+    if !route.until_uncapped(&shared.stop).await {
+        return Err(Failure::Stopped);
+    }
     // The recipient's provider: its backoff, its slots, its pace. Waited
     // for before rendering, so a message waiting out a backoff holds
     // none of the byte budget.

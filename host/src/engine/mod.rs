@@ -128,7 +128,12 @@ impl Engine {
         for (name, pool) in &config.pools {
             let members = pool
                 .members()
-                .filter_map(|(member, weight)| Some((member.to_string(), lanes.get(member)?.clone(), weight)))
+                .filter_map(|(member, weight)| {
+                    let warming = (config.transports.get(member))
+                        .and_then(|t| t.warmup())
+                        .map(|w| route::Warming::new(w, store.clone(), clock.clone()));
+                    Some((member.to_string(), lanes.get(member)?.clone(), weight, warming))
+                })
                 .collect();
             routes.insert(name.clone(), Arc::new(route::Route::pool(name, members)));
         }
@@ -430,6 +435,31 @@ async fn drive(inner: &Arc<Inner>, id: CampaignId, run: &Arc<Run>, known: Option
             continue;
         }
         let batch = full.min(room);
+        // A pool whose members all warm up queues no more than they may
+        // still take today, and nothing once all met their caps (each
+        // member's count is taken per message, in the route).
+        let mut batch = batch;
+        if let Some(route) = ctx.transport.as_ref().filter(|r| r.is_pool()) {
+            let now = inner.clock.now();
+            let day = crate::domain::warmup::day_of(now);
+            let Some(room) = persist(inner, "driver", || route.room_on(day)).await? else {
+                continue;
+            };
+            // Messages in flight may not have taken their count yet.
+            let in_flight = run.in_flight.load(Ordering::Acquire) as u64;
+            match room {
+                Some(0) => {
+                    capped_wait(now, notified).await;
+                    continue;
+                }
+                Some(room) if room <= in_flight => {
+                    capped_wait(now, notified).await;
+                    continue;
+                }
+                Some(room) => batch = batch.min(usize::try_from(room - in_flight).unwrap_or(usize::MAX)),
+                None => {}
+            }
+        }
         // A warming-up transport's messages of the day are taken before
         // the step queues them, and what the step did not use given back.
         let taken = match warmup.as_ref().filter(|_| !run.cancelled.load(Ordering::Acquire)) {

@@ -10,17 +10,29 @@
 //! The message that found a member unreachable goes on to the next member
 //! within the same attempt; it is never with two members at once. A
 //! transport alone has no breaker: its failures are retries as before.
+//!
+//! A warming-up member (`warmup`) takes each message it is given from its
+//! day's count in storage (the count campaigns naming the transport itself
+//! and, on PostgreSQL, every node share; a message that found it
+//! unreachable gives its count back); once the day's cap is reached it
+//! takes no more that UTC day and its weight goes to the others. When
+//! every member is capped, the pool is: messages wait for the next day,
+//! uncharged, and the driver queues no more (`Route::capped_on`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use chrono::NaiveDate;
 use parking_lot::Mutex;
 
+use super::clock::Clock;
 use super::job::Stop;
 use super::lane::{Lane, Reply};
+use crate::domain::warmup::{Warmup, day_of};
 use crate::plugins::bindings::types;
 use crate::store::fence::Fence;
+use crate::store::{Store, StoreError};
 
 /// Unreachable calls in a row that take a member out.
 pub(super) const TRIP_AFTER: u32 = 3;
@@ -152,6 +164,7 @@ pub(super) struct Member {
     pub(super) name: String,
     pub(super) lane: Lane,
     pub(super) weight: u32,
+    warming: Option<Warming>,
     breaker: Mutex<Breaker>,
     /// Smooth weighted round robin's running weight.
     current: Mutex<i64>,
@@ -171,8 +184,58 @@ pub(super) enum Pick {
     Member(usize),
     /// Every member it has not tried is out: the soonest may probe then.
     WaitUntil(Instant),
+    /// Every member has met its warm-up cap for the day.
+    Capped,
     /// It tried every member (each unreachable) in this attempt.
     Exhausted,
+}
+
+/// A pool member's warm-up: its schedule, and the storage its day's
+/// count is kept in.
+pub(super) struct Warming {
+    schedule: Warmup,
+    store: Store,
+    clock: Arc<dyn Clock>,
+    /// The UTC day its cap was found reached.
+    capped: Mutex<Option<NaiveDate>>,
+}
+
+impl Warming {
+    pub(super) fn new(schedule: Warmup, store: Store, clock: Arc<dyn Clock>) -> Warming {
+        Warming {
+            schedule,
+            store,
+            clock,
+            capped: Mutex::new(None),
+        }
+    }
+
+    fn capped_on(&self, day: NaiveDate) -> bool {
+        *self.capped.lock() == Some(day)
+    }
+
+    /// Takes one message from the day's count: the day it counts on, or
+    /// none when the cap is reached (the member is then capped for the
+    /// day). A day past the schedule takes nothing from storage.
+    async fn take(&self, member: &str) -> Result<Option<Option<NaiveDate>>, StoreError> {
+        let day = day_of(self.clock.now());
+        let Some(cap) = self.schedule.cap_on(day) else {
+            return Ok(Some(None));
+        };
+        if self.capped_on(day) {
+            return Ok(None);
+        }
+        if self.store.take_warmup(member.to_string(), day, cap, 1).await? == 1 {
+            return Ok(Some(Some(day)));
+        }
+        tracing::info!(
+            member,
+            cap,
+            "the pool member's warm-up cap for today is reached; the others take its share"
+        );
+        *self.capped.lock() = Some(day);
+        Ok(None)
+    }
 }
 
 /// A member as `GET /transports` shows it.
@@ -187,6 +250,9 @@ pub struct MemberState {
     pub retry_in_seconds: Option<u64>,
     /// Times it was taken out since the server started.
     pub trips: u64,
+    /// Its warm-up cap for today (UTC) is reached: the others take its
+    /// share until the next day.
+    pub capped: bool,
 }
 
 impl Route {
@@ -198,15 +264,68 @@ impl Route {
         }
     }
 
-    pub(super) fn pool(name: &str, members: Vec<(String, Lane, u32)>) -> Route {
+    pub(super) fn pool(name: &str, members: Vec<(String, Lane, u32, Option<Warming>)>) -> Route {
         Route {
             name: name.to_string(),
             members: members
                 .into_iter()
-                .map(|(m, lane, weight)| Member::new(name, &m, lane, weight))
+                .map(|(m, lane, weight, warming)| Member {
+                    warming,
+                    ..Member::new(name, &m, lane, weight)
+                })
                 .collect(),
             pooled: true,
         }
+    }
+
+    /// Whether every member of the pool met its warm-up cap on `day` (a
+    /// transport alone is held by the driver's take before each step).
+    pub(super) fn capped_on(&self, day: NaiveDate) -> bool {
+        self.pooled
+            && self
+                .members
+                .iter()
+                .all(|m| m.warming.as_ref().is_some_and(|w| w.capped_on(day)))
+    }
+
+    /// What the pool may still be handed on `day` when every member has a
+    /// cap that day: the caps less the counts (other campaigns may take
+    /// some first; each message's own take decides). None without a limit.
+    pub(super) async fn room_on(&self, day: NaiveDate) -> Result<Option<u64>, StoreError> {
+        if !self.pooled {
+            return Ok(None);
+        }
+        let mut room = 0;
+        for m in &self.members {
+            let Some(w) = &m.warming else { return Ok(None) };
+            let Some(cap) = w.schedule.cap_on(day) else {
+                return Ok(None);
+            };
+            if !w.capped_on(day) {
+                let left = cap.saturating_sub(w.store.warmup_used(m.name.clone(), day).await?);
+                if left == 0 {
+                    *w.capped.lock() = Some(day);
+                }
+                room += left;
+            }
+        }
+        Ok(Some(room))
+    }
+
+    /// Waits while every member is capped for the day (the clock read each
+    /// second); false when the server is stopping.
+    pub(super) async fn until_uncapped(&self, stop: &Stop) -> bool {
+        while self.warms() && self.capped_on(day_of(self.clock_now())) {
+            if !stop.sleep(Duration::from_secs(1)).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Whether a member warms up (so a message's day is worth reading).
+    fn warms(&self) -> bool {
+        self.pooled && self.members.iter().any(|m| m.warming.is_some())
     }
 
     /// Emails per minute the route may send: its members' limits added up
@@ -215,8 +334,9 @@ impl Route {
         self.members.iter().map(|m| m.lane.rate_limit()).sum::<Option<u32>>()
     }
 
-    /// The next member for a message that already tried `tried`.
-    pub(super) fn pick(&self, tried: &[usize], now: Instant) -> Pick {
+    /// The next member for a message that already tried `tried`, on UTC
+    /// `day` if a member warms up.
+    pub(super) fn pick(&self, tried: &[usize], now: Instant, day: Option<NaiveDate>) -> Pick {
         if !self.pooled {
             return if tried.is_empty() {
                 Pick::Member(0)
@@ -224,9 +344,18 @@ impl Route {
                 Pick::Exhausted
             };
         }
-        let candidates: Vec<usize> = (0..self.members.len()).filter(|i| !tried.contains(i)).collect();
+        let untried = (0..self.members.len()).filter(|i| !tried.contains(i));
+        let capped =
+            |i: usize| day.is_some_and(|day| self.members[i].warming.as_ref().is_some_and(|w| w.capped_on(day)));
+        let candidates: Vec<usize> = untried.clone().filter(|&i| !capped(i)).collect();
         if candidates.is_empty() {
-            return Pick::Exhausted;
+            // Capped for the day only if no member was tried: a message
+            // that found the others unreachable has had its attempt.
+            return if tried.is_empty() && untried.count() > 0 {
+                Pick::Capped
+            } else {
+                Pick::Exhausted
+            };
         }
         // Smooth weighted round robin over the members ready now, holding
         // each one's lock only to read or change it.
@@ -335,6 +464,7 @@ impl Route {
                     state,
                     retry_in_seconds: retry_in,
                     trips: b.trips,
+                    capped: (m.warming.as_ref()).is_some_and(|w| w.capped_on(day_of(w.clock.now()))),
                 }
             })
             .collect()
@@ -350,6 +480,7 @@ impl Member {
             name: name.to_string(),
             lane,
             weight: weight.max(1),
+            warming: None,
             breaker: Mutex::new(Breaker::default()),
             current: Mutex::new(0),
             up,
@@ -374,16 +505,40 @@ impl Route {
         let mut last = None;
         loop {
             let now = Instant::now();
-            match self.pick(&tried, now) {
+            let day = self.warms().then(|| day_of(self.clock_now()));
+            match self.pick(&tried, now, day) {
                 Pick::Member(i) => {
-                    let reply = self.members[i]
+                    let member = &self.members[i];
+                    // A warming-up member's count: taken before the call.
+                    let counted = match &member.warming {
+                        None => None,
+                        Some(w) => match w.take(&member.name).await {
+                            Ok(Some(day)) => day,
+                            // Capped now: the pick skips it from here.
+                            Ok(None) => {
+                                self.released(i, Instant::now());
+                                continue;
+                            }
+                            Err(e) => {
+                                tracing::debug!(pool = self.name, member = member.name, "warm-up count: {e}");
+                                self.released(i, Instant::now());
+                                if !stop.sleep(Duration::from_millis(250)).await {
+                                    return Reply::Stopped;
+                                }
+                                continue;
+                            }
+                        },
+                    };
+                    let reply = member
                         .lane
                         .deliver(message.clone(), cancelled.clone(), fence.clone())
                         .await;
+                    let given = !matches!(reply, Reply::Delivered(_));
                     match &reply {
                         Reply::Delivered(Ok(Err(types::DeliveryError::Transient(e)))) if is_unreachable(e) => {
-                            tracing::debug!(pool = self.name, member = self.members[i].name, "{e}");
+                            tracing::debug!(pool = self.name, member = member.name, "{e}");
                             self.unreachable(i, Instant::now());
+                            give_back(member, counted).await;
                             tried.push(i);
                             last = Some(reply);
                             continue;
@@ -391,7 +546,20 @@ impl Route {
                         Reply::Delivered(Ok(_)) => self.reached(i),
                         _ => self.released(i, Instant::now()),
                     }
+                    if given {
+                        // Not called (cancelled, stopped, fenced).
+                        give_back(member, counted).await;
+                    }
                     return reply;
+                }
+                // Each second: the clock decides when the next day begins.
+                Pick::Capped => {
+                    if !stop.sleep(Duration::from_secs(1)).await {
+                        return Reply::Stopped;
+                    }
+                    if cancelled.load(Ordering::Acquire) {
+                        return Reply::Cancelled;
+                    }
                 }
                 Pick::WaitUntil(at) => {
                     if !stop.sleep(at.saturating_duration_since(now)).await {
@@ -404,6 +572,25 @@ impl Route {
                 Pick::Exhausted => return last.unwrap_or(Reply::Stopped),
             }
         }
+    }
+}
+
+impl Route {
+    /// The engine's clock, through any warming-up member.
+    fn clock_now(&self) -> chrono::DateTime<chrono::Utc> {
+        (self.members.iter())
+            .find_map(|m| m.warming.as_ref())
+            .map_or_else(chrono::Utc::now, |w| w.clock.now())
+    }
+}
+
+/// Gives a warming-up member's count back for a message it did not take
+/// (best effort: a count not given back only sends less that day).
+async fn give_back(member: &Member, counted: Option<NaiveDate>) {
+    if let (Some(w), Some(day)) = (&member.warming, counted)
+        && let Err(e) = w.store.give_back_warmup(member.name.clone(), day, 1).await
+    {
+        tracing::debug!(member = member.name, "warm-up count: {e}");
     }
 }
 
@@ -450,14 +637,14 @@ mod tests {
         let members = weights
             .iter()
             .enumerate()
-            .map(|(i, w)| (format!("m{i}"), Lane::detached(), *w))
+            .map(|(i, w)| (format!("m{i}"), Lane::detached(), *w, None))
             .collect();
         Route::pool("p", members)
     }
 
     fn picks(r: &Route, n: usize, now: Instant) -> Vec<usize> {
         (0..n)
-            .map(|_| match r.pick(&[], now) {
+            .map(|_| match r.pick(&[], now, None) {
                 Pick::Member(i) => {
                     r.reached(i);
                     i
@@ -477,12 +664,12 @@ mod tests {
             r.unreachable(1, now);
         }
         assert!(picks(&r, 10, now).iter().all(|&i| i == 0));
-        assert!(matches!(r.pick(&[0], now), Pick::WaitUntil(t) if t == now + COOLDOWN));
+        assert!(matches!(r.pick(&[0], now, None), Pick::WaitUntil(t) if t == now + COOLDOWN));
         // After its cool-down it gets its share again, the first as a probe.
         let later = now + COOLDOWN;
         let got = picks(&r, 8, later);
         assert_eq!(got.iter().filter(|&&i| i == 1).count(), 2, "{got:?}");
-        assert!(matches!(r.pick(&[0, 1], later), Pick::Exhausted));
+        assert!(matches!(r.pick(&[0, 1], later, None), Pick::Exhausted));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Warm-up caps with an injected clock: a transport with `warmup = [3, 4]`
 //! hands out 3 messages on its first UTC day and 4 on its second; the
 //! campaign stays `sending` while capped, nothing fails, and once the
-//! schedule is over the rest goes at once. On redb and PostgreSQL.
+//! schedule is over the rest goes at once; a pool holds each member to
+//! its own cap. On redb and PostgreSQL.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,14 +44,24 @@ async fn settle_at(store: &Store, user: UserId, id: CampaignId, n: usize) {
     assert_eq!(sent(store, user, id).await, n, "more than the day's cap");
 }
 
-async fn caps_hold_day_by_day(postgres: bool) {
+/// An engine on redb or PostgreSQL with the clock at 2026-06-01 10:00 UTC,
+/// `configure` applied to the default configuration, and a campaign of 10
+/// subscribers through `transport` started.
+struct Sending {
+    store: Store,
+    clock: Arc<ManualClock>,
+    user: UserId,
+    id: CampaignId,
+    _engine: Engine,
+    _dir: tempfile::TempDir,
+}
+
+async fn start(postgres: bool, transport: &str, configure: impl FnOnce(&mut Config)) -> Sending {
     let dir = tempfile::tempdir().unwrap();
     let data = std::fs::canonicalize(dir.path()).unwrap();
     let mut cfg = Config::load(None).unwrap();
     cfg.server.data_dir = data.clone();
-    let log = cfg.transports.get_mut("log").unwrap();
-    log.warmup = vec![3, 4];
-    log.warmup_start = Some("2026-06-01".into());
+    configure(&mut cfg);
     let store = if postgres {
         let db = posta::store::pg::test_server::TestServer::get().database();
         Store::connect(&db.url, 8).await.unwrap()
@@ -79,28 +90,87 @@ async fn caps_hold_day_by_day(postgres: bool) {
         ..CampaignDraft::minimal(list.id)
     };
     let c = store
-        .create_campaign(user.id, draft, "log".into(), engine.now())
+        .create_campaign(user.id, draft, transport.into(), engine.now())
         .await
         .unwrap();
     let c = store.send(user.id, c.id, engine.now()).await.unwrap();
     engine.kick(&c);
+    Sending {
+        store,
+        clock,
+        user: user.id,
+        id: c.id,
+        _engine: engine,
+        _dir: dir,
+    }
+}
 
-    settle_at(&store, user.id, c.id, 3).await;
-    let capped = store.campaign(user.id, c.id).await.unwrap();
+async fn caps_hold_day_by_day(postgres: bool) {
+    let s = start(postgres, "log", |cfg| {
+        let log = cfg.transports.get_mut("log").unwrap();
+        log.warmup = vec![3, 4];
+        log.warmup_start = Some("2026-06-01".into());
+    })
+    .await;
+    let (store, user, id) = (&s.store, s.user, s.id);
+
+    settle_at(store, user, id, 3).await;
+    let capped = store.campaign(user, id).await.unwrap();
     assert_eq!(
         (capped.status, capped.stats.failed, capped.stats.pending),
         (Status::Sending, 0, 7)
     );
 
-    clock.set(t("2026-06-02T00:00:01Z"));
-    settle_at(&store, user.id, c.id, 7).await;
-    assert_eq!(store.campaign(user.id, c.id).await.unwrap().status, Status::Sending);
+    s.clock.set(t("2026-06-02T00:00:01Z"));
+    settle_at(store, user, id, 7).await;
+    assert_eq!(store.campaign(user, id).await.unwrap().status, Status::Sending);
 
     // The schedule is over: no cap.
-    clock.set(t("2026-06-03T08:00:00Z"));
-    settle_at(&store, user.id, c.id, 10).await;
-    let done = store.campaign(user.id, c.id).await.unwrap();
+    s.clock.set(t("2026-06-03T08:00:00Z"));
+    settle_at(store, user, id, 10).await;
+    let done = store.campaign(user, id).await.unwrap();
     assert_eq!((done.status, done.stats.sent, done.stats.failed), (Status::Sent, 10, 0));
+}
+
+/// A pool of two warming-up transports (caps 3 and 2 on the first day):
+/// each takes no more than its cap, the pool stops at 5 with the campaign
+/// still `sending`; the next day one member's schedule is over and the
+/// rest goes.
+async fn a_pool_holds_each_members_cap(postgres: bool) {
+    let s = start(postgres, "main", |cfg| {
+        let mut spare = cfg.transports["log"].clone();
+        spare.warmup = vec![2];
+        spare.warmup_start = Some("2026-06-01".into());
+        cfg.transports.insert("spare".into(), spare);
+        let log = cfg.transports.get_mut("log").unwrap();
+        log.warmup = vec![3, 4];
+        log.warmup_start = Some("2026-06-01".into());
+        cfg.pools.insert(
+            "main".into(),
+            posta::config::Pool {
+                transports: vec!["log".into(), "spare".into()],
+                weights: None,
+            },
+        );
+    })
+    .await;
+    let (store, user, id) = (&s.store, s.user, s.id);
+    settle_at(store, user, id, 5).await;
+    let capped = store.campaign(user, id).await.unwrap();
+    assert_eq!(
+        (capped.status, capped.stats.failed, capped.stats.pending),
+        (Status::Sending, 0, 5)
+    );
+    let day = chrono::NaiveDate::from_ymd_opt(2026, 6, 1).unwrap();
+    assert_eq!(store.warmup_used("log".into(), day).await.unwrap(), 3);
+    assert_eq!(store.warmup_used("spare".into(), day).await.unwrap(), 2);
+
+    s.clock.set(t("2026-06-02T00:00:01Z"));
+    settle_at(store, user, id, 10).await;
+    let done = store.campaign(user, id).await.unwrap();
+    assert_eq!((done.status, done.stats.sent, done.stats.failed), (Status::Sent, 10, 0));
+    let next = day.succ_opt().unwrap();
+    assert!(store.warmup_used("log".into(), next).await.unwrap() <= 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,4 +181,14 @@ async fn warmup_caps_hold_day_by_day_on_redb() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warmup_caps_hold_day_by_day_on_postgres() {
     caps_hold_day_by_day(true).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_holds_each_members_warmup_cap_on_redb() {
+    a_pool_holds_each_members_cap(false).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_holds_each_members_warmup_cap_on_postgres() {
+    a_pool_holds_each_members_cap(true).await
 }
