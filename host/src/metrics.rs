@@ -49,6 +49,8 @@ pub const WEBHOOK_ATTEMPTS: &str = "posta_webhook_attempts_total";
 pub const POOL_MEMBER_UP: &str = "posta_pool_member_up";
 /// Counter per pool member: times it was taken out (unreachable).
 pub const POOL_MEMBER_TRIPS: &str = "posta_pool_member_trips_total";
+/// Counter per pool member: messages its relay took.
+pub const POOL_MEMBER_DELIVERED: &str = "posta_pool_member_delivered_total";
 /// Gauge per provider: 1 while it is backed off (it deferred).
 pub const PROVIDER_BACKING_OFF: &str = "posta_provider_backing_off";
 /// Counter per provider: deferrals it answered.

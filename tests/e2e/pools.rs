@@ -125,4 +125,17 @@ fn a_member_down_sends_everything_once_through_the_other_and_a_probe_brings_it_b
         (40..=60).contains(&shared),
         "equal weights: b took {shared} of the last 100"
     );
+    let samples = scrape(&server, None);
+    let took = |m: &str| {
+        metric(
+            &samples,
+            "posta_pool_member_delivered_total",
+            &[("pool", "main"), ("member", m)],
+        ) as usize
+    };
+    assert_eq!(
+        (took("a"), took("b")),
+        (a.received().len(), b.received().len()),
+        "each member's count is what its relay took"
+    );
 }

@@ -29,6 +29,29 @@ fn a_deferring_provider_backs_off_alone_and_keeps_its_rate_after() {
         .collect();
     api.ok_post(&format!("/lists/{list}/subscribers"), Value::Array(people));
     let id = api.send_campaign(list, json!({"transport": "smtp"}));
+    // GET /providers shows it backing off while it defers.
+    let started = std::time::Instant::now();
+    let backing_off = loop {
+        let providers = api.ok_get("/providers");
+        if providers[0]["backing_off"] == true {
+            break providers;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(15),
+            "never backing off: {providers}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(backing_off[0]["name"], "slow");
+    assert_eq!(backing_off[0]["domains"], json!(["slow.example"]));
+    assert_eq!(
+        (
+            backing_off[0]["rate_limit"].as_u64(),
+            backing_off[0]["max_in_flight"].as_u64()
+        ),
+        (Some(600), Some(2))
+    );
+    assert!(backing_off[0]["retry_in_seconds"].as_u64().is_some(), "{backing_off}");
     let c = api.wait_campaign(id, std::time::Duration::from_secs(120), |c| c["status"] == "sent");
     assert_eq!(
         (c["stats"]["sent"].as_u64(), c["stats"]["failed"].as_u64()),
@@ -87,8 +110,15 @@ fn a_deferring_provider_backs_off_alone_and_keeps_its_rate_after() {
     let busiest = by_second.values().copied().max().unwrap();
     assert!(busiest <= 600 / 60 + 1, "{busiest} in one second: {by_second:?}");
 
+    let after = api.ok_get("/providers");
+    assert_eq!(after[0]["backing_off"], false, "{after}");
+    assert!(after[0]["backoffs"].as_u64() >= Some(1), "{after}");
     let samples = scrape(&server, None);
     assert!(metric(&samples, "posta_provider_deferrals_total", &[("provider", "slow")]) >= 1.0);
+    assert_eq!(
+        metric(&samples, "posta_provider_delivered_total", &[("provider", "slow")]),
+        40.0
+    );
     assert_eq!(
         metric(&samples, "posta_provider_backing_off", &[("provider", "slow")]),
         0.0

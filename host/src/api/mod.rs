@@ -175,6 +175,7 @@ pub fn router(state: AppState, max_body_bytes: usize, public_rate_per_ip: u32) -
             get(suppressions::show).delete(suppressions::delete),
         )
         .route("/transports", get(transports::index))
+        .route("/providers", get(transports::providers))
         .route("/domains", get(domains::mine))
         .route("/segments", post(segments::create).get(segments::index))
         .route(

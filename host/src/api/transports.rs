@@ -1,6 +1,7 @@
 //! GET /transports: what campaigns can name. Config values never leave the
 //! host; config keys, grants and limits (which name the operator's internal
-//! hosts and ports) only for admins.
+//! hosts and ports) only for admins. GET /providers: the mailbox providers
+//! mail is paced to, and whether each is backing off.
 
 use axum::Json;
 use axum::extract::State;
@@ -11,6 +12,7 @@ use super::auth::Auth;
 use super::error::ErrorBody;
 use super::{ApiResult, AppState};
 use crate::config::{Capabilities, Limits};
+use crate::engine::ProviderState;
 use crate::engine::route::MemberState;
 use crate::plugins::TransportInfo;
 
@@ -110,4 +112,10 @@ pub async fn views(engine: &crate::engine::Engine, admin: bool) -> crate::store:
     responses((status = 200, body = Vec<TransportView>), (status = 401, body = ErrorBody)))]
 pub async fn index(State(s): State<AppState>, Auth(user): Auth) -> ApiResult<Json<Vec<TransportView>>> {
     Ok(Json(views(&s.engine, user.admin).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/users/me/providers", tag = "transports",
+    responses((status = 200, body = Vec<ProviderState>), (status = 401, body = ErrorBody)))]
+pub async fn providers(State(s): State<AppState>, _auth: Auth) -> Json<Vec<ProviderState>> {
+    Json(s.engine.providers())
 }

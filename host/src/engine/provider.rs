@@ -51,6 +51,7 @@ const SLOT_POLL_MAX: Duration = Duration::from_millis(100);
 
 pub(super) struct Provider {
     pub(super) name: String,
+    config: crate::config::Provider,
     pace: Option<Pace>,
     /// `max_in_flight` on this node.
     slots: Option<Arc<Semaphore>>,
@@ -264,8 +265,7 @@ impl Provider {
         self.backing_off.set(if now_off { 1.0 } else { 0.0 });
     }
 
-    /// `(backing off, seconds until the next probe, backoffs so far)`, as
-    /// this node last saw them.
+    /// Its configuration and state, as this node last saw it.
     pub(super) fn state(&self) -> ProviderState {
         let now = Instant::now();
         let (retry_at, backoffs) = match &self.backing {
@@ -280,6 +280,9 @@ impl Provider {
         };
         ProviderState {
             name: self.name.clone(),
+            domains: self.config.domains.clone(),
+            rate_limit: self.config.rate_limit,
+            max_in_flight: self.config.max_in_flight,
             backing_off: retry_at.is_some(),
             retry_in_seconds: retry_at.map(|at| at.saturating_duration_since(now).as_millis().div_ceil(1000) as u64),
             backoffs,
@@ -287,11 +290,24 @@ impl Provider {
     }
 }
 
-/// A provider's state for the operator's pages.
+/// A mailbox provider as `GET /providers` and the dashboard show it: its
+/// configuration, and its backoff as the serving node last saw it (on
+/// PostgreSQL, within half a second while it has mail for it).
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct ProviderState {
     pub name: String,
+    /// The recipient domains it serves.
+    pub domains: Vec<String>,
+    /// Messages per minute to it, over every transport and node.
+    pub rate_limit: Option<u32>,
+    /// Calls to it under way at once, over every node.
+    pub max_in_flight: Option<usize>,
+    /// It deferred: its messages wait while one probe at a time decides.
     pub backing_off: bool,
+    /// While backing off: seconds until the next probe may go.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_in_seconds: Option<u64>,
+    /// Backoffs begun (since the server started; on PostgreSQL, ever).
     pub backoffs: u64,
 }
 
@@ -349,6 +365,7 @@ impl Providers {
             };
             let provider = Arc::new(Provider {
                 name: name.clone(),
+                config: p.clone(),
                 pace: Pace::new(store, &format!("provider:{name}"), p.rate_limit).await?,
                 slots: max_in_flight.map(|n| Arc::new(Semaphore::new(n))),
                 backing,

@@ -170,6 +170,7 @@ pub(super) struct Member {
     current: Mutex<i64>,
     up: metrics::Gauge,
     trips: metrics::Counter,
+    delivered: metrics::Counter,
 }
 
 /// A transport alone, or a pool.
@@ -485,6 +486,7 @@ impl Member {
             current: Mutex::new(0),
             up,
             trips: metrics::counter!(crate::metrics::POOL_MEMBER_TRIPS, &labels),
+            delivered: metrics::counter!(crate::metrics::POOL_MEMBER_DELIVERED, &labels),
         }
     }
 }
@@ -543,7 +545,12 @@ impl Route {
                             last = Some(reply);
                             continue;
                         }
-                        Reply::Delivered(Ok(_)) => self.reached(i),
+                        Reply::Delivered(Ok(answer)) => {
+                            if self.pooled && answer.is_ok() {
+                                member.delivered.increment(1);
+                            }
+                            self.reached(i)
+                        }
                         _ => self.released(i, Instant::now()),
                     }
                     if given {
