@@ -2,7 +2,8 @@
 //! `421 4.7.28` to one domain's recipients for 15 s, as Gmail does to a
 //! sender going too fast: the provider backs off as a whole (a few probes
 //! reach it while it defers, no message is charged an attempt for it),
-//! the other domains finish first at full speed, every message is
+//! the other domains finish first at full speed (its messages, spread
+//! through the list, wait out of the campaign's window), every message is
 //! delivered once, and afterwards the provider's `rate_limit` holds in
 //! every second.
 
@@ -16,16 +17,20 @@ fn a_deferring_provider_backs_off_alone_and_keeps_its_rate_after() {
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::create(dir.path());
     let peer = SmtpPeer::start_deferring(dir.path(), &ca, "pw", "slow.example", 15);
+    // A small window, the provider's recipients spread through the list:
+    // messages waiting for the provider must not hold the others back.
     let config = format!(
-        "{QUICK_RETRIES}\n{}\n[providers.slow]\ndomains = [\"slow.example\"]\nrate_limit = 600\nmax_in_flight = 2\n",
+        "{QUICK_RETRIES}window = 16\n{}\n[providers.slow]\ndomains = [\"slow.example\"]\nrate_limit = 600\nmax_in_flight = 2\n",
         smtp_transport("smtp", peer.plain)
     );
     let (server, key, _) = Server::with_config(&config);
     let api = server.api(&key);
     let list = api.ok_post("/lists", json!({"name": "mixed"}))["id"].as_u64().unwrap();
-    let people: Vec<Value> = (0..300)
-        .map(|i| json!({"email": format!("r{i}@fast.example")}))
-        .chain((0..40).map(|i| json!({"email": format!("r{i}@slow.example")})))
+    let people: Vec<Value> = (0..340)
+        .map(|i| match i % 8 == 4 && i < 320 {
+            true => json!({"email": format!("r{i}@slow.example")}),
+            false => json!({"email": format!("r{i}@fast.example")}),
+        })
         .collect();
     api.ok_post(&format!("/lists/{list}/subscribers"), Value::Array(people));
     let id = api.send_campaign(list, json!({"transport": "smtp"}));

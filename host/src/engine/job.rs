@@ -267,7 +267,7 @@ async fn attempt(
     // none of the byte budget.
     let provider = shared.providers.of(job.subscriber.email.as_str());
     let turn = match provider {
-        Some(p) => match p.turn(&shared.stop).await {
+        Some(p) => match p.turn(&shared.stop, &ctx.run).await {
             Some(turn) => Some(turn),
             None => return Err(Failure::Stopped),
         },

@@ -45,9 +45,43 @@ use crate::store::{Store, StoreError};
 /// Shared state of one campaign's run.
 struct Run {
     in_flight: AtomicUsize,
+    /// Of those, messages waiting for their mailbox provider (its backoff,
+    /// slots or pace): they leave the window, up to `PARKED_PER_WINDOW`
+    /// windows of them, so a slow provider does not hold up the others.
+    parked: AtomicUsize,
     /// Set by cancel: messages not yet handed to the transport are dropped.
     cancelled: Arc<AtomicBool>,
     wake: Notify,
+}
+
+/// How many windows of messages may wait for their providers beside a
+/// full window of others. They are not rendered while they wait (a job is
+/// its subscriber's record), and a crash flags them with the window.
+const PARKED_PER_WINDOW: usize = 8;
+
+impl Run {
+    /// A message waits for its provider: out of the window until the
+    /// guard drops (the driver is woken to fill its place).
+    fn park(self: &Arc<Run>) -> Parked {
+        self.parked.fetch_add(1, Ordering::AcqRel);
+        self.wake.notify_one();
+        Parked(self.clone())
+    }
+
+    /// Messages that count against the window: in flight, less those
+    /// parked (at most `PARKED_PER_WINDOW` windows of them).
+    fn busy(&self, window: usize) -> usize {
+        let parked = self.parked.load(Ordering::Acquire).min(window * PARKED_PER_WINDOW);
+        self.in_flight.load(Ordering::Acquire).saturating_sub(parked)
+    }
+}
+
+pub(super) struct Parked(Arc<Run>);
+
+impl Drop for Parked {
+    fn drop(&mut self) {
+        self.0.parked.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// The campaigns being driven, by id.
@@ -333,6 +367,7 @@ impl Engine {
             }
             let run = Arc::new(Run {
                 in_flight: AtomicUsize::new(0),
+                parked: AtomicUsize::new(0),
                 cancelled: Arc::new(AtomicBool::new(cancelled)),
                 wake: Notify::new(),
             });
@@ -424,12 +459,13 @@ async fn drive(inner: &Arc<Inner>, id: CampaignId, run: &Arc<Run>, known: Option
             notified.await;
             continue;
         }
-        // Never more than `window` without an outcome: that is the bound on
-        // what a crash can flag as a possible duplicate. A batch waits for a
-        // quarter of its size to be free, so the queue is not refilled one
-        // tiny transaction per outcome.
+        // Never more than `window` without an outcome (besides messages
+        // parked at their providers, never called while parked): that is
+        // the bound on what a crash can flag as a possible duplicate. A
+        // batch waits for a quarter of its size to be free, so the queue is
+        // not refilled one tiny transaction per outcome.
         let full = inner.cfg.batch_size.min(window);
-        let room = window.saturating_sub(run.in_flight.load(Ordering::Acquire));
+        let room = window.saturating_sub(run.busy(window));
         if room < (full / 4).max(1) {
             notified.await;
             continue;

@@ -146,13 +146,16 @@ impl Drop for SharedSlot {
 
 impl Provider {
     /// Waits for this message's turn: the backoff over (or its probe), a
-    /// free slot, its rate slot. `None` when the server is stopping.
-    pub(super) async fn turn(&self, stop: &Stop) -> Option<Turn> {
+    /// free slot, its rate slot. While it waits it is parked out of its
+    /// campaign's window (`run`). `None` when the server is stopping.
+    pub(super) async fn turn(&self, stop: &Stop, run: &Arc<super::Run>) -> Option<Turn> {
+        let mut parked = None;
         loop {
             let probe = match self.gate().await {
                 Gate::Go => false,
                 Gate::Probe => true,
                 Gate::WaitUntil(at) => {
+                    parked.get_or_insert_with(|| run.park());
                     if !stop.sleep(at.saturating_duration_since(Instant::now())).await {
                         return None;
                     }
@@ -160,13 +163,22 @@ impl Provider {
                 }
             };
             let slot = match &self.slots {
-                Some(s) => Some(s.clone().acquire_owned().await.expect("never closed")),
+                Some(s) => Some(match s.clone().try_acquire_owned() {
+                    Ok(slot) => slot,
+                    Err(_) => {
+                        parked.get_or_insert_with(|| run.park());
+                        s.clone().acquire_owned().await.expect("never closed")
+                    }
+                }),
                 None => None,
             };
             let shared_slot = match &self.backing {
                 Backing::Shared {
                     shared, slotted: true, ..
-                } => Some(take_shared_slot(shared, stop).await?),
+                } => {
+                    parked.get_or_insert_with(|| run.park());
+                    Some(take_shared_slot(shared, stop).await?)
+                }
                 _ => None,
             };
             // A backoff may have begun while it waited for the slots: then
@@ -178,6 +190,8 @@ impl Provider {
                 continue;
             }
             if let Some(pace) = &self.pace {
+                // A limited provider's messages queue for their slots.
+                parked.get_or_insert_with(|| run.park());
                 pace.until_ready().await;
             }
             return Some(Turn {
