@@ -262,13 +262,14 @@ pub fn smtp(r: &mut Report, n: usize, runs: usize) {
          The DKIM column sends the same campaign from a domain with an RSA-2048 key: the host signs every message \
          (relaxed/relaxed, mail-auth on ring) inside the transport's call."
     ));
+    // #35: against smtp-source at its best (connections kept), not
+    // against a new connection per message (long passed).
     for (c, vs_fresh, vs_reused) in ratios {
-        let goal = if c == 1 { 0.5 } else { 0.8 };
         r.target(
-            &format!("SMTP, {c} connection(s), Posta / smtp-source"),
-            &format!("≥ {goal}"),
-            format!("{vs_fresh:.2} (vs `-d`: {vs_reused:.2})"),
-            vs_fresh >= goal,
+            &format!("SMTP, {c} connection(s), Posta / smtp-source -d"),
+            "≥ 0.8",
+            format!("{vs_reused:.2} (vs a new connection per message: {vs_fresh:.2})"),
+            vs_reused >= 0.8,
         );
     }
 }
@@ -414,6 +415,7 @@ max_in_flight = {c}
     r.line("| connections | receiver's limit (hyper client, keep-alive) | Posta `webhook` | ratio | connections Posta opened |");
     r.line("|---:|---:|---:|---:|---:|");
     let mut notes = Vec::new();
+    let mut ratios = Vec::new();
     for c in connections {
         let (mut limit, mut posta, mut opened) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..runs {
@@ -447,6 +449,7 @@ max_in_flight = {c}
             opened.iter().sum::<f64>(),
             n * runs
         ));
+        ratios.push((c, posta / limit));
     }
     r.line("");
     r.line(&format!(
@@ -459,6 +462,16 @@ max_in_flight = {c}
     ));
     for note in notes {
         r.line(&format!("- {note}"));
+    }
+    // #35's bar, at 8 in flight (the limit here is a hyper client, not
+    // `ab -k` into nginx as the issue measured: the same keep-alive load).
+    for (c, ratio) in ratios.into_iter().filter(|(c, _)| *c == 8) {
+        r.target(
+            &format!("Webhook, {c} in flight, Posta / keep-alive load generator"),
+            "≥ 0.5",
+            format!("{ratio:.2}"),
+            ratio >= 0.5,
+        );
     }
 }
 
