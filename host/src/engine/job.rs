@@ -91,6 +91,9 @@ pub(super) struct Context {
     /// The campaign's `send_rate` (the transport's own limit is the
     /// lane's).
     pub(super) campaign_rate: Option<super::rate::Pace>,
+    /// Keeps its calls a period apart where they start (a campaign paced
+    /// by this process alone; a shared pace's slots are the cluster's).
+    pub(super) spacing: Option<Arc<super::rate::Spacing>>,
     pub(super) unsubscribe_base: String,
     pub(super) secret: [u8; 32],
     /// Rewrites each rendered message for open and click tracking.
@@ -278,7 +281,13 @@ async fn attempt(
     }
     let msg = message.as_ref().expect("personalized above").message.clone();
     let reply = route
-        .deliver(msg, ctx.run.cancelled.clone(), claim.fence().cloned(), &shared.stop)
+        .deliver(
+            msg,
+            ctx.run.cancelled.clone(),
+            claim.fence().cloned(),
+            ctx.spacing.clone(),
+            &shared.stop,
+        )
         .await;
     if let (Some(p), Some(turn)) = (provider, &turn) {
         let probe = turn.probe;

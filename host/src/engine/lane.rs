@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::job::Stop;
-use super::rate::Pace;
+use super::rate::{Pace, Spacing};
 use crate::plugins::PluginError;
 use crate::plugins::bindings::types;
 use crate::plugins::registry::TransportEntry;
@@ -40,6 +40,8 @@ struct Request {
     message: Arc<types::Message>,
     cancelled: Arc<AtomicBool>,
     fence: Option<Arc<Fence>>,
+    /// Its campaign's spacing between calls, for a paced campaign.
+    spacing: Option<Arc<Spacing>>,
     reply: oneshot::Sender<Reply>,
 }
 
@@ -121,6 +123,12 @@ impl Lane {
                             }
                             None => None,
                         };
+                        if let Some(spacing) = &req.spacing {
+                            tokio::time::sleep_until(spacing.reserve(tokio::time::Instant::now())).await;
+                            if let Some(refused) = req.refused(&stop) {
+                                break refused;
+                            }
+                        }
                         // The call must start within its rate slot and
                         // before the claim's fence: between the check above
                         // and the guest's call there is an instance to take
@@ -165,12 +173,14 @@ impl Lane {
         message: Arc<types::Message>,
         cancelled: Arc<AtomicBool>,
         fence: Option<Arc<Fence>>,
+        spacing: Option<Arc<Spacing>>,
     ) -> Reply {
         let (reply, rx) = oneshot::channel();
         let req = Request {
             message,
             cancelled,
             fence,
+            spacing,
             reply,
         };
         if self.tx.send(req).await.is_err() {

@@ -604,9 +604,15 @@ async fn capped_wait(now: DateTime<Utc>, woken: tokio::sync::futures::Notified<'
 
 /// What every message of campaign `c` shares during this run.
 async fn context(inner: &Inner, c: &Campaign, run: Arc<Run>) -> Result<job::Context, StoreError> {
+    let campaign_rate = rate::Pace::new(&inner.store, &format!("campaign:{}", c.id), c.send_rate).await?;
+    let spacing = match (&campaign_rate, c.send_rate) {
+        (Some(rate::Pace::Local(_)), Some(n)) => Some(Arc::new(rate::Spacing::new(n))),
+        _ => None,
+    };
     Ok(job::Context {
         run,
-        campaign_rate: rate::Pace::new(&inner.store, &format!("campaign:{}", c.id), c.send_rate).await?,
+        campaign_rate,
+        spacing,
         campaign: c.clone(),
         wit: Arc::new(c.into()),
         variants: c.variants().iter().map(|v| Arc::new(v.into())).collect(),

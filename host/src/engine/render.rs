@@ -181,11 +181,13 @@ impl Engine {
                 ..sub.clone()
             };
             let message = self.render_for(c, &recipient, rand::random()).await?;
-            // A test send belongs to no queued message: no fence.
+            // A test send belongs to no queued message: no fence, and
+            // no campaign pace.
             let reply = route
                 .deliver(
                     Arc::new(message),
                     Arc::new(AtomicBool::new(false)),
+                    None,
                     None,
                     &self.inner.jobs.stop,
                 )

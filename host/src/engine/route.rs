@@ -501,6 +501,7 @@ impl Route {
         message: Arc<types::Message>,
         cancelled: Arc<AtomicBool>,
         fence: Option<Arc<Fence>>,
+        spacing: Option<Arc<super::rate::Spacing>>,
         stop: &Stop,
     ) -> Reply {
         let mut tried = Vec::new();
@@ -533,7 +534,7 @@ impl Route {
                     };
                     let reply = member
                         .lane
-                        .deliver(message.clone(), cancelled.clone(), fence.clone())
+                        .deliver(message.clone(), cancelled.clone(), fence.clone(), spacing.clone())
                         .await;
                     let given = !matches!(reply, Reply::Delivered(_));
                     match &reply {
