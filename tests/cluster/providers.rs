@@ -3,11 +3,10 @@
 //! takes each of its messages slowly: its `max_in_flight` and its backoff
 //! hold for the cluster, not per node.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use posta_e2e::cluster::Cluster;
-use posta_e2e::peers::{QUICK_RETRIES, SmtpPeer, TestCa, metric, scrape, smtp_transport};
+use posta_e2e::peers::{QUICK_RETRIES, SmtpPeer, TestCa, metric, scrape, smtp_transport, to_domain};
 use posta_e2e::{Value, json};
 
 use super::{LEASES, one_cluster_at_a_time, poll_campaign};
@@ -62,20 +61,9 @@ fn a_providers_max_in_flight_and_backoff_hold_across_two_nodes() {
         "{done}"
     );
 
-    let received = peer.wait_received(160);
-    let mut per: HashMap<&str, usize> = HashMap::new();
-    for m in &received {
-        *per.entry(m["rcpt_tos"][0].as_str().unwrap()).or_default() += 1;
-    }
-    assert!(per.len() == 160 && per.values().all(|&n| n == 1), "once each");
-    let slow: Vec<&Value> = received
-        .iter()
-        .filter(|m| m["rcpt_tos"][0].as_str().unwrap().ends_with("@slow.example"))
-        .collect();
-    let fast: Vec<&Value> = received
-        .iter()
-        .filter(|m| m["rcpt_tos"][0].as_str().unwrap().ends_with("@fast.example"))
-        .collect();
+    let received = peer.wait_once_each(160);
+    let slow = to_domain(&received, "slow.example");
+    let fast = to_domain(&received, "fast.example");
     // Each held 150 ms: two nodes with a slot each would overlap often.
     let slow_at_once = most_at_once(&slow);
     println!(
@@ -92,11 +80,7 @@ fn a_providers_max_in_flight_and_backoff_hold_across_two_nodes() {
     let probes = deferred.iter().filter(|&&t| t > first + 1.5).count();
     println!("deferrals: {} in all, {probes} after the first 1.5 s", deferred.len());
     assert!(probes <= 3, "one probe per backoff for both nodes: {deferred:?}");
-    let charged: Vec<u64> = api
-        .all_messages(id, "")
-        .iter()
-        .map(|m| m["attempts"].as_u64().unwrap())
-        .collect();
+    let charged = api.attempts(id);
     assert!(
         charged.iter().all(|&n| n == 1),
         "deferrals are not charged: {charged:?}"

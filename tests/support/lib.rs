@@ -583,6 +583,14 @@ impl Api {
 
     /// Every message of a campaign, following the pages; `query` is extra
     /// query text such as `status=cancelled`.
+    /// Each of campaign `id`'s messages' attempts.
+    pub fn attempts(&self, id: u64) -> Vec<u64> {
+        self.all_messages(id, "")
+            .iter()
+            .map(|m| m["attempts"].as_u64().unwrap())
+            .collect()
+    }
+
     pub fn all_messages(&self, id: u64, query: &str) -> Vec<Value> {
         let mut out = Vec::new();
         let mut after: Option<u64> = None;

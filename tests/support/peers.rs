@@ -164,6 +164,28 @@ impl SmtpPeer {
     pub fn wait_received(&self, n: usize) -> Vec<Value> {
         wait_for("received messages", n, Duration::from_secs(60), || self.received())
     }
+
+    /// Waits for `n` messages and checks that each went to a recipient of
+    /// its own (one message per subscriber).
+    pub fn wait_once_each(&self, n: usize) -> Vec<Value> {
+        let received = self.wait_received(n);
+        let mut per: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for m in &received {
+            *per.entry(m["rcpt_tos"][0].as_str().unwrap()).or_default() += 1;
+        }
+        assert_eq!(per.len(), n, "{n} recipients");
+        assert!(per.values().all(|&k| k == 1), "once each: {per:?}");
+        received
+    }
+}
+
+/// The received messages whose recipient is at `domain`.
+pub fn to_domain<'a>(received: &'a [Value], domain: &str) -> Vec<&'a Value> {
+    let suffix = format!("@{domain}");
+    received
+        .iter()
+        .filter(|m| m["rcpt_tos"][0].as_str().unwrap().ends_with(&suffix))
+        .collect()
 }
 
 impl Drop for SmtpPeer {
