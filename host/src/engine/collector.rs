@@ -25,6 +25,9 @@ use crate::store::queue::{Claim, Queue};
 
 const MAX_BATCH: usize = 256;
 
+/// How long a small batch waits for more outcomes before it is stored.
+const LINGER: Duration = Duration::from_millis(2);
+
 /// The longest wait between two tries at storing a batch.
 const RETRY_CAP: Duration = Duration::from_secs(2);
 
@@ -44,6 +47,19 @@ pub(super) async fn run(
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         if runs.strong_count() == 0 {
             return;
+        }
+        // A few outcomes while more are coming (a transport at thousands
+        // a second, each call a wait): wait a moment for them, so a
+        // commit stores a batch rather than a handful. A lone outcome
+        // waits LINGER at most.
+        if batch.len() < MAX_BATCH / 4 {
+            tokio::time::sleep(LINGER).await;
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
+                }
+            }
         }
         let mut per_campaign: HashMap<CampaignId, usize> = HashMap::new();
         for r in batch.iter().filter(|r| r.outcome.kind.ends_job()) {
