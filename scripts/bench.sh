@@ -7,10 +7,11 @@ cd "$(dirname "$0")/.."
 
 rustup target add wasm32-wasip2
 # The SMTP section measures against Postfix's smtp-sink and smtp-source.
-if ! [ -x /usr/sbin/smtp-sink ] && ! command -v smtp-sink >/dev/null; then
+# The webhook section measures against nginx and ApacheBench (`ab -k`).
+if ! [ -x /usr/sbin/smtp-sink ] || ! [ -x /usr/sbin/nginx ] || ! command -v ab >/dev/null; then
   SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postfix
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postfix nginx apache2-utils
 fi
 # The cluster section runs a PostgreSQL server of its own.
 source scripts/pg-env.sh

@@ -6,7 +6,8 @@
 //! of 3 each); API latency while a 100k campaign sends at full speed; a
 //! 1,000,000-subscriber import and send (time, peak RSS, database size);
 //! send_rate accuracy at 6,000/min for 60 s; SMTP into Postfix's
-//! smtp-sink beside smtp-source, and the webhook into a local receiver
+//! smtp-sink beside smtp-source, BDAT beside DATA into Postfix's own
+//! smtpd (`postfix`), and the webhook into a local receiver
 //! beside its own limit (`delivery`); the PostgreSQL delivery queue with
 //! 1, 2 and 3 nodes (`cluster`). Numbers are printed, never
 //! asserted: the machine is shared and noisy.
@@ -23,6 +24,8 @@ use posta_e2e::{Api, Server, Value, json};
 
 mod cluster;
 mod delivery;
+mod nginx;
+mod postfix;
 mod tracking;
 
 struct Args {
@@ -30,7 +33,8 @@ struct Args {
     /// Small sizes, for checking the harness itself.
     quick: bool,
     /// Run only these sections (throughput, latency, million, csv,
-    /// tracking, rate, smtp, webhook, languages, cluster, startup, micro).
+    /// tracking, rate, smtp, smtpd, webhook, languages, cluster, startup,
+    /// micro).
     only: Vec<String>,
 }
 
@@ -975,6 +979,9 @@ fn main() {
     }
     if args.runs("smtp") {
         delivery::smtp(&mut r, if q { 1_000 } else { 10_000 }, if q { 1 } else { 3 });
+    }
+    if args.runs("smtpd") {
+        postfix::chunking(&mut r, if q { 1_000 } else { 5_000 }, if q { 1 } else { 3 });
     }
     if args.runs("webhook") {
         delivery::webhook(&mut r, if q { 1_000 } else { 10_000 }, if q { 1 } else { 3 });
