@@ -26,7 +26,12 @@ use crate::store::queue::{Claim, Queue};
 const MAX_BATCH: usize = 256;
 
 /// How long a small batch waits for more outcomes before it is stored.
-const LINGER: Duration = Duration::from_millis(2);
+/// A commit costs the same for 10 outcomes as for 60 (its fsync and page
+/// writes dominate): at 8 SMTP connections into smtp-sink, 5 ms rather
+/// than 2 took ~3% off the server's CPU per message (#35). Outcomes wait
+/// in memory meanwhile, so a crash in that moment flags those messages as
+/// possible duplicates: 5 ms more of them at most.
+const LINGER: Duration = Duration::from_millis(5);
 
 /// The longest wait between two tries at storing a batch.
 const RETRY_CAP: Duration = Duration::from_secs(2);

@@ -48,6 +48,12 @@ pub fn engine(cache: Option<&std::path::Path>) -> wasmtime::Result<Engine> {
         .max_wasm_stack(1 << 20)
         .async_stack_size(4 << 20)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    // For profiling (docs/profile-*.md): names the guests' compiled
+    // functions in /tmp/perf-<pid>.map, so `perf` attributes time inside
+    // a component to its functions instead of to unknown addresses.
+    if std::env::var_os("POSTA_WASM_PERFMAP").is_some() {
+        cfg.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     if let Some(dir) = cache {
         std::fs::create_dir_all(dir)
             .map_err(|e| wasmtime::Error::msg(format!("compile cache {}: {e}", dir.display())))?;
