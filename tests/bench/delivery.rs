@@ -44,6 +44,16 @@ pub(super) fn is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// Waits (10 s at most) until something listens on `127.0.0.1:port`;
+/// else panics with `why()`.
+pub(super) fn wait_listening(port: u16, why: impl Fn() -> String) {
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(10), "{}", why());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A running `smtp-sink`, killed on drop.
 struct Sink {
     child: Child,
@@ -64,11 +74,7 @@ impl Sink {
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let child = cmd.spawn().expect("start smtp-sink");
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(start.elapsed() < Duration::from_secs(10), "smtp-sink did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_listening(port, || "smtp-sink did not start".into());
         Sink { child, port }
     }
 }

@@ -5,9 +5,8 @@
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-use super::delivery::free_port;
+use super::delivery::{free_port, wait_listening};
 
 /// An nginx of its own (config, pid, temp paths under a temp dir),
 /// killed on drop.
@@ -62,12 +61,10 @@ impl Nginx {
             .spawn()
             .expect("start nginx");
         let nginx = Nginx { child, port, dir };
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        wait_listening(port, || {
             let log = std::fs::read_to_string(nginx.dir.path().join("error.log")).unwrap_or_default();
-            assert!(start.elapsed() < Duration::from_secs(10), "nginx did not start: {log}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            format!("nginx did not start: {log}")
+        });
         Some(nginx)
     }
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use posta_e2e::{Server, json};
 
-use super::delivery::{calibrate, free_port, is_root, postfix_tool, smtp_source};
+use super::delivery::{calibrate, free_port, is_root, postfix_tool, smtp_source, wait_listening};
 use super::{Report, campaign, import, median, send_and_wait};
 
 /// A Postfix instance of its own (config, queue and data under a temp
@@ -81,15 +81,7 @@ impl Smtpd {
             String::from_utf8_lossy(&out.stderr),
             smtpd.log_tail()
         );
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "Postfix smtpd did not listen: {}",
-                smtpd.log_tail()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_listening(port, || format!("Postfix smtpd did not listen: {}", smtpd.log_tail()));
         smtpd
     }
 
