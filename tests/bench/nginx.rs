@@ -104,8 +104,13 @@ fn field(report: &str, label: &str) -> Option<f64> {
 }
 
 impl Drop for Nginx {
+    /// TERM, not KILL: a killed master leaves its workers running (and
+    /// listening) as orphans; on TERM it stops them first.
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let _ = self.child.wait();
     }
 }
