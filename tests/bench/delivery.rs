@@ -44,6 +44,12 @@ pub(super) fn is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// Sets `path`'s mode (peers that switch to their own user must reach
+/// their temp dirs).
+pub(super) fn chmod(mode: &str, path: &Path) {
+    let _ = Command::new("chmod").arg(mode).arg(path).status();
+}
+
 /// Waits (10 s at most) until something listens on `127.0.0.1:port`;
 /// else panics with `why()`.
 pub(super) fn wait_listening(port: u16, why: impl Fn() -> String) {
@@ -173,10 +179,7 @@ max_in_flight = {c}
 /// same size, from one message of each through a dumping sink.
 pub(super) fn calibrate() -> (usize, usize) {
     let dir = tempfile::tempdir().unwrap();
-    let open = |p: &Path| {
-        let _ = Command::new("chmod").arg("777").arg(p).status();
-    };
-    open(dir.path());
+    chmod("777", dir.path());
     let posta_dump = dir.path().join("posta.eml");
 
     let sink = Sink::start(&["-D", posta_dump.to_str().unwrap()]);

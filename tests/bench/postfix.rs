@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use posta_e2e::{Server, json};
 
-use super::delivery::{calibrate, free_port, is_root, postfix_tool, smtp_source, wait_listening};
+use super::delivery::{calibrate, chmod, free_port, is_root, postfix_tool, smtp_source, wait_listening};
 use super::{Report, campaign, import, median, send_and_wait};
 
 /// A Postfix instance of its own (config, queue and data under a temp
@@ -158,10 +158,6 @@ fn machine_busy() -> f64 {
     // user nice system idle iowait irq softirq steal: all but idle and
     // iowait, in clock ticks (100 a second on Linux).
     [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| fields.get(i)).sum::<f64>() / 100.0
-}
-
-fn chmod(mode: &str, path: &Path) {
-    let _ = Command::new("chmod").arg(mode).arg(path).status();
 }
 
 impl Drop for Smtpd {
