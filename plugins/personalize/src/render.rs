@@ -5,8 +5,6 @@
 // Message, Mailbox and Header with the WIT's field names.
 
 use std::cell::RefCell;
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
 use std::io;
 
 use minijinja::{Environment, UndefinedBehavior, Value, context};
@@ -17,9 +15,37 @@ const SUBJECT: &str = "subject";
 const HTML: &str = "body.html";
 const TEXT: &str = "body.txt";
 
+/// A campaign's compiled templates, with the sources and fuel they were
+/// compiled from: a message's campaign is compared with these (no hash,
+/// so no collision can serve another campaign's templates).
 struct Compiled {
-    key: u64,
+    id: u64,
+    fuel: u64,
+    sources: [String; 3],
     env: Environment<'static>,
+}
+
+impl Compiled {
+    fn is_for(&self, c: &Campaign, fuel: u64) -> bool {
+        self.id == c.id
+            && self.fuel == fuel
+            && same(&self.sources[0], &c.subject)
+            && same(&self.sources[1], &c.html)
+            && same(&self.sources[2], &c.text)
+    }
+}
+
+/// `a == b`, eight bytes at a time: in the guest `==` calls wasi-libc's
+/// memcmp, which goes one byte at a time, and every message compares its
+/// campaign's whole templates with the cached ones.
+pub(crate) fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let (words_a, words_b) = (a.chunks_exact(8), b.chunks_exact(8));
+    let word = |w: &[u8]| u64::from_ne_bytes(w.try_into().expect("chunks of 8"));
+    words_a.remainder() == words_b.remainder() && words_a.zip(words_b).all(|(x, y)| word(x) == word(y))
 }
 
 thread_local! {
@@ -29,12 +55,6 @@ thread_local! {
 }
 
 const CACHE_SIZE: usize = 4;
-
-fn key(c: &Campaign) -> u64 {
-    let mut h = DefaultHasher::new();
-    (c.id, &c.subject, &c.html, &c.text).hash(&mut h);
-    h.finish()
-}
 
 /// What one message may cost: output bytes over subject, html and text,
 /// and template instructions per render.
@@ -162,17 +182,21 @@ fn describe(e: &minijinja::Error) -> String {
 }
 
 fn with_env<R>(c: &Campaign, fuel: u64, f: impl FnOnce(&Environment<'static>) -> R) -> Result<R, String> {
-    let k = key(c) ^ fuel;
     CACHE.with(|cache| {
         let mut cache = cache.borrow_mut();
-        if let Some(pos) = cache.iter().position(|e| e.key == k) {
+        if let Some(pos) = cache.iter().position(|e| e.is_for(c, fuel)) {
             return Ok(f(&cache[pos].env));
         }
         let env = compile(c, fuel)?;
         if cache.len() >= CACHE_SIZE {
             cache.remove(0);
         }
-        cache.push(Compiled { key: k, env });
+        cache.push(Compiled {
+            id: c.id,
+            fuel,
+            sources: [c.subject.clone(), c.html.clone(), c.text.clone()],
+            env,
+        });
         Ok(f(&cache.last().expect("just pushed").env))
     })
 }
@@ -212,8 +236,14 @@ fn render(
     let template = env
         .get_template(name)
         .map_err(|e| format!("rendering {name}: {}", describe(&e)))?;
+    // Most of a render is the template's own text: room for that at once
+    // (within the budget) saves the growing copies.
+    let room = template
+        .source()
+        .len()
+        .min(usize::try_from(*left).unwrap_or(usize::MAX));
     let mut out = Bounded {
-        out: Vec::new(),
+        out: Vec::with_capacity(room),
         left,
         over: false,
     };
@@ -237,18 +267,20 @@ pub fn personalize(
     envelope: Envelope,
     limits: Limits,
 ) -> Result<Message, String> {
-    let attributes: serde_json::Value = if subscriber.attributes.is_empty() {
-        serde_json::Value::Object(Default::default())
-    } else {
-        serde_json::from_str(&subscriber.attributes).map_err(|e| format!("subscriber attributes are not JSON: {e}"))?
+    // Parsed straight into template values: no JSON tree in between.
+    let attributes = match subscriber.attributes.as_str() {
+        "" => "{}",
+        text => text,
     };
+    let attributes: Value =
+        serde_json::from_str(attributes).map_err(|e| format!("subscriber attributes are not JSON: {e}"))?;
     let ctx = context! {
         subscriber => context! {
             id => subscriber.id,
             email => &subscriber.email,
             name => &subscriber.name,
             timezone => &subscriber.timezone,
-            attributes => Value::from_serialize(&attributes),
+            attributes => attributes,
         },
         campaign => context! {
             id => campaign.id,
