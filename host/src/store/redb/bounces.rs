@@ -9,10 +9,9 @@ use super::campaigns::{owned, save};
 use super::suppressions::suppress_in;
 use super::{
     BOUNCES, CAMPAIGNS, Events, MESSAGES, REPORTS, Redb, Result, SOFT_WINDOWS, SUPPRESSIONS, StoreError, decode,
-    encode, next_id,
+    encode, message_codec, next_id,
 };
 use crate::domain::bounce::{Bounce, BouncePolicy, BounceType, REPORT_CHUNK, SoftWindow};
-use crate::domain::message::MessageRecord;
 use crate::domain::suppression::{Suppression, SuppressionReason, normalize};
 use crate::domain::webhook::{EventKind, bounce_data};
 use crate::domain::{MessageId, UserId};
@@ -78,8 +77,8 @@ fn bounce_in(
         let mut c = owned(&campaigns, user_id, m.campaign)?;
         let mut messages = tx.open_table(MESSAGES)?;
         let key = (m.campaign.get(), m.subscriber.get());
-        let mut record: MessageRecord = match messages.get(key)? {
-            Some(v) => decode(v.value())?,
+        let mut record = match messages.get(key)? {
+            Some(v) => message_codec::decode(v.value())?,
             None => return Err(StoreError::NotFound),
         };
         if !bounce.attach(&mut record, &mut c.stats, now) {
@@ -91,7 +90,7 @@ fn bounce_in(
                 suppressed,
             });
         }
-        messages.insert(key, encode(&record).as_slice())?;
+        messages.insert(key, message_codec::encode(&record).as_slice())?;
         save(&mut campaigns, &c)?;
     }
     bounce.email = normalize(&bounce.email);

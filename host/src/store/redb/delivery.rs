@@ -13,7 +13,7 @@ use super::members::MEMBERS;
 use super::suppressions::suppressed;
 use super::{
     CAMPAIGNS, DEFERRED, DUE, Events, IN_FLIGHT, MESSAGES, Page, Redb, Result, SCAN_LIMIT, SUBSCRIBERS, SUPPRESSIONS,
-    StatusOf, StoreError, decode, encode, page_filtered,
+    StoreError, decode, message_codec, page_filtered,
 };
 use crate::domain::ab::Pick;
 use crate::domain::bounce::BouncePolicy;
@@ -53,7 +53,7 @@ impl Writer<'_> {
             self.now,
         )?;
         let key = (c.id.get(), sub.id.get());
-        self.messages.insert(key, encode(&record).as_slice())?;
+        self.messages.insert(key, message_codec::encode(&record).as_slice())?;
         if record.status != MessageStatus::Queued {
             return Ok(None);
         }
@@ -305,7 +305,7 @@ impl Redb {
                 let key = (o.campaign_id.get(), o.subscriber_id.get());
                 let record = messages
                     .get(key)?
-                    .map(|v| decode::<MessageRecord>(v.value()))
+                    .map(|v| message_codec::decode(v.value()))
                     .transpose()?;
                 let Some(mut record) = record else {
                     continue;
@@ -321,11 +321,11 @@ impl Redb {
                 match record.settle(o, &mut c.stats, now) {
                     None => continue,
                     Some(Settled::Retrying) => {
-                        messages.insert(key, encode(&record).as_slice())?;
+                        messages.insert(key, message_codec::encode(&record).as_slice())?;
                         continue;
                     }
                     Some(Settled::Deferred) => {
-                        messages.insert(key, encode(&record).as_slice())?;
+                        messages.insert(key, message_codec::encode(&record).as_slice())?;
                         in_flight.remove(key)?;
                         deferred.insert(key, ())?;
                         continue;
@@ -340,7 +340,7 @@ impl Redb {
                         }
                     }
                 }
-                messages.insert(key, encode(&record).as_slice())?;
+                messages.insert(key, message_codec::encode(&record).as_slice())?;
                 in_flight.remove(key)?;
             }
             touched.retain(|id, _| changed.contains(id));
@@ -386,7 +386,7 @@ impl Redb {
             for (key, maybe_delivered) in waiting {
                 let Some(mut record) = messages
                     .get(key)?
-                    .map(|v| decode::<MessageRecord>(v.value()))
+                    .map(|v| message_codec::decode(v.value()))
                     .transpose()?
                 else {
                     in_flight.remove(key)?;
@@ -413,7 +413,7 @@ impl Redb {
                     in_flight.insert(key, ())?;
                     jobs.push(Job::of(campaign_id, &record, sub));
                 }
-                messages.insert(key, encode(&record).as_slice())?;
+                messages.insert(key, message_codec::encode(&record).as_slice())?;
             }
             c.stats = c.stats.with_pending();
             save(&mut campaigns, &c)?;
@@ -443,9 +443,9 @@ impl Redb {
         page_filtered(&table, campaign_id.get(), after, limit, SCAN_LIMIT, |_, v| {
             let wanted = match status {
                 None => true,
-                Some(s) => decode::<StatusOf<MessageStatus>>(v.value())?.status == s,
+                Some(s) => message_codec::status(v.value())? == s,
             };
-            wanted.then(|| decode(v.value())).transpose()
+            wanted.then(|| message_codec::decode(v.value())).transpose()
         })
     }
 }

@@ -10,6 +10,7 @@ mod campaigns;
 mod delivery;
 mod lists;
 mod members;
+mod message_codec;
 mod segments;
 pub(crate) mod sending;
 mod suppressions;

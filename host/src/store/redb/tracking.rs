@@ -8,10 +8,10 @@ use std::collections::BTreeMap;
 use redb::ReadableTable;
 
 use super::campaigns::{load, owned, save};
-use super::{CAMPAIGNS, Events, MESSAGES, Redb, Result, SUBSCRIBERS, decode, encode};
-use crate::domain::message::{MessageRecord, MessageStatus};
+use super::{CAMPAIGNS, Events, MESSAGES, Redb, Result, SUBSCRIBERS, decode, encode, message_codec};
+use crate::domain::message::MessageStatus;
 use crate::domain::segment::Engaged;
-use crate::domain::tracking::{Engagement, Hit, LinkCount, Links, record};
+use crate::domain::tracking::{Hit, LinkCount, Links, record};
 use crate::domain::{Campaign, CampaignId, CampaignRun, Subscriber, UserId};
 
 impl Redb {
@@ -39,15 +39,15 @@ impl Redb {
                 let list = run.list_id.get();
                 for hit in hits {
                     let key = (id.get(), hit.subscriber.get());
-                    let mut message: MessageRecord = match messages.get(key)? {
-                        Some(v) => decode(v.value())?,
+                    let mut message = match messages.get(key)? {
+                        Some(v) => message_codec::decode(v.value())?,
                         None => continue,
                     };
                     let Some(done) = record(&hit, &mut message, &mut run, &links) else {
                         continue;
                     };
                     counted += 1;
-                    messages.insert(key, encode(&message).as_slice())?;
+                    messages.insert(key, message_codec::encode(&message).as_slice())?;
                     let sub_key = (list, hit.subscriber.get());
                     let sub: Option<Subscriber> = subs.get(sub_key)?.map(|v| decode(v.value())).transpose()?;
                     if let Some(mut sub) = sub
@@ -70,25 +70,17 @@ impl Redb {
 
     /// Who got the owner's campaign `id`, and who opened and clicked it.
     pub fn engaged(&self, user: UserId, id: CampaignId) -> Result<Engaged> {
-        /// What `engaged` reads of a message: serde skips the rest.
-        #[derive(serde::Deserialize)]
-        struct Seen {
-            status: MessageStatus,
-            #[serde(default)]
-            engagement: Option<Engagement>,
-        }
         let tx = self.read()?;
         owned(&tx.open_table(CAMPAIGNS)?, user, id)?;
         let mut e = Engaged::default();
         for entry in tx.open_table(MESSAGES)?.range((id.get(), 0)..=(id.get(), u64::MAX))? {
             let (k, v) = entry?;
             let sub = k.value().1;
-            let seen: Seen = decode(v.value())?;
-            if seen.status != MessageStatus::Sent {
+            if message_codec::status(v.value())? != MessageStatus::Sent {
                 continue;
             }
             e.received.push(sub);
-            if let Some(en) = seen.engagement {
+            if let Some(en) = message_codec::decode(v.value())?.engagement {
                 if en.first_opened_at.is_some() {
                     e.opened.push(sub);
                 }
