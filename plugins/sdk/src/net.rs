@@ -25,8 +25,13 @@ use crate::bindings::wasi::tls::types::{ClientConnection, ClientHandshake};
 /// A connected socket, plaintext or TLS. Implements [`io::Read`] and
 /// [`io::Write`]; reads and writes fail with `TimedOut` after the timeout.
 pub struct Stream {
-    // Field order is drop order: the streams go before the TLS connection
-    // and the socket they belong to.
+    // Field order is drop order: the pollables go before the streams they
+    // watch, the streams before the TLS connection and the socket they
+    // belong to. The pollables are made once per stream, not per wait: a
+    // message's SMTP dialog waits a few times, and each wait was two more
+    // host calls.
+    readable: Pollable,
+    writable: Pollable,
     input: InputStream,
     output: OutputStream,
     tls: Option<ClientConnection>,
@@ -93,27 +98,44 @@ pub fn connect_addr(addr: SocketAddr, timeout: Duration) -> io::Result<Stream> {
             Err(e) => return Err(fail(e)),
         }
     };
-    Ok(Stream {
-        input,
-        output,
-        tls: None,
-        _socket: socket,
-        timeout,
-    })
+    Ok(Stream::new(input, output, None, socket, timeout))
 }
 
 impl Stream {
+    fn new(
+        input: InputStream,
+        output: OutputStream,
+        tls: Option<ClientConnection>,
+        socket: TcpSocket,
+        timeout: Duration,
+    ) -> Stream {
+        Stream {
+            readable: input.subscribe(),
+            writable: output.subscribe(),
+            input,
+            output,
+            tls,
+            _socket: socket,
+            timeout,
+        }
+    }
+
     /// Wraps the connection in TLS, verifying the certificate for
     /// `server_name`. Used right after connecting (implicit TLS) or after a
     /// protocol's upgrade command (STARTTLS).
     pub fn start_tls(self, server_name: &str) -> io::Result<Stream> {
         let Stream {
+            readable,
+            writable,
             input,
             output,
             tls,
-            _socket,
+            _socket: socket,
             timeout,
         } = self;
+        // The streams move into the handshake; a stream with a live
+        // pollable cannot.
+        drop((readable, writable));
         if tls.is_some() {
             return Err(io::Error::other("the connection is already TLS"));
         }
@@ -127,13 +149,7 @@ impl Stream {
                     wait(&ready, deadline, || format!("TLS handshake with {server_name}"))?;
                 }
                 Some(Ok(Ok((connection, input, output)))) => {
-                    return Ok(Stream {
-                        input,
-                        output,
-                        tls: Some(connection),
-                        _socket,
-                        timeout,
-                    });
+                    return Ok(Stream::new(input, output, Some(connection), socket, timeout));
                 }
                 Some(Ok(Err(e))) => {
                     return Err(io::Error::new(
@@ -168,13 +184,10 @@ impl io::Read for Stream {
         if buf.is_empty() {
             return Ok(0);
         }
-        let deadline = deadline(self.timeout);
+        let mut deadline = Deadline::after(self.timeout);
         loop {
             match self.input.read(buf.len() as u64) {
-                Ok(bytes) if bytes.is_empty() => {
-                    let ready = self.input.subscribe();
-                    wait(&ready, deadline, || "reading".to_string())?;
-                }
+                Ok(bytes) if bytes.is_empty() => deadline.wait(&self.readable, || "reading".to_string())?,
                 Ok(bytes) => {
                     buf[..bytes.len()].copy_from_slice(&bytes);
                     return Ok(bytes.len());
@@ -188,12 +201,11 @@ impl io::Read for Stream {
 
 impl io::Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let deadline = deadline(self.timeout);
+        let mut deadline = Deadline::after(self.timeout);
         loop {
             let room = self.output.check_write().map_err(stream_error)?;
             if room == 0 {
-                let ready = self.output.subscribe();
-                wait(&ready, deadline, || "writing".to_string())?;
+                deadline.wait(&self.writable, || "writing".to_string())?;
                 continue;
             }
             let n = buf.len().min(room as usize);
@@ -204,13 +216,39 @@ impl io::Write for Stream {
 
     fn flush(&mut self) -> io::Result<()> {
         self.output.flush().map_err(stream_error)?;
-        let deadline = deadline(self.timeout);
+        let mut deadline = Deadline::after(self.timeout);
         // A flush is complete when the stream accepts writes again.
         while self.output.check_write().map_err(stream_error)? == 0 {
-            let ready = self.output.subscribe();
-            wait(&ready, deadline, || "flushing".to_string())?;
+            deadline.wait(&self.writable, || "flushing".to_string())?;
         }
         Ok(())
+    }
+}
+
+/// A read's or write's deadline, read from the clock only if it has to
+/// wait: most calls on a busy connection find their bytes or room at once,
+/// and each clock read is a host call.
+struct Deadline {
+    timeout: Duration,
+    at: Option<u64>,
+}
+
+impl Deadline {
+    fn after(timeout: Duration) -> Deadline {
+        Deadline { timeout, at: None }
+    }
+
+    fn wait(&mut self, ready: &Pollable, doing: impl FnOnce() -> String) -> io::Result<()> {
+        let at = match self.at {
+            Some(at) => {
+                if monotonic_clock::now() >= at {
+                    return Err(timed_out(doing));
+                }
+                at
+            }
+            None => *self.at.insert(deadline(self.timeout)),
+        };
+        until(ready, at, doing)
     }
 }
 
@@ -221,21 +259,24 @@ fn deadline(timeout: Duration) -> u64 {
 /// Blocks until `ready` fires or the deadline passes.
 pub(crate) fn wait(ready: &Pollable, deadline: u64, doing: impl FnOnce() -> String) -> io::Result<()> {
     if monotonic_clock::now() >= deadline {
-        return Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!("timed out {}", doing()),
-        ));
+        return Err(timed_out(doing));
     }
+    until(ready, deadline, doing)
+}
+
+/// Polls `ready` against a timer for `deadline` (not yet passed).
+fn until(ready: &Pollable, deadline: u64, doing: impl FnOnce() -> String) -> io::Result<()> {
     let timer = monotonic_clock::subscribe_instant(deadline);
     let fired = poll::poll(&[ready, &timer]);
     if fired.contains(&0) {
         Ok(())
     } else {
-        Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!("timed out {}", doing()),
-        ))
+        Err(timed_out(doing))
     }
+}
+
+fn timed_out(doing: impl FnOnce() -> String) -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, format!("timed out {}", doing()))
 }
 
 fn stream_error(e: StreamError) -> io::Error {

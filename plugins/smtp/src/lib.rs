@@ -190,7 +190,7 @@ fn extensions(s: &Settings, ehlo: &EhloResponse<String>, smtputf8: bool) -> Exte
     }
 }
 
-fn send(s: &Settings, message: &Message) -> Result<Receipt, DeliveryError> {
+fn send(s: &Settings, message: Message) -> Result<Receipt, DeliveryError> {
     let mut built = mime::build(message).map_err(DeliveryError::Permanent)?;
     built.bytes = signed(s, std::mem::take(&mut built.bytes))?;
     let mut reused = kept(s);
@@ -257,7 +257,7 @@ struct Smtp;
 impl Transport for Smtp {
     fn deliver(message: Message) -> Result<Receipt, DeliveryError> {
         let s = settings()?;
-        send(&s, &message)
+        send(&s, message)
     }
 }
 
