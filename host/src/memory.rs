@@ -8,8 +8,9 @@
 //!
 //! Measured on the 1M-subscriber send (`bench --only million`, alternating
 //! binaries): glibc's malloc with `malloc_trim` here peaked at 68 MiB and
-//! sent 33.6k–37.4k msg/s; jemalloc 75–79 MiB and 37.1k–44.1k msg/s, with
-//! SMTP +8–13% and webhook +15% (#35). Tried and left: MALLOC_ARENA_MAX=4
+//! sent 33.6k–37.4k msg/s; jemalloc with this purge 71–72 MiB (75–79
+//! without it; 45 MiB idle against 37) and 37.1k–44.1k msg/s, with SMTP
+//! +8–13% and webhook +15% (#35). Tried and left: MALLOC_ARENA_MAX=4
 //! (−24% throughput) and mimalloc (+12–14% on the log path, but 110 MiB at
 //! that send's peak).
 
