@@ -239,16 +239,11 @@ impl Deadline {
     }
 
     fn wait(&mut self, ready: &Pollable, doing: impl FnOnce() -> String) -> io::Result<()> {
-        let at = match self.at {
-            Some(at) => {
-                if monotonic_clock::now() >= at {
-                    return Err(timed_out(doing));
-                }
-                at
-            }
-            None => *self.at.insert(deadline(self.timeout)),
-        };
-        until(ready, at, doing)
+        match self.at {
+            Some(at) => wait(ready, at, doing),
+            // Just read from the clock: not yet passed.
+            None => until(ready, *self.at.insert(deadline(self.timeout)), doing),
+        }
     }
 }
 
