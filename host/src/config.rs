@@ -361,6 +361,10 @@ pub struct Transport {
     pub rate_limit: Option<u32>,
     #[serde(default)]
     pub max_in_flight: Option<usize>,
+    /// Messages per call at most, for a component that exports
+    /// `deliver-batch` (default 16; 1 turns batching off).
+    #[serde(default)]
+    pub max_batch: Option<usize>,
     #[serde(default)]
     pub limits: Option<Limits>,
     /// Daily caps while a new sending IP warms up, day by day from

@@ -164,10 +164,10 @@ impl DkimKeys {
     }
 
     /// The `DKIM-Signature` header field for `message`, or `None` when its
-    /// From domain has no key. `sender` is the address the host handed the
-    /// transport: the message must be from it, so a plugin cannot have
-    /// other mail signed.
-    pub fn sign(&self, message: &[u8], sender: &str) -> Result<Option<String>, String> {
+    /// From domain has no key. `senders` are the From addresses of the
+    /// messages the host handed the transport in this call: the message
+    /// must be from one of them, so a plugin cannot have other mail signed.
+    pub fn sign(&self, message: &[u8], senders: &[String]) -> Result<Option<String>, String> {
         // Without keys nothing is signed: skip parsing every message.
         if self.by_domain.is_empty() {
             return Ok(None);
@@ -176,9 +176,10 @@ impl DkimKeys {
             return Err(format!("message is over {} MiB", MAX_SIGNED_BYTES >> 20));
         }
         let from = from_address(message)?;
-        if !from.eq_ignore_ascii_case(sender) {
+        if !senders.iter().any(|s| from.eq_ignore_ascii_case(s)) {
             return Err(format!(
-                "the message is from {from}, but this call delivers mail from {sender}; only that may be signed"
+                "the message is from {from}, but this call delivers mail from {}; only that may be signed",
+                senders.join(", ")
             ));
         }
         let domain = from
@@ -291,7 +292,7 @@ mod tests {
         for algorithm in [Algorithm::Rsa, Algorithm::Ed25519] {
             let (keys, g) = keys(algorithm);
             assert!(g.record.starts_with("v=DKIM1; k="), "{}", g.record);
-            let header = keys.sign(MESSAGE, "NEWS@example.org").unwrap().unwrap();
+            let header = keys.sign(MESSAGE, &["NEWS@example.org".into()]).unwrap().unwrap();
             assert!(header.starts_with("DKIM-Signature: v=1; a="), "{header}");
             assert!(
                 header.contains("d=example.org") && header.contains("s=posta"),
@@ -300,22 +301,25 @@ mod tests {
             assert!(header.contains("c=relaxed/relaxed"), "{header}");
             assert!(header.ends_with("\r\n"), "{header:?}");
             let other = b"From: x@example.com\r\n\r\nBody\r\n";
-            assert_eq!(keys.sign(other, "x@example.com").unwrap(), None);
+            assert_eq!(keys.sign(other, &["x@example.com".into()]).unwrap(), None);
         }
     }
 
     #[test]
     fn refuses_to_sign_for_another_sender() {
         let (keys, _) = keys(Algorithm::Ed25519);
-        let e = keys.sign(MESSAGE, "ceo@example.org").unwrap_err();
+        let e = keys.sign(MESSAGE, &["ceo@example.org".into()]).unwrap_err();
         assert!(e.contains("only that may be signed"), "{e}");
         let two = b"From: news@example.org\r\nFrom: ceo@example.org\r\n\r\nx\r\n";
         assert!(
-            keys.sign(two, "news@example.org")
+            keys.sign(two, &["news@example.org".into()])
                 .unwrap_err()
                 .contains("exactly one From")
         );
-        assert!(keys.sign(b"", "news@example.org").is_err());
+        assert!(keys.sign(b"", &["news@example.org".into()]).is_err());
+        // A batch's call may sign mail from any of its messages' senders.
+        let batch = ["ceo@example.org".to_string(), "news@example.org".to_string()];
+        assert!(keys.sign(MESSAGE, &batch).unwrap().is_some());
     }
 
     #[test]

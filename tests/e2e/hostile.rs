@@ -56,6 +56,86 @@ fn messages_by_email(api: &Api, id: u64) -> HashMap<String, Value> {
         .collect()
 }
 
+/// A batch transport's call fails as a whole when one of its messages
+/// makes the plugin trap; the host then sends each message of it alone,
+/// so only that message fails and the others are sent on their first
+/// attempt.
+#[test]
+fn a_message_that_traps_its_batch_fails_alone() {
+    let (server, key, _) = Server::with_config(&format!(
+        r#"
+[delivery]
+max_attempts = 2
+retry_base_ms = 50
+retry_max_ms = 200
+
+[transports.batches]
+component = "{}"
+max_in_flight = 1
+max_batch = 16
+limits = {{ memory_mib = 32 }}
+"#,
+        test_plugin("posta-fixture-v2").display()
+    ));
+    let api = server.api(&key);
+    let calls = || {
+        let samples = posta_e2e::peers::scrape(&server, None);
+        posta_e2e::peers::metric(
+            &samples,
+            "posta_transport_call_seconds_count",
+            &[("transport", "batches")],
+        )
+    };
+
+    // Healthy messages alone first: they go several per call.
+    let healthy = api.list_of("healthy", 200);
+    let id = api.send_campaign(healthy, json!({"transport": "batches"}));
+    assert_eq!(api.wait_status(id, "sent")["stats"]["sent"], 200);
+    let batched = calls();
+    assert!(batched < 200.0, "200 messages took {batched} calls: none was batched");
+
+    // Then a list with trapping and failing messages among healthy ones.
+    let list = api.ok_post("/lists", json!({"name": "mixed"}))["id"].as_u64().unwrap();
+    let people: Vec<Value> = (0..40)
+        .map(|i| match i {
+            7 => "panic".to_string(),
+            19 => "memory".to_string(),
+            23 => "permanent".to_string(),
+            _ => format!("ok{i}"),
+        })
+        .map(|l| json!({"email": format!("{l}@example.org")}))
+        .collect();
+    api.ok_post(&format!("/lists/{list}/subscribers"), Value::Array(people));
+    let id = api.send_campaign(list, json!({"transport": "batches"}));
+    let done = api.wait_status(id, "sent");
+    assert_eq!(
+        (done["stats"]["sent"].as_u64(), done["stats"]["failed"].as_u64()),
+        (Some(37), Some(3)),
+        "{done}"
+    );
+    let m = messages_by_email(&api, id);
+    for (who, needle, attempts) in [
+        ("panic", "panics on request", 2),
+        ("memory", "memory limit of 32 MiB", 2),
+        ("permanent", "rejected", 1),
+    ] {
+        assert_eq!(m[who]["status"], "failed", "{who}");
+        let error = m[who]["last_error"].as_str().unwrap_or_default();
+        assert!(error.contains(needle), "{who}: {error}");
+        assert_eq!(m[who]["attempts"], attempts, "{who}");
+    }
+    for (who, message) in &m {
+        if who.starts_with("ok") {
+            assert_eq!(message["status"], "sent", "{message}");
+            assert_eq!(
+                message["attempts"], 1,
+                "a batch-mate's trap is not its failure: {message}"
+            );
+            assert!(message["remote_id"].as_str().unwrap().starts_with("v2:"), "{message}");
+        }
+    }
+}
+
 #[test]
 fn each_hostile_behaviour_fails_only_its_own_message() {
     // A real listener the plugin is not allowed to reach: it must never

@@ -26,6 +26,10 @@ pub struct TransportView {
     /// Admins only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_in_flight: Option<usize>,
+    /// Admins only: messages per transport call at most (1 unless its
+    /// component exports `deliver-batch`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_batch: Option<usize>,
     /// Admins only: the config keys (never their values).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub config_keys: Option<Vec<String>>,
@@ -61,6 +65,7 @@ impl TransportView {
             default: info.default,
             rate_limit: info.rate_limit,
             max_in_flight: admin.then_some(info.max_in_flight),
+            max_batch: None,
             config_keys: admin.then(|| info.config_keys.clone()),
             capabilities: admin.then(|| info.capabilities.clone()),
             limits: admin.then_some(info.limits),
@@ -76,6 +81,7 @@ impl TransportView {
             default,
             rate_limit: None,
             max_in_flight: None,
+            max_batch: None,
             config_keys: None,
             capabilities: None,
             limits: None,
@@ -91,6 +97,7 @@ pub async fn views(engine: &crate::engine::Engine, admin: bool) -> crate::store:
     let mut out = Vec::new();
     for t in engine.plugins().transports.values() {
         let mut view = TransportView::of(&t.info, admin);
+        view.max_batch = admin.then(|| t.max_batch());
         if let Some((cap, day)) = engine.warmup_today(&t.info.name) {
             let sent = engine.store().warmup_used(t.info.name.clone(), day).await?;
             view.warmup = Some(WarmupToday {

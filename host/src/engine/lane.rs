@@ -6,6 +6,13 @@
 //! the hand-off to a worker added a delay that varies under load, and two
 //! seconds' calls could bunch into one.
 //!
+//! A component that exports `deliver-batch` gets the messages queued
+//! when a worker is free in one call (up to the transport's `max_batch`,
+//! and no more bytes than one message may have), unless the transport or
+//! the campaign is paced or the messages are a cluster node's: an SMTP
+//! client then pipelines each envelope behind the last body, one round
+//! trip per message instead of two.
+//!
 //! A worker goes straight from one call to the next while the queue has
 //! work. With a semaphore per call instead, every call had to wait until
 //! the scheduler polled the task that got the permit, behind every other
@@ -46,6 +53,16 @@ struct Request {
 }
 
 impl Request {
+    /// Whether the message may share a call with others: not a paced
+    /// campaign's (each waits its turn), and not one claimed under a
+    /// cluster node's fence. A batch's messages go out one after another
+    /// within the call, so a node that froze mid-call would send the later
+    /// ones past its fence, when another node may own them; alone, only
+    /// the message under way can.
+    fn batchable(&self) -> bool {
+        self.spacing.is_none() && self.fence.is_none()
+    }
+
     /// Why the message must not reach its transport now, if it must not:
     /// after SIGTERM only calls already under way finish, a cancel stops
     /// every message not yet handed over, and past the fence of the node
@@ -59,6 +76,134 @@ impl Request {
             Some(Reply::Fenced)
         } else {
             None
+        }
+    }
+}
+
+/// Delivers one message on its own call: checked before waiting for a
+/// rate slot (a message that will not be sent takes none) and again at
+/// the last moment.
+async fn one(
+    transport: &TransportEntry,
+    req: &Request,
+    pace: Option<&Pace>,
+    stop: &Stop,
+    call_seconds: &metrics::Histogram,
+) -> Reply {
+    loop {
+        if let Some(refused) = req.refused(stop) {
+            return refused;
+        }
+        let slot = match pace {
+            Some(pace) => {
+                let start_by = pace.until_ready().await;
+                if let Some(refused) = req.refused(stop) {
+                    return refused;
+                }
+                start_by
+            }
+            None => None,
+        };
+        if let Some(spacing) = &req.spacing {
+            tokio::time::sleep_until(spacing.reserve(tokio::time::Instant::now())).await;
+            if let Some(refused) = req.refused(stop) {
+                return refused;
+            }
+        }
+        // The call must start within its rate slot and before the claim's
+        // fence: between the check above and the guest's call there is an
+        // instance to take (maybe to make) and a thread to be scheduled on,
+        // and a node frozen there must not call once it wakes past its
+        // fence. A slot missed is let go and the next one waited for; a
+        // fence passed is refused at the top of the loop.
+        let fence = req.fence.as_ref().map(|f| f.at());
+        let start_by = [slot, fence].into_iter().flatten().min();
+        if let Some(reply) = call(transport, req, start_by, call_seconds).await {
+            return reply;
+        }
+    }
+}
+
+/// Takes, after `first`, the messages already queued that can share its
+/// call: up to `max_batch`, only `batchable` ones, and no more bytes in all than the largest message allowed, so
+/// a batch asks no more memory of the component than one message may.
+/// The first message that does not fit is handed back for the next call.
+fn gather(
+    first: Request,
+    rx: &Mutex<mpsc::Receiver<Request>>,
+    max_batch: usize,
+    max_bytes: u64,
+) -> (Vec<Request>, Option<Request>) {
+    let mut bytes = size(&first.message);
+    let mut batch = vec![first];
+    // Another worker holding the queue is waiting for a message: there is
+    // nothing queued to take, and waiting for it would hold this batch
+    // until more mail comes (at a campaign's end, forever).
+    let Ok(mut rx) = rx.try_lock() else {
+        return (batch, None);
+    };
+    while batch.len() < max_batch {
+        let Ok(req) = rx.try_recv() else { break };
+        let more = size(&req.message);
+        if !req.batchable() || bytes + more > max_bytes {
+            return (batch, Some(req));
+        }
+        bytes += more;
+        batch.push(req);
+    }
+    (batch, None)
+}
+
+/// A message's bytes as the component receives them.
+fn size(m: &types::Message) -> u64 {
+    let headers: usize = m.headers.iter().map(|h| h.name.len() + h.value.len()).sum();
+    (m.subject.len() + m.html.len() + m.text.len() + headers) as u64
+}
+
+/// Delivers a gathered batch in one `deliver-batch` call. Each message is
+/// checked right before the call as a lone one would be, and one left over
+/// goes alone.
+///
+/// A call that fails as a whole (a trap, its deadline, the memory cap, an
+/// answer of the wrong length) says nothing about which message caused
+/// it, so each then goes again alone, at once: a message that makes the
+/// plugin trap fails by itself, as it would have without batches, and the
+/// others get their own outcomes. (One the plugin had delivered before it
+/// failed may arrive twice, as a lone message whose call traps after
+/// sending is retried.)
+async fn many(transport: &TransportEntry, batch: Vec<Request>, stop: &Stop, call_seconds: &metrics::Histogram) {
+    let mut go = Vec::with_capacity(batch.len());
+    for req in batch {
+        match req.refused(stop) {
+            Some(refused) => {
+                let _ = req.reply.send(refused);
+            }
+            None => go.push(req),
+        }
+    }
+    if go.len() < 2 {
+        for req in go {
+            let reply = one(transport, &req, None, stop, call_seconds).await;
+            let _ = req.reply.send(reply);
+        }
+        return;
+    }
+    let messages = go.iter().map(|r| r.message.clone()).collect();
+    let started = std::time::Instant::now();
+    match transport.deliver_batch(messages).await {
+        Ok(results) => {
+            call_seconds.record(started.elapsed());
+            for (req, result) in go.into_iter().zip(results) {
+                let _ = req.reply.send(Reply::Delivered(Ok(result)));
+            }
+        }
+        Err(e) => {
+            call_seconds.record(started.elapsed());
+            tracing::debug!(transport = %transport.info.name, "batch failed ({e}); its messages go one by one");
+            for req in go {
+                let reply = one(transport, &req, None, stop, call_seconds).await;
+                let _ = req.reply.send(reply);
+            }
         }
     }
 }
@@ -93,7 +238,10 @@ impl Lane {
         stop: Arc<Stop>,
     ) -> Lane {
         let workers = transport.info.max_in_flight.max(1);
-        // Room for each worker's next message, so none waits on a wake-up.
+        // Room for each worker's next message, so none waits on a wake-up;
+        // a batch is what has queued meanwhile. No more: a message waits
+        // here with its claim's lease running (a cluster's node must call
+        // before its fence), and a paced campaign's behind all of them.
         let (tx, rx) = mpsc::channel::<Request>(workers * 2);
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..workers {
@@ -103,47 +251,26 @@ impl Lane {
             let call_seconds =
                 metrics::histogram!(crate::metrics::TRANSPORT_CALL, "transport" => transport.info.name.clone());
             rt.spawn(async move {
+                let mut carried: Option<Request> = None;
                 loop {
-                    let next = rx.lock().await.recv().await;
-                    let Some(req) = next else { return };
-                    // Checked before waiting for a rate slot (a message
-                    // that will not be sent takes none) and again at the
-                    // last moment.
-                    let reply = loop {
-                        if let Some(refused) = req.refused(&stop) {
-                            break refused;
-                        }
-                        let slot = match &pace {
-                            Some(pace) => {
-                                let start_by = pace.until_ready().await;
-                                if let Some(refused) = req.refused(&stop) {
-                                    break refused;
-                                }
-                                start_by
-                            }
-                            None => None,
-                        };
-                        if let Some(spacing) = &req.spacing {
-                            tokio::time::sleep_until(spacing.reserve(tokio::time::Instant::now())).await;
-                            if let Some(refused) = req.refused(&stop) {
-                                break refused;
-                            }
-                        }
-                        // The call must start within its rate slot and
-                        // before the claim's fence: between the check above
-                        // and the guest's call there is an instance to take
-                        // (maybe to make) and a thread to be scheduled on,
-                        // and a node frozen there must not call once it
-                        // wakes past its fence. A slot missed is let go and
-                        // the next one waited for; a fence passed is
-                        // refused at the top of the loop.
-                        let fence = req.fence.as_ref().map(|f| f.at());
-                        let start_by = [slot, fence].into_iter().flatten().min();
-                        if let Some(reply) = call(&transport, &req, start_by, &call_seconds).await {
-                            break reply;
-                        }
+                    let first = match carried.take() {
+                        Some(req) => req,
+                        None => match rx.lock().await.recv().await {
+                            Some(req) => req,
+                            None => return,
+                        },
                     };
-                    let _ = req.reply.send(reply);
+                    // A paced transport's calls each take a rate slot:
+                    // those go one per call.
+                    let max_batch = if pace.is_some() { 1 } else { transport.max_batch() };
+                    if max_batch < 2 || !first.batchable() {
+                        let reply = one(&transport, &first, pace.as_deref(), &stop, &call_seconds).await;
+                        let _ = first.reply.send(reply);
+                        continue;
+                    }
+                    let (batch, next) = gather(first, &rx, max_batch, transport.info.limits.max_message_bytes);
+                    carried = next;
+                    many(&transport, batch, &stop, &call_seconds).await;
                 }
             });
         }

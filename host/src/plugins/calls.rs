@@ -67,14 +67,83 @@ impl TransportEntry {
         self.loaded
             .pool()
             .call_by(start_by, move |t, store| {
-                store.data_mut().sender = Some(message.from.email.clone());
+                store.data_mut().senders.push(message.from.email.clone());
                 Box::pin(async move {
-                    let outcome = t.call_deliver(&mut *store, &message).await?;
+                    let outcome = t.world.call_deliver(&mut *store, &message).await?;
                     Ok(outcome.map_err(|e| with_refusal(e, store.data().refused())))
                 })
             })
             .await
     }
+
+    /// Whether the component takes several messages per call
+    /// (`deliver-batch`), and at most how many.
+    pub fn max_batch(&self) -> usize {
+        #[cfg(feature = "native-bench")]
+        if self.native.is_some() {
+            return 1;
+        }
+        if self.loaded.pool().pre().batches() {
+            self.info.max_batch.max(1)
+        } else {
+            1
+        }
+    }
+
+    /// Delivers `messages` in one `deliver-batch` call: one result per
+    /// message, in order. A component that does not batch (it was
+    /// reloaded without `deliver-batch`) gets them one by one in the call.
+    pub async fn deliver_batch(
+        &self,
+        messages: Vec<Arc<types::Message>>,
+    ) -> Result<Vec<Result<types::Receipt, types::DeliveryError>>, PluginError> {
+        let pool = self.loaded.pool();
+        let plugin = pool.name().to_string();
+        let n = messages.len();
+        let outcome = pool
+            .call_for(None, n as u32, move |t, store| {
+                store.data_mut().senders = messages.iter().map(|m| m.from.email.clone()).collect();
+                Box::pin(async move {
+                    let Some(batch) = &t.batch else {
+                        let mut results = Vec::with_capacity(messages.len());
+                        for message in &messages {
+                            results.push(t.world.call_deliver(&mut *store, message).await?);
+                        }
+                        return Ok(results);
+                    };
+                    // The contract's records are owned values; the lane
+                    // shares each message with its job, so they are copied.
+                    let owned: Vec<types::Message> = messages.iter().map(|m| (**m).clone()).collect();
+                    let (mut results,) = batch.call_async(&mut *store, (owned,)).await?;
+                    // What the host refused is known per call: it names the
+                    // cause of a failure only when one message failed.
+                    let mut failed = results.iter_mut().filter_map(|r| r.as_mut().err());
+                    if let (Some(only), None) = (failed.next(), failed.next()) {
+                        *only = with_refusal(only.clone(), store.data().refused());
+                    }
+                    Ok(results)
+                })
+            })
+            .await?
+            .expect("a call with no start-by time always runs");
+        one_each(&plugin, outcome, n)
+    }
+}
+
+/// A batch's answer, which must hold one result per message: any other
+/// length fails the whole call, as a trap would (the host cannot tell
+/// which result is whose).
+fn one_each<T>(plugin: &str, results: Vec<T>, n: usize) -> Result<Vec<T>, PluginError> {
+    if results.len() == n {
+        return Ok(results);
+    }
+    Err(PluginError::Trap {
+        plugin: plugin.to_string(),
+        reason: format!(
+            "deliver-batch answered {} results for {n} messages (one per message, in order)",
+            results.len()
+        ),
+    })
 }
 
 /// A failed delivery's error with what the host refused during the call,
@@ -102,6 +171,18 @@ fn with_refusal(error: types::DeliveryError, refused: Option<String>) -> types::
 mod tests {
     use super::*;
     use types::DeliveryError::{Permanent, Transient};
+
+    #[test]
+    fn a_batch_answer_holds_one_result_per_message() {
+        assert_eq!(one_each("smtp", vec![1, 2, 3], 3), Ok(vec![1, 2, 3]));
+        for wrong in [vec![1, 2], vec![1, 2, 3, 4], vec![]] {
+            let Err(PluginError::Trap { plugin, reason }) = one_each("smtp", wrong, 3) else {
+                panic!("a wrong length fails the call")
+            };
+            assert_eq!(plugin, "smtp");
+            assert!(reason.contains("for 3 messages"), "{reason}");
+        }
+    }
 
     #[test]
     fn a_refusal_is_named_once_in_the_error() {

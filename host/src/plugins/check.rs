@@ -264,6 +264,8 @@ mod tests {
             };
             assert_eq!(report.kind, expected, "{name}");
             assert_eq!(report.version, "0.1.0");
+            let batches = report.exports.iter().any(|e| e == "deliver-batch");
+            assert_eq!(batches, matches!(*name, "smtp" | "log"), "{name}: {:?}", report.exports);
             assert!(
                 report.imports.iter().any(|i| i.starts_with("posta:plugin/")),
                 "{report}"

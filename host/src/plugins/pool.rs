@@ -87,6 +87,11 @@ impl<W: World> Pool<W> {
         &self.meta.name
     }
 
+    /// The component as loaded (what it exports).
+    pub fn pre(&self) -> &W::Pre {
+        &self.pre
+    }
+
     async fn fresh(&self) -> Result<Slot<W>, PluginError> {
         let err = |e: wasmtime::Error| PluginError::Instantiate {
             plugin: self.meta.name.clone(),
@@ -153,6 +158,16 @@ impl<W: World> Pool<W> {
     where
         F: for<'a> FnOnce(&'a W::Instance, &'a mut Store<HostState>) -> CallFuture<'a, R>,
     {
+        self.call_for(start_by, 1, f).await
+    }
+
+    /// Runs one call like `call_by` that does the work of `units` calls
+    /// (a batch of messages): its deadline is `units` times the
+    /// component's.
+    pub async fn call_for<R, F>(&self, start_by: Option<Instant>, units: u32, f: F) -> Result<Option<R>, PluginError>
+    where
+        F: for<'a> FnOnce(&'a W::Instance, &'a mut Store<HostState>) -> CallFuture<'a, R>,
+    {
         let idle = self.idle.lock().expect("pool lock").pop();
         let mut slot = match idle {
             Some(slot) => slot,
@@ -162,8 +177,8 @@ impl<W: World> Pool<W> {
             self.put_back(slot);
             return Ok(None);
         }
-        let deadline = self.meta.deadline();
-        slot.store.data_mut().begin_call();
+        let deadline = self.meta.deadline() * units.max(1);
+        slot.store.data_mut().begin_call(deadline);
         slot.store.set_epoch_deadline(1);
         // Epoch interruption stops runaway wasm; the timeout also bounds time
         // spent in host I/O on the guest's behalf (a stalled socket).
@@ -190,7 +205,7 @@ impl<W: World> Pool<W> {
             Ok(Err(e)) => Err(self.counted(self.classify(&slot.store, e))),
             Err(_) => Err(self.counted(PluginError::Deadline {
                 plugin: self.meta.name.clone(),
-                ms: self.meta.limits.deadline_ms,
+                ms: deadline.as_millis() as u64,
             })),
         }
     }

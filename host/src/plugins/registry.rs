@@ -35,6 +35,12 @@ pub enum LoadError {
     Capability { name: String, reason: String },
 }
 
+/// Messages per `deliver-batch` call when a transport sets no
+/// `max_batch`: enough that a pipelining SMTP client spends one round trip
+/// per message, few enough that a failed call (a trap, a timeout) sends
+/// only a handful back for a retry.
+const DEFAULT_MAX_BATCH: usize = 16;
+
 /// A transport as GET /transports shows it: no config values, no secrets.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct TransportInfo {
@@ -43,6 +49,9 @@ pub struct TransportInfo {
     pub default: bool,
     pub rate_limit: Option<u32>,
     pub max_in_flight: usize,
+    /// Messages per call at most, when the component exports
+    /// `deliver-batch`.
+    pub max_batch: usize,
     pub config_keys: Vec<String>,
     pub capabilities: Capabilities,
     pub limits: Limits,
@@ -148,6 +157,7 @@ impl Plugins {
                 default: name == cfg.default_transport(),
                 rate_limit: t.rate_limit,
                 max_in_flight,
+                max_batch: t.max_batch.unwrap_or(DEFAULT_MAX_BATCH).max(1),
                 config_keys: values.keys().cloned().collect(),
                 capabilities: t.capabilities.clone(),
                 limits,

@@ -187,9 +187,10 @@ pub struct HostState {
     pub memory: MemoryCap,
     pub meta: Arc<PluginMeta>,
     pub deadline: Instant,
-    /// The From address of the message the current `deliver` call was
-    /// given: the only mail `host.dkim-sign` signs during it.
-    pub sender: Option<String>,
+    /// The From addresses of the messages the current `deliver` (or
+    /// `deliver-batch`) call was given: the only mail `host.dkim-sign`
+    /// signs during it.
+    pub senders: Vec<String>,
 }
 
 impl HostState {
@@ -211,7 +212,7 @@ impl HostState {
                 bytes: 0,
             },
             deadline: Instant::now() + meta.deadline(),
-            sender: None,
+            senders: Vec::new(),
             meta,
         })
     }
@@ -226,11 +227,11 @@ impl HostState {
 
     /// Starts a call: a new deadline, and nothing of the previous call's
     /// stderr or log budget carried over.
-    pub fn begin_call(&mut self) {
-        self.deadline = Instant::now() + self.meta.deadline();
+    pub fn begin_call(&mut self, deadline: Duration) {
+        self.deadline = Instant::now() + deadline;
         self.stderr.clear();
         self.log_lines = 0;
-        self.sender = None;
+        self.senders.clear();
         self.capabilities.get::<capability::Refusal>().take();
     }
 
@@ -306,10 +307,10 @@ impl host::Host for HostState {
     }
 
     fn dkim_sign(&mut self, message: Vec<u8>) -> Result<Option<String>, String> {
-        let Some(sender) = &self.sender else {
+        if self.senders.is_empty() {
             return Err("only a transport's deliver call may sign".into());
-        };
-        self.meta.dkim.sign(&message, sender)
+        }
+        self.meta.dkim.sign(&message, &self.senders)
     }
 }
 

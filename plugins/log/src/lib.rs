@@ -7,7 +7,7 @@ use std::cell::RefCell;
 mod line;
 
 use posta_plugin_sdk::fs::Appender;
-use posta_plugin_sdk::{DeliveryError, Message, Receipt, Transport, config};
+use posta_plugin_sdk::{BatchTransport, DeliveryError, Message, Receipt, Transport, config};
 
 thread_local! {
     // The host reuses instances across messages; keeping the file open
@@ -28,33 +28,70 @@ fn open() -> Result<Appender, DeliveryError> {
     Ok(file)
 }
 
+/// Milliseconds since the Unix epoch, stamped on each line.
+fn now_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or_default()
+}
+
+/// Appends `lines` (whole lines, each ending in a newline) in one write.
+fn append(lines: &[u8]) -> Result<(), DeliveryError> {
+    OUTBOX.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(open()?);
+        }
+        let file = slot.as_mut().expect("opened above");
+        // Lines up to 4 KiB are one O_APPEND write each; the transport
+        // runs one call at a time, so longer lines (and a batch's lines)
+        // land whole too.
+        file.append(lines).map_err(|e| {
+            *slot = None;
+            DeliveryError::Transient(format!("write failed: {e}"))
+        })
+    })
+}
+
+fn logged() -> Receipt {
+    Receipt {
+        remote_id: None,
+        detail: "logged".into(),
+    }
+}
+
 struct Log;
 
 impl Transport for Log {
     fn deliver(message: Message) -> Result<Receipt, DeliveryError> {
-        let logged_at_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or_default();
-        let buf = line::encode(&message, logged_at_ms).map_err(DeliveryError::Permanent)?;
-        OUTBOX.with(|slot| {
-            let mut slot = slot.borrow_mut();
-            if slot.is_none() {
-                *slot = Some(open()?);
-            }
-            let file = slot.as_mut().expect("opened above");
-            // Lines up to 4 KiB are one O_APPEND write each; the transport
-            // runs one call at a time, so longer lines land whole too.
-            file.append(&buf).map_err(|e| {
-                *slot = None;
-                DeliveryError::Transient(format!("write failed: {e}"))
-            })
-        })?;
-        Ok(Receipt {
-            remote_id: None,
-            detail: "logged".into(),
-        })
+        let buf = line::encode(&message, now_ms()).map_err(DeliveryError::Permanent)?;
+        append(&buf)?;
+        Ok(logged())
     }
 }
 
-posta_plugin_sdk::export_transport!(Log);
+impl BatchTransport for Log {
+    /// A batch's lines go out in one write: one host call and one
+    /// syscall for all of them.
+    fn deliver_batch(messages: Vec<Message>) -> Vec<Result<Receipt, DeliveryError>> {
+        let at = now_ms();
+        let mut buf = Vec::new();
+        let mut results: Vec<Result<Receipt, DeliveryError>> = messages
+            .iter()
+            .map(|m| {
+                let line = line::encode(m, at).map_err(DeliveryError::Permanent)?;
+                buf.extend_from_slice(&line);
+                Ok(logged())
+            })
+            .collect();
+        if let Err(e) = append(&buf) {
+            for r in results.iter_mut().filter(|r| r.is_ok()) {
+                *r = Err(e.clone());
+            }
+        }
+        results
+    }
+}
+
+posta_plugin_sdk::export_batch_transport!(Log);

@@ -51,6 +51,19 @@ pub trait Transport {
     fn deliver(message: Message) -> Result<Receipt, DeliveryError>;
 }
 
+/// A transport that does better with several messages per call than with
+/// one (pipelining, one write for all); export it with
+/// [`export_batch_transport!`]. The host hands it the messages queued for
+/// the transport at that moment (see `plugins/README.md`, "Batches").
+pub trait BatchTransport: Transport {
+    /// Delivers `messages`, returning one result per message, in their
+    /// order. A message's result must be about that message only, and a
+    /// message that fails must fail alone (its own `Err`, not a panic):
+    /// a trap fails the whole call, and the host then sends every message
+    /// of it again, one per call.
+    fn deliver_batch(messages: Vec<Message>) -> Vec<Result<Receipt, DeliveryError>>;
+}
+
 /// A personalizer renders one subscriber's message from a campaign.
 pub trait Personalizer {
     /// Checks the campaign's templates; the error is shown to API clients.

@@ -90,6 +90,34 @@ pub struct Extensions {
     pub smtputf8: bool,
 }
 
+/// Where a connection that broke during `Client::pipelined` left the
+/// first message without a result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cut {
+    /// Its body was sent, its final reply never read: the server may have
+    /// taken it.
+    InDoubt,
+    /// The server answered part of its envelope, then broke off: a
+    /// failure of this message, as for one sent alone.
+    Answered,
+    /// Nothing of it was answered (the connection was gone): it can go
+    /// again on a fresh connection, as can every message after it.
+    Unsent,
+}
+
+/// What `Client::pipelined` returns: a result per message it finished,
+/// in order, and the failure that cut the run short, if one did.
+pub type Run = (Vec<Result<Reply, SmtpError>>, Option<(SmtpError, Cut)>);
+
+/// One message of a pipelined batch: its envelope and its bytes.
+pub struct Item<'a> {
+    pub from: &'a str,
+    pub to: &'a str,
+    pub body: &'a [u8],
+    /// The envelope has non-ASCII addresses (MAIL FROM gets `SMTPUTF8`).
+    pub smtputf8: bool,
+}
+
 /// One command of a transaction and the reply class it needs.
 struct Step {
     name: &'static str,
@@ -331,6 +359,121 @@ impl<S: Read + Write> Client<S> {
                 }
                 Err(e)
             }
+        }
+    }
+
+    /// Several DATA transactions, each envelope pipelined behind the
+    /// previous message's body: RFC 2920 lets message content open a
+    /// group, so `body, ".", MAIL, RCPT, DATA` is one flight and a message
+    /// costs one round trip instead of two. Needs PIPELINING (and is for
+    /// servers without CHUNKING: with BDAT a message is one flight anyway).
+    ///
+    /// Returns one result per item, in order, until the connection fails;
+    /// then that failure and where it left the next item (`Cut`): the
+    /// items after it were not sent at all. A failed step fails its own
+    /// message only: after a body (or the lone `.` that closes a DATA the
+    /// server accepted despite a failed envelope) the server's transaction
+    /// is over whatever it replied, so the next envelope needs no RSET;
+    /// after a half-failed envelope it does, as in `transaction`.
+    pub fn pipelined(&mut self, items: &[Item<'_>]) -> Run {
+        let mut results = Vec::with_capacity(items.len());
+        // What goes in front of the next envelope: a body, whose final
+        // reply is its message's result, or a lone `.`, whose is not.
+        let mut tail: Option<(Vec<u8>, bool)> = None;
+        for item in items {
+            let param = if item.smtputf8 { " SMTPUTF8" } else { "" };
+            let mail = format!("MAIL FROM:<{}>{param}", item.from);
+            let rcpt = format!("RCPT TO:<{}>", item.to);
+            if let Some(bad) = [&mail, &rcpt].into_iter().find(|l| l.contains(['\r', '\n'])) {
+                // Its result goes after the last body's, in order.
+                if let Some(cut) = self.close(tail.take(), &mut results) {
+                    return (results, Some(cut));
+                }
+                results.push(Err(SmtpError::Unsupported(format!(
+                    "refusing a command with a line break: {bad:?}"
+                ))));
+                continue;
+            }
+            let closes = tail.take();
+            let in_doubt = closes.as_ref().is_some_and(|(_, counted)| *counted);
+            let mut steps: Vec<(&'static str, u16)> = Vec::with_capacity(4);
+            if let Some((bytes, _)) = &closes {
+                self.out.extend_from_slice(bytes);
+            } else if self.needs_reset {
+                steps.push(("RSET", 250));
+                self.out.extend_from_slice(b"RSET\r\n");
+            }
+            for line in [&mail, &rcpt] {
+                self.out.extend_from_slice(line.as_bytes());
+                self.out.extend_from_slice(b"\r\n");
+            }
+            self.out.extend_from_slice(b"DATA\r\n");
+            steps.extend([("MAIL FROM", 250), ("RCPT TO", 250), ("DATA", 354)]);
+            self.needs_reset = true;
+            if let Err(e) = self.flush_out() {
+                return (results, Some((e, if in_doubt { Cut::InDoubt } else { Cut::Unsent })));
+            }
+            if let Some((_, counted)) = closes {
+                match self.read_reply() {
+                    Ok(reply) if counted => results.push(expect_class("end of DATA", reply, 250)),
+                    Ok(_) => {}
+                    Err(e) => return (results, Some((e, if counted { Cut::InDoubt } else { Cut::Unsent }))),
+                }
+            }
+            let mut failed = None;
+            let mut last = 0;
+            for (n, (step, expect)) in steps.into_iter().enumerate() {
+                let reply = match self.read_reply() {
+                    Ok(reply) => reply,
+                    Err(e) => return (results, Some((e, if n == 0 { Cut::Unsent } else { Cut::Answered }))),
+                };
+                last = reply.code;
+                if failed.is_none()
+                    && let Err(e) = expect_class(step, reply, expect)
+                {
+                    failed = Some(e);
+                }
+            }
+            match failed {
+                None => tail = Some((canonical(item.body, true), true)),
+                Some(e) => {
+                    results.push(Err(e));
+                    // A server that answered DATA with 354 although the
+                    // envelope failed waits for a message; an empty one
+                    // ends it.
+                    if last / 100 == 3 {
+                        tail = Some((b".\r\n".to_vec(), false));
+                    }
+                }
+            }
+        }
+        match self.close(tail, &mut results) {
+            Some(cut) => (results, Some(cut)),
+            None => (results, None),
+        }
+    }
+
+    /// Sends the last body (or lone `.`) of a pipelined run on its own and
+    /// reads its final reply, which is its message's result if `counted`.
+    fn close(
+        &mut self,
+        tail: Option<(Vec<u8>, bool)>,
+        results: &mut Vec<Result<Reply, SmtpError>>,
+    ) -> Option<(SmtpError, Cut)> {
+        let (bytes, counted) = tail?;
+        let cut = if counted { Cut::InDoubt } else { Cut::Unsent };
+        if let Err(e) = self.stream.write_all(&bytes).and_then(|()| self.stream.flush()) {
+            return Some((SmtpError::Io(e), cut));
+        }
+        match self.read_reply() {
+            Ok(reply) => {
+                self.needs_reset = false;
+                if counted {
+                    results.push(expect_class("end of DATA", reply, 250));
+                }
+                None
+            }
+            Err(e) => Some((e, cut)),
         }
     }
 
@@ -585,6 +728,112 @@ mod tests {
         );
         assert_eq!(c.stream().writes, 2, "envelope in one write, data in another");
         assert_eq!(c.replies(), 4);
+    }
+
+    fn item<'a>(to: &'a str, body: &'a [u8]) -> Item<'a> {
+        Item {
+            from: "a@b",
+            to,
+            body,
+            smtputf8: false,
+        }
+    }
+
+    #[test]
+    fn a_batch_pipelines_each_envelope_behind_the_last_body() {
+        let server = b"250 ok\r\n250 ok\r\n354 go\r\n\
+            250 queued as A1\r\n250 ok\r\n250 ok\r\n354 go\r\n\
+            250 queued as A2\r\n";
+        let mut c = script(server);
+        let (results, broke) = c.pipelined(&[item("x@d", b"one"), item("y@d", b".two")]);
+        assert!(broke.is_none());
+        let ids: Vec<_> = results.iter().map(|r| queue_id(&r.as_ref().unwrap().text)).collect();
+        assert_eq!(ids, [Some("A1".to_string()), Some("A2".to_string())]);
+        assert_eq!(
+            String::from_utf8(c.stream().output.clone()).unwrap(),
+            "MAIL FROM:<a@b>\r\nRCPT TO:<x@d>\r\nDATA\r\n\
+             one\r\n.\r\nMAIL FROM:<a@b>\r\nRCPT TO:<y@d>\r\nDATA\r\n\
+             ..two\r\n.\r\n"
+        );
+        assert_eq!(c.stream().writes, 3, "one flight per message, and the last body");
+        // The session is in step: the next transaction needs no RSET.
+        assert!(!c.needs_reset);
+    }
+
+    #[test]
+    fn a_batch_on_a_connection_gone_says_nothing_was_sent() {
+        let mut c = script(b"");
+        let (results, broke) = c.pipelined(&[item("x@d", b"1"), item("y@d", b"2")]);
+        assert!(results.is_empty());
+        assert!(matches!(broke, Some((SmtpError::Io(_), Cut::Unsent))));
+        // Accepted, then gone at the next command (an idle timeout, a
+        // per-connection limit): the first has its result, the second
+        // was not sent.
+        let mut c = script(b"250 ok\r\n250 ok\r\n354 go\r\n250 queued as A1\r\n");
+        let (results, broke) = c.pipelined(&[item("x@d", b"1"), item("y@d", b"2")]);
+        assert_eq!(results.len(), 1);
+        assert!(matches!(broke, Some((SmtpError::Io(_), Cut::Unsent))));
+        // Gone after the last body: that one is in doubt.
+        let mut c = script(b"250 ok\r\n250 ok\r\n354 go\r\n");
+        let (results, broke) = c.pipelined(&[item("x@d", b"1")]);
+        assert!(results.is_empty());
+        assert!(matches!(broke, Some((SmtpError::Io(_), Cut::InDoubt))));
+    }
+
+    #[test]
+    fn a_failed_message_in_a_batch_fails_alone() {
+        // The first recipient is refused (DATA still gets 354: closed with
+        // a lone dot, no RSET needed after it); the second is refused and
+        // DATA refused too (RSET before the third); the third's data is
+        // refused after the dot; the fourth goes.
+        let server = b"250 ok\r\n550 5.1.1 no such user\r\n354 go\r\n\
+            250 empty message dropped\r\n250 ok\r\n450 4.2.1 busy\r\n503 no recipients\r\n\
+            250 reset\r\n250 ok\r\n250 ok\r\n354 go\r\n\
+            554 5.7.1 spam\r\n250 ok\r\n250 ok\r\n354 go\r\n\
+            250 queued as D4\r\n";
+        let mut c = script(server);
+        let items = [
+            item("gone@d", b"1"),
+            item("busy@d", b"2"),
+            item("spam@d", b"3"),
+            item("fine@d", b"4"),
+        ];
+        let (results, broke) = c.pipelined(&items);
+        assert!(broke.is_none());
+        let outcome: Vec<String> = results
+            .iter()
+            .map(|r| match r {
+                Ok(reply) => format!("ok {}", reply.text),
+                Err(SmtpError::Reply { step, code, .. }) => format!("{step} {code}"),
+                Err(e) => format!("other {e}"),
+            })
+            .collect();
+        assert_eq!(
+            outcome,
+            ["RCPT TO 550", "RCPT TO 450", "end of DATA 554", "ok queued as D4"]
+        );
+        assert_eq!(
+            String::from_utf8(c.stream().output.clone()).unwrap(),
+            "MAIL FROM:<a@b>\r\nRCPT TO:<gone@d>\r\nDATA\r\n\
+             .\r\nMAIL FROM:<a@b>\r\nRCPT TO:<busy@d>\r\nDATA\r\n\
+             RSET\r\nMAIL FROM:<a@b>\r\nRCPT TO:<spam@d>\r\nDATA\r\n\
+             3\r\n.\r\nMAIL FROM:<a@b>\r\nRCPT TO:<fine@d>\r\nDATA\r\n\
+             4\r\n.\r\n"
+        );
+    }
+
+    #[test]
+    fn a_batch_cut_off_says_how_far_it_got() {
+        // The server answers the first message, then closes mid-reply.
+        let mut c = script(b"250 ok\r\n250 ok\r\n354 go\r\n250 queued as A1\r\n250 ok\r\n");
+        let (results, broke) = c.pipelined(&[item("x@d", b"1"), item("y@d", b"2"), item("z@d", b"3")]);
+        assert_eq!(results.len(), 1, "only the first message has its final reply");
+        assert!(results[0].is_ok());
+        assert!(
+            matches!(broke, Some((SmtpError::Io(_), Cut::Answered))),
+            "the second message's envelope was half answered: {:?}",
+            broke.map(|b| b.1)
+        );
     }
 
     #[test]

@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use client::{Client, Extensions, SmtpError};
 use posta_plugin_sdk::net::{self, Stream};
-use posta_plugin_sdk::{DeliveryError, Message, Receipt, Transport, config};
+use posta_plugin_sdk::{BatchTransport, DeliveryError, Message, Receipt, Transport, config};
 use settings::{AuthMethod, Security, Settings};
 use smtp_proto::EhloResponse;
 
@@ -190,46 +190,70 @@ fn extensions(s: &Settings, ehlo: &EhloResponse<String>, smtputf8: bool) -> Exte
     }
 }
 
-fn send(s: &Settings, message: Message) -> Result<Receipt, DeliveryError> {
+/// The message on the wire, signed when its domain has a key.
+fn built(s: &Settings, message: Message) -> Result<mime::Built, DeliveryError> {
     let mut built = mime::build(message).map_err(DeliveryError::Permanent)?;
     built.bytes = signed(s, std::mem::take(&mut built.bytes))?;
+    Ok(built)
+}
+
+/// Why this session cannot carry the message at all, if it cannot.
+fn unfit(session: &Session, built: &mime::Built) -> Option<DeliveryError> {
+    if session.ehlo.size > 0 && built.bytes.len() > session.ehlo.size {
+        return Some(DeliveryError::Permanent(format!(
+            "message is {} bytes; the server accepts at most {}",
+            built.bytes.len(),
+            session.ehlo.size
+        )));
+    }
+    if needs_utf8(built) && !session.ehlo.has_capability(smtp_proto::EXT_SMTP_UTF8) {
+        return Some(DeliveryError::Permanent(
+            "the address is not ASCII and the server does not offer SMTPUTF8".into(),
+        ));
+    }
+    None
+}
+
+fn needs_utf8(built: &mime::Built) -> bool {
+    !built.from.is_ascii() || !built.to.is_ascii()
+}
+
+/// The kept session, or a new one. A fresh connection that fails before
+/// MAIL FROM: the relay saw nothing of the message (a pool may try
+/// another).
+fn use_or_open(s: &Settings, reused: Option<Session>) -> Result<Session, DeliveryError> {
+    match reused {
+        Some(session) => Ok(session),
+        None => open(s).map_err(|e| match classify(e) {
+            DeliveryError::Transient(e) => DeliveryError::unreachable(e),
+            other => other,
+        }),
+    }
+}
+
+fn receipt(reply: client::Reply) -> Receipt {
+    Receipt {
+        remote_id: client::queue_id(&reply.text),
+        detail: format!("{} {}", reply.code, reply.text),
+    }
+}
+
+fn send(s: &Settings, built: &mime::Built) -> Result<Receipt, DeliveryError> {
     let mut reused = kept(s);
     loop {
         let was_kept = reused.is_some();
-        let mut session = match reused.take() {
-            Some(session) => session,
-            // A fresh connection that fails before MAIL FROM: the relay
-            // saw nothing of the message (a pool may try another).
-            None => open(s).map_err(|e| match classify(e) {
-                DeliveryError::Transient(e) => DeliveryError::unreachable(e),
-                other => other,
-            })?,
-        };
-        if session.ehlo.size > 0 && built.bytes.len() > session.ehlo.size {
-            let limit = session.ehlo.size;
+        let mut session = use_or_open(s, reused.take())?;
+        if let Some(refused) = unfit(&session, built) {
             keep(session);
-            return Err(DeliveryError::Permanent(format!(
-                "message is {} bytes; the server accepts at most {limit}",
-                built.bytes.len()
-            )));
+            return Err(refused);
         }
-        let utf8 = !built.from.is_ascii() || !built.to.is_ascii();
-        if utf8 && !session.ehlo.has_capability(smtp_proto::EXT_SMTP_UTF8) {
-            keep(session);
-            return Err(DeliveryError::Permanent(
-                "the address is not ASCII and the server does not offer SMTPUTF8".into(),
-            ));
-        }
-        let ext = extensions(s, &session.ehlo, utf8);
+        let ext = extensions(s, &session.ehlo, needs_utf8(built));
         let answered = session.client.replies();
         match session.client.transaction(&built.from, &built.to, &built.bytes, ext) {
             Ok(reply) => {
                 session.sent += 1;
                 keep(session);
-                return Ok(Receipt {
-                    remote_id: client::queue_id(&reply.text),
-                    detail: format!("{} {}", reply.code, reply.text),
-                });
+                return Ok(receipt(reply));
             }
             // A kept connection the server closed while it sat idle fails
             // before answering anything: the server saw no part of this
@@ -252,16 +276,114 @@ fn send(s: &Settings, message: Message) -> Result<Receipt, DeliveryError> {
     }
 }
 
+/// Several messages on one connection, each envelope pipelined behind the
+/// last body (`Client::pipelined`) when the server offers PIPELINING and
+/// not CHUNKING; otherwise one transaction after another.
+fn send_all(s: &Settings, messages: Vec<Message>) -> Vec<Result<Receipt, DeliveryError>> {
+    let mut results: Vec<Option<Result<Receipt, DeliveryError>>> = Vec::with_capacity(messages.len());
+    let mut ready = Vec::with_capacity(messages.len());
+    for message in messages {
+        match built(s, message) {
+            Ok(b) => {
+                ready.push((results.len(), b));
+                results.push(None);
+            }
+            Err(e) => results.push(Some(Err(e))),
+        }
+    }
+    let session = match use_or_open(s, kept(s)) {
+        Ok(session) => session,
+        Err(e) => {
+            return results
+                .into_iter()
+                .map(|r| r.unwrap_or_else(|| Err(e.clone())))
+                .collect();
+        }
+    };
+    let ext = extensions(s, &session.ehlo, false);
+    if !ext.pipelining || ext.chunking {
+        keep(session);
+        for (i, b) in &ready {
+            results[*i] = Some(send(s, b));
+        }
+        return results.into_iter().map(|r| r.expect("every message sent")).collect();
+    }
+    pipeline(s, session, &ready, &mut results);
+    results
+        .into_iter()
+        .map(|r| r.expect("every message answered"))
+        .collect()
+}
+
+/// `send_all`'s pipelined part: fills `results` for `ready`. When the
+/// connection breaks, the message it cut off fails (transient) if the
+/// server had begun to answer it or may have taken it; the ones it never
+/// answered go one by one on fresh connections, within this attempt, as
+/// a lone message whose kept connection was gone does.
+fn pipeline(
+    s: &Settings,
+    mut session: Session,
+    ready: &[(usize, mime::Built)],
+    results: &mut [Option<Result<Receipt, DeliveryError>>],
+) {
+    let mut go = Vec::with_capacity(ready.len());
+    for (i, b) in ready {
+        match unfit(&session, b) {
+            Some(refused) => results[*i] = Some(Err(refused)),
+            None => go.push((*i, b)),
+        }
+    }
+    let items: Vec<client::Item<'_>> = go
+        .iter()
+        .map(|(_, b)| client::Item {
+            from: &b.from,
+            to: &b.to,
+            body: &b.bytes,
+            smtputf8: needs_utf8(b),
+        })
+        .collect();
+    let (replies, broke) = session.client.pipelined(&items);
+    session.sent += replies.len() as u32;
+    let done = replies.len();
+    for ((i, _), reply) in go.iter().zip(replies) {
+        results[*i] = Some(reply.map(receipt).map_err(classify));
+    }
+    let Some((e, cut)) = broke else {
+        keep(session);
+        return;
+    };
+    let mut rest = go[done..].iter();
+    if cut != client::Cut::Unsent
+        && let Some((i, _)) = rest.next()
+    {
+        results[*i] = Some(Err(classify(e)));
+    } else {
+        posta_plugin_sdk::debug!("connection is gone ({e}); the rest go one by one");
+    }
+    for (i, b) in rest {
+        results[*i] = Some(send(s, b));
+    }
+}
+
 struct Smtp;
 
 impl Transport for Smtp {
     fn deliver(message: Message) -> Result<Receipt, DeliveryError> {
         let s = settings()?;
-        send(&s, message)
+        send(&s, &built(&s, message)?)
     }
 }
 
-posta_plugin_sdk::export_transport!(Smtp);
+impl BatchTransport for Smtp {
+    fn deliver_batch(messages: Vec<Message>) -> Vec<Result<Receipt, DeliveryError>> {
+        match settings() {
+            Ok(s) => send_all(&s, messages),
+            Err(e) => messages.iter().map(|_| Err(e.clone())).collect(),
+        }
+    }
+}
+
+posta_plugin_sdk::export_batch_transport!(Smtp);
 
 #[cfg(test)]
 mod tests {
