@@ -13,6 +13,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 pub const MESSAGES: &str = "posta_messages_total";
 /// Seconds one transport call took (`transport`).
 pub const TRANSPORT_CALL: &str = "posta_transport_call_seconds";
+/// Messages one transport call carried (`transport`): 1, or a batch's.
+pub const TRANSPORT_CALL_MESSAGES: &str = "posta_transport_call_messages";
 /// Seconds one personalize call took.
 pub const PERSONALIZE_CALL: &str = "posta_personalize_call_seconds";
 /// Plugin calls stopped by the sandbox, by `plugin` and `kind`: trap,
@@ -68,6 +70,8 @@ pub const TRACKING_BATCH: &str = "posta_tracking_batch_seconds";
 const BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
+/// Batch sizes: powers of two up to past `max_batch`'s usual range.
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
 
 /// The process-wide recorder, installed on first use. A second server in
 /// the same process (tests) shares it.
@@ -77,6 +81,8 @@ pub fn handle() -> &'static PrometheusHandle {
         let builder = || {
             PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
+                .expect("buckets are not empty")
+                .set_buckets_for_metric(Matcher::Full(TRANSPORT_CALL_MESSAGES.into()), BATCH_BUCKETS)
                 .expect("buckets are not empty")
                 // Per-campaign gauges of finished campaigns fade out.
                 .idle_timeout(metrics_util::MetricKindMask::GAUGE, Some(Duration::from_secs(300)))
@@ -136,5 +142,14 @@ mod tests {
             text.contains("posta_messages_total{status=\"sent\",transport=\"t\"} 2"),
             "{text}"
         );
+        // Batch sizes are a histogram with buckets of their own.
+        metrics::histogram!(super::TRANSPORT_CALL_MESSAGES, "transport" => "t").record(3.0);
+        let text = super::render();
+        for line in [
+            "posta_transport_call_messages_bucket{transport=\"t\",le=\"4\"} 1",
+            "posta_transport_call_messages_sum{transport=\"t\"} 3",
+        ] {
+            assert!(text.contains(line), "{line} missing from {text}");
+        }
     }
 }

@@ -78,21 +78,18 @@ limits = {{ memory_mib = 32 }}
         test_plugin("posta-fixture-v2").display()
     ));
     let api = server.api(&key);
-    let calls = || {
+    let metric = |name: &str| {
         let samples = posta_e2e::peers::scrape(&server, None);
-        posta_e2e::peers::metric(
-            &samples,
-            "posta_transport_call_seconds_count",
-            &[("transport", "batches")],
-        )
+        posta_e2e::peers::metric(&samples, name, &[("transport", "batches")])
     };
 
     // Healthy messages alone first: they go several per call.
     let healthy = api.list_of("healthy", 200);
     let id = api.send_campaign(healthy, json!({"transport": "batches"}));
     assert_eq!(api.wait_status(id, "sent")["stats"]["sent"], 200);
-    let batched = calls();
+    let batched = metric("posta_transport_call_seconds_count");
     assert!(batched < 200.0, "200 messages took {batched} calls: none was batched");
+    assert_eq!(metric("posta_transport_call_messages_sum"), 200.0);
 
     // Then a list with trapping and failing messages among healthy ones.
     let list = api.ok_post("/lists", json!({"name": "mixed"}))["id"].as_u64().unwrap();

@@ -83,13 +83,7 @@ impl Request {
 /// Delivers one message on its own call: checked before waiting for a
 /// rate slot (a message that will not be sent takes none) and again at
 /// the last moment.
-async fn one(
-    transport: &TransportEntry,
-    req: &Request,
-    pace: Option<&Pace>,
-    stop: &Stop,
-    call_seconds: &metrics::Histogram,
-) -> Reply {
+async fn one(transport: &TransportEntry, req: &Request, pace: Option<&Pace>, stop: &Stop, calls: &Calls) -> Reply {
     loop {
         if let Some(refused) = req.refused(stop) {
             return refused;
@@ -118,7 +112,7 @@ async fn one(
         // fence passed is refused at the top of the loop.
         let fence = req.fence.as_ref().map(|f| f.at());
         let start_by = [slot, fence].into_iter().flatten().min();
-        if let Some(reply) = call(transport, req, start_by, call_seconds).await {
+        if let Some(reply) = call(transport, req, start_by, calls).await {
             return reply;
         }
     }
@@ -171,7 +165,7 @@ fn size(m: &types::Message) -> u64 {
 /// others get their own outcomes. (One the plugin had delivered before it
 /// failed may arrive twice, as a lone message whose call traps after
 /// sending is retried.)
-async fn many(transport: &TransportEntry, batch: Vec<Request>, stop: &Stop, call_seconds: &metrics::Histogram) {
+async fn many(transport: &TransportEntry, batch: Vec<Request>, stop: &Stop, calls: &Calls) {
     let mut go = Vec::with_capacity(batch.len());
     for req in batch {
         match req.refused(stop) {
@@ -183,7 +177,7 @@ async fn many(transport: &TransportEntry, batch: Vec<Request>, stop: &Stop, call
     }
     if go.len() < 2 {
         for req in go {
-            let reply = one(transport, &req, None, stop, call_seconds).await;
+            let reply = one(transport, &req, None, stop, calls).await;
             let _ = req.reply.send(reply);
         }
         return;
@@ -192,16 +186,16 @@ async fn many(transport: &TransportEntry, batch: Vec<Request>, stop: &Stop, call
     let started = std::time::Instant::now();
     match transport.deliver_batch(messages).await {
         Ok(results) => {
-            call_seconds.record(started.elapsed());
+            calls.record(started, go.len());
             for (req, result) in go.into_iter().zip(results) {
                 let _ = req.reply.send(Reply::Delivered(Ok(result)));
             }
         }
         Err(e) => {
-            call_seconds.record(started.elapsed());
+            calls.record(started, go.len());
             tracing::debug!(transport = %transport.info.name, "batch failed ({e}); its messages go one by one");
             for req in go {
-                let reply = one(transport, &req, None, stop, call_seconds).await;
+                let reply = one(transport, &req, None, stop, calls).await;
                 let _ = req.reply.send(reply);
             }
         }
@@ -214,13 +208,34 @@ async fn call(
     transport: &TransportEntry,
     req: &Request,
     start_by: Option<std::time::Instant>,
-    call_seconds: &metrics::Histogram,
+    calls: &Calls,
 ) -> Option<Reply> {
     let started = std::time::Instant::now();
     let result = transport.deliver_by(req.message.clone(), start_by).await;
     let result = result.transpose()?;
-    call_seconds.record(started.elapsed());
+    calls.record(started, 1);
     Some(Reply::Delivered(result))
+}
+
+/// A transport's call histograms: how long each call took and how many
+/// messages it carried (1, or a batch's).
+struct Calls {
+    seconds: metrics::Histogram,
+    messages: metrics::Histogram,
+}
+
+impl Calls {
+    fn new(transport: &str) -> Calls {
+        Calls {
+            seconds: metrics::histogram!(crate::metrics::TRANSPORT_CALL, "transport" => transport.to_string()),
+            messages: metrics::histogram!(crate::metrics::TRANSPORT_CALL_MESSAGES, "transport" => transport.to_string()),
+        }
+    }
+
+    fn record(&self, started: std::time::Instant, messages: usize) {
+        self.seconds.record(started.elapsed());
+        self.messages.record(messages as f64);
+    }
 }
 
 #[derive(Clone)]
@@ -248,8 +263,7 @@ impl Lane {
             let rx = rx.clone();
             let transport = transport.clone();
             let (pace, stop) = (pace.clone(), stop.clone());
-            let call_seconds =
-                metrics::histogram!(crate::metrics::TRANSPORT_CALL, "transport" => transport.info.name.clone());
+            let calls = Calls::new(&transport.info.name);
             rt.spawn(async move {
                 let mut carried: Option<Request> = None;
                 loop {
@@ -264,13 +278,13 @@ impl Lane {
                     // those go one per call.
                     let max_batch = if pace.is_some() { 1 } else { transport.max_batch() };
                     if max_batch < 2 || !first.batchable() {
-                        let reply = one(&transport, &first, pace.as_deref(), &stop, &call_seconds).await;
+                        let reply = one(&transport, &first, pace.as_deref(), &stop, &calls).await;
                         let _ = first.reply.send(reply);
                         continue;
                     }
                     let (batch, next) = gather(first, &rx, max_batch, transport.info.limits.max_message_bytes);
                     carried = next;
-                    many(&transport, batch, &stop, &call_seconds).await;
+                    many(&transport, batch, &stop, &calls).await;
                 }
             });
         }

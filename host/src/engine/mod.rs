@@ -52,6 +52,11 @@ struct Run {
     /// Set by cancel: messages not yet handed to the transport are dropped.
     cancelled: Arc<AtomicBool>,
     wake: Notify,
+    /// Set (under the runs lock) when a transition found this driver
+    /// running: a driver that decided to end before seeing it goes round
+    /// again, or a resume landing while it exits would leave the campaign
+    /// sending with no driver.
+    called: AtomicBool,
 }
 
 /// How many windows of messages may wait for their providers beside a
@@ -362,6 +367,7 @@ impl Engine {
             let mut runs = self.inner.runs.lock().expect("runs lock");
             if let Some(run) = runs.get(&id) {
                 run.cancelled.fetch_or(cancelled, Ordering::AcqRel);
+                run.called.store(true, Ordering::Release);
                 run.wake.notify_one();
                 return;
             }
@@ -370,19 +376,36 @@ impl Engine {
                 parked: AtomicUsize::new(0),
                 cancelled: Arc::new(AtomicBool::new(cancelled)),
                 wake: Notify::new(),
+                called: AtomicBool::new(false),
             });
             runs.insert(id, run.clone());
             run
         };
         let inner = self.inner.clone();
         self.inner.rt.spawn(async move {
-            match drive(&inner, id, &run, known).await {
-                Ok(()) => {}
-                // Deleted meanwhile: nothing left to send.
-                Err(StoreError::NotFound) => {}
-                Err(e) => tracing::error!(campaign = id.get(), "delivery stopped: {e}"),
+            let mut known = known;
+            loop {
+                // What the driver reads from here on is newer than any
+                // call made so far.
+                run.called.store(false, Ordering::Release);
+                let ended = drive(&inner, id, &run, known.take()).await;
+                match &ended {
+                    Ok(()) => {}
+                    // Deleted meanwhile: nothing left to send.
+                    Err(StoreError::NotFound) => {}
+                    Err(e) => tracing::error!(campaign = id.get(), "delivery stopped: {e}"),
+                }
+                let mut runs = inner.runs.lock().expect("runs lock");
+                // A transition since the driver's last read (a resume
+                // while it saw the pause): read the campaign again. Only
+                // after a clean end, which leaves nothing in flight (a
+                // second driver's recovery would re-deliver it).
+                if ended.is_ok() && run.called.load(Ordering::Acquire) && !inner.jobs.stop.is_stopping() {
+                    continue;
+                }
+                runs.remove(&id);
+                break;
             }
-            inner.runs.lock().expect("runs lock").remove(&id);
         });
     }
 }

@@ -4,6 +4,7 @@
 mod compile_cache;
 mod in_process;
 mod local_time;
+mod pause_resume;
 mod start_by;
 mod template_fuzz;
 mod warmup;
