@@ -251,13 +251,24 @@ impl Lane {
         transport: Arc<TransportEntry>,
         pace: Option<Arc<Pace>>,
         stop: Arc<Stop>,
+        fenced: bool,
     ) -> Lane {
         let workers = transport.info.max_in_flight.max(1);
         // Room for each worker's next message, so none waits on a wake-up;
-        // a batch is what has queued meanwhile. No more: a message waits
-        // here with its claim's lease running (a cluster's node must call
-        // before its fence), and a paced campaign's behind all of them.
-        let (tx, rx) = mpsc::channel::<Request>(workers * 2);
+        // a batch is what has queued meanwhile. Where batches may form
+        // (the only sender, no pace), room for a whole batch per worker:
+        // at one connection a batch of two or three pays a round trip to
+        // open each pipelined run. A message waiting here costs what one
+        // waiting in a blocked `send` does (the engine's window bounds
+        // both), and both wait in order. A cluster's node keeps two per
+        // worker: a message here waits with its claim's lease running,
+        // and its node must call before its fence.
+        let depth = if fenced || pace.is_some() {
+            workers * 2
+        } else {
+            workers * (transport.max_batch() + 1)
+        };
+        let (tx, rx) = mpsc::channel::<Request>(depth);
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..workers {
             let rx = rx.clone();

@@ -152,12 +152,16 @@ impl Engine {
         };
         let queue = store.open_queue(&config.database, &rt, now).await?;
         let stop = Arc::new(job::Stop::default());
+        // Another node may take over a claim whose lease lapsed: this
+        // node's calls have fences (PostgreSQL), unless it is the only
+        // sender (the one that runs the schedules, redb).
+        let fenced = !queue.runs_schedules();
         let mut lanes = HashMap::new();
         for (name, t) in &plugins.transports {
             // Transport-wide: shared by every campaign on the transport
             // (and on PostgreSQL by every node).
             let pace = rate::Pace::new(&store, &format!("transport:{name}"), t.info.rate_limit).await?;
-            let lane = lane::Lane::start(&rt, t.clone(), pace.map(Arc::new), stop.clone());
+            let lane = lane::Lane::start(&rt, t.clone(), pace.map(Arc::new), stop.clone(), fenced);
             lanes.insert(name.clone(), lane);
         }
         let mut routes: route::Routes = lanes
