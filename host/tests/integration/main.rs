@@ -6,5 +6,6 @@ mod in_process;
 mod local_time;
 mod pause_resume;
 mod start_by;
+mod support;
 mod template_fuzz;
 mod warmup;

@@ -7,46 +7,18 @@
 //! a 3 ms sleep put before the driver's exit, the code before the fix
 //! failed this test on every run.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
-use posta::config::Config;
 use posta::domain::ab::{AbTestSetup, Metric, Variant};
-use posta::domain::{Action, CampaignDraft, NewSubscriber, Status};
-use posta::engine::Engine;
-use posta::engine::clock::ManualClock;
-use posta::plugins::Plugins;
-use posta::store::Store;
+use posta::domain::{Action, CampaignDraft, Status};
 
-fn t(s: &str) -> DateTime<Utc> {
-    s.parse().unwrap()
-}
+use crate::support::{self, t};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resume_while_the_driver_ends_on_a_pause_still_drives_the_campaign() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = std::fs::canonicalize(dir.path()).unwrap();
-    let mut cfg = Config::load(None).unwrap();
-    cfg.server.data_dir = data.clone();
-    let store = Store::open(&data.join("posta.redb")).unwrap();
-    let plugins = Arc::new(Plugins::load(&cfg, &data).unwrap());
-    let clock = Arc::new(ManualClock::new(t("2026-06-01T10:00:00Z")));
-    let engine = Engine::start(store.clone(), plugins, &cfg, clock.clone())
-        .await
-        .unwrap();
-    let (user, _) = store.create_user("ab@example.org".into()).await.unwrap();
-    let list = store.create_list(user.id, "l".into()).await.unwrap();
-    let subs = (0..20)
-        .map(|i| NewSubscriber {
-            email: posta::domain::Email::parse(&format!("r{i}@example.org")).unwrap(),
-            name: String::new(),
-            timezone: None,
-            attributes: Default::default(),
-            status: Default::default(),
-        })
-        .collect();
-    store.upsert_subscribers(user.id, list.id, subs).await.unwrap();
+    let running = support::running(false, "2026-06-01T10:00:00Z", |_| {}).await;
+    let (store, engine, clock) = (&running.store, &running.engine, &running.clock);
+    let (user, list) = support::readers(store, "ab@example.org", 20).await;
     let variant = |s: &str| Variant {
         subject: Some(s.into()),
         ..Variant::default()
@@ -60,19 +32,19 @@ async fn a_resume_while_the_driver_ends_on_a_pause_still_drives_the_campaign() {
             metric: Metric::Opens,
             wait_minutes: 30,
         }),
-        ..CampaignDraft::minimal(list.id)
+        ..CampaignDraft::minimal(list)
     };
     let c = store
-        .create_campaign(user.id, draft, "log".into(), engine.now())
+        .create_campaign(user, draft, "log".into(), engine.now())
         .await
         .unwrap();
-    let c = store.send(user.id, c.id, engine.now()).await.unwrap();
+    let c = store.send(user, c.id, engine.now()).await.unwrap();
     engine.kick(&c);
 
     // The test goes out; the decision waits for the (manual) clock.
     let start = Instant::now();
     while store
-        .campaign(user.id, c.id)
+        .campaign(user, c.id)
         .await
         .unwrap()
         .ab_test
@@ -86,7 +58,7 @@ async fn a_resume_while_the_driver_ends_on_a_pause_still_drives_the_campaign() {
     for round in 0..500u32 {
         for action in [Action::Pause, Action::Resume] {
             let now = engine.now();
-            let c = store.act(user.id, c.id, action, now).await.unwrap();
+            let c = store.act(user, c.id, action, now).await.unwrap();
             engine.kick(&c);
         }
         // Now and then a little time for the driver to reach its end.
@@ -99,7 +71,7 @@ async fn a_resume_while_the_driver_ends_on_a_pause_still_drives_the_campaign() {
     clock.set(t("2026-06-01T11:00:00Z"));
     let start = Instant::now();
     loop {
-        let now = store.campaign(user.id, c.id).await.unwrap();
+        let now = store.campaign(user, c.id).await.unwrap();
         if now.status == Status::Sent {
             assert_eq!(now.stats.sent, 20);
             break;

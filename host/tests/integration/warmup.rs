@@ -7,18 +7,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
 use posta::config::Config;
 use posta::domain::message::MessageStatus;
-use posta::domain::{CampaignDraft, CampaignId, NewSubscriber, Status, UserId};
-use posta::engine::Engine;
+use posta::domain::{CampaignDraft, CampaignId, Status, UserId};
 use posta::engine::clock::ManualClock;
-use posta::plugins::Plugins;
 use posta::store::Store;
 
-fn t(s: &str) -> DateTime<Utc> {
-    s.parse().unwrap()
-}
+use crate::support::{self, Running, t};
 
 async fn sent(store: &Store, user: UserId, id: CampaignId) -> usize {
     store
@@ -52,56 +47,29 @@ struct Sending {
     clock: Arc<ManualClock>,
     user: UserId,
     id: CampaignId,
-    _engine: Engine,
-    _dir: tempfile::TempDir,
+    _running: Running,
 }
 
 async fn start(postgres: bool, transport: &str, configure: impl FnOnce(&mut Config)) -> Sending {
-    let dir = tempfile::tempdir().unwrap();
-    let data = std::fs::canonicalize(dir.path()).unwrap();
-    let mut cfg = Config::load(None).unwrap();
-    cfg.server.data_dir = data.clone();
-    configure(&mut cfg);
-    let store = if postgres {
-        let db = posta::store::pg::test_server::TestServer::get().database();
-        Store::connect(&db.url, 8).await.unwrap()
-    } else {
-        Store::open(&data.join("posta.redb")).unwrap()
-    };
-    let plugins = Arc::new(Plugins::load(&cfg, &data).unwrap());
-    let clock = Arc::new(ManualClock::new(t("2026-06-01T10:00:00Z")));
-    let engine = Engine::start(store.clone(), plugins, &cfg, clock.clone())
-        .await
-        .unwrap();
-    let (user, _) = store.create_user("warm@example.org".into()).await.unwrap();
-    let list = store.create_list(user.id, "l".into()).await.unwrap();
-    let subs = (0..10)
-        .map(|i| NewSubscriber {
-            email: posta::domain::Email::parse(&format!("r{i}@example.org")).unwrap(),
-            name: String::new(),
-            timezone: None,
-            attributes: Default::default(),
-            status: Default::default(),
-        })
-        .collect();
-    store.upsert_subscribers(user.id, list.id, subs).await.unwrap();
+    let running = support::running(postgres, "2026-06-01T10:00:00Z", configure).await;
+    let (store, engine) = (&running.store, &running.engine);
+    let (user, list) = support::readers(store, "warm@example.org", 10).await;
     let draft = CampaignDraft {
         from_email: "a@example.org".into(),
-        ..CampaignDraft::minimal(list.id)
+        ..CampaignDraft::minimal(list)
     };
     let c = store
-        .create_campaign(user.id, draft, transport.into(), engine.now())
+        .create_campaign(user, draft, transport.into(), engine.now())
         .await
         .unwrap();
-    let c = store.send(user.id, c.id, engine.now()).await.unwrap();
+    let c = store.send(user, c.id, engine.now()).await.unwrap();
     engine.kick(&c);
     Sending {
-        store,
-        clock,
-        user: user.id,
+        store: store.clone(),
+        clock: running.clock.clone(),
+        user,
         id: c.id,
-        _engine: engine,
-        _dir: dir,
+        _running: running,
     }
 }
 
