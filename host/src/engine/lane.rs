@@ -119,8 +119,9 @@ async fn one(transport: &TransportEntry, req: &Request, pace: Option<&Pace>, sto
 }
 
 /// Takes, after `first`, the messages already queued that can share its
-/// call: up to `max_batch`, only `batchable` ones, and no more bytes in all than the largest message allowed, so
-/// a batch asks no more memory of the component than one message may.
+/// call: up to `max_batch`, only `batchable` ones, and no more bytes in
+/// all than the largest message allowed, so a batch asks no more memory
+/// of the component than one message may.
 /// The first message that does not fit is handed back for the next call.
 fn gather(
     first: Request,
