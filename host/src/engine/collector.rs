@@ -65,8 +65,11 @@ pub(super) async fn run(
         // A few outcomes while more are coming (a transport at thousands
         // a second, each call a wait): wait a moment for them, so a
         // commit stores a batch rather than a handful. A lone outcome
-        // waits LINGER at most.
-        if batch.len() < MAX_BATCH / 4 {
+        // waits LINGER at most, and none once the batch holds every
+        // message in flight: nothing more is coming (a campaign's last
+        // messages, a test send, a window drained), so waiting would only
+        // hold up its completion, or its driver waiting for room.
+        if batch.len() < MAX_BATCH / 4 && !holds_all_in_flight(&runs, &batch) {
             tokio::time::sleep(LINGER).await;
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {
@@ -96,6 +99,17 @@ pub(super) async fn run(
     }
 }
 
+/// Whether `batch` ends every message the runs have in flight: an outcome
+/// is counted out of its run's `in_flight` only once stored, so when the
+/// ending outcomes in hand are as many, no other message is under way.
+fn holds_all_in_flight(runs: &Weak<Runs>, batch: &[Reported]) -> bool {
+    let Some(runs) = runs.upgrade() else { return true };
+    let ending = batch.iter().filter(|r| r.outcome.kind.ends_job()).count();
+    let runs = runs.lock().expect("runs lock");
+    let in_flight: usize = runs.values().map(|run| run.in_flight.load(Ordering::Acquire)).sum();
+    ending >= in_flight
+}
+
 /// The batch's outcomes per claim, in the order the claims first appear
 /// (a batch rarely holds more than one or two).
 fn by_claim(batch: Vec<Reported>) -> Vec<(Claim, Vec<Outcome>)> {
@@ -107,4 +121,130 @@ fn by_claim(batch: Vec<Reported>) -> Vec<(Claim, Vec<Outcome>)> {
         }
     }
     groups
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
+    use std::sync::{Arc, Mutex};
+
+    use chrono::{DateTime, Utc};
+    use tokio::sync::Notify;
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::domain::SubscriberId;
+    use crate::domain::message::{Job, OutcomeKind};
+    use crate::store::StoreError;
+    use crate::store::queue::{Step, Wake};
+
+    /// A queue that notes when each batch was stored and its size.
+    #[derive(Default)]
+    struct Noting(Mutex<Vec<(Instant, usize)>>);
+
+    #[async_trait::async_trait]
+    impl Queue for Noting {
+        async fn recover(&self, _: CampaignId, _: DateTime<Utc>) -> Result<Vec<Job>, StoreError> {
+            unreachable!("the collector only stores")
+        }
+        async fn step(&self, _: CampaignId, _: usize, _: DateTime<Utc>) -> Result<Step, StoreError> {
+            unreachable!("the collector only stores")
+        }
+        async fn record(&self, _: &Claim, outcomes: &Arc<Vec<Outcome>>, _: DateTime<Utc>) -> Result<(), StoreError> {
+            self.0.lock().unwrap().push((Instant::now(), outcomes.len()));
+            Ok(())
+        }
+        fn runs_schedules(&self) -> bool {
+            true
+        }
+        fn idle_poll(&self) -> Option<Duration> {
+            None
+        }
+        fn wakes(&self) -> Option<mpsc::UnboundedReceiver<Wake>> {
+            None
+        }
+        async fn leave(&self) {}
+    }
+
+    fn run_with(in_flight: usize) -> Arc<super::super::Run> {
+        Arc::new(super::super::Run {
+            in_flight: AtomicUsize::new(in_flight),
+            parked: AtomicUsize::new(0),
+            cancelled: Arc::new(AtomicBool::new(false)),
+            wake: Notify::new(),
+            called: AtomicBool::new(false),
+        })
+    }
+
+    fn sent(campaign: u64, subscriber: u64) -> Reported {
+        Reported {
+            outcome: Outcome {
+                campaign_id: CampaignId::new(campaign),
+                subscriber_id: SubscriberId::new(subscriber),
+                attempts: 1,
+                kind: OutcomeKind::Sent { remote_id: None },
+            },
+            claim: Claim::alone(),
+        }
+    }
+
+    /// Sends `outcomes` to a collector over campaigns with these messages
+    /// in flight; when each batch was stored, from the first send.
+    async fn stored(in_flight: &[(u64, usize)], outcomes: Vec<Reported>) -> Vec<(Duration, usize)> {
+        let queue = Arc::new(Noting::default());
+        let runs: Arc<Runs> = Arc::new(Mutex::new(
+            in_flight
+                .iter()
+                .map(|&(id, n)| (CampaignId::new(id), run_with(n)))
+                .collect::<HashMap<_, _>>(),
+        ));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let started = Instant::now();
+        let collector = tokio::spawn(run(
+            queue.clone(),
+            Arc::new(Health::default()),
+            Arc::downgrade(&runs),
+            rx,
+        ));
+        for r in outcomes {
+            tx.send(r).unwrap();
+        }
+        // Paused time moves on only once every task is idle: the collector
+        // has stored what it will by then.
+        tokio::time::sleep(LINGER * 4).await;
+        drop(runs);
+        drop(tx);
+        collector.await.unwrap();
+        queue
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(at, n)| (*at - started, *n))
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_last_messages_in_flight_are_stored_without_waiting() {
+        assert_eq!(stored(&[(1, 1)], vec![sent(1, 1)]).await, vec![(Duration::ZERO, 1)]);
+        // Two campaigns' last three, in one batch.
+        let last = vec![sent(1, 1), sent(2, 1), sent(2, 2)];
+        assert_eq!(stored(&[(1, 1), (2, 2)], last).await, vec![(Duration::ZERO, 3)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_few_outcomes_wait_for_more_while_others_are_in_flight() {
+        // Another campaign still has a message under way.
+        assert_eq!(stored(&[(1, 1), (2, 1)], vec![sent(1, 1)]).await, vec![(LINGER, 1)]);
+        // Retries end no message: they do not count as the last ones.
+        let retrying = Reported {
+            outcome: Outcome {
+                kind: OutcomeKind::Retrying { error: "busy".into() },
+                ..sent(1, 1).outcome
+            },
+            claim: Claim::alone(),
+        };
+        assert_eq!(stored(&[(1, 1)], vec![retrying]).await, vec![(LINGER, 1)]);
+    }
 }

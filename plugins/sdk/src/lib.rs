@@ -33,6 +33,17 @@ pub use wit_bindgen;
 
 include!(concat!(env!("OUT_DIR"), "/export_macros.rs"));
 
+/// With the `talc` feature the component allocates with talc rather than
+/// dlmalloc, Rust's default on wasm. Components allocate many small,
+/// short-lived values per call (template values, MIME parts, JSON), and
+/// the allocator was 8–10% of a personalize call in the guest: the bundled
+/// personalizer's call took 6–8% less time with talc (criterion, both
+/// builds in one run). Left off, a component keeps dlmalloc or sets its
+/// own `#[global_allocator]`.
+#[cfg(all(feature = "talc", target_family = "wasm", not(target_feature = "atomics")))]
+#[global_allocator]
+static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
+
 pub mod config;
 pub mod fs;
 pub mod http;
