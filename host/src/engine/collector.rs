@@ -126,11 +126,9 @@ fn by_claim(batch: Vec<Reported>) -> Vec<(Claim, Vec<Outcome>)> {
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
-    use std::sync::atomic::{AtomicBool, AtomicUsize};
     use std::sync::{Arc, Mutex};
 
     use chrono::{DateTime, Utc};
-    use tokio::sync::Notify;
     use tokio::time::Instant;
 
     use super::*;
@@ -168,13 +166,9 @@ mod tests {
     }
 
     fn run_with(in_flight: usize) -> Arc<super::super::Run> {
-        Arc::new(super::super::Run {
-            in_flight: AtomicUsize::new(in_flight),
-            parked: AtomicUsize::new(0),
-            cancelled: Arc::new(AtomicBool::new(false)),
-            wake: Notify::new(),
-            called: AtomicBool::new(false),
-        })
+        let run = super::super::Run::new(false);
+        run.in_flight.store(in_flight, Ordering::Release);
+        Arc::new(run)
     }
 
     fn sent(campaign: u64, subscriber: u64) -> Reported {

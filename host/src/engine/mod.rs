@@ -65,6 +65,17 @@ struct Run {
 const PARKED_PER_WINDOW: usize = 8;
 
 impl Run {
+    /// A run with nothing in flight yet.
+    fn new(cancelled: bool) -> Run {
+        Run {
+            in_flight: AtomicUsize::new(0),
+            parked: AtomicUsize::new(0),
+            cancelled: Arc::new(AtomicBool::new(cancelled)),
+            wake: Notify::new(),
+            called: AtomicBool::new(false),
+        }
+    }
+
     /// A message waits for its provider: out of the window until the
     /// guard drops (the driver is woken to fill its place).
     fn park(self: &Arc<Run>) -> Parked {
@@ -375,13 +386,7 @@ impl Engine {
                 run.wake.notify_one();
                 return;
             }
-            let run = Arc::new(Run {
-                in_flight: AtomicUsize::new(0),
-                parked: AtomicUsize::new(0),
-                cancelled: Arc::new(AtomicBool::new(cancelled)),
-                wake: Notify::new(),
-                called: AtomicBool::new(false),
-            });
+            let run = Arc::new(Run::new(cancelled));
             runs.insert(id, run.clone());
             run
         };
