@@ -7,8 +7,8 @@
 //! them is put together here, the bytes lettre's `MultiPart` would write
 //! (a test holds the two equal). lettre's builder for that frame cost
 //! about a sixth of the server's CPU at 8 SMTP connections: it parses
-//! MIME types it has just written, re-parses the From header it was given
-//! to check it is there, and makes the envelope from the headers.
+//! MIME types it has just written and re-parses the From header it was
+//! given to check it is there.
 
 use std::io::Write as _;
 use std::time::SystemTime;
