@@ -280,8 +280,8 @@ pub fn smtp(r: &mut Report, n: usize, runs: usize) {
          storing every outcome; smtp-source only sends. Posta uses PIPELINING (smtp-sink offers it; smtp-source \
          cannot pipeline) and keeps its connections across messages; one connection is one `max_in_flight` slot. \
          Posta's CPU per message is its server process's (user + system) over the unsigned send: steadier than \
-         the throughput on a shared machine, it shows what a change to the path saved. The DKIM columns send the same campaign from a domain with an RSA-2048 key and from one with an Ed25519 \
-         key: the host signs every message (relaxed/relaxed, mail-auth on ring) inside the transport's call."
+         the throughput on a shared machine, it shows what a change to the path saved. The DKIM columns send \
+         the same campaign from a domain with an RSA-2048 key and from one with an Ed25519 key: the host signs every message (relaxed/relaxed, mail-auth on ring) inside the transport's call."
     ));
     // #35: against smtp-source at its best (connections kept), not
     // against a new connection per message (long passed).
