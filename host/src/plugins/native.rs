@@ -58,7 +58,8 @@ impl LogWriter {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis())
             .unwrap_or_default();
-        let buf = line::encode(message, logged_at_ms).map_err(DeliveryError::Permanent)?;
+        let mut buf = Vec::new();
+        line::write(&mut buf, message, logged_at_ms);
         self.file
             .lock()
             .expect("log lock")
