@@ -12,6 +12,7 @@
 //! transport). Messages are DKIM-signed by the host when their From domain
 //! has a key.
 
+mod body;
 mod client;
 mod mime;
 mod settings;
