@@ -231,7 +231,7 @@ fn throughput(r: &mut Report, n: usize, runs: usize) -> f64 {
 /// each (four attribute quotes and a line end per 270-byte row: an escape
 /// in the outbox's JSON every 55 bytes, as mail templates have), and the
 /// demo's personal lines.
-fn newsletter_html() -> String {
+pub(crate) fn newsletter_html() -> String {
     let mut html = String::from("<html><body><table>\n");
     for i in 0..150 {
         html.push_str(&format!(

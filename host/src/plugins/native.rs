@@ -17,6 +17,10 @@ mod render {
     ));
 }
 
+mod json {
+    include!(concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins/sdk/src/json.rs"));
+}
+
 mod line {
     include!(concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins/log/src/line.rs"));
 }

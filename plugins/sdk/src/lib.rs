@@ -47,6 +47,12 @@ static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_all
 pub mod config;
 pub mod fs;
 pub mod http;
+/// JSON strings for a component that writes JSON itself: `json::string`
+/// appends one, quoted and escaped, the bytes serde_json writes for it,
+/// eight bytes a step (serde_json goes one at a time, which in a component
+/// costs a large body dearly). The bundled `log` and `webhook` components
+/// write their JSON with it.
+pub mod json;
 pub mod log;
 pub mod net;
 
