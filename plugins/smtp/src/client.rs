@@ -683,14 +683,11 @@ mod tests {
         // Bodies long enough for whole words, mostly proper lines (the
         // fast path), with dots, bare CRs and LFs here and there.
         let alphabet: &[&[u8]] = &[b"\r\n", b".", b"\r", b"\n", b"\r\n.", b"\r\n..", b"ab"];
-        let mut seed: u64 = 0xdead_beef_cafe_f00d;
+        let mut rng = fastrand::Rng::with_seed(7);
         for len in 0..400 {
             let mut body = Vec::new();
             for _ in 0..len {
-                seed = seed
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407);
-                let pick = (seed >> 33) as usize % (alphabet.len() * 3);
+                let pick = rng.usize(..alphabet.len() * 3);
                 body.extend_from_slice(alphabet.get(pick).copied().unwrap_or(b"xyz"));
             }
             for stuff in [true, false] {
