@@ -15,9 +15,7 @@
 use lettre::message::Body;
 use lettre::message::header::ContentTransferEncoding;
 
-const ONES: u64 = 0x0101_0101_0101_0101;
-const LOWS: u64 = 0x7f7f_7f7f_7f7f_7f7f;
-const HIGHS: u64 = 0x8080_8080_8080_8080;
+use crate::word::{self, HIGHS, LOWS, ONES};
 
 /// The body for `text`: 7bit when it is ASCII with lines under 76 bytes,
 /// otherwise quoted-printable or, when more than a third of its bytes would
@@ -51,20 +49,14 @@ fn line_too_long(b: &[u8]) -> bool {
     b.len() - last >= 76
 }
 
-/// One high bit per byte of `v` that is zero, exactly (no borrow between
-/// bytes).
-fn zeros(v: u64) -> u64 {
-    !(((v & LOWS) + LOWS) | v) & HIGHS
-}
-
 /// How many bytes quoted-printable escapes as text: all but tab and
 /// `' '..='~'`.
 fn escaped_by_quoted_printable(b: &[u8]) -> usize {
     let words = b.chunks_exact(8);
     let tail = words.remainder();
     let mut n: usize = tail.iter().filter(|&&c| !matches!(c, b'\t' | b' '..=b'~')).count();
-    for word in words {
-        n += escaped_mask(u64::from_le_bytes(word.try_into().expect("eight bytes"))).count_ones() as usize;
+    for chunk in words {
+        n += word::load(chunk).map_or(0, |w| escaped_mask(w).count_ones() as usize);
     }
     n
 }
@@ -74,7 +66,7 @@ fn escaped_by_quoted_printable(b: &[u8]) -> usize {
 /// but not a tab, 0x7f, or 0x80 and above.
 fn escaped_mask(w: u64) -> u64 {
     let control = !((w & LOWS) + ONES * 0x60) & !w & HIGHS;
-    (control & !zeros(w ^ (ONES * 0x09))) | zeros(w ^ (ONES * 0x7f)) | (w & HIGHS)
+    (control & !word::equal(w, b'\t')) | word::equal(w, 0x7f) | (w & HIGHS)
 }
 
 /// `text` with a `\r` before every `\n` that lacks one (a lone `\r` stays
@@ -170,11 +162,10 @@ fn needs_encoding(c: u8) -> bool {
 fn clean_prefix(b: &[u8], max: usize) -> usize {
     let mut n = 0;
     while n < max {
-        let Some(word) = b.get(n..n + 8) else {
+        let Some(w) = word::load(&b[n..]) else {
             break;
         };
-        let w = u64::from_le_bytes(word.try_into().expect("eight bytes"));
-        let found = escaped_mask(w) | zeros(w ^ (ONES * u64::from(b'=')));
+        let found = escaped_mask(w) | word::equal(w, b'=');
         if found != 0 {
             return (n + (found.trailing_zeros() / 8) as usize).min(max);
         }

@@ -9,6 +9,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use smtp_proto::response::parser::ResponseReceiver;
 use smtp_proto::{EhloResponse, Response};
 
+use crate::word;
+
 /// Longest reply accepted, over all its lines.
 const MAX_REPLY: usize = 64 * 1024;
 
@@ -554,19 +556,14 @@ pub fn canonical(body: &[u8], dot_stuff: bool) -> Vec<u8> {
 /// memchr goes four bytes a step there, and a search per line end was 9%
 /// of the server's CPU sending a 41 KB newsletter).
 fn wire_ready(text: &[u8], dot_stuff: bool) -> usize {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const LOWS: u64 = 0x7f7f_7f7f_7f7f_7f7f;
-    // One high bit per zero byte, exactly.
-    let zeros = |v: u64| !(((v & LOWS) + LOWS) | v) & LOWS.wrapping_add(ONES);
     if dot_stuff && text.first() == Some(&b'.') {
         return 0;
     }
     // The end of the last good line so far.
     let mut ready = 0;
     let mut at = 0;
-    while let Some(word) = text.get(at..at + 8) {
-        let w = u64::from_le_bytes(word.try_into().expect("eight bytes"));
-        let mut ends = zeros(w ^ (ONES * u64::from(b'\r'))) | zeros(w ^ (ONES * u64::from(b'\n')));
+    while let Some(w) = word::load(&text[at..]) {
+        let mut ends = word::equal(w, b'\r') | word::equal(w, b'\n');
         while ends != 0 {
             let p = at + (ends.trailing_zeros() / 8) as usize;
             ends &= ends - 1;

@@ -16,6 +16,7 @@ mod body;
 mod client;
 mod mime;
 mod settings;
+mod word;
 
 use std::cell::RefCell;
 use std::io;
