@@ -13,7 +13,7 @@ use super::members::MEMBERS;
 use super::suppressions::suppressed;
 use super::{
     CAMPAIGNS, DEFERRED, DUE, Events, IN_FLIGHT, MESSAGES, Page, Redb, Result, SCAN_LIMIT, SUBSCRIBERS, SUPPRESSIONS,
-    StoreError, decode, message_codec, page_filtered,
+    StoreError, message_codec, page_filtered, subscriber_codec,
 };
 use crate::domain::ab::Pick;
 use crate::domain::bounce::BouncePolicy;
@@ -83,13 +83,16 @@ fn recipients_after<'a>(
         let id = c.id.get();
         Box::new(members.range((id, from)..=(id, to))?.map(move |entry| {
             let sub_id = entry?.0.value().1;
-            let sub = subs.get((list, sub_id))?.map(|v| decode(v.value())).transpose()?;
+            let sub = subs
+                .get((list, sub_id))?
+                .map(|v| subscriber_codec::decode(v.value()))
+                .transpose()?;
             Ok((sub_id, sub))
         }))
     } else {
         Box::new(subs.range((list, from)..=(list, to))?.map(|entry| {
             let (k, v) = entry?;
-            Ok((k.value().1, Some(decode(v.value())?)))
+            Ok((k.value().1, Some(subscriber_codec::decode(v.value())?)))
         }))
     })
 }
@@ -171,7 +174,7 @@ fn release_due(
         let (_, due_ms, sub_id) = *key;
         let Some(sub) = subs
             .get((c.list_id.get(), sub_id))?
-            .map(|v| decode::<Subscriber>(v.value()))
+            .map(|v| subscriber_codec::decode(v.value()))
             .transpose()?
         else {
             c.stats.total = c.stats.total.saturating_sub(1);
@@ -401,7 +404,7 @@ impl Redb {
                 } else {
                     let Some(sub) = subs
                         .get((c.list_id.get(), key.1))?
-                        .map(|v| decode::<Subscriber>(v.value()))
+                        .map(|v| subscriber_codec::decode(v.value()))
                         .transpose()?
                     else {
                         continue;

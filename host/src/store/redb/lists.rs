@@ -4,8 +4,8 @@ use chrono::Utc;
 use redb::ReadableTable;
 
 use super::{
-    CAMPAIGNS, Events, LISTS, Page, Redb, Result, SCAN_LIMIT, SUBSCRIBER_EMAILS, SUBSCRIBERS, StatusOf, StoreError,
-    USER_CAMPAIGNS, USER_LISTS, decode, encode, next_id, page_filtered, page_ids,
+    CAMPAIGNS, Events, LISTS, Page, Redb, Result, SCAN_LIMIT, SUBSCRIBER_EMAILS, SUBSCRIBERS, StoreError,
+    USER_CAMPAIGNS, USER_LISTS, decode, encode, next_id, page_filtered, page_ids, subscriber_codec,
 };
 use crate::domain::webhook::{EventKind, unsubscribed_data};
 use crate::domain::{Campaign, List, NewSubscriber, Subscriber, SubscriberPatch, SubscriberStatus};
@@ -115,8 +115,8 @@ impl Redb {
                 let existing = emails.get((list_key, new.email.as_str()))?.map(|v| v.value());
                 let sub = match existing {
                     Some(id) => {
-                        let old: Subscriber = match subs.get((list_key, id))? {
-                            Some(v) => decode(v.value())?,
+                        let old = match subs.get((list_key, id))? {
+                            Some(v) => subscriber_codec::decode(v.value())?,
                             None => return Err(StoreError::Corrupt(format!("subscriber {id} indexed but missing"))),
                         };
                         report.updated += 1;
@@ -132,7 +132,7 @@ impl Redb {
                         Subscriber::imported(SubscriberId::new(id), list_id, new, now)
                     }
                 };
-                subs.insert((list_key, sub.id.get()), encode(&sub).as_slice())?;
+                subs.insert((list_key, sub.id.get()), subscriber_codec::encode(&sub).as_slice())?;
                 report.subscribers.push(sub);
             }
             lists.insert(list_key, encode(&list).as_slice())?;
@@ -155,13 +155,13 @@ impl Redb {
             owned_list(&tx.open_table(LISTS)?, user_id, list_id)?;
             let mut subs = tx.open_table(SUBSCRIBERS)?;
             let key = (list_id.get(), subscriber_id.get());
-            let old: Subscriber = match subs.get(key)? {
-                Some(v) => decode(v.value())?,
+            let old = match subs.get(key)? {
+                Some(v) => subscriber_codec::decode(v.value())?,
                 None => return Err(StoreError::NotFound),
             };
             let now = Utc::now();
             let sub = patch.apply(&old, now)?;
-            subs.insert(key, encode(&sub).as_slice())?;
+            subs.insert(key, subscriber_codec::encode(&sub).as_slice())?;
             if old.status == SubscriberStatus::Subscribed && sub.status == SubscriberStatus::Unsubscribed {
                 events.emit(user_id, EventKind::SubscriberUnsubscribed, now, || {
                     unsubscribed_data(&sub, "api", None)
@@ -183,7 +183,7 @@ impl Redb {
         let v = subs
             .get((list_id.get(), subscriber_id.get()))?
             .ok_or(StoreError::NotFound)?;
-        decode(v.value())
+        subscriber_codec::decode(v.value())
     }
 
     /// A list's subscribers in id order after `after`, optionally with one
@@ -204,9 +204,9 @@ impl Redb {
         page_filtered(&subs, list_id.get(), after, limit, SCAN_LIMIT, |_, v| {
             let wanted = match status {
                 None => true,
-                Some(s) => decode::<StatusOf<SubscriberStatus>>(v.value())?.status == s,
+                Some(s) => subscriber_codec::status(v.value())? == s,
             };
-            wanted.then(|| decode(v.value())).transpose()
+            wanted.then(|| subscriber_codec::decode(v.value())).transpose()
         })
     }
 
@@ -223,7 +223,7 @@ impl Redb {
         let subs = tx.open_table(SUBSCRIBERS)?;
         for entry in subs.range((list_id.get(), 0)..=(list_id.get(), u64::MAX))? {
             let (_, v) = entry?;
-            if !f(decode::<Subscriber>(v.value())?)? {
+            if !f(subscriber_codec::decode(v.value())?)? {
                 break;
             }
         }
@@ -249,8 +249,8 @@ impl Redb {
         let (key, mut sub) = {
             let tx = self.read()?;
             let key = (list_of(&tx)?, subscriber_id.get());
-            let sub: Subscriber = match tx.open_table(SUBSCRIBERS)?.get(key)? {
-                Some(v) => decode(v.value())?,
+            let sub = match tx.open_table(SUBSCRIBERS)?.get(key)? {
+                Some(v) => subscriber_codec::decode(v.value())?,
                 None => return Err(StoreError::NotFound),
             };
             (key, sub)
@@ -264,7 +264,7 @@ impl Redb {
             let mut subs = tx.open_table(SUBSCRIBERS)?;
             // Re-read under the write lock: an import may have changed it.
             if let Some(v) = subs.get(key)? {
-                sub = decode(v.value())?;
+                sub = subscriber_codec::decode(v.value())?;
             }
             if sub.status != SubscriberStatus::Subscribed {
                 return Ok(());
@@ -272,7 +272,7 @@ impl Redb {
             let now = Utc::now();
             sub.set_status(SubscriberStatus::Unsubscribed, "unsubscribe_link", now);
             sub.updated_at = now;
-            subs.insert(key, encode(&sub).as_slice())?;
+            subs.insert(key, subscriber_codec::encode(&sub).as_slice())?;
             let owner = tx
                 .open_table(LISTS)?
                 .get(key.0)?

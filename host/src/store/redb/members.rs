@@ -20,7 +20,7 @@ use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 use super::campaigns::owned;
 use super::segments::SEGMENTS;
-use super::{CAMPAIGNS, Redb, Result, SUBSCRIBERS, StoreError, decode};
+use super::{CAMPAIGNS, Redb, Result, SUBSCRIBERS, StoreError, decode, subscriber_codec};
 use crate::domain::lifecycle::transition;
 use crate::domain::segment::{Segment, unknown_campaign};
 use crate::domain::{Action, Campaign, CampaignId, FieldError, SegmentId, Status, UserId};
@@ -130,7 +130,7 @@ impl Redb {
         for entry in tx.open_table(SUBSCRIBERS)?.range((list, 0)..=(list, u64::MAX))? {
             let (k, v) = entry?;
             last = k.value().1;
-            if filter.matches(&decode(v.value())?) {
+            if filter.matches(&subscriber_codec::decode(v.value())?) {
                 members.push(last);
             }
         }

@@ -18,6 +18,7 @@ use std::borrow::Cow;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::wire_time::{self, Time, time};
 use super::{Result, StatusOf, StoreError, decode as decode_json};
 use crate::domain::SubscriberId;
 use crate::domain::bounce::BounceType;
@@ -68,15 +69,8 @@ fn corrupt(why: String) -> StoreError {
     StoreError::Corrupt(format!("message record: {why}"))
 }
 
-/// A time to the nanosecond, as seconds and nanoseconds since the epoch.
-type Time = (i64, u32);
-
-fn time(t: DateTime<Utc>) -> Time {
-    (t.timestamp(), t.timestamp_subsec_nanos())
-}
-
-fn at((secs, nanos): Time) -> Result<DateTime<Utc>> {
-    DateTime::from_timestamp(secs, nanos).ok_or_else(|| corrupt(format!("time out of range: {secs}.{nanos}")))
+fn at(t: Time) -> Result<DateTime<Utc>> {
+    wire_time::at(t, "message")
 }
 
 #[derive(Serialize, Deserialize)]

@@ -13,10 +13,12 @@ mod members;
 mod message_codec;
 mod segments;
 pub(crate) mod sending;
+mod subscriber_codec;
 mod suppressions;
 mod tracking;
 mod warmups;
 mod webhooks;
+mod wire_time;
 
 pub(crate) use webhooks::Events;
 

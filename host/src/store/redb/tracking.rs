@@ -8,11 +8,11 @@ use std::collections::BTreeMap;
 use redb::ReadableTable;
 
 use super::campaigns::{load, owned, save};
-use super::{CAMPAIGNS, Events, MESSAGES, Redb, Result, SUBSCRIBERS, decode, encode, message_codec};
+use super::{CAMPAIGNS, Events, MESSAGES, Redb, Result, SUBSCRIBERS, message_codec, subscriber_codec};
 use crate::domain::message::MessageStatus;
 use crate::domain::segment::Engaged;
 use crate::domain::tracking::{Hit, LinkCount, Links, record};
-use crate::domain::{Campaign, CampaignId, CampaignRun, Subscriber, UserId};
+use crate::domain::{Campaign, CampaignId, CampaignRun, UserId};
 
 impl Redb {
     /// Records `hits`; returns how many counted (the others were
@@ -49,11 +49,14 @@ impl Redb {
                     counted += 1;
                     messages.insert(key, message_codec::encode(&message).as_slice())?;
                     let sub_key = (list, hit.subscriber.get());
-                    let sub: Option<Subscriber> = subs.get(sub_key)?.map(|v| decode(v.value())).transpose()?;
+                    let sub = subs
+                        .get(sub_key)?
+                        .map(|v| subscriber_codec::decode(v.value()))
+                        .transpose()?;
                     if let Some(mut sub) = sub
                         && sub.engaged(done.opened, done.clicked, hit.at)
                     {
-                        subs.insert(sub_key, encode(&sub).as_slice())?;
+                        subs.insert(sub_key, subscriber_codec::encode(&sub).as_slice())?;
                     }
                     for (kind, data) in done.events {
                         events.emit(run.user_id, kind, hit.at, || data)?;
