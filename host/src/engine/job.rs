@@ -30,6 +30,9 @@ pub(super) struct Shared {
     /// Where outcomes go (the collector); a retry's attempt too.
     pub(super) outcomes: mpsc::UnboundedSender<Reported>,
     pub(super) retry: Retry,
+    /// `PERSONALIZE_CALL`, looked up once: the macro hashes its key into
+    /// the recorder's registry on every use, once per message here.
+    pub(super) personalize_seconds: metrics::Histogram,
 }
 
 /// When to try a message again.
@@ -339,7 +342,7 @@ async fn personalize(shared: &Shared, ctx: &Context, job: &Job) -> Result<Held, 
         .and_then(|v| ctx.variants.get(usize::from(v)))
         .unwrap_or(&ctx.wit);
     let result = shared.plugins.personalize(template.clone(), subscriber, envelope).await;
-    metrics::histogram!(crate::metrics::PERSONALIZE_CALL).record(started.elapsed());
+    shared.personalize_seconds.record(started.elapsed());
     let mut message = match result {
         Ok(Ok(m)) => m,
         Ok(Err(e)) => return Err(Failure::Permanent(format!("personalize: {e}"))),

@@ -204,6 +204,7 @@ impl Engine {
                 max_ms: cfg.retry_max_ms,
                 hard_on_reject: bounces.hard_on_reject,
             },
+            personalize_seconds: metrics::histogram!(crate::metrics::PERSONALIZE_CALL),
         });
         let inner = Arc::new(Inner {
             rt: rt.clone(),
