@@ -1,5 +1,5 @@
-//! How a message record is stored: a version byte, the status as one
-//! byte, then the other fields with postcard (varints, no field names).
+//! How a message record is stored: `record_form`'s frame (a version
+//! byte, the status as one byte, then the other fields with postcard).
 //!
 //! Message records are most of what a send writes (one per subscriber,
 //! written when the step queues it and again at its outcome) and most of
@@ -18,14 +18,17 @@ use std::borrow::Cow;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::wire_time::{self, Time, time};
-use super::{Result, StatusOf, StoreError, decode as decode_json};
+use super::record_form::{Form, Framed, Time, time};
+use super::{Result, StoreError, decode as decode_json};
 use crate::domain::SubscriberId;
 use crate::domain::bounce::BounceType;
 use crate::domain::message::{MessageBounce, MessageRecord, MessageStatus};
 use crate::domain::tracking::Engagement;
 
-const VERSION: u8 = 1;
+const FORM: Form = Form {
+    record: "message",
+    version: 1,
+};
 
 fn status_code(s: MessageStatus) -> u8 {
     match s {
@@ -44,7 +47,7 @@ fn status_of(code: u8) -> Result<MessageStatus> {
         2 => MessageStatus::Failed,
         3 => MessageStatus::Skipped,
         4 => MessageStatus::Cancelled,
-        _ => return Err(corrupt(format!("unknown message status code {code}"))),
+        _ => return Err(FORM.corrupt(format!("unknown message status code {code}"))),
     })
 }
 
@@ -61,16 +64,12 @@ fn bounce_of(code: u8) -> Result<BounceType> {
         0 => BounceType::Hard,
         1 => BounceType::Soft,
         2 => BounceType::Complaint,
-        _ => return Err(corrupt(format!("unknown bounce type code {code}"))),
+        _ => return Err(FORM.corrupt(format!("unknown bounce type code {code}"))),
     })
 }
 
-fn corrupt(why: String) -> StoreError {
-    StoreError::Corrupt(format!("message record: {why}"))
-}
-
 fn at(t: Time) -> Result<DateTime<Utc>> {
-    wire_time::at(t, "message")
+    FORM.at(t)
 }
 
 #[derive(Serialize, Deserialize)]
@@ -140,17 +139,15 @@ pub(super) fn encode(r: &MessageRecord) -> Vec<u8> {
         in_test: r.in_test,
         updated_at: time(r.updated_at),
     };
-    let head = vec![VERSION, status_code(r.status)];
-    postcard::to_extend(&wire, head).expect("a Vec grows as needed")
+    FORM.write(status_code(r.status), &wire)
 }
 
 pub(super) fn decode(bytes: &[u8]) -> Result<MessageRecord> {
-    let (status, body) = match bytes {
-        [b'{', ..] => return decode_json(bytes),
-        [VERSION, status, body @ ..] => (status_of(*status)?, body),
-        _ => return Err(corrupt(format!("unknown format (first byte {:?})", bytes.first()))),
+    let Framed::Binary { status, body } = FORM.read(bytes)? else {
+        return decode_json(bytes);
     };
-    let w: Wire = postcard::from_bytes(body).map_err(|e| corrupt(e.to_string()))?;
+    let status = status_of(status)?;
+    let w: Wire = FORM.body(body)?;
     let owned = |s: Option<Cow<str>>| s.map(Cow::into_owned);
     Ok(MessageRecord {
         subscriber_id: SubscriberId::new(w.subscriber_id),
@@ -195,15 +192,12 @@ pub(super) fn decode(bytes: &[u8]) -> Result<MessageRecord> {
 
 /// A record's status alone, for filters that pass most records over.
 pub(super) fn status(bytes: &[u8]) -> Result<MessageStatus> {
-    match bytes {
-        [b'{', ..] => Ok(decode_json::<StatusOf<MessageStatus>>(bytes)?.status),
-        [VERSION, status, ..] => status_of(*status),
-        _ => Err(corrupt(format!("unknown format (first byte {:?})", bytes.first()))),
-    }
+    FORM.status(bytes, status_of)
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::record_form::checks;
     use super::*;
 
     fn t(secs: i64, nanos: u32) -> DateTime<Utc> {
@@ -267,24 +261,14 @@ mod tests {
     }
 
     #[test]
-    fn records_read_back_as_written() {
+    fn records_read_back_as_written_and_as_json_from_earlier_versions() {
         use MessageStatus::*;
         for s in [Queued, Sent, Failed, Skipped, Cancelled] {
             for r in [sent(), everything()] {
                 let r = MessageRecord { status: s, ..r };
-                let bytes = encode(&r);
-                assert_eq!(decode(&bytes).unwrap(), r);
-                assert_eq!(status(&bytes).unwrap(), r.status);
+                checks::reads_back(&r, s, &encode(&r), decode, status);
+                checks::reads_back(&r, s, &super::super::encode(&r), decode, status);
             }
-        }
-    }
-
-    #[test]
-    fn records_written_as_json_still_read() {
-        for r in [sent(), everything()] {
-            let json = super::super::encode(&r);
-            assert_eq!(decode(&json).unwrap(), r);
-            assert_eq!(status(&json).unwrap(), r.status);
         }
     }
 
@@ -297,15 +281,6 @@ mod tests {
 
     #[test]
     fn damaged_records_are_errors_not_panics() {
-        let bytes = encode(&everything());
-        for cut in 0..bytes.len() {
-            assert!(decode(&bytes[..cut]).is_err(), "cut at {cut}");
-        }
-        let mut bad = bytes.clone();
-        bad[1] = 9;
-        assert!(decode(&bad).is_err() && status(&bad).is_err());
-        bad = bytes;
-        bad[0] = 2;
-        assert!(decode(&bad).is_err() && status(&bad).is_err());
+        checks::damage_is_an_error(&encode(&everything()), decode, status);
     }
 }

@@ -11,6 +11,7 @@ mod delivery;
 mod lists;
 mod members;
 mod message_codec;
+mod record_form;
 mod segments;
 pub(crate) mod sending;
 mod subscriber_codec;
@@ -18,7 +19,6 @@ mod suppressions;
 mod tracking;
 mod warmups;
 mod webhooks;
-mod wire_time;
 
 pub(crate) use webhooks::Events;
 

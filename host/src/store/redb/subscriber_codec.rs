@@ -1,5 +1,5 @@
-//! How a subscriber record is stored: a version byte, the status as one
-//! byte, then the other fields with postcard (varints, no field names).
+//! How a subscriber record is stored: `record_form`'s frame (a version
+//! byte, the status as one byte, then the other fields with postcard).
 //!
 //! Every send reads each recipient's record when its step queues the
 //! message, and segments and exports read whole lists. As JSON that read
@@ -22,12 +22,15 @@ use std::borrow::Cow;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::wire_time::{self, Time, time};
-use super::{Result, StatusOf, StoreError, decode as decode_json};
+use super::record_form::{Form, Framed, Time, time};
+use super::{Result, StoreError, decode as decode_json};
 use crate::domain::subscriber::StatusChange;
 use crate::domain::{Email, ListId, Subscriber, SubscriberId, SubscriberStatus};
 
-const VERSION: u8 = 1;
+const FORM: Form = Form {
+    record: "subscriber",
+    version: 1,
+};
 
 fn status_code(s: SubscriberStatus) -> u8 {
     match s {
@@ -42,16 +45,12 @@ fn status_of(code: u8) -> Result<SubscriberStatus> {
         0 => SubscriberStatus::Subscribed,
         1 => SubscriberStatus::Unsubscribed,
         2 => SubscriberStatus::Bounced,
-        _ => return Err(corrupt(format!("unknown subscriber status code {code}"))),
+        _ => return Err(FORM.corrupt(format!("unknown subscriber status code {code}"))),
     })
 }
 
-fn corrupt(why: String) -> StoreError {
-    StoreError::Corrupt(format!("subscriber record: {why}"))
-}
-
 fn at(t: Time) -> Result<DateTime<Utc>> {
-    wire_time::at(t, "subscriber")
+    FORM.at(t)
 }
 
 #[derive(Serialize, Deserialize)]
@@ -100,25 +99,23 @@ pub(super) fn encode(s: &Subscriber) -> Vec<u8> {
         created_at: time(s.created_at),
         updated_at: time(s.updated_at),
     };
-    let head = vec![VERSION, status_code(s.status)];
-    postcard::to_extend(&wire, head).expect("a Vec grows as needed")
+    FORM.write(status_code(s.status), &wire)
 }
 
 pub(super) fn decode(bytes: &[u8]) -> Result<Subscriber> {
-    let (status, body) = match bytes {
-        [b'{', ..] => return decode_json(bytes),
-        [VERSION, status, body @ ..] => (status_of(*status)?, body),
-        _ => return Err(corrupt(format!("unknown format (first byte {:?})", bytes.first()))),
+    let Framed::Binary { status, body } = FORM.read(bytes)? else {
+        return decode_json(bytes);
     };
-    let w: Wire = postcard::from_bytes(body).map_err(|e| corrupt(e.to_string()))?;
+    let status = status_of(status)?;
+    let w: Wire = FORM.body(body)?;
     let attributes = match w.attributes.as_ref() {
         "" => serde_json::Map::new(),
-        text => serde_json::from_str(text).map_err(|e| corrupt(format!("attributes: {e}")))?,
+        text => serde_json::from_str(text).map_err(|e| FORM.corrupt(format!("attributes: {e}")))?,
     };
     Ok(Subscriber {
         id: SubscriberId::new(w.id),
         list_id: ListId::new(w.list_id),
-        email: Email::parse(&w.email).map_err(|e| corrupt(e.to_string()))?,
+        email: Email::parse(&w.email).map_err(|e| FORM.corrupt(e))?,
         name: w.name.into_owned(),
         timezone: w.timezone.map(Cow::into_owned),
         attributes,
@@ -142,15 +139,12 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Subscriber> {
 
 /// A record's status alone, for filters that pass most records over.
 pub(super) fn status(bytes: &[u8]) -> Result<SubscriberStatus> {
-    match bytes {
-        [b'{', ..] => Ok(decode_json::<StatusOf<SubscriberStatus>>(bytes)?.status),
-        [VERSION, status, ..] => status_of(*status),
-        _ => Err(corrupt(format!("unknown format (first byte {:?})", bytes.first()))),
-    }
+    FORM.status(bytes, status_of)
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::record_form::checks;
     use super::*;
 
     fn t(secs: i64, nanos: u32) -> DateTime<Utc> {
@@ -200,24 +194,14 @@ mod tests {
     }
 
     #[test]
-    fn records_read_back_as_written() {
+    fn records_read_back_as_written_and_as_json_from_earlier_versions() {
         use SubscriberStatus::*;
         for s in [Subscribed, Unsubscribed, Bounced] {
             for r in [imported(), everything()] {
                 let r = Subscriber { status: s, ..r };
-                let bytes = encode(&r);
-                assert_eq!(decode(&bytes).unwrap(), r);
-                assert_eq!(status(&bytes).unwrap(), r.status);
+                checks::reads_back(&r, s, &encode(&r), decode, status);
+                checks::reads_back(&r, s, &super::super::encode(&r), decode, status);
             }
-        }
-    }
-
-    #[test]
-    fn records_written_as_json_still_read() {
-        for r in [imported(), everything()] {
-            let json = super::super::encode(&r);
-            assert_eq!(decode(&json).unwrap(), r);
-            assert_eq!(status(&json).unwrap(), r.status);
         }
     }
 
@@ -230,38 +214,25 @@ mod tests {
 
     #[test]
     fn damaged_records_are_errors_not_panics() {
-        let bytes = encode(&everything());
-        for cut in 0..bytes.len() {
-            assert!(decode(&bytes[..cut]).is_err(), "cut at {cut}");
-        }
-        let mut bad = bytes.clone();
-        bad[1] = 9;
-        assert!(decode(&bad).is_err() && status(&bad).is_err());
-        bad = bytes;
-        bad[0] = 2;
-        assert!(decode(&bad).is_err() && status(&bad).is_err());
+        checks::damage_is_an_error(&encode(&everything()), decode, status);
     }
 
     #[test]
     fn a_stored_address_is_checked_on_the_way_out() {
-        let mut bytes = vec![VERSION, 0];
         let wire = Wire {
+            id: 1,
+            list_id: 1,
             email: Cow::Borrowed("not an address"),
-            ..Wire {
-                id: 1,
-                list_id: 1,
-                email: Cow::Borrowed(""),
-                name: Cow::Borrowed(""),
-                timezone: None,
-                attributes: Cow::Borrowed(""),
-                status_changed: None,
-                last_opened_at: None,
-                last_clicked_at: None,
-                created_at: (0, 0),
-                updated_at: (0, 0),
-            }
+            name: Cow::Borrowed(""),
+            timezone: None,
+            attributes: Cow::Borrowed(""),
+            status_changed: None,
+            last_opened_at: None,
+            last_clicked_at: None,
+            created_at: (0, 0),
+            updated_at: (0, 0),
         };
-        bytes = postcard::to_extend(&wire, bytes).unwrap();
+        let bytes = FORM.write(0, &wire);
         assert!(matches!(decode(&bytes), Err(StoreError::Corrupt(_))));
     }
 }
