@@ -1,8 +1,10 @@
 //! The redb store: one file, one writer at a time, every multi-record
 //! change in one transaction so that a crash never leaves counters and
 //! records disagreeing. Values are JSON (self-describing, so records can
-//! gain fields without a migration); keys are redb tuples so that ranges
-//! serve paging and the delivery cursor.
+//! gain fields without a migration), except the two a send reads per
+//! recipient — messages and subscribers, in `record_form`'s binary frame
+//! (`message_codec`, `subscriber_codec`); keys are redb tuples so that
+//! ranges serve paging and the delivery cursor.
 
 mod accounts;
 mod bounces;
