@@ -459,7 +459,7 @@ pub struct Capabilities {
     #[serde(default)]
     pub connect: Vec<String>,
     /// Origins (`https://host[:port]`) the component may send HTTP
-    /// requests to through wasi:http.
+    /// requests to (through wasi:http or the contract's `host.http-send`).
     #[serde(default)]
     pub http: Vec<String>,
     /// Whether a host *name* in `connect` or `http` may resolve to a

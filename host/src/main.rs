@@ -74,7 +74,7 @@ enum PluginCommand {
     /// contract version, imports and the capabilities it may need.
     Check { file: PathBuf },
     /// Creates a transport project to start from: it POSTs each message as
-    /// JSON to its `url` config through the host's wasi:http, and its
+    /// JSON to its `url` config through the host's HTTP client, and its
     /// `build.sh` installs the language's toolchain locally (pinned) and
     /// builds NAME.wasm.
     New {

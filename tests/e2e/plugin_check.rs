@@ -47,6 +47,22 @@ fn accepts_a_transport_and_says_what_it_needs() {
     );
 }
 
+/// A Rust transport on the SDK's `http` sends through `host.http-send`,
+/// a JavaScript one's `fetch` through `wasi:http`: either way the check
+/// names the `http` capability it needs.
+#[test]
+fn http_either_way_is_named_as_the_http_capability() {
+    // ComponentizeJS binds every import of the world, http-send as well.
+    for (lang, how) in [("rust", "(the host's http-send)"), ("js", "wasi:http)")] {
+        let (ok, stdout, stderr) = check(&posta_e2e::scaffold_plugin(lang));
+        assert!(ok, "{lang}: {stderr}");
+        assert!(
+            stdout.contains(&format!("{how}, granted per origin by capabilities.http")),
+            "{lang}: {stdout}"
+        );
+    }
+}
+
 /// `posta plugin new ARGS…`: success, stdout and stderr together.
 fn new_plugin(args: &[&str]) -> (bool, String) {
     let args: Vec<&std::ffi::OsStr> = std::iter::once("new")

@@ -494,6 +494,14 @@ fn webhook_config(peer: &HttpPeer) -> String {
         ("hook_slow", "/slow", ", timeout_ms = 500", granted.as_str()),
         ("hook_busy", "/busy", "", granted.as_str()),
         ("hook_denied", "/ok", "", "https://hooks.example.com"),
+        ("hook_huge", "/huge", "", granted.as_str()),
+        // A hop-by-hop header is the host's to set.
+        (
+            "hook_hop",
+            "/ok",
+            ", signature_header = \"connection\"",
+            granted.as_str(),
+        ),
     ];
     let mut toml = String::from("[delivery]\nmax_attempts = 3\nretry_base_ms = 100\nretry_max_ms = 300\n");
     for (name, path, extra, origin) in transports {
@@ -594,17 +602,35 @@ fn webhook_signs_keys_retries_and_respects_its_grant() {
     // The URL's path may hold a credential: errors name the origin only.
     assert!(!err.contains("/slow"), "{err}");
 
-    // Not granted: denied by the host, never reaches the receiver.
+    // Refused by the host before anything is sent, at the first attempt:
+    // an origin not granted, and a hop-by-hop header (the host's to set).
     let before = peer.requests().len();
-    let denied_list = list_with(&api, "denied", &[("d@example.org", "D")]);
-    let denied = api.send_via(denied_list, "hook_denied");
-    settled(&api, denied);
-    let m = messages(&api, denied);
-    assert_eq!(m["d@example.org"]["status"], "failed", "{}", m["d@example.org"]);
-    assert_eq!(m["d@example.org"]["attempts"], 1, "{}", m["d@example.org"]);
-    let err = m["d@example.org"]["last_error"].as_str().unwrap();
-    assert!(err.contains("denied by the host"), "{err}");
+    for (transport, why) in [
+        ("hook_denied", "denied by the host"),
+        ("hook_hop", "header connection: the host sets it"),
+    ] {
+        let list = list_with(&api, transport, &[("d@example.org", "D")]);
+        let campaign = api.send_via(list, transport);
+        settled(&api, campaign);
+        let m = &messages(&api, campaign)["d@example.org"];
+        assert_eq!(m["status"], "failed", "{m}");
+        assert_eq!(m["attempts"], 1, "{m}");
+        let err = m["last_error"].as_str().unwrap();
+        assert!(err.contains(why), "{err}");
+    }
     assert_eq!(peer.requests().len(), before, "the receiver saw nothing");
+
+    // A 4 MiB answer: the plugin is handed its first 64 KiB (cut JSON, so
+    // no remote id), the rest is read and dropped, and the connection
+    // serves the next request.
+    let huge_list = list_with(&api, "huge", &[("h1@example.org", "H"), ("h2@example.org", "I")]);
+    let huge = api.send_via(huge_list, "hook_huge");
+    let c = settled(&api, huge);
+    assert_eq!(c["stats"]["sent"], 2, "{c}");
+    let m = messages(&api, huge);
+    for email in ["h1@example.org", "h2@example.org"] {
+        assert_eq!(m[email]["remote_id"], Value::Null, "{}", m[email]);
+    }
 
     // Keep-alive: the ten requests above did not each open a connection.
     let all = peer.requests();

@@ -9,6 +9,7 @@ text) before the answer, which depends on the path:
   /busy    503 always
   /gone    410
   /slow    waits 5 s, then 200
+  /huge    200 with a 4 MiB JSON body: {"id": "r-N", "pad": "xxx…"}
   /events-flaky  500 the first two times an X-Posta-Event-Id is seen,
                  200 from the third
   /events-hang   the first time an X-Posta-Event-Id is seen: no answer
@@ -74,6 +75,9 @@ class Receiver(BaseHTTPRequestHandler):
         elif self.path == "/events-hang" and event_seen == 1:
             time.sleep(120)
             self.answer(200, b"too late")
+        elif self.path == "/huge":
+            pad = "x" * (4 << 20)
+            self.answer(200, json.dumps({"id": f"r-{n}", "pad": pad}).encode())
         elif self.path == "/slow":
             time.sleep(5)
             self.answer(200, b"late")

@@ -5,6 +5,9 @@ pub mod personalizer {
         path: "../wit",
         world: "posta:plugin/personalizer",
         exports: { default: async },
+        // The one host function that waits on I/O: it runs on the call's
+        // fiber while tokio drives the request.
+        imports: { "posta:plugin/host.http-send": async },
     });
 }
 

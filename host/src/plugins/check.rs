@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::Component;
+use wasmtime::component::types::ComponentItem;
 
 use super::capability::linker;
 use super::pool::World;
@@ -102,7 +103,7 @@ fn contract_version(name: &str) -> Option<&str> {
 /// Capabilities implied by WASI imports. Every Rust component imports the
 /// filesystem and CLI interfaces through std, so only sockets and HTTP say
 /// something definite.
-fn capabilities(imports: &[String]) -> Vec<String> {
+fn capabilities(imports: &[String], sends_http: bool) -> Vec<String> {
     let mut caps = Vec::new();
     if imports.iter().any(|i| i.starts_with("wasi:sockets/tcp")) {
         caps.push("network: outbound TCP, granted per host:port by capabilities.connect".into());
@@ -113,8 +114,19 @@ fn capabilities(imports: &[String]) -> Vec<String> {
     if imports.iter().any(|i| i.starts_with("wasi:sockets/ip-name-lookup")) {
         caps.push("network: DNS lookups (not granted by this host; configure addresses)".into());
     }
-    if imports.iter().any(|i| i.starts_with("wasi:http/")) {
-        caps.push("http: outbound requests (wasi:http), granted per origin by capabilities.http".into());
+    // Tools that bind a whole world (ComponentizeJS) import both.
+    let http: Vec<&str> = [
+        (sends_http, "the host's http-send"),
+        (imports.iter().any(|i| i.starts_with("wasi:http/")), "wasi:http"),
+    ]
+    .into_iter()
+    .filter_map(|(used, way)| used.then_some(way))
+    .collect();
+    if !http.is_empty() {
+        caps.push(format!(
+            "http: outbound requests ({}), granted per origin by capabilities.http",
+            http.join(", ")
+        ));
     }
     if imports.iter().any(|i| i.starts_with("wasi:filesystem/preopens")) {
         caps.push("filesystem: only directories listed in capabilities.dirs (none by default)".into());
@@ -195,6 +207,11 @@ pub fn inspect(
     let engine = engine.clone();
     let ty = component.component_type();
     let imports: Vec<String> = ty.imports(&engine).map(|(n, _)| n.to_string()).collect();
+    // A component imports only the host functions its code calls.
+    let sends_http = ty.imports(&engine).any(|(name, item)| {
+        name.starts_with("posta:plugin/host@")
+            && matches!(&item.ty, ComponentItem::ComponentInstance(i) if i.exports(&engine).any(|(f, _)| f == "http-send"))
+    });
     let exports: Vec<String> = ty.exports(&engine).map(|(n, _)| n.to_string()).collect();
 
     let versions: Vec<&str> = imports.iter().filter_map(|i| contract_version(i)).collect();
@@ -224,7 +241,7 @@ pub fn inspect(
     Ok(Report {
         kind,
         version,
-        capabilities: capabilities(&imports),
+        capabilities: capabilities(&imports, sends_http),
         imports,
         exports,
     })

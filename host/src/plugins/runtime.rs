@@ -312,6 +312,10 @@ impl host::Host for HostState {
         }
         self.meta.dkim.sign(&message, &self.senders)
     }
+
+    async fn http_send(&mut self, request: host::HttpRequest) -> Result<host::HttpResponse, host::HttpError> {
+        HostState::http_send(self, request).await
+    }
 }
 
 impl super::bindings::types::Host for HostState {}

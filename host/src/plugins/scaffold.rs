@@ -1,6 +1,6 @@
 //! `posta plugin new`: a working transport to start from, in Rust, Python
 //! or JavaScript. Each project POSTs every message as JSON to its `url`
-//! through the host's wasi:http and has a `build.sh` that installs its
+//! through the host's HTTP client and has a `build.sh` that installs its
 //! language's toolchain locally (pinned) and builds `NAME.wasm`.
 //!
 //! The templates live in `plugins/templates/` and are compiled into the

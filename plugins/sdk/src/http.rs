@@ -1,20 +1,15 @@
-//! Outbound HTTP for transports through `wasi:http`. The host sends the
-//! request only if the transport's `http` capability lists the URL's
-//! origin, and it does DNS, TLS and connection handling itself.
+//! Outbound HTTP for transports, through the host's `http-send`: one call
+//! per request, where a `wasi:http` client makes some thirty (fields,
+//! request, body stream, response future, pollables, response, body). The
+//! host sends the request only if the transport's `http` capability lists
+//! the URL's origin, and it does DNS, TLS and connection handling itself,
+//! over a keep-alive pool per transport. `wasi:http` stays available to a
+//! component that wants streaming bodies or its own client.
 
 use std::fmt;
 use std::time::Duration;
 
-use crate::bindings::wasi::clocks::monotonic_clock;
-use crate::bindings::wasi::http::outgoing_handler;
-use crate::bindings::wasi::http::types::{
-    ErrorCode, Fields, IncomingBody, Method, OutgoingBody, OutgoingRequest, Scheme,
-};
-use crate::bindings::wasi::io::streams::StreamError;
-use crate::net::wait;
-
-/// Largest response body kept; the rest is read and dropped.
-const MAX_RESPONSE_BODY: usize = 64 * 1024;
+use crate::host::{self, HttpHeader, HttpRequest};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HttpError {
@@ -62,38 +57,6 @@ impl Response {
     }
 }
 
-/// `scheme://authority/path?query`, split without a URL crate: the host
-/// re-validates the URL anyway before anything is sent.
-struct Target<'a> {
-    scheme: Scheme,
-    authority: &'a str,
-    path: &'a str,
-}
-
-fn split_url(url: &str) -> Result<Target<'_>, HttpError> {
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or_else(|| HttpError::Invalid("the URL is not absolute (scheme://host/…)".into()))?;
-    let scheme = match scheme.to_ascii_lowercase().as_str() {
-        "http" => Scheme::Http,
-        "https" => Scheme::Https,
-        other => return Err(HttpError::Invalid(format!("unsupported scheme {other:?}"))),
-    };
-    let (authority, path) = match rest.find(['/', '?']) {
-        Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], &rest[i..]),
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    if authority.is_empty() || authority.contains('@') {
-        return Err(HttpError::Invalid(format!("{} has no usable host", origin(url))));
-    }
-    Ok(Target {
-        scheme,
-        authority,
-        path,
-    })
-}
-
 /// `scheme://host[:port]` of a URL, for error texts: never the path, query
 /// or user info, which may carry secrets.
 pub fn origin(url: &str) -> String {
@@ -106,163 +69,50 @@ pub fn origin(url: &str) -> String {
 }
 
 /// Sends `POST url` with these headers and body and waits for the whole
-/// response, all within `timeout`.
+/// response (its body's first 64 KiB), all within `timeout`.
 pub fn post(url: &str, headers: &[(&str, &[u8])], body: &[u8], timeout: Duration) -> Result<Response, HttpError> {
-    let target = split_url(url)?;
-    let mut fields: Vec<(String, Vec<u8>)> = headers.iter().map(|(n, v)| (n.to_string(), v.to_vec())).collect();
-    // A known length instead of chunked encoding: many receivers read
-    // Content-Length only.
-    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("content-length")) {
-        fields.push(("content-length".into(), body.len().to_string().into_bytes()));
-    }
-    let fields = Fields::from_list(&fields).map_err(|e| HttpError::Invalid(format!("header: {e:?}")))?;
-    let request = OutgoingRequest::new(fields);
-    let invalid = |what: &str| HttpError::Invalid(what.to_string());
-    request.set_method(&Method::Post).map_err(|_| invalid("method"))?;
-    request
-        .set_scheme(Some(&target.scheme))
-        .map_err(|_| invalid("scheme"))?;
-    request
-        .set_authority(Some(target.authority))
-        .map_err(|_| invalid("authority"))?;
-    request
-        .set_path_with_query(Some(target.path))
-        .map_err(|_| invalid("path"))?;
-    let outgoing = request.body().map_err(|_| invalid("body taken twice"))?;
+    request("POST", url, headers, body, timeout)
+}
 
-    let nanos = timeout.as_nanos().min(u64::MAX as u128) as u64;
-    let deadline = monotonic_clock::now().saturating_add(nanos);
-
-    // No `request-options`: wasmtime-wasi-http 48 keeps every options
-    // handle passed to `handle` in the instance's table (one per request,
-    // until the host's handle cap). The deadline is ours anyway: every
-    // wait below is bounded by it, and Posta's host bounds its own
-    // timeouts by the call's deadline.
-    let pending = outgoing_handler::handle(request, None).map_err(from_code)?;
-    // A failed body write usually means the request itself failed and the
-    // host dropped the body; the response future then carries the reason,
-    // so it is awaited either way. And once the host has taken the whole
-    // body (Content-Length reached) it may close the stream before our
-    // flush: that is no error, the response decides.
-    let body_error = write_body(&outgoing, body, deadline)?;
-    let finished = OutgoingBody::finish(outgoing, None);
-
-    let response = loop {
-        match pending.get() {
-            None => {
-                let ready = pending.subscribe();
-                // Scheme and host only: paths and queries often hold a
-                // credential, and this text is stored with the message.
-                if let Err(e) = wait(&ready, deadline, || format!("waiting for {}", origin(url))) {
-                    return Err(match (body_error, finished) {
-                        (Some(e), _) => body_stream_error(e),
-                        (None, Err(code)) => from_code(code),
-                        (None, Ok(())) => HttpError::Timeout(e.to_string()),
-                    });
-                }
-            }
-            Some(Ok(Ok(response))) => break response,
-            Some(Ok(Err(code))) => return Err(from_code(code)),
-            Some(Err(())) => return Err(HttpError::Protocol("response already taken".into())),
-        }
+/// Sends a request with any method and waits for the whole response (its
+/// body's first 64 KiB), all within `timeout` (and the call's deadline).
+/// `Content-Length` is the body's; the host sets `Host` and the other
+/// hop-by-hop headers itself and refuses them here.
+pub fn request(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &[u8])],
+    body: &[u8],
+    timeout: Duration,
+) -> Result<Response, HttpError> {
+    let request = HttpRequest {
+        method: method.to_string(),
+        url: url.to_string(),
+        headers: headers
+            .iter()
+            .map(|(name, value)| HttpHeader {
+                name: name.to_string(),
+                value: value.to_vec(),
+            })
+            .collect(),
+        body: body.to_vec(),
+        timeout_ms: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX),
     };
-    let status = response.status();
-    let headers = response.headers().entries();
-    let incoming = response
-        .consume()
-        .map_err(|_| HttpError::Protocol("body taken twice".into()))?;
-    let mut body = Vec::new();
-    {
-        let stream = incoming
-            .stream()
-            .map_err(|_| HttpError::Protocol("body stream taken twice".into()))?;
-        loop {
-            match stream.read(16 * 1024) {
-                Ok(chunk) if chunk.is_empty() => {
-                    let ready = stream.subscribe();
-                    wait(&ready, deadline, || "reading the response".into())
-                        .map_err(|e| HttpError::Timeout(e.to_string()))?;
-                }
-                Ok(chunk) => {
-                    let keep = chunk.len().min(MAX_RESPONSE_BODY - body.len().min(MAX_RESPONSE_BODY));
-                    body.extend_from_slice(&chunk[..keep]);
-                }
-                Err(StreamError::Closed) => break,
-                Err(StreamError::LastOperationFailed(e)) => {
-                    return Err(HttpError::Protocol(format!(
-                        "reading the response: {}",
-                        e.to_debug_string()
-                    )));
-                }
-            }
-        }
-    }
-    drop(IncomingBody::finish(incoming));
-    drop(response);
-    Ok(Response { status, headers, body })
-}
-
-/// Writes the whole body. `Ok(Some(e))`: the stream failed before every
-/// byte was written (the caller learns why from the response future);
-/// a stream closed after the last byte is not a failure.
-fn write_body(outgoing: &OutgoingBody, body: &[u8], deadline: u64) -> Result<Option<StreamError>, HttpError> {
-    let stream = outgoing
-        .write()
-        .map_err(|_| HttpError::Invalid("body stream taken twice".into()))?;
-    let mut rest = body;
-    while !rest.is_empty() {
-        let room = match stream.check_write() {
-            Ok(room) => room,
-            Err(e) => return Ok(Some(e)),
-        };
-        if room == 0 {
-            let ready = stream.subscribe();
-            wait(&ready, deadline, || "sending the body".into()).map_err(|e| HttpError::Timeout(e.to_string()))?;
-            continue;
-        }
-        let n = rest.len().min(room as usize);
-        if let Err(e) = stream.write(&rest[..n]) {
-            return Ok(Some(e));
-        }
-        rest = &rest[n..];
-    }
-    match stream.flush() {
-        Ok(()) | Err(StreamError::Closed) => Ok(None),
-        Err(e) => Ok(Some(e)),
-    }
-}
-
-fn body_stream_error(e: StreamError) -> HttpError {
-    match e {
-        StreamError::Closed => HttpError::Protocol("request body closed early".into()),
-        StreamError::LastOperationFailed(e) => HttpError::Protocol(e.to_debug_string()),
-    }
-}
-
-fn from_code(code: ErrorCode) -> HttpError {
-    let text = format!("{code:?}");
-    match code {
-        ErrorCode::HttpRequestDenied => {
-            HttpError::Denied("the origin is not in this transport's capabilities.http".into())
-        }
-        ErrorCode::ConnectionTimeout
-        | ErrorCode::ConnectionReadTimeout
-        | ErrorCode::ConnectionWriteTimeout
-        | ErrorCode::HttpResponseTimeout => HttpError::Timeout(text),
-        ErrorCode::DnsTimeout
-        | ErrorCode::DnsError(_)
-        | ErrorCode::DestinationNotFound
-        | ErrorCode::DestinationUnavailable
-        | ErrorCode::DestinationIpProhibited
-        | ErrorCode::DestinationIpUnroutable
-        | ErrorCode::ConnectionRefused
-        | ErrorCode::ConnectionTerminated
-        | ErrorCode::ConnectionLimitReached
-        | ErrorCode::TlsProtocolError
-        | ErrorCode::TlsCertificateError
-        | ErrorCode::TlsAlertReceived(_) => HttpError::Connect(text),
-        ErrorCode::HttpRequestUriInvalid | ErrorCode::HttpRequestMethodInvalid => HttpError::Invalid(text),
-        _ => HttpError::Protocol(text),
+    match host::http_send(&request) {
+        Ok(r) => Ok(Response {
+            status: r.status,
+            headers: r.headers.into_iter().map(|h| (h.name, h.value)).collect(),
+            body: r.body,
+        }),
+        // Scheme and host only in what is stored with the message: paths
+        // and queries often hold a credential.
+        Err(e) => Err(match e {
+            host::HttpError::Denied(m) => HttpError::Denied(m),
+            host::HttpError::Timeout(m) => HttpError::Timeout(format!("{m} ({})", origin(url))),
+            host::HttpError::Connect(m) => HttpError::Connect(format!("{m} ({})", origin(url))),
+            host::HttpError::Invalid(m) => HttpError::Invalid(m),
+            host::HttpError::Protocol(m) => HttpError::Protocol(m),
+        }),
     }
 }
 
@@ -278,17 +128,5 @@ mod tests {
         );
         assert_eq!(origin("http://user:pw@h:8080/x"), "http://h:8080");
         assert_eq!(origin("nonsense"), "(invalid URL)");
-    }
-
-    #[test]
-    fn urls_split() {
-        let t = split_url("https://hooks.example.com:8443/a/b?x=1").unwrap();
-        assert_eq!(t.authority, "hooks.example.com:8443");
-        assert_eq!(t.path, "/a/b?x=1");
-        assert_eq!(split_url("http://h").unwrap().path, "/");
-        assert_eq!(split_url("http://h?q").unwrap().path, "?q");
-        assert!(split_url("ftp://h/").is_err());
-        assert!(split_url("http://user@h/").is_err());
-        assert!(split_url("h/x").is_err());
     }
 }

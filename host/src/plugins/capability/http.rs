@@ -100,9 +100,48 @@ impl HttpHooks {
     }
 }
 
+/// What `http-send` needs of an instance's `wasi:http` state, owned, so
+/// the request does not hold the instance's state borrowed while it waits.
+pub(super) struct Sender {
+    pub(super) plugin: String,
+    pub(super) grants: Arc<Grants>,
+    pub(super) client: Client<Connector, WasiBody>,
+    pub(super) deadline: Duration,
+    open: Arc<AtomicUsize>,
+    max_open: usize,
+    pub(super) refusal: Refusal,
+}
+
+impl Sender {
+    /// A slot among the instance's open requests, if one is free.
+    pub(super) fn open(&self) -> Option<OpenRequest> {
+        OpenRequest::take(&self.open, self.max_open)
+    }
+}
+
+impl HostState {
+    /// Sends a request for the contract's `http-send` (`super::http_send`).
+    pub async fn http_send(
+        &mut self,
+        request: crate::plugins::bindings::host::HttpRequest,
+    ) -> Result<crate::plugins::bindings::host::HttpResponse, crate::plugins::bindings::host::HttpError> {
+        let h = &self.capabilities.get::<HttpState>().hooks;
+        let sender = Sender {
+            plugin: h.plugin.clone(),
+            grants: h.grants.clone(),
+            client: h.client.client.clone(),
+            deadline: h.deadline,
+            open: h.open.clone(),
+            max_open: h.max_open,
+            refusal: h.refusal.clone(),
+        };
+        super::http_send::send(sender, request).await
+    }
+}
+
 /// One open request; dropped with its response body (or with the request
 /// when it fails).
-struct OpenRequest(Arc<AtomicUsize>);
+pub(super) struct OpenRequest(Arc<AtomicUsize>);
 
 impl OpenRequest {
     fn take(open: &Arc<AtomicUsize>, max: usize) -> Option<OpenRequest> {
@@ -157,7 +196,7 @@ impl WasiHttpHooks for HttpHooks {
 }
 
 /// The request's origin, which the transport's `http` capability must list.
-fn origin(grants: &Grants, uri: &http::Uri) -> Result<Origin, String> {
+pub(super) fn origin(grants: &Grants, uri: &http::Uri) -> Result<Origin, String> {
     let o = Origin::of(uri)?;
     grants.admits(&o)?;
     Ok(o)
@@ -233,7 +272,7 @@ impl HttpClient {
     }
 }
 
-fn client_error(e: hyper_util::client::legacy::Error) -> Error {
+pub(super) fn client_error(e: hyper_util::client::legacy::Error) -> Error {
     if let Some(f) = ConnectFailure::find(&e) {
         return to_wasi(f);
     }

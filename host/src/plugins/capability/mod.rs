@@ -8,6 +8,7 @@
 
 pub mod files;
 pub mod http;
+mod http_send;
 pub mod sockets;
 pub mod tls;
 

@@ -1,8 +1,9 @@
 //! {{name}}: a Posta transport written in Rust.
 //!
 //! Each message is POSTed as JSON to the `url` in the transport's config,
-//! through the host's wasi:http: the operator lists the URL's origin under
-//! the transport's `capabilities.http`, and the host refuses any other.
+//! through the host (the SDK's `http::post`, one `host.http-send` call):
+//! the operator lists the URL's origin under the transport's
+//! `capabilities.http`, and the host refuses any other.
 //!
 //! 2xx → sent; 408, 429 and 5xx → transient (the host retries with
 //! backoff); any other status → permanent. Refused connections and
