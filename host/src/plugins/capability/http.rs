@@ -72,21 +72,27 @@ impl WasiHttpView for HostState {
     }
 }
 
-struct HttpHooks {
-    plugin: String,
-    grants: Arc<Grants>,
-    client: HttpClient,
+#[derive(Clone)]
+pub(super) struct HttpHooks {
+    pub(super) plugin: String,
+    pub(super) grants: Arc<Grants>,
+    pub(super) client: HttpClient,
     /// No request outlives the plugin call that made it.
-    deadline: Duration,
+    pub(super) deadline: Duration,
     /// Requests of this instance not yet finished (response body still
     /// open): each may hold a connection, so they count against
     /// `limits.max_sockets` like the guest's own sockets.
     open: Arc<AtomicUsize>,
     max_open: usize,
-    refusal: Refusal,
+    pub(super) refusal: Refusal,
 }
 
 impl HttpHooks {
+    /// A slot among the instance's open requests, if one is free.
+    pub(super) fn open(&self) -> Option<OpenRequest> {
+        OpenRequest::take(&self.open, self.max_open)
+    }
+
     fn new(meta: &PluginMeta, refusal: Refusal) -> HttpHooks {
         HttpHooks {
             plugin: meta.name.clone(),
@@ -100,42 +106,16 @@ impl HttpHooks {
     }
 }
 
-/// What `http-send` needs of an instance's `wasi:http` state, owned, so
-/// the request does not hold the instance's state borrowed while it waits.
-pub(super) struct Sender {
-    pub(super) plugin: String,
-    pub(super) grants: Arc<Grants>,
-    pub(super) client: Client<Connector, WasiBody>,
-    pub(super) deadline: Duration,
-    open: Arc<AtomicUsize>,
-    max_open: usize,
-    pub(super) refusal: Refusal,
-}
-
-impl Sender {
-    /// A slot among the instance's open requests, if one is free.
-    pub(super) fn open(&self) -> Option<OpenRequest> {
-        OpenRequest::take(&self.open, self.max_open)
-    }
-}
-
 impl HostState {
     /// Sends a request for the contract's `http-send` (`super::http_send`).
     pub async fn http_send(
         &mut self,
         request: crate::plugins::bindings::host::HttpRequest,
     ) -> Result<crate::plugins::bindings::host::HttpResponse, crate::plugins::bindings::host::HttpError> {
-        let h = &self.capabilities.get::<HttpState>().hooks;
-        let sender = Sender {
-            plugin: h.plugin.clone(),
-            grants: h.grants.clone(),
-            client: h.client.client.clone(),
-            deadline: h.deadline,
-            open: h.open.clone(),
-            max_open: h.max_open,
-            refusal: h.refusal.clone(),
-        };
-        super::http_send::send(sender, request).await
+        // A clone (handles only), so the request does not hold the
+        // instance's state borrowed while it waits.
+        let hooks = self.capabilities.get::<HttpState>().hooks.clone();
+        super::http_send::send(hooks, request).await
     }
 }
 
@@ -180,7 +160,7 @@ impl WasiHttpHooks for HttpHooks {
         }
         let client = self.client.clone();
         let deadline = self.deadline;
-        let open = OpenRequest::take(&self.open, self.max_open);
+        let open = self.open();
         Box::new(async move {
             if let Some(reason) = denied {
                 tracing::warn!(plugin, uri = %redact(request.uri()), "http request denied: {reason}");
@@ -229,8 +209,8 @@ fn to_wasi(f: &ConnectFailure) -> Error {
 /// per origin (HTTP/1.1, or HTTP/2 when the server offers it over TLS), so
 /// a webhook call costs a request, not a TCP and TLS handshake.
 #[derive(Clone)]
-struct HttpClient {
-    client: Client<Connector, WasiBody>,
+pub(super) struct HttpClient {
+    pub(super) client: Client<Connector, WasiBody>,
 }
 
 impl HttpClient {

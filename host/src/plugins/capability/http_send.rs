@@ -20,7 +20,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use wasmtime_wasi_http::{DEFAULT_FORBIDDEN_HEADERS, Error};
 
-use super::http::{Sender, client_error, origin};
+use super::http::{HttpHooks, client_error, origin};
 use crate::outbound::redact;
 use crate::plugins::bindings::host::{HttpError, HttpHeader, HttpRequest, HttpResponse};
 
@@ -80,26 +80,27 @@ fn build(request: HttpRequest) -> Result<http::Request<wasmtime_wasi_http::WasiB
 
 /// Sends the request and reads the whole response, within the shorter of
 /// the guest's timeout and the call's deadline.
-pub async fn send(sender: Sender, request: HttpRequest) -> Result<HttpResponse, HttpError> {
-    let timeout = Duration::from_millis(request.timeout_ms.into()).min(sender.deadline);
+pub async fn send(hooks: HttpHooks, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+    let timeout = Duration::from_millis(request.timeout_ms.into()).min(hooks.deadline);
     let request = build(request)?;
-    if let Err(reason) = origin(&sender.grants, request.uri()) {
-        sender.refusal.note(format!(
+    if let Err(reason) = origin(&hooks.grants, request.uri()) {
+        hooks.refusal.note(format!(
             "the host refused a request to {}: its origin is not in this transport's capabilities.http",
             redact(request.uri())
         ));
-        tracing::warn!(plugin = sender.plugin, uri = %redact(request.uri()), "http request denied: {reason}");
+        tracing::warn!(plugin = hooks.plugin, uri = %redact(request.uri()), "http request denied: {reason}");
         return Err(HttpError::Denied(
             "the origin is not in this transport's capabilities.http".into(),
         ));
     }
-    let Some(_open) = sender.open() else {
+    let Some(_open) = hooks.open() else {
         return Err(HttpError::Connect(
             "limits.max_sockets requests are already open".into(),
         ));
     };
     let exchange = async {
-        let response = sender
+        let response = hooks
+            .client
             .client
             .request(request)
             .await
