@@ -122,6 +122,8 @@ pub(crate) struct Inner {
     routes: route::Routes,
     /// Transports warming up, by name.
     warmups: HashMap<String, crate::domain::warmup::Warmup>,
+    /// Drivers whose window is full tell the collector so.
+    room: Arc<collector::RoomWanted>,
 }
 
 #[derive(Clone)]
@@ -222,11 +224,13 @@ impl Engine {
                 .iter()
                 .filter_map(|(name, t)| Some((name.clone(), t.warmup()?)))
                 .collect(),
+            room: Arc::default(),
         });
         rt.spawn(collector::run(
             inner.queue.clone(),
             inner.store.health().clone(),
             Arc::downgrade(&inner.runs),
+            inner.room.clone(),
             rx,
         ));
         let engine = Engine { inner };
@@ -500,6 +504,7 @@ async fn drive(inner: &Arc<Inner>, id: CampaignId, run: &Arc<Run>, known: Option
         let full = inner.cfg.batch_size.min(window);
         let room = window.saturating_sub(run.busy(window));
         if room < (full / 4).max(1) {
+            let _waiting = inner.room.want();
             notified.await;
             continue;
         }
