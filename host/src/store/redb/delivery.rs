@@ -274,7 +274,20 @@ impl Redb {
     /// A transaction stops early when an API write is waiting (it gets the
     /// writer next) and the rest follow in further transactions; each
     /// outcome's changes and its counters still commit together.
+    ///
+    /// While a step holds the writer, the outcomes ride on its commit
+    /// instead (`write_riding_bulk`): one fsync for both.
     pub fn record_outcomes(&self, outcomes: &[Outcome], now: DateTime<Utc>) -> Result<Vec<Campaign>> {
+        let (me, carried) = (self.clone(), outcomes.to_vec());
+        let riding = self.write_riding_bulk(move |tx| {
+            let (_, touched, wrote) = me.record_in(tx, &carried, now, &|| false)?;
+            Ok((touched, wrote))
+        });
+        if let Some(r) = riding {
+            let (touched, wrote) = r?;
+            self.wake_deliverer(wrote);
+            return Ok(touched);
+        }
         let mut rest = outcomes;
         let mut touched: HashMap<CampaignId, Campaign> = HashMap::new();
         while !rest.is_empty() {
@@ -289,7 +302,23 @@ impl Redb {
     /// yield; returns how many it took.
     fn record_some_outcomes(&self, outcomes: &[Outcome], now: DateTime<Utc>) -> Result<(usize, Vec<Campaign>)> {
         let tx = self.write_bulk()?;
-        let mut events = Events::new(&tx);
+        let (done, touched, wrote) = self.record_in(&tx, outcomes, now, &|| tx.yield_requested())?;
+        tx.commit()?;
+        self.wake_deliverer(wrote);
+        Ok((done, touched))
+    }
+
+    /// Stores outcomes from the front of `outcomes` in `tx` until done or
+    /// `yield_now`; returns how many it took, the campaigns it counted
+    /// into and whether it wrote events.
+    fn record_in(
+        &self,
+        tx: &redb::WriteTransaction,
+        outcomes: &[Outcome],
+        now: DateTime<Utc>,
+        yield_now: &dyn Fn() -> bool,
+    ) -> Result<(usize, Vec<Campaign>, bool)> {
+        let mut events = Events::new(tx);
         let mut done = 0;
         let touched = {
             let mut campaigns = tx.open_table(CAMPAIGNS)?;
@@ -301,7 +330,7 @@ impl Redb {
             let mut touched: HashMap<CampaignId, CampaignRun> = HashMap::new();
             let mut changed = std::collections::HashSet::new();
             for o in outcomes {
-                if done > 0 && tx.yield_requested() {
+                if done > 0 && yield_now() {
                     break;
                 }
                 done += 1;
@@ -336,7 +365,7 @@ impl Redb {
                     Some(Settled::Final(ended)) => {
                         changed.insert(o.campaign_id);
                         if let Some(bounce) = &ended.bounce {
-                            file_bounce(&tx, c.user_id, bounce, &BouncePolicy::default(), now)?;
+                            file_bounce(tx, c.user_id, bounce, &BouncePolicy::default(), now)?;
                         }
                         for (kind, data) in ended.events {
                             events.emit(c.user_id, kind, now, || data)?;
@@ -356,10 +385,7 @@ impl Redb {
             }
             touched.into_values().map(|run| run.campaign).collect()
         };
-        let wrote = events.into_written();
-        tx.commit()?;
-        self.wake_deliverer(wrote);
-        Ok((done, touched))
+        Ok((done, touched, events.into_written()))
     }
 
     /// Messages of a campaign that were queued when the server stopped.

@@ -26,7 +26,7 @@ pub(crate) use webhooks::Events;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use parking_lot::{ArcMutexGuard, FairMutex, RawFairMutex};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -144,6 +144,12 @@ pub struct Redb {
     outbox: Arc<tokio::sync::Notify>,
     /// API writes waiting to be carried by the next commit (group commit).
     riders: Riders,
+    /// Engine writes waiting to be carried by the next engine batch's
+    /// commit (`write_riding_bulk`); an API write's commit does not take
+    /// them, so they never add to a request's wait.
+    bulk_riders: Riders,
+    /// Whether an engine batch holds the writer.
+    bulk_holding: Arc<AtomicBool>,
     /// Whether the engine's loops reach storage (`health`).
     pub(crate) health: Arc<health::Health>,
     /// Segment campaigns whose audience is being read (`members`).
@@ -175,7 +181,27 @@ pub(crate) struct WriteTx {
     yield_to: Option<Arc<AtomicUsize>>,
     /// Queued API writes this transaction carries at its commit.
     riders: Riders,
+    /// For a bulk transaction, the queued engine writes it carries too.
+    bulk_riders: Option<Riders>,
+    /// For a bulk transaction, cleared when it ends.
+    _bulk: Option<BulkHolding>,
     _turn: ArcMutexGuard<RawFairMutex, ()>,
+}
+
+/// Marks the writer as held by an engine batch until dropped.
+struct BulkHolding(Arc<AtomicBool>);
+
+impl BulkHolding {
+    fn new(flag: &Arc<AtomicBool>) -> BulkHolding {
+        flag.store(true, Ordering::Release);
+        BulkHolding(flag.clone())
+    }
+}
+
+impl Drop for BulkHolding {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 impl WriteTx {
@@ -193,7 +219,10 @@ impl WriteTx {
         let tx = self.tx.take().expect("committed once");
         let started = std::time::Instant::now();
         let kind = if self.yield_to.is_some() { "bulk" } else { "interactive" };
-        let riders = std::mem::take(&mut *self.riders.lock());
+        let mut riders = std::mem::take(&mut *self.riders.lock());
+        if let Some(bulk) = &self.bulk_riders {
+            riders.append(&mut bulk.lock());
+        }
         let mut finishes = Vec::with_capacity(riders.len());
         let mut poisoned = false;
         for rider in riders {
@@ -290,6 +319,8 @@ impl Redb {
             interactive: Arc::new(AtomicUsize::new(0)),
             outbox: Arc::default(),
             riders: Riders::default(),
+            bulk_riders: Riders::default(),
+            bulk_holding: Arc::default(),
             health: Arc::default(),
             freezing: members::Freezing::default(),
         })
@@ -327,6 +358,8 @@ impl Redb {
             yield_to: None,
             tx: Some(self.db.begin_write()?),
             riders: self.riders.clone(),
+            bulk_riders: None,
+            _bulk: None,
             _turn: turn,
         })
     }
@@ -382,6 +415,8 @@ impl Redb {
             yield_to: None,
             tx: Some(self.db.begin_write()?),
             riders: self.riders.clone(),
+            bulk_riders: None,
+            _bulk: None,
             _turn: turn,
         };
         // Its own result arrives through the channel either way.
@@ -406,12 +441,64 @@ impl Redb {
             std::thread::sleep(std::time::Duration::from_micros(200));
         }
         let turn = self.writers.lock_arc();
+        self.bulk_tx(turn)
+    }
+
+    fn bulk_tx(&self, turn: ArcMutexGuard<RawFairMutex, ()>) -> Result<WriteTx> {
         Ok(WriteTx {
             yield_to: Some(self.interactive.clone()),
             tx: Some(self.db.begin_write()?),
             riders: self.riders.clone(),
+            bulk_riders: Some(self.bulk_riders.clone()),
+            _bulk: Some(BulkHolding::new(&self.bulk_holding)),
             _turn: turn,
         })
+    }
+
+    /// Group commit for the engine: while another engine batch holds the
+    /// writer, `op` runs inside its transaction at its commit (a step and
+    /// the outcomes stored meanwhile share one fsync), or in one of its
+    /// own if that batch had committed already; `None` when no engine
+    /// batch holds the writer (the caller then takes a turn as usual).
+    /// Any `Err` from `op` drops the whole transaction it ran in, whose
+    /// holder then fails and tries again.
+    pub(crate) fn write_riding_bulk<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&redb::WriteTransaction) -> Result<T> + Send + 'static,
+    ) -> Option<Result<T>> {
+        if !self.bulk_holding.load(Ordering::Acquire) {
+            return None;
+        }
+        let (send, outcome) = std::sync::mpsc::sync_channel::<Result<T>>(1);
+        self.bulk_riders.lock().push(Box::new(move |tx| {
+            let r = op(tx);
+            RiderDone {
+                poisoned: r.is_err(),
+                finish: Box::new(move |commit_error| {
+                    let r = match (r, commit_error) {
+                        (Ok(_), Some(e)) => Err(StoreError::Db(e.to_string())),
+                        (r, _) => r,
+                    };
+                    let _ = send.send(r);
+                }),
+            }
+        }));
+        // As in `write_riding`: once the turn passes, the holder has told
+        // its riders; unanswered, this one commits what is queued itself.
+        let turn = self.writers.lock_arc();
+        if let Ok(r) = outcome.try_recv() {
+            return Some(r);
+        }
+        let tx = match self.bulk_tx(turn) {
+            Ok(tx) => tx,
+            Err(e) => return Some(Err(e)),
+        };
+        let _ = tx.commit();
+        Some(outcome.recv().unwrap_or_else(|_| {
+            Err(StoreError::Db(
+                "a carried write was lost (panic in its transaction)".into(),
+            ))
+        }))
     }
 }
 
@@ -644,6 +731,66 @@ mod tests {
         assert!(matches!(r, Err(StoreError::Db(_))), "{r:?}");
         assert!(!bulk.join().unwrap().1, "the carrying commit reports the failure");
         assert_eq!((counter(&store, "bulk"), counter(&store, "half")), (1, 0));
+    }
+
+    /// Holds a bulk transaction that wrote `bulk` until an engine write
+    /// is queued to ride on it, then commits it; returns the thread and
+    /// the commit's result.
+    fn bulk_until_carrying(store: &Redb) -> std::thread::JoinHandle<(std::thread::ThreadId, bool)> {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            let tx = store.write_bulk().unwrap();
+            next_id(&tx, "bulk").unwrap();
+            while store.bulk_riders.lock().is_empty() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            (std::thread::current().id(), tx.commit().is_ok())
+        })
+    }
+
+    /// Group commit within the engine: outcomes stored while a step holds
+    /// the writer commit with it; with no engine batch holding it, the
+    /// caller takes its own turn.
+    #[test]
+    fn an_engine_write_rides_the_engine_batch_holding_the_writer() {
+        let (_dir, store) = temp_store();
+        assert!(store.write_riding_bulk(|tx| next_id(tx, "rider")).is_none());
+        let bulk = bulk_until_carrying(&store);
+        while !store.bulk_holding.load(Ordering::Acquire) {
+            std::thread::yield_now();
+        }
+        let ran_on = store
+            .write_riding_bulk(|tx| {
+                next_id(tx, "rider")?;
+                Ok(std::thread::current().id())
+            })
+            .expect("an engine batch holds the writer")
+            .unwrap();
+        let (bulk_thread, committed) = bulk.join().unwrap();
+        assert!(committed);
+        assert_eq!(ran_on, bulk_thread, "the write rode the batch's commit");
+        assert_eq!((counter(&store, "bulk"), counter(&store, "rider")), (1, 1));
+        assert!(!store.bulk_holding.load(Ordering::Acquire), "cleared with the batch");
+    }
+
+    /// An engine write that fails in any way may have written part of
+    /// itself: the batch carrying it does not commit.
+    #[test]
+    fn a_failed_engine_rider_aborts_the_commit_carrying_it() {
+        let (_dir, store) = temp_store();
+        let bulk = bulk_until_carrying(&store);
+        while !store.bulk_holding.load(Ordering::Acquire) {
+            std::thread::yield_now();
+        }
+        let r = store
+            .write_riding_bulk(|tx| {
+                next_id(tx, "half")?;
+                Err::<(), _>(StoreError::NotFound)
+            })
+            .expect("an engine batch holds the writer");
+        assert!(matches!(r, Err(StoreError::NotFound)), "{r:?}");
+        assert!(!bulk.join().unwrap().1, "the carrying commit reports the failure");
+        assert_eq!((counter(&store, "bulk"), counter(&store, "half")), (0, 0));
     }
 
     /// API writes arriving back to back (there is always one queued) must
