@@ -354,6 +354,10 @@ impl Redb {
     /// ahead of queued bulk writes.
     pub(crate) fn write(&self) -> Result<WriteTx> {
         let turn = self.interactive_turn();
+        self.interactive_tx(turn)
+    }
+
+    fn interactive_tx(&self, turn: ArcMutexGuard<RawFairMutex, ()>) -> Result<WriteTx> {
         Ok(WriteTx {
             yield_to: None,
             tx: Some(self.db.begin_write()?),
@@ -390,37 +394,26 @@ impl Redb {
         &self,
         op: impl FnOnce(&redb::WriteTransaction) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let (send, outcome) = std::sync::mpsc::sync_channel::<Result<T>>(1);
-        self.riders.lock().push(Box::new(move |tx| {
-            let r = op(tx);
-            let poisoned = matches!(r, Err(StoreError::Db(_)));
-            RiderDone {
-                poisoned,
-                finish: Box::new(move |commit_error| {
-                    let r = match (r, commit_error) {
-                        (Ok(_), Some(e)) => Err(StoreError::Db(e.to_string())),
-                        (r, _) => r,
-                    };
-                    let _ = send.send(r);
-                }),
-            }
-        }));
+        let outcome = queue_rider(&self.riders, op, |r| matches!(r, Err(StoreError::Db(_))));
         let turn = self.interactive_turn();
-        // The writer turn passes only after a commit has told its riders,
-        // so an answer is either here now or nobody has taken this write.
+        self.carried(outcome, turn, |turn| self.interactive_tx(turn))
+    }
+
+    /// A queued rider's result, once this caller holds the writer `turn`.
+    /// The turn passes only after a commit has told its riders, so the
+    /// answer is either here now or nobody has taken the write: then the
+    /// caller commits what is queued itself, in `tx`'s transaction.
+    fn carried<T>(
+        &self,
+        outcome: std::sync::mpsc::Receiver<Result<T>>,
+        turn: ArcMutexGuard<RawFairMutex, ()>,
+        tx: impl FnOnce(ArcMutexGuard<RawFairMutex, ()>) -> Result<WriteTx>,
+    ) -> Result<T> {
         if let Ok(r) = outcome.try_recv() {
             return r;
         }
-        let tx = WriteTx {
-            yield_to: None,
-            tx: Some(self.db.begin_write()?),
-            riders: self.riders.clone(),
-            bulk_riders: None,
-            _bulk: None,
-            _turn: turn,
-        };
         // Its own result arrives through the channel either way.
-        let _ = tx.commit();
+        let _ = tx(turn)?.commit();
         outcome.recv().unwrap_or_else(|_| {
             Err(StoreError::Db(
                 "a carried write was lost (panic in its transaction)".into(),
@@ -469,37 +462,36 @@ impl Redb {
         if !self.bulk_holding.load(Ordering::Acquire) {
             return None;
         }
-        let (send, outcome) = std::sync::mpsc::sync_channel::<Result<T>>(1);
-        self.bulk_riders.lock().push(Box::new(move |tx| {
-            let r = op(tx);
-            RiderDone {
-                poisoned: r.is_err(),
-                finish: Box::new(move |commit_error| {
-                    let r = match (r, commit_error) {
-                        (Ok(_), Some(e)) => Err(StoreError::Db(e.to_string())),
-                        (r, _) => r,
-                    };
-                    let _ = send.send(r);
-                }),
-            }
-        }));
-        // As in `write_riding`: once the turn passes, the holder has told
-        // its riders; unanswered, this one commits what is queued itself.
+        let outcome = queue_rider(&self.bulk_riders, op, Result::is_err);
         let turn = self.writers.lock_arc();
-        if let Ok(r) = outcome.try_recv() {
-            return Some(r);
-        }
-        let tx = match self.bulk_tx(turn) {
-            Ok(tx) => tx,
-            Err(e) => return Some(Err(e)),
-        };
-        let _ = tx.commit();
-        Some(outcome.recv().unwrap_or_else(|_| {
-            Err(StoreError::Db(
-                "a carried write was lost (panic in its transaction)".into(),
-            ))
-        }))
+        Some(self.carried(outcome, turn, |turn| self.bulk_tx(turn)))
     }
+}
+
+/// Queues `op` to run inside the next commit that takes `riders`; the
+/// receiver gets its result once that commit is known. A result for which
+/// `poisons` holds drops the carrying transaction (`op` may have written
+/// part of itself).
+fn queue_rider<T: Send + 'static>(
+    riders: &Riders,
+    op: impl FnOnce(&redb::WriteTransaction) -> Result<T> + Send + 'static,
+    poisons: fn(&Result<T>) -> bool,
+) -> std::sync::mpsc::Receiver<Result<T>> {
+    let (send, outcome) = std::sync::mpsc::sync_channel::<Result<T>>(1);
+    riders.lock().push(Box::new(move |tx| {
+        let r = op(tx);
+        RiderDone {
+            poisoned: poisons(&r),
+            finish: Box::new(move |commit_error| {
+                let r = match (r, commit_error) {
+                    (Ok(_), Some(e)) => Err(StoreError::Db(e.to_string())),
+                    (r, _) => r,
+                };
+                let _ = send.send(r);
+            }),
+        }
+    }));
+    outcome
 }
 
 /// Longest an engine batch steps aside for API writes before it takes its
