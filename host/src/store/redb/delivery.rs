@@ -278,10 +278,12 @@ impl Redb {
     /// While a step holds the writer, the outcomes ride on its commit
     /// instead (`write_riding_bulk`): one fsync for both.
     pub fn record_outcomes(&self, outcomes: &[Outcome], now: DateTime<Utc>) -> Result<Vec<Campaign>> {
-        let (me, carried) = (self.clone(), outcomes.to_vec());
-        let riding = self.write_riding_bulk(move |tx| {
-            let (_, touched, wrote) = me.record_in(tx, &carried, now, &|| false)?;
-            Ok((touched, wrote))
+        let riding = self.write_riding_bulk(|| {
+            let carried = outcomes.to_vec();
+            move |tx: &redb::WriteTransaction| {
+                let (_, touched, wrote) = Redb::record_in(tx, &carried, now, &|| false)?;
+                Ok((touched, wrote))
+            }
         });
         if let Some(r) = riding {
             let (touched, wrote) = r?;
@@ -302,7 +304,7 @@ impl Redb {
     /// yield; returns how many it took.
     fn record_some_outcomes(&self, outcomes: &[Outcome], now: DateTime<Utc>) -> Result<(usize, Vec<Campaign>)> {
         let tx = self.write_bulk()?;
-        let (done, touched, wrote) = self.record_in(&tx, outcomes, now, &|| tx.yield_requested())?;
+        let (done, touched, wrote) = Redb::record_in(&tx, outcomes, now, &|| tx.yield_requested())?;
         tx.commit()?;
         self.wake_deliverer(wrote);
         Ok((done, touched))
@@ -312,7 +314,6 @@ impl Redb {
     /// `yield_now`; returns how many it took, the campaigns it counted
     /// into and whether it wrote events.
     fn record_in(
-        &self,
         tx: &redb::WriteTransaction,
         outcomes: &[Outcome],
         now: DateTime<Utc>,

@@ -454,15 +454,16 @@ impl Redb {
     /// own if that batch had committed already; `None` when no engine
     /// batch holds the writer (the caller then takes a turn as usual).
     /// Any `Err` from `op` drops the whole transaction it ran in, whose
-    /// holder then fails and tries again.
-    pub(crate) fn write_riding_bulk<T: Send + 'static>(
-        &self,
-        op: impl FnOnce(&redb::WriteTransaction) -> Result<T> + Send + 'static,
-    ) -> Option<Result<T>> {
+    /// holder then fails and tries again. `op` is made only when it rides
+    /// (it owns a copy of what it writes).
+    pub(crate) fn write_riding_bulk<T: Send + 'static, Op>(&self, op: impl FnOnce() -> Op) -> Option<Result<T>>
+    where
+        Op: FnOnce(&redb::WriteTransaction) -> Result<T> + Send + 'static,
+    {
         if !self.bulk_holding.load(Ordering::Acquire) {
             return None;
         }
-        let outcome = queue_rider(&self.bulk_riders, op, Result::is_err);
+        let outcome = queue_rider(&self.bulk_riders, op(), Result::is_err);
         let turn = self.writers.lock_arc();
         Some(self.carried(outcome, turn, |turn| self.bulk_tx(turn)))
     }
@@ -746,15 +747,21 @@ mod tests {
     #[test]
     fn an_engine_write_rides_the_engine_batch_holding_the_writer() {
         let (_dir, store) = temp_store();
-        assert!(store.write_riding_bulk(|tx| next_id(tx, "rider")).is_none());
+        assert!(
+            store
+                .write_riding_bulk(|| |tx: &redb::WriteTransaction| next_id(tx, "rider"))
+                .is_none()
+        );
         let bulk = bulk_until_carrying(&store);
         while !store.bulk_holding.load(Ordering::Acquire) {
             std::thread::yield_now();
         }
         let ran_on = store
-            .write_riding_bulk(|tx| {
-                next_id(tx, "rider")?;
-                Ok(std::thread::current().id())
+            .write_riding_bulk(|| {
+                |tx: &redb::WriteTransaction| {
+                    next_id(tx, "rider")?;
+                    Ok(std::thread::current().id())
+                }
             })
             .expect("an engine batch holds the writer")
             .unwrap();
@@ -775,9 +782,11 @@ mod tests {
             std::thread::yield_now();
         }
         let r = store
-            .write_riding_bulk(|tx| {
-                next_id(tx, "half")?;
-                Err::<(), _>(StoreError::NotFound)
+            .write_riding_bulk(|| {
+                |tx: &redb::WriteTransaction| {
+                    next_id(tx, "half")?;
+                    Err::<(), _>(StoreError::NotFound)
+                }
             })
             .expect("an engine batch holds the writer");
         assert!(matches!(r, Err(StoreError::NotFound)), "{r:?}");
