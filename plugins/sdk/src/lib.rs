@@ -38,11 +38,16 @@ include!(concat!(env!("OUT_DIR"), "/export_macros.rs"));
 /// short-lived values per call (template values, MIME parts, JSON), and
 /// the allocator was 8–10% of a personalize call in the guest: the bundled
 /// personalizer's call took 6–8% less time with talc (criterion, both
-/// builds in one run). Left off, a component keeps dlmalloc or sets its
+/// builds in one run). Freed small blocks are kept per size class in front
+/// of it (`size_classes`). Left off, a component keeps dlmalloc or sets its
 /// own `#[global_allocator]`.
 #[cfg(all(feature = "talc", target_family = "wasm", not(target_feature = "atomics")))]
 #[global_allocator]
-static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
+static ALLOCATOR: size_classes::SizeClasses<talc::wasm::WasmDynamicTalc> =
+    size_classes::SizeClasses::new(talc::wasm::new_wasm_dynamic_allocator());
+
+#[cfg(any(test, all(feature = "talc", target_family = "wasm", not(target_feature = "atomics"))))]
+mod size_classes;
 
 pub mod config;
 pub mod fs;
