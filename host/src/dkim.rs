@@ -172,7 +172,7 @@ impl DkimKeys {
         // Nothing this call may sign has a key (mail from a domain without
         // one, or no keys at all): the answer is `None` whatever the message
         // says, so it is not parsed. Parsing every header of every message
-        // was 3% of an SMTP send's CPU where keys covered other domains.
+        // was 4% of an SMTP send's CPU where keys covered other domains.
         if !senders.iter().any(|s| self.by_domain.contains_key(&domain_of(s))) {
             return Ok(None);
         }
@@ -199,7 +199,6 @@ impl DkimKeys {
     }
 }
 
-/// The address of the message's single From header field.
 /// The domain of `address` as keys are stored: lowercase, no final dot.
 fn domain_of(address: &str) -> String {
     address
@@ -208,6 +207,7 @@ fn domain_of(address: &str) -> String {
         .unwrap_or_default()
 }
 
+/// The address of the message's single From header field.
 fn from_address(message: &[u8]) -> Result<String, String> {
     let parsed = mail_parser::MessageParser::new()
         .parse_headers(message)
